@@ -1,0 +1,112 @@
+// Owns the contract between dm-io and a device backend (the "block layer"): the request a
+// backend receives, the limits it declares, and the rules it must keep. Every backend (file,
+// block device, RAM, NBD, fault injector) implements `BlockDevice`; dm-io never looks past it.
+//
+// Rules every backend keeps:
+// - `submit` never calls `done` synchronously; completion comes from a later turn.
+// - A request that crosses or lies beyond `sizeSectors` fails whole with errno EIO: it is never
+//   truncated. Requests wholly inside the device are unaffected by it.
+// - `segments` are used only for read and write; their lengths add up to `countSectors * 512`.
+//   Discard and write-zeroes carry no segments.
+// - `flags.preflush` makes the device flush its volatile cache before the request; with
+//   `countSectors === 0` the request is a pure flush. `flags.fua` makes a write durable before
+//   `done` is called. A device without a volatile cache treats both as satisfied.
+// - A failed read may leave its segments in any state; dm-io zero-fills them.
+
+import type { IoError } from '../errors.js';
+
+/** What a device request does. */
+export type DeviceOp = 'read' | 'write' | 'discard' | 'write-zeroes';
+
+/** Flags carried unchanged on every piece of a region, as the kernel's `bi_opf` bits. */
+export interface RequestFlags {
+  /** The request came from a synchronous caller (`REQ_SYNC`); a scheduling hint only. */
+  readonly sync: boolean;
+  /** Flush the device's volatile cache before this request (`REQ_PREFLUSH`). */
+  readonly preflush: boolean;
+  /** Make this write durable before completing it (`REQ_FUA`). */
+  readonly fua: boolean;
+}
+
+/** One request to one device: the userspace counterpart of a bio. */
+export interface DeviceRequest {
+  /** The operation. */
+  readonly op: DeviceOp;
+  /** First sector (512-byte units). */
+  readonly sector: number;
+  /** Sectors covered; 0 only for a pure flush (`flags.preflush`). */
+  readonly countSectors: number;
+  /** Memory for read and write, in order; empty for discard and write-zeroes. */
+  readonly segments: readonly Uint8Array[];
+  /** Flags, repeated on every piece of a region. */
+  readonly flags: RequestFlags;
+  /** Linux I/O priority value (class << 13 | level), stamped on every piece. */
+  readonly ioprio: number;
+}
+
+/** Completion of one device request: `null` on success. */
+export type DeviceDone = (error: IoError | null) => void;
+
+/** What a device can take in one request. Sector values are in 512-byte units. */
+export interface DeviceLimits {
+  /** Smallest unit the device addresses; requests are multiples of it (512 or 4096). */
+  readonly logicalBlockBytes: number;
+  /** The device's physical block: the unit it writes without read-modify-write. */
+  readonly physicalBlockBytes: number;
+  /** Most sectors one read or write request may carry. */
+  readonly maxSectorsPerRequest: number;
+  /** Most segments one read or write request may carry. */
+  readonly maxSegmentsPerRequest: number;
+  /** Most sectors one discard may carry; 0 means the device cannot discard. */
+  readonly maxDiscardSectors: number;
+  /** Most sectors one write-zeroes may carry; 0 means the device cannot write zeroes. */
+  readonly maxWriteZeroesSectors: number;
+  /**
+   * Alignment, in bytes, that segment memory must have (O_DIRECT); 0 means any memory works.
+   * dm-io bounces unaligned caller memory through its client's aligned pool pages.
+   */
+  readonly memoryAlignmentBytes: number;
+  /** The device has a volatile cache that `preflush` flushes. */
+  readonly flush: boolean;
+  /** The device honours `fua` natively or by flushing after the write. */
+  readonly fua: boolean;
+}
+
+/** Kinds of backend, for display and for code that must know (the CLI's `info`). */
+export type DeviceKind = 'file' | 'block' | 'ram' | 'zero' | 'null' | 'random' | 'nbd' | 'fault';
+
+/** A device dm-io can address. */
+export interface BlockDevice {
+  /** A name for messages and errors: a path, a spec such as `mem:64M`, or an NBD URI. */
+  readonly name: string;
+  /** What backs the device. */
+  readonly kind: DeviceKind;
+  /** The device's size in 512-byte sectors. */
+  readonly sizeSectors: number;
+  /** Writes, discards and write-zeroes are refused before anything is submitted. */
+  readonly readOnly: boolean;
+  /** What one request may carry. */
+  readonly limits: DeviceLimits;
+  /** True after `close()` began; dm-io refuses requests to a closed device. */
+  readonly closed: boolean;
+  /** True when `submitSync` exists: the device can complete a request without awaiting. */
+  readonly canBlock: boolean;
+  /** Starts one request; `done` is called exactly once, never synchronously. */
+  submit(request: DeviceRequest, done: DeviceDone): void;
+  /** Runs one request to completion on the calling thread; present only when `canBlock`. */
+  submitSync?(request: DeviceRequest): IoError | null;
+  /** Releases the device. Idempotent; waits for requests in flight. */
+  close(): Promise<void>;
+}
+
+/** The byte length of a request's segments. */
+export function segmentsBytes(segments: readonly Uint8Array[]): number {
+  let totalBytes = 0;
+  for (const segment of segments) totalBytes += segment.length;
+  return totalBytes;
+}
+
+/** True when a request crosses or lies beyond the device's end (it must then fail whole). */
+export function requestPastEnd(device: BlockDevice, request: DeviceRequest): boolean {
+  return request.sector + request.countSectors > device.sizeSectors;
+}

@@ -1,0 +1,125 @@
+// Owns the memory cursor: one forward walk over caller memory that hands out views of at most
+// a requested length. The region loop asks for bytes and never learns the memory's shape.
+// Invariants: a cursor only moves forward; `clone()` gives an independent walk from the same
+// position, which is how every region of a multi-region write starts at the same byte; every
+// view handed out is a multiple of 512 bytes long because the boundary validated the shape.
+
+import assert from 'node:assert/strict';
+import { PAGE_SIZE } from '../constants.js';
+import type { Bvec, DmIoMemory, PageListNode } from './types.js';
+
+/** A forward walk over caller memory. */
+export interface MemoryCursor {
+  /**
+   * Returns a view of the next bytes, at most `lengthBytesMax` long and never crossing the
+   * current chunk's end, and moves past them.
+   */
+  take(lengthBytesMax: number): Uint8Array;
+  /** An independent cursor at the same position. */
+  clone(): MemoryCursor;
+}
+
+/** Walks a page list: the first page from `offset`, later pages whole; follows cycles. */
+class PageListCursor implements MemoryCursor {
+  #node: PageListNode | null;
+  #offsetBytes: number;
+
+  constructor(node: PageListNode | null, offsetBytes: number) {
+    this.#node = node;
+    this.#offsetBytes = offsetBytes;
+  }
+
+  take(lengthBytesMax: number): Uint8Array {
+    const node = this.#node;
+    assert.ok(node !== null, 'page list ran out: the boundary checks its length');
+    assert.ok(lengthBytesMax > 0);
+    const start = this.#offsetBytes;
+    const lengthBytes = Math.min(PAGE_SIZE - start, lengthBytesMax);
+    const view = node.page.subarray(start, start + lengthBytes);
+    this.#offsetBytes += lengthBytes;
+    if (this.#offsetBytes === PAGE_SIZE) {
+      this.#node = node.next;
+      this.#offsetBytes = 0;
+    }
+    return view;
+  }
+
+  clone(): MemoryCursor {
+    return new PageListCursor(this.#node, this.#offsetBytes);
+  }
+}
+
+/** Walks bio vectors in order; the last one may be consumed only partly. */
+class BvecCursor implements MemoryCursor {
+  readonly #bvecs: readonly Bvec[];
+  #index: number;
+  #doneBytes: number;
+
+  constructor(bvecs: readonly Bvec[], index: number, doneBytes: number) {
+    this.#bvecs = bvecs;
+    this.#index = index;
+    this.#doneBytes = doneBytes;
+  }
+
+  take(lengthBytesMax: number): Uint8Array {
+    const bvec = this.#bvecs[this.#index];
+    assert.ok(bvec !== undefined, 'bvecs ran out: the boundary checks their length');
+    const start = bvec.offset + this.#doneBytes;
+    const lengthBytes = Math.min(bvec.len - this.#doneBytes, lengthBytesMax);
+    this.#doneBytes += lengthBytes;
+    if (this.#doneBytes === bvec.len) {
+      this.#index += 1;
+      this.#doneBytes = 0;
+    }
+    return bvec.page.subarray(start, start + lengthBytes);
+  }
+
+  clone(): MemoryCursor {
+    return new BvecCursor(this.#bvecs, this.#index, this.#doneBytes);
+  }
+}
+
+/**
+ * Walks one contiguous buffer in chunks that end on `PAGE_SIZE` boundaries counted from
+ * `chunkBaseBytes`. Chunking only decides where requests may split; the bytes are the same.
+ */
+class LinearCursor implements MemoryCursor {
+  readonly #data: Uint8Array;
+  #positionBytes: number;
+  readonly #chunkBaseBytes: number;
+
+  constructor(data: Uint8Array, positionBytes: number, chunkBaseBytes: number) {
+    this.#data = data;
+    this.#positionBytes = positionBytes;
+    this.#chunkBaseBytes = chunkBaseBytes;
+  }
+
+  take(lengthBytesMax: number): Uint8Array {
+    const start = this.#positionBytes;
+    const intoChunk = (start - this.#chunkBaseBytes) % PAGE_SIZE;
+    const lengthBytes = Math.min(PAGE_SIZE - intoChunk, lengthBytesMax, this.#data.length - start);
+    assert.ok(lengthBytes > 0, 'buffer ran out: the boundary checks its length');
+    this.#positionBytes += lengthBytes;
+    return this.#data.subarray(start, start + lengthBytes);
+  }
+
+  clone(): MemoryCursor {
+    return new LinearCursor(this.#data, this.#positionBytes, this.#chunkBaseBytes);
+  }
+}
+
+/** Creates the cursor for validated memory, positioned at the transfer's first byte. */
+export function createCursor(memory: DmIoMemory): MemoryCursor {
+  switch (memory.type) {
+    case 'page-list':
+      return new PageListCursor(memory.list, memory.offset);
+    case 'bvec':
+      return new BvecCursor(memory.bvecs, 0, 0);
+    case 'vm':
+      return new LinearCursor(memory.data, 0, 0);
+    case 'kmem': {
+      const offsetBytes = memory.offset ?? 0;
+      return new LinearCursor(memory.data, offsetBytes, offsetBytes);
+    }
+  }
+}
