@@ -8,7 +8,9 @@ import { SECTOR_SIZE } from '../constants.js';
 import {
   errnoOf, InvalidArgTypeError, InvalidRequestError, OpenError, OutOfRangeError,
 } from '../errors.js';
-import { blockDeviceSizeBytesSync, blockSizeBytesSync } from '../sys/libc.js';
+import {
+  blockDeviceSizeBytesSync, blockReadOnlySync, blockSizeBytesSync,
+} from '../sys/libc.js';
 import { alignDown, bytesToSectorsExact, bytesToSectorsFloor } from '../units.js';
 import type { DeviceLimits } from './block-device.js';
 import {
@@ -144,6 +146,11 @@ async function probeDescriptor(
 async function probeBlockDevice(
   path: string, fd: number, deviceNumber: bigint, options: FileDeviceOptions, direct: boolean,
 ): Promise<OpenedFile> {
+  // Linux opens a read-only block device for writing and then fails every write with EPERM;
+  // refusing at open says what is wrong where it can still be acted on.
+  if (options.readOnly !== true && blockReadOnlySync(fd)) {
+    throw new OpenError(path, 'EROFS', 'the block device is read-only; open it with readOnly');
+  }
   // fstat says 0 bytes for a block device; only the ioctl knows its size.
   const sizeBytes = blockDeviceSizeBytesSync(fd);
   if (options.create !== undefined && sizeBytes < options.create.sizeBytes) {

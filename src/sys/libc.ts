@@ -25,6 +25,8 @@ export const BLOCK_IOCTL = {
   BLKSSZGET: 0x1268,
   /** `_IO(0x12, 123)`: physical block size in bytes, as unsigned int. */
   BLKPBSZGET: 0x127b,
+  /** `_IO(0x12, 94)`: 1 when the device is read-only, as int. */
+  BLKROGET: 0x125e,
   /** `_IO(0x12, 119)`: discard the byte range `{start, length}` (uint64[2]). */
   BLKDISCARD: 0x1277,
   /** `_IO(0x12, 127)`: zero the byte range `{start, length}` (uint64[2]). */
@@ -182,4 +184,13 @@ export function blockSizeBytesSync(fd: number, request: 'BLKSSZGET' | 'BLKPBSZGE
   const blockBytes = output[0] ?? 0;
   assert.ok(blockBytes >= 512, `${request} gave ${blockBytes}`);
   return blockBytes;
+}
+
+/** True when the block device is read-only (`BLKROGET`). @throws SysError */
+export function blockReadOnlySync(fd: number): boolean {
+  const bindings = libc();
+  const output = new Int32Array(1);
+  const result = bindings.ioctl(fd, BLOCK_IOCTL.BLKROGET, output) as number;
+  if (result !== 0) throw lastError(bindings, 'ioctl BLKROGET');
+  return output[0] !== 0;
 }
