@@ -336,5 +336,12 @@ describe('file device options and sizes', () => {
     }
     const error = await submitted(device, deviceRequest('read', 100, 8, [new Uint8Array(4096)]));
     assert.equal(error?.errno, 'EIO');
+    // Half a request is still there: the first call comes back short, the next reads 0 bytes.
+    const readsBefore = device.stats.reads;
+    const halfError = await submitted(device, deviceRequest('read', 4, 8, [new Uint8Array(4096)]));
+    assert.equal(halfError?.errno, 'EIO');
+    assert.equal(device.stats.reads, readsBefore + 2, 'a short call, then a 0-byte call: EIO');
+    const syncError = device.submitSync(deviceRequest('read', 4, 8, [new Uint8Array(4096)]));
+    assert.equal(syncError?.errno, 'EIO');
   });
 });

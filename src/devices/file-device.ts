@@ -17,6 +17,7 @@ import {
   emptyStats, type FileDeviceStats, initialMethods, type SpecialMethods, type ZeroMethod,
   type DiscardMethod,
 } from './file-special-ops.js';
+import { submitFast, submitFastSync } from './file-fast-path.js';
 import { runStepsAsync, runStepsSync } from './file-syscalls.js';
 
 /** A regular file or block device opened by `openFileDevice`. */
@@ -93,15 +94,25 @@ export class FileDevice implements BlockDevice {
   /** Starts one request; `done` runs exactly once, on a later turn. */
   submit(request: DeviceRequest, done: DeviceDone): void {
     this.#inflightCount += 1;
-    runStepsAsync(this.#fd, runFileRequest(this.#context, request), (error) => {
+    const complete = (error: IoError | null): void => {
       this.#inflightCount -= 1;
       if (this.#inflightCount === 0) this.#drained?.();
       done(error);
-    });
+    };
+    try {
+      if (submitFast(this.#context, this.#fd, request, complete)) return;
+      runStepsAsync(this.#fd, runFileRequest(this.#context, request), complete);
+    } catch (error) {
+      // A malformed request fails an assertion before any syscall; it is not in flight.
+      this.#inflightCount -= 1;
+      throw error;
+    }
   }
 
   /** Runs one request to completion with blocking calls. */
   submitSync(request: DeviceRequest): IoError | null {
+    const fast = submitFastSync(this.#context, this.#fd, request);
+    if (fast !== undefined) return fast;
     return runStepsSync(this.#fd, runFileRequest(this.#context, request));
   }
 

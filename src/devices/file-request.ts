@@ -91,6 +91,20 @@ function* transferData(
   return next.value;
 }
 
+/**
+ * The data transfer of a plain read or write alone (no refusal checks, no flags): what is left
+ * of a request the fast path started, once its first call came back short or failed.
+ */
+export function* runPlainTransfer(
+  context: FileRequestContext, request: DeviceRequest,
+): StepProgram<IoError | null> {
+  assert.ok(!request.flags.preflush && !request.flags.fua);
+  const offsetBytes = sectorsToBytes(request.sector);
+  const failure = yield* transferData(context, request, offsetBytes,
+    sectorsToBytes(request.countSectors));
+  return failure === null ? null : failureError(context, request, failure);
+}
+
 function failureError(
   context: FileRequestContext, request: DeviceRequest, failure: OperationFailure,
 ): IoError {

@@ -126,6 +126,32 @@ export function runStepsAsync<T>(fd: number, program: StepProgram<T>, done: (val
   runStepAsync(fd, first.value, resume);
 }
 
+/**
+ * Continues `program`, whose first step the caller already ran: `firstResult` is that step's
+ * result. The program must yield that step first (the caller issued exactly it).
+ */
+export function resumeStepsAsync<T>(
+  fd: number, program: StepProgram<T>, firstResult: StepResult, done: (value: T) => void,
+): void {
+  const first = program.next();
+  assert.ok(first.done !== true, 'the program must start with the step already run');
+  const resume = (result: StepResult): void => {
+    const next = program.next(result);
+    if (next.done === true) done(next.value);
+    else runStepAsync(fd, next.value, resume);
+  };
+  resume(firstResult);
+}
+
+/** `resumeStepsAsync` for the calling thread. */
+export function resumeStepsSync<T>(fd: number, program: StepProgram<T>, firstResult: StepResult): T {
+  const first = program.next();
+  assert.ok(first.done !== true, 'the program must start with the step already run');
+  let next = program.next(firstResult);
+  while (next.done !== true) next = program.next(runStepSync(fd, next.value));
+  return next.value;
+}
+
 /** Runs `program` to completion on the calling thread. */
 export function runStepsSync<T>(fd: number, program: StepProgram<T>): T {
   let next = program.next();
