@@ -147,6 +147,21 @@ for (const [mode, run] of RUNNERS) {
       assert.notEqual(fileBytes(path, 72 * 512, 1)[0], 0);
     });
 
+    test('concurrent write-zeroes all refused at once disable the method once', async (t) => {
+      const { device, path } = await openTemp(t, 2 * MIB, '/dev/shm');
+      assert.equal(await run(device, deviceRequest('write', 0, 4096, [pattern(2 * MIB, 15)])),
+        null);
+      const outcomes = await Promise.all(Array.from({ length: 8 }, (_unused, index) =>
+        run(device, deviceRequest('write-zeroes', index * 256, 128))));
+      assert.ok(outcomes.every((error) => error === null));
+      assert.equal(device.stats.refusals, 1);
+      assert.equal(device.stats.zeroPunches, 8);
+      for (let index = 0; index < 8; index += 1) {
+        assert.ok(allZero(fileBytes(path, index * 256 * 512, 128 * 512)));
+        assert.notEqual(fileBytes(path, (index * 256 + 128) * 512, 1)[0], 0);
+      }
+    });
+
     test('with fallocate disabled, write-zeroes writes zeros from the shared buffer', async (t) => {
       const { device, path } = await openTemp(t, 24 * MIB, undefined,
         { disableMethods: ['zero-range', 'punch-hole'] });

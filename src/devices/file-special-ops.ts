@@ -27,7 +27,7 @@ const ZERO_BUFFERS_PER_CALL = 16;
 
 /** Counters of syscalls that completed, kept per device for tests and diagnostics. */
 export interface FileDeviceStats {
-  /** read/readv calls that returned data. */
+  /** read/readv calls that completed without error (a 0-byte read included). */
   reads: number;
   /** write/writev calls for write requests. */
   writes: number;
