@@ -87,7 +87,9 @@ export class FileDevice implements BlockDevice {
   }
 
   /** The special methods still in use: how this device discards and zeroes now. */
-  get methods(): { readonly discard: DiscardMethod | null; readonly zeroes: readonly ZeroMethod[] } {
+  get methods(): {
+    readonly discard: DiscardMethod | null; readonly zeroes: readonly ZeroMethod[];
+  } {
     return { discard: this.#methods.discard, zeroes: [...this.#methods.zeroes] };
   }
 
@@ -162,4 +164,6 @@ export async function openFileDevice(
 }
 
 export type { FileDeviceOptions } from './file-open.js';
-export type { FileDeviceStats, SpecialMethod, ZeroMethod, DiscardMethod } from './file-special-ops.js';
+export type {
+  FileDeviceStats, SpecialMethod, ZeroMethod, DiscardMethod,
+} from './file-special-ops.js';

@@ -114,7 +114,9 @@ function openDescriptor(path: string, flags: number): Promise<number> {
 }
 
 /** Opens `path` and probes it; the caller owns the returned descriptor. */
-export async function openLocalDevice(path: string, options: FileDeviceOptions): Promise<OpenedFile> {
+export async function openLocalDevice(
+  path: string, options: FileDeviceOptions,
+): Promise<OpenedFile> {
   const flags = openFlags(options, await isBlockDevicePath(path));
   const fd = await openDescriptor(path, flags);
   try {

@@ -100,9 +100,7 @@ export function* discardRange(
 ): StepProgram<TransferFailure | { readonly errno: 'EOPNOTSUPP' } | null> {
   const method = context.methods.discard;
   if (method === null) return { errno: 'EOPNOTSUPP' };
-  const result = yield method === 'punch-hole' ?
-    { kind: 'fallocate', mode: FALLOC_FL.PUNCH_HOLE | FALLOC_FL.KEEP_SIZE, offsetBytes, lengthBytes } :
-    { kind: 'ioctl', request: 'BLKDISCARD', offsetBytes, lengthBytes };
+  const result = yield methodStep(method, offsetBytes, lengthBytes);
   if (result.error === null) {
     context.stats.discards += 1;
     return null;
@@ -124,7 +122,7 @@ export function* zeroRange(
     const method = context.methods.zeroes[0];
     assert.ok(method !== undefined, 'the zero cascade always ends with write');
     if (method === 'write') return yield* writeZeros(context, offsetBytes, lengthBytes);
-    const result = yield zeroStep(method, offsetBytes, lengthBytes);
+    const result = yield methodStep(method, offsetBytes, lengthBytes);
     if (result.error === null) {
       countZeroMethod(context.stats, method);
       return null;
@@ -134,8 +132,9 @@ export function* zeroRange(
   }
 }
 
-function zeroStep(
-  method: Exclude<ZeroMethod, 'write'>, offsetBytes: number, lengthBytes: number,
+/** The one syscall a special method issues for a range. */
+function methodStep(
+  method: Exclude<SpecialMethod, 'write'>, offsetBytes: number, lengthBytes: number,
 ): Step {
   switch (method) {
     case 'zero-range':
@@ -146,6 +145,8 @@ function zeroStep(
         lengthBytes };
     case 'blkzeroout':
       return { kind: 'ioctl', request: 'BLKZEROOUT', offsetBytes, lengthBytes };
+    case 'blkdiscard':
+      return { kind: 'ioctl', request: 'BLKDISCARD', offsetBytes, lengthBytes };
   }
 }
 

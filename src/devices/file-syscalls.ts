@@ -112,7 +112,9 @@ function runStepSync(fd: number, step: Step): StepResult {
  * Runs `program` asynchronously and hands its result to `done` on a later turn, also when the
  * program finishes without issuing any step.
  */
-export function runStepsAsync<T>(fd: number, program: StepProgram<T>, done: (value: T) => void): void {
+export function runStepsAsync<T>(
+  fd: number, program: StepProgram<T>, done: (value: T) => void,
+): void {
   const first = program.next();
   if (first.done === true) {
     process.nextTick(done, first.value);
@@ -144,7 +146,9 @@ export function resumeStepsAsync<T>(
 }
 
 /** `resumeStepsAsync` for the calling thread. */
-export function resumeStepsSync<T>(fd: number, program: StepProgram<T>, firstResult: StepResult): T {
+export function resumeStepsSync<T>(
+  fd: number, program: StepProgram<T>, firstResult: StepResult,
+): T {
   const first = program.next();
   assert.ok(first.done !== true, 'the program must start with the step already run');
   let next = program.next(firstResult);
