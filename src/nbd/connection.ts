@@ -9,7 +9,9 @@ import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
 import { NbdError } from '../errors.js';
 import { ReadTarget } from './read-target.js';
-import { ReplyParser, type ReplySink, type ReplyState, type ServerError } from './reply-parser.js';
+import {
+  ReplyParser, type NbdReplyCounters, type ReplySink, type ReplyState, type ServerError,
+} from './reply-parser.js';
 import type { NbdExportInfo } from './handshake.js';
 import {
   NBD_CMD_DISC, NBD_CMD_READ, NBD_CMD_WRITE, NBD_COOKIE_MAX, NBD_ESHUTDOWN, NBD_REQUEST_MAGIC,
@@ -51,6 +53,8 @@ export interface ConnectionSettings {
   readonly requestTimeoutMs: number;
   /** Called once when the connection dies for any reason other than `disconnect()`. */
   readonly onDead: (connection: NbdConnection, error: NbdError) => void;
+  /** Reply counts, shared by every connection of a device. */
+  readonly counters: NbdReplyCounters;
 }
 
 /** How long `disconnect()` waits for the server to close before destroying the socket. */
@@ -75,7 +79,7 @@ export class NbdConnection implements ReplySink {
     this.socket = socket;
     this.info = info;
     this.settings = settings;
-    this.parser = new ReplyParser(this, info.structuredReplies);
+    this.parser = new ReplyParser(this, info.structuredReplies, settings.counters);
     socket.on('data', (chunk: Buffer) => this.parser.feed(chunk));
     socket.on('error', (error: Error) => this.die('DMIO_ERR_NBD_DISCONNECTED',
       `connection error: ${error.message}`, error));
@@ -133,9 +137,14 @@ export class NbdConnection implements ReplySink {
   finish(cookie: number, error: ServerError | null): void {
     const entry = this.inflight.get(cookie);
     assert.ok(entry !== undefined);
-    this.complete(cookie, entry, error === null ? null : { kind: 'server', error });
-    // ESHUTDOWN: the server is going away; send nothing more on this connection.
+    // ESHUTDOWN: the server is going away; send nothing more, and soft-disconnect once the
+    // commands in flight are answered so the server can exit.
     if (error !== null && error.errorNumber === NBD_ESHUTDOWN) this.shuttingDown = true;
+    this.complete(cookie, entry, error === null ? null : { kind: 'server', error });
+    if (this.shuttingDown && this.inflight.size === 0 && this.deadError === null &&
+      !this.disconnecting) {
+      this.socket.end(encodeRequest(NBD_CMD_DISC, 0, 0, 0, 0));
+    }
   }
 
   /** ReplySink: the reply stream broke the protocol. */

@@ -32,6 +32,7 @@ import { connectNbd, type ConnectSettings } from './connect.js';
 import type { CommandOutcome, NbdConnection } from './connection.js';
 import type { NbdBlockSizes, NbdExportInfo } from './handshake.js';
 import { InflightLimiter } from './inflight-limiter.js';
+import { newReplyCounters, type NbdReplyCounters } from './reply-parser.js';
 import { nbdGeometry } from './nbd-limits.js';
 import {
   NBD_CMD_FLAG_FUA, NBD_CMD_FLUSH, NBD_CMD_READ, NBD_CMD_TRIM, NBD_CMD_WRITE,
@@ -107,6 +108,7 @@ export class NbdDevice implements BlockDevice {
   private flushedSequence = 0;
   private writebackLost = false;
   private connectSettings: ConnectSettings | null = null;
+  private replyCounters: NbdReplyCounters = newReplyCounters();
 
   private constructor(settings: NbdDeviceSettings, info: NbdExportInfo) {
     const target = settings.target;
@@ -138,6 +140,7 @@ export class NbdDevice implements BlockDevice {
       requestTimeoutMs: settings.requestTimeoutMs,
       structuredReplies: settings.structuredReplies,
       onDead: (connection, error) => device?.connectionDied(connection, error),
+      counters: newReplyCounters(),
     };
     const first = await connectNbd(settings.target, connectSettings);
     try {
@@ -148,6 +151,7 @@ export class NbdDevice implements BlockDevice {
     }
     device.connections.push(first);
     device.connectSettings = connectSettings;
+    device.replyCounters = connectSettings.counters;
     const multi = (first.info.transmissionFlags & NBD_FLAG_CAN_MULTI_CONN) !== 0;
     device.connectionsWanted = multi ? settings.connections : 1;
     try {
@@ -182,6 +186,11 @@ export class NbdDevice implements BlockDevice {
   /** Connections currently open. */
   get connectionCount(): number {
     return this.connections.length;
+  }
+
+  /** Replies received so far, by kind (simple replies, data/hole/error/none chunks). */
+  get replies(): Readonly<NbdReplyCounters> {
+    return { ...this.replyCounters };
   }
 
   /** NBD commands in flight plus those waiting for room. */

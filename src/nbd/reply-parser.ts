@@ -46,6 +46,25 @@ export interface ReplySink {
   violation(message: string): void;
 }
 
+/** Counts of replies by kind, for diagnostics and tests (one object may be shared). */
+export interface NbdReplyCounters {
+  /** Simple replies (16-byte header). */
+  simpleReplies: number;
+  /** OFFSET_DATA chunks. */
+  dataChunks: number;
+  /** OFFSET_HOLE chunks. */
+  holeChunks: number;
+  /** ERROR, ERROR_OFFSET and unknown error chunks. */
+  errorChunks: number;
+  /** NONE chunks. */
+  noneChunks: number;
+}
+
+/** A zeroed counters object. */
+export function newReplyCounters(): NbdReplyCounters {
+  return { simpleReplies: 0, dataChunks: 0, holeChunks: 0, errorChunks: 0, noneChunks: 0 };
+}
+
 type Phase =
   | { kind: 'header' }
   | { kind: 'simple-data'; cookie: number; target: ReadTarget; positionBytes: number }
@@ -72,10 +91,12 @@ export class ReplyParser {
   private smallBytes = 0;
   private chunk: ChunkHeader = { flags: 0, chunkType: 0, cookie: 0, lengthBytes: 0 };
   private phase: Phase = { kind: 'header' };
+  private readonly counters: NbdReplyCounters;
 
-  constructor(sink: ReplySink, structuredReplies: boolean) {
+  constructor(sink: ReplySink, structuredReplies: boolean, counters: NbdReplyCounters) {
     this.sink = sink;
     this.structuredReplies = structuredReplies;
+    this.counters = counters;
   }
 
   /** True when no reply is partly parsed (used to tell a clean EOF from a torn one). */
@@ -151,6 +172,7 @@ export class ReplyParser {
     const cookie = this.readCookie(8);
     const state = this.sink.find(cookie);
     if (state === undefined) return this.fail(`simple reply for unknown cookie ${cookie}`);
+    this.counters.simpleReplies += 1;
     if (errorNumber !== 0 || state.type !== NBD_CMD_READ) {
       return this.sink.finish(cookie, errorNumber === 0 ? null : { errorNumber, message: '' });
     }
@@ -190,6 +212,7 @@ export class ReplyParser {
     if (state === undefined) return this.fail(`reply chunk for unknown cookie ${chunk.cookie}`);
     const { chunkType, lengthBytes } = chunk;
     const target = state.readTarget;
+    this.count(chunkType);
     if (chunkType === NBD_REPLY_TYPE_NONE) {
       if (lengthBytes !== 0) return this.fail(`NONE chunk with ${lengthBytes} bytes of payload`);
       if ((chunk.flags & NBD_REPLY_FLAG_DONE) === 0) return this.fail('NONE chunk without DONE');
@@ -218,6 +241,14 @@ export class ReplyParser {
       return undefined;
     }
     return this.fail(`unknown reply chunk type ${chunkType} (${lengthBytes} bytes)`);
+  }
+
+  private count(chunkType: number): void {
+    const counters = this.counters;
+    if (chunkType === NBD_REPLY_TYPE_NONE) counters.noneChunks += 1;
+    else if (chunkType === NBD_REPLY_TYPE_OFFSET_DATA) counters.dataChunks += 1;
+    else if (chunkType === NBD_REPLY_TYPE_OFFSET_HOLE) counters.holeChunks += 1;
+    else if ((chunkType & NBD_REPLY_TYPE_ERROR_BIT) !== 0) counters.errorChunks += 1;
   }
 
   private startSmall(lengthBytes: number): void {

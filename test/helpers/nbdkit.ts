@@ -75,6 +75,9 @@ export async function startNbdkit(args: readonly string[], options: StartOptions
   const dir = options.dir ?? makeTempDir();
   const socketPath = path.join(dir, 'nbd.sock');
   const pidPath = path.join(dir, 'nbd.pid');
+  // nbdkit removes neither on exit; a stale pidfile would look ready at once.
+  rmSync(socketPath, { force: true });
+  rmSync(pidPath, { force: true });
   const child = spawn('nbdkit', ['-f', '--exit-with-parent', '-U', socketPath, '-P', pidPath, ...args],
     { stdio: ['ignore', 'ignore', 'pipe'] });
   const ready = (): boolean => existsSync(pidPath) && readFileSync(pidPath, 'utf8').trim() !== '';
@@ -88,6 +91,7 @@ export async function startNbdkit(args: readonly string[], options: StartOptions
 export async function startQemuNbd(args: readonly string[], options: StartOptions = {}): Promise<NbdServer> {
   const dir = options.dir ?? makeTempDir();
   const socketPath = path.join(dir, 'qemu.sock');
+  rmSync(socketPath, { force: true });
   const child = spawn('qemu-nbd', ['-k', socketPath, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   return started(child, dir, socketPath, () => existsSync(socketPath), options);
 }
