@@ -22,12 +22,22 @@ function causeCode(error: IoError | null): string | undefined {
 
 /** The device is broken and refuses a new request at once with DMIO_ERR_NBD_BROKEN. */
 async function assertBrokenNow(device: NbdDevice): Promise<void> {
-  assert.equal(device.broken, true);
+  // The server's exit and the client's seeing EOF are two events; allow a moment between them.
+  await waitFor(() => device.broken, 1000);
   assert.ok(isDmIoError(device.brokenError, 'DMIO_ERR_NBD_BROKEN'));
   const started = performance.now();
   const late = await submit(device, request('read', 0, 8, [new Uint8Array(4096)]), 1000);
   assert.ok(isDmIoError(late?.cause, 'DMIO_ERR_NBD_BROKEN'));
   assert.ok(performance.now() - started < 100, 'a broken device fails at once');
+}
+
+/** Polls `condition` every 5 ms; fails after `timeoutMs`. */
+async function waitFor(condition: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!condition()) {
+    assert.ok(performance.now() < deadline, `condition not met within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
 }
 
 describe('nbdkit error filter', () => {
@@ -106,7 +116,7 @@ describe('nbdkit error filter', () => {
 describe('nbdkit delay filter', () => {
   test('out-of-order replies are matched to the right requests', async (t) => {
     if (!requireTools(t, 'nbdkit')) return;
-    const server = await startNbdkit(['--filter=delay', 'memory', '8M', 'rdelay=150ms']);
+    const server = await startNbdkit(['-t', '64', '--filter=delay', 'memory', '8M', 'rdelay=150ms']);
     const device = await openNbdDevice(server.uri);
     try {
       for (let index = 0; index < 16; index += 1) {
@@ -222,6 +232,7 @@ describe('bounded reconnect', () => {
       assert.equal(await submit(device, request('write', 0, 8, [pattern(0, 4096)])), null);
       first.child.kill('SIGKILL');
       await first.exited;
+      await waitFor(() => device.connectionCount === 0, 1000);
       // Submitted while the server is down: waits for the reconnect, then runs.
       const waiting = submit(device, request('write', 8, 8, [pattern(4096, 4096)]), 5000);
       await new Promise((resolve) => setTimeout(resolve, 100));
@@ -248,6 +259,8 @@ describe('bounded reconnect', () => {
     const device = await openNbdDevice(server.uri, { reconnect: { attemptsMax: 3, delayMs: 10 } });
     try {
       await server.stop('SIGKILL');
+      await waitFor(() => device.connectionCount === 0, 1000);
+      // Submitted while reconnecting: waits, then fails once the attempts are exhausted.
       const result = await submit(device, request('read', 0, 8, [new Uint8Array(4096)]), 3000);
       assert.ok(result !== null);
       assert.ok(isDmIoError(result.cause, 'DMIO_ERR_NBD_BROKEN'), String(result.cause));
