@@ -1,6 +1,6 @@
 // Owns starting and stopping local NBD servers for tests: nbdkit (foreground, --exit-with-parent,
 // a private Unix socket, ready once its pidfile is written) and qemu-nbd (ready once its socket
-// exists). Each server lives in its own temporary directory, removed by `stop()`. Servers listen
+// accepts a connection). Each server lives in its own temporary directory, removed by `stop()`. Servers listen
 // only on Unix sockets here, never on a network address.
 //
 //   const server = await startNbdkit(['memory', '64M']);
@@ -10,6 +10,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import net from 'node:net';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
 
@@ -93,14 +94,26 @@ export async function startQemuNbd(args: readonly string[], options: StartOption
   const socketPath = path.join(dir, 'qemu.sock');
   rmSync(socketPath, { force: true });
   const child = spawn('qemu-nbd', ['-k', socketPath, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  return started(child, dir, socketPath, () => existsSync(socketPath), options);
+  // The socket file appears at bind(), before listen(): probe with a real connection.
+  return started(child, dir, socketPath, () => existsSync(socketPath) && canConnect(socketPath), options);
+}
+
+function canConnect(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.createConnection({ path: socketPath });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
 }
 
 async function started(
   child: ChildProcess,
   dir: string,
   socketPath: string,
-  ready: () => boolean,
+  ready: () => boolean | Promise<boolean>,
   options: StartOptions,
 ): Promise<NbdServer> {
   let stderr = '';
@@ -111,7 +124,7 @@ async function started(
   let hasExited = false;
   void exited.then(() => { hasExited = true; });
   const deadline = Date.now() + (options.readyTimeoutMs ?? 10000);
-  while (!ready()) {
+  while (!(await ready())) {
     if (hasExited || Date.now() > deadline) {
       child.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });
