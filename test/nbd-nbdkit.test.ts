@@ -87,6 +87,25 @@ describe('nbdkit memory', () => {
     });
   });
 
+  test('FUA is emulated with a FLUSH after the write when the server lacks SEND_FUA', async (t) => {
+    if (!requireTools(t, 'nbdkit')) return;
+    // nbdkit 1.32's fua filter rejects fuamode=none; an eval plugin says can_fua=none instead.
+    await withServer((dir) => ['--filter=log', 'eval', `logfile=${path.join(dir, 'log')}`,
+      'get_size=echo 1M', 'pread=dd if=/dev/zero count=$3 iflag=count_bytes status=none',
+      'can_write=exit 0', 'pwrite=cat >/dev/null', 'can_flush=exit 0', 'flush=exit 0',
+      'can_fua=echo none'], async (server) => {
+      const device = await openNbdDevice(server.uri);
+      assert.equal(device.transmissionFlags & 0x8, 0, 'no SEND_FUA advertised');
+      assert.equal(device.limits.fua, true);
+      assert.equal(await submit(device, request('write', 0, 8, [pattern(0, 4096)], { fua: true })), null);
+      await device.close();
+      const log = readFileSync(path.join(server.dir, 'log'), 'utf8');
+      const write = log.indexOf(' Write id=');
+      assert.ok(write >= 0 && log.indexOf(' Flush id=', write) > write, 'Flush follows the write');
+      assert.ok(!/Write id=.* fua=1/.test(log));
+    });
+  });
+
   test('many requests pipelined under tight in-flight bounds, FIFO overflow refused', async (t) => {
     if (!requireTools(t, 'nbdkit')) return;
     await withServer(['memory', '64M'], async (server) => {
