@@ -1,0 +1,133 @@
+// Owns the dm-io entry points: `dmIo` (asynchronous engine, with a Promise or a notify
+// callback) and `dmIoBlocking` (the same region loop run to completion on the calling thread
+// for devices that can block). Both validate first, so an argument error throws before
+// anything is submitted. The Promise form is the notify form with an internal callback, as the
+// kernel's sync_io is async_io plus a completion; it also adds the sync flag.
+
+import assert from 'node:assert/strict';
+import type { DeviceRequest } from '../devices/block-device.js';
+import { DmIoError, IoError, StateError } from '../errors.js';
+import { dispatchRegions, type DispatchSink } from './dispatch.js';
+import { IoTracker, type DmIoResult } from './io-tracker.js';
+import {
+  planRequest, validateNotify, type DmIoNotify, type DmIoPlan, type DmIoRegion, type DmIoRequest,
+} from './request.js';
+
+/**
+ * Runs one dm-io request over up to 64 regions: a read from exactly one region, or a write,
+ * discard or write-zeroes of the same data to every region.
+ *
+ * Without `request.notify` it returns a Promise that settles only after every region has
+ * completed, resolving to `{ errorBits, errors }`: bit *i* of `errorBits` is set when region
+ * *i* failed, and `errors[i]` is that region's first typed error. I/O errors never reject the
+ * Promise. With `request.notify` it returns `undefined` at once and later calls
+ * `notify.fn(errorBits, context, result)` exactly once, never before `dmIo` has returned.
+ *
+ * @throws InvalidArgTypeError, OutOfRangeError, InvalidRequestError, StateError — synchronously,
+ * in both forms, with nothing submitted: wrong types, more than 64 regions
+ * (`DMIO_ERR_TOO_MANY_REGIONS`), a read of several regions (`DMIO_ERR_MULTI_REGION_READ`), an
+ * unknown memory type, memory shorter than a region (`DMIO_ERR_BUFFER_TOO_SHORT`), offsets not
+ * on sector or logical-block boundaries (`DMIO_ERR_MISALIGNED`), a closed device, a write to a
+ * read-only device, a destroyed client.
+ * @example
+ * const client = dmIoClientCreate();
+ * const data = Buffer.alloc(4096, 0xab);
+ * const { errorBits } = await dmIo({ op: 'write', mem: { type: 'kmem', data }, client },
+ *   [{ device: a, sector: 0, count: 8 }, { device: b, sector: 0, count: 8 }]);
+ */
+export function dmIo<C>(
+  request: DmIoRequest<C> & { notify: DmIoNotify<C> }, regions: readonly DmIoRegion[],
+): undefined;
+export function dmIo(request: DmIoRequest, regions: readonly DmIoRegion[]): Promise<DmIoResult>;
+export function dmIo(
+  request: DmIoRequest, regions: readonly DmIoRegion[],
+): Promise<DmIoResult> | undefined {
+  const notify = validateNotify((request as { notify?: unknown } | null)?.notify);
+  const plan = planRequest(request, regions, notify === null);
+  if (notify !== null) {
+    runAsync(plan, (result) => notify.fn(result.errorBits, notify.context, result));
+    return undefined;
+  }
+  return new Promise((resolve) => runAsync(plan, resolve));
+}
+
+/** Starts `plan`; `complete` runs once, never before this function has returned. */
+function runAsync(plan: DmIoPlan, complete: (result: DmIoResult) => void): void {
+  let dispatching = true;
+  const tracker = new IoTracker(plan.regions.length, (result) => {
+    if (dispatching) queueMicrotask(() => complete(result));
+    else complete(result);
+  });
+  const sink: DispatchSink = {
+    submit(regionIndex, device, deviceRequest) {
+      tracker.take();
+      plan.client.submit(device, deviceRequest, (error) => {
+        if (error !== null && deviceRequest.op === 'read') zeroFill(deviceRequest);
+        tracker.drop(regionIndex, error === null ? null : withRegion(error, regionIndex));
+      });
+    },
+    fail(regionIndex, error) {
+      tracker.take();
+      tracker.drop(regionIndex, error);
+    },
+  };
+  dispatchRegions(plan, sink);
+  dispatching = false;
+  tracker.dropBias();
+}
+
+/**
+ * Runs a dm-io request to completion on the calling thread, for code that cannot await. Every
+ * region's device must be able to block (files, block devices, RAM); the same validation,
+ * region loop, zero-fill and error bits as `dmIo` apply. Bounce pages for O_DIRECT devices come
+ * from the client's pool.
+ *
+ * @throws StateError `DMIO_ERR_CANNOT_BLOCK` when a region's device cannot block (NBD), plus
+ * every argument error of `dmIo`.
+ * @example
+ * const { errorBits } = dmIoBlocking({ op: 'read', mem: { type: 'vm', data }, client },
+ *   [{ device, sector: 0, count: 8 }]);
+ */
+export function dmIoBlocking(request: DmIoRequest, regions: readonly DmIoRegion[]): DmIoResult {
+  if ((request as { notify?: unknown } | null)?.notify !== undefined) {
+    throw new StateError('DMIO_ERR_CANNOT_BLOCK', 'request',
+      'a blocking request takes no notify callback');
+  }
+  const plan = planRequest(request, regions, true);
+  for (const region of plan.regions) {
+    if (!region.device.canBlock || region.device.submitSync === undefined) {
+      throw new StateError('DMIO_ERR_CANNOT_BLOCK', region.device.name,
+        'the device cannot complete requests without awaiting; use dmIo');
+    }
+  }
+  let outcome: DmIoResult | null = null;
+  const tracker = new IoTracker(plan.regions.length, (result) => {
+    outcome = result;
+  });
+  const sink: DispatchSink = {
+    submit(regionIndex, device, deviceRequest) {
+      tracker.take();
+      const error = plan.client.submitBlocking(device, deviceRequest);
+      if (error !== null && deviceRequest.op === 'read') zeroFill(deviceRequest);
+      tracker.drop(regionIndex, error === null ? null : withRegion(error, regionIndex));
+    },
+    fail(regionIndex, error) {
+      tracker.take();
+      tracker.drop(regionIndex, error);
+    },
+  };
+  dispatchRegions(plan, sink);
+  tracker.dropBias();
+  assert.ok(outcome !== null, 'a blocking request completes before it returns');
+  return outcome;
+}
+
+/** A failed read leaves no stale bytes: its own segments are zeroed, nothing else. */
+function zeroFill(request: DeviceRequest): void {
+  for (const segment of request.segments) segment.fill(0);
+}
+
+function withRegion(error: DmIoError, regionIndex: number): DmIoError {
+  return error instanceof IoError && error.regionIndex !== regionIndex ?
+    error.withRegion(regionIndex) : error;
+}

@@ -1,0 +1,103 @@
+// Owns what every in-process device shares: limits with test overrides, the closed and
+// past-end checks, completion on a later microtask (never inside `submit`), and the blocking
+// form. Subclasses only say how to read, write and clear bytes.
+
+import { PAGE_SIZE, SECTOR_SIZE } from '../constants.js';
+import { InvalidRequestError } from '../errors.js';
+import type { IoError } from '../errors.js';
+import { sectorsToBytes } from '../units.js';
+import type {
+  BlockDevice, DeviceDone, DeviceKind, DeviceLimits, DeviceRequest,
+} from './block-device.js';
+import { requestPastEnd } from './block-device.js';
+import { pastEndError, requestError } from './request-error.js';
+
+/** Limits of in-process devices unless a caller overrides them (tests do, to force splits). */
+export const MEMORY_DEVICE_LIMITS: DeviceLimits = {
+  logicalBlockBytes: SECTOR_SIZE,
+  physicalBlockBytes: PAGE_SIZE,
+  maxSectorsPerRequest: 8192,
+  maxSegmentsPerRequest: 256,
+  maxDiscardSectors: 4 * 1024 * 1024,
+  maxWriteZeroesSectors: 4 * 1024 * 1024,
+  memoryAlignmentBytes: 0,
+  flush: false,
+  fua: false,
+};
+
+/** Merges `overrides` into the default limits, checking that they stay coherent. */
+export function memoryDeviceLimits(name: string, overrides: Partial<DeviceLimits> = {}): DeviceLimits {
+  const limits = { ...MEMORY_DEVICE_LIMITS, ...overrides };
+  const block = limits.logicalBlockBytes;
+  if (block < SECTOR_SIZE || block > PAGE_SIZE || (block & (block - 1)) !== 0) {
+    throw new InvalidRequestError('DMIO_ERR_INVALID_ARG_VALUE', `${name} limits`,
+      `logicalBlockBytes must be a power of two from ${SECTOR_SIZE} to ${PAGE_SIZE}`);
+  }
+  if (limits.maxSectorsPerRequest * SECTOR_SIZE < block || limits.maxSegmentsPerRequest < 1) {
+    throw new InvalidRequestError('DMIO_ERR_INVALID_ARG_VALUE', `${name} limits`,
+      'a request must be able to hold one logical block in one segment');
+  }
+  return limits;
+}
+
+/** An in-process device: completes every request on a later microtask. */
+export abstract class MemoryBackedDevice implements BlockDevice {
+  readonly name: string;
+  abstract readonly kind: DeviceKind;
+  readonly sizeSectors: number;
+  readonly readOnly: boolean;
+  readonly limits: DeviceLimits;
+  readonly canBlock = true;
+  #closed = false;
+
+  constructor(name: string, sizeSectors: number, readOnly: boolean, limits: DeviceLimits) {
+    this.name = name;
+    this.sizeSectors = sizeSectors;
+    this.readOnly = readOnly;
+    this.limits = limits;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  submit(request: DeviceRequest, done: DeviceDone): void {
+    const error = this.submitSync(request);
+    queueMicrotask(() => done(error));
+  }
+
+  submitSync(request: DeviceRequest): IoError | null {
+    if (this.#closed) return requestError(this, request, 'EBADF');
+    if (requestPastEnd(this, request)) return pastEndError(this, request);
+    if (this.readOnly && request.op !== 'read' && request.countSectors > 0) {
+      return requestError(this, request, 'EROFS');
+    }
+    const offsetBytes = sectorsToBytes(request.sector);
+    const lengthBytes = sectorsToBytes(request.countSectors);
+    switch (request.op) {
+      case 'read':
+        this.readSegments(offsetBytes, request.segments);
+        break;
+      case 'write':
+        this.writeSegments(offsetBytes, request.segments);
+        break;
+      case 'discard':
+      case 'write-zeroes':
+        this.clearRange(offsetBytes, lengthBytes);
+        break;
+    }
+    return null;
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    return Promise.resolve();
+  }
+
+  /** Fills `segments`, in order, with the bytes from `offsetBytes`. */
+  protected abstract readSegments(offsetBytes: number, segments: readonly Uint8Array[]): void;
+  /** Stores `segments`, in order, from `offsetBytes`. */
+  protected abstract writeSegments(offsetBytes: number, segments: readonly Uint8Array[]): void;
+  /** Makes `lengthBytes` from `offsetBytes` read back as zeros. */
+  protected abstract clearRange(offsetBytes: number, lengthBytes: number): void;
+}

@@ -1,0 +1,135 @@
+// Owns device specs: the one string grammar every part of dmio (library and CLI) uses to name
+// a device, and `openDevice`, which turns a spec into a BlockDevice.
+//   PATH | file:PATH          regular file or block device
+//   mem:SIZE                  RAM disk
+//   zero:SIZE                 reads zeros, read-only
+//   null:SIZE                 reads zeros, drops writes
+//   random:SIZE[,seed=N]      read-only deterministic pseudo-random bytes
+//   nbd://HOST[:PORT][/EXPORT], nbd+unix:///EXPORT?socket=PATH   NBD export
+
+import { InvalidArgTypeError, InvalidRequestError } from '../errors.js';
+import { parseSize } from '../size.js';
+import { validateBoolean, validateOptionsObject } from '../core/validate.js';
+import type { BlockDevice } from './block-device.js';
+import { openFileDevice } from './file-device.js';
+import { openNbdDevice } from '../nbd/open-nbd.js';
+import { createRamDevice } from './ram-device.js';
+import { createRandomDevice, createZeroDevice } from './pattern-devices.js';
+
+/** Options of `openDevice`; each applies where it makes sense and is ignored elsewhere. */
+export interface OpenDeviceOptions {
+  /** Open files and block devices with O_DIRECT (bypass the page cache). */
+  direct?: boolean;
+  /** Open read-only: writes, discards and write-zeroes are refused before submission. */
+  readOnly?: boolean;
+  /** Create a regular file that does not exist, or extend a smaller one, to this size. */
+  create?: { sizeBytes: number };
+  /** Open a block device exclusively (O_EXCL): fails while it is mounted or in use. */
+  exclusive?: boolean;
+  /** NBD: connection timeout in milliseconds. */
+  connectTimeoutMs?: number;
+  /** NBD: per-request timeout in milliseconds. */
+  requestTimeoutMs?: number;
+}
+
+/** A parsed device spec. */
+export type DeviceSpec =
+  | { kind: 'file'; path: string }
+  | { kind: 'mem' | 'zero' | 'null'; sizeBytes: number }
+  | { kind: 'random'; sizeBytes: number; seed: number }
+  | { kind: 'nbd'; uri: string };
+
+/**
+ * Parses a device spec without opening anything.
+ *
+ * @throws InvalidRequestError (`DMIO_ERR_INVALID_DEVICE_SPEC`) for a malformed spec.
+ */
+export function parseDeviceSpec(spec: string): DeviceSpec {
+  if (typeof spec !== 'string') throw new InvalidArgTypeError('spec', 'a string', spec);
+  if (spec.length === 0) throw specError(spec, 'the spec is empty');
+  if (spec.startsWith('nbd://') || spec.startsWith('nbd+unix://')) return { kind: 'nbd', uri: spec };
+  if (spec.startsWith('file:')) return { kind: 'file', path: requirePath(spec, spec.slice(5)) };
+  const match = /^(mem|zero|null|random):(.*)$/.exec(spec);
+  if (match === null) return { kind: 'file', path: spec };
+  const kind = match[1] as 'mem' | 'zero' | 'null' | 'random';
+  const [sizeText = '', ...params] = (match[2] ?? '').split(',');
+  const sizeBytes = sizeOf(spec, sizeText);
+  if (kind !== 'random') {
+    if (params.length > 0) throw specError(spec, `${kind}: takes no parameters`);
+    return { kind, sizeBytes };
+  }
+  return { kind, sizeBytes, seed: seedOf(spec, params) };
+}
+
+/**
+ * Opens the device a spec names (see `parseDeviceSpec` for the grammar).
+ *
+ * @throws InvalidRequestError (`DMIO_ERR_INVALID_DEVICE_SPEC`) for a malformed spec;
+ * OpenError (`DMIO_ERR_OPEN_FAILED`) when the OS refuses the open; NbdError when an NBD
+ * server cannot be reached or refuses the handshake.
+ * @example
+ * const disk = await openDevice('mem:64M');
+ * const image = await openDevice('disk.img', { create: { sizeBytes: 1 << 30 } });
+ */
+export async function openDevice(spec: string, options: OpenDeviceOptions = {}): Promise<BlockDevice> {
+  validateOptionsObject(options, 'options');
+  const parsed = parseDeviceSpec(spec);
+  const readOnly = validateBoolean(options.readOnly, 'options.readOnly', false);
+  switch (parsed.kind) {
+    case 'file':
+      return openFileDevice(parsed.path, options);
+    case 'nbd':
+      return openNbdDevice(parsed.uri, nbdOptions(options, readOnly));
+    case 'mem':
+      return createRamDevice({ sizeBytes: parsed.sizeBytes, name: spec, readOnly });
+    case 'zero':
+    case 'null':
+      return createZeroDevice(parsed.kind, { sizeBytes: parsed.sizeBytes, name: spec });
+    case 'random':
+      return createRandomDevice({ sizeBytes: parsed.sizeBytes, seed: parsed.seed, name: spec });
+  }
+}
+
+function nbdOptions(options: OpenDeviceOptions, readOnly: boolean): Parameters<typeof openNbdDevice>[1] {
+  return {
+    readOnly,
+    ...(options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: options.connectTimeoutMs }),
+    ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
+  };
+}
+
+function sizeOf(spec: string, text: string): number {
+  let sizeBytes: number;
+  try {
+    sizeBytes = parseSize(text, 'size');
+  } catch {
+    throw specError(spec, `${JSON.stringify(text)} is not a size (examples: 64M, 1G)`);
+  }
+  if (sizeBytes === 0 || sizeBytes % 512 !== 0) {
+    throw specError(spec, `the size must be a positive multiple of 512 bytes, got ${sizeBytes}`);
+  }
+  return sizeBytes;
+}
+
+function seedOf(spec: string, params: readonly string[]): number {
+  let seed = 0;
+  for (const param of params) {
+    const match = /^seed=(\d+)$/.exec(param);
+    const value = match === null ? Number.NaN : Number(match[1]);
+    if (!Number.isSafeInteger(value) || value > 0xffffffff) {
+      throw specError(spec, `unknown parameter ${JSON.stringify(param)} (expected seed=N, ` +
+        'N from 0 to 4294967295)');
+    }
+    seed = value;
+  }
+  return seed;
+}
+
+function requirePath(spec: string, path: string): string {
+  if (path.length === 0) throw specError(spec, 'file: needs a path');
+  return path;
+}
+
+function specError(spec: string, message: string): InvalidRequestError {
+  return new InvalidRequestError('DMIO_ERR_INVALID_DEVICE_SPEC', JSON.stringify(spec), message);
+}

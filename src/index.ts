@@ -1,0 +1,49 @@
+// The public entry point of dmio: every name a user may import, and nothing else. Internals
+// are reached only through these exports.
+
+export {
+  SECTOR_SIZE, SECTOR_SHIFT, PAGE_SIZE, DM_IO_MAX_REGIONS, READ, WRITE, BIO_MAX_VECS,
+  IOPRIO_DEFAULT,
+} from './constants.js';
+export { sectorsToBytes, bytesToSectorsCeil, bytesToSectorsFloor } from './units.js';
+export { parseSize } from './size.js';
+export {
+  ERROR_CODES, DmIoError, InvalidArgTypeError, OutOfRangeError, InvalidRequestError, IoError,
+  NotSupportedError, StateError, OpenError, NbdError, isDmIoError,
+} from './errors.js';
+export type { ErrorCode, IoErrorDetails } from './errors.js';
+
+export type {
+  DmIoMemory, PageListMemory, BvecMemory, VmMemory, KmemMemory, PageListNode, Bvec,
+} from './memory/types.js';
+export { allocAligned } from './memory/aligned.js';
+
+export { DmIoClient, dmIoClientCreate, dmIoClientDestroy } from './core/client.js';
+export type { DmIoClientOptions } from './core/client.js';
+export { dmIo, dmIoBlocking } from './core/dm-io.js';
+export { failedRegions } from './core/io-tracker.js';
+export type { DmIoResult } from './core/io-tracker.js';
+export { DM_IO_OPS } from './core/request.js';
+export type {
+  DmIoRequest, DmIoRegion, DmIoFlags, DmIoNotify, DmIoOp,
+} from './core/request.js';
+export {
+  dmIoGet, dmIoPut, dmIoSync, dmIoAsync, dmIoSyncBvec, dmIoAsyncBvec, dmIoSyncVm, dmIoAsyncVm,
+} from './core/legacy.js';
+export type { LegacyNotifyFn } from './core/legacy.js';
+
+export type {
+  BlockDevice, DeviceLimits, DeviceRequest, DeviceDone, DeviceOp, DeviceKind, RequestFlags,
+} from './devices/block-device.js';
+export { openDevice, parseDeviceSpec } from './devices/open-device.js';
+export type { OpenDeviceOptions, DeviceSpec } from './devices/open-device.js';
+export { createRamDevice, RamDevice } from './devices/ram-device.js';
+export type { RamDeviceOptions } from './devices/ram-device.js';
+export {
+  createZeroDevice, createRandomDevice, ZeroDevice, RandomDevice,
+} from './devices/pattern-devices.js';
+export type { PatternDeviceOptions } from './devices/pattern-devices.js';
+export { createFaultDevice, FaultDevice } from './devices/fault-device.js';
+export type {
+  FaultDeviceOptions, FaultSpec, FaultRange, FaultOp, TraceEntry,
+} from './devices/fault-device.js';
