@@ -23,7 +23,10 @@ export interface ConnectSettings extends ConnectionSettings {
  * Connects, negotiates and returns a connection in the transmission phase.
  * @throws OpenError when the socket cannot connect; NbdError when the handshake fails.
  */
-export async function connectNbd(target: NbdUri, settings: ConnectSettings): Promise<NbdConnection> {
+export async function connectNbd(
+  target: NbdUri,
+  settings: ConnectSettings,
+): Promise<NbdConnection> {
   const address = target.address;
   const socket = address.transport === 'unix' ?
     net.createConnection({ path: address.socketPath }) :
@@ -53,8 +56,8 @@ export async function connectNbd(target: NbdUri, settings: ConnectSettings): Pro
 function connected(socket: net.Socket, uri: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (error: Error): void => {
-      reject(new OpenError(uri, errnoOf(error), `cannot connect to the NBD server: ${error.message}`,
-        { cause: error }));
+      const message = `cannot connect to the NBD server: ${error.message}`;
+      reject(new OpenError(uri, errnoOf(error), message, { cause: error }));
     };
     socket.once('error', onError);
     socket.once('connect', () => {

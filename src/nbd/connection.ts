@@ -15,7 +15,7 @@ import {
 import type { NbdExportInfo } from './handshake.js';
 import {
   NBD_CMD_DISC, NBD_CMD_READ, NBD_CMD_WRITE, NBD_COOKIE_MAX, NBD_ESHUTDOWN, NBD_REQUEST_MAGIC,
-  REQUEST_HEADER_BYTES, type NbdCommandType,
+  REQUEST_HEADER_BYTES, payloadBytesOf, type NbdCommandType,
 } from './protocol.js';
 
 /** How a command ended: null on success. */
@@ -113,11 +113,11 @@ export class NbdConnection implements ReplySink {
     assert.ok(this.nextCookie < NBD_COOKIE_MAX);
     const cookie = this.nextCookie;
     this.nextCookie += 1;
-    const readTarget = command.type === NBD_CMD_READ ? new ReadTarget(command.segments, command.lengthBytes) : null;
+    const readTarget = command.type === NBD_CMD_READ ?
+      new ReadTarget(command.segments, command.lengthBytes) : null;
     this.inflight.set(cookie, { command, type: command.type, offsetBytes: command.offsetBytes,
       readTarget, serverError: null, startedMs: performance.now() });
-    const payloadBytes = command.type === NBD_CMD_READ || command.type === NBD_CMD_WRITE ? command.lengthBytes : 0;
-    this.inflightPayloadBytes += payloadBytes;
+    this.inflightPayloadBytes += payloadBytesOf(command.type, command.lengthBytes);
     const header = encodeRequest(command.type, command.commandFlags, cookie,
       command.offsetBytes, command.lengthBytes);
     this.socket.cork();
@@ -197,9 +197,7 @@ export class NbdConnection implements ReplySink {
   private complete(cookie: number, entry: InFlight, outcome: CommandOutcome): void {
     this.inflight.delete(cookie);
     const command = entry.command;
-    if (command.type === NBD_CMD_READ || command.type === NBD_CMD_WRITE) {
-      this.inflightPayloadBytes -= command.lengthBytes;
-    }
+    this.inflightPayloadBytes -= payloadBytesOf(command.type, command.lengthBytes);
     command.done(outcome);
   }
 

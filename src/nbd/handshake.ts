@@ -64,7 +64,8 @@ export async function negotiate(
   reader: HandshakeReader,
   request: HandshakeRequest,
 ): Promise<NbdExportInfo> {
-  const read = (lengthBytes: number): Promise<Buffer> => readOrDisconnected(reader, request, lengthBytes);
+  const read = (lengthBytes: number): Promise<Buffer> =>
+    readOrDisconnected(reader, request, lengthBytes);
   const greeting = await read(16);
   if (greeting.readBigUInt64BE(0) !== NBD_INIT_MAGIC) protocol(request, 'bad greeting magic');
   const second = greeting.readBigUInt64BE(8);
@@ -180,14 +181,17 @@ function parseBlockSizes(request: HandshakeRequest, payload: Buffer): NbdBlockSi
   if (!powerOfTwo(preferredBytes) || preferredBytes < minimumBytes) {
     protocol(request, `preferred block size ${preferredBytes} is invalid`);
   }
-  if (maximumBytes !== 0xffffffff && (maximumBytes < minimumBytes || maximumBytes % minimumBytes !== 0)) {
+  const maximumValid = maximumBytes >= minimumBytes && maximumBytes % minimumBytes === 0;
+  if (maximumBytes !== 0xffffffff && !maximumValid) {
     protocol(request, `maximum block size ${maximumBytes} is not a multiple of ${minimumBytes}`);
   }
   return { minimumBytes, preferredBytes, maximumBytes };
 }
 
 function checkedSize(request: HandshakeRequest, sizeBytes: bigint): number {
-  if (sizeBytes > BigInt(Number.MAX_SAFE_INTEGER)) protocol(request, `export size ${sizeBytes} too large`);
+  if (sizeBytes > BigInt(Number.MAX_SAFE_INTEGER)) {
+    protocol(request, `export size ${sizeBytes} too large`);
+  }
   return Number(sizeBytes);
 }
 
@@ -205,7 +209,9 @@ async function readOptionReply(
   const header = await read(OPTION_REPLY_HEADER_BYTES);
   if (header.readBigUInt64BE(0) !== NBD_REP_MAGIC) protocol(request, 'bad option reply magic');
   const echoed = header.readUInt32BE(8);
-  if (echoed !== option) protocol(request, `reply for option ${echoed} while waiting for ${option}`);
+  if (echoed !== option) {
+    protocol(request, `reply for option ${echoed} while waiting for ${option}`);
+  }
   const replyType = header.readUInt32BE(12);
   const lengthBytes = header.readUInt32BE(16);
   if (lengthBytes > OPTION_REPLY_BYTES_MAX) {
@@ -223,7 +229,12 @@ function sendOption(socket: Socket, option: number, data: Buffer): void {
 }
 
 /** Throws the error a refused option deserves, after a polite NBD_OPT_ABORT. */
-function refuse(socket: Socket, request: HandshakeRequest, what: string, reply: OptionReply): never {
+function refuse(
+  socket: Socket,
+  request: HandshakeRequest,
+  what: string,
+  reply: OptionReply,
+): never {
   if ((reply.replyType & NBD_REP_FLAG_ERROR) === 0) {
     protocol(request, `${what} answered with unexpected ${optionReplyName(reply.replyType)}`);
   }
@@ -232,7 +243,7 @@ function refuse(socket: Socket, request: HandshakeRequest, what: string, reply: 
   const detail = text === '' ? '' : `: ${text}`;
   let reason = `server refused ${what} with ${optionReplyName(reply.replyType)}`;
   if (reply.replyType === NBD_REP_ERR_UNKNOWN) reason = `no such export "${request.exportName}"`;
-  if (reply.replyType === NBD_REP_ERR_TLS_REQD) reason = 'server requires TLS, which is unsupported';
+  if (reply.replyType === NBD_REP_ERR_TLS_REQD) reason = 'server requires TLS (unsupported)';
   throw new NbdError('DMIO_ERR_NBD_SERVER', request.uri, `${reason}${detail}`);
 }
 

@@ -37,7 +37,7 @@ import { nbdGeometry } from './nbd-limits.js';
 import {
   NBD_CMD_FLAG_FUA, NBD_CMD_FLUSH, NBD_CMD_READ, NBD_CMD_TRIM, NBD_CMD_WRITE,
   NBD_CMD_WRITE_ZEROES, NBD_FLAG_CAN_MULTI_CONN, NBD_FLAG_READ_ONLY, NBD_FLAG_SEND_FLUSH,
-  NBD_FLAG_SEND_FUA, nbdCommandName, nbdErrnoName, type NbdCommandType,
+  NBD_FLAG_SEND_FUA, nbdCommandName, nbdErrnoName, payloadBytesOf, type NbdCommandType,
 } from './protocol.js';
 import type { NbdUri } from './uri.js';
 
@@ -247,7 +247,9 @@ export class NbdDevice implements BlockDevice {
         'the NBD export is read-only'));
     }
     if (!Number.isSafeInteger(request.sector) || request.sector < 0 ||
-      !Number.isSafeInteger(request.countSectors) || request.countSectors < 0) return fail('EINVAL');
+      !Number.isSafeInteger(request.countSectors) || request.countSectors < 0) {
+      return fail('EINVAL');
+    }
     if (requestPastEnd(this, request)) return pastEndError(this, request);
     const blockSectors = this.limits.logicalBlockBytes / SECTOR_SIZE;
     if (request.sector % blockSectors !== 0 || request.countSectors % blockSectors !== 0) {
@@ -263,19 +265,20 @@ export class NbdDevice implements BlockDevice {
       case 'read':
       case 'write':
         if (request.countSectors > this.limits.maxSectorsPerRequest) return fail('EINVAL');
-        if (segmentsBytes(request.segments) !== request.countSectors * SECTOR_SIZE) return fail('EINVAL');
+        if (segmentsBytes(request.segments) !== request.countSectors * SECTOR_SIZE) {
+          return fail('EINVAL');
+        }
         if (request.countSectors === 0 && !(request.op === 'write' && request.flags.preflush)) {
           return fail('EINVAL');
         }
         return null;
       case 'discard':
         if (this.limits.maxDiscardSectors === 0) return new NotSupportedError(details);
-        if (request.countSectors === 0 || request.countSectors > this.limits.maxDiscardSectors) return fail('EINVAL');
-        return null;
+        return outside(request.countSectors, this.limits.maxDiscardSectors) ? fail('EINVAL') : null;
       case 'write-zeroes':
         if (this.limits.maxWriteZeroesSectors === 0) return new NotSupportedError(details);
-        if (request.countSectors === 0 || request.countSectors > this.limits.maxWriteZeroesSectors) return fail('EINVAL');
-        return null;
+        return outside(request.countSectors, this.limits.maxWriteZeroesSectors) ?
+          fail('EINVAL') : null;
     }
   }
 
@@ -323,7 +326,7 @@ export class NbdDevice implements BlockDevice {
         'a connection was lost while acknowledged writes were unflushed; they may be lost')));
       return;
     }
-    const payloadBytes = step.type === NBD_CMD_READ || step.type === NBD_CMD_WRITE ? step.lengthBytes : 0;
+    const payloadBytes = payloadBytesOf(step.type, step.lengthBytes);
     const flushCovers = this.writeAckSequence;
     const admitted = this.limiter.admit({
       payloadBytes,
@@ -380,7 +383,11 @@ export class NbdDevice implements BlockDevice {
     }
   }
 
-  private outcomeError(request: DeviceRequest, step: Step, outcome: CommandOutcome): IoError | null {
+  private outcomeError(
+    request: DeviceRequest,
+    step: Step,
+    outcome: CommandOutcome,
+  ): IoError | null {
     if (outcome === null) return null;
     if (outcome.kind === 'connection') return this.connectionError(request, step, outcome.error);
     const { errorNumber, message } = outcome.error;
@@ -404,7 +411,9 @@ export class NbdDevice implements BlockDevice {
   private connectionDied(connection: NbdConnection, error: NbdError): void {
     if (!this.connections.includes(connection)) return;
     this.connections = this.connections.filter((candidate) => candidate !== connection);
-    if (this.limits.flush && this.writeAckSequence > this.flushedSequence) this.writebackLost = true;
+    if (this.limits.flush && this.writeAckSequence > this.flushedSequence) {
+      this.writebackLost = true;
+    }
     if (this.brokenBy !== null) return;
     if (this.settings.reconnect === null) {
       this.becomeBroken(error);
@@ -490,6 +499,11 @@ export class NbdDevice implements BlockDevice {
     this.idleWaiters = [];
     for (const wake of waiters) wake();
   }
+}
+
+/** True when a discard or write-zeroes of `countSectors` is empty or above `maxSectors`. */
+function outside(countSectors: number, maxSectors: number): boolean {
+  return countSectors === 0 || countSectors > maxSectors;
 }
 
 function commandTypeOf(request: DeviceRequest): NbdCommandType {

@@ -14,7 +14,7 @@ import {
   NBD_REQUEST_BYTES_MAX, NBD_SPECIAL_REQUEST_BYTES_MAX,
 } from './protocol.js';
 
-/** The physical block reported when the server advertises no preferred size (the spec's default). */
+/** The preferred block assumed when the server advertises none (the spec's default). */
 const PREFERRED_BYTES_DEFAULT = 4096;
 /** Cap on the reported physical block (64 KiB): a hint, kept within what dm-io pages handle. */
 const PHYSICAL_BLOCK_BYTES_MAX = 64 * 1024;
@@ -32,7 +32,11 @@ export interface NbdGeometry {
  * fits the in-flight byte bound.
  * @throws NbdError DMIO_ERR_NBD_PROTOCOL when the server's maximum is below one logical block.
  */
-export function nbdGeometry(uri: string, info: NbdExportInfo, inflightBytesMax: number): NbdGeometry {
+export function nbdGeometry(
+  uri: string,
+  info: NbdExportInfo,
+  inflightBytesMax: number,
+): NbdGeometry {
   const flags = info.transmissionFlags;
   const minimumBytes = info.blockSizes?.minimumBytes ?? 1;
   const logicalBlockBytes = Math.max(SECTOR_SIZE, minimumBytes);
@@ -46,7 +50,8 @@ export function nbdGeometry(uri: string, info: NbdExportInfo, inflightBytesMax: 
   const preferredBytes = info.blockSizes?.preferredBytes ?? PREFERRED_BYTES_DEFAULT;
   const physicalBlockBytes = Math.max(logicalBlockBytes,
     Math.min(preferredBytes, PHYSICAL_BLOCK_BYTES_MAX, requestBytes));
-  const specialSectors = bytesToSectorsExact(alignDown(NBD_SPECIAL_REQUEST_BYTES_MAX, logicalBlockBytes));
+  const specialSectors = bytesToSectorsExact(
+    alignDown(NBD_SPECIAL_REQUEST_BYTES_MAX, logicalBlockBytes));
   const limits: DeviceLimits = {
     logicalBlockBytes,
     physicalBlockBytes,

@@ -21,11 +21,11 @@ export interface NbdOpenOptions {
   readonly readOnly?: boolean;
   /** Deadline for connect plus handshake, in ms (1-600000, default 10000). */
   readonly connectTimeoutMs?: number;
-  /** A command unanswered this long kills its connection, in ms (0 = never; ≤ 3600000; default 30000). */
+  /** A command unanswered this long kills its connection, in ms (0 = never, ≤ 3600000, 30000). */
   readonly requestTimeoutMs?: number;
   /** Most NBD commands in flight across all connections (1-4096, default 64). */
   readonly inflightRequestsMax?: number;
-  /** Most READ/WRITE payload bytes in flight (64 KiB-1 GiB, default 64 MiB); also caps one request. */
+  /** Most READ/WRITE bytes in flight (64 KiB-1 GiB, default 64 MiB); also caps one request. */
   readonly inflightBytesMax?: number;
   /** Most commands waiting for room before submits fail with EAGAIN (0-65536, default 4096). */
   readonly queuedRequestsMax?: number;
@@ -37,15 +37,15 @@ export interface NbdOpenOptions {
   readonly structuredReplies?: boolean;
 }
 
-/** Default bound on commands in flight: nbdcopy's per-connection default, deep enough for QD32 with splits. */
+/** Default bound on commands in flight: nbdcopy's per-connection default; QD32 with splits. */
 const INFLIGHT_REQUESTS_DEFAULT = 64;
 /** Default bound on payload bytes in flight (64 MiB): two 32 MiB requests, or 256 × 256 KiB. */
 const INFLIGHT_BYTES_DEFAULT = 64 * 1024 * 1024;
-/** Upper bound on payload bytes in flight (1 GiB): the socket buffer must stay a bounded fraction of RAM. */
+/** Upper bound on payload bytes in flight (1 GiB): socket buffers stay a fraction of RAM. */
 const INFLIGHT_BYTES_MAX = 1024 * 1024 * 1024;
 /** Upper bound on waiting commands: 16 clients at dm-io's maximum in flight. */
 const QUEUED_REQUESTS_MAX = 65536;
-/** Upper bound on connections: beyond 16 a 2-core client gains nothing and servers limit clients. */
+/** Upper bound on connections: beyond 16 a client gains nothing and servers limit clients. */
 const CONNECTIONS_MAX = 16;
 
 /**
@@ -76,8 +76,10 @@ export function resolveNbdOptions(uri: string, options: NbdOpenOptions): NbdDevi
   return {
     target,
     readOnly: boolean('options.readOnly', options.readOnly, false),
-    connectTimeoutMs: integer('options.connectTimeoutMs', options.connectTimeoutMs, 10000, 1, 600000),
-    requestTimeoutMs: integer('options.requestTimeoutMs', options.requestTimeoutMs, 30000, 0, 3600000),
+    connectTimeoutMs: integer('options.connectTimeoutMs', options.connectTimeoutMs,
+      10000, 1, 600000),
+    requestTimeoutMs: integer('options.requestTimeoutMs', options.requestTimeoutMs,
+      30000, 0, 3600000),
     inflightRequestsMax: integer('options.inflightRequestsMax', options.inflightRequestsMax,
       INFLIGHT_REQUESTS_DEFAULT, 1, CLIENT_INFLIGHT_MAX),
     inflightBytesMax: integer('options.inflightBytesMax', options.inflightBytesMax,

@@ -166,6 +166,11 @@ export function nbdCommandName(type: NbdCommandType): string {
   }
 }
 
+/** Payload bytes a command moves on the wire: its length for READ and WRITE, else 0. */
+export function payloadBytesOf(type: NbdCommandType, lengthBytes: number): number {
+  return type === NBD_CMD_READ || type === NBD_CMD_WRITE ? lengthBytes : 0;
+}
+
 /** A name for an option reply type, for messages. */
 export function optionReplyName(replyType: number): string {
   const names: Record<number, string> = {

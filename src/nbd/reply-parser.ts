@@ -189,7 +189,8 @@ export class ReplyParser {
     data: Buffer,
     position: number,
   ): number {
-    const stepBytes = Math.min(phase.target.lengthBytes - phase.positionBytes, data.length - position);
+    const remainingBytes = phase.target.lengthBytes - phase.positionBytes;
+    const stepBytes = Math.min(remainingBytes, data.length - position);
     phase.target.copyIn(phase.positionBytes, data.subarray(position, position + stepBytes));
     phase.positionBytes += stepBytes;
     if (phase.positionBytes === phase.target.lengthBytes) {

@@ -1,7 +1,7 @@
 // Owns starting and stopping local NBD servers for tests: nbdkit (foreground, --exit-with-parent,
 // a private Unix socket, ready once its pidfile is written) and qemu-nbd (ready once its socket
-// accepts a connection). Each server lives in its own temporary directory, removed by `stop()`. Servers listen
-// only on Unix sockets here, never on a network address.
+// accepts a connection). Each server lives in its own temporary directory, removed by `stop()`.
+// Servers listen only on Unix sockets here, never on a network address.
 //
 //   const server = await startNbdkit(['memory', '64M']);
 //   const device = await openNbdDevice(server.uri);
