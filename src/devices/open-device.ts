@@ -95,7 +95,7 @@ export async function openDevice(spec: string, options: OpenDeviceOptions = {}):
 function nbdOptions(options: OpenDeviceOptions, readOnly: boolean): NbdOpenOptions {
   return {
     ...options.nbd,
-    readOnly,
+    readOnly: readOnly || (options.nbd?.readOnly ?? false),
     ...(options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: options.connectTimeoutMs }),
     ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
   };
