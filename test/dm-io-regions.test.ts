@@ -202,6 +202,25 @@ describe('splitting', () => {
       Buffer.from(data.subarray(0, 3584)));
   });
 
+  test('a block that cannot fit one request fails its region with EINVAL, submitting nothing',
+    async () => {
+      // 4096-byte blocks, one segment per request, memory whose first chunk is 3584 bytes: no
+      // request can hold a whole block, so the region fails instead of sending a torn block.
+      const ram = createRamDevice({ sizeBytes: 65536, limits: { logicalBlockBytes: 4096 } });
+      const dev = createFaultDevice(ram, { limits: { maxSegmentsPerRequest: 1 } });
+      const { dev: other } = faultyRam(64);
+      const mem = { type: 'page-list' as const, list: pageList(3), offset: 512 };
+      const result = await dmIo({ op: 'write', mem, client },
+        [{ device: other, sector: 0, count: 8 }, { device: dev, sector: 8, count: 8 }]);
+      assert.equal(result.errorBits, 0b10n);
+      const error = result.errors[1] as { errno?: string; syscall?: string; regionIndex?: number };
+      assert.equal(error.errno, 'EINVAL');
+      assert.equal(error.syscall, 'dm-io split');
+      assert.equal(error.regionIndex, 1);
+      assert.equal(dev.trace.length, 0);
+      assert.equal(other.trace.length, 1);
+    });
+
   test('the sync flag: added in Promise and blocking forms, not in notify form', async () => {
     const { dev } = faultyRam(64, { limits: { maxSectorsPerRequest: 2 } });
     const region = [{ device: dev, sector: 0, count: 4 }];
