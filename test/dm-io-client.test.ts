@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
-  allocAligned, dmIo, dmIoBlocking, dmIoClientCreate, dmIoClientDestroy, type DmIoRegion,
-  type DmIoRequest,
+  allocAligned, createRamDevice, dmIo, dmIoBlocking, dmIoClientCreate, dmIoClientDestroy, type DmIoRegion,
+  type BlockDevice, type DmIoRequest,
 } from '../src/index.js';
 import {
   CountingDevice, DirectDevice, faultyRam, NonBlockingDevice, pattern, peek, poke, sleep, thrown,
@@ -68,6 +68,41 @@ describe('in-flight limit', () => {
     assert.equal(dev.trace.length, 4, 'queued pieces were still issued');
     assert.equal(thrown(() => dmIo({ op: 'discard', client },
       [{ device: dev, sector: 0, count: 1 }])).code, 'DMIO_ERR_CLIENT_DESTROYED');
+  });
+});
+
+describe('devices that break the completion contract', () => {
+  test('a device completing inside submit is not started twice (queue re-entry)', async () => {
+    // The first request completes later, the rest inside submit: when the first completes, the
+    // client pumps its queue and each later start completes while the pump is running.
+    const ram = createRamDevice({ sizeBytes: 65536 });
+    const seen: number[] = [];
+    const eager: BlockDevice = {
+      name: 'eager', kind: 'ram', sizeSectors: ram.sizeSectors, readOnly: false, closed: false,
+      canBlock: false, limits: { ...ram.limits, maxSectorsPerRequest: 1 },
+      submit: (request, done) => {
+        seen.push(request.sector);
+        const error = ram.submitSync(request);
+        if (request.sector === 0) setTimeout(() => done(error), 1);
+        else done(error);
+      },
+      close: () => Promise.resolve(),
+    };
+    const client = dmIoClientCreate({ inflightMax: 1, reservedPages: 1 });
+    let returned = false;
+    let returnedFirst = false;
+    const bits = await new Promise<bigint>((resolve) => {
+      dmIo({ op: 'write', mem: { type: 'vm', data: pattern(4096) }, client,
+        notify: { fn: (errorBits) => { returnedFirst = returned; resolve(errorBits); } } },
+      [{ device: eager, sector: 0, count: 8 }]);
+      returned = true;
+    });
+    assert.equal(bits, 0n);
+    assert.equal(returnedFirst, true);
+    assert.deepEqual(seen, [0, 1, 2, 3, 4, 5, 6, 7], 'each piece submitted exactly once');
+    assert.deepEqual(peek(ram, 0, 8), pattern(4096));
+    assert.equal(client.inflight, 0);
+    await dmIoClientDestroy(client);
   });
 });
 
