@@ -2,19 +2,23 @@
 // and fault changes over 1–3 RAM devices wrapped in fault devices with random small limits
 // (forcing splits by sectors, segments and logical blocks), some needing aligned memory (the
 // O_DIRECT bounce path), some completing out of order; random memory types; all three call
-// forms. After every request the model (test/helpers/model.ts) must agree on every byte of every
+// forms; the same sequences also run over real files, buffered and O_DIRECT. After every request the model (test/helpers/model.ts) must agree on every byte of every
 // device, every byte of caller memory, every error bit, every reported error, and every request
 // each device saw (op, sector, count, segments, flags, ioprio, injected fault).
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import fc from 'fast-check';
 import {
   createFaultDevice, createRamDevice, dmIo, dmIoBlocking, dmIoClientCreate, dmIoClientDestroy,
-  IoError, SECTOR_SIZE, type DeviceOp, type DmIoMemory, type DmIoRegion, type DmIoRequest,
+  IoError, openFileDevice, SECTOR_SIZE, type BlockDevice, type DeviceOp, type DmIoMemory, type DmIoRegion, type DmIoRequest,
   type DmIoResult, type FaultDevice, type FaultOp, type FaultRange,
 } from '../src/index.js';
-import { DirectDevice, innermost, pattern, peek } from './helpers/devices.js';
+import { DirectDevice, pattern, peek } from './helpers/devices.js';
+import { tempDir } from './helpers/tmp.js';
 import {
   backingArrays, fillLogical, logicalChunks, pageList, readLogical,
 } from './helpers/memory.js';
@@ -131,32 +135,64 @@ function delayFor(request: { sector: number; countSectors: number }): number {
   return ((request.sector * 7 + request.countSectors * 3) % 4 === 0) ? 1 : 0;
 }
 
-function buildDevices(specs: readonly DeviceSpec[]): { faults: FaultDevice[];
-  models: ModelDevice[] } {
-  const faults: FaultDevice[] = [];
-  const models: ModelDevice[] = [];
+/** What backs each device under its fault device: RAM, or a real file (buffered or O_DIRECT). */
+type Backend = 'ram' | 'file' | 'file-direct';
+
+/** A device of the scenario: what dm-io addresses, and how to read all its bytes back. */
+interface Built {
+  faults: FaultDevice[];
+  models: ModelDevice[];
+  readAll: Array<() => Uint8Array>;
+  close: () => Promise<void>;
+}
+
+async function buildDevices(specs: readonly DeviceSpec[], backend: Backend,
+  directory: string, run: number): Promise<Built> {
+  const built: Built = { faults: [], models: [], readAll: [], close: async () => {} };
+  const closers: Array<() => Promise<void>> = [];
   for (const [index, spec] of specs.entries()) {
-    const blockBytes = spec.bigBlocks ? 4096 : 512;
     const sizeSectors = spec.sizeBlocks * 8;
-    const maxSectors = spec.bigBlocks ? 8 * (1 + (spec.maxSectors % 3)) : spec.maxSectors;
+    let inner: BlockDevice;
+    let innerName: string;
+    if (backend === 'ram') {
+      const ram = createRamDevice({ sizeBytes: sizeSectors * SECTOR_SIZE, name: `ram${index}`,
+        limits: { logicalBlockBytes: spec.bigBlocks ? 4096 : 512 } });
+      inner = spec.direct ? new DirectDevice(ram) : ram;
+      innerName = ram.name;
+      built.readAll.push(() => peek(ram, 0, sizeSectors));
+    } else {
+      const path = join(directory, `run${run}-dev${index}.img`);
+      const file = await openFileDevice(path, { create: { sizeBytes: sizeSectors * SECTOR_SIZE },
+        direct: backend === 'file-direct' });
+      inner = file;
+      innerName = file.name;
+      built.readAll.push(() => Uint8Array.from(readFileSync(path)));
+      closers.push(async () => {
+        await file.close();
+        await rm(path);
+      });
+    }
+    const blockBytes = inner.limits.logicalBlockBytes;
+    const bigBlocks = blockBytes > SECTOR_SIZE;
+    const maxSectors = bigBlocks ? 8 * (1 + (spec.maxSectors % 3)) : spec.maxSectors;
     // With 4096-byte blocks a request needs up to 8 segments of 512 bytes to hold one block.
-    const maxSegments = spec.bigBlocks ? 8 + (spec.maxSegments % 3) : spec.maxSegments;
-    const ram = createRamDevice({ sizeBytes: sizeSectors * SECTOR_SIZE, name: `ram${index}`,
-      limits: { logicalBlockBytes: blockBytes } });
-    const inner = spec.direct ? new DirectDevice(ram) : ram;
+    const maxSegments = bigBlocks ? 8 + (spec.maxSegments % 3) : spec.maxSegments;
     const limits = { maxSectorsPerRequest: maxSectors, maxSegmentsPerRequest: maxSegments,
       maxDiscardSectors: spec.maxDiscard, maxWriteZeroesSectors: spec.maxWriteZeroes };
-    faults.push(createFaultDevice(inner, { name: `dev${index}`, limits,
+    built.faults.push(createFaultDevice(inner, { name: `dev${index}`, limits,
       ...(spec.delayed ? { delayMs: delayFor } : {}) }));
-    models.push({
-      name: `dev${index}`, innerName: `ram${index}`, sizeSectors, logicalBlockBytes: blockBytes,
+    built.models.push({
+      name: `dev${index}`, innerName, sizeSectors, logicalBlockBytes: blockBytes,
       maxSectorsPerRequest: maxSectors, maxSegmentsPerRequest: maxSegments,
       maxDiscardSectors: spec.maxDiscard, maxWriteZeroesSectors: spec.maxWriteZeroes,
-      direct: spec.direct, bytes: new Uint8Array(sizeSectors * SECTOR_SIZE), ranges: [],
-      down: false,
+      direct: inner.limits.memoryAlignmentBytes > 0,
+      bytes: new Uint8Array(sizeSectors * SECTOR_SIZE), ranges: [], down: false,
     });
   }
-  return { faults, models };
+  built.close = async () => {
+    for (const close of closers) await close();
+  };
+  return built;
 }
 
 /** Regions made valid for their devices: aligned to blocks, not overlapping on one device. */
@@ -231,9 +267,9 @@ async function runForm(
 }
 
 async function runIoStep(
-  step: IoStep, faults: readonly FaultDevice[], models: readonly ModelDevice[],
-  reservedPages: number, client: ReturnType<typeof dmIoClientCreate>,
+  step: IoStep, built: Built, reservedPages: number, client: ReturnType<typeof dmIoClientCreate>,
 ): Promise<void> {
+  const { faults, models } = built;
   const regions = normaliseRegions(step, models);
   const maxCount = Math.max(0, ...regions.map((region) => region.count));
   const lengthBytes = maxCount * SECTOR_SIZE;
@@ -293,8 +329,8 @@ async function runIoStep(
     assert.deepEqual(device.trace.map((entry) => ({ ...entry, flags: { ...entry.flags } })),
       expected, `requests seen by dev${index}`);
     const model = models[index] as ModelDevice;
-    assert.ok(Buffer.from(peek(innermost(device), 0, model.sizeSectors))
-      .equals(Buffer.from(model.bytes)), `bytes of dev${index}`);
+    const readAll = built.readAll[index] as () => Uint8Array;
+    assert.ok(Buffer.from(readAll()).equals(Buffer.from(model.bytes)), `bytes of dev${index}`);
   }
   if (memory !== undefined) {
     const after = backingArrays(memory);
@@ -341,23 +377,46 @@ function remap(memory: DmIoMemory, to: Map<Uint8Array, Uint8Array>): DmIoMemory 
   }
 }
 
-test('random dm-io sequences agree with the model on every byte and every error bit',
-  async () => {
-    await fc.assert(fc.asyncProperty(scenarioArb, async (scenario) => {
-      const { faults, models } = buildDevices(scenario.devices);
-      const client = dmIoClientCreate({ inflightMax: scenario.inflightMax,
-        reservedPages: scenario.reservedPages });
-      for (const step of scenario.steps) {
-        if (step.kind === 'faults') {
-          const index = step.device % faults.length;
-          (faults[index] as FaultDevice).setFaults({ ranges: step.ranges, down: step.down });
-          const model = models[index] as ModelDevice;
-          model.ranges = step.ranges;
-          model.down = step.down;
-          continue;
-        }
-        await runIoStep(step, faults, models, scenario.reservedPages, client);
+type Scenario = typeof scenarioArb extends fc.Arbitrary<infer T> ? T : never;
+
+async function runScenario(
+  scenario: Scenario, backend: Backend, directory: string, run: number,
+): Promise<void> {
+  const built = await buildDevices(scenario.devices, backend, directory, run);
+  const client = dmIoClientCreate({ inflightMax: scenario.inflightMax,
+    reservedPages: scenario.reservedPages });
+  try {
+    for (const step of scenario.steps) {
+      if (step.kind === 'faults') {
+        const index = step.device % built.faults.length;
+        (built.faults[index] as FaultDevice).setFaults({ ranges: step.ranges, down: step.down });
+        const model = built.models[index] as ModelDevice;
+        model.ranges = step.ranges;
+        model.down = step.down;
+        continue;
       }
-      await dmIoClientDestroy(client);
-    }), { numRuns: NUM_RUNS });
+      await runIoStep(step, built, scenario.reservedPages, client);
+    }
+    await dmIoClientDestroy(client);
+  } finally {
+    await built.close();
+  }
+}
+
+const BACKENDS: ReadonlyArray<readonly [Backend, number]> = [
+  ['ram', NUM_RUNS],
+  ['file', Math.max(1, Math.round(NUM_RUNS / 4))],
+  ['file-direct', Math.max(1, Math.round(NUM_RUNS / 4))],
+];
+
+for (const [backend, numRuns] of BACKENDS) {
+  test(`random dm-io sequences over ${backend} devices agree with the model on every byte ` +
+    'and every error bit', async (t) => {
+    const directory = await tempDir(t);
+    let run = 0;
+    await fc.assert(fc.asyncProperty(scenarioArb, async (scenario) => {
+      run += 1;
+      await runScenario(scenario, backend, directory, run);
+    }), { numRuns });
   });
+}
