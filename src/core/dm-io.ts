@@ -72,8 +72,11 @@ function runAsync(plan: DmIoPlan, complete: (result: DmIoResult) => void): void 
     },
   };
   dispatchRegions(plan, sink);
-  dispatching = false;
+  // The bias is dropped while still "dispatching": when nothing was submitted (no regions,
+  // only skipped or unsupported ones) this drop completes the request, and the callback must
+  // still be deferred until after dmIo has returned.
   tracker.dropBias();
+  dispatching = false;
 }
 
 /**
