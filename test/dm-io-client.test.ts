@@ -296,6 +296,15 @@ describe('dmIoBlocking', () => {
     assert.equal(dev.trace.length, 0);
   });
 
+  test('notify: null means no callback in the blocking form, as in dmIo', () => {
+    const client = dmIoClientCreate();
+    const { dev } = faultyRam(64);
+    const request = { op: 'discard' as const, client, notify: null } as unknown as
+      Parameters<typeof dmIoBlocking>[0];
+    assert.equal(dmIoBlocking(request, [{ device: dev, sector: 0, count: 8 }]).errorBits, 0n);
+    assert.equal(dev.trace.length, 1);
+  });
+
   test('blocking bounces take pool pages when free and return them', async () => {
     const client = dmIoClientCreate({ reservedPages: 2, inflightMax: 4 });
     const { dev } = faultyRam(64, { delayMs: 5 });

@@ -92,7 +92,7 @@ function runAsync(plan: DmIoPlan, complete: (result: DmIoResult) => void): void 
  *   [{ device, sector: 0, count: 8 }]);
  */
 export function dmIoBlocking(request: DmIoRequest, regions: readonly DmIoRegion[]): DmIoResult {
-  if ((request as { notify?: unknown } | null)?.notify !== undefined) {
+  if (validateNotify((request as { notify?: unknown } | null)?.notify) !== null) {
     throw new StateError('DMIO_ERR_CANNOT_BLOCK', 'request',
       'a blocking request takes no notify callback');
   }
