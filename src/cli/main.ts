@@ -57,9 +57,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     await program.parseAsync([...argv], { from: 'user' });
   } catch (error) {
     if (error instanceof CommanderError) {
-      if (error.code === 'commander.helpDisplayed' || error.code === 'commander.help' ||
-          error.code === 'commander.version') return EXIT_OK;
-      return EXIT_USAGE;
+      // Help that was asked for (--help, `help copy`) exits 0 in commander; help shown because
+      // no command was given, and every parse error, is bad usage.
+      return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
     }
     return exitStatusOf(error);
   }
