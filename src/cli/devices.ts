@@ -60,10 +60,18 @@ export async function openForCli(plan: DeviceOpenPlan): Promise<BlockDevice> {
   return faults === undefined ? device : createFaultDevice(device, { ...faults, name: plan.spec });
 }
 
-/** Throws a usage error unless `[sector, sector + countSectors)` lies inside `device`. */
+/**
+ * Throws a usage error unless `[sector, sector + countSectors)` lies inside `device` and is
+ * whole logical blocks of it.
+ */
 export function requireInside(
   device: BlockDevice, sector: number, countSectors: number, what: string,
 ): void {
+  const blockSectors = device.limits.logicalBlockBytes / 512;
+  if (sector % blockSectors !== 0 || countSectors % blockSectors !== 0) {
+    throw new UsageError(`${what} ${device.name}: sector ${sector} and count ${countSectors} ` +
+      `must be multiples of ${blockSectors} (its ${device.limits.logicalBlockBytes}-byte blocks)`);
+  }
   if (sector + countSectors > device.sizeSectors) {
     throw new UsageError(`${what} ${device.name}: sectors ${sector}+${countSectors} run past ` +
       `its end (${device.sizeSectors} sectors)`);
