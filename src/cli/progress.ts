@@ -21,7 +21,8 @@ export function createProgress(totalBytes: number, enabled: boolean, label: stri
   const startMs = performance.now();
   const bar = new cliProgress.SingleBar({
     stream: process.stderr,
-    format: `${label} [{bar}] {percentage}% | {doneText}/{totalText} | {rate}/s | ETA {eta_formatted}`,
+    format: `${label} [{bar}] {percentage}% | {doneText}/{totalText} | {rate}/s | ` +
+      'ETA {eta_formatted}',
     hideCursor: true,
     clearOnComplete: true,
   }, cliProgress.Presets.shades_classic);

@@ -21,7 +21,9 @@ export class UsageError extends Error {
 
 /** Parses a non-negative sector number given as a decimal integer. */
 export function parseSector(text: string, flag: string): number {
-  if (!/^\d+$/.test(text)) throw new UsageError(`${flag}: ${JSON.stringify(text)} is not a sector number`);
+  if (!/^\d+$/.test(text)) {
+    throw new UsageError(`${flag}: ${JSON.stringify(text)} is not a sector number`);
+  }
   const value = Number(text);
   if (!Number.isSafeInteger(value * 512)) throw new UsageError(`${flag}: ${text} is too large`);
   return value;
@@ -51,7 +53,8 @@ export function parseLengthSectors(options: LengthOptions): number | null {
   if (options.length === undefined) return null;
   const lengthBytes = parseBytes(options.length, '--length');
   if (lengthBytes % 512 !== 0) {
-    throw new UsageError(`--length: ${lengthBytes} bytes is not a whole number of 512-byte sectors`);
+    throw new UsageError(`--length: ${lengthBytes} bytes is not a whole number of ` +
+      '512-byte sectors');
   }
   return lengthBytes / 512;
 }

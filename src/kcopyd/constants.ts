@@ -16,7 +16,7 @@ export const KCOPYD_SUB_JOB_SECTORS_DEFAULT = 1024;
  * larger requests, and 4 MiB keeps one client's reserve plus fresh pages near 32 MiB.
  */
 export const KCOPYD_SUB_JOB_SECTORS_MAX = 8192;
-/** Throttle sleep per attempt, in milliseconds: the kernel's `SLEEP_USEC` ("decided experimentally"). */
+/** Throttle sleep per attempt, in milliseconds: the kernel's `SLEEP_USEC`, found by experiment. */
 export const KCOPYD_THROTTLE_SLEEP_MS = 100;
 /** Sleeps per I/O submission at most, the kernel's `MAX_SLEEPS`: avoids a livelock. */
 export const KCOPYD_THROTTLE_SLEEPS_MAX = 10;

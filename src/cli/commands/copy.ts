@@ -40,20 +40,23 @@ export function registerCopy(program: Command, run: (work: () => Promise<number>
   program.command('copy')
     .description('copy one region of SOURCE to up to 8 destinations with kcopyd')
     .argument('<source>', 'device spec to read (path, file:, mem:, zero:, random:, nbd://)')
-    .argument('<dest...>', `1 to ${DM_KCOPYD_MAX_REGIONS} destination specs; missing image files are created`)
+    .argument('<dest...>',
+      `1 to ${DM_KCOPYD_MAX_REGIONS} destination specs; missing image files are created`)
     .option('--source-sector <N>', 'first source sector (512-byte units)', '0')
     .option('--dest-sector <N>', 'first sector on every destination', '0')
     .option('--count <SECTORS>', 'sectors to copy (default: to the end of the source)')
     .option('--length <SIZE>', 'bytes to copy, with K/M/G/T suffixes (alternative to --count)')
     .option('--ignore-errors', 'keep going after errors; unreadable parts are written as zeros')
-    .option('--write-seq', 'write destinations in ascending offset order (turns --ignore-errors off)')
+    .option('--write-seq',
+      'write destinations in ascending offset order (turns --ignore-errors off)')
     .option('--throttle <PCT>', 'keep I/O in flight at most PCT percent of the time (100 = off)')
     .option('--sub-job-size <SIZE>', 'chunk size, a multiple of 4K up to 4M (default 512K)')
     .option('--direct', 'open files and block devices with O_DIRECT')
     .option('--verify', 'read every destination back (bypassing the page cache) and compare')
     .option('--json', 'print one JSON object with the outcome')
     .option('--no-progress', 'no progress bar even on a terminal')
-    .action((source: string, dests: string[], flags: CopyFlags) => run(() => copy(source, dests, flags)));
+    .action((source: string, dests: string[], flags: CopyFlags) =>
+      run(() => copy(source, dests, flags)));
 }
 
 async function copy(sourceSpec: string, destSpecs: string[], flags: CopyFlags): Promise<number> {
@@ -110,7 +113,8 @@ async function runCopy(plan: CopyPlan): Promise<number> {
   const kc = dmKcopydClientCreate({
     throttle, ...(plan.subJobSectors === undefined ? {} : { subJobSectors: plan.subJobSectors }),
   });
-  const hashes = flags.verify === true ? new SourceHashes(plan.sourceSector, kc.subJobSectors) : null;
+  const hashes = flags.verify === true ?
+    new SourceHashes(plan.sourceSector, kc.subJobSectors) : null;
   const totalBytes = plan.countSectors * 512;
   const progress = createProgress(totalBytes, flags.progress, 'copy');
   const startMs = performance.now();

@@ -13,7 +13,8 @@ export function registerInfo(program: Command, run: (work: () => Promise<number>
     .description('show a device\'s size, block sizes, limits and capabilities')
     .argument('<device>', 'device spec')
     .option('--json', 'print one JSON object')
-    .action((spec: string, flags: { json?: boolean }) => run(() => info(spec, flags.json === true)));
+    .action((spec: string, flags: { json?: boolean }) =>
+      run(() => info(spec, flags.json === true)));
 }
 
 async function info(spec: string, json: boolean): Promise<number> {
@@ -56,7 +57,8 @@ async function info(spec: string, json: boolean): Promise<number> {
       `max request:       ${limits.maxSectorsPerRequest} sectors, ` +
         `${limits.maxSegmentsPerRequest} segments`,
       `memory alignment:  ${limits.memoryAlignmentBytes} bytes`,
-      `discard:           ${yesNo(summary.supports.discard)} (max ${limits.maxDiscardSectors} sectors)`,
+      `discard:           ${yesNo(summary.supports.discard)} ` +
+        `(max ${limits.maxDiscardSectors} sectors)`,
       `write-zeroes:      ${yesNo(summary.supports.writeZeroes)} ` +
         `(max ${limits.maxWriteZeroesSectors} sectors)`,
       `flush:             ${yesNo(limits.flush)}`,

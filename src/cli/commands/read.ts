@@ -39,7 +39,9 @@ async function read(spec: string, flags: ReadFlags): Promise<number> {
   const countSectors = parseLengthSectors(flags);
   if (countSectors === null) throw new UsageError('read needs --count or --length');
   checkSpec(spec, false);
-  const device = await openForCli({ spec, options: { readOnly: true, direct: flags.direct === true } });
+  const device = await openForCli({
+    spec, options: { readOnly: true, direct: flags.direct === true },
+  });
   const client = dmIoClientCreate();
   try {
     requireInside(device, sector, countSectors, 'device');

@@ -29,7 +29,8 @@ interface WriteFlags {
 export function registerWrite(program: Command, run: (work: () => Promise<number>) => void): void {
   program.command('write')
     .description('write the input to the same sector of every device, as one dm-io request')
-    .argument('<device...>', `1 to ${DM_IO_MAX_REGIONS} device specs; missing image files are created`)
+    .argument('<device...>',
+      `1 to ${DM_IO_MAX_REGIONS} device specs; missing image files are created`)
     .requiredOption('--sector <N>', 'first sector (512-byte units)')
     .option('--input <FILE>', 'read the data from FILE instead of stdin')
     .option('--fua', 'make the write durable before it completes')
@@ -86,7 +87,8 @@ function readInput(path: string | undefined): Uint8Array {
   }
   if (data.length > WRITE_INPUT_BYTES_MAX) throw new UsageError('the input is over 1 GiB');
   if (data.length === 0 || data.length % 512 !== 0) {
-    throw new UsageError(`the input is ${data.length} bytes; it must be a positive multiple of 512`);
+    throw new UsageError(`the input is ${data.length} bytes; ` +
+      'it must be a positive multiple of 512');
   }
   return data;
 }

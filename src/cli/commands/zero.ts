@@ -26,7 +26,8 @@ export function registerZero(program: Command, run: (work: () => Promise<number>
     .description('write zeros to one region of up to 8 destinations with kcopyd')
     .argument('<dest...>', `1 to ${DM_KCOPYD_MAX_REGIONS} device specs`)
     .option('--sector <N>', 'first sector (512-byte units)', '0')
-    .option('--count <SECTORS>', 'sectors to zero (default: to the end of the smallest destination)')
+    .option('--count <SECTORS>',
+      'sectors to zero (default: to the end of the smallest destination)')
     .option('--length <SIZE>', 'bytes to zero, with K/M/G/T suffixes (alternative to --count)')
     .option('--json', 'print one JSON object with the outcome')
     .option('--no-progress', 'no progress bar even on a terminal')
@@ -49,7 +50,8 @@ async function zero(specs: string[], flags: ZeroFlags): Promise<number> {
     const startMs = performance.now();
     let result: KcopydResult;
     try {
-      result = await dmKcopydZero(kc, dests.map((device) => ({ device, sector, count: countSectors })),
+      const regions = dests.map((device) => ({ device, sector, count: countSectors }));
+      result = await dmKcopydZero(kc, regions,
         { onProgress: (doneBytes) => progress.update(doneBytes) });
     } finally {
       progress.stop();
@@ -79,6 +81,8 @@ async function smallestRemaining(
     smallest = Math.min(smallest, device.sizeSectors);
     await device.close();
   }
-  if (sector > smallest) throw new UsageError(`--sector ${sector} is past the end (${smallest} sectors)`);
+  if (sector > smallest) {
+    throw new UsageError(`--sector ${sector} is past the end (${smallest} sectors)`);
+  }
   return smallest - sector;
 }
