@@ -484,3 +484,32 @@ describe('kcopyd: callbacks, prepared callbacks and destroy', () => {
     kc.pages.give(grant);
   });
 });
+
+describe('kcopyd: the job bound', () => {
+  it('refuses a job beyond jobsMax with DMIO_ERR_KCOPYD_BUSY, submitting nothing', async () => {
+    const kc = dmKcopydClientCreate({ jobsMax: 2 });
+    const source = createFaultDevice(patternDevice(64, 5), { delayMs: 20 });
+    const dest = createFaultDevice(ramDevice(64, 'dest'));
+    const first = dmKcopydCopy(kc, { device: source, sector: 0, count: 8 }, regions([dest], 0, 8), {});
+    const second = dmKcopydCopy(kc, { device: source, sector: 8, count: 8 }, regions([dest], 8, 8), {});
+    const tracedBefore = source.trace.length + dest.trace.length;
+    assert.throws(
+      () => dmKcopydCopy(kc, { device: source, sector: 16, count: 8 }, regions([dest], 16, 8), {}),
+      (error: unknown) => isDmIoError(error, 'DMIO_ERR_KCOPYD_BUSY'),
+    );
+    assert.throws(() => dmKcopydZero(kc, regions([dest], 32, 8), {}),
+      (error: unknown) => isDmIoError(error, 'DMIO_ERR_KCOPYD_BUSY'));
+    assert.equal(source.trace.length + dest.trace.length, tracedBefore);
+    for (const done of [await first, await second]) {
+      assert.equal(done.readErr, false);
+      assert.equal(done.writeErr, 0n);
+    }
+    // Room again once the jobs completed.
+    const third = await dmKcopydCopy(kc, { device: source, sector: 16, count: 8 },
+      regions([dest], 16, 8), {});
+    assert.equal(third.readErr, false);
+    assert.equal(third.writeErr, 0n);
+    assert.equal(hashOf(dest.inner, 0, 24), hashOf(source.inner, 0, 24));
+    await dmKcopydClientDestroy(kc);
+  });
+});

@@ -49,8 +49,8 @@ export function validateClientForJob(kc: unknown): KcopydClient {
   if (!(kc instanceof KcopydClient)) throw new InvalidArgTypeError('kc', 'a KcopydClient', kc);
   kc.assertUsable();
   if (kc.masterJobs >= kc.jobsMax) {
-    throw new OutOfRangeError('kc.masterJobs', `below the client's jobsMax (${kc.jobsMax}); ` +
-      'wait for a job to complete', kc.masterJobs);
+    throw new StateError('DMIO_ERR_KCOPYD_BUSY', 'kcopyd client',
+      `${kc.masterJobs} jobs outstanding, the client's jobsMax; wait for a job to complete`);
   }
   return kc;
 }
