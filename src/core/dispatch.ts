@@ -6,7 +6,7 @@
 // preflush) produce nothing; a zero-count region with preflush produces exactly one pure flush;
 // discard or write-zeroes on a device whose limit is 0 is reported as that region's failure.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import { BIO_MAX_VECS, SECTOR_SIZE } from '../constants.js';
 import type { BlockDevice, DeviceRequest } from '../devices/block-device.js';
 import { IoError, NotSupportedError } from '../errors.js';
@@ -80,8 +80,8 @@ function requestLimits(plan: DmIoPlan, device: BlockDevice): [number, number] {
     plan.client.bounceLimitBytes(device));
   const requestBytesMax = alignDown(bytesMax, Math.max(limits.logicalBlockBytes, SECTOR_SIZE));
   const segmentsMax = Math.min(BIO_MAX_VECS, limits.maxSegmentsPerRequest);
-  assert.ok(requestBytesMax > 0, `${device.name}: a request must hold a logical block`);
-  assert.ok(segmentsMax > 0, `${device.name}: a request must hold a segment`);
+  if (requestBytesMax <= 0) assert.fail(`${device.name}: a request must hold a logical block`);
+  if (segmentsMax <= 0) assert.fail(`${device.name}: a request must hold a segment`);
   return [requestBytesMax, segmentsMax];
 }
 

@@ -4,7 +4,7 @@
 // position, which is how every region of a multi-region write starts at the same byte; every
 // view handed out is a multiple of 512 bytes long because the boundary validated the shape.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import { PAGE_SIZE } from '../constants.js';
 import type { Bvec, DmIoMemory, PageListNode } from './types.js';
 
