@@ -24,7 +24,7 @@ import { attachLoop, detachLoop, requireLoopOrSkip } from './helpers/loop.js';
 import {
   backingArrays, fillLogical, logicalChunks, pageList, readLogical,
 } from './helpers/memory.js';
-import { runModel, type ModelDevice, type ModelRegion } from './helpers/model.js';
+import { runModel, type ModelChunk, type ModelDevice, type ModelRegion } from './helpers/model.js';
 
 const NUM_RUNS = Number(process.env.DMIO_PROPERTY_RUNS ?? 150);
 
@@ -227,6 +227,18 @@ async function openLoopBacked(imagePath: string, sizeSectors: number, bigBlocks:
   }
 }
 
+/** Chunk lengths, each marked when it continues the previous chunk in the same memory. */
+function modelChunks(views: readonly Uint8Array[]): ModelChunk[] {
+  return views.map((view, index) => {
+    const previous = index > 0 ? views[index - 1] : undefined;
+    return {
+      bytes: view.length,
+      joinsPrevious: previous !== undefined && previous.buffer === view.buffer &&
+        previous.byteOffset + previous.length === view.byteOffset,
+    };
+  });
+}
+
 /** Regions made valid for their devices: aligned to blocks, not overlapping on one device. */
 function normaliseRegions(step: IoStep, models: readonly ModelDevice[]): ModelRegion[] {
   const regions: ModelRegion[] = [];
@@ -324,8 +336,7 @@ async function runIoStep(
   const outcome = runModel(models, {
     op: step.op, regions, flags: { sync, preflush: step.preflush, fua: step.fua },
     ...(step.ioprio === undefined ? {} : { ioprio: step.ioprio }),
-    chunkBytes: memory === undefined ? [] :
-      logicalChunks(memory, lengthBytes).map((chunk) => chunk.length),
+    chunks: memory === undefined ? [] : modelChunks(logicalChunks(memory, lengthBytes)),
     data, reservedPages,
   });
 

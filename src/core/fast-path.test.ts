@@ -48,8 +48,8 @@ describe('planFast eligibility', () => {
     const region = [{ device, sector: 0, count: 8 }];
     const cases: Array<[string, unknown, unknown]> = [
       ['two regions', { op: 'write', client, mem: { type: 'vm', data } }, [...region, ...region]],
-      ['more than a page', { op: 'read', client, mem: { type: 'vm', data } },
-        [{ device, sector: 0, count: 16 }]],
+      ['more than the device takes at once', { op: 'read', client,
+        mem: { type: 'vm', data: new Uint8Array(8200 * 512) } }, [{ device, sector: 0, count: 8200 }]],
       ['count 0', { op: 'read', client, mem: { type: 'vm', data } }, [{ device, sector: 0, count: 0 }]],
       ['discard', { op: 'discard', client }, region],
       ['page list', { op: 'read', client, mem: { type: 'page-list', list: null, offset: 0 } }, region],

@@ -1,6 +1,6 @@
 // Owns dm-io's fast path: a request whose whole work is one device request — one region, a
-// read or write of at most one page from one contiguous buffer (`kmem`/`vm`), on a device that
-// takes it in one request without a bounce copy. The general path would produce exactly the
+// read or write from one contiguous buffer (`kmem`/`vm`, so one segment), within the device's
+// per-request limit, on a device that takes it without a bounce copy. The general path would produce exactly the
 // same single request (one segment, same flags and ioprio), the same result and the same
 // zero-fill, so the fast path skips the cursor, the region loop and the tracker, which
 // measured about 2 µs of main-thread time per 4 KiB request.
@@ -9,7 +9,7 @@
 // argument, returns null and goes to the general path, which validates it and throws the
 // typed error. So the fast path can never accept what the general path would reject.
 
-import { IOPRIO_DEFAULT, IOPRIO_MAX, PAGE_SIZE, SECTOR_SIZE } from '../constants.js';
+import { IOPRIO_DEFAULT, IOPRIO_MAX, SECTOR_SIZE } from '../constants.js';
 import type { BlockDevice, DeviceRequest, RequestFlags } from '../devices/block-device.js';
 import { IoError, type DmIoError } from '../errors.js';
 import { isAlignedView } from '../memory/aligned.js';
@@ -45,8 +45,9 @@ export function planFast(request: unknown, regions: unknown, sync: boolean): Fas
   if (typeof region !== 'object' || region === null) return null;
   const { device, sector, count } = region as Record<string, unknown>;
   if (!isIntegerIn(sector, 0, Number.MAX_SAFE_INTEGER)) return null;
-  if (!isIntegerIn(count, 1, PAGE_SIZE / SECTOR_SIZE)) return null;
+  if (!isIntegerIn(count, 1, Number.MAX_SAFE_INTEGER)) return null;
   if (!isUsableDevice(device, op, sector, count)) return null;
+  if (count * SECTOR_SIZE > client.bounceLimitBytes(device)) return null;
   const segment = fastSegment(mem, count * SECTOR_SIZE, device);
   if (segment === null) return null;
   return {
@@ -120,8 +121,8 @@ function isUsableDevice(
 }
 
 /**
- * The view a `kmem` or `vm` buffer contributes, when it is one chunk (the cursor would hand
- * out exactly this view) and the device takes it without a bounce copy; otherwise null.
+ * The view a `kmem` or `vm` buffer contributes (the cursor would hand out exactly this view),
+ * when the device takes it without a bounce copy; otherwise null.
  */
 function fastSegment(mem: unknown, lengthBytes: number, device: BlockDevice): Uint8Array | null {
   if (typeof mem !== 'object' || mem === null) return null;
