@@ -40,7 +40,6 @@ function validatePageList(
   const offsetBytes = validateIntegerInRange(offset, `${name}.offset`, 0, PAGE_SIZE - 1);
   requireSectorMultiple(offsetBytes, `${name}.offset`);
   const pagesNeeded = Math.ceil((offsetBytes + bytesNeeded) / PAGE_SIZE);
-  const seen = new Set<PageListNode>();
   let node: unknown = list;
   for (let index = 0; index < pagesNeeded; index += 1) {
     if (node === null || node === undefined) {
@@ -49,9 +48,9 @@ function validatePageList(
         `${bytesNeeded} bytes need ${pagesNeeded}`);
     }
     const typedNode = validatePageNode(node, `${name}.list[${index}]`);
-    if (seen.has(typedNode)) return; // A cycle supplies pages without end.
-    seen.add(typedNode);
     node = typedNode.next;
+    // Back at the head: a circular list supplies pages without end, all of them checked.
+    if (node === list) return;
   }
 }
 

@@ -5,6 +5,10 @@
 // taken and the job waits (the caller keeps it at the head of its list, so jobs stay FIFO).
 // Because the reserve holds one sub-job, at least one job can always make progress.
 //
+// Pages are not zeroed when they come back: a job's read overwrites every byte of its pages
+// before any write uses them, and dm-io zero-fills the part of a read that failed, so no write
+// ever carries bytes from an earlier job (the kcopyd tests check what every destination holds).
+//
 // Invariants: pages go back to the source they came from; the reserve never holds more than
 // its size (PagePool asserts it); `assertAllReturned` is the leak check run on destroy.
 
@@ -40,7 +44,7 @@ export class PageReserve {
   constructor(reservedPages: number, fresh: KcopydPageSource | null, freshPagesMax: number) {
     assert.ok(reservedPages >= 1);
     this.reservedPages = reservedPages;
-    this.#reserve = new PagePool(reservedPages);
+    this.#reserve = new PagePool(reservedPages, { zeroOnReturn: false });
     this.#fresh = fresh;
     this.#freshPagesMax = freshPagesMax;
   }
@@ -89,5 +93,5 @@ export class PageReserve {
 
 /** The default fresh source: a bounded pool of `pageCount` aligned pages, or none for 0. */
 export function defaultFreshSource(pageCount: number): KcopydPageSource | null {
-  return pageCount === 0 ? null : new PagePool(pageCount);
+  return pageCount === 0 ? null : new PagePool(pageCount, { zeroOnReturn: false });
 }

@@ -84,3 +84,24 @@ test('clone is independent: both walk the same bytes from the same place', () =>
   cursor.take(PAGE_SIZE);
   assert.equal(copy.take(PAGE_SIZE)[0], 2, 'the clone did not move with the original');
 });
+
+test('page list: pages that follow each other in one slab come back as one view', () => {
+  const slab = new Uint8Array(3 * PAGE_SIZE);
+  const pages = [0, 1, 2].map((index) => slab.subarray(index * PAGE_SIZE, (index + 1) * PAGE_SIZE));
+  const node2 = { page: pages[2] as Uint8Array, next: null };
+  const node1 = { page: pages[1] as Uint8Array, next: node2 };
+  const cursor = createCursor({ type: 'page-list', list: { page: pages[0] as Uint8Array, next: node1 },
+    offset: 512 });
+  const run = cursor.take(2 * PAGE_SIZE);
+  assert.equal(run.buffer, slab.buffer);
+  assert.equal(run.byteOffset, 512);
+  assert.equal(run.length, 2 * PAGE_SIZE, 'from offset 512 of page 0 into page 2');
+  assert.equal(cursor.take(PAGE_SIZE).length, PAGE_SIZE - 512, 'the rest of page 2');
+});
+
+test('page list: a circular one-page list never merges a page with itself', () => {
+  const node: PageListNode = { page: new Uint8Array(PAGE_SIZE), next: null };
+  node.next = node;
+  const cursor = createCursor({ type: 'page-list', list: node, offset: 0 });
+  assert.deepEqual(lengths(cursor, 3 * PAGE_SIZE), [PAGE_SIZE, PAGE_SIZE, PAGE_SIZE]);
+});

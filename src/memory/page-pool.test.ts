@@ -41,3 +41,13 @@ test('the leak check fails while pages are out, and a double give is caught', ()
   pool.assertAllReturned();
   assert.throws(() => pool.give(page), { code: 'ERR_ASSERTION' });
 });
+
+test('an owner that overwrites every page may opt out of zeroing on return', () => {
+  const pool = new PagePool(1, { zeroOnReturn: false });
+  const pages = pool.tryTake(1);
+  assert.ok(pages !== null);
+  pages[0]?.fill(0xcd);
+  pool.give(pages);
+  const again = pool.tryTake(1);
+  assert.ok(again !== null && again[0]?.every((byte) => byte === 0xcd), 'left as it was');
+});

@@ -1,5 +1,7 @@
-// Owns a bounded pool of aligned pages allocated once, up front. Pages are handed out whole and
-// zeroed on return, so no caller ever sees another's bytes. When the pool is empty, work waits
+// Owns a bounded pool of aligned pages allocated once, up front. Pages are handed out whole and,
+// by default, zeroed on return, so no caller ever sees another's bytes. An owner whose every
+// use overwrites a page before reading it (kcopyd: a chunk's read fills its pages, or dm-io
+// zero-fills what failed) may skip that memset, which costs as much as the copy it protects. When the pool is empty, work waits
 // (the client queues it); the pool never grows. `assertAllReturned` is the leak check run when
 // the owner is destroyed, like kcopyd's client_free_pages.
 
@@ -11,10 +13,12 @@ export class PagePool {
   /** Pages the pool owns in total. */
   readonly capacityPages: number;
   readonly #free: Uint8Array[];
+  readonly #zeroOnReturn: boolean;
 
-  constructor(capacityPages: number) {
+  constructor(capacityPages: number, options: { zeroOnReturn?: boolean } = {}) {
     assert.ok(Number.isSafeInteger(capacityPages) && capacityPages >= 0);
     this.capacityPages = capacityPages;
+    this.#zeroOnReturn = options.zeroOnReturn ?? true;
     this.#free = capacityPages === 0 ? [] : allocAlignedPages(capacityPages);
   }
 
@@ -30,10 +34,10 @@ export class PagePool {
     return this.#free.splice(this.#free.length - pageCount, pageCount);
   }
 
-  /** Returns pages taken from this pool; they are zeroed before anyone sees them again. */
+  /** Returns pages taken from this pool; unless the owner opted out, they are zeroed first. */
   give(pages: readonly Uint8Array[]): void {
     for (const page of pages) {
-      page.fill(0);
+      if (this.#zeroOnReturn) page.fill(0);
       this.#free.push(page);
     }
     assert.ok(this.#free.length <= this.capacityPages, 'a page was returned twice');
