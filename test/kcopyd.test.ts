@@ -513,3 +513,33 @@ describe('kcopyd: the job bound', () => {
     await dmKcopydClientDestroy(kc);
   });
 });
+
+describe('kcopyd: buffer shape', () => {
+  it('hands dm-io a contiguous grant as one segment, scattered pages as a page list', async () => {
+    const source = patternDevice(512, 31);
+    const contiguousDest = createFaultDevice(ramDevice(512, 'contiguous'));
+    const kc = dmKcopydClientCreate({ subJobSectors: 64 });
+    const plain = await dmKcopydCopy(kc, { device: source, sector: 0, count: 256 },
+      regions([contiguousDest], 0, 256), {});
+    assert.equal(plain.writeErr, 0n);
+    assert.ok(contiguousDest.trace.every((entry) => entry.segmentCount === 1),
+      'pool runs are contiguous: one segment per write');
+    await dmKcopydClientDestroy(kc);
+
+    // A page source whose pages are separate allocations (never contiguous).
+    const scattered: KcopydPageSource = {
+      tryTake: (pageCount) => Array.from({ length: pageCount }, () => new Uint8Array(4096)),
+      give: () => {},
+    };
+    const scatteredDest = createFaultDevice(ramDevice(512, 'scattered'));
+    const kc2 = dmKcopydClientCreate({ subJobSectors: 64, pageSource: scattered });
+    const viaList = await dmKcopydCopy(kc2, { device: source, sector: 0, count: 256 },
+      regions([scatteredDest], 0, 256), {});
+    assert.equal(viaList.writeErr, 0n);
+    assert.ok(scatteredDest.trace.every((entry) => entry.segmentCount === 8),
+      'eight separate pages per 64-sector chunk');
+    assert.equal(hashOf(contiguousDest.inner, 0, 256), hashOf(source, 0, 256));
+    assert.equal(hashOf(scatteredDest.inner, 0, 256), hashOf(source, 0, 256));
+    await dmKcopydClientDestroy(kc2);
+  });
+});

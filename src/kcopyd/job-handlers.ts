@@ -8,12 +8,12 @@
 //   a failed read without ignoreError completes the job, so nothing is written for that chunk.
 // Only runCompleteJob calls user code, and only from the worker.
 
-import { PAGE_SECTORS } from '../constants.js';
+import { PAGE_SECTORS, PAGE_SIZE } from '../constants.js';
 import { dmIo } from '../core/dm-io.js';
 import type { DmIoResult } from '../core/io-tracker.js';
 import type { DmIoRequest } from '../core/request.js';
 import { DmIoError, IoError } from '../errors.js';
-import type { PageListNode } from '../memory/types.js';
+import type { KmemMemory, PageListNode } from '../memory/types.js';
 import type { HandlerResult, KcopydClient } from './kcopyd-client.js';
 import type { KcopydJob } from './job.js';
 
@@ -22,6 +22,7 @@ export function runCompleteJob(kc: KcopydClient, job: KcopydJob): HandlerResult 
   if (job.grant !== null) {
     kc.pages.give(job.grant);
     job.grant = null;
+    job.contiguous = null;
   }
   reportProgress(job);
   const fn = job.fn;
@@ -68,6 +69,7 @@ export function runPagesJob(kc: KcopydClient, job: KcopydJob): HandlerResult {
   }
   if (job.memory === null) job.memory = { type: 'page-list', list: job.nodes[0]!, offset: 0 };
   else job.memory.list = job.nodes[0]!;
+  job.contiguous = contiguousGrant(grant.pages, job.countSectors * 512);
   kc.ioJobs.pushTail(job);
   return 'done';
 }
@@ -138,9 +140,27 @@ function ioRequest(
   kc: KcopydClient, job: KcopydJob, op: 'read' | 'write',
 ): DmIoRequest<KcopydJob> & { notify: NonNullable<KcopydJob['notify']> } {
   const memory = job.zero ? { type: 'page-list' as const, list: kc.zeroList, offset: 0 } :
-    job.memory;
+    job.contiguous ?? job.memory;
   if (memory === null) throw new Error('kcopyd: a data job reached I/O without pages');
   return { op, mem: memory, client: kc.io, notify: job.notify! };
+}
+
+/**
+ * The grant as one `kmem` buffer of `lengthBytes` when its pages follow each other in one slab
+ * (the pool hands out runs, so this is the usual case), else null. The bytes are the page
+ * list's; dm-io then walks one view instead of one node per page, and a read of one region
+ * takes its fast path.
+ */
+function contiguousGrant(pages: readonly Uint8Array[], lengthBytes: number): KmemMemory | null {
+  const first = pages[0];
+  if (first === undefined) return null;
+  for (let index = 1; index < pages.length; index += 1) {
+    const page = pages[index] as Uint8Array;
+    if (page.buffer !== first.buffer || page.byteOffset !== first.byteOffset + index * PAGE_SIZE) {
+      return null;
+    }
+  }
+  return { type: 'kmem', data: new Uint8Array(first.buffer, first.byteOffset, lengthBytes) };
 }
 
 function reportChunkRead(job: KcopydJob): void {

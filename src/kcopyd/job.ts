@@ -8,7 +8,7 @@
 import type { DmIoNotify, DmIoRegion } from '../core/request.js';
 import type { DmIoError } from '../errors.js';
 import type { BlockDevice } from '../devices/block-device.js';
-import type { PageListMemory, PageListNode } from '../memory/types.js';
+import type { KmemMemory, PageListMemory, PageListNode } from '../memory/types.js';
 import type { JobLinks, JobList } from './job-list.js';
 import type { KcopydClient } from './kcopyd-client.js';
 import type { PageGrant } from './page-reserve.js';
@@ -77,7 +77,10 @@ export class KcopydJob implements JobLinks<KcopydJob> {
   grant: PageGrant | null = null;
   /** Page-list nodes, reused for every grant this job receives. */
   nodes: PageListNode[] = [];
+  /** The page list over the current grant, reused for every grant this job receives. */
   memory: PageListMemory | null = null;
+  /** The grant as one buffer when its pages are contiguous (the usual case), else null. */
+  contiguous: KmemMemory | null = null;
   /** The dm-io notify object, made once per job and reused for each of its I/Os. */
   notify: DmIoNotify<KcopydJob> | null = null;
   fn: KcopydNotifyFn | null = null;
