@@ -3,10 +3,11 @@
 // 3 destinations the single-destination peers run 3 times in a row; dmio and Node copy once
 // to all 3. Before each run the source is read whole (cached) and the destinations are
 // removed, so every tool creates and allocates its files the same way; they are removed again
-// after the run (dropping their dirty pages unwritten). Times are whole commands (wall) for the
+// after the run (dropping their dirty pages unwritten) and the file system is synced untimed. Times are whole commands (wall) for the
 // programs, including `dmio copy` with its Node start-up; figures are MiB/s of source data.
 
 import fs from 'node:fs';
+import path from 'node:path';
 import type { BenchContext } from '../context.js';
 import { peerMissing } from '../context.js';
 import type { Role, Timer } from '../model.js';
@@ -64,7 +65,7 @@ async function runCopyCase(context: BenchContext, source: string, targets: reado
       await fn();
       return (performance.now() - startMs) / 1000;
     } finally {
-      removeAll(targets);
+      await removeAndSettle(targets);
     }
   };
   await runDmioCopy(context, caseName, source, targets, timed, record);
@@ -130,7 +131,7 @@ async function runNodeCopy(
     removeAll(targets);
     const [result] = await runWorker([{ kind: 'fs-copy', source, targets,
       sizeBytes: context.options.sizeBytes, chunkBytes: CHUNK_BYTES, depth: 8 }], engine);
-    removeAll(targets);
+    await removeAndSettle(targets);
     if (result === undefined || isWorkerError(result)) {
       context.recorder.skip(3, caseName, label, result?.error ?? 'no result');
     } else {
@@ -140,5 +141,16 @@ async function runNodeCopy(
 }
 
 function removeAll(paths: readonly string[]): void {
-  for (const path of paths) fs.rmSync(path, { force: true });
+  for (const filePath of paths) fs.rmSync(filePath, { force: true });
+}
+
+/**
+ * Removes the destinations and commits the file system (`sync -f`), so the freed blocks (and
+ * the discards a `discard`-mounted ext4 sends for them) settle before the next measured run
+ * instead of during it.
+ */
+async function removeAndSettle(paths: readonly string[]): Promise<void> {
+  removeAll(paths);
+  const [first] = paths;
+  if (first !== undefined) await runChecked('sync', ['-f', path.dirname(first)]);
 }
