@@ -36,6 +36,11 @@ export type {
   BlockDevice, DeviceLimits, DeviceRequest, DeviceDone, DeviceOp, DeviceKind, RequestFlags,
 } from './devices/block-device.js';
 export { openDevice, parseDeviceSpec } from './devices/open-device.js';
+export { openFileDevice, FileDevice } from './devices/file-device.js';
+export type {
+  FileDeviceOptions, FileDeviceStats, SpecialMethod, ZeroMethod, DiscardMethod,
+} from './devices/file-device.js';
+export type { QueueLimits } from './devices/file-limits.js';
 export type { OpenDeviceOptions, DeviceSpec } from './devices/open-device.js';
 export { createRamDevice, RamDevice } from './devices/ram-device.js';
 export type { RamDeviceOptions } from './devices/ram-device.js';

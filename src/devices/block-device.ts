@@ -12,6 +12,8 @@
 //   `countSectors === 0` the request is a pure flush. `flags.fua` makes a write durable before
 //   `done` is called. A device without a volatile cache treats both as satisfied.
 // - A failed read may leave its segments in any state; dm-io zero-fills them.
+// - Limits may shrink while the device is open (a refused discard sets maxDiscardSectors to
+//   0); dm-io reads `device.limits` for each region rather than caching them.
 
 import type { IoError } from '../errors.js';
 

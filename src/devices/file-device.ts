@@ -1,16 +1,169 @@
-// Placeholder until the file and block-device backend lands (branch filedev).
-import type { BlockDevice } from './block-device.js';
-import { OpenError } from '../errors.js';
+// Owns the local backend: a `BlockDevice` over a regular file (`kind: 'file'`) or a Linux
+// block device such as a loop device (`kind: 'block'`), through one file descriptor. Request
+// semantics live in file-request.ts and run unchanged through `submit` (threadpool, callback
+// `fs` calls) and `submitSync` (blocking calls). The device counts requests in flight so that
+// `close()` can wait for them before it closes the descriptor; `closed` turns true as soon as
+// `close()` begins, and requests submitted after that fail with EBADF without a syscall.
 
-/** Options of `openFileDevice`. */
-export interface FileDeviceOptions {
-  direct?: boolean;
-  readOnly?: boolean;
-  create?: { sizeBytes: number };
-  exclusive?: boolean;
+import fs from 'node:fs';
+import { IoError, errnoOf } from '../errors.js';
+import type {
+  BlockDevice, DeviceDone, DeviceLimits, DeviceRequest,
+} from './block-device.js';
+import { withoutDiscard, type QueueLimits } from './file-limits.js';
+import { type FileDeviceOptions, openLocalDevice, validateFileDeviceOptions } from './file-open.js';
+import { type FileRequestContext, runFileRequest } from './file-request.js';
+import {
+  emptyStats, type FileDeviceStats, initialMethods, type SpecialMethods, type ZeroMethod,
+  type DiscardMethod,
+} from './file-special-ops.js';
+import { submitFast, submitFastSync } from './file-fast-path.js';
+import { runStepsAsync, runStepsSync } from './file-syscalls.js';
+
+/** A regular file or block device opened by `openFileDevice`. */
+export class FileDevice implements BlockDevice {
+  /** The path it was opened with. */
+  readonly name: string;
+  /** `file` for a regular file, `block` for a block device. */
+  readonly kind: 'file' | 'block';
+  /** Size in 512-byte sectors (whole logical blocks). */
+  readonly sizeSectors: number;
+  /** Opened read-only. */
+  readonly readOnly: boolean;
+  /** Opened with O_DIRECT. */
+  readonly direct: boolean;
+  /** Always true: `submitSync` exists. */
+  readonly canBlock = true;
+  /** The sysfs queue limits the limits were derived from, when the kernel has them. */
+  readonly queue: QueueLimits | undefined;
+  /** Syscalls completed so far; read-only for callers. */
+  readonly stats: Readonly<FileDeviceStats>;
+
+  readonly #fd: number;
+  readonly #context: FileRequestContext;
+  readonly #methods: SpecialMethods;
+  #limits: DeviceLimits;
+  #closing = false;
+  #closePromise: Promise<void> | undefined;
+  #inflightCount = 0;
+  #drained: (() => void) | undefined;
+
+  /** @internal Use `openFileDevice`. */
+  constructor(name: string, opened: {
+    fd: number; kind: 'file' | 'block'; sizeSectors: number; limits: DeviceLimits;
+    queue: QueueLimits | undefined; readOnly: boolean; direct: boolean;
+    disableMethods: FileDeviceOptions['disableMethods'];
+  }) {
+    this.name = name;
+    this.kind = opened.kind;
+    this.sizeSectors = opened.sizeSectors;
+    this.readOnly = opened.readOnly;
+    this.direct = opened.direct;
+    this.queue = opened.queue;
+    this.#fd = opened.fd;
+    this.#limits = opened.limits;
+    const stats = emptyStats();
+    this.stats = stats;
+    this.#methods = initialMethods(opened.kind, opened.disableMethods ?? [],
+      opened.limits.maxDiscardSectors > 0);
+    const isClosing = (): boolean => this.#closing;
+    this.#context = {
+      name, sizeSectors: this.sizeSectors, readOnly: this.readOnly, methods: this.#methods, stats,
+      get closed() { return isClosing(); },
+    };
+  }
+
+  /** Current limits; discard drops to 0 once the kernel has refused it. */
+  get limits(): DeviceLimits {
+    if (this.#methods.discard === null && this.#limits.maxDiscardSectors !== 0) {
+      this.#limits = withoutDiscard(this.#limits);
+    }
+    return this.#limits;
+  }
+
+  /** True from the moment `close()` began. */
+  get closed(): boolean {
+    return this.#closing;
+  }
+
+  /** The special methods still in use: how this device discards and zeroes now. */
+  get methods(): {
+    readonly discard: DiscardMethod | null; readonly zeroes: readonly ZeroMethod[];
+  } {
+    return { discard: this.#methods.discard, zeroes: [...this.#methods.zeroes] };
+  }
+
+  /** Starts one request; `done` runs exactly once, on a later turn. */
+  submit(request: DeviceRequest, done: DeviceDone): void {
+    this.#inflightCount += 1;
+    const complete = (error: IoError | null): void => {
+      this.#inflightCount -= 1;
+      if (this.#inflightCount === 0) this.#drained?.();
+      done(error);
+    };
+    try {
+      if (submitFast(this.#context, this.#fd, request, complete)) return;
+      runStepsAsync(this.#fd, runFileRequest(this.#context, request), complete);
+    } catch (error) {
+      // A malformed request fails an assertion before any syscall; it is not in flight.
+      this.#inflightCount -= 1;
+      throw error;
+    }
+  }
+
+  /** Runs one request to completion with blocking calls. */
+  submitSync(request: DeviceRequest): IoError | null {
+    const fast = submitFastSync(this.#context, this.#fd, request);
+    if (fast !== undefined) return fast;
+    return runStepsSync(this.#fd, runFileRequest(this.#context, request));
+  }
+
+  /** Waits for requests in flight, then closes the descriptor. Idempotent. */
+  close(): Promise<void> {
+    this.#closing = true;
+    this.#closePromise ??= this.#closeWhenDrained();
+    return this.#closePromise;
+  }
+
+  async #closeWhenDrained(): Promise<void> {
+    if (this.#inflightCount > 0) {
+      await new Promise<void>((resolve) => {
+        this.#drained = resolve;
+      });
+    }
+    await new Promise<void>((resolve, reject) => {
+      fs.close(this.#fd, (error) => {
+        if (error === null) resolve();
+        else reject(new IoError({ errno: errnoOf(error), syscall: 'close', device: this.name,
+          sector: 0, countSectors: 0, cause: error }));
+      });
+    });
+  }
 }
 
-/** Opens a regular file or block device. */
-export function openFileDevice(path: string, _options: FileDeviceOptions = {}): Promise<BlockDevice> {
-  return Promise.reject(new OpenError(path, 'ENOSYS', 'the file backend is not built yet'));
+/**
+ * Opens a regular file or a block device as a `BlockDevice`. Block devices are sized with
+ * BLKGETSIZE64 and limited by their sysfs queue; regular files use the library's defaults.
+ *
+ * @throws InvalidArgTypeError, OutOfRangeError, InvalidRequestError for bad options.
+ * @throws OpenError (`DMIO_ERR_OPEN_FAILED`) when the OS refuses, with its errno.
+ * @example
+ * const device = await openFileDevice('/tmp/disk.img', { create: { sizeBytes: 64 << 20 } });
+ */
+export async function openFileDevice(
+  path: string, options: FileDeviceOptions = {},
+): Promise<FileDevice> {
+  validateFileDeviceOptions(path, options);
+  const opened = await openLocalDevice(path, options);
+  return new FileDevice(path, {
+    ...opened,
+    readOnly: options.readOnly === true,
+    direct: options.direct === true,
+    disableMethods: options.disableMethods,
+  });
 }
+
+export type { FileDeviceOptions } from './file-open.js';
+export type {
+  FileDeviceStats, SpecialMethod, ZeroMethod, DiscardMethod,
+} from './file-special-ops.js';

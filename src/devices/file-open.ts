@@ -1,0 +1,174 @@
+// Owns opening a local device: checking the options, choosing the open flags, opening the
+// descriptor, and learning what it is (regular file or block device), how big it is and what
+// it can take. Every OS failure becomes an OpenError carrying the errno and the path, and a
+// descriptor opened before a later step failed is closed again before the error is thrown.
+
+import fs from 'node:fs';
+import { SECTOR_SIZE } from '../constants.js';
+import {
+  errnoOf, InvalidArgTypeError, InvalidRequestError, OpenError, OutOfRangeError,
+} from '../errors.js';
+import {
+  blockDeviceSizeBytesSync, blockReadOnlySync, blockSizeBytesSync,
+} from '../sys/libc.js';
+import { alignDown, bytesToSectorsExact, bytesToSectorsFloor } from '../units.js';
+import type { DeviceLimits } from './block-device.js';
+import {
+  blockDeviceLimits, type QueueLimits, readQueueLimits, regularFileLimits,
+} from './file-limits.js';
+import type { SpecialMethod } from './file-special-ops.js';
+
+/** Options of `openFileDevice`. */
+export interface FileDeviceOptions {
+  /** Open with O_DIRECT: bypass the page cache; segment memory must then be aligned. */
+  readonly direct?: boolean;
+  /** Open read-only; writes, discards and write-zeroes fail with EROFS. */
+  readonly readOnly?: boolean;
+  /** Create the regular file if missing and extend it to at least this many bytes. */
+  readonly create?: { readonly sizeBytes: number };
+  /** Open a block device with O_EXCL: fail with EBUSY if it is mounted or claimed. */
+  readonly exclusive?: boolean;
+  /** Special methods never to try, e.g. `['zero-range']` to start the zero cascade lower. */
+  readonly disableMethods?: readonly SpecialMethod[];
+}
+
+/** Everything learnt while opening. */
+export interface OpenedFile {
+  readonly fd: number;
+  readonly kind: 'file' | 'block';
+  readonly sizeSectors: number;
+  readonly limits: DeviceLimits;
+  readonly queue: QueueLimits | undefined;
+}
+
+const SPECIAL_METHODS: readonly SpecialMethod[] =
+  ['zero-range', 'punch-hole', 'blkzeroout', 'write', 'blkdiscard'];
+
+function validateBoolean(value: unknown, argument: string): void {
+  if (value !== undefined && typeof value !== 'boolean') {
+    throw new InvalidArgTypeError(argument, 'a boolean', value);
+  }
+}
+
+/** Argument checks at the public boundary; throws before anything is opened. */
+export function validateFileDeviceOptions(path: unknown, options: FileDeviceOptions): void {
+  if (typeof path !== 'string' || path.length === 0) {
+    throw new InvalidArgTypeError('path', 'a non-empty string', path);
+  }
+  validateBoolean(options.direct, 'options.direct');
+  validateBoolean(options.readOnly, 'options.readOnly');
+  validateBoolean(options.exclusive, 'options.exclusive');
+  if (options.create !== undefined) {
+    const sizeBytes: unknown = options.create.sizeBytes;
+    if (typeof sizeBytes !== 'number') {
+      throw new InvalidArgTypeError('options.create.sizeBytes', 'a number', sizeBytes);
+    }
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0) {
+      throw new OutOfRangeError('options.create.sizeBytes', 'a non-negative integer', sizeBytes);
+    }
+    if (sizeBytes % SECTOR_SIZE !== 0) {
+      throw new InvalidRequestError('DMIO_ERR_MISALIGNED', 'options.create.sizeBytes',
+        `${sizeBytes} is not a multiple of ${SECTOR_SIZE}`);
+    }
+    if (options.readOnly === true) {
+      throw new InvalidRequestError('DMIO_ERR_INVALID_ARG_VALUE', 'options.create',
+        'a read-only device cannot be created');
+    }
+  }
+  for (const method of options.disableMethods ?? []) {
+    if (!SPECIAL_METHODS.includes(method) || method === 'write') {
+      throw new InvalidRequestError('DMIO_ERR_INVALID_ARG_VALUE', 'options.disableMethods',
+        `unknown or required method ${JSON.stringify(method)}`);
+    }
+  }
+}
+
+function openError(path: string, error: unknown, doing: string): OpenError {
+  const message = error instanceof Error ? error.message : String(error);
+  return new OpenError(path, errnoOf(error), `${doing}: ${message}`, { cause: error });
+}
+
+function openFlags(options: FileDeviceOptions, isBlockDevice: boolean): number {
+  const { O_RDONLY, O_RDWR, O_DIRECT, O_CREAT, O_EXCL } = fs.constants;
+  let flags = options.readOnly === true ? O_RDONLY : O_RDWR;
+  if (options.direct === true) flags |= O_DIRECT;
+  if (options.create !== undefined && !isBlockDevice) flags |= O_CREAT;
+  // On a block device, O_EXCL without O_CREAT claims the device; on a file it means nothing.
+  if (options.exclusive === true && isBlockDevice) flags |= O_EXCL;
+  return flags;
+}
+
+function isBlockDevicePath(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    fs.stat(path, (error, stats) => resolve(error === null && stats.isBlockDevice()));
+  });
+}
+
+function openDescriptor(path: string, flags: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.open(path, flags, 0o644, (error, fd) => {
+      if (error === null) resolve(fd);
+      else reject(openError(path, error, 'open'));
+    });
+  });
+}
+
+/** Opens `path` and probes it; the caller owns the returned descriptor. */
+export async function openLocalDevice(
+  path: string, options: FileDeviceOptions,
+): Promise<OpenedFile> {
+  const flags = openFlags(options, await isBlockDevicePath(path));
+  const fd = await openDescriptor(path, flags);
+  try {
+    return await probeDescriptor(path, fd, options);
+  } catch (error) {
+    fs.closeSync(fd);
+    throw error instanceof OpenError ? error : openError(path, error, 'probe');
+  }
+}
+
+async function probeDescriptor(
+  path: string, fd: number, options: FileDeviceOptions,
+): Promise<OpenedFile> {
+  const stats = fs.fstatSync(fd, { bigint: true });
+  const direct = options.direct === true;
+  if (stats.isDirectory()) throw new OpenError(path, 'EISDIR', 'is a directory');
+  if (stats.isBlockDevice()) return probeBlockDevice(path, fd, stats.rdev, options, direct);
+  if (!stats.isFile()) {
+    throw new OpenError(path, 'ENOTBLK', 'neither a regular file nor a block device');
+  }
+  const wantedBytes = options.create?.sizeBytes ?? 0;
+  if (stats.size < BigInt(wantedBytes)) fs.ftruncateSync(fd, wantedBytes);
+  const sizeBytes = Math.max(Number(stats.size), wantedBytes);
+  const queue = await readQueueLimits(stats.dev);
+  const limits = regularFileLimits(queue, direct);
+  return { fd, kind: 'file', sizeSectors: wholeBlocks(sizeBytes, limits), limits, queue };
+}
+
+async function probeBlockDevice(
+  path: string, fd: number, deviceNumber: bigint, options: FileDeviceOptions, direct: boolean,
+): Promise<OpenedFile> {
+  // Linux opens a read-only block device for writing and then fails every write with EPERM;
+  // refusing at open says what is wrong where it can still be acted on.
+  if (options.readOnly !== true && blockReadOnlySync(fd)) {
+    throw new OpenError(path, 'EROFS', 'the block device is read-only; open it with readOnly');
+  }
+  // fstat says 0 bytes for a block device; only the ioctl knows its size.
+  const sizeBytes = blockDeviceSizeBytesSync(fd);
+  if (options.create !== undefined && sizeBytes < options.create.sizeBytes) {
+    throw new OpenError(path, 'ENOSPC',
+      `block device has ${sizeBytes} bytes, fewer than the ${options.create.sizeBytes} asked`);
+  }
+  const sizes = {
+    logicalBlockBytes: blockSizeBytesSync(fd, 'BLKSSZGET'),
+    physicalBlockBytes: blockSizeBytesSync(fd, 'BLKPBSZGET'),
+  };
+  const queue = await readQueueLimits(deviceNumber);
+  const limits = blockDeviceLimits(sizes, queue, direct);
+  return { fd, kind: 'block', sizeSectors: wholeBlocks(sizeBytes, limits), limits, queue };
+}
+
+/** The device's size in sectors, dropping a partial last logical block. */
+function wholeBlocks(sizeBytes: number, limits: DeviceLimits): number {
+  return alignDown(bytesToSectorsFloor(sizeBytes), bytesToSectorsExact(limits.logicalBlockBytes));
+}

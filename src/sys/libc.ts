@@ -1,0 +1,196 @@
+// Owns the few libc calls Node does not expose: `ioctl` on block devices (size, block sizes,
+// discard, zero-out) and `fallocate` (punch hole, zero range). Bindings go through koffi and
+// are loaded on first use, so code that never touches a local device never loads the native
+// addon. Every call has a blocking form (for open-time probes and `submitSync`) and a
+// callback form that runs the call on the libuv threadpool (for the event-loop path, where a
+// long discard must not stall everything else). A failed call becomes a `SysError` shaped like
+// Node's own system errors (`code` is the errno name), so `errnoOf` reads it unchanged.
+//
+// koffi captures errno on the worker thread right after an async call and restores it while
+// the callback runs, so `koffi.errno()` is only read synchronously at the start of a callback,
+// and only when the call returned -1 (errno is not cleared on success).
+
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { errnoName, errnoNumber } from './errno-name.js';
+
+type Koffi = typeof import('koffi').default;
+type NativeFunction = ReturnType<ReturnType<Koffi['load']>['func']>;
+
+/** `ioctl` requests this module knows, from `<linux/fs.h>` (x86-64 and arm64 encodings). */
+export const BLOCK_IOCTL = {
+  /** `_IOR(0x12, 114, size_t)`: device size in bytes, as uint64. */
+  BLKGETSIZE64: 0x80081272,
+  /** `_IO(0x12, 104)`: logical block size in bytes, as int. */
+  BLKSSZGET: 0x1268,
+  /** `_IO(0x12, 123)`: physical block size in bytes, as unsigned int. */
+  BLKPBSZGET: 0x127b,
+  /** `_IO(0x12, 94)`: 1 when the device is read-only, as int. */
+  BLKROGET: 0x125e,
+  /** `_IO(0x12, 119)`: discard the byte range `{start, length}` (uint64[2]). */
+  BLKDISCARD: 0x1277,
+  /** `_IO(0x12, 127)`: zero the byte range `{start, length}` (uint64[2]). */
+  BLKZEROOUT: 0x127f,
+} as const;
+
+/** The two range ioctls. */
+export type BlockRangeIoctl = 'BLKDISCARD' | 'BLKZEROOUT';
+
+/** `fallocate` mode bits from `<linux/falloc.h>`. */
+export const FALLOC_FL = {
+  /** Do not change the file size. */
+  KEEP_SIZE: 0x01,
+  /** Deallocate the range; it then reads as zeros. Requires KEEP_SIZE. */
+  PUNCH_HOLE: 0x02,
+  /** Zero the range, converting it to unwritten extents where the filesystem can. */
+  ZERO_RANGE: 0x10,
+} as const;
+
+/** A failed libc call, shaped like Node's system errors. */
+export class SysError extends Error {
+  /** The errno name, such as `EOPNOTSUPP`. */
+  readonly code: string;
+  /** The negated errno number, as Node reports it. */
+  readonly errno: number;
+  /** The call that failed, such as `fallocate` or `ioctl BLKZEROOUT`. */
+  readonly syscall: string;
+
+  constructor(errnoValue: number, syscall: string) {
+    const code = errnoName(errnoValue);
+    super(`${code}: ${syscall} failed (errno ${errnoValue})`);
+    this.name = 'SysError';
+    this.code = code;
+    this.errno = -errnoValue;
+    this.syscall = syscall;
+  }
+}
+
+/** Completion of a callback-form call: `null` on success. */
+export type SysCallback = (error: SysError | null) => void;
+
+interface LibcBindings {
+  readonly koffi: Koffi;
+  readonly ioctl: NativeFunction;
+  readonly fallocate: NativeFunction;
+}
+
+/** The loaded bindings; set once on first use (a cache, not state that changes behaviour). */
+let loadedBindings: LibcBindings | undefined;
+
+function libc(): LibcBindings {
+  if (loadedBindings !== undefined) return loadedBindings;
+  if (process.platform !== 'linux') {
+    throw new SysError(errnoNumber('ENOSYS') ?? 38, `libc on ${process.platform}`);
+  }
+  const require = createRequire(import.meta.url);
+  const koffi = require('koffi') as Koffi;
+  const library = koffi.load('libc.so.6');
+  // ioctl is variadic in C; declaring the one pointer argument as fixed is safe on the
+  // x86-64 and arm64 Linux ABIs, where a variadic pointer travels in the same register.
+  const ioctl = library.func('int ioctl(int fd, unsigned long request, void *argument)');
+  const fallocate = library.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
+  loadedBindings = { koffi, ioctl, fallocate };
+  return loadedBindings;
+}
+
+/** Loads the bindings now; throws a SysError when the platform has none. */
+export function loadLibc(): void {
+  libc();
+}
+
+function lastError(bindings: LibcBindings, syscall: string): SysError {
+  const errnoValue = bindings.koffi.errno();
+  assert.ok(errnoValue > 0, `${syscall} returned -1 without errno`);
+  return new SysError(errnoValue, syscall);
+}
+
+function assertRange(offsetBytes: number, lengthBytes: number): void {
+  assert.ok(Number.isSafeInteger(offsetBytes) && offsetBytes >= 0, 'offsetBytes');
+  assert.ok(Number.isSafeInteger(lengthBytes) && lengthBytes > 0, 'lengthBytes');
+}
+
+/** `fallocate(fd, mode, offsetBytes, lengthBytes)`, blocking; returns the error or null. */
+export function fallocateSync(
+  fd: number, mode: number, offsetBytes: number, lengthBytes: number,
+): SysError | null {
+  assertRange(offsetBytes, lengthBytes);
+  const bindings = libc();
+  const result = bindings.fallocate(fd, mode, offsetBytes, lengthBytes) as number;
+  return result === 0 ? null : lastError(bindings, 'fallocate');
+}
+
+/** `fallocate` on a threadpool thread; `callback` runs on the event loop. */
+export function fallocateAsync(
+  fd: number, mode: number, offsetBytes: number, lengthBytes: number, callback: SysCallback,
+): void {
+  assertRange(offsetBytes, lengthBytes);
+  const bindings = libc();
+  bindings.fallocate.async(fd, mode, offsetBytes, lengthBytes,
+    (failure: unknown, result: number) => {
+      assert.equal(failure, null, 'koffi could not run fallocate');
+      callback(result === 0 ? null : lastError(bindings, 'fallocate'));
+    });
+}
+
+function rangeArgument(offsetBytes: number, lengthBytes: number): BigUint64Array {
+  // Host byte order, as the kernel reads `uint64_t range[2]`.
+  return new BigUint64Array([BigInt(offsetBytes), BigInt(lengthBytes)]);
+}
+
+/** `ioctl(fd, BLKDISCARD | BLKZEROOUT, {offsetBytes, lengthBytes})`, blocking. */
+export function blockRangeIoctlSync(
+  fd: number, request: BlockRangeIoctl, offsetBytes: number, lengthBytes: number,
+): SysError | null {
+  assertRange(offsetBytes, lengthBytes);
+  const bindings = libc();
+  const argument = rangeArgument(offsetBytes, lengthBytes);
+  const result = bindings.ioctl(fd, BLOCK_IOCTL[request], argument) as number;
+  return result === 0 ? null : lastError(bindings, `ioctl ${request}`);
+}
+
+/** The range ioctl on a threadpool thread; `callback` runs on the event loop. */
+export function blockRangeIoctlAsync(
+  fd: number, request: BlockRangeIoctl, offsetBytes: number, lengthBytes: number,
+  callback: SysCallback,
+): void {
+  assertRange(offsetBytes, lengthBytes);
+  const bindings = libc();
+  // `argument` stays referenced by this closure until the call has finished with it.
+  const argument = rangeArgument(offsetBytes, lengthBytes);
+  bindings.ioctl.async(fd, BLOCK_IOCTL[request], argument, (failure: unknown, result: number) => {
+    assert.equal(failure, null, 'koffi could not run ioctl');
+    assert.equal(argument.length, 2);
+    callback(result === 0 ? null : lastError(bindings, `ioctl ${request}`));
+  });
+}
+
+/** The size of a block device in bytes (`BLKGETSIZE64`). @throws SysError */
+export function blockDeviceSizeBytesSync(fd: number): number {
+  const bindings = libc();
+  const output = new BigUint64Array(1);
+  const result = bindings.ioctl(fd, BLOCK_IOCTL.BLKGETSIZE64, output) as number;
+  if (result !== 0) throw lastError(bindings, 'ioctl BLKGETSIZE64');
+  const sizeBytes = Number(output[0]);
+  assert.ok(Number.isSafeInteger(sizeBytes), 'device larger than 2^53 bytes');
+  return sizeBytes;
+}
+
+/** Logical (`BLKSSZGET`) or physical (`BLKPBSZGET`) block size in bytes. @throws SysError */
+export function blockSizeBytesSync(fd: number, request: 'BLKSSZGET' | 'BLKPBSZGET'): number {
+  const bindings = libc();
+  const output = new Int32Array(1);
+  const result = bindings.ioctl(fd, BLOCK_IOCTL[request], output) as number;
+  if (result !== 0) throw lastError(bindings, `ioctl ${request}`);
+  const blockBytes = output[0] ?? 0;
+  assert.ok(blockBytes >= 512, `${request} gave ${blockBytes}`);
+  return blockBytes;
+}
+
+/** True when the block device is read-only (`BLKROGET`). @throws SysError */
+export function blockReadOnlySync(fd: number): boolean {
+  const bindings = libc();
+  const output = new Int32Array(1);
+  const result = bindings.ioctl(fd, BLOCK_IOCTL.BLKROGET, output) as number;
+  if (result !== 0) throw lastError(bindings, 'ioctl BLKROGET');
+  return output[0] !== 0;
+}
