@@ -59,7 +59,7 @@ export function formatTable(all: readonly Series[]): string {
       series.role === 'diagnostic' ? `_${series.variant}_` : series.variant;
     lines.push(`| ${series.workload} | ${series.caseName} | ${variant} | ` +
       `${formatValue(median(series.samples), series.unit)} | ` +
-      `${formatValue(low, series.unit)}–${formatValue(high, series.unit).split(' ')[0]} | ` +
+      `${formatValue(low, series.unit).split(' ')[0]}–${formatValue(high, series.unit).split(' ')[0]} | ` +
       `${series.samples.length} | ${ratio === null ? '—' : ratio.toFixed(2)} | ${series.timer} |`);
   }
   return lines.join('\n');
@@ -104,6 +104,8 @@ export interface BenchResults {
   readonly series: readonly (Series & { readonly median: number })[];
   readonly skips: readonly Skip[];
   readonly targets: readonly TargetCheck[];
+  /** Wall seconds each workload took, by workload id. */
+  readonly workloadSeconds: Readonly<Record<string, number>>;
 }
 
 /** Writes `results` to `filePath` (creating its directory) and to `latest.json` beside it. */

@@ -55,6 +55,7 @@ async function main(): Promise<number> {
   process.once('SIGINT', release);
   process.once('SIGTERM', release);
   const recorder = new Recorder(log);
+  const workloadSeconds: Record<string, number> = {};
   try {
     const needsCli = options.workloads.some((id) => id >= 3);
     const dmioCli = needsCli ? await locateDmioCli(log) : { missing: 'not needed' };
@@ -62,7 +63,10 @@ async function main(): Promise<number> {
     const context: BenchContext = { options, peers, recorder, resources, dmioCli };
     for (const id of options.workloads) {
       log(`workload ${id}`);
+      const startMs = performance.now();
       await WORKLOADS[id](context);
+      workloadSeconds[id] = Math.round((performance.now() - startMs) / 100) / 10;
+      log(`workload ${id} took ${workloadSeconds[id]} s`);
     }
   } finally {
     await resources.releaseAll();
@@ -72,13 +76,14 @@ async function main(): Promise<number> {
   process.stdout.write(`\n## Results (medians of ${options.reps})\n\n${formatTable(recorder.series)}\n\n` +
     `## Page cache\n\n${formatCacheNotes(recorder.series)}\n\n` +
     `## Skipped\n\n${formatSkips(recorder.skips)}\n\n## Targets\n\n${formatTargets(targets)}\n\n` +
-    `load average: start ${machine.loadAverageStart.join(' ')}, end ${machine.loadAverageEnd.join(' ')}\n`);
+    `load average: start ${machine.loadAverageStart.join(' ')}, end ${machine.loadAverageEnd.join(' ')}; ` +
+    `seconds per workload: ${JSON.stringify(workloadSeconds)}\n`);
   if (options.resultsPath !== null) {
     const filePath = path.resolve(REPO_ROOT, options.resultsPath);
     writeResults(filePath, {
       startedAt, finishedAt: new Date().toISOString(), machine, options, peers,
       series: recorder.series.map((series) => ({ ...series, median: median(series.samples) })),
-      skips: recorder.skips, targets,
+      skips: recorder.skips, targets, workloadSeconds,
     });
     process.stdout.write(`results: ${path.relative(process.cwd(), filePath)}\n`);
   }
