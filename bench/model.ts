@@ -32,6 +32,12 @@ export interface Series {
   readonly cache: string;
   /** One value per repetition, in `unit`. */
   readonly samples: number[];
+  /**
+   * CPU microseconds per operation (IOPS series) or per MiB (MiB/s series) of the measuring
+   * process, all threads, one per repetition; empty when not measured (external programs).
+   * Less sensitive to a busy machine than the rate itself.
+   */
+  readonly cpuUsPerUnit: number[];
 }
 
 /** A variant that did not run (missing peer, missing dmio piece, failure), and why. */

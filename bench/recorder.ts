@@ -28,15 +28,16 @@ export class Recorder {
   }
 
   /** Appends one sample (in the key's unit) to its series. */
-  add(key: SeriesKey, value: number): void {
+  add(key: SeriesKey, value: number, cpuUsPerUnit: number | null = null): void {
     const id = `${key.workload}\u0000${key.caseName}\u0000${key.variant}`;
     let series = this.#byKey.get(id);
     if (series === undefined) {
-      series = { ...key, samples: [] };
+      series = { ...key, samples: [], cpuUsPerUnit: [] };
       this.#byKey.set(id, series);
       this.series.push(series);
     }
     series.samples.push(value);
+    if (cpuUsPerUnit !== null) series.cpuUsPerUnit.push(cpuUsPerUnit);
     this.#log(`  w${key.workload} ${key.caseName} | ${key.variant}: ${formatValue(value, key.unit)}`);
   }
 

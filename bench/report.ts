@@ -47,8 +47,8 @@ function bestDmio(all: readonly Series[], series: Series): Series | null {
 /** The results table, Markdown, one row per series in the order they ran. */
 export function formatTable(all: readonly Series[]): string {
   const lines = [
-    '| W | case | variant | median | min–max | n | best dmio ÷ this | timer |',
-    '|---|---|---|---|---|---|---|---|',
+    '| W | case | variant | median | min–max | n | best dmio ÷ this | CPU µs/op or /MiB | timer |',
+    '|---|---|---|---|---|---|---|---|---|',
   ];
   for (const series of all) {
     const [low, high] = range(series.samples);
@@ -60,7 +60,8 @@ export function formatTable(all: readonly Series[]): string {
     lines.push(`| ${series.workload} | ${series.caseName} | ${variant} | ` +
       `${formatValue(median(series.samples), series.unit)} | ` +
       `${formatValue(low, series.unit).split(' ')[0]}–${formatValue(high, series.unit).split(' ')[0]} | ` +
-      `${series.samples.length} | ${ratio === null ? '—' : ratio.toFixed(2)} | ${series.timer} |`);
+      `${series.samples.length} | ${ratio === null ? '—' : ratio.toFixed(2)} | ` +
+      `${series.cpuUsPerUnit.length === 0 ? '—' : median(series.cpuUsPerUnit).toFixed(2)} | ${series.timer} |`);
   }
   return lines.join('\n');
 }

@@ -29,6 +29,7 @@ export function runClosedLoop(
     let completed = 0;
     let countedFrom = -1;
     let countedFromMs = 0;
+    let countedFromCpu: NodeJS.CpuUsage = process.cpuUsage();
     let active = depth;
     let failure: Error | null = null;
     const onDone = (slot: number): SlotDone => {
@@ -39,6 +40,7 @@ export function runClosedLoop(
         if (countedFrom < 0 && nowMs >= warmEndMs) {
           countedFrom = completed;
           countedFromMs = nowMs;
+          countedFromCpu = process.cpuUsage();
         }
         if (nowMs < endMs && failure === null) {
           issue(slot, done);
@@ -47,7 +49,10 @@ export function runClosedLoop(
         active -= 1;
         if (active > 0) return;
         if (failure !== null) reject(failure);
-        else resolve({ ops: completed - countedFrom, bytes: 0, elapsedMs: nowMs - countedFromMs });
+        else {
+          resolve({ ops: completed - countedFrom, bytes: 0, elapsedMs: nowMs - countedFromMs,
+            cpuUs: cpuSince(countedFromCpu) });
+        }
       };
       return done;
     };
@@ -62,6 +67,7 @@ export function runSyncLoop(timing: LoopTiming, operation: () => void): WorkerMe
     for (let index = 0; index < 64; index += 1) operation();
   }
   const startMs = performance.now();
+  const startCpu = process.cpuUsage();
   const endMs = startMs + timing.durationMs;
   let ops = 0;
   let nowMs = startMs;
@@ -70,7 +76,13 @@ export function runSyncLoop(timing: LoopTiming, operation: () => void): WorkerMe
     ops += 64;
     nowMs = performance.now();
   }
-  return { ops, bytes: 0, elapsedMs: nowMs - startMs };
+  return { ops, bytes: 0, elapsedMs: nowMs - startMs, cpuUs: cpuSince(startCpu) };
+}
+
+/** CPU microseconds (user + system, all threads) since `start`. */
+export function cpuSince(start: NodeJS.CpuUsage): number {
+  const used = process.cpuUsage(start);
+  return used.user + used.system;
 }
 
 /**
@@ -82,6 +94,7 @@ export function runCountedLoop(
 ): Promise<WorkerMeasurement> {
   return new Promise((resolve, reject) => {
     const startMs = performance.now();
+    const startCpu = process.cpuUsage();
     let nextOp = 0;
     let active = 0;
     let failure: Error | null = null;
@@ -95,7 +108,10 @@ export function runCountedLoop(
         active -= 1;
         if (active > 0) return;
         if (failure !== null) reject(failure);
-        else resolve({ ops: totalOps, bytes: 0, elapsedMs: performance.now() - startMs });
+        else {
+          resolve({ ops: totalOps, bytes: 0, elapsedMs: performance.now() - startMs,
+            cpuUs: cpuSince(startCpu) });
+        }
       };
       return done;
     };
@@ -103,7 +119,7 @@ export function runCountedLoop(
       active += 1;
       issue(nextOp++, slot, onDone(slot));
     }
-    if (active === 0) resolve({ ops: 0, bytes: 0, elapsedMs: 0 });
+    if (active === 0) resolve({ ops: 0, bytes: 0, elapsedMs: 0, cpuUs: 0 });
   });
 }
 

@@ -5,7 +5,7 @@
 
 import fs from 'node:fs';
 import { allocAligned } from '../../src/index.js';
-import { runCountedLoop } from './closed-loop.js';
+import { cpuSince, runCountedLoop } from './closed-loop.js';
 import type { FsCopyJob, WorkerMeasurement } from './jobs.js';
 
 /** Runs one copy; `elapsedMs` covers opening the targets to the last write. */
@@ -13,6 +13,7 @@ export async function runFsCopy(job: FsCopyJob): Promise<WorkerMeasurement> {
   const memory = allocAligned(job.depth * job.chunkBytes);
   const source = fs.openSync(job.source, 'r');
   const startMs = performance.now();
+  const startCpu = process.cpuUsage();
   const targets = job.targets.map((path) => fs.openSync(path, 'w'));
   try {
     const chunkCount = Math.ceil(job.sizeBytes / job.chunkBytes);
@@ -35,7 +36,8 @@ export async function runFsCopy(job: FsCopyJob): Promise<WorkerMeasurement> {
         }
       });
     });
-    return { ops: chunkCount, bytes: job.sizeBytes, elapsedMs: performance.now() - startMs };
+    return { ops: chunkCount, bytes: job.sizeBytes, elapsedMs: performance.now() - startMs,
+      cpuUs: cpuSince(startCpu) };
   } finally {
     for (const target of targets) fs.closeSync(target);
     fs.closeSync(source);

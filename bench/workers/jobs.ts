@@ -79,6 +79,8 @@ export interface WorkerMeasurement {
   readonly ops: number;
   readonly bytes: number;
   readonly elapsedMs: number;
+  /** CPU time of the whole process (all threads) over the same window, in microseconds. */
+  readonly cpuUs: number;
 }
 
 /** One job's outcome. */

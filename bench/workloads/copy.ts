@@ -54,9 +54,11 @@ async function runCopyCase(context: BenchContext, source: string, targets: reado
   const { options, recorder } = context;
   const caseName = copyCaseName(targets.length);
   const sizeMiB = options.sizeBytes / CHUNK_BYTES;
-  const record = (variant: string, role: Role, timer: Timer, seconds: number): void =>
+  const record = (
+    variant: string, role: Role, timer: Timer, seconds: number, cpuUs: number | null = null,
+  ): void =>
     recorder.add({ workload: 3, caseName, variant, role, unit: 'MiB/s', timer, cache: CACHE_NOTE },
-      sizeMiB / seconds);
+      sizeMiB / seconds, cpuUs === null ? null : cpuUs / sizeMiB);
   const timed = async (fn: () => Promise<void>): Promise<number> => {
     warmFile(source);
     removeAll(targets);
@@ -88,7 +90,9 @@ async function runCopyCase(context: BenchContext, source: string, targets: reado
   await runNodeCopy(context, caseName, source, targets, record);
 }
 
-type RecordFn = (variant: string, role: Role, timer: Timer, seconds: number) => void;
+type RecordFn = (
+  variant: string, role: Role, timer: Timer, seconds: number, cpuUs?: number | null,
+) => void;
 
 async function runDmioCopy(
   context: BenchContext, caseName: string, source: string, targets: readonly string[],
@@ -135,7 +139,7 @@ async function runNodeCopy(
     if (result === undefined || isWorkerError(result)) {
       context.recorder.skip(3, caseName, label, result?.error ?? 'no result');
     } else {
-      record(label, 'peer', 'in-process', result.elapsedMs / 1000);
+      record(label, 'peer', 'in-process', result.elapsedMs / 1000, result.cpuUs);
     }
   }
 }

@@ -28,9 +28,11 @@ export async function runMirrorWriteWorkload(context: BenchContext): Promise<voi
   const paths = Array.from({ length: MIRRORS },
     (_, index) => resources.dataFile(`w2-mirror-${index}.img`, options.sizeBytes));
   const sizeMiB = options.sizeBytes / CHUNK_BYTES;
-  const record = (variant: string, role: Role, timer: Timer, seconds: number): void =>
+  const record = (
+    variant: string, role: Role, timer: Timer, seconds: number, cpuUs: number | null = null,
+  ): void =>
     recorder.add({ workload: 2, caseName: MIRROR_CASE, variant, role, unit: 'MiB/s', timer,
-      cache: CACHE_NOTE }, sizeMiB / seconds);
+      cache: CACHE_NOTE }, sizeMiB / seconds, cpuUs === null ? null : cpuUs / sizeMiB);
   const prepare = (): void => paths.forEach(flushFile);
   for (let rep = 0; rep < options.reps; rep += 1) {
     recorder.note(`w2 repetition ${rep + 1}/${options.reps}`);
@@ -46,14 +48,17 @@ export async function runMirrorWriteWorkload(context: BenchContext): Promise<voi
         if (result === undefined || isWorkerError(result)) {
           recorder.skip(2, MIRROR_CASE, label, result?.error ?? 'no result');
         } else {
-          record(label, variant === 'dmio' ? 'dmio' : 'peer', 'in-process', result.elapsedMs / 1000);
+          record(label, variant === 'dmio' ? 'dmio' : 'peer', 'in-process', result.elapsedMs / 1000,
+            result.cpuUs);
         }
       }
     }
   }
 }
 
-type RecordFn = (variant: string, role: Role, timer: Timer, seconds: number) => void;
+type RecordFn = (
+  variant: string, role: Role, timer: Timer, seconds: number, cpuUs?: number | null,
+) => void;
 
 async function runDdVariants(
   context: BenchContext, paths: readonly string[], prepare: () => void, record: RecordFn,

@@ -41,8 +41,10 @@ async function runNbdCase(
   const caseName = `NBD ${op} (nbdkit memory, Unix socket)`;
   const cache = op === 'read' ? 'export in nbdkit memory' : 'source file read whole before each run';
   const sizeMiB = options.sizeBytes / CHUNK_BYTES;
-  const record = (variant: string, role: Role, timer: Timer, seconds: number): void =>
-    recorder.add({ workload: 4, caseName, variant, role, unit: 'MiB/s', timer, cache }, sizeMiB / seconds);
+  const record = (
+    variant: string, role: Role, timer: Timer, seconds: number, cpuUs: number | null = null,
+  ): void => recorder.add({ workload: 4, caseName, variant, role, unit: 'MiB/s', timer, cache },
+    sizeMiB / seconds, cpuUs === null ? null : cpuUs / sizeMiB);
   const [from, to] = op === 'read' ? [uri, 'null:'] : [source, uri];
   const programs: { label: string; role: Role; argv: readonly string[] | string }[] = [
     { label: 'nbdcopy', role: 'peer', argv: peerMissing(context, 'nbdcopy') ?? ['nbdcopy', from, to] },
@@ -69,6 +71,9 @@ async function runNbdCase(
     const [result] = await runWorker([{ kind: 'nbd-stream', op, uri, sizeBytes: options.sizeBytes,
       chunkBytes: CHUNK_BYTES, depth: DEPTH }], engine);
     if (result === undefined || isWorkerError(result)) recorder.skip(4, caseName, label, result?.error ?? 'no result');
-    else record(label, op === 'read' ? 'dmio' : 'diagnostic', 'in-process', result.elapsedMs / 1000);
+    else {
+      record(label, op === 'read' ? 'dmio' : 'diagnostic', 'in-process', result.elapsedMs / 1000,
+        result.cpuUs);
+    }
   }
 }

@@ -137,6 +137,7 @@ async function runNodeVariants(
       return;
     }
     recorder.add({ workload: 1, caseName: randomCase.name, variant: label, role, unit: 'IOPS',
-      timer: 'in-process', cache: cacheNote(randomCase) }, (result.ops * 1000) / result.elapsedMs);
+      timer: 'in-process', cache: cacheNote(randomCase) }, (result.ops * 1000) / result.elapsedMs,
+    result.cpuUs / result.ops);
   });
 }
