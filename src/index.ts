@@ -41,6 +41,13 @@ export type {
   FileDeviceOptions, FileDeviceStats, SpecialMethod, ZeroMethod, DiscardMethod,
 } from './devices/file-device.js';
 export type { QueueLimits } from './devices/file-limits.js';
+export { openNbdDevice } from './nbd/open-nbd.js';
+export type { NbdOpenOptions, NbdReconnectOptions } from './nbd/open-nbd.js';
+export { NbdDevice } from './nbd/nbd-device.js';
+export type { NbdBlockSizes } from './nbd/handshake.js';
+export type { NbdReplyCounters } from './nbd/reply-parser.js';
+export { parseNbdUri } from './nbd/uri.js';
+export type { NbdUri, NbdAddress } from './nbd/uri.js';
 export type { OpenDeviceOptions, DeviceSpec } from './devices/open-device.js';
 export { createRamDevice, RamDevice } from './devices/ram-device.js';
 export type { RamDeviceOptions } from './devices/ram-device.js';

@@ -12,7 +12,7 @@ import { parseSize } from '../size.js';
 import { validateBoolean, validateOptionsObject } from '../core/validate.js';
 import type { BlockDevice } from './block-device.js';
 import { openFileDevice } from './file-device.js';
-import { openNbdDevice } from '../nbd/open-nbd.js';
+import { openNbdDevice, type NbdOpenOptions } from '../nbd/open-nbd.js';
 import { createRamDevice } from './ram-device.js';
 import { createRandomDevice, createZeroDevice } from './pattern-devices.js';
 
@@ -30,6 +30,8 @@ export interface OpenDeviceOptions {
   connectTimeoutMs?: number;
   /** NBD: per-request timeout in milliseconds. */
   requestTimeoutMs?: number;
+  /** NBD: every other option of `openNbdDevice` (in-flight bounds, multi-conn, reconnect). */
+  nbd?: NbdOpenOptions;
 }
 
 /** A parsed device spec. */
@@ -90,9 +92,10 @@ export async function openDevice(spec: string, options: OpenDeviceOptions = {}):
   }
 }
 
-function nbdOptions(options: OpenDeviceOptions, readOnly: boolean): Parameters<typeof openNbdDevice>[1] {
+function nbdOptions(options: OpenDeviceOptions, readOnly: boolean): NbdOpenOptions {
   return {
-    readOnly,
+    ...options.nbd,
+    readOnly: readOnly || (options.nbd?.readOnly ?? false),
     ...(options.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: options.connectTimeoutMs }),
     ...(options.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: options.requestTimeoutMs }),
   };

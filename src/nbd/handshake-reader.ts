@@ -1,0 +1,105 @@
+// Owns reading exact byte counts from a socket during the handshake, where the protocol is
+// strictly request/response and a promise per read is cheap. Memory is bounded: once more
+// than `HANDSHAKE_BUFFER_BYTES_MAX` bytes wait unread the socket is paused, so a server that
+// floods the handshake cannot grow the buffer. After the handshake, `detach()` hands any
+// leftover bytes to the transmission-phase parser and removes every listener it added.
+
+import assert from 'node:assert/strict';
+import type { Socket } from 'node:net';
+
+/** Unread bytes buffered before the socket is paused (128 KiB). */
+const HANDSHAKE_BUFFER_BYTES_MAX = 128 * 1024;
+
+interface PendingRead {
+  readonly lengthBytes: number;
+  readonly resolve: (bytes: Buffer) => void;
+  readonly reject: (error: Error) => void;
+}
+
+/** Reads exact lengths from a socket; fails every read once the socket ends or errors. */
+export class HandshakeReader {
+  private readonly socket: Socket;
+  private chunks: Buffer[] = [];
+  private bufferedBytes = 0;
+  private pending: PendingRead | null = null;
+  private ended: Error | null = null;
+  private readonly onData = (chunk: Buffer): void => this.push(chunk);
+  private readonly onEnd = (): void => this.end(new Error('server closed the connection'));
+  private readonly onError = (error: Error): void => this.end(error);
+
+  constructor(socket: Socket) {
+    this.socket = socket;
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('close', this.onEnd);
+    socket.on('error', this.onError);
+  }
+
+  /** Resolves with exactly `lengthBytes` bytes; rejects if the connection ends first. */
+  read(lengthBytes: number): Promise<Buffer> {
+    assert.equal(this.pending, null, 'one handshake read at a time');
+    assert.ok(Number.isSafeInteger(lengthBytes) && lengthBytes >= 0);
+    return new Promise((resolve, reject) => {
+      this.pending = { lengthBytes, resolve, reject };
+      this.settle();
+    });
+  }
+
+  /** Stops reading; returns bytes that arrived but were not read. */
+  detach(): Buffer {
+    assert.equal(this.pending, null, 'detach with a read pending');
+    this.socket.off('data', this.onData);
+    this.socket.off('end', this.onEnd);
+    this.socket.off('close', this.onEnd);
+    this.socket.off('error', this.onError);
+    const leftover = Buffer.concat(this.chunks);
+    this.chunks = [];
+    this.bufferedBytes = 0;
+    return leftover;
+  }
+
+  private push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.bufferedBytes += chunk.length;
+    if (this.bufferedBytes > HANDSHAKE_BUFFER_BYTES_MAX) this.socket.pause();
+    this.settle();
+  }
+
+  private end(error: Error): void {
+    if (this.ended === null) this.ended = error;
+    this.settle();
+  }
+
+  private settle(): void {
+    const pending = this.pending;
+    if (pending === null) return;
+    if (this.bufferedBytes >= pending.lengthBytes) {
+      this.pending = null;
+      pending.resolve(this.take(pending.lengthBytes));
+    } else if (this.ended !== null) {
+      this.pending = null;
+      pending.reject(this.ended);
+    } else if (this.socket.isPaused()) {
+      this.socket.resume();
+    }
+  }
+
+  private take(lengthBytes: number): Buffer {
+    const out = Buffer.allocUnsafe(lengthBytes);
+    let filledBytes = 0;
+    while (filledBytes < lengthBytes) {
+      const head = this.chunks[0];
+      assert.ok(head !== undefined);
+      const takeBytes = Math.min(head.length, lengthBytes - filledBytes);
+      head.copy(out, filledBytes, 0, takeBytes);
+      filledBytes += takeBytes;
+      if (takeBytes === head.length) this.chunks.shift();
+      else this.chunks[0] = head.subarray(takeBytes);
+    }
+    this.bufferedBytes -= lengthBytes;
+    if (this.bufferedBytes <= HANDSHAKE_BUFFER_BYTES_MAX && this.socket.isPaused()) {
+      this.socket.resume();
+    }
+    return out;
+  }
+}

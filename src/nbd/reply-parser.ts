@@ -1,0 +1,355 @@
+// Owns decoding of the transmission-phase reply stream: simple replies (16-byte header plus
+// READ data) and structured reply chunks (20-byte header plus payload), interleaved in any
+// order. It is a push parser driven by socket chunks: headers and small payloads gather in
+// fixed buffers, READ data is copied straight from each socket chunk into the request's
+// segments, and an unknown error chunk is skipped unread, so memory stays bounded whatever
+// the server sends. Any reply that breaks the protocol calls `violation` once and the parser
+// stops; the owner then tears the connection down.
+
+import assert from 'node:assert/strict';
+import type { ReadTarget } from './read-target.js';
+import {
+  ERROR_CHUNK_BYTES_MAX, NBD_CMD_READ, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR,
+  NBD_REPLY_TYPE_ERROR_BIT, NBD_REPLY_TYPE_ERROR_OFFSET, NBD_REPLY_TYPE_NONE,
+  NBD_REPLY_TYPE_OFFSET_DATA, NBD_REPLY_TYPE_OFFSET_HOLE, NBD_SIMPLE_REPLY_MAGIC,
+  NBD_STRUCTURED_REPLY_MAGIC, SIMPLE_REPLY_HEADER_BYTES, STRUCTURED_REPLY_HEADER_BYTES,
+  UNKNOWN_CHUNK_BYTES_MAX, type NbdCommandType,
+} from './protocol.js';
+
+/** An error the server reported for one request. */
+export interface ServerError {
+  /** The NBD error number (errno value). */
+  readonly errorNumber: number;
+  /** The server's message, possibly empty. */
+  readonly message: string;
+}
+
+/** What the parser needs to know about a request in flight, and what it records on it. */
+export interface ReplyState {
+  /** The command sent. */
+  readonly type: NbdCommandType;
+  /** Absolute byte offset of the request on the export. */
+  readonly offsetBytes: number;
+  /** Where READ data goes; null for other commands. */
+  readonly readTarget: ReadTarget | null;
+  /** The first error chunk seen for this request (structured replies). */
+  serverError: ServerError | null;
+}
+
+/** Where parsed replies go. */
+export interface ReplySink {
+  /** The request with this cookie, if it is in flight. */
+  find(cookie: number): ReplyState | undefined;
+  /** The request's last reply arrived; `error` is null on success. */
+  finish(cookie: number, error: ServerError | null): void;
+  /** The stream broke the protocol; called once, after which the parser ignores input. */
+  violation(message: string): void;
+}
+
+/** Counts of replies by kind, for diagnostics and tests (one object may be shared). */
+export interface NbdReplyCounters {
+  /** Simple replies (16-byte header). */
+  simpleReplies: number;
+  /** OFFSET_DATA chunks. */
+  dataChunks: number;
+  /** OFFSET_HOLE chunks. */
+  holeChunks: number;
+  /** ERROR, ERROR_OFFSET and unknown error chunks. */
+  errorChunks: number;
+  /** NONE chunks. */
+  noneChunks: number;
+}
+
+/** A zeroed counters object. */
+export function newReplyCounters(): NbdReplyCounters {
+  return { simpleReplies: 0, dataChunks: 0, holeChunks: 0, errorChunks: 0, noneChunks: 0 };
+}
+
+type Phase =
+  | { kind: 'header' }
+  | { kind: 'simple-data'; cookie: number; target: ReadTarget; positionBytes: number }
+  | { kind: 'chunk-small'; lengthBytes: number }
+  | { kind: 'chunk-data'; target: ReadTarget | null; positionBytes: number; remainingBytes: number }
+  | { kind: 'chunk-skip'; remainingBytes: number }
+  | { kind: 'broken' };
+
+/** A structured chunk header, kept while its payload streams in. */
+interface ChunkHeader {
+  flags: number;
+  chunkType: number;
+  cookie: number;
+  lengthBytes: number;
+}
+
+/** Decodes replies for one connection. */
+export class ReplyParser {
+  private readonly sink: ReplySink;
+  private readonly structuredReplies: boolean;
+  private readonly header = Buffer.alloc(STRUCTURED_REPLY_HEADER_BYTES);
+  private headerBytes = 0;
+  private readonly small = Buffer.alloc(ERROR_CHUNK_BYTES_MAX);
+  private smallBytes = 0;
+  private chunk: ChunkHeader = { flags: 0, chunkType: 0, cookie: 0, lengthBytes: 0 };
+  private phase: Phase = { kind: 'header' };
+  private readonly counters: NbdReplyCounters;
+
+  constructor(sink: ReplySink, structuredReplies: boolean, counters: NbdReplyCounters) {
+    this.sink = sink;
+    this.structuredReplies = structuredReplies;
+    this.counters = counters;
+  }
+
+  /** True when no reply is partly parsed (used to tell a clean EOF from a torn one). */
+  get idle(): boolean {
+    return this.phase.kind === 'header' && this.headerBytes === 0;
+  }
+
+  /** Consumes one socket chunk. */
+  feed(data: Buffer): void {
+    let position = 0;
+    while (position < data.length) {
+      const phase = this.phase;
+      switch (phase.kind) {
+        case 'header':
+          position = this.feedHeader(data, position);
+          break;
+        case 'simple-data':
+          position = this.feedSimpleData(phase, data, position);
+          break;
+        case 'chunk-small':
+          position = this.feedChunkSmall(phase, data, position);
+          break;
+        case 'chunk-data':
+          position = this.feedChunkData(phase, data, position);
+          break;
+        case 'chunk-skip': {
+          const stepBytes = Math.min(phase.remainingBytes, data.length - position);
+          phase.remainingBytes -= stepBytes;
+          position += stepBytes;
+          if (phase.remainingBytes === 0) this.endChunk();
+          break;
+        }
+        case 'broken':
+          return;
+      }
+    }
+  }
+
+  private feedHeader(data: Buffer, position: number): number {
+    const wantBytes = this.headerBytes < 4 ? 4 : this.headerLength();
+    const stepBytes = Math.min(wantBytes - this.headerBytes, data.length - position);
+    data.copy(this.header, this.headerBytes, position, position + stepBytes);
+    this.headerBytes += stepBytes;
+    if (this.headerBytes === 4) {
+      const magic = this.header.readUInt32BE(0);
+      if (magic === NBD_STRUCTURED_REPLY_MAGIC && !this.structuredReplies) {
+        this.fail('structured reply without STRUCTURED_REPLY negotiated');
+      } else if (magic !== NBD_SIMPLE_REPLY_MAGIC && magic !== NBD_STRUCTURED_REPLY_MAGIC) {
+        this.fail(`bad reply magic 0x${magic.toString(16)}`);
+      }
+    } else if (this.headerBytes === this.headerLength()) {
+      this.headerBytes = 0;
+      if (this.header.readUInt32BE(0) === NBD_SIMPLE_REPLY_MAGIC) this.startSimple();
+      else this.startChunk();
+    }
+    return position + stepBytes;
+  }
+
+  private headerLength(): number {
+    return this.header.readUInt32BE(0) === NBD_SIMPLE_REPLY_MAGIC ?
+      SIMPLE_REPLY_HEADER_BYTES : STRUCTURED_REPLY_HEADER_BYTES;
+  }
+
+  private readCookie(offset: number): number {
+    const high = this.header.readUInt32BE(offset);
+    const low = this.header.readUInt32BE(offset + 4);
+    // Cookies above 2^53 were never issued; they map to a number `find` will not know.
+    return high > 0x1fffff ? -1 : high * 0x100000000 + low;
+  }
+
+  private startSimple(): void {
+    const errorNumber = this.header.readUInt32BE(4);
+    const cookie = this.readCookie(8);
+    const state = this.sink.find(cookie);
+    if (state === undefined) return this.fail(`simple reply for unknown cookie ${cookie}`);
+    this.counters.simpleReplies += 1;
+    if (errorNumber !== 0 || state.type !== NBD_CMD_READ) {
+      return this.sink.finish(cookie, errorNumber === 0 ? null : { errorNumber, message: '' });
+    }
+    if (this.structuredReplies) return this.fail('successful simple reply to READ under SR');
+    assert.ok(state.readTarget !== null);
+    const target = state.readTarget;
+    if (target.cover(0, target.lengthBytes) !== 'ok') return this.fail('READ covered twice');
+    if (target.lengthBytes === 0) return this.sink.finish(cookie, null);
+    this.phase = { kind: 'simple-data', cookie, target, positionBytes: 0 };
+  }
+
+  private feedSimpleData(
+    phase: Extract<Phase, { kind: 'simple-data' }>,
+    data: Buffer,
+    position: number,
+  ): number {
+    const remainingBytes = phase.target.lengthBytes - phase.positionBytes;
+    const stepBytes = Math.min(remainingBytes, data.length - position);
+    phase.target.copyIn(phase.positionBytes, data.subarray(position, position + stepBytes));
+    phase.positionBytes += stepBytes;
+    if (phase.positionBytes === phase.target.lengthBytes) {
+      this.phase = { kind: 'header' };
+      this.sink.finish(phase.cookie, null);
+    }
+    return position + stepBytes;
+  }
+
+  /** Validates a chunk header and decides how its payload is consumed. */
+  private startChunk(): void {
+    const chunk: ChunkHeader = {
+      flags: this.header.readUInt16BE(4),
+      chunkType: this.header.readUInt16BE(6),
+      cookie: this.readCookie(8),
+      lengthBytes: this.header.readUInt32BE(16),
+    };
+    this.chunk = chunk;
+    const state = this.sink.find(chunk.cookie);
+    if (state === undefined) return this.fail(`reply chunk for unknown cookie ${chunk.cookie}`);
+    const { chunkType, lengthBytes } = chunk;
+    const target = state.readTarget;
+    this.count(chunkType);
+    if (chunkType === NBD_REPLY_TYPE_NONE) {
+      if (lengthBytes !== 0) return this.fail(`NONE chunk with ${lengthBytes} bytes of payload`);
+      if ((chunk.flags & NBD_REPLY_FLAG_DONE) === 0) return this.fail('NONE chunk without DONE');
+      return this.endChunk();
+    }
+    if (chunkType === NBD_REPLY_TYPE_OFFSET_DATA || chunkType === NBD_REPLY_TYPE_OFFSET_HOLE) {
+      if (target === null) return this.fail(`data chunk for a non-READ request ${chunk.cookie}`);
+      const limitBytes = chunkType === NBD_REPLY_TYPE_OFFSET_HOLE ? 12 : 8 + target.lengthBytes;
+      const leastBytes = chunkType === NBD_REPLY_TYPE_OFFSET_HOLE ? 12 : 9;
+      if (lengthBytes < leastBytes || lengthBytes > limitBytes) {
+        return this.fail(`chunk type ${chunkType} with impossible length ${lengthBytes}`);
+      }
+      return this.startSmall(chunkType === NBD_REPLY_TYPE_OFFSET_HOLE ? 12 : 8);
+    }
+    if (chunkType === NBD_REPLY_TYPE_ERROR || chunkType === NBD_REPLY_TYPE_ERROR_OFFSET) {
+      if (lengthBytes < 6 || lengthBytes > ERROR_CHUNK_BYTES_MAX) {
+        return this.fail(`error chunk with impossible length ${lengthBytes}`);
+      }
+      return this.startSmall(lengthBytes);
+    }
+    if ((chunkType & NBD_REPLY_TYPE_ERROR_BIT) !== 0 && lengthBytes <= UNKNOWN_CHUNK_BYTES_MAX) {
+      // An unknown error type fails only its request; its payload is skipped unread.
+      state.serverError ??= { errorNumber: 5, message: `unknown error chunk type ${chunkType}` };
+      if (lengthBytes === 0) return this.endChunk();
+      this.phase = { kind: 'chunk-skip', remainingBytes: lengthBytes };
+      return undefined;
+    }
+    return this.fail(`unknown reply chunk type ${chunkType} (${lengthBytes} bytes)`);
+  }
+
+  private count(chunkType: number): void {
+    const counters = this.counters;
+    if (chunkType === NBD_REPLY_TYPE_NONE) counters.noneChunks += 1;
+    else if (chunkType === NBD_REPLY_TYPE_OFFSET_DATA) counters.dataChunks += 1;
+    else if (chunkType === NBD_REPLY_TYPE_OFFSET_HOLE) counters.holeChunks += 1;
+    else if ((chunkType & NBD_REPLY_TYPE_ERROR_BIT) !== 0) counters.errorChunks += 1;
+  }
+
+  private startSmall(lengthBytes: number): void {
+    this.smallBytes = 0;
+    this.phase = { kind: 'chunk-small', lengthBytes };
+  }
+
+  private feedChunkSmall(
+    phase: Extract<Phase, { kind: 'chunk-small' }>,
+    data: Buffer,
+    position: number,
+  ): number {
+    const stepBytes = Math.min(phase.lengthBytes - this.smallBytes, data.length - position);
+    data.copy(this.small, this.smallBytes, position, position + stepBytes);
+    this.smallBytes += stepBytes;
+    if (this.smallBytes === phase.lengthBytes) this.endSmall();
+    return position + stepBytes;
+  }
+
+  /** A small payload (or the 8-byte prefix of OFFSET_DATA) is complete. */
+  private endSmall(): void {
+    const chunk = this.chunk;
+    const state = this.sink.find(chunk.cookie);
+    assert.ok(state !== undefined);
+    if (chunk.chunkType === NBD_REPLY_TYPE_OFFSET_DATA) return this.startData(state);
+    if (chunk.chunkType === NBD_REPLY_TYPE_OFFSET_HOLE) return this.applyHole(state);
+    const errorNumber = this.small.readUInt32BE(0);
+    const messageBytes = this.small.readUInt16BE(4);
+    const tailBytes = chunk.chunkType === NBD_REPLY_TYPE_ERROR_OFFSET ? 8 : 0;
+    if (6 + messageBytes + tailBytes !== chunk.lengthBytes) {
+      return this.fail(`error chunk length ${chunk.lengthBytes} disagrees with its message`);
+    }
+    if (errorNumber === 0) return this.fail('error chunk with error number 0');
+    const message = this.small.toString('utf8', 6, 6 + messageBytes);
+    state.serverError ??= { errorNumber, message };
+    return this.endChunk();
+  }
+
+  private startData(state: ReplyState): void {
+    const target = state.readTarget;
+    assert.ok(target !== null);
+    const relativeBytes = this.relativeOffset(state);
+    const dataBytes = this.chunk.lengthBytes - 8;
+    const covered = target.cover(relativeBytes, dataBytes);
+    if (covered !== 'ok') return this.fail(`OFFSET_DATA chunk: ${covered}`);
+    // After an error chunk no data of this reply is trusted: skip it.
+    this.phase = { kind: 'chunk-data', target: state.serverError === null ? target : null,
+      positionBytes: relativeBytes, remainingBytes: dataBytes };
+  }
+
+  private applyHole(state: ReplyState): void {
+    const target = state.readTarget;
+    assert.ok(target !== null);
+    const relativeBytes = this.relativeOffset(state);
+    const holeBytes = this.small.readUInt32BE(8);
+    const covered = target.cover(relativeBytes, holeBytes);
+    if (covered !== 'ok') return this.fail(`OFFSET_HOLE chunk: ${covered}`);
+    if (holeBytes === 0) return this.fail('OFFSET_HOLE chunk of 0 bytes');
+    if (state.serverError === null) target.zeroFill(relativeBytes, holeBytes);
+    return this.endChunk();
+  }
+
+  /** The chunk's u64 offset relative to its request; -1 when it lies before the request. */
+  private relativeOffset(state: ReplyState): number {
+    const absolute = this.small.readBigUInt64BE(0);
+    const relative = absolute - BigInt(state.offsetBytes);
+    return relative < 0n || relative > BigInt(Number.MAX_SAFE_INTEGER) ? -1 : Number(relative);
+  }
+
+  private feedChunkData(
+    phase: Extract<Phase, { kind: 'chunk-data' }>,
+    data: Buffer,
+    position: number,
+  ): number {
+    const stepBytes = Math.min(phase.remainingBytes, data.length - position);
+    if (phase.target !== null) {
+      phase.target.copyIn(phase.positionBytes, data.subarray(position, position + stepBytes));
+    }
+    phase.positionBytes += stepBytes;
+    phase.remainingBytes -= stepBytes;
+    if (phase.remainingBytes === 0) this.endChunk();
+    return position + stepBytes;
+  }
+
+  /** A chunk's payload is consumed; on DONE the request is finished. */
+  private endChunk(): void {
+    this.phase = { kind: 'header' };
+    const chunk = this.chunk;
+    if ((chunk.flags & NBD_REPLY_FLAG_DONE) === 0) return;
+    const state = this.sink.find(chunk.cookie);
+    assert.ok(state !== undefined);
+    if (state.serverError === null && state.readTarget !== null && !state.readTarget.complete) {
+      return this.fail(`READ reply for cookie ${chunk.cookie} ended before covering the request`);
+    }
+    this.sink.finish(chunk.cookie, state.serverError);
+  }
+
+  private fail(message: string): void {
+    if (this.phase.kind === 'broken') return;
+    this.phase = { kind: 'broken' };
+    this.sink.violation(message);
+  }
+}
