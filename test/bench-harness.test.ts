@@ -18,7 +18,7 @@ interface ResultsShape {
   options: { reps: number; sizeBytes: number; workloads: number[] };
   peers: { found: Record<string, string>; missing: Record<string, string> };
   series: { workload: number; caseName: string; variant: string; role: string; unit: string;
-    timer: string; cache: string; samples: number[]; median: number }[];
+    timer: string; cache: string; samples: number[]; cpuUsPerUnit: number[]; median: number }[];
   skips: { workload: number; caseName: string; variant: string; reason: string }[];
   targets: { workload: number; name: string; value: number | null; met: boolean | null }[];
 }
