@@ -16,7 +16,7 @@ export type { ErrorCode, IoErrorDetails } from './errors.js';
 export type {
   DmIoMemory, PageListMemory, BvecMemory, VmMemory, KmemMemory, PageListNode, Bvec,
 } from './memory/types.js';
-export { allocAligned } from './memory/aligned.js';
+export { allocAligned, isAlignedView } from './memory/aligned.js';
 
 export { DmIoClient, dmIoClientCreate, dmIoClientDestroy } from './core/client.js';
 export type { DmIoClientOptions } from './core/client.js';
@@ -35,6 +35,8 @@ export type { LegacyNotifyFn } from './core/legacy.js';
 export type {
   BlockDevice, DeviceLimits, DeviceRequest, DeviceDone, DeviceOp, DeviceKind, RequestFlags,
 } from './devices/block-device.js';
+export { requestError, pastEndError } from './devices/request-error.js';
+export { requestPastEnd, segmentsBytes } from './devices/block-device.js';
 export { openDevice, parseDeviceSpec } from './devices/open-device.js';
 export { openFileDevice, FileDevice } from './devices/file-device.js';
 export type {

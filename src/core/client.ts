@@ -145,15 +145,28 @@ export class DmIoClient {
     if (this.#inflight >= this.inflightMax) return false;
     if (pending.bouncePages === 0) {
       this.#inflight += 1;
-      pending.device.submit(pending.request, (error) => this.#finish(pending, null, error));
+      this.#submitTo(pending, pending.request, null);
       return true;
     }
     const pages = this.#pool.tryTake(pending.bouncePages);
     if (pages === null) return false;
     this.#inflight += 1;
-    const bounced = bounceRequest(pending.request, pages);
-    pending.device.submit(bounced, (error) => this.#finish(pending, pages, error));
+    this.#submitTo(pending, bounceRequest(pending.request, pages), pages);
     return true;
+  }
+
+  /**
+   * Hands `request` to the device. A device that breaks the contract and completes inside
+   * `submit` would re-enter `#pump` while the entry being started is still at the queue's head
+   * and start it again, endlessly; such a completion is deferred to a microtask instead.
+   */
+  #submitTo(pending: PendingRequest, request: DeviceRequest, pages: Uint8Array[] | null): void {
+    let submitting = true;
+    pending.device.submit(request, (error) => {
+      if (submitting) queueMicrotask(() => this.#finish(pending, pages, error));
+      else this.#finish(pending, pages, error);
+    });
+    submitting = false;
   }
 
   #finish(pending: PendingRequest, pages: Uint8Array[] | null, error: DeviceDoneError): void {

@@ -72,8 +72,11 @@ function runAsync(plan: DmIoPlan, complete: (result: DmIoResult) => void): void 
     },
   };
   dispatchRegions(plan, sink);
-  dispatching = false;
+  // The bias is dropped while still "dispatching": when nothing was submitted (no regions,
+  // only skipped or unsupported ones) this drop completes the request, and the callback must
+  // still be deferred until after dmIo has returned.
   tracker.dropBias();
+  dispatching = false;
 }
 
 /**
@@ -89,7 +92,7 @@ function runAsync(plan: DmIoPlan, complete: (result: DmIoResult) => void): void 
  *   [{ device, sector: 0, count: 8 }]);
  */
 export function dmIoBlocking(request: DmIoRequest, regions: readonly DmIoRegion[]): DmIoResult {
-  if ((request as { notify?: unknown } | null)?.notify !== undefined) {
+  if (validateNotify((request as { notify?: unknown } | null)?.notify) !== null) {
     throw new StateError('DMIO_ERR_CANNOT_BLOCK', 'request',
       'a blocking request takes no notify callback');
   }

@@ -72,6 +72,9 @@ export abstract class MemoryBackedDevice implements BlockDevice {
     if (this.readOnly && request.op !== 'read' && request.countSectors > 0) {
       return requestError(this, request, 'EROFS');
     }
+    // A pure flush: in-process devices have no volatile cache, so there is nothing to do (and
+    // the read-only devices' writeSegments must never see it).
+    if (request.countSectors === 0) return null;
     const offsetBytes = sectorsToBytes(request.sector);
     const lengthBytes = sectorsToBytes(request.countSectors);
     switch (request.op) {
