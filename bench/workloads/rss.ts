@@ -15,7 +15,7 @@ const CACHE_NOTE = 'sparse source; destination removed after each run';
 
 /** The case name used in the table and by the targets. */
 export function rssCaseName(sizeBytes: number): string {
-  return sizeBytes >= 2 ** 30 ? `RSS, copy ${sizeBytes / 2 ** 30} GiB` : `RSS, copy ${sizeBytes / 2 ** 20} MiB`;
+  return sizeBytes >= 2 ** 30 ? `copy ${sizeBytes / 2 ** 30} GiB` : `copy ${sizeBytes / 2 ** 20} MiB`;
 }
 
 /** Runs workload 5. */
