@@ -41,8 +41,12 @@ export interface RandomIoJob {
 /** Workload 2: sequential writes of `chunkBytes` mirrored to every path. */
 export interface MirrorWriteJob {
   readonly kind: 'mirror-write';
-  /** `dmio`: one 3-region `dmIo` per chunk; `fs-cb`: one callback `fs.write` per file. */
-  readonly variant: 'dmio' | 'fs-cb';
+  /**
+   * `dmio`: one 3-region `dmIo` per chunk with `kmem` memory (walked in 4 KiB pages: one
+   * 256-buffer `writev` per file); `dmio-bvec`: the same with the chunk as one bio vector (one
+   * 1 MiB `write` per file); `fs-cb`: one callback `fs.write` per file.
+   */
+  readonly variant: 'dmio' | 'dmio-bvec' | 'fs-cb';
   readonly paths: readonly string[];
   readonly sizeBytes: number;
   readonly chunkBytes: number;

@@ -1,12 +1,14 @@
 // Owns workload 2 inside a worker: write `sizeBytes` sequentially in `chunkBytes` pieces to
 // every path at once, `depth` chunks in flight, either as one multi-region `dmIo` per chunk
-// (the dm-io way to mirror) or as one callback `fs.write` per file per chunk (plain Node).
+// (the dm-io way to mirror; memory as `kmem` or as one bio vector) or as one callback
+// `fs.write` per file per chunk (plain Node).
 // Memory is page aligned and random-filled once; the files are opened buffered.
 
 import fs from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import {
   allocAligned, dmIo, dmIoClientCreate, dmIoClientDestroy, openDevice, type BlockDevice,
+  type DmIoMemory,
 } from '../../src/index.js';
 import { runCountedLoop, type SlotDone } from './closed-loop.js';
 import type { MirrorWriteJob, WorkerMeasurement } from './jobs.js';
@@ -18,8 +20,8 @@ export async function runMirrorWrite(job: MirrorWriteJob): Promise<WorkerMeasure
   const slots = Array.from({ length: job.depth },
     (_, slot) => memory.subarray(slot * job.chunkBytes, (slot + 1) * job.chunkBytes));
   const chunkCount = Math.floor(job.sizeBytes / job.chunkBytes);
-  const measured = job.variant === 'dmio' ?
-    await mirrorWithDmio(job, slots, chunkCount) : await mirrorWithFs(job, slots, chunkCount);
+  const measured = job.variant === 'fs-cb' ?
+    await mirrorWithFs(job, slots, chunkCount) : await mirrorWithDmio(job, slots, chunkCount);
   return { ...measured, bytes: chunkCount * job.chunkBytes };
 }
 
@@ -36,7 +38,9 @@ async function mirrorWithDmio(
     return await runCountedLoop(job.depth, chunkCount, (chunkIndex, slot, done) => {
       const data = slots[slot] ?? new Uint8Array(0);
       const sector = chunkIndex * chunkSectors;
-      dmIo({ op: 'write', mem: { type: 'kmem', data }, client, notify: { fn, context: done } },
+      const mem: DmIoMemory = job.variant === 'dmio-bvec' ?
+        { type: 'bvec', bvecs: [{ page: data, len: data.length, offset: 0 }] } : { type: 'kmem', data };
+      dmIo({ op: 'write', mem, client, notify: { fn, context: done } },
         devices.map((device) => ({ device, sector, count: chunkSectors })));
     });
   } finally {

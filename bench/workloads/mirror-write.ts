@@ -19,6 +19,12 @@ const MIRRORS = 3;
 const DEPTH = 8;
 const CACHE_NOTE = 'targets cached and clean (fdatasync before each run); no fsync timed';
 
+const MIRROR_LABELS = {
+  'dmio': (tag: string) => `dmio 3-region dmIo, kmem ${tag}`,
+  'dmio-bvec': (tag: string) => `dmio 3-region dmIo, one bvec ${tag}`,
+  'fs-cb': (tag: string) => `node fs cb ×3 ${tag}`,
+} as const;
+
 /** The case name used in the table and by the targets. */
 export const MIRROR_CASE = `1M seq write → ${MIRRORS} files`;
 
@@ -39,16 +45,15 @@ export async function runMirrorWriteWorkload(context: BenchContext): Promise<voi
     await runDdVariants(context, paths, prepare, record);
     await runFioVariants(context, paths, prepare, record);
     for (const engine of options.engines) {
-      for (const variant of ['dmio', 'fs-cb'] as const) {
-        const label = variant === 'dmio' ? `dmio 3-region dmIo ${ENGINE_LABEL[engine]}` :
-          `node fs cb ×3 ${ENGINE_LABEL[engine]}`;
+      for (const variant of ['dmio', 'dmio-bvec', 'fs-cb'] as const) {
+        const label = MIRROR_LABELS[variant](ENGINE_LABEL[engine]);
         prepare();
         const [result] = await runWorker([{ kind: 'mirror-write', variant, paths,
           sizeBytes: options.sizeBytes, chunkBytes: CHUNK_BYTES, depth: DEPTH }], engine);
         if (result === undefined || isWorkerError(result)) {
           recorder.skip(2, MIRROR_CASE, label, result?.error ?? 'no result');
         } else {
-          record(label, variant === 'dmio' ? 'dmio' : 'peer', 'in-process', result.elapsedMs / 1000,
+          record(label, variant === 'fs-cb' ? 'peer' : 'dmio', 'in-process', result.elapsedMs / 1000,
             result.cpuUs);
         }
       }
