@@ -61,3 +61,22 @@ export { createFaultDevice, FaultDevice } from './devices/fault-device.js';
 export type {
   FaultDeviceOptions, FaultSpec, FaultRange, FaultOp, TraceEntry,
 } from './devices/fault-device.js';
+
+export {
+  DM_KCOPYD_MAX_REGIONS, KCOPYD_SPLIT_COUNT, KCOPYD_SUB_JOB_SECTORS_DEFAULT,
+  KCOPYD_SUB_JOB_SECTORS_MAX, KCOPYD_WRITE_ERR_ALL,
+} from './kcopyd/constants.js';
+export { dmKcopydClientCreate, dmKcopydClientDestroy } from './kcopyd/kcopyd.js';
+export type { KcopydClientOptions } from './kcopyd/kcopyd.js';
+export { KcopydClient } from './kcopyd/kcopyd-client.js';
+export {
+  dmKcopydCopy, dmKcopydZero, dmKcopydPrepareCallback, dmKcopydDoCallback,
+} from './kcopyd/submit.js';
+export type { KcopydCallbackToken } from './kcopyd/submit.js';
+export type { KcopydJobOptions } from './kcopyd/validate-job.js';
+export type {
+  KcopydResult, KcopydNotifyFn, KcopydProgressFn, KcopydChunkReadFn,
+} from './kcopyd/job.js';
+export { dmKcopydThrottleCreate, KcopydThrottle } from './kcopyd/throttle.js';
+export type { KcopydThrottleOptions } from './kcopyd/throttle.js';
+export type { KcopydPageSource } from './kcopyd/page-reserve.js';

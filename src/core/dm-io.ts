@@ -5,7 +5,7 @@
 // kernel's sync_io is async_io plus a completion; it also adds the sync flag.
 
 import assert from 'node:assert/strict';
-import type { DeviceRequest } from '../devices/block-device.js';
+import type { BlockDevice, DeviceDone, DeviceRequest } from '../devices/block-device.js';
 import { DmIoError, IoError, StateError } from '../errors.js';
 import { dispatchRegions, type DispatchSink } from './dispatch.js';
 import { IoTracker, type DmIoResult } from './io-tracker.js';
@@ -58,19 +58,8 @@ function runAsync(plan: DmIoPlan, complete: (result: DmIoResult) => void): void 
     if (dispatching) queueMicrotask(() => complete(result));
     else complete(result);
   });
-  const sink: DispatchSink = {
-    submit(regionIndex, device, deviceRequest) {
-      tracker.take();
-      plan.client.submit(device, deviceRequest, (error) => {
-        if (error !== null && deviceRequest.op === 'read') zeroFill(deviceRequest);
-        tracker.drop(regionIndex, error === null ? null : withRegion(error, regionIndex));
-      });
-    },
-    fail(regionIndex, error) {
-      tracker.take();
-      tracker.drop(regionIndex, error);
-    },
-  };
+  const sink = trackingSink(tracker, (device, deviceRequest, done) =>
+    plan.client.submit(device, deviceRequest, done));
   dispatchRegions(plan, sink);
   // The bias is dropped while still "dispatching": when nothing was submitted (no regions,
   // only skipped or unsupported ones) this drop completes the request, and the callback must
@@ -107,22 +96,35 @@ export function dmIoBlocking(request: DmIoRequest, regions: readonly DmIoRegion[
   const tracker = new IoTracker(plan.regions.length, (result) => {
     outcome = result;
   });
-  const sink: DispatchSink = {
+  const sink = trackingSink(tracker, (device, deviceRequest, done) =>
+    done(plan.client.submitBlocking(device, deviceRequest)));
+  dispatchRegions(plan, sink);
+  tracker.dropBias();
+  assert.ok(outcome !== null, 'a blocking request completes before it returns');
+  return outcome;
+}
+
+/** Issues one device request and reports its outcome through `done`, exactly once. */
+type Issue = (device: BlockDevice, request: DeviceRequest, done: DeviceDone) => void;
+
+/**
+ * The dispatch sink both engines share: each device request holds one tracker reference, a
+ * failed read is zero-filled before its reference drops, and errors name their region.
+ */
+function trackingSink(tracker: IoTracker, issue: Issue): DispatchSink {
+  return {
     submit(regionIndex, device, deviceRequest) {
       tracker.take();
-      const error = plan.client.submitBlocking(device, deviceRequest);
-      if (error !== null && deviceRequest.op === 'read') zeroFill(deviceRequest);
-      tracker.drop(regionIndex, error === null ? null : withRegion(error, regionIndex));
+      issue(device, deviceRequest, (error) => {
+        if (error !== null && deviceRequest.op === 'read') zeroFill(deviceRequest);
+        tracker.drop(regionIndex, error === null ? null : withRegion(error, regionIndex));
+      });
     },
     fail(regionIndex, error) {
       tracker.take();
       tracker.drop(regionIndex, error);
     },
   };
-  dispatchRegions(plan, sink);
-  tracker.dropBias();
-  assert.ok(outcome !== null, 'a blocking request completes before it returns');
-  return outcome;
 }
 
 /** A failed read leaves no stale bytes: its own segments are zeroed, nothing else. */

@@ -8,7 +8,7 @@
 
 import {
   BIO_MAX_VECS, IOPRIO_DEFAULT, PAGE_SIZE, SECTOR_SIZE, type DeviceOp, type FaultOp,
-  type FaultRange, type RequestFlags,
+  type FaultRange, type RequestFlags, type TraceEntry,
 } from '../../src/index.js';
 
 /** What the model knows about one device. */
@@ -32,15 +32,7 @@ export interface ModelDevice {
 }
 
 /** A request the model expects on a device's trace. */
-export interface ModelRequest {
-  readonly op: DeviceOp;
-  readonly sector: number;
-  readonly countSectors: number;
-  readonly segmentCount: number;
-  readonly flags: RequestFlags;
-  readonly ioprio: number;
-  /** Errno the fault device injects, or null when the request reaches the RAM device. */
-  readonly injected: string | null;
+export interface ModelRequest extends TraceEntry {
   /** Errno the request completes with (injected, or EIO past the end), or null. */
   readonly errno: string | null;
   /** The device name the error carries. */

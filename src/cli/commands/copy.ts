@@ -1,0 +1,168 @@
+// Owns `dmio copy`: one region of SOURCE to up to 8 destinations with kcopyd. Every argument is
+// checked, the source opened and every range checked before any destination file is created;
+// missing image files are created with the size the copy needs. With --verify the source is
+// hashed chunk by chunk while copying and every destination read back afterwards.
+
+import type { Command } from 'commander';
+import { dmIoClientCreate, dmIoClientDestroy } from '../../core/client.js';
+import type { BlockDevice } from '../../devices/block-device.js';
+import { dmKcopydClientCreate, dmKcopydClientDestroy } from '../../kcopyd/kcopyd.js';
+import { DM_KCOPYD_MAX_REGIONS, KCOPYD_SUB_JOB_SECTORS_MAX } from '../../kcopyd/constants.js';
+import type { KcopydResult } from '../../kcopyd/job.js';
+import { dmKcopydCopy } from '../../kcopyd/submit.js';
+import { dmKcopydThrottleCreate } from '../../kcopyd/throttle.js';
+import { openDestinations, openSource } from './open-regions.js';
+import { closeAll } from '../devices.js';
+import { createProgress } from '../progress.js';
+import { printReport, type DestinationReport } from '../report.js';
+import { SourceHashes, verifyDestination } from '../verify.js';
+import { reopenForVerify, waitForVerifyGate } from './verify-reopen.js';
+import {
+  parseBytes, parseLengthSectors, parsePercent, parseSector, UsageError, type LengthOptions,
+} from '../usage.js';
+
+/** The flags of `dmio copy`, as commander hands them over. */
+interface CopyFlags extends LengthOptions {
+  sourceSector: string;
+  destSector: string;
+  ignoreErrors?: boolean;
+  writeSeq?: boolean;
+  throttle?: string;
+  subJobSize?: string;
+  direct?: boolean;
+  verify?: boolean;
+  json?: boolean;
+  progress: boolean;
+}
+
+/** Adds `copy` to the program. */
+export function registerCopy(program: Command, run: (work: () => Promise<number>) => void): void {
+  program.command('copy')
+    .description('copy one region of SOURCE to up to 8 destinations with kcopyd')
+    .argument('<source>', 'device spec to read (path, file:, mem:, zero:, random:, nbd://)')
+    .argument('<dest...>',
+      `1 to ${DM_KCOPYD_MAX_REGIONS} destination specs; missing image files are created`)
+    .option('--source-sector <N>', 'first source sector (512-byte units)', '0')
+    .option('--dest-sector <N>', 'first sector on every destination', '0')
+    .option('--count <SECTORS>', 'sectors to copy (default: to the end of the source)')
+    .option('--length <SIZE>', 'bytes to copy, with K/M/G/T suffixes (alternative to --count)')
+    .option('--ignore-errors', 'keep going after errors; unreadable parts are written as zeros')
+    .option('--write-seq',
+      'write destinations in ascending offset order (turns --ignore-errors off)')
+    .option('--throttle <PCT>', 'keep I/O in flight at most PCT percent of the time (100 = off)')
+    .option('--sub-job-size <SIZE>', 'chunk size, a multiple of 4K up to 4M (default 512K)')
+    .option('--direct', 'open files and block devices with O_DIRECT')
+    .option('--verify', 'read every destination back (bypassing the page cache) and compare')
+    .option('--json', 'print one JSON object with the outcome')
+    .option('--no-progress', 'no progress bar even on a terminal')
+    .action((source: string, dests: string[], flags: CopyFlags) =>
+      run(() => copy(source, dests, flags)));
+}
+
+async function copy(sourceSpec: string, destSpecs: string[], flags: CopyFlags): Promise<number> {
+  if (destSpecs.length > DM_KCOPYD_MAX_REGIONS) {
+    throw new UsageError(`${destSpecs.length} destinations; at most ${DM_KCOPYD_MAX_REGIONS}`);
+  }
+  const sourceSector = parseSector(flags.sourceSector, '--source-sector');
+  const destSector = parseSector(flags.destSector, '--dest-sector');
+  const lengthSectors = parseLengthSectors(flags);
+  const throttlePercent = flags.throttle === undefined ? 100 :
+    parsePercent(flags.throttle, '--throttle');
+  const subJobSectors = parseSubJobSectors(flags.subJobSize);
+  const direct = flags.direct === true;
+  const devices: BlockDevice[] = [];
+  try {
+    const { device: source, countSectors } = await openSource(sourceSpec, destSpecs, {
+      sector: sourceSector, lengthSectors, direct }, devices);
+    const dests = await openDestinations(destSpecs, destSector, countSectors, direct, devices);
+    return await runCopy({ sourceSpec, source, sourceSector, destSpecs, dests, destSector,
+      countSectors, throttlePercent, subJobSectors, flags, opened: devices });
+  } finally {
+    await closeAll(devices);
+  }
+}
+
+function parseSubJobSectors(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const sizeBytes = parseBytes(text, '--sub-job-size');
+  if (sizeBytes === 0 || sizeBytes % 4096 !== 0 || sizeBytes > KCOPYD_SUB_JOB_SECTORS_MAX * 512) {
+    throw new UsageError(`--sub-job-size: ${sizeBytes} bytes; expected a multiple of 4K ` +
+      `from 4K to ${KCOPYD_SUB_JOB_SECTORS_MAX / 2}K`);
+  }
+  return sizeBytes / 512;
+}
+
+interface CopyPlan {
+  readonly sourceSpec: string;
+  readonly source: BlockDevice;
+  readonly sourceSector: number;
+  readonly destSpecs: readonly string[];
+  readonly dests: BlockDevice[];
+  readonly destSector: number;
+  readonly countSectors: number;
+  readonly throttlePercent: number;
+  readonly subJobSectors: number | undefined;
+  readonly flags: CopyFlags;
+  /** Every device opened, closed by the caller at the end. */
+  readonly opened: BlockDevice[];
+}
+
+async function runCopy(plan: CopyPlan): Promise<number> {
+  const { flags } = plan;
+  const throttle = plan.throttlePercent < 100 ? dmKcopydThrottleCreate(plan.throttlePercent) : null;
+  const kc = dmKcopydClientCreate({
+    throttle, ...(plan.subJobSectors === undefined ? {} : { subJobSectors: plan.subJobSectors }),
+  });
+  const hashes = flags.verify === true ?
+    new SourceHashes(plan.sourceSector, kc.subJobSectors) : null;
+  const totalBytes = plan.countSectors * 512;
+  const progress = createProgress(totalBytes, flags.progress, 'copy');
+  const startMs = performance.now();
+  let result: KcopydResult;
+  try {
+    result = await dmKcopydCopy(kc, { device: plan.source, sector: plan.sourceSector,
+      count: plan.countSectors }, plan.dests.map((device) => ({ device, sector: plan.destSector,
+      count: plan.countSectors })), {
+      ignoreError: flags.ignoreErrors === true,
+      writeSeq: flags.writeSeq === true,
+      onProgress: (doneBytes) => progress.update(doneBytes),
+      ...(hashes === null ? {} : { onChunkRead: hashes.onChunkRead }),
+    });
+  } finally {
+    progress.stop();
+    await dmKcopydClientDestroy(kc);
+  }
+  const seconds = (performance.now() - startMs) / 1000;
+  const destinations = plan.destSpecs.map((spec, index): DestinationReport => {
+    const error = result.writeErrors[index];
+    const failed = ((result.writeErr >> BigInt(index)) & 1n) === 1n;
+    return { device: spec, ok: !failed, error: failed ? (error?.message ?? 'write failed') : null };
+  });
+  if (hashes !== null && (!result.readErr || flags.ignoreErrors === true)) {
+    await verifyAll(plan, destinations, hashes);
+  }
+  return printReport({ readError: result.readErr, writeErrorBits: result.writeErr,
+    destinations, bytes: totalBytes, seconds }, flags.json === true, {
+    verb: 'copied', source: { spec: plan.sourceSpec, error: result.readError?.message ?? null },
+  });
+}
+
+async function verifyAll(
+  plan: CopyPlan, destinations: DestinationReport[], hashes: SourceHashes,
+): Promise<void> {
+  await waitForVerifyGate();
+  const client = dmIoClientCreate();
+  try {
+    for (let index = 0; index < plan.dests.length; index += 1) {
+      const report = destinations[index]!;
+      if (!report.ok) continue;
+      const device = await reopenForVerify(plan.destSpecs[index]!, plan.dests, index,
+        plan.opened);
+      const problem = await verifyDestination(client, device, plan.destSector,
+        plan.countSectors, hashes);
+      if (problem !== null) destinations[index] = { ...report, ok: false, error: problem };
+    }
+  } finally {
+    await dmIoClientDestroy(client);
+  }
+}

@@ -1,0 +1,72 @@
+// Owns `dmio info`: what a device is and what it can do — size in bytes and sectors, logical
+// and physical block size, request limits, and which of discard, write-zeroes, flush and FUA
+// it supports — as text or as one JSON object.
+
+import type { Command } from 'commander';
+import bytes from 'bytes';
+import { checkSpec, closeAll, openForCli } from '../devices.js';
+import { EXIT_OK } from '../usage.js';
+
+/** Adds `info` to the program. */
+export function registerInfo(program: Command, run: (work: () => Promise<number>) => void): void {
+  program.command('info')
+    .description('show a device\'s size, block sizes, limits and capabilities')
+    .argument('<device>', 'device spec')
+    .option('--json', 'print one JSON object')
+    .action((spec: string, flags: { json?: boolean }) =>
+      run(() => info(spec, flags.json === true)));
+}
+
+async function info(spec: string, json: boolean): Promise<number> {
+  checkSpec(spec, false);
+  const device = await openForCli({ spec, options: { readOnly: true } });
+  try {
+    const { limits } = device;
+    const summary = {
+      device: spec,
+      kind: device.kind,
+      sizeBytes: device.sizeSectors * 512,
+      sizeSectors: device.sizeSectors,
+      logicalBlockBytes: limits.logicalBlockBytes,
+      physicalBlockBytes: limits.physicalBlockBytes,
+      limits: {
+        maxSectorsPerRequest: limits.maxSectorsPerRequest,
+        maxSegmentsPerRequest: limits.maxSegmentsPerRequest,
+        maxDiscardSectors: limits.maxDiscardSectors,
+        maxWriteZeroesSectors: limits.maxWriteZeroesSectors,
+        memoryAlignmentBytes: limits.memoryAlignmentBytes,
+      },
+      supports: {
+        discard: limits.maxDiscardSectors > 0,
+        writeZeroes: limits.maxWriteZeroesSectors > 0,
+        flush: limits.flush,
+        fua: limits.fua,
+      },
+    };
+    if (json) {
+      process.stdout.write(`${JSON.stringify(summary)}\n`);
+      return EXIT_OK;
+    }
+    const yesNo = (value: boolean): string => (value ? 'yes' : 'no');
+    process.stdout.write([
+      `device:            ${spec} (${device.kind})`,
+      `size:              ${summary.sizeBytes} bytes (${bytes(summary.sizeBytes)}), ` +
+        `${summary.sizeSectors} sectors`,
+      `logical block:     ${limits.logicalBlockBytes} bytes`,
+      `physical block:    ${limits.physicalBlockBytes} bytes`,
+      `max request:       ${limits.maxSectorsPerRequest} sectors, ` +
+        `${limits.maxSegmentsPerRequest} segments`,
+      `memory alignment:  ${limits.memoryAlignmentBytes} bytes`,
+      `discard:           ${yesNo(summary.supports.discard)} ` +
+        `(max ${limits.maxDiscardSectors} sectors)`,
+      `write-zeroes:      ${yesNo(summary.supports.writeZeroes)} ` +
+        `(max ${limits.maxWriteZeroesSectors} sectors)`,
+      `flush:             ${yesNo(limits.flush)}`,
+      `fua:               ${yesNo(limits.fua)}`,
+      '',
+    ].join('\n'));
+    return EXIT_OK;
+  } finally {
+    await closeAll([device]);
+  }
+}

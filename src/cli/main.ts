@@ -1,0 +1,81 @@
+// Owns the `dmio` program: commander parses the command line (with --help on every command),
+// each command returns its exit status, and errors map to exit statuses here: a usage error,
+// a commander parse error or a library argument error is 2 (nothing was written), anything
+// unexpected is 1 with its message. The process exits with the status once output is flushed.
+
+import { Command, CommanderError } from 'commander';
+import { isDmIoError } from '../errors.js';
+import { registerCopy } from './commands/copy.js';
+import { registerInfo } from './commands/info.js';
+import { registerRead } from './commands/read.js';
+import { registerWrite } from './commands/write.js';
+import { registerZero } from './commands/zero.js';
+import { EXIT_IO_ERROR, EXIT_OK, EXIT_USAGE, UsageError } from './usage.js';
+
+/** Library errors that mean the arguments were wrong, not that I/O failed. */
+const ARGUMENT_CODES = new Set(['DMIO_ERR_INVALID_ARG_TYPE', 'DMIO_ERR_OUT_OF_RANGE',
+  'DMIO_ERR_INVALID_ARG_VALUE', 'DMIO_ERR_MISALIGNED', 'DMIO_ERR_TOO_MANY_REGIONS',
+  'DMIO_ERR_INVALID_DEVICE_SPEC', 'DMIO_ERR_READ_ONLY', 'DMIO_ERR_OPEN_FAILED']);
+
+/** Maps an error thrown by a command to its exit status, printing its message. */
+export function exitStatusOf(error: unknown): number {
+  if (error instanceof UsageError) {
+    process.stderr.write(`dmio: ${error.message}\n`);
+    return EXIT_USAGE;
+  }
+  if (isDmIoError(error) && ARGUMENT_CODES.has(error.code)) {
+    process.stderr.write(`dmio: ${error.message}\n`);
+    return EXIT_USAGE;
+  }
+  process.stderr.write(`dmio: ${error instanceof Error ? error.message : String(error)}\n`);
+  return EXIT_IO_ERROR;
+}
+
+/** Builds the program; `run` receives each command's work. */
+export function buildProgram(run: (work: () => Promise<number>) => void): Command {
+  const program = new Command('dmio')
+    .description('dm-io and kcopyd for files, block devices, RAM and NBD: copy one region to ' +
+      'many, zero, read, write, inspect')
+    .exitOverride()
+    .showHelpAfterError('(run with --help for usage)');
+  registerCopy(program, run);
+  registerZero(program, run);
+  registerRead(program, run);
+  registerWrite(program, run);
+  registerInfo(program, run);
+  for (const command of program.commands) command.exitOverride();
+  return program;
+}
+
+/** Runs the CLI on `argv` (without node and script) and resolves with the exit status. */
+export async function main(argv: readonly string[]): Promise<number> {
+  let pending: Promise<number> | null = null;
+  const program = buildProgram((work) => {
+    pending = work();
+  });
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Help that was asked for (--help, `help copy`) exits 0 in commander; help shown because
+      // no command was given, and every parse error, is bad usage.
+      return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+    }
+    return exitStatusOf(error);
+  }
+  if (pending === null) {
+    program.outputHelp({ error: true });
+    return EXIT_USAGE;
+  }
+  try {
+    return await (pending as Promise<number>);
+  } catch (error) {
+    return exitStatusOf(error);
+  }
+}
+
+/** Entry point used by bin/dmio.js. */
+export async function runCli(): Promise<void> {
+  const status = await main(process.argv.slice(2));
+  process.exitCode = status;
+}

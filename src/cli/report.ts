@@ -1,0 +1,64 @@
+// Owns what a command prints when it ends: with --json, exactly one object on stdout
+// `{ readError, writeErrorBits, destinations: [{ device, ok, error }], bytes, seconds }`;
+// otherwise one summary line on stdout and one line per failure on stderr. It also turns the
+// outcome into the exit status: 1 when the source or any destination failed, else 0.
+
+import bytes from 'bytes';
+import { EXIT_IO_ERROR, EXIT_OK, hexBits } from './usage.js';
+
+/** One destination's outcome. */
+export interface DestinationReport {
+  /** The device spec as given on the command line. */
+  readonly device: string;
+  /** True when every write (and the verification, if asked) succeeded. */
+  readonly ok: boolean;
+  /** Why it failed, or `null`. */
+  readonly error: string | null;
+}
+
+/** A command's outcome. */
+export interface RunReport {
+  readonly readError: boolean;
+  readonly writeErrorBits: bigint;
+  readonly destinations: readonly DestinationReport[];
+  readonly bytes: number;
+  readonly seconds: number;
+}
+
+/** What the human summary says. */
+export interface ReportText {
+  /** Such as "copied" or "zeroed". */
+  readonly verb: string;
+  /** The source and its error message, when there is a source. */
+  readonly source?: { readonly spec: string; readonly error: string | null };
+}
+
+/** Prints the outcome and returns the exit status. */
+export function printReport(report: RunReport, json: boolean, text: ReportText): number {
+  const failed = report.readError || report.destinations.some((d) => !d.ok);
+  if (json) {
+    process.stdout.write(`${JSON.stringify({
+      readError: report.readError,
+      writeErrorBits: hexBits(report.writeErrorBits),
+      destinations: report.destinations,
+      bytes: report.bytes,
+      seconds: Number(report.seconds.toFixed(6)),
+    })}\n`);
+  } else {
+    const rate = report.seconds > 0 ? bytes(Math.round(report.bytes / report.seconds)) : '-';
+    const okCount = report.destinations.filter((d) => d.ok).length;
+    process.stdout.write(`${text.verb} ${bytes(report.bytes)} (${report.bytes} bytes) to ` +
+      `${okCount} of ${report.destinations.length} destination(s) in ` +
+      `${report.seconds.toFixed(3)} s (${rate}/s)\n`);
+  }
+  if (report.readError && text.source !== undefined) {
+    process.stderr.write(`dmio: reading ${text.source.spec} failed: ` +
+      `${text.source.error ?? 'I/O error'}\n`);
+  }
+  for (const destination of report.destinations) {
+    if (!destination.ok) {
+      process.stderr.write(`dmio: ${destination.device} FAILED: ${destination.error}\n`);
+    }
+  }
+  return failed ? EXIT_IO_ERROR : EXIT_OK;
+}

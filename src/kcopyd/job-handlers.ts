@@ -1,0 +1,208 @@
+// Owns the three phase handlers of the kcopyd state machine and the dm-io completion:
+// - runCompleteJob: gives pages back, reports progress, runs the job's callback (a sub-job's
+//   callback is its master's segment bookkeeping), then uncounts the job;
+// - runPagesJob: takes one grant of pages for the job, or answers 'later' (it stays first);
+// - popIoJob / ioJobBlocked / issueIo: chooses the next I/O (WRITE_SEQ writes only in offset
+//   order), and issues the read or the one multi-destination write through dm-io;
+// - completeIo: dm-io's notify, which only records errors and moves the job to its next list:
+//   a failed read without ignoreError completes the job, so nothing is written for that chunk.
+// Only runCompleteJob calls user code, and only from the worker.
+
+import { PAGE_SECTORS } from '../constants.js';
+import { dmIo } from '../core/dm-io.js';
+import type { DmIoResult } from '../core/io-tracker.js';
+import type { DmIoRequest } from '../core/request.js';
+import { DmIoError, IoError } from '../errors.js';
+import type { PageListNode } from '../memory/types.js';
+import type { HandlerResult, KcopydClient } from './kcopyd-client.js';
+import type { KcopydJob } from './job.js';
+
+/** Completes `job`: pages back, progress, callback, uncount. Always 'done'. */
+export function runCompleteJob(kc: KcopydClient, job: KcopydJob): HandlerResult {
+  if (job.grant !== null) {
+    kc.pages.give(job.grant);
+    job.grant = null;
+  }
+  reportProgress(job);
+  const fn = job.fn;
+  if (fn !== null) {
+    if (job.kind === 'sub') fn(job.readErr, job.writeErr, job, job.result());
+    else callUser(() => fn(job.readErr, job.writeErr, job.context, job.result()));
+  }
+  kc.jobFinished(job);
+  return 'done';
+}
+
+/** Runs a user function; a throw is re-thrown on a later tick so the worker stays sound. */
+export function callUser(call: () => void): void {
+  try {
+    call();
+  } catch (error) {
+    process.nextTick(() => {
+      throw error;
+    });
+  }
+}
+
+function reportProgress(job: KcopydJob): void {
+  const master = job.master;
+  if (job.kind === 'callback' || master.onProgress === null) return;
+  if (job.kind === 'master' && master.slots !== null) return;
+  master.doneSectors += job.countSectors;
+  if (job.countSectors === 0) return;
+  const onProgress = master.onProgress;
+  callUser(() => onProgress(master.doneSectors * 512, master.countSectors * 512));
+}
+
+/** Gives the job its pages, linked as a page list, and queues its read. */
+export function runPagesJob(kc: KcopydClient, job: KcopydJob): HandlerResult {
+  const pageCount = Math.ceil(job.countSectors / PAGE_SECTORS);
+  const grant = kc.pages.take(pageCount);
+  if (grant === null) return 'later';
+  job.grant = grant;
+  while (job.nodes.length < pageCount) job.nodes.push({ page: grant.pages[0]!, next: null });
+  for (let index = 0; index < pageCount; index += 1) {
+    const node = job.nodes[index] as PageListNode;
+    node.page = grant.pages[index]!;
+    node.next = index + 1 < pageCount ? job.nodes[index + 1]! : null;
+  }
+  if (job.memory === null) job.memory = { type: 'page-list', list: job.nodes[0]!, offset: 0 };
+  else job.memory.list = job.nodes[0]!;
+  kc.ioJobs.pushTail(job);
+  return 'done';
+}
+
+/**
+ * Takes the next job to issue: any read, any write that is not WRITE_SEQ, and a WRITE_SEQ
+ * write only when it is next in offset order (its master's write offset then advances). The
+ * kernel stops there; but once a master has failed, a write behind a chunk that will never be
+ * written would wait for ever, so such a write is taken too, marked cancelled, and fails
+ * without I/O (writeErr all ones) instead of hanging the job.
+ */
+export function popIoJob(kc: KcopydClient): KcopydJob | null {
+  for (let job = kc.ioJobs.head; job !== null; job = job.listNext) {
+    if (job.op === 'read' || !job.writeSeq) {
+      kc.ioJobs.remove(job);
+      return job;
+    }
+    const master = job.master;
+    if (job.writeOffsetSectors === master.writeOffsetSectors) {
+      master.writeOffsetSectors += job.countSectors;
+      kc.ioJobs.remove(job);
+      return job;
+    }
+    if (master.readErr || master.writeErr !== 0n) {
+      job.seqCancelled = true;
+      kc.ioJobs.remove(job);
+      return job;
+    }
+  }
+  return null;
+}
+
+/**
+ * True when a WRITE_SEQ write must not be issued: its master already has a write error (the
+ * kernel's check), or it was taken out of order because its master failed.
+ */
+export function ioJobBlocked(job: KcopydJob): boolean {
+  if (!job.writeSeq || job.op === 'read') return false;
+  if (job.master.writeErr === 0n && !job.seqCancelled) return false;
+  job.seqCancelled = false;
+  job.writeErr = job.master.writeErr;
+  noteWriteCancelled(job);
+  return true;
+}
+
+/** Issues the job's read or write; 'error' when dm-io refused it (nothing was submitted). */
+export function issueIo(kc: KcopydClient, job: KcopydJob): HandlerResult {
+  job.notify ??= { fn: completeIo, context: job };
+  try {
+    if (job.op === 'read') {
+      dmIo(ioRequest(kc, job, 'read'), [job.sourceRegion()]);
+    } else if (job.op === 'write-zeroes') {
+      dmIo({ op: 'write-zeroes', client: kc.io, notify: job.notify }, job.dests);
+    } else {
+      if (!job.zero) reportChunkRead(job);
+      dmIo(ioRequest(kc, job, 'write'), job.dests);
+    }
+    return 'done';
+  } catch (error) {
+    kc.throttle?.ioFinished();
+    if (job.op === 'read') job.master.readError ??= asDmIoError(error, job);
+    else noteWriteCancelled(job, error);
+    return 'error';
+  }
+}
+
+function ioRequest(
+  kc: KcopydClient, job: KcopydJob, op: 'read' | 'write',
+): DmIoRequest<KcopydJob> & { notify: NonNullable<KcopydJob['notify']> } {
+  const memory = job.zero ? { type: 'page-list' as const, list: kc.zeroList, offset: 0 } :
+    job.memory;
+  if (memory === null) throw new Error('kcopyd: a data job reached I/O without pages');
+  return { op, mem: memory, client: kc.io, notify: job.notify! };
+}
+
+function reportChunkRead(job: KcopydJob): void {
+  const onChunkRead = job.master.onChunkRead;
+  const grant = job.grant;
+  if (onChunkRead === null || grant === null) return;
+  callUser(() => onChunkRead(job.sourceSector, job.countSectors, grant.pages));
+}
+
+/** dm-io's completion of a job's read or write: record, then move the job on. */
+export function completeIo(errorBits: bigint, job: KcopydJob, result: DmIoResult): void {
+  const kc = job.client;
+  kc.throttle?.ioFinished();
+  if (errorBits !== 0n) {
+    recordErrors(job, errorBits, result);
+    if (!job.ignoreError) {
+      kc.completeJobs.pushTail(job);
+      kc.wake();
+      return;
+    }
+  }
+  if (job.op === 'read') {
+    job.op = 'write';
+    kc.ioJobs.pushTail(job);
+  } else {
+    kc.completeJobs.pushTail(job);
+  }
+  kc.wake();
+}
+
+function recordErrors(job: KcopydJob, errorBits: bigint, result: DmIoResult): void {
+  const master = job.master;
+  if (job.op === 'read') {
+    job.readErr = true;
+    master.readError ??= result.errors[0];
+    return;
+  }
+  job.writeErr |= errorBits;
+  for (let index = 0; index < job.dests.length; index += 1) {
+    if ((errorBits >> BigInt(index)) & 1n) master.writeErrors[index] ??= result.errors[index];
+  }
+}
+
+/**
+ * Records, for every destination without an error yet, that its write was never issued
+ * (errno ECANCELED; `cause` is what dm-io threw, when it threw).
+ */
+function noteWriteCancelled(job: KcopydJob, cause?: unknown): void {
+  const master = job.master;
+  job.dests.forEach((dest, index) => {
+    master.writeErrors[index] ??= new IoError({
+      errno: 'ECANCELED', syscall: `kcopyd ${job.op}`, device: dest.device.name,
+      sector: dest.sector, countSectors: dest.count, regionIndex: index,
+      ...(cause === undefined ? {} : { cause }),
+    });
+  });
+}
+
+function asDmIoError(error: unknown, job: KcopydJob): DmIoError {
+  if (error instanceof DmIoError) return error;
+  return new IoError({
+    errno: 'EIO', syscall: 'kcopyd read', device: job.sourceDevice?.name ?? 'zero',
+    sector: job.sourceSector, countSectors: job.countSectors, regionIndex: 0, cause: error,
+  });
+}

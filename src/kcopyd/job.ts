@@ -1,0 +1,119 @@
+// Owns the shape of one kcopyd job. A job is a copy or zero request as the caller made it (a
+// "master"), one of a split master's 8 reusable sub-job slots, or a prepared callback. Its
+// state is the client list it is on (see kcopyd-client.ts); the fields here are what the
+// handlers read and write. Sub-job slots are allocated once per split master and reused for
+// every chunk they take, with their destination regions and page-list nodes, so a long copy
+// allocates nothing per chunk beyond what dm-io itself needs.
+
+import type { DmIoNotify, DmIoRegion } from '../core/request.js';
+import type { DmIoError } from '../errors.js';
+import type { BlockDevice } from '../devices/block-device.js';
+import type { PageListMemory, PageListNode } from '../memory/types.js';
+import type { JobLinks, JobList } from './job-list.js';
+import type { KcopydClient } from './kcopyd-client.js';
+import type { PageGrant } from './page-reserve.js';
+
+/** The phase a job's next I/O is in. */
+export type KcopydOp = 'read' | 'write' | 'write-zeroes';
+
+/** What a finished copy, zero or prepared callback reports. */
+export interface KcopydResult {
+  /** True when reading the source failed anywhere. */
+  readonly readErr: boolean;
+  /**
+   * Bit *d* set ⇔ writing destination *d* failed somewhere (OR-ed across chunks); all 64 bits
+   * set (`KCOPYD_WRITE_ERR_ALL`) when the write phase could not be issued at all.
+   */
+  readonly writeErr: bigint;
+  /** The first source error, when there was one. */
+  readonly readError: DmIoError | undefined;
+  /** `writeErrors[d]` is destination *d*'s first error, or `undefined`. */
+  readonly writeErrors: ReadonlyArray<DmIoError | undefined>;
+}
+
+/** A completion callback: `fn(readErr, writeErr, context, result)`. */
+export type KcopydNotifyFn<C = unknown> =
+  (readErr: boolean, writeErr: bigint, context: C, result: KcopydResult) => void;
+
+/** Called from the worker with bytes done so far and in total, after each chunk. */
+export type KcopydProgressFn = (doneBytes: number, totalBytes: number) => void;
+
+/**
+ * Called from the worker with a chunk's source data just before it is written: the source
+ * sector, the chunk's sectors, and the pages holding it (valid only during the call).
+ */
+export type KcopydChunkReadFn =
+  (sourceSector: number, countSectors: number, pages: readonly Uint8Array[]) => void;
+
+/** What a job may be: a caller's request, a sub-job slot, or a prepared callback. */
+export type KcopydJobKind = 'master' | 'sub' | 'callback';
+
+/** One job. Fields are internal to kcopyd. */
+export class KcopydJob implements JobLinks<KcopydJob> {
+  list: JobList<KcopydJob> | null = null;
+  listPrev: KcopydJob | null = null;
+  listNext: KcopydJob | null = null;
+
+  readonly kind: KcopydJobKind;
+  /** The client the job runs on. */
+  readonly client: KcopydClient;
+  /** The job whose callback the caller sees: itself for masters and callbacks. */
+  master: KcopydJob;
+  ignoreError = false;
+  writeSeq = false;
+  readErr = false;
+  writeErr = 0n;
+  readError: DmIoError | undefined = undefined;
+  writeErrors: Array<DmIoError | undefined> = [];
+  op: KcopydOp = 'read';
+  /** `null` for a zero job: the data comes from the zero page list. */
+  sourceDevice: BlockDevice | null = null;
+  sourceSector = 0;
+  /** Sectors this job moves (for a master, the whole request). */
+  countSectors = 0;
+  dests: DmIoRegion[] = [];
+  /** True when the job writes from the client's zero page list and takes no pages. */
+  zero = false;
+  grant: PageGrant | null = null;
+  /** Page-list nodes, reused for every grant this job receives. */
+  nodes: PageListNode[] = [];
+  memory: PageListMemory | null = null;
+  /** The dm-io notify object, made once per job and reused for each of its I/Os. */
+  notify: DmIoNotify<KcopydJob> | null = null;
+  fn: KcopydNotifyFn | null = null;
+  context: unknown = undefined;
+  /** A WRITE_SEQ write taken out of order because its master failed: it fails unissued. */
+  seqCancelled = false;
+  /** Used once by a prepared callback: it may fire only once. */
+  fired = false;
+
+  // Split bookkeeping, on masters only.
+  subJobsActive = 0;
+  progressSectors = 0;
+  /** Next sector offset a WRITE_SEQ write may have (masters), or this sub-job's offset. */
+  writeOffsetSectors = 0;
+  doneSectors = 0;
+  slots: KcopydJob[] | null = null;
+  onProgress: KcopydProgressFn | null = null;
+  onChunkRead: KcopydChunkReadFn | null = null;
+
+  constructor(client: KcopydClient, kind: KcopydJobKind, master: KcopydJob | null) {
+    this.client = client;
+    this.kind = kind;
+    this.master = master ?? this;
+  }
+
+  /** The source region of this job (copy jobs only). */
+  sourceRegion(): DmIoRegion {
+    if (this.sourceDevice === null) throw new Error('a zero job has no source');
+    return { device: this.sourceDevice, sector: this.sourceSector, count: this.countSectors };
+  }
+
+  /** The result this job reports to its callback. */
+  result(): KcopydResult {
+    return {
+      readErr: this.readErr, writeErr: this.writeErr, readError: this.readError,
+      writeErrors: this.writeErrors,
+    };
+  }
+}

@@ -1,0 +1,144 @@
+// Owns validation at the kcopyd boundary: everything a copy, zero or client creation can get
+// wrong is found here, before a job exists or anything is submitted. Too many destinations,
+// mismatched counts, bad options (flags are named booleans, never bit numbers), closed or
+// read-only devices, misaligned regions, a destroyed client, too many outstanding jobs.
+
+import { SECTOR_SIZE } from '../constants.js';
+import type { DmIoRegion } from '../core/request.js';
+import {
+  validateBoolean, validateFunction, validateOptionsObject, validateUnsigned,
+} from '../core/validate.js';
+import type { BlockDevice } from '../devices/block-device.js';
+import {
+  InvalidArgTypeError, InvalidRequestError, OutOfRangeError, StateError,
+} from '../errors.js';
+import { DM_KCOPYD_MAX_REGIONS } from './constants.js';
+import type { KcopydChunkReadFn, KcopydProgressFn } from './job.js';
+import { KcopydClient } from './kcopyd-client.js';
+
+/** Options of `dmKcopydCopy` and `dmKcopydZero`. */
+export interface KcopydJobOptions {
+  /**
+   * Keep going after errors (`DM_KCOPYD_IGNORE_ERROR`): a chunk whose read failed is written
+   * with zeros where the read failed, and every chunk is processed. Ignored with `writeSeq`.
+   */
+  ignoreError?: boolean;
+  /**
+   * Write destinations in ascending offset order (`DM_KCOPYD_WRITE_SEQ`), for zoned or
+   * append-only targets; turns `ignoreError` off.
+   */
+  writeSeq?: boolean;
+  /** Called from the worker after each chunk with bytes done and bytes in total. */
+  onProgress?: KcopydProgressFn;
+  /** Copies only: called from the worker with each chunk's source data before it is written. */
+  onChunkRead?: KcopydChunkReadFn;
+}
+
+/** Options after validation. */
+export interface ValidJobOptions {
+  readonly ignoreError: boolean;
+  readonly writeSeq: boolean;
+  readonly onProgress: KcopydProgressFn | null;
+  readonly onChunkRead: KcopydChunkReadFn | null;
+}
+
+const JOB_OPTION_KEYS = new Set(['ignoreError', 'writeSeq', 'onProgress', 'onChunkRead']);
+
+/** Returns `kc` when it is a live client with room for one more job. */
+export function validateClientForJob(kc: unknown): KcopydClient {
+  if (!(kc instanceof KcopydClient)) throw new InvalidArgTypeError('kc', 'a KcopydClient', kc);
+  kc.assertUsable();
+  if (kc.masterJobs >= kc.jobsMax) {
+    throw new StateError('DMIO_ERR_KCOPYD_BUSY', 'kcopyd client',
+      `${kc.masterJobs} jobs outstanding, the client's jobsMax; wait for a job to complete`);
+  }
+  return kc;
+}
+
+/** Validates job options; a number (a kernel flag mask) is refused by name. */
+export function validateJobOptions(options: unknown): ValidJobOptions {
+  if (options === undefined || options === null) {
+    return { ignoreError: false, writeSeq: false, onProgress: null, onChunkRead: null };
+  }
+  if (typeof options === 'number') {
+    throw new InvalidArgTypeError('options',
+      'an object of named flags such as { ignoreError: true } (not a bit mask)', options);
+  }
+  validateOptionsObject(options, 'options');
+  for (const key of Object.keys(options)) {
+    if (!JOB_OPTION_KEYS.has(key)) {
+      throw new InvalidRequestError('DMIO_ERR_INVALID_ARG_VALUE', `options.${key}`,
+        `unknown option; expected ${[...JOB_OPTION_KEYS].join(', ')}`);
+    }
+  }
+  const given = options as KcopydJobOptions;
+  const writeSeq = validateBoolean(given.writeSeq, 'options.writeSeq', false);
+  const ignoreError = validateBoolean(given.ignoreError, 'options.ignoreError', false);
+  return {
+    // "If we need to write sequentially, errors cannot be ignored."
+    ignoreError: ignoreError && !writeSeq,
+    writeSeq,
+    onProgress: given.onProgress === undefined ? null :
+      validateFunction<KcopydProgressFn>(given.onProgress, 'options.onProgress'),
+    onChunkRead: given.onChunkRead === undefined ? null :
+      validateFunction<KcopydChunkReadFn>(given.onChunkRead, 'options.onChunkRead'),
+  };
+}
+
+/** Validates one region; `write` adds the read-only check. Returns a copy. */
+export function validateKcopydRegion(region: unknown, name: string, write: boolean): DmIoRegion {
+  validateOptionsObject(region, name);
+  const { device, sector, count } = region as Partial<DmIoRegion>;
+  if (typeof device !== 'object' || device === null ||
+      typeof (device as BlockDevice).submit !== 'function') {
+    throw new InvalidArgTypeError(`${name}.device`, 'a BlockDevice', device);
+  }
+  const first = validateUnsigned(sector, `${name}.sector`);
+  const countSectors = validateUnsigned(count, `${name}.count`);
+  if (!Number.isSafeInteger((first + countSectors) * SECTOR_SIZE)) {
+    throw new OutOfRangeError(`${name}.count`, 'a region whose end is a safe byte offset',
+      countSectors);
+  }
+  if (device.closed) throw new StateError('DMIO_ERR_DEVICE_CLOSED', device.name, 'closed');
+  if (write && device.readOnly && countSectors > 0) {
+    throw new StateError('DMIO_ERR_READ_ONLY', device.name, 'the device is read-only');
+  }
+  const blockSectors = device.limits.logicalBlockBytes / SECTOR_SIZE;
+  if (first % blockSectors !== 0 || countSectors % blockSectors !== 0) {
+    throw new InvalidRequestError('DMIO_ERR_MISALIGNED', name,
+      `sector ${first} and count ${countSectors} must be multiples of ${blockSectors}`);
+  }
+  return { device, sector: first, count: countSectors };
+}
+
+/**
+ * Validates 1 to 8 destinations whose counts all equal `countSectors`. The kernel ignores
+ * destination counts of split jobs but overruns its pages on an unsplit job with mismatched
+ * counts; refusing every mismatch keeps the rule independent of the sub-job size.
+ */
+export function validateDests(dests: unknown, countSectors: number | null): DmIoRegion[] {
+  if (!Array.isArray(dests)) throw new InvalidArgTypeError('dests', 'an array', dests);
+  if (dests.length > DM_KCOPYD_MAX_REGIONS) {
+    throw new InvalidRequestError('DMIO_ERR_TOO_MANY_REGIONS', 'dests',
+      `${dests.length} destinations, at most ${DM_KCOPYD_MAX_REGIONS}`);
+  }
+  if (dests.length === 0) {
+    throw new InvalidRequestError('DMIO_ERR_INVALID_ARG_VALUE', 'dests',
+      'at least one destination is needed');
+  }
+  const regions = dests.map((dest, index) => validateKcopydRegion(dest, `dests[${index}]`, true));
+  const expected = countSectors ?? regions[0]!.count;
+  regions.forEach((region, index) => {
+    if (region.count !== expected) {
+      throw new InvalidRequestError('DMIO_ERR_INVALID_ARG_VALUE', `dests[${index}].count`,
+        `${region.count} sectors, but the ${countSectors === null ? 'first destination' :
+          'source'} has ${expected}: every region of a job has the same count`);
+    }
+  });
+  return regions;
+}
+
+/** Validates the optional callback. */
+export function validateNotifyFn(fn: unknown): void {
+  if (fn !== undefined) validateFunction(fn, 'fn');
+}
