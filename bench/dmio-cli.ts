@@ -16,12 +16,14 @@ export async function locateDmioCli(log: (line: string) => void): Promise<DmioCl
   const tsc = path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
   const build = await runCommand(process.execPath, [tsc, '-p', 'tsconfig.build.json']);
   if (build.exitCode !== 0) {
-    return { missing: `building dist/ failed: ${(build.stdout + build.stderr).trim().slice(0, 300)}` };
+    const output = (build.stdout + build.stderr).trim().slice(0, 300);
+    return { missing: `building dist/ failed: ${output}` };
   }
   const argv = [process.execPath, bin];
   const probe = await runCommand(process.execPath, [bin, 'copy', '--help']);
   if (probe.exitCode !== 0) {
-    return { missing: `dmio copy --help exited ${String(probe.exitCode)}: ${probe.stderr.trim().slice(0, 200)}` };
+    const why = `${String(probe.exitCode)}: ${probe.stderr.trim().slice(0, 200)}`;
+    return { missing: `dmio copy --help exited ${why}` };
   }
   return { argv };
 }

@@ -38,7 +38,9 @@ function fioArgs(job: FioJob): string[] {
     `--direct=${job.direct ? 1 : 0}`, `--size=${job.sizeBytes}`, '--invalidate=0',
     '--norandommap=1', '--randrepeat=0', '--thread=1', '--end_fsync=0',
   ];
-  if (job.engine === 'io_uring-sqpoll') args.splice(5, 1, '--ioengine=io_uring', '--sqthread_poll=1');
+  if (job.engine === 'io_uring-sqpoll') {
+    args.splice(5, 1, '--ioengine=io_uring', '--sqthread_poll=1');
+  }
   if (job.timing !== null) {
     args.push('--time_based=1', `--runtime=${job.timing.durationMs}ms`,
       `--ramp_time=${job.timing.warmupMs}ms`);
@@ -52,7 +54,8 @@ export async function runFio(job: FioJob): Promise<FioResult> {
   const result = await runCommand('fio', fioArgs(job));
   const start = result.stdout.indexOf('{');
   if (result.exitCode !== 0 || start < 0) {
-    throw new Error(`fio exited ${String(result.exitCode)}: ${(result.stderr || result.stdout).trim().slice(0, 400)}`);
+    const output = (result.stderr || result.stdout).trim().slice(0, 400);
+    throw new Error(`fio exited ${String(result.exitCode)}: ${output}`);
   }
   const report = JSON.parse(result.stdout.slice(start)) as {
     jobs: { read: FioSide; write: FioSide; error: number }[];

@@ -60,7 +60,9 @@ function list(text: string | undefined, fallback: readonly string[]): string[] {
   return text.split(',').map((item) => item.trim()).filter((item) => item.length > 0);
 }
 
-function oneOf<T extends string>(values: readonly string[], allowed: readonly T[], name: string): T[] {
+function oneOf<T extends string>(
+  values: readonly string[], allowed: readonly T[], name: string,
+): T[] {
   for (const value of values) {
     if (!(allowed as readonly string[]).includes(value)) {
       throw new Error(`--${name}: ${JSON.stringify(value)} is not one of ${allowed.join(', ')}`);
@@ -72,7 +74,9 @@ function oneOf<T extends string>(values: readonly string[], allowed: readonly T[
 function positiveInt(text: string | undefined, fallback: number, name: string): number {
   if (text === undefined) return fallback;
   const value = Number(text);
-  if (!Number.isSafeInteger(value) || value < 1) throw new Error(`--${name}: want a positive integer`);
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new Error(`--${name}: want a positive integer`);
+  }
   return value;
 }
 
@@ -84,7 +88,8 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions | null {
       quick: { type: 'boolean' }, workloads: { type: 'string' }, reps: { type: 'string' },
       size: { type: 'string' }, 'duration-ms': { type: 'string' }, 'warmup-ms': { type: 'string' },
       targets: { type: 'string' }, ops: { type: 'string' }, qd: { type: 'string' },
-      'fio-engines': { type: 'string' }, engines: { type: 'string' }, 'rss-sizes': { type: 'string' },
+      'fio-engines': { type: 'string' }, engines: { type: 'string' },
+      'rss-sizes': { type: 'string' },
       dir: { type: 'string' }, results: { type: 'string' }, 'no-install': { type: 'boolean' },
       help: { type: 'boolean' },
     },
@@ -95,7 +100,9 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions | null {
   }
   const quick = values.quick === true;
   const workloads = list(values.workloads, ['1', '2', '3', '4', '5']).map(Number);
-  for (const id of workloads) if (![1, 2, 3, 4, 5].includes(id)) throw new Error(`--workloads: no workload ${id}`);
+  for (const id of workloads) {
+    if (![1, 2, 3, 4, 5].includes(id)) throw new Error(`--workloads: no workload ${id}`);
+  }
   return {
     quick,
     workloads: workloads as WorkloadId[],

@@ -46,7 +46,8 @@ async function install(packages: readonly string[]): Promise<string | null> {
   const result = await runCommand('apt-get', ['install', '-y', '-qq', ...packages], {
     env: { DEBIAN_FRONTEND: 'noninteractive' },
   });
-  return result.exitCode === 0 ? null : `apt-get install failed: ${result.stderr.trim().slice(0, 200)}`;
+  if (result.exitCode === 0) return null;
+  return `apt-get install failed: ${result.stderr.trim().slice(0, 200)}`;
 }
 
 /** Finds every peer, installing missing ones first when `allowInstall`. */
@@ -64,7 +65,8 @@ export async function detectPeers(allowInstall: boolean): Promise<PeerReport> {
   const missing: Record<string, string> = {};
   for (const peer of PEER_PROGRAMS) {
     if (absent.includes(peer)) {
-      missing[peer.command] = `not installed (package ${peer.debianPackage}; ${installFailure ?? 'install did not provide it'})`;
+      const why = installFailure ?? 'install did not provide it';
+      missing[peer.command] = `not installed (package ${peer.debianPackage}; ${why})`;
     } else {
       found[peer.command] = await versionOf(peer.command);
     }

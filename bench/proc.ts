@@ -83,9 +83,12 @@ export const ENGINE_LABEL: Readonly<Record<Engine, string>> = { threadpool: 'def
  * result per job in order. A job that failed comes back with `error` set; a crashed child
  * turns every job without a result into an error.
  */
-export async function runWorker(jobs: readonly WorkerJob[], engine: Engine): Promise<WorkerResult[]> {
+export async function runWorker(
+  jobs: readonly WorkerJob[], engine: Engine,
+): Promise<WorkerResult[]> {
   const script = path.join(REPO_ROOT, 'bench', 'workers', 'main.ts');
-  const result = await runCommand(process.execPath, ['--import', 'tsx', script, JSON.stringify(jobs)], {
+  const args = ['--import', 'tsx', script, JSON.stringify(jobs)];
+  const result = await runCommand(process.execPath, args, {
     env: { UV_USE_IO_URING: engine === 'uring' ? '1' : '0' },
   });
   const results: WorkerResult[] = [];

@@ -38,7 +38,8 @@ export class Recorder {
     }
     series.samples.push(value);
     if (cpuUsPerUnit !== null) series.cpuUsPerUnit.push(cpuUsPerUnit);
-    this.#log(`  w${key.workload} ${key.caseName} | ${key.variant}: ${formatValue(value, key.unit)}`);
+    const where = `w${key.workload} ${key.caseName} | ${key.variant}`;
+    this.#log(`  ${where}: ${formatValue(value, key.unit)}`);
   }
 
   /** Records that a variant did not run; repeated skips of the same variant are kept once. */

@@ -37,17 +37,24 @@ function bestDmio(all: readonly Series[], series: Series): Series | null {
   for (const other of all) {
     if (other.workload !== series.workload || other.caseName !== series.caseName) continue;
     if (other.role !== 'dmio') continue;
-    if (best === null || (ratioDmioOver(median(other.samples), median(best.samples), other.unit) ?? 0) > 1) {
+    if (best === null ||
+        (ratioDmioOver(median(other.samples), median(best.samples), other.unit) ?? 0) > 1) {
       best = other;
     }
   }
   return best;
 }
 
+/** A value without its unit, for ranges. */
+function bare(value: number, unit: Series['unit']): string {
+  return formatValue(value, unit).split(' ')[0] ?? '';
+}
+
 /** The results table, Markdown, one row per series in the order they ran. */
 export function formatTable(all: readonly Series[]): string {
   const lines = [
-    '| W | case | variant | median | min–max | n | best dmio ÷ this | CPU µs/op or /MiB | timer |',
+    '| W | case | variant | median | min–max | n | best dmio ÷ this | CPU µs/op or /MiB ' +
+      '| timer |',
     '|---|---|---|---|---|---|---|---|---|',
   ];
   for (const series of all) {
@@ -55,13 +62,14 @@ export function formatTable(all: readonly Series[]): string {
     const best = bestDmio(all, series);
     const ratio = best === null ? null :
       ratioDmioOver(median(best.samples), median(series.samples), series.unit);
+    const cpu = series.cpuUsPerUnit.length === 0 ? '—' : median(series.cpuUsPerUnit).toFixed(2);
     const variant = series.role === 'dmio' ? `**${series.variant}**` :
       series.role === 'diagnostic' ? `_${series.variant}_` : series.variant;
     lines.push(`| ${series.workload} | ${series.caseName} | ${variant} | ` +
       `${formatValue(median(series.samples), series.unit)} | ` +
-      `${formatValue(low, series.unit).split(' ')[0]}–${formatValue(high, series.unit).split(' ')[0]} | ` +
+      `${bare(low, series.unit)}–${bare(high, series.unit)} | ` +
       `${series.samples.length} | ${ratio === null ? '—' : ratio.toFixed(2)} | ` +
-      `${series.cpuUsPerUnit.length === 0 ? '—' : median(series.cpuUsPerUnit).toFixed(2)} | ${series.timer} |`);
+      `${cpu} | ${series.timer} |`);
   }
   return lines.join('\n');
 }
@@ -71,7 +79,8 @@ export function formatTargets(checks: readonly TargetCheck[]): string {
   const lines = ['| W | target | value | goal | met | medians |', '|---|---|---|---|---|---|'];
   for (const check of checks) {
     const met = check.met === null ? 'n/a' : check.met ? 'yes' : '**no**';
-    lines.push(`| ${check.workload} | ${check.name} | ${check.value === null ? '—' : check.value.toFixed(2)} | ` +
+    const value = check.value === null ? '—' : check.value.toFixed(2);
+    lines.push(`| ${check.workload} | ${check.name} | ${value} | ` +
       `${check.comparison} ${check.threshold} | ${met} | ${check.detail} |`);
   }
   return lines.join('\n');

@@ -22,7 +22,8 @@ export class Resources {
 
   constructor(scratchParent: string) {
     this.scratchDir = fs.mkdtempSync(path.join(scratchParent, 'dmio-bench-'));
-    this.defer('scratch directory', () => fs.rmSync(this.scratchDir, { recursive: true, force: true }));
+    this.defer('scratch directory',
+      () => fs.rmSync(this.scratchDir, { recursive: true, force: true }));
   }
 
   /** Registers a release to run at `releaseAll`. */
@@ -73,7 +74,9 @@ export class Resources {
   async loopDevice(imagePath: string): Promise<string> {
     const { stdout } = await runChecked('losetup', ['-f', '--show', imagePath]);
     const devicePath = stdout.trim();
-    if (!/^\/dev\/loop\d+$/.test(devicePath)) throw new Error(`losetup printed ${JSON.stringify(stdout)}`);
+    if (!/^\/dev\/loop\d+$/.test(devicePath)) {
+      throw new Error(`losetup printed ${JSON.stringify(stdout)}`);
+    }
     this.defer(`loop device ${devicePath}`, async () => {
       await runChecked('losetup', ['-d', devicePath]);
     });

@@ -38,7 +38,8 @@ async function main(): Promise<number> {
   try {
     options = parseBenchArgs(process.argv.slice(2));
   } catch (error) {
-    process.stderr.write(`bench: ${error instanceof Error ? error.message : String(error)}\n${USAGE}\n`);
+    const message = error instanceof Error ? error.message : String(error);
+    process.stderr.write(`bench: ${message}\n${USAGE}\n`);
     return 2;
   }
   if (options === null) return 0;
@@ -47,7 +48,9 @@ async function main(): Promise<number> {
   log(`dmio bench: ${machine.cpuCount}x ${machine.cpuModel}, ${machine.memoryGiB} GiB, Linux ` +
     `${machine.kernel}, Node ${machine.node}, load ${machine.loadAverageStart.join(' ')}`);
   const peers = await detectPeers(options.install);
-  for (const [command, reason] of Object.entries(peers.missing)) log(`peer skipped: ${command}: ${reason}`);
+  for (const [command, reason] of Object.entries(peers.missing)) {
+    log(`peer skipped: ${command}: ${reason}`);
+  }
   const resources = new Resources(options.scratchParent);
   const release = (): void => {
     void resources.releaseAll().then(() => process.exit(130));
@@ -73,10 +76,13 @@ async function main(): Promise<number> {
   }
   machine.loadAverageEnd = os.loadavg().map((load) => Number(load.toFixed(2)));
   const targets = checkTargets(recorder.series);
-  process.stdout.write(`\n## Results (medians of ${options.reps})\n\n${formatTable(recorder.series)}\n\n` +
+  const load = `start ${machine.loadAverageStart.join(' ')}, ` +
+    `end ${machine.loadAverageEnd.join(' ')}`;
+  process.stdout.write(`\n## Results (medians of ${options.reps})\n\n` +
+    `${formatTable(recorder.series)}\n\n` +
     `## Page cache\n\n${formatCacheNotes(recorder.series)}\n\n` +
     `## Skipped\n\n${formatSkips(recorder.skips)}\n\n## Targets\n\n${formatTargets(targets)}\n\n` +
-    `load average: start ${machine.loadAverageStart.join(' ')}, end ${machine.loadAverageEnd.join(' ')}; ` +
+    `load average: ${load}; ` +
     `seconds per workload: ${JSON.stringify(workloadSeconds)}\n`);
   if (options.resultsPath !== null) {
     const filePath = path.resolve(REPO_ROOT, options.resultsPath);

@@ -51,7 +51,8 @@ function ratioCheck(
   const value = dmio === null || other === null ? null :
     ratioDmioOver(median(dmio.samples), median(other.samples), dmio.unit);
   return {
-    workload, name, value, comparison: '>=', threshold, met: value === null ? null : value >= threshold,
+    workload, name, value, comparison: '>=', threshold,
+    met: value === null ? null : value >= threshold,
     detail: `${describe(dmio, 'dmio')} vs ${describe(other, otherName)}`,
   };
 }
@@ -73,7 +74,8 @@ function randomIoTargets(index: SeriesIndex): TargetCheck[] {
     const caseName = randomCaseName(op, 32, 'loop');
     if (!index.cases(1).includes(caseName)) continue;
     checks.push(ratioCheck(1, `best dmio / fio io_uring, ${caseName}`,
-      index.best(1, caseName, isDmio), index.find(1, caseName, 'fio io_uring'), 0.9, 'fio io_uring'));
+      index.best(1, caseName, isDmio), index.find(1, caseName, 'fio io_uring'), 0.9,
+      'fio io_uring'));
   }
   for (const caseName of index.cases(1)) {
     for (const tag of ['def', 'uring']) {
@@ -107,7 +109,8 @@ function copyTargets(index: SeriesIndex): TargetCheck[] {
     const value = one === null || three === null ? null :
       median(one.samples) / median(three.samples);
     checks.push(plainCheck(3, 'dmio copy: time for 3 dests / time for 1 dest', value, '<=', 1.5,
-      `${describe(one, 'dmio copy → 1')} vs ${describe(three, 'dmio copy → 3')} (source MiB/s)`));
+      `${describe(one, 'dmio copy → 1')} vs ${describe(three, 'dmio copy → 3')} ` +
+      '(source MiB/s)'));
   }
   return checks;
 }

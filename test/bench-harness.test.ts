@@ -34,7 +34,8 @@ test('the bench harness runs in tiny mode and reports a table, targets and JSON'
       '--results', resultsPath,
     ], { maxBuffer: 16 * 1024 * 1024, timeout: 120_000 });
     assert.match(stdout, /## Results \(medians of 1\)/);
-    assert.match(stdout, /\| W \| case \| variant \| median \| min–max \| n \| best dmio ÷ this \|/);
+    assert.match(stdout,
+      /\| W \| case \| variant \| median \| min–max \| n \| best dmio ÷ this \|/);
     assert.match(stdout, /## Skipped/);
     assert.match(stdout, /## Targets/);
     const results = JSON.parse(fs.readFileSync(resultsPath, 'utf8')) as ResultsShape;
@@ -53,7 +54,8 @@ test('the bench harness runs in tiny mode and reports a table, targets and JSON'
     for (const skip of results.skips) assert.ok(skip.reason.length > 0, skip.variant);
     // Plain Node needs no peer: workloads 1-3 always have a Node row, workload 5 its floor.
     for (const workload of [1, 2, 3, 5]) {
-      assert.ok(results.series.some((s) => s.workload === workload), `workload ${workload} has rows`);
+      assert.ok(results.series.some((s) => s.workload === workload),
+        `workload ${workload} has rows`);
     }
     assert.ok(results.series.some((s) => s.workload === 4) ||
       results.skips.some((s) => s.workload === 4), 'workload 4 ran or said why not');

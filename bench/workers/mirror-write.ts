@@ -39,7 +39,8 @@ async function mirrorWithDmio(
       const data = slots[slot] ?? new Uint8Array(0);
       const sector = chunkIndex * chunkSectors;
       const mem: DmIoMemory = job.variant === 'dmio-bvec' ?
-        { type: 'bvec', bvecs: [{ page: data, len: data.length, offset: 0 }] } : { type: 'kmem', data };
+        { type: 'bvec', bvecs: [{ page: data, len: data.length, offset: 0 }] } :
+        { type: 'kmem', data };
       dmIo({ op: 'write', mem, client, notify: { fn, context: done } },
         devices.map((device) => ({ device, sector, count: chunkSectors })));
     });
@@ -63,7 +64,8 @@ async function mirrorWithFs(
         remaining -= 1;
         if (remaining === 0) done(failure);
       };
-      for (const fd of fds) fs.write(fd, data, 0, data.length, chunkIndex * job.chunkBytes, written);
+      const positionBytes = chunkIndex * job.chunkBytes;
+      for (const fd of fds) fs.write(fd, data, 0, data.length, positionBytes, written);
     });
   } finally {
     for (const fd of fds) fs.closeSync(fd);

@@ -17,7 +17,8 @@ export async function runNbdStream(job: NbdStreamJob): Promise<WorkerMeasurement
     const memory = allocAligned(job.depth * job.chunkBytes);
     if (job.op === 'write') randomFillSync(memory);
     const chunkSectors = job.chunkBytes / 512;
-    const chunkCount = Math.floor(Math.min(job.sizeBytes, device.sizeSectors * 512) / job.chunkBytes);
+    const totalBytes = Math.min(job.sizeBytes, device.sizeSectors * 512);
+    const chunkCount = Math.floor(totalBytes / job.chunkBytes);
     const fn = (errorBits: bigint, done: SlotDone): void =>
       done(errorBits === 0n ? null : new Error(`NBD ${job.op} failed`));
     const measured = await runCountedLoop(job.depth, chunkCount, (chunkIndex, slot, done) => {

@@ -47,7 +47,9 @@ async function withFd<T>(job: RandomIoJob, fn: (fd: number) => Promise<T>): Prom
   }
 }
 
-async function withDevice<T>(job: RandomIoJob, fn: (device: BlockDevice) => Promise<T>): Promise<T> {
+async function withDevice<T>(
+  job: RandomIoJob, fn: (device: BlockDevice) => Promise<T>,
+): Promise<T> {
   const device = await openDevice(job.path, { direct: job.direct });
   try {
     return await fn(device);
@@ -88,7 +90,8 @@ async function runDmio(
   const client = dmIoClientCreate({ inflightMax: Math.max(128, job.depth) });
   const blockSectors = job.blockBytes / 512;
   const regions: DmIoRegion[][] = slots.map(() => [{ device, sector: 0, count: blockSectors }]);
-  const requests: DmIoRequest[] = slots.map((data) => ({ op: job.op, mem: { type: 'kmem', data }, client }));
+  const requests: DmIoRequest[] = slots.map((data) =>
+    ({ op: job.op, mem: { type: 'kmem', data }, client }));
   const region = (slot: number): DmIoRegion[] => {
     const list = regions[slot] ?? [];
     const first = list[0];

@@ -3,7 +3,8 @@
 // 3 destinations the single-destination peers run 3 times in a row; dmio and Node copy once
 // to all 3. Before each run the source is read whole (cached) and the destinations are
 // removed, so every tool creates and allocates its files the same way; they are removed again
-// after the run (dropping their dirty pages unwritten) and the file system is synced untimed. Times are whole commands (wall) for the
+// after the run (dropping their dirty pages unwritten) and the file system is synced untimed.
+// Times are whole commands (wall) for the
 // programs, including `dmio copy` with its Node start-up; figures are MiB/s of source data.
 
 import fs from 'node:fs';
@@ -26,9 +27,15 @@ interface PeerCopier {
 }
 
 const PEER_COPIERS: readonly PeerCopier[] = [
-  { label: 'dd bs=1M', command: 'dd', args: (s, t) => [`if=${s}`, `of=${t}`, 'bs=1M', 'status=none'] },
+  {
+    label: 'dd bs=1M', command: 'dd',
+    args: (s, t) => [`if=${s}`, `of=${t}`, 'bs=1M', 'status=none'],
+  },
   { label: 'cp', command: 'cp', args: (s, t) => ['--reflink=never', s, t] },
-  { label: 'qemu-img convert', command: 'qemu-img', args: (s, t) => ['convert', '-f', 'raw', '-O', 'raw', s, t] },
+  {
+    label: 'qemu-img convert', command: 'qemu-img',
+    args: (s, t) => ['convert', '-f', 'raw', '-O', 'raw', s, t],
+  },
   { label: 'nbdcopy', command: 'nbdcopy', args: (s, t) => [s, t] },
 ];
 
@@ -44,13 +51,16 @@ export async function runCopyWorkload(context: BenchContext): Promise<void> {
   for (let rep = 0; rep < options.reps; rep += 1) {
     recorder.note(`w3 repetition ${rep + 1}/${options.reps}`);
     for (const targetCount of [1, 3]) {
-      const targets = Array.from({ length: targetCount }, (_, i) => resources.file(`w3-dest-${i}.img`));
+      const targets = Array.from({ length: targetCount },
+        (_, i) => resources.file(`w3-dest-${i}.img`));
       await runCopyCase(context, source, targets);
     }
   }
 }
 
-async function runCopyCase(context: BenchContext, source: string, targets: readonly string[]): Promise<void> {
+async function runCopyCase(
+  context: BenchContext, source: string, targets: readonly string[],
+): Promise<void> {
   const { options, recorder } = context;
   const caseName = copyCaseName(targets.length);
   const sizeMiB = options.sizeBytes / CHUNK_BYTES;
@@ -106,11 +116,14 @@ async function runDmioCopy(
   let reportedSeconds: number | null = null;
   try {
     const seconds = await timed(async () => {
-      const result = await runChecked(node, [...rest, 'copy', source, ...targets, '--json', '--no-progress']);
+      const args = [...rest, 'copy', source, ...targets, '--json', '--no-progress'];
+      const result = await runChecked(node, args);
       reportedSeconds = secondsFromJson(result.stdout);
     });
     record('dmio copy', 'dmio', 'wall', seconds);
-    if (reportedSeconds !== null) record('dmio copy, its own --json seconds', 'diagnostic', 'in-process', reportedSeconds);
+    if (reportedSeconds !== null) {
+      record('dmio copy, its own --json seconds', 'diagnostic', 'in-process', reportedSeconds);
+    }
   } catch (error) {
     context.recorder.skip(3, caseName, 'dmio copy', String(error));
   }

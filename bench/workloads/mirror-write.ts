@@ -53,8 +53,8 @@ export async function runMirrorWriteWorkload(context: BenchContext): Promise<voi
         if (result === undefined || isWorkerError(result)) {
           recorder.skip(2, MIRROR_CASE, label, result?.error ?? 'no result');
         } else {
-          record(label, variant === 'fs-cb' ? 'peer' : 'dmio', 'in-process', result.elapsedMs / 1000,
-            result.cpuUs);
+          const role = variant === 'fs-cb' ? 'peer' : 'dmio';
+          record(label, role, 'in-process', result.elapsedMs / 1000, result.cpuUs);
         }
       }
     }

@@ -40,7 +40,8 @@ async function runNbdCase(
 ): Promise<void> {
   const { options, recorder } = context;
   const caseName = `NBD ${op} (nbdkit memory, Unix socket)`;
-  const cache = op === 'read' ? 'export in nbdkit memory' : 'source file read whole before each run';
+  const cache = op === 'read' ? 'export in nbdkit memory' :
+    'source file read whole before each run';
   const sizeMiB = options.sizeBytes / CHUNK_BYTES;
   const record = (
     variant: string, role: Role, timer: Timer, seconds: number, cpuUs: number | null = null,
@@ -48,9 +49,15 @@ async function runNbdCase(
     sizeMiB / seconds, cpuUs === null ? null : cpuUs / sizeMiB);
   const [from, to] = op === 'read' ? [uri, 'null:'] : [source, uri];
   const programs: { label: string; role: Role; argv: readonly string[] | string }[] = [
-    { label: 'nbdcopy', role: 'peer', argv: peerMissing(context, 'nbdcopy') ?? ['nbdcopy', from, to] },
-    { label: 'dmio copy', role: 'dmio', argv: 'missing' in context.dmioCli ? context.dmioCli.missing :
-      [...context.dmioCli.argv, 'copy', from, op === 'read' ? `null:${options.sizeBytes}` : to, '--no-progress'] },
+    {
+      label: 'nbdcopy', role: 'peer',
+      argv: peerMissing(context, 'nbdcopy') ?? ['nbdcopy', from, to],
+    },
+    {
+      label: 'dmio copy', role: 'dmio',
+      argv: 'missing' in context.dmioCli ? context.dmioCli.missing : [...context.dmioCli.argv,
+        'copy', from, op === 'read' ? `null:${options.sizeBytes}` : to, '--no-progress'],
+    },
   ];
   for (const program of programs) {
     if (typeof program.argv === 'string') {
@@ -71,8 +78,9 @@ async function runNbdCase(
     const label = `dmIo ${op} ${op === 'read' ? 'to' : 'from'} memory ${ENGINE_LABEL[engine]}`;
     const [result] = await runWorker([{ kind: 'nbd-stream', op, uri, sizeBytes: options.sizeBytes,
       chunkBytes: CHUNK_BYTES, depth: DEPTH }], engine);
-    if (result === undefined || isWorkerError(result)) recorder.skip(4, caseName, label, result?.error ?? 'no result');
-    else {
+    if (result === undefined || isWorkerError(result)) {
+      recorder.skip(4, caseName, label, result?.error ?? 'no result');
+    } else {
       record(label, 'dmio', 'in-process', result.elapsedMs / 1000,
         result.cpuUs);
     }

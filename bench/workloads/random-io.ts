@@ -30,7 +30,9 @@ interface RandomCase {
 }
 
 /** The case name used in the table and by the targets. */
-export function randomCaseName(op: 'read' | 'write', depth: number, target: 'file' | 'loop'): string {
+export function randomCaseName(
+  op: 'read' | 'write', depth: number, target: 'file' | 'loop',
+): string {
   return `4K rand${op} QD${depth} ${target}`;
 }
 
@@ -71,10 +73,14 @@ function cacheNote(randomCase: RandomCase): string {
 
 async function runCase(context: BenchContext, randomCase: RandomCase, rep: number): Promise<void> {
   for (const engine of context.options.fioEngines) await runFioVariant(context, randomCase, engine);
-  for (const engine of context.options.engines) await runNodeVariants(context, randomCase, engine, rep);
+  for (const engine of context.options.engines) {
+    await runNodeVariants(context, randomCase, engine, rep);
+  }
 }
 
-async function runFioVariant(context: BenchContext, randomCase: RandomCase, engine: string): Promise<void> {
+async function runFioVariant(
+  context: BenchContext, randomCase: RandomCase, engine: string,
+): Promise<void> {
   const { options, recorder } = context;
   const parallel = engine === 'psync' && randomCase.depth > 1;
   const jobsPerFile = parallel ? Math.min(randomCase.depth, PSYNC_JOBS_MAX) : 1;

@@ -15,7 +15,8 @@ const CACHE_NOTE = 'sparse source; destination removed after each run';
 
 /** The case name used in the table and by the targets. */
 export function rssCaseName(sizeBytes: number): string {
-  return sizeBytes >= 2 ** 30 ? `copy ${sizeBytes / 2 ** 30} GiB` : `copy ${sizeBytes / 2 ** 20} MiB`;
+  if (sizeBytes >= 2 ** 30) return `copy ${sizeBytes / 2 ** 30} GiB`;
+  return `copy ${sizeBytes / 2 ** 20} MiB`;
 }
 
 /** Runs workload 5. */
@@ -31,7 +32,8 @@ export async function runRssWorkload(context: BenchContext): Promise<void> {
         continue;
       }
       const record = (variant: string, role: Role, rssMiB: number): void =>
-        recorder.add({ workload: 5, caseName, variant, role, unit: 'MiB', timer: 'wall', cache: CACHE_NOTE }, rssMiB);
+        recorder.add({ workload: 5, caseName, variant, role, unit: 'MiB', timer: 'wall',
+          cache: CACHE_NOTE }, rssMiB);
       record('node -e 0 (floor)', 'diagnostic', await peakRssMiB([process.execPath, '-e', '0']));
       if ('missing' in context.dmioCli) {
         recorder.skip(5, caseName, 'dmio copy', context.dmioCli.missing);
@@ -42,7 +44,8 @@ export async function runRssWorkload(context: BenchContext): Promise<void> {
       fs.writeFileSync(source, '');
       fs.truncateSync(source, sizeBytes);
       try {
-        record('dmio copy', 'dmio', await peakRssMiB([...context.dmioCli.argv, 'copy', source, target, '--no-progress']));
+        const argv = [...context.dmioCli.argv, 'copy', source, target, '--no-progress'];
+        record('dmio copy', 'dmio', await peakRssMiB(argv));
       } catch (error) {
         recorder.skip(5, caseName, 'dmio copy', String(error));
       } finally {
