@@ -2,7 +2,7 @@
 // defaults. Each limit says why it exists; relationships are asserted when the module loads,
 // the way TigerBeetle checks its constants at compile time.
 
-import assert from 'node:assert/strict';
+import assert from './assert.js';
 
 /** Bytes in one sector. Regions always count in 512-byte sectors, whatever the device. */
 export const SECTOR_SIZE = 512;

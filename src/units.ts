@@ -1,7 +1,7 @@
 // Owns conversions between sectors and bytes and division with a stated intent. Nothing else
 // in the library shifts by SECTOR_SHIFT inline.
 
-import assert from 'node:assert/strict';
+import assert from './assert.js';
 import { SECTOR_SHIFT, SECTOR_SIZE } from './constants.js';
 
 /** Converts a sector count or position to bytes. Exact for every safe sector number. */
@@ -11,7 +11,7 @@ export function sectorsToBytes(sectors: number): number {
 
 /** Converts bytes to sectors; the caller asserts the value is a whole number of sectors. */
 export function bytesToSectorsExact(bytes: number): number {
-  assert.equal(bytes % SECTOR_SIZE, 0, `${bytes} bytes is not a whole number of sectors`);
+  if (bytes % SECTOR_SIZE !== 0) assert.fail(`${bytes} bytes is not a whole number of sectors`);
   return bytes / SECTOR_SIZE;
 }
 

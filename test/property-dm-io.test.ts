@@ -2,14 +2,15 @@
 // and fault changes over 1–3 RAM devices wrapped in fault devices with random small limits
 // (forcing splits by sectors, segments and logical blocks), some needing aligned memory (the
 // O_DIRECT bounce path), some completing out of order; random memory types; all three call
-// forms; the same sequences also run over real files, buffered and O_DIRECT. After every request the model (test/helpers/model.ts) must agree on every byte of every
+// forms; the same sequences also run over real files and real loop block devices (512- and
+// 4096-byte sectors), buffered and O_DIRECT. After every request the model (test/helpers/model.ts) must agree on every byte of every
 // device, every byte of caller memory, every error bit, every reported error, and every request
 // each device saw (op, sector, count, segments, flags, ioprio, injected fault).
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { readFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import {
@@ -19,10 +20,11 @@ import {
 } from '../src/index.js';
 import { DirectDevice, pattern, peek } from './helpers/devices.js';
 import { tempDir } from './helpers/tmp.js';
+import { attachLoop, detachLoop, requireLoopOrSkip } from './helpers/loop.js';
 import {
   backingArrays, fillLogical, logicalChunks, pageList, readLogical,
 } from './helpers/memory.js';
-import { runModel, type ModelDevice, type ModelRegion } from './helpers/model.js';
+import { runModel, type ModelChunk, type ModelDevice, type ModelRegion } from './helpers/model.js';
 
 const NUM_RUNS = Number(process.env.DMIO_PROPERTY_RUNS ?? 150);
 
@@ -136,7 +138,7 @@ function delayFor(request: { sector: number; countSectors: number }): number {
 }
 
 /** What backs each device under its fault device: RAM, or a real file (buffered or O_DIRECT). */
-type Backend = 'ram' | 'file' | 'file-direct';
+type Backend = 'ram' | 'file' | 'file-direct' | 'loop' | 'loop-direct';
 
 /** A device of the scenario: what dm-io addresses, and how to read all its bytes back. */
 interface Built {
@@ -160,7 +162,7 @@ async function buildDevices(specs: readonly DeviceSpec[], backend: Backend,
       inner = spec.direct ? new DirectDevice(ram) : ram;
       innerName = ram.name;
       built.readAll.push(() => peek(ram, 0, sizeSectors));
-    } else {
+    } else if (backend === 'file' || backend === 'file-direct') {
       const path = join(directory, `run${run}-dev${index}.img`);
       const file = await openFileDevice(path, { create: { sizeBytes: sizeSectors * SECTOR_SIZE },
         direct: backend === 'file-direct' });
@@ -171,6 +173,13 @@ async function buildDevices(specs: readonly DeviceSpec[], backend: Backend,
         await file.close();
         await rm(path);
       });
+    } else {
+      const [loopDevice, readBack, close] = await openLoopBacked(join(directory,
+        `run${run}-dev${index}.img`), sizeSectors, spec.bigBlocks, backend === 'loop-direct');
+      inner = loopDevice;
+      innerName = loopDevice.name;
+      built.readAll.push(readBack);
+      closers.push(close);
     }
     const blockBytes = inner.limits.logicalBlockBytes;
     const bigBlocks = blockBytes > SECTOR_SIZE;
@@ -193,6 +202,41 @@ async function buildDevices(specs: readonly DeviceSpec[], backend: Backend,
     for (const close of closers) await close();
   };
   return built;
+}
+
+/**
+ * A real loop block device over a fresh image (512- or 4096-byte sectors), opened buffered or
+ * with O_DIRECT. Its bytes are read back through the block device itself, which is coherent
+ * with both buffered and direct writes to it.
+ */
+async function openLoopBacked(imagePath: string, sizeSectors: number, bigBlocks: boolean,
+  direct: boolean): Promise<[BlockDevice, () => Uint8Array, () => Promise<void>]> {
+  await writeFile(imagePath, new Uint8Array(sizeSectors * SECTOR_SIZE));
+  const loopPath = await attachLoop(imagePath, { sectorSize: bigBlocks ? 4096 : 512 });
+  try {
+    const device = await openFileDevice(loopPath, { direct });
+    assert.equal(device.kind, 'block');
+    return [device, () => Uint8Array.from(readFileSync(loopPath)), async () => {
+      await device.close();
+      await detachLoop(loopPath);
+      await rm(imagePath);
+    }];
+  } catch (error) {
+    await detachLoop(loopPath);
+    throw error;
+  }
+}
+
+/** Chunk lengths, each marked when it continues the previous chunk in the same memory. */
+function modelChunks(views: readonly Uint8Array[]): ModelChunk[] {
+  return views.map((view, index) => {
+    const previous = index > 0 ? views[index - 1] : undefined;
+    return {
+      bytes: view.length,
+      joinsPrevious: previous !== undefined && previous.buffer === view.buffer &&
+        previous.byteOffset + previous.length === view.byteOffset,
+    };
+  });
 }
 
 /** Regions made valid for their devices: aligned to blocks, not overlapping on one device. */
@@ -292,8 +336,7 @@ async function runIoStep(
   const outcome = runModel(models, {
     op: step.op, regions, flags: { sync, preflush: step.preflush, fua: step.fua },
     ...(step.ioprio === undefined ? {} : { ioprio: step.ioprio }),
-    chunkBytes: memory === undefined ? [] :
-      logicalChunks(memory, lengthBytes).map((chunk) => chunk.length),
+    chunks: memory === undefined ? [] : modelChunks(logicalChunks(memory, lengthBytes)),
     data, reservedPages,
   });
 
@@ -407,11 +450,14 @@ const BACKENDS: ReadonlyArray<readonly [Backend, number]> = [
   ['ram', NUM_RUNS],
   ['file', Math.max(1, Math.round(NUM_RUNS / 4))],
   ['file-direct', Math.max(1, Math.round(NUM_RUNS / 4))],
+  ['loop', Math.max(1, Math.round(NUM_RUNS / 6))],
+  ['loop-direct', Math.max(1, Math.round(NUM_RUNS / 6))],
 ];
 
 for (const [backend, numRuns] of BACKENDS) {
   test(`random dm-io sequences over ${backend} devices agree with the model on every byte ` +
     'and every error bit', async (t) => {
+    if (backend.startsWith('loop') && !requireLoopOrSkip(t)) return;
     const directory = await tempDir(t);
     let run = 0;
     await fc.assert(fc.asyncProperty(scenarioArb, async (scenario) => {

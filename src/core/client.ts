@@ -7,7 +7,7 @@
 // before it has started (no overtaking); every bounce page goes back to the pool before the
 // request's `done` runs; `destroy` resolves only when nothing is in flight or waiting.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import {
   CLIENT_INFLIGHT_DEFAULT, CLIENT_INFLIGHT_MAX, CLIENT_RESERVED_PAGES_DEFAULT,
   CLIENT_RESERVED_PAGES_MAX, PAGE_SIZE,
@@ -97,8 +97,12 @@ export class DmIoClient {
 
   /** @internal Starts `request` on `device` now or queues it; `done` runs once. */
   submit(device: BlockDevice, request: DeviceRequest, done: DeviceDone): void {
-    const bouncePages = needsBounce(device, request) ?
-      divCeil(segmentsBytes(request.segments), PAGE_SIZE) : 0;
+    const bounce = needsBounce(device, request);
+    if (!bounce && this.#inflight < this.inflightMax && this.queued === 0) {
+      this.#submitDirect(device, request, done);
+      return;
+    }
+    const bouncePages = bounce ? divCeil(segmentsBytes(request.segments), PAGE_SIZE) : 0;
     assert.ok(bouncePages <= this.reservedPages, 'dispatch caps requests to the pool');
     const pending: PendingRequest = { device, request, done, bouncePages };
     if (this.queued === 0 && this.#tryStart(pending)) return;
@@ -167,6 +171,29 @@ export class DmIoClient {
       else this.#finish(pending, pages, error);
     });
     submitting = false;
+  }
+
+  /**
+   * Starts a request that needs no bounce pages while a slot is free and nothing waits: the
+   * common case, with one closure and no queue record. A completion inside `submit` (a device
+   * breaking the contract) is deferred, as in `#submitTo`.
+   */
+  #submitDirect(device: BlockDevice, request: DeviceRequest, done: DeviceDone): void {
+    this.#inflight += 1;
+    let submitting = true;
+    device.submit(request, (error) => {
+      if (submitting) queueMicrotask(() => this.#finishDirect(done, error));
+      else this.#finishDirect(done, error);
+    });
+    submitting = false;
+  }
+
+  #finishDirect(done: DeviceDone, error: DeviceDoneError): void {
+    assert.ok(this.#inflight > 0);
+    this.#inflight -= 1;
+    this.#pump();
+    done(error);
+    this.#checkDrained();
   }
 
   #finish(pending: PendingRequest, pages: Uint8Array[] | null, error: DeviceDoneError): void {

@@ -2,11 +2,12 @@
 // from a fresh clone of the memory cursor, so all regions of a multi-region write carry the
 // same bytes from the buffer's start. A region is cut into requests by its device's limits
 // (sectors per request, at most BIO_MAX_VECS and the device's segments, whole logical blocks),
-// each piece carrying the request's full flags and ioprio. Skipped regions (count 0 without
+// each piece carrying the request's full flags and ioprio; memory that continues the previous
+// segment extends it rather than opening a new one. Skipped regions (count 0 without
 // preflush) produce nothing; a zero-count region with preflush produces exactly one pure flush;
 // discard or write-zeroes on a device whose limit is 0 is reported as that region's failure.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import { BIO_MAX_VECS, SECTOR_SIZE } from '../constants.js';
 import type { BlockDevice, DeviceRequest } from '../devices/block-device.js';
 import { IoError, NotSupportedError } from '../errors.js';
@@ -80,8 +81,8 @@ function requestLimits(plan: DmIoPlan, device: BlockDevice): [number, number] {
     plan.client.bounceLimitBytes(device));
   const requestBytesMax = alignDown(bytesMax, Math.max(limits.logicalBlockBytes, SECTOR_SIZE));
   const segmentsMax = Math.min(BIO_MAX_VECS, limits.maxSegmentsPerRequest);
-  assert.ok(requestBytesMax > 0, `${device.name}: a request must hold a logical block`);
-  assert.ok(segmentsMax > 0, `${device.name}: a request must hold a segment`);
+  if (requestBytesMax <= 0) assert.fail(`${device.name}: a request must hold a logical block`);
+  if (segmentsMax <= 0) assert.fail(`${device.name}: a request must hold a segment`);
   return [requestBytesMax, segmentsMax];
 }
 
@@ -117,23 +118,48 @@ function dispatchData(
   }
 }
 
-/** Collects views totalling at most `wantBytes` in at most `segmentsMax` segments. */
+/**
+ * Collects views totalling at most `wantBytes` in at most `segmentsMax` segments. A view that
+ * continues the last segment in memory extends it, so it fits even when the segments are full.
+ */
 function gatherSegments(
   cursor: MemoryCursor, leftovers: Uint8Array[], wantBytes: number, segmentsMax: number,
 ): Uint8Array[] {
   const segments: Uint8Array[] = [];
   let bytes = 0;
-  while (bytes < wantBytes && segments.length < segmentsMax) {
+  while (bytes < wantBytes) {
     const needBytes = wantBytes - bytes;
     let view = leftovers.pop() ?? cursor.take(needBytes);
     if (view.length > needBytes) {
       leftovers.push(view.subarray(needBytes));
       view = view.subarray(0, needBytes);
     }
-    segments.push(view);
+    if (!appendSegment(segments, view, segmentsMax)) {
+      leftovers.push(view);
+      break;
+    }
     bytes += view.length;
   }
   return segments;
+}
+
+/**
+ * Extends the last segment with `view` when `view` continues it in the same memory, as the
+ * kernel merges physically contiguous pages into one bio vector (pages of one slab, such as a
+ * pool's, and contiguous buffers become one segment); else adds `view` as a new segment while
+ * fewer than `segmentsMax` exist. Returns false, changing nothing, when neither is possible.
+ */
+function appendSegment(segments: Uint8Array[], view: Uint8Array, segmentsMax: number): boolean {
+  const last = segments[segments.length - 1];
+  if (last !== undefined && last.buffer === view.buffer &&
+      last.byteOffset + last.length === view.byteOffset) {
+    segments[segments.length - 1] = new Uint8Array(last.buffer, last.byteOffset,
+      last.length + view.length);
+    return true;
+  }
+  if (segments.length >= segmentsMax) return false;
+  segments.push(view);
+  return true;
 }
 
 /**

@@ -4,10 +4,11 @@
 // anything is submitted. The Promise form is the notify form with an internal callback, as the
 // kernel's sync_io is async_io plus a completion; it also adds the sync flag.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import type { BlockDevice, DeviceDone, DeviceRequest } from '../devices/block-device.js';
 import { DmIoError, IoError, StateError } from '../errors.js';
 import { dispatchRegions, type DispatchSink } from './dispatch.js';
+import { planFast, runFast, runFastBlocking } from './fast-path.js';
 import { IoTracker, type DmIoResult } from './io-tracker.js';
 import {
   planRequest, validateNotify, type DmIoNotify, type DmIoPlan, type DmIoRegion, type DmIoRequest,
@@ -43,6 +44,12 @@ export function dmIo(
   request: DmIoRequest, regions: readonly DmIoRegion[],
 ): Promise<DmIoResult> | undefined {
   const notify = validateNotify((request as { notify?: unknown } | null)?.notify);
+  const fast = planFast(request, regions, notify === null);
+  if (fast !== null) {
+    if (notify === null) return new Promise((resolve) => runFast(fast, resolve));
+    runFast(fast, (result) => notify.fn(result.errorBits, notify.context, result));
+    return undefined;
+  }
   const plan = planRequest(request, regions, notify === null);
   if (notify !== null) {
     runAsync(plan, (result) => notify.fn(result.errorBits, notify.context, result));
@@ -84,6 +91,10 @@ export function dmIoBlocking(request: DmIoRequest, regions: readonly DmIoRegion[
   if (validateNotify((request as { notify?: unknown } | null)?.notify) !== null) {
     throw new StateError('DMIO_ERR_CANNOT_BLOCK', 'request',
       'a blocking request takes no notify callback');
+  }
+  const fast = planFast(request, regions, true);
+  if (fast !== null && fast.device.canBlock && fast.device.submitSync !== undefined) {
+    return runFastBlocking(fast);
   }
   const plan = planRequest(request, regions, true);
   for (const region of plan.regions) {

@@ -3,7 +3,7 @@
 // are still being issued), rises by one per device request, and the dispatcher drops its bias
 // after the region loop. The last drop completes the request exactly once.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import type { DmIoError } from '../errors.js';
 
 /** What a completed dm-io request reports. */

@@ -4,7 +4,7 @@
 // request never reaches the wrapped device, so nothing is written. Every request is recorded in
 // a bounded trace, so tests can assert exactly what dm-io submitted (or that nothing was).
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import type { IoError } from '../errors.js';
 import { InvalidRequestError } from '../errors.js';
 import { validateIntegerInRange } from '../core/validate.js';

@@ -4,7 +4,7 @@
 // (fdatasync), then the operation itself, then, for FUA, an fdatasync that makes the write
 // durable before completion. Stats count only syscalls that completed.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import type { IoError } from '../errors.js';
 import { sectorsToBytes } from '../units.js';
 import { type DeviceRequest, segmentsBytes } from './block-device.js';

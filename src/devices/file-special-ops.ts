@@ -6,7 +6,7 @@
 // last method and is never refused. Discard has a single method per device kind; when it is
 // refused, discard is switched off for the device and the request fails with EOPNOTSUPP.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import { allocAligned } from '../memory/aligned.js';
 import { FALLOC_FL } from '../sys/libc.js';
 import {

@@ -7,7 +7,7 @@
 // vectored calls of at most `buffersPerCallMax` buffers (IOV_MAX, 1024, by default), and a
 // short transfer continues from the exact byte where the kernel stopped.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import { IOV_MAX } from '../constants.js';
 import type { BlockRangeIoctl } from '../sys/libc.js';
 

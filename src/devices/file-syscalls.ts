@@ -4,7 +4,7 @@
 // issues the same steps with blocking calls. One segment uses `fs.read`/`fs.write`, several use
 // `fs.readv`/`fs.writev`.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import fs from 'node:fs';
 import {
   blockRangeIoctlAsync, blockRangeIoctlSync, fallocateAsync, fallocateSync, SysError,

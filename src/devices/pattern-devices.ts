@@ -3,7 +3,7 @@
 // deterministic pseudo-random bytes: the same seed and sector always give the same bytes,
 // whatever the read's offset or length).
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import { PAGE_SIZE, SECTOR_SIZE } from '../constants.js';
 import { validateIntegerInRange } from '../core/validate.js';
 import type { DeviceLimits } from './block-device.js';

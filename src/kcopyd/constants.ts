@@ -2,7 +2,7 @@
 // window, the "all ones" write error, and the job bound. Each says why it exists; their
 // relationships are asserted when the module loads.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import { PAGE_SECTORS } from '../constants.js';
 
 /** Most destinations one copy or zero job may name, as the kernel's `DM_KCOPYD_MAX_REGIONS`. */

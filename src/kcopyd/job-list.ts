@@ -4,7 +4,7 @@
 // whole list onto another's tail moves items one by one. Each list has a capacity: the
 // client's job bound makes it finite.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 
 /** The links a listed item carries. */
 export interface JobLinks<T> {
@@ -71,7 +71,7 @@ export class JobList<T extends JobLinks<T>> {
 
   /** Removes `item`, which must be on this list. */
   remove(item: T): void {
-    assert.equal(item.list, this, `${this.name}: removing an item that is not on the list`);
+    if (item.list !== this) assert.fail(`${this.name}: removing an item that is not on the list`);
     if (item.listPrev === null) this.#head = item.listNext;
     else item.listPrev.listNext = item.listNext;
     if (item.listNext === null) this.#tail = item.listPrev;
@@ -89,8 +89,8 @@ export class JobList<T extends JobLinks<T>> {
   }
 
   #admit(item: T): void {
-    assert.equal(item.list, null, `${this.name}: the item is already on a list`);
-    assert.ok(this.#length < this.capacity, `${this.name}: more than ${this.capacity} items`);
+    if (item.list !== null) assert.fail(`${this.name}: the item is already on a list`);
+    if (this.#length >= this.capacity) assert.fail(`${this.name}: more than ${this.capacity} items`);
     item.list = this;
     this.#length += 1;
   }

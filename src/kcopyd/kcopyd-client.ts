@@ -16,7 +16,7 @@
 // `setImmediate`, never inside a device completion or a caller's call, so every user callback
 // of a client runs serially from its worker and never re-entrantly.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import { PAGE_SIZE } from '../constants.js';
 import { dmIoClientCreate, dmIoClientDestroy, type DmIoClient } from '../core/client.js';
 import { StateError } from '../errors.js';

@@ -8,7 +8,7 @@
 // Invariants: pages go back to the source they came from; the reserve never holds more than
 // its size (PagePool asserts it); `assertAllReturned` is the leak check run on destroy.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import { PagePool } from '../memory/page-pool.js';
 
 /**

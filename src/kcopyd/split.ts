@@ -7,7 +7,7 @@
 // in flight per job, and after the first error no new chunk starts while those in flight
 // finish. The first 8 calls run inside the caller's submission; the rest on the worker.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import { KCOPYD_SPLIT_COUNT } from './constants.js';
 import { KcopydJob } from './job.js';
 import type { KcopydClient } from './kcopyd-client.js';

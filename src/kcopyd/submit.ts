@@ -3,7 +3,7 @@
 // client: a job no longer than a sub-job is dispatched whole, a longer one is split (split.ts).
 // Without `fn`, copy and zero return a Promise of the result; I/O errors never reject it.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import type { DmIoRegion } from '../core/request.js';
 import { validateBoolean, validateFunction } from '../core/validate.js';
 import { InvalidArgTypeError, InvalidRequestError, OutOfRangeError } from '../errors.js';

@@ -9,7 +9,7 @@
 // exceeds `percent` of the total; if so the worker sleeps 100 ms and asks again, at most 10
 // times per I/O, then counts the I/O as started. Completions account their time too.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import { validateIntegerInRange, validateOptionsObject } from '../core/validate.js';
 import { InvalidArgTypeError } from '../errors.js';
 import {

@@ -3,7 +3,7 @@
 // pure-JavaScript source of aligned pages. A registry remembers which ArrayBuffers came from
 // here, so dm-io can tell aligned caller memory from memory it must bounce.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import { PAGE_SIZE } from '../constants.js';
 import { divCeil } from '../units.js';
 import { OutOfRangeError } from '../errors.js';

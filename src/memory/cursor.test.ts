@@ -54,17 +54,23 @@ test('bvec: each vector is its own chunk; the last may be partly taken', () => {
   assert.deepEqual(lengths(cursor, 5120), [3072, 2048]);
 });
 
-test('vm: chunks end on 4 KiB boundaries from the buffer start', () => {
-  const cursor = createCursor({ type: 'vm', data: new Uint8Array(10000) });
-  assert.deepEqual(lengths(cursor, 9728), [4096, 4096, 1536]);
+test('vm: contiguous memory comes as views as long as asked, up to the buffer end', () => {
+  const data = new Uint8Array(10000);
+  const cursor = createCursor({ type: 'vm', data });
+  const first = cursor.take(9728);
+  assert.equal(first.byteOffset, 0);
+  assert.equal(first.length, 9728);
+  assert.equal(first.buffer, data.buffer, 'a view, not a copy');
+  assert.equal(cursor.take(4096).length, 272, 'the rest of the buffer');
 });
 
-test('kmem: chunks are counted from the offset', () => {
+test('kmem: the walk starts at the offset', () => {
   const data = new Uint8Array(10000);
   const cursor = createCursor({ type: 'kmem', data, offset: 100 });
   const first = cursor.take(8192);
   assert.equal(first.byteOffset, 100);
-  assert.equal(first.length, 4096);
+  assert.equal(first.length, 8192);
+  assert.equal(cursor.take(8192).length, 10000 - 100 - 8192);
 });
 
 test('clone is independent: both walk the same bytes from the same place', () => {

@@ -4,7 +4,7 @@
 // position, which is how every region of a multi-region write starts at the same byte; every
 // view handed out is a multiple of 512 bytes long because the boundary validated the shape.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import { PAGE_SIZE } from '../constants.js';
 import type { Bvec, DmIoMemory, PageListNode } from './types.js';
 
@@ -80,31 +80,29 @@ class BvecCursor implements MemoryCursor {
 }
 
 /**
- * Walks one contiguous buffer in chunks that end on `PAGE_SIZE` boundaries counted from
- * `chunkBaseBytes`. Chunking only decides where requests may split; the bytes are the same.
+ * Walks one contiguous buffer from a start offset. Its bytes are contiguous, so a view is as
+ * long as the caller asks (the kernel chunks vmalloc memory by page because its pages are not
+ * physically contiguous; here they are, and the region loop would merge them anyway).
  */
 class LinearCursor implements MemoryCursor {
   readonly #data: Uint8Array;
   #positionBytes: number;
-  readonly #chunkBaseBytes: number;
 
-  constructor(data: Uint8Array, positionBytes: number, chunkBaseBytes: number) {
+  constructor(data: Uint8Array, positionBytes: number) {
     this.#data = data;
     this.#positionBytes = positionBytes;
-    this.#chunkBaseBytes = chunkBaseBytes;
   }
 
   take(lengthBytesMax: number): Uint8Array {
     const start = this.#positionBytes;
-    const intoChunk = (start - this.#chunkBaseBytes) % PAGE_SIZE;
-    const lengthBytes = Math.min(PAGE_SIZE - intoChunk, lengthBytesMax, this.#data.length - start);
+    const lengthBytes = Math.min(lengthBytesMax, this.#data.length - start);
     assert.ok(lengthBytes > 0, 'buffer ran out: the boundary checks its length');
     this.#positionBytes += lengthBytes;
     return this.#data.subarray(start, start + lengthBytes);
   }
 
   clone(): MemoryCursor {
-    return new LinearCursor(this.#data, this.#positionBytes, this.#chunkBaseBytes);
+    return new LinearCursor(this.#data, this.#positionBytes);
   }
 }
 
@@ -116,10 +114,8 @@ export function createCursor(memory: DmIoMemory): MemoryCursor {
     case 'bvec':
       return new BvecCursor(memory.bvecs, 0, 0);
     case 'vm':
-      return new LinearCursor(memory.data, 0, 0);
-    case 'kmem': {
-      const offsetBytes = memory.offset ?? 0;
-      return new LinearCursor(memory.data, offsetBytes, offsetBytes);
-    }
+      return new LinearCursor(memory.data, 0);
+    case 'kmem':
+      return new LinearCursor(memory.data, memory.offset ?? 0);
   }
 }

@@ -3,7 +3,7 @@
 // (the client queues it); the pool never grows. `assertAllReturned` is the leak check run when
 // the owner is destroyed, like kcopyd's client_free_pages.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import { allocAlignedPages } from './aligned.js';
 
 /** A fixed set of `PAGE_SIZE` pages from one aligned slab. */

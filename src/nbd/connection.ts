@@ -5,7 +5,7 @@
 // command in flight then completes with that `NbdError`, nothing hangs, and `onDead` tells the
 // owner. A command's `done` runs exactly once, always from a socket or timer event.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import type { Socket } from 'node:net';
 import { NbdError } from '../errors.js';
 import { ReadTarget } from './read-target.js';

@@ -4,7 +4,7 @@
 // floods the handshake cannot grow the buffer. After the handshake, `detach()` hands any
 // leftover bytes to the transmission-phase parser and removes every listener it added.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import type { Socket } from 'node:net';
 
 /** Unread bytes buffered before the socket is paused (128 KiB). */

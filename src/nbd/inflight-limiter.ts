@@ -5,7 +5,7 @@
 // A command larger than `bytesMax` alone still starts when nothing else is in flight, so the
 // limiter can never deadlock.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import type { NbdError } from '../errors.js';
 
 /** A command waiting for room. */

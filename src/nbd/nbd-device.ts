@@ -20,7 +20,7 @@
 //   died, the next flush reports EIO, since they may have been lost with the server's cache.
 // - `done` always runs from a later turn (process.nextTick at the latest).
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import { IoError, NbdError, NotSupportedError, StateError } from '../errors.js';
 import { SECTOR_SIZE } from '../constants.js';
 import { pastEndError } from '../devices/request-error.js';

@@ -3,7 +3,7 @@
 // big-endian. Bounds exist because a server is untrusted input: no length read from the wire
 // is used to allocate memory before it is checked against one of the `*_MAX` values here.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 
 /** "NBDMAGIC": the first 8 bytes of every handshake. */
 export const NBD_INIT_MAGIC = 0x4e42444d41474943n;

@@ -5,7 +5,7 @@
 // disjoint byte ranges, merged as they touch, so in-order chunks keep it at one entry; its
 // length is capped (READ_REPLY_RANGES_MAX) so a hostile server cannot grow it without bound.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import { READ_REPLY_RANGES_MAX } from './protocol.js';
 
 /** Why a range could not be recorded. */

@@ -6,7 +6,7 @@
 // the server sends. Any reply that breaks the protocol calls `violation` once and the parser
 // stops; the owner then tears the connection down.
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import type { ReadTarget } from './read-target.js';
 import {
   ERROR_CHUNK_BYTES_MAX, NBD_CMD_READ, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR,

@@ -10,7 +10,7 @@
 // the callback runs, so `koffi.errno()` is only read synchronously at the start of a callback,
 // and only when the call returned -1 (errno is not cleared on success).
 
-import assert from 'node:assert/strict';
+import assert from '../assert.js';
 import { createRequire } from 'node:module';
 import { errnoName, errnoNumber } from './errno-name.js';
 

@@ -57,10 +57,8 @@ export function requireRootOrSkip(t: TestContext): boolean {
   return false;
 }
 
-/** Attaches `imagePath` as a loop device, runs `fn` with its path, then detaches it. */
-export async function withLoopDevice<T>(
-  imagePath: string, options: LoopOptions, fn: (devicePath: string) => Promise<T>,
-): Promise<T> {
+/** Attaches `imagePath` as a loop device and returns its path; pair with `detachLoop`. */
+export async function attachLoop(imagePath: string, options: LoopOptions = {}): Promise<string> {
   const args = ['-f', '--show'];
   if (options.sectorSize !== undefined) args.push('--sector-size', String(options.sectorSize));
   if (options.readOnly === true) args.push('-r');
@@ -68,9 +66,22 @@ export async function withLoopDevice<T>(
   const { stdout } = await execFileAsync('losetup', args);
   const devicePath = stdout.trim();
   assert.match(devicePath, /^\/dev\/loop\d+$/, `losetup printed ${JSON.stringify(stdout)}`);
+  return devicePath;
+}
+
+/** Detaches a loop device attached by `attachLoop`. */
+export async function detachLoop(devicePath: string): Promise<void> {
+  await execFileAsync('losetup', ['-d', devicePath]);
+}
+
+/** Attaches `imagePath` as a loop device, runs `fn` with its path, then detaches it. */
+export async function withLoopDevice<T>(
+  imagePath: string, options: LoopOptions, fn: (devicePath: string) => Promise<T>,
+): Promise<T> {
+  const devicePath = await attachLoop(imagePath, options);
   try {
     return await fn(devicePath);
   } finally {
-    await execFileAsync('losetup', ['-d', devicePath]);
+    await detachLoop(devicePath);
   }
 }

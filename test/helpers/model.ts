@@ -68,14 +68,21 @@ export interface ModelOutcome {
   readonly readBytes: Uint8Array | null;
 }
 
+/** A piece of memory: its length, and whether it continues the previous piece in memory. */
+export interface ModelChunk {
+  readonly bytes: number;
+  /** The chunk starts where the previous one ends, in the same buffer (dm-io merges them). */
+  readonly joinsPrevious: boolean;
+}
+
 /** A dm-io request as the model sees it. */
 export interface ModelRequestSpec {
   readonly op: DeviceOp;
   readonly regions: readonly ModelRegion[];
   readonly flags: RequestFlags;
   readonly ioprio?: number;
-  /** Lengths of the memory's chunks in transfer order (enough for the longest region). */
-  readonly chunkBytes: readonly number[];
+  /** The memory's chunks in transfer order (enough for the longest region). */
+  readonly chunks: readonly ModelChunk[];
   /** The bytes a write carries, in transfer order. */
   readonly data: Uint8Array | null;
   /** The client's reserved pages (the bounce limit of direct devices). */
@@ -159,25 +166,36 @@ function splitData(
   if (device.direct) bytesMax = Math.min(bytesMax, spec.reservedPages * PAGE_SIZE);
   bytesMax -= bytesMax % blockBytes;
   const segmentsMax = Math.min(BIO_MAX_VECS, device.maxSegmentsPerRequest);
-  const pieces = [...spec.chunkBytes];
+  const pieces = [...spec.chunks];
   const out: Array<[number, number, number]> = [];
   for (let done = 0; done < totalBytes;) {
     const want = Math.min(bytesMax, totalBytes - done);
     const segments: number[] = [];
     let bytes = 0;
-    while (bytes < want && segments.length < segmentsMax) {
+    while (bytes < want) {
       const piece = pieces.shift();
       if (piece === undefined) throw new Error('model: memory too short');
-      const take = Math.min(piece, want - bytes);
-      if (piece > take) pieces.unshift(piece - take);
-      segments.push(take);
+      // A piece that continues the previous segment in memory extends it, even when the
+      // request already has its most segments; any other piece needs a free segment.
+      const joins = segments.length > 0 && piece.joinsPrevious;
+      if (!joins && segments.length >= segmentsMax) {
+        pieces.unshift(piece);
+        break;
+      }
+      const take = Math.min(piece.bytes, want - bytes);
+      if (piece.bytes > take) pieces.unshift({ bytes: piece.bytes - take, joinsPrevious: true });
+      if (joins) {
+        segments[segments.length - 1] = (segments[segments.length - 1] as number) + take;
+      } else {
+        segments.push(take);
+      }
       bytes += take;
     }
     for (let excess = bytes % blockBytes; excess > 0;) {
       const last = segments.pop() as number;
       const giveBack = Math.min(last, excess);
       if (last > giveBack) segments.push(last - giveBack);
-      pieces.unshift(giveBack);
+      pieces.unshift({ bytes: giveBack, joinsPrevious: last > giveBack });
       bytes -= giveBack;
       excess -= giveBack;
     }

@@ -22,6 +22,8 @@ async function info(spec: string, json: boolean): Promise<number> {
   const device = await openForCli({ spec, options: { readOnly: true } });
   try {
     const { limits } = device;
+    // `info` opens read-only to touch nothing; zero: and random: can never be written.
+    const writable = device.kind !== 'zero' && device.kind !== 'random';
     const summary = {
       device: spec,
       kind: device.kind,
@@ -37,8 +39,8 @@ async function info(spec: string, json: boolean): Promise<number> {
         memoryAlignmentBytes: limits.memoryAlignmentBytes,
       },
       supports: {
-        discard: limits.maxDiscardSectors > 0,
-        writeZeroes: limits.maxWriteZeroesSectors > 0,
+        discard: writable && limits.maxDiscardSectors > 0,
+        writeZeroes: writable && limits.maxWriteZeroesSectors > 0,
         flush: limits.flush,
         fua: limits.fua,
       },

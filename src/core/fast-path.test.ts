@@ -1,0 +1,118 @@
+// The fast path must be invisible: every request it takes yields the same single device
+// request, result, zero-fill and deferral as the general path, and everything it declines
+// (including every invalid argument) is left to the general path's validation.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { BlockDevice } from '../devices/block-device.js';
+import { createFaultDevice } from '../devices/fault-device.js';
+import { MEMORY_DEVICE_LIMITS } from '../devices/memory-backed-device.js';
+import { createRamDevice } from '../devices/ram-device.js';
+import { allocAligned } from '../memory/aligned.js';
+import { dmIoClientCreate } from './client.js';
+import { dmIo } from './dm-io.js';
+import { planFast } from './fast-path.js';
+
+function setup(limits = {}) {
+  const ram = createRamDevice({ sizeBytes: 1 << 20, limits });
+  const device = createFaultDevice(ram);
+  return { ram, device, client: dmIoClientCreate() };
+}
+
+describe('planFast eligibility', () => {
+  test('takes one-page kmem and vm reads and writes, with shared flags and default ioprio', () => {
+    const { device, client } = setup();
+    const data = new Uint8Array(8192);
+    const kmem = planFast({ op: 'read', client, mem: { type: 'kmem', data, offset: 1024 } },
+      [{ device, sector: 8, count: 8 }], true);
+    assert.ok(kmem !== null);
+    assert.equal(kmem.request.segments.length, 1);
+    assert.equal(kmem.request.segments[0]?.byteOffset, 1024);
+    assert.equal(kmem.request.segments[0]?.length, 4096);
+    assert.deepEqual(kmem.request.flags, { sync: true, preflush: false, fua: false });
+    assert.equal(kmem.request.ioprio, (2 << 13) | 4);
+    const exact = new Uint8Array(512);
+    const vm = planFast({ op: 'write', client, mem: { type: 'vm', data: exact }, ioprio: 7,
+      flags: { fua: true } }, [{ device, sector: 3, count: 1 }], false);
+    assert.ok(vm !== null);
+    assert.equal(vm.request.segments[0], exact, 'an exact-size buffer is passed as it is');
+    assert.deepEqual(vm.request.flags, { sync: false, preflush: false, fua: true });
+    assert.equal(vm.request.ioprio, 7);
+  });
+
+  test('declines what the general path must handle', () => {
+    const { device, client } = setup();
+    const big = setup({ logicalBlockBytes: 4096 });
+    const direct = setup({ memoryAlignmentBytes: 4096 });
+    const data = new Uint8Array(8192);
+    const region = [{ device, sector: 0, count: 8 }];
+    const cases: Array<[string, unknown, unknown]> = [
+      ['two regions', { op: 'write', client, mem: { type: 'vm', data } }, [...region, ...region]],
+      ['more than the device takes at once', { op: 'read', client,
+        mem: { type: 'vm', data: new Uint8Array(8200 * 512) } }, [{ device, sector: 0, count: 8200 }]],
+      ['count 0', { op: 'read', client, mem: { type: 'vm', data } }, [{ device, sector: 0, count: 0 }]],
+      ['discard', { op: 'discard', client }, region],
+      ['page list', { op: 'read', client, mem: { type: 'page-list', list: null, offset: 0 } }, region],
+      ['bvec', { op: 'read', client, mem: { type: 'bvec', bvecs: [] } }, region],
+      ['short buffer', { op: 'read', client, mem: { type: 'vm', data: new Uint8Array(512) } }, region],
+      ['bad flag', { op: 'read', client, mem: { type: 'vm', data }, flags: { fua: 1 } }, region],
+      ['bad ioprio', { op: 'read', client, mem: { type: 'vm', data }, ioprio: -1 }, region],
+      ['fractional sector', { op: 'read', client, mem: { type: 'vm', data } },
+        [{ device, sector: 0.5, count: 8 }]],
+      ['misaligned on 4K', { op: 'read', client: big.client, mem: { type: 'vm', data } },
+        [{ device: big.device, sector: 1, count: 8 }]],
+      ['unaligned memory, O_DIRECT', { op: 'read', client, mem: { type: 'vm', data } },
+        [{ device: direct.device, sector: 0, count: 8 }]],
+      ['read-only write', { op: 'write', client, mem: { type: 'vm', data } },
+        [{ device: createRamDevice({ sizeBytes: 4096, readOnly: true }), sector: 0, count: 8 }]],
+    ];
+    for (const [name, request, regions] of cases) {
+      assert.equal(planFast(request, regions, true), null, name);
+    }
+    const aligned = allocAligned(4096);
+    assert.ok(planFast({ op: 'read', client, mem: { type: 'vm', data: aligned } },
+      [{ device: direct.device, sector: 0, count: 8 }], true) !== null, 'aligned O_DIRECT memory');
+  });
+});
+
+describe('fast requests behave as general ones', () => {
+  test('a failed fast read zero-fills its bytes and reports region 0; success is shared', async () => {
+    const { ram, device, client } = setup();
+    const data = new Uint8Array(4096).fill(9);
+    assert.equal((await dmIo({ op: 'write', client, mem: { type: 'vm', data } },
+      [{ device: ram, sector: 0, count: 8 }])).errorBits, 0n);
+    device.setFaults({ ranges: [{ sector: 0, countSectors: 1, ops: ['read'] }] });
+    const back = new Uint8Array(4096).fill(0xff);
+    const failed = await dmIo({ op: 'read', client, mem: { type: 'kmem', data: back } },
+      [{ device, sector: 0, count: 8 }]);
+    assert.equal(failed.errorBits, 1n);
+    assert.equal(failed.errors[0]?.code, 'DMIO_ERR_IO');
+    assert.equal((failed.errors[0] as { regionIndex?: number }).regionIndex, 0);
+    assert.ok(back.every((byte) => byte === 0), 'zero-filled, no stale bytes');
+    const ok = await dmIo({ op: 'read', client, mem: { type: 'kmem', data: back } },
+      [{ device, sector: 8, count: 8 }]);
+    assert.deepEqual(ok, { errorBits: 0n, errors: [undefined] });
+    assert.ok(Object.isFrozen(ok), 'the shared success result cannot be altered by a caller');
+    assert.equal(device.trace.length, 2);
+    assert.deepEqual(device.trace.map((entry) => entry.flags.sync), [true, true]);
+  });
+
+  test('the notify callback never runs before dmIo returns, even on a synchronous device', () => {
+    const { client } = setup();
+    const calls: string[] = [];
+    // A device that breaks the contract by completing inside submit.
+    const eager: BlockDevice = {
+      name: 'eager', kind: 'ram', sizeSectors: 8, readOnly: false, closed: false,
+      canBlock: false, limits: MEMORY_DEVICE_LIMITS,
+      submit: (_request, done) => done(null),
+      close: () => Promise.resolve(),
+    };
+    dmIo({ op: 'read', client, mem: { type: 'vm', data: new Uint8Array(4096) },
+      notify: { fn: () => calls.push('callback') } }, [{ device: eager, sector: 0, count: 8 }]);
+    calls.push('returned');
+    return new Promise<void>((resolve) => setImmediate(() => {
+      assert.deepEqual(calls, ['returned', 'callback']);
+      resolve();
+    }));
+  });
+});
