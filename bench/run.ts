@@ -6,7 +6,7 @@
 import path from 'node:path';
 import os from 'node:os';
 import type { BenchContext } from './context.js';
-import { locateDmioCli } from './dmio-cli.js';
+import { buildDist, locateDmioCli } from './dmio-cli.js';
 import type { WorkloadId } from './model.js';
 import { parseBenchArgs, USAGE } from './options.js';
 import { detectPeers } from './peers.js';
@@ -60,8 +60,10 @@ async function main(): Promise<number> {
   const recorder = new Recorder(log);
   const workloadSeconds: Record<string, number> = {};
   try {
+    const buildError = await buildDist(log);
+    if (buildError !== null) throw new Error(buildError);
     const needsCli = options.workloads.some((id) => id >= 3);
-    const dmioCli = needsCli ? await locateDmioCli(log) : { missing: 'not needed' };
+    const dmioCli = needsCli ? await locateDmioCli() : { missing: 'not needed' };
     if ('missing' in dmioCli && needsCli) log(`dmio CLI unavailable: ${dmioCli.missing}`);
     const context: BenchContext = { options, peers, recorder, resources, dmioCli };
     for (const id of options.workloads) {

@@ -4,7 +4,9 @@
 // error bits, no throttling and no progress.
 
 import fs from 'node:fs';
-import { allocAligned } from '../../src/index.js';
+import { lib } from './lib.js';
+
+const { allocAligned } = lib;
 import { cpuSince, runCountedLoop } from './closed-loop.js';
 import type { FsCopyJob, WorkerMeasurement } from './jobs.js';
 

@@ -6,12 +6,12 @@
 
 import fs from 'node:fs';
 import { randomFillSync } from 'node:crypto';
-import {
-  allocAligned, dmIo, dmIoClientCreate, dmIoClientDestroy, openDevice, type BlockDevice,
-  type DmIoMemory,
-} from '../../src/index.js';
+import type { BlockDevice, DmIoMemory } from '../../src/index.js';
+import { lib } from './lib.js';
 import { runCountedLoop, type SlotDone } from './closed-loop.js';
 import type { MirrorWriteJob, WorkerMeasurement } from './jobs.js';
+
+const { allocAligned, dmIo, dmIoClientCreate, dmIoClientDestroy, openDevice } = lib;
 
 /** Runs one workload-2 job; `elapsedMs` covers the first issue to the last completion. */
 export async function runMirrorWrite(job: MirrorWriteJob): Promise<WorkerMeasurement> {

@@ -3,11 +3,11 @@
 // and are dropped; writes send random bytes filled once, so no side can skip zeroes.
 
 import { randomFillSync } from 'node:crypto';
-import {
-  allocAligned, dmIo, dmIoClientCreate, dmIoClientDestroy, openDevice,
-} from '../../src/index.js';
+import { lib } from './lib.js';
 import { runCountedLoop, type SlotDone } from './closed-loop.js';
 import type { NbdStreamJob, WorkerMeasurement } from './jobs.js';
+
+const { allocAligned, dmIo, dmIoClientCreate, dmIoClientDestroy, openDevice } = lib;
 
 /** Runs one workload-4 job; `elapsedMs` excludes connecting. */
 export async function runNbdStream(job: NbdStreamJob): Promise<WorkerMeasurement> {

@@ -6,16 +6,18 @@
 
 import fs from 'node:fs';
 import { randomFillSync } from 'node:crypto';
-import {
-  allocAligned, dmIo, dmIoBlocking, dmIoClientCreate, dmIoClientDestroy, openDevice,
-  type BlockDevice, type DmIoNotify, type DmIoRegion, type DmIoRequest,
-} from '../../src/index.js';
+import type { BlockDevice, DmIoNotify, DmIoRegion, DmIoRequest } from '../../src/index.js';
+import { lib } from './lib.js';
 import { warmFile } from '../page-cache.js';
 import {
   RandomBlocks, runClosedLoop, runSyncLoop, type IssueFn, type SlotDone,
 } from './closed-loop.js';
 import type { RandomIoJob, WorkerMeasurement } from './jobs.js';
 import { ThinFsDevice } from './thin-device.js';
+
+const {
+  allocAligned, dmIo, dmIoBlocking, dmIoClientCreate, dmIoClientDestroy, openDevice,
+} = lib;
 
 /** Runs one workload-1 job and returns the operations it completed in its window. */
 export async function runRandomIo(job: RandomIoJob): Promise<WorkerMeasurement> {

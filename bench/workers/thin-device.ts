@@ -6,7 +6,9 @@
 
 import fs from 'node:fs';
 import type { BlockDevice, DeviceDone, DeviceLimits, DeviceRequest } from '../../src/index.js';
-import { IoError } from '../../src/index.js';
+import { lib } from './lib.js';
+
+const { IoError } = lib;
 
 const THIN_LIMITS_BUFFERED: DeviceLimits = {
   logicalBlockBytes: 512, physicalBlockBytes: 4096, maxSectorsPerRequest: 2048,
