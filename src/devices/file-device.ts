@@ -1,9 +1,11 @@
 // Owns the local backend: a `BlockDevice` over a regular file (`kind: 'file'`) or a Linux
 // block device such as a loop device (`kind: 'block'`), through one file descriptor. Request
 // semantics live in file-request.ts and run unchanged through `submit` (threadpool, callback
-// `fs` calls) and `submitSync` (blocking calls). The device counts requests in flight so that
-// `close()` can wait for them before it closes the descriptor; `closed` turns true as soon as
-// `close()` begins, and requests submitted after that fail with EBADF without a syscall.
+// `fs` calls) and `submitSync` (blocking calls); small reads of cached data are served inline
+// without a threadpool trip (file-inline-read.ts). The device counts requests in flight so
+// that `close()` can wait for them before it closes the descriptor; `closed` turns true as
+// soon as `close()` begins, and requests submitted after that fail with EBADF without a
+// syscall.
 
 import fs from 'node:fs';
 import { IoError, errnoOf } from '../errors.js';
@@ -18,6 +20,7 @@ import {
   type DiscardMethod,
 } from './file-special-ops.js';
 import { submitFast, submitFastSync } from './file-fast-path.js';
+import { InlineReads } from './file-inline-read.js';
 import { runStepsAsync, runStepsSync } from './file-syscalls.js';
 
 /** A regular file or block device opened by `openFileDevice`. */
@@ -47,12 +50,13 @@ export class FileDevice implements BlockDevice {
   #closePromise: Promise<void> | undefined;
   #inflightCount = 0;
   #drained: (() => void) | undefined;
+  readonly #inline: InlineReads;
 
   /** @internal Use `openFileDevice`. */
   constructor(name: string, opened: {
     fd: number; kind: 'file' | 'block'; sizeSectors: number; limits: DeviceLimits;
     queue: QueueLimits | undefined; readOnly: boolean; direct: boolean;
-    disableMethods: FileDeviceOptions['disableMethods'];
+    disableMethods: FileDeviceOptions['disableMethods']; inlineCachedReads: boolean;
   }) {
     this.name = name;
     this.kind = opened.kind;
@@ -62,6 +66,7 @@ export class FileDevice implements BlockDevice {
     this.queue = opened.queue;
     this.#fd = opened.fd;
     this.#limits = opened.limits;
+    this.#inline = new InlineReads(opened.inlineCachedReads);
     const stats = emptyStats();
     this.stats = stats;
     this.#methods = initialMethods(opened.kind, opened.disableMethods ?? [],
@@ -71,6 +76,11 @@ export class FileDevice implements BlockDevice {
       name, sizeSectors: this.sizeSectors, readOnly: this.readOnly, methods: this.#methods, stats,
       get closed() { return isClosing(); },
     };
+  }
+
+  /** Whether small cached reads are still served inline (preadv2 RWF_NOWAIT). */
+  get inlineCachedReads(): boolean {
+    return this.#inline.enabled;
   }
 
   /** Current limits; discard drops to 0 once the kernel has refused it. */
@@ -102,6 +112,7 @@ export class FileDevice implements BlockDevice {
       done(error);
     };
     try {
+      if (this.#inline.tryRead(this.#context, this.#fd, request, complete)) return;
       if (submitFast(this.#context, this.#fd, request, complete)) return;
       runStepsAsync(this.#fd, runFileRequest(this.#context, request), complete);
     } catch (error) {
@@ -160,6 +171,7 @@ export async function openFileDevice(
     readOnly: options.readOnly === true,
     direct: options.direct === true,
     disableMethods: options.disableMethods,
+    inlineCachedReads: options.direct !== true && options.inlineCachedReads !== false,
   });
 }
 

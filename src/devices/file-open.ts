@@ -30,6 +30,11 @@ export interface FileDeviceOptions {
   readonly exclusive?: boolean;
   /** Special methods never to try, e.g. `['zero-range']` to start the zero cascade lower. */
   readonly disableMethods?: readonly SpecialMethod[];
+  /**
+   * Serve small reads of cached data on the calling thread with preadv2(RWF_NOWAIT), falling
+   * back to the threadpool for anything not cached (default true; never with `direct`).
+   */
+  readonly inlineCachedReads?: boolean;
 }
 
 /** Everything learnt while opening. */
@@ -58,6 +63,7 @@ export function validateFileDeviceOptions(path: unknown, options: FileDeviceOpti
   validateBoolean(options.direct, 'options.direct');
   validateBoolean(options.readOnly, 'options.readOnly');
   validateBoolean(options.exclusive, 'options.exclusive');
+  validateBoolean(options.inlineCachedReads, 'options.inlineCachedReads');
   if (options.create !== undefined) {
     const sizeBytes: unknown = options.create.sizeBytes;
     if (typeof sizeBytes !== 'number') {

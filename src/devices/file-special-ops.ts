@@ -29,6 +29,8 @@ const ZERO_BUFFERS_PER_CALL = 16;
 export interface FileDeviceStats {
   /** read/readv calls that completed without error (a 0-byte read included). */
   reads: number;
+  /** Reads served inline from the page cache by preadv2(RWF_NOWAIT), with no threadpool trip. */
+  inlineReads: number;
   /** write/writev calls for write requests. */
   writes: number;
   /** fdatasync calls (preflush, FUA, pure flush). */
@@ -64,7 +66,7 @@ export interface SpecialOpContext {
 /** A fresh stats object with every counter at 0. */
 export function emptyStats(): FileDeviceStats {
   return {
-    reads: 0, writes: 0, fdatasyncs: 0, discards: 0, zeroRanges: 0, zeroPunches: 0,
+    reads: 0, inlineReads: 0, writes: 0, fdatasyncs: 0, discards: 0, zeroRanges: 0, zeroPunches: 0,
     zeroOuts: 0, zeroWrites: 0, refusals: 0,
   };
 }

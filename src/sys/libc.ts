@@ -1,5 +1,6 @@
 // Owns the few libc calls Node does not expose: `ioctl` on block devices (size, block sizes,
-// discard, zero-out) and `fallocate` (punch hole, zero range). Bindings go through koffi and
+// discard, zero-out), `fallocate` (punch hole, zero range) and `preadv2` with RWF_NOWAIT (a
+// read from the page cache that never blocks). Bindings go through koffi and
 // are loaded on first use, so code that never touches a local device never loads the native
 // addon. Every call has a blocking form (for open-time probes and `submitSync`) and a
 // callback form that runs the call on the libuv threadpool (for the event-loop path, where a
@@ -72,6 +73,7 @@ interface LibcBindings {
   readonly koffi: Koffi;
   readonly ioctl: NativeFunction;
   readonly fallocate: NativeFunction;
+  readonly preadv2: NativeFunction;
 }
 
 /** The loaded bindings; set once on first use (a cache, not state that changes behaviour). */
@@ -89,7 +91,9 @@ function libc(): LibcBindings {
   // x86-64 and arm64 Linux ABIs, where a variadic pointer travels in the same register.
   const ioctl = library.func('int ioctl(int fd, unsigned long request, void *argument)');
   const fallocate = library.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
-  loadedBindings = { koffi, ioctl, fallocate };
+  const preadv2 = library.func(
+    'intptr_t preadv2(int fd, void *iov, int iovcnt, int64_t offset, int flags)');
+  loadedBindings = { koffi, ioctl, fallocate, preadv2 };
   return loadedBindings;
 }
 
@@ -162,6 +166,31 @@ export function blockRangeIoctlAsync(
     assert.equal(argument.length, 2);
     callback(result === 0 ? null : lastError(bindings, `ioctl ${request}`));
   });
+}
+
+/** `preadv2` flag: fail with EAGAIN rather than wait for I/O (data not in the page cache). */
+export const RWF_NOWAIT = 0x08;
+
+/** One iovec (`{ base, length }`), reused by every call: the calls are synchronous. */
+const nowaitIovec = new BigUint64Array(2);
+
+/**
+ * `preadv2(fd, [buffer], 1, positionBytes, RWF_NOWAIT)` on the calling thread: copies from the
+ * page cache, or fails at once (EAGAIN) where that would need I/O; it never blocks. Returns
+ * the bytes read, or the error.
+ */
+export function preadNowaitSync(
+  fd: number, buffer: Uint8Array, positionBytes: number,
+): number | SysError {
+  assertRange(positionBytes, buffer.length);
+  // V8 keeps only typed arrays of at most 64 bytes inside its moving heap; a sector-sized or
+  // larger buffer lives outside it, so its address stays valid for the call.
+  assert.ok(buffer.length >= 512, 'a read of at least one sector');
+  const bindings = libc();
+  nowaitIovec[0] = BigInt(bindings.koffi.address(buffer) as number | bigint);
+  nowaitIovec[1] = BigInt(buffer.length);
+  const result = Number(bindings.preadv2(fd, nowaitIovec, 1, positionBytes, RWF_NOWAIT));
+  return result >= 0 ? result : lastError(bindings, 'preadv2');
 }
 
 /** The size of a block device in bytes (`BLKGETSIZE64`). @throws SysError */

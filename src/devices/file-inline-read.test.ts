@@ -1,0 +1,104 @@
+// Inline reads of cached data: served on the calling thread by preadv2(RWF_NOWAIT) and
+// completed on a later turn; data that is not cached, a direct device, an opt-out or anything
+// unusual takes the threadpool path; and a closed loop of inline reads never starves the
+// event loop.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { allocAligned } from '../memory/aligned.js';
+import { openFileDevice } from './file-device.js';
+import { tempDir } from '../../test/helpers/tmp.js';
+import { deviceRequest, pattern, submitted } from '../../test/helpers/requests.js';
+
+const MIB = 1024 * 1024;
+
+/** A file whose first MiB was written with O_DIRECT, so none of it is in the page cache. */
+async function uncachedFile(directory: string): Promise<{ path: string; data: Uint8Array }> {
+  const path = join(directory, 'uncached.img');
+  const data = allocAligned(MIB);
+  data.set(pattern(MIB, 7));
+  const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_DIRECT);
+  try {
+    fs.ftruncateSync(fd, 4 * MIB);
+    assert.equal(fs.writeSync(fd, data, 0, MIB, 0), MIB);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return { path, data: data.slice() };
+}
+
+describe('inline cached reads', () => {
+  test('data not in the page cache goes to the threadpool; once cached it is read inline', async (t) => {
+    const { path, data } = await uncachedFile(await tempDir(t));
+    const device = await openFileDevice(path);
+    t.after(() => device.close());
+    assert.equal(device.inlineCachedReads, true);
+    const first = new Uint8Array(4096);
+    // `submitted` fails the test if `done` runs inside `submit` or more than once.
+    assert.equal(await submitted(device, deviceRequest('read', 16, 8, [first])), null);
+    assert.deepEqual(first, data.subarray(16 * 512, 16 * 512 + 4096));
+    assert.deepEqual([device.stats.inlineReads, device.stats.reads], [0, 1],
+      'O_DIRECT-written data is not cached: RWF_NOWAIT refused, the threadpool read it');
+    const again = new Uint8Array(4096);
+    assert.equal(await submitted(device, deviceRequest('read', 16, 8, [again])), null);
+    assert.deepEqual(again, first);
+    assert.deepEqual([device.stats.inlineReads, device.stats.reads], [1, 1], 'now cached: inline');
+  });
+
+  test('large reads, opted-out devices and O_DIRECT devices never read inline', async (t) => {
+    const directory = await tempDir(t);
+    const path = join(directory, 'plain.img');
+    fs.writeFileSync(path, pattern(4 * MIB, 3));
+    const optedOut = await openFileDevice(path, { inlineCachedReads: false });
+    const direct = await openFileDevice(path, { direct: true });
+    const plain = await openFileDevice(path);
+    t.after(() => Promise.all([optedOut.close(), direct.close(), plain.close()]));
+    assert.equal(optedOut.inlineCachedReads, false);
+    assert.equal(direct.inlineCachedReads, false);
+    assert.equal(await submitted(optedOut, deviceRequest('read', 0, 8, [new Uint8Array(4096)])), null);
+    assert.equal(await submitted(direct, deviceRequest('read', 0, 8, [allocAligned(4096)])), null);
+    const big = new Uint8Array(128 * 1024);
+    assert.equal(await submitted(plain, deviceRequest('read', 0, 256, [big])), null);
+    assert.deepEqual(big, pattern(4 * MIB, 3).subarray(0, big.length));
+    for (const device of [optedOut, direct, plain]) {
+      assert.deepEqual([device.stats.inlineReads, device.stats.reads], [0, 1], device.name);
+    }
+  });
+
+  test('a closed loop of cached reads still lets timers run', { timeout: 10_000 }, async (t) => {
+    const directory = await tempDir(t);
+    const path = join(directory, 'loop.img');
+    fs.writeFileSync(path, pattern(MIB, 5));
+    const device = await openFileDevice(path);
+    t.after(() => device.close());
+    // If completions ran as microtasks, the loop would never yield and the timer could not
+    // fire; the read budget ends the loop anyway, so that regression fails instead of hangs.
+    const READS_MAX = 20_000;
+    let timerFired = false;
+    let reads = 0;
+    const timer = setTimeout(() => {
+      timerFired = true;
+    }, 20);
+    await new Promise<void>((resolve) => {
+      const next = (): void => {
+        if (timerFired || reads >= READS_MAX) {
+          resolve();
+          return;
+        }
+        device.submit(deviceRequest('read', (reads % 256) * 8, 8, [new Uint8Array(4096)]),
+          (error) => {
+            assert.equal(error, null);
+            reads += 1;
+            next();
+          });
+      };
+      next();
+    });
+    clearTimeout(timer);
+    assert.ok(timerFired, `the timer fired while reads ran (${reads} reads)`);
+    assert.ok(reads > 10, `${reads} reads before the timer`);
+    assert.equal(device.stats.inlineReads, reads, 'every read was served inline');
+  });
+});

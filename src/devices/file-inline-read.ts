@@ -1,0 +1,89 @@
+// Owns inline reads of cached data. A small plain read on a buffered (non-O_DIRECT) device is
+// first tried on the calling thread with preadv2(RWF_NOWAIT), which copies from the page cache
+// or fails at once with EAGAIN, never blocking; only a read that would need I/O goes to the
+// threadpool. A threadpool round trip costs tens of microseconds of wake-ups on a small machine
+// where a cached 4 KiB copy costs one, so cached reads gain several times their throughput.
+//
+// Invariants: `done` never runs inside `submit` — completions wait in a queue drained by one
+// `setImmediate`, so the event loop still polls between batches and a closed loop of reads
+// cannot starve timers or I/O; anything but a complete read (EAGAIN, a short read, an error)
+// leaves nothing done and the request takes the general path unchanged, which reports errors
+// as always; a device whose kernel refuses the flag stops trying.
+
+import type { IoError } from '../errors.js';
+import { preadNowaitSync } from '../sys/libc.js';
+import { sectorsToBytes } from '../units.js';
+import type { DeviceDone, DeviceRequest } from './block-device.js';
+import type { FileRequestContext } from './file-request.js';
+
+/** Largest read tried inline (64 KiB): bigger copies are better spread over the threadpool. */
+export const INLINE_READ_BYTES_MAX = 64 * 1024;
+
+/** Errors after which this kernel or filesystem will never serve RWF_NOWAIT reads. */
+const REFUSED = new Set(['EOPNOTSUPP', 'ENOSYS', 'EINVAL']);
+
+/** The inline-read state of one device. */
+export class InlineReads {
+  #enabled: boolean;
+  #pending: Array<DeviceDone> = [];
+  #scheduled = false;
+
+  constructor(enabled: boolean) {
+    this.#enabled = enabled;
+  }
+
+  /** Whether inline reads are still tried on this device. */
+  get enabled(): boolean {
+    return this.#enabled;
+  }
+
+  /**
+   * Serves `request` from the page cache when it can; returns false, having done nothing,
+   * when the request must take the general path.
+   */
+  tryRead(
+    context: FileRequestContext, fd: number, request: DeviceRequest, done: DeviceDone,
+  ): boolean {
+    if (!this.#enabled || !eligible(context, request)) return false;
+    const segment = request.segments[0] as Uint8Array;
+    let result: ReturnType<typeof preadNowaitSync>;
+    try {
+      result = preadNowaitSync(fd, segment, sectorsToBytes(request.sector));
+    } catch {
+      this.#enabled = false; // No libc bindings here: never try again.
+      return false;
+    }
+    if (typeof result !== 'number') {
+      if (REFUSED.has(result.code)) this.#enabled = false;
+      return false;
+    }
+    if (result !== segment.length) return false;
+    context.stats.inlineReads += 1;
+    this.#complete(done);
+    return true;
+  }
+
+  #complete(done: DeviceDone): void {
+    this.#pending.push(done);
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    setImmediate(() => this.#drain());
+  }
+
+  #drain(): void {
+    const batch = this.#pending;
+    this.#pending = [];
+    this.#scheduled = false;
+    const success: IoError | null = null;
+    for (const done of batch) done(success);
+  }
+}
+
+function eligible(context: FileRequestContext, request: DeviceRequest): boolean {
+  if (request.op !== 'read' || request.flags.preflush || request.flags.fua) return false;
+  if (request.segments.length !== 1) return false;
+  const lengthBytes = sectorsToBytes(request.countSectors);
+  if (lengthBytes === 0 || lengthBytes > INLINE_READ_BYTES_MAX) return false;
+  if (request.segments[0]?.length !== lengthBytes) return false;
+  return !context.closed && request.sector + request.countSectors <= context.sizeSectors;
+}
