@@ -97,7 +97,8 @@ describe('dmio copy', () => {
   it('--verify catches a destination corrupted between the copy and the read-back', async (t) => {
     const dir = await tempDir(t);
     const images = ['a.img', 'b.img', 'c.img'].map((name) => join(dir, name));
-    const run = await runDmio(['copy', 'random:2M,seed=9', ...images, '--verify', '--json'], {
+    const run = await runDmio(['copy', 'random:2M,seed=9', ...images, '--verify', '--json',
+      '--sub-job-size', '512K'], {
       env: { DMIO_TEST_VERIFY_GATE: '1' },
       onSpawn: (child) => {
         let seen = '';

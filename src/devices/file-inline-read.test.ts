@@ -59,8 +59,8 @@ describe('inline cached reads', () => {
     assert.equal(direct.inlineCachedReads, false);
     assert.equal(await submitted(optedOut, deviceRequest('read', 0, 8, [new Uint8Array(4096)])), null);
     assert.equal(await submitted(direct, deviceRequest('read', 0, 8, [allocAligned(4096)])), null);
-    const big = new Uint8Array(128 * 1024);
-    assert.equal(await submitted(plain, deviceRequest('read', 0, 256, [big])), null);
+    const big = new Uint8Array(2 * MIB); // More than INLINE_READ_BYTES_MAX.
+    assert.equal(await submitted(plain, deviceRequest('read', 0, 4096, [big])), null);
     assert.deepEqual(big, pattern(4 * MIB, 3).subarray(0, big.length));
     for (const device of [optedOut, direct, plain]) {
       assert.deepEqual([device.stats.inlineReads, device.stats.reads], [0, 1], device.name);

@@ -50,7 +50,7 @@ export function registerCopy(program: Command, run: (work: () => Promise<number>
     .option('--write-seq',
       'write destinations in ascending offset order (turns --ignore-errors off)')
     .option('--throttle <PCT>', 'keep I/O in flight at most PCT percent of the time (100 = off)')
-    .option('--sub-job-size <SIZE>', 'chunk size, a multiple of 4K up to 4M (default 512K)')
+    .option('--sub-job-size <SIZE>', 'chunk size, a multiple of 4K up to 4M (default 1M)')
     .option('--direct', 'open files and block devices with O_DIRECT')
     .option('--verify', 'read every destination back (bypassing the page cache) and compare')
     .option('--json', 'print one JSON object with the outcome')
@@ -82,8 +82,15 @@ async function copy(sourceSpec: string, destSpecs: string[], flags: CopyFlags): 
   }
 }
 
-function parseSubJobSectors(text: string | undefined): number | undefined {
-  if (text === undefined) return undefined;
+/**
+ * The CLI's chunk size when `--sub-job-size` is not given: 1 MiB, as `dd bs=1M`. The library
+ * keeps the kernel's 512 KiB; on local files 1 MiB chunks halve the per-chunk hand-offs and
+ * measured 10-25% faster here (docs/performance.md).
+ */
+const CLI_SUB_JOB_SECTORS_DEFAULT = 2048;
+
+function parseSubJobSectors(text: string | undefined): number {
+  if (text === undefined) return CLI_SUB_JOB_SECTORS_DEFAULT;
   const sizeBytes = parseBytes(text, '--sub-job-size');
   if (sizeBytes === 0 || sizeBytes % 4096 !== 0 || sizeBytes > KCOPYD_SUB_JOB_SECTORS_MAX * 512) {
     throw new UsageError(`--sub-job-size: ${sizeBytes} bytes; expected a multiple of 4K ` +
@@ -101,7 +108,7 @@ interface CopyPlan {
   readonly destSector: number;
   readonly countSectors: number;
   readonly throttlePercent: number;
-  readonly subJobSectors: number | undefined;
+  readonly subJobSectors: number;
   readonly flags: CopyFlags;
   /** Every device opened, closed by the caller at the end. */
   readonly opened: BlockDevice[];
@@ -111,7 +118,7 @@ async function runCopy(plan: CopyPlan): Promise<number> {
   const { flags } = plan;
   const throttle = plan.throttlePercent < 100 ? dmKcopydThrottleCreate(plan.throttlePercent) : null;
   const kc = dmKcopydClientCreate({
-    throttle, ...(plan.subJobSectors === undefined ? {} : { subJobSectors: plan.subJobSectors }),
+    throttle, subJobSectors: plan.subJobSectors,
   });
   const hashes = flags.verify === true ?
     new SourceHashes(plan.sourceSector, kc.subJobSectors) : null;
