@@ -1,12 +1,13 @@
 #!/usr/bin/env node
-// Runs the dmio CLI: the built JavaScript in dist/ when it exists (an installed package, or a
-// clone after `npm install`, whose `prepare` builds it), else the TypeScript source through
+// Runs the dmio CLI: the built single-file bundle dist/cli/dmio.js when it exists (an
+// installed package, or a clone after `npm install`, whose `prepare` builds it; one file loads
+// about 50 ms faster than the library's seventy modules), else the TypeScript source through
 // tsx, so a fresh checkout works before any build. DMIO_CLI_FROM_SOURCE=1 forces the source
-// (the CLI tests set it, so they never run a stale dist/).
+// (most CLI tests set it, so they test the code as it is now).
 import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-const built = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+const built = fileURLToPath(new URL('../dist/cli/dmio.js', import.meta.url));
 let entry;
 if (existsSync(built) && process.env.DMIO_CLI_FROM_SOURCE !== '1') {
   entry = await import(pathToFileURL(built).href);

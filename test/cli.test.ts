@@ -239,3 +239,23 @@ describe('dmio zero, read, write, info, --help', () => {
     assert.equal(existsSync('n.img'), false);
   });
 });
+
+describe('the built CLI', () => {
+  it('dist/cli/dmio.js (what users run) copies byte-exact and verifies', async (t) => {
+    const bundle = new URL('../dist/cli/dmio.js', import.meta.url);
+    if (!existsSync(bundle)) {
+      // `npm test` builds first; only a run that skipped the build gets here.
+      if (process.env.CI === 'true') assert.fail('CI must test the built CLI: dist/cli/dmio.js');
+      t.skip('dist/cli/dmio.js is not built (npm run build)');
+      return;
+    }
+    const dir = await tempDir(t);
+    const images = ['a.img', 'b.img'].map((name) => join(dir, name));
+    const run = await runDmio(['copy', 'random:3M,seed=4', ...images, '--verify', '--json'],
+      { env: { DMIO_CLI_FROM_SOURCE: '0' } });
+    assert.equal(run.status, 0, run.stderr);
+    assert.equal(jsonOf(run).writeErrorBits, '0x0');
+    const expected = randomHash(4, 3 * 1024 * 1024, 0, 3 * 1024 * 1024);
+    for (const image of images) assert.equal(fileHash(image), expected, image);
+  });
+});
