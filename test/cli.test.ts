@@ -259,3 +259,32 @@ describe('the built CLI', () => {
     for (const image of images) assert.equal(fileHash(image), expected, image);
   });
 });
+
+describe('dmio bench', () => {
+  it('measures a device and prints the documented JSON; read-only unless --write', async (t) => {
+    const dir = await tempDir(t);
+    const image = join(dir, 'bench.img');
+    writeFileSync(image, Buffer.alloc(8 * 1024 * 1024, 0x5a));
+    const readOnly = await runDmio(['bench', image, '--seconds', '0.1', '--json']);
+    assert.equal(readOnly.status, 0, readOnly.stderr);
+    const report = jsonOf(readOnly) as { engine: string; results: Record<string, number> };
+    assert.deepEqual(Object.keys(report.results),
+      ['4k-randread-qd1-iops', '4k-randread-qd32-iops', '1m-seqread-mibps']);
+    assert.ok(Object.values(report.results).every((value) => value > 0));
+    assert.ok(readFileSync(image).every((byte) => byte === 0x5a), 'reads changed nothing');
+    const writing = await runDmio(['bench', image, '--seconds', '0.1', '--write', '--json']);
+    assert.equal(writing.status, 0, writing.stderr);
+    assert.ok('4k-randwrite-qd32-iops' in (jsonOf(writing).results as object));
+  });
+
+  it('bad --seconds exits 2; a failing device exits 1 with its error', async () => {
+    const bad = await runDmio(['bench', 'mem:1M', '--seconds', '0']);
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /--seconds/);
+    const failing = await runDmio(['bench', 'mem:1M', '--seconds', '0.1'], {
+      env: { DMIO_TEST_FAULTS: JSON.stringify({ 'mem:1M': { failRate: 1, errno: 'EIO' } }) },
+    });
+    assert.equal(failing.status, 1, failing.stderr);
+    assert.match(failing.stderr, /DMIO_ERR_IO: EIO/);
+  });
+});

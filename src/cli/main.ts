@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { isDmIoError } from '../errors.js';
 import { registerCopy } from './commands/copy.js';
 import { registerInfo } from './commands/info.js';
+import { registerBench } from './commands/bench.js';
 import { registerRead } from './commands/read.js';
 import { registerWrite } from './commands/write.js';
 import { registerZero } from './commands/zero.js';
@@ -43,6 +44,7 @@ export function buildProgram(run: (work: () => Promise<number>) => void): Comman
   registerRead(program, run);
   registerWrite(program, run);
   registerInfo(program, run);
+  registerBench(program, run);
   for (const command of program.commands) command.exitOverride();
   return program;
 }
