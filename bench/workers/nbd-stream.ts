@@ -11,7 +11,8 @@ const { allocAligned, dmIo, dmIoClientCreate, dmIoClientDestroy, openDevice } = 
 
 /** Runs one workload-4 job; `elapsedMs` excludes connecting. */
 export async function runNbdStream(job: NbdStreamJob): Promise<WorkerMeasurement> {
-  const device = await openDevice(job.uri, { readOnly: job.op === 'read' });
+  // Four connections where the server allows multi-conn, as nbdcopy (the peer) opens by default.
+  const device = await openDevice(job.uri, { readOnly: job.op === 'read', nbd: { connections: 4 } });
   const client = dmIoClientCreate({ inflightMax: Math.max(128, job.depth) });
   try {
     const memory = allocAligned(job.depth * job.chunkBytes);
