@@ -18,8 +18,8 @@ export type Role = 'dmio' | 'peer' | 'diagnostic';
 /** How a sample was timed: inside the measuring process, or the wall time of a command. */
 export type Timer = 'in-process' | 'wall';
 
-/** The samples of one variant on one case. */
-export interface Series {
+/** Identifies a series (one variant on one case) and states its conditions. */
+export interface SeriesKey {
   readonly workload: WorkloadId;
   /** For example `4K randread QD32 loop`. */
   readonly caseName: string;
@@ -30,6 +30,10 @@ export interface Series {
   readonly timer: Timer;
   /** How the page cache was prepared before each run, in words. */
   readonly cache: string;
+}
+
+/** The samples of one variant on one case. */
+export interface Series extends SeriesKey {
   /** One value per repetition, in `unit`. */
   readonly samples: number[];
   /**

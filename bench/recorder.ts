@@ -2,18 +2,7 @@
 // recorded once per (workload, case, variant), and a log line per measurement so a long run
 // shows progress. The report reads it at the end.
 
-import type { Role, Series, Skip, Timer, Unit, WorkloadId } from './model.js';
-
-/** Identifies a series and states its conditions. */
-export interface SeriesKey {
-  readonly workload: WorkloadId;
-  readonly caseName: string;
-  readonly variant: string;
-  readonly role: Role;
-  readonly unit: Unit;
-  readonly timer: Timer;
-  readonly cache: string;
-}
+import type { Series, SeriesKey, Skip, Unit, WorkloadId } from './model.js';
 
 /** Collects series and skips in the order they first appear. */
 export class Recorder {
