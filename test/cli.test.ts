@@ -27,6 +27,11 @@ describe('dmio copy', () => {
     assert.equal(outcome.readError, false);
     assert.equal(outcome.writeErrorBits, '0x0');
     assert.equal(outcome.bytes, 8 * MIB);
+    const human = await runDmio(['copy', 'random:8M,seed=11', ...images, '--verify']);
+    assert.equal(human.status, 0, human.stderr);
+    assert.match(human.stdout, /to 3 of 3 destination\(s\) .*; 3 verified by reading back\n$/);
+    const unverified = await runDmio(['copy', 'random:8M,seed=11', images[0]!]);
+    assert.doesNotMatch(unverified.stdout, /verified/, 'no claim without --verify');
   });
 
   it('honours --source-sector, --dest-sector and --length on existing files', async (t) => {

@@ -31,6 +31,8 @@ export interface ReportText {
   readonly verb: string;
   /** The source and its error message, when there is a source. */
   readonly source?: { readonly spec: string; readonly error: string | null };
+  /** True when the destinations were read back and compared (`copy --verify`). */
+  readonly verified?: boolean;
 }
 
 /** Prints the outcome and returns the exit status. */
@@ -47,9 +49,10 @@ export function printReport(report: RunReport, json: boolean, text: ReportText):
   } else {
     const rate = report.seconds > 0 ? bytes(Math.round(report.bytes / report.seconds)) : '-';
     const okCount = report.destinations.filter((d) => d.ok).length;
+    const verified = text.verified === true ? `; ${okCount} verified by reading back` : '';
     process.stdout.write(`${text.verb} ${bytes(report.bytes)} (${report.bytes} bytes) to ` +
       `${okCount} of ${report.destinations.length} destination(s) in ` +
-      `${report.seconds.toFixed(3)} s (${rate}/s)\n`);
+      `${report.seconds.toFixed(3)} s (${rate}/s)${verified}\n`);
   }
   if (report.readError && text.source !== undefined) {
     process.stderr.write(`dmio: reading ${text.source.spec} failed: ` +

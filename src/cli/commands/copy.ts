@@ -145,12 +145,12 @@ async function runCopy(plan: CopyPlan): Promise<number> {
     const failed = ((result.writeErr >> BigInt(index)) & 1n) === 1n;
     return { device: spec, ok: !failed, error: failed ? (error?.message ?? 'write failed') : null };
   });
-  if (hashes !== null && (!result.readErr || flags.ignoreErrors === true)) {
-    await verifyAll(plan, destinations, hashes);
-  }
+  const verifying = hashes !== null && (!result.readErr || flags.ignoreErrors === true);
+  if (verifying) await verifyAll(plan, destinations, hashes);
   return printReport({ readError: result.readErr, writeErrorBits: result.writeErr,
     destinations, bytes: totalBytes, seconds }, flags.json === true, {
     verb: 'copied', source: { spec: plan.sourceSpec, error: result.readError?.message ?? null },
+    verified: verifying,
   });
 }
 
