@@ -166,11 +166,19 @@ export class DmIoClient {
    */
   #submitTo(pending: PendingRequest, request: DeviceRequest, pages: Uint8Array[] | null): void {
     let submitting = true;
-    pending.device.submit(request, (error) => {
-      if (submitting) queueMicrotask(() => this.#finish(pending, pages, error));
-      else this.#finish(pending, pages, error);
-    });
-    submitting = false;
+    try {
+      pending.device.submit(request, (error) => {
+        if (submitting) queueMicrotask(() => this.#finish(pending, pages, error));
+        else this.#finish(pending, pages, error);
+      });
+    } catch (error) {
+      // A device that throws from `submit` took nothing: its slot and pages come back.
+      this.#inflight -= 1;
+      if (pages !== null) this.#pool.give(pages);
+      throw error;
+    } finally {
+      submitting = false;
+    }
   }
 
   /**
@@ -181,19 +189,29 @@ export class DmIoClient {
   #submitDirect(device: BlockDevice, request: DeviceRequest, done: DeviceDone): void {
     this.#inflight += 1;
     let submitting = true;
-    device.submit(request, (error) => {
-      if (submitting) queueMicrotask(() => this.#finishDirect(done, error));
-      else this.#finishDirect(done, error);
-    });
-    submitting = false;
+    try {
+      device.submit(request, (error) => {
+        if (submitting) queueMicrotask(() => this.#finishDirect(done, error));
+        else this.#finishDirect(done, error);
+      });
+    } catch (error) {
+      // A device that throws from `submit` (a broken invariant) took nothing in flight.
+      this.#inflight -= 1;
+      throw error;
+    } finally {
+      submitting = false;
+    }
   }
 
   #finishDirect(done: DeviceDone, error: DeviceDoneError): void {
     assert.ok(this.#inflight > 0);
     this.#inflight -= 1;
     this.#pump();
-    done(error);
-    this.#checkDrained();
+    try {
+      done(error);
+    } finally {
+      this.#checkDrained();
+    }
   }
 
   #finish(pending: PendingRequest, pages: Uint8Array[] | null, error: DeviceDoneError): void {
@@ -206,8 +224,11 @@ export class DmIoClient {
       this.#pool.give(pages);
     }
     this.#pump();
-    pending.done(error);
-    this.#checkDrained();
+    try {
+      pending.done(error);
+    } finally {
+      this.#checkDrained();
+    }
   }
 
   #pump(): void {

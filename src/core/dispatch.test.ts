@@ -69,3 +69,19 @@ describe('segment merging', () => {
     assert.deepEqual(back, data, 'the merged segment carried the bytes in order');
   });
 });
+
+describe('reads that fail before reaching the device', () => {
+  test('an unsplittable read region is zero-filled, not left stale', async () => {
+    const client = dmIoClientCreate();
+    // One 4096-byte block cannot be built from 512-byte pieces with one segment per request.
+    const dev = device({ logicalBlockBytes: 4096, maxSegmentsPerRequest: 1 });
+    const pages = Array.from({ length: 8 }, () => new Uint8Array(512).fill(0xee));
+    const bvecs = pages.map((page) => ({ page, offset: 0, len: 512 }));
+    const result = await dmIo({ op: 'read', client, mem: { type: 'bvec', bvecs } },
+      [{ device: dev, sector: 0, count: 8 }]);
+    assert.equal(result.errorBits, 1n);
+    assert.equal((result.errors[0] as { errno?: string }).errno, 'EINVAL');
+    assert.equal(dev.trace.length, 0, 'nothing was sent');
+    assert.ok(pages.every((page) => page.every((byte) => byte === 0)), 'no stale bytes');
+  });
+});

@@ -106,6 +106,8 @@ function dispatchData(
     const segments = gatherSegments(cursor, leftovers, wantBytes, segmentsMax);
     const requestBytes = trimToBlock(segments, leftovers, blockBytes);
     if (requestBytes === 0) {
+      // A failed read leaves no stale bytes, even where nothing was sent to the device.
+      if (plan.op === 'read') zeroUnread(cursor, leftovers, totalBytes - doneBytes);
       sink.fail(regionIndex, unsplittableError(device, region, regionIndex, doneBytes));
       return;
     }
@@ -188,6 +190,17 @@ function trimToBlock(segments: Uint8Array[], leftovers: Uint8Array[], blockBytes
     }
   }
   return bytes;
+}
+
+/** Zero-fills the next `remainingBytes` of the walk: what was handed back, then the rest. */
+function zeroUnread(cursor: MemoryCursor, leftovers: Uint8Array[], remainingBytes: number): void {
+  for (let zeroedBytes = 0; zeroedBytes < remainingBytes;) {
+    const wantBytes = remainingBytes - zeroedBytes;
+    const view = leftovers.pop() ?? cursor.take(wantBytes);
+    const piece = view.length > wantBytes ? view.subarray(0, wantBytes) : view;
+    piece.fill(0);
+    zeroedBytes += piece.length;
+  }
 }
 
 function unsplittableError(

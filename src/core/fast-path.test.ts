@@ -9,7 +9,7 @@ import { createFaultDevice } from '../devices/fault-device.js';
 import { MEMORY_DEVICE_LIMITS } from '../devices/memory-backed-device.js';
 import { createRamDevice } from '../devices/ram-device.js';
 import { allocAligned } from '../memory/aligned.js';
-import { dmIoClientCreate } from './client.js';
+import { dmIoClientCreate, dmIoClientDestroy } from './client.js';
 import { dmIo } from './dm-io.js';
 import { planFast } from './fast-path.js';
 
@@ -56,6 +56,13 @@ describe('planFast eligibility', () => {
       ['bvec', { op: 'read', client, mem: { type: 'bvec', bvecs: [] } }, region],
       ['short buffer', { op: 'read', client, mem: { type: 'vm', data: new Uint8Array(512) } }, region],
       ['bad flag', { op: 'read', client, mem: { type: 'vm', data }, flags: { fua: 1 } }, region],
+      ['flags as an array', { op: 'read', client, mem: { type: 'vm', data }, flags: [] }, region],
+      ['memory as an array', { op: 'read', client,
+        mem: Object.assign([], { type: 'kmem', data }) }, region],
+      ['region as an array', { op: 'read', client, mem: { type: 'vm', data } },
+        [Object.assign([], { device, sector: 0, count: 8 })]],
+      ['request as an array', Object.assign([], { op: 'read', client, mem: { type: 'vm', data } }),
+        region],
       ['bad ioprio', { op: 'read', client, mem: { type: 'vm', data }, ioprio: -1 }, region],
       ['fractional sector', { op: 'read', client, mem: { type: 'vm', data } },
         [{ device, sector: 0.5, count: 8 }]],
@@ -76,7 +83,7 @@ describe('planFast eligibility', () => {
 });
 
 describe('fast requests behave as general ones', () => {
-  test('a failed fast read zero-fills its bytes and reports region 0; success is shared', async () => {
+  test('a failed fast read zero-fills its bytes and reports region 0', async () => {
     const { ram, device, client } = setup();
     const data = new Uint8Array(4096).fill(9);
     assert.equal((await dmIo({ op: 'write', client, mem: { type: 'vm', data } },
@@ -92,7 +99,7 @@ describe('fast requests behave as general ones', () => {
     const ok = await dmIo({ op: 'read', client, mem: { type: 'kmem', data: back } },
       [{ device, sector: 8, count: 8 }]);
     assert.deepEqual(ok, { errorBits: 0n, errors: [undefined] });
-    assert.ok(Object.isFrozen(ok), 'the shared success result cannot be altered by a caller');
+    assert.ok(!Object.isFrozen(ok) && !Object.isFrozen(ok.errors), 'a fresh result, as the general path gives');
     assert.equal(device.trace.length, 2);
     assert.deepEqual(device.trace.map((entry) => entry.flags.sync), [true, true]);
   });
@@ -114,5 +121,33 @@ describe('fast requests behave as general ones', () => {
       assert.deepEqual(calls, ['returned', 'callback']);
       resolve();
     }));
+  });
+});
+
+describe('client accounting when a device misbehaves', () => {
+  test('a device whose submit throws leaves nothing in flight; destroy still settles', async () => {
+    const client = dmIoClientCreate();
+    const thrower: BlockDevice = {
+      name: 'thrower', kind: 'ram', sizeSectors: 64, readOnly: false, closed: false,
+      canBlock: false, limits: MEMORY_DEVICE_LIMITS,
+      submit: () => {
+        throw new Error('device invariant broken');
+      },
+      close: () => Promise.resolve(),
+    };
+    // One region of one page takes the fast path; two regions the general one.
+    const data = new Uint8Array(4096);
+    const one = [{ device: thrower, sector: 0, count: 8 }];
+    const two = [...one, { device: thrower, sector: 8, count: 8 }];
+    for (const regions of [one, two]) {
+      await assert.rejects(dmIo({ op: 'write', client, mem: { type: 'vm', data } }, regions),
+        /invariant broken/, 'the Promise form rejects');
+      assert.equal(client.inflight, 0);
+      assert.throws(() => dmIo({ op: 'write', client, mem: { type: 'vm', data },
+        notify: { fn: () => assert.fail('no completion') } }, regions), /invariant broken/,
+      'the notify form throws');
+      assert.equal(client.inflight, 0);
+    }
+    await dmIoClientDestroy(client);
   });
 });

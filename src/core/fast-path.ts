@@ -28,12 +28,9 @@ const FLAGS: readonly RequestFlags[] = Array.from({ length: 8 }, (_, bits) => Ob
   sync: (bits & 1) !== 0, preflush: (bits & 2) !== 0, fua: (bits & 4) !== 0,
 }));
 
-/** The result of every successful one-region request; frozen, so it can be shared. */
-const SUCCESS: DmIoResult = Object.freeze({ errorBits: 0n, errors: Object.freeze([undefined]) });
-
 /** The single device request `request` comes to, or null when the general path must run. */
 export function planFast(request: unknown, regions: unknown, sync: boolean): FastRequest | null {
-  if (typeof request !== 'object' || request === null) return null;
+  if (!isPlainObject(request)) return null;
   if (!Array.isArray(regions) || regions.length !== 1) return null;
   const { op, client, mem, ioprio } = request as Record<string, unknown>;
   if (op !== 'read' && op !== 'write') return null;
@@ -42,7 +39,7 @@ export function planFast(request: unknown, regions: unknown, sync: boolean): Fas
   if (flags === null) return null;
   if (ioprio !== undefined && !isIntegerIn(ioprio, 0, IOPRIO_MAX)) return null;
   const region: unknown = regions[0];
-  if (typeof region !== 'object' || region === null) return null;
+  if (!isPlainObject(region)) return null;
   const { device, sector, count } = region as Record<string, unknown>;
   if (!isIntegerIn(sector, 0, Number.MAX_SAFE_INTEGER)) return null;
   if (!isIntegerIn(count, 1, Number.MAX_SAFE_INTEGER)) return null;
@@ -64,7 +61,7 @@ export function runFast(fast: FastRequest, complete: (result: DmIoResult) => voi
   const { request } = fast;
   fast.client.submit(fast.device, request, (error) => {
     if (error === null) {
-      complete(SUCCESS);
+      complete({ errorBits: 0n, errors: [undefined] });
       return;
     }
     if (request.op === 'read') request.segments[0]?.fill(0);
@@ -76,7 +73,7 @@ export function runFast(fast: FastRequest, complete: (result: DmIoResult) => voi
 export function runFastBlocking(fast: FastRequest): DmIoResult {
   const { request } = fast;
   const error = fast.client.submitBlocking(fast.device, request);
-  if (error === null) return SUCCESS;
+  if (error === null) return { errorBits: 0n, errors: [undefined] };
   if (request.op === 'read') request.segments[0]?.fill(0);
   return { errorBits: 1n, errors: [regionZero(error)] };
 }
@@ -87,13 +84,18 @@ function regionZero(error: DmIoError): DmIoError {
 
 function fastFlags(flags: unknown, sync: boolean): RequestFlags | null {
   if (flags === undefined) return FLAGS[sync ? 1 : 0] ?? null;
-  if (typeof flags !== 'object' || flags === null) return null;
+  if (!isPlainObject(flags)) return null;
   const given = flags as Record<string, unknown>;
   const syncFlag = optionalBoolean(given['sync']);
   const preflush = optionalBoolean(given['preflush']);
   const fua = optionalBoolean(given['fua']);
   if (syncFlag === null || preflush === null || fua === null) return null;
   return FLAGS[(syncFlag || sync ? 1 : 0) | (preflush ? 2 : 0) | (fua ? 4 : 0)] ?? null;
+}
+
+/** What `validateOptionsObject` accepts: an object that is not null and not an array. */
+function isPlainObject(value: unknown): value is object {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 function optionalBoolean(value: unknown): boolean | null {
@@ -125,7 +127,7 @@ function isUsableDevice(
  * when the device takes it without a bounce copy; otherwise null.
  */
 function fastSegment(mem: unknown, lengthBytes: number, device: BlockDevice): Uint8Array | null {
-  if (typeof mem !== 'object' || mem === null) return null;
+  if (!isPlainObject(mem)) return null;
   const { type, data, offset } = mem as Record<string, unknown>;
   if (!(data instanceof Uint8Array)) return null;
   let startBytes = 0;

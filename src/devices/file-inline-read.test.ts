@@ -102,3 +102,33 @@ describe('inline cached reads', () => {
     assert.equal(device.stats.inlineReads, reads, 'every read was served inline');
   });
 });
+
+describe('inline read batches', () => {
+  test('a completion that throws does not strand the rest of its batch', async (t) => {
+    const directory = await tempDir(t);
+    const path = join(directory, 'batch.img');
+    fs.writeFileSync(path, pattern(MIB, 9));
+    const device = await openFileDevice(path);
+    const captured: unknown[] = [];
+    process.setUncaughtExceptionCaptureCallback((error) => captured.push(error));
+    const completed: number[] = [];
+    try {
+      // Both reads are cached, so both complete in the same batch.
+      device.submit(deviceRequest('read', 0, 8, [new Uint8Array(4096)]), () => {
+        completed.push(1);
+        throw new Error('a caller bug');
+      });
+      device.submit(deviceRequest('read', 8, 8, [new Uint8Array(4096)]), () => {
+        completed.push(2);
+      });
+      await new Promise((resolve) => setImmediate(resolve));
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.setUncaughtExceptionCaptureCallback(null);
+    }
+    assert.deepEqual(completed, [1, 2], 'the second completion still ran');
+    assert.equal(device.stats.inlineReads, 2);
+    assert.equal((captured[0] as Error).message, 'a caller bug', 'the throw is not swallowed');
+    await device.close(); // Settles: nothing is left in flight.
+  });
+});

@@ -74,12 +74,25 @@ export class InlineReads {
     setImmediate(() => this.#drain());
   }
 
+  /**
+   * Completes one batch. Each completion is isolated: a callback that throws is rethrown on a
+   * later tick, so it cannot strand the rest of the batch (their in-flight counts and `close()`
+   * would never settle).
+   */
   #drain(): void {
     const batch = this.#pending;
     this.#pending = [];
     this.#scheduled = false;
     const success: IoError | null = null;
-    for (const done of batch) done(success);
+    for (const done of batch) {
+      try {
+        done(success);
+      } catch (error) {
+        process.nextTick(() => {
+          throw error;
+        });
+      }
+    }
   }
 }
 
