@@ -17,6 +17,7 @@ import {
   blockDeviceLimits, type QueueLimits, readQueueLimits, regularFileLimits,
 } from './file-limits.js';
 import type { SpecialMethod } from './file-special-ops.js';
+import { validateBoolean } from '../core/validate.js';
 
 /** Options of `openFileDevice`. */
 export interface FileDeviceOptions {
@@ -49,21 +50,15 @@ export interface OpenedFile {
 const SPECIAL_METHODS: readonly SpecialMethod[] =
   ['zero-range', 'punch-hole', 'blkzeroout', 'write', 'blkdiscard'];
 
-function validateBoolean(value: unknown, argument: string): void {
-  if (value !== undefined && typeof value !== 'boolean') {
-    throw new InvalidArgTypeError(argument, 'a boolean', value);
-  }
-}
-
 /** Argument checks at the public boundary; throws before anything is opened. */
 export function validateFileDeviceOptions(path: unknown, options: FileDeviceOptions): void {
   if (typeof path !== 'string' || path.length === 0) {
     throw new InvalidArgTypeError('path', 'a non-empty string', path);
   }
-  validateBoolean(options.direct, 'options.direct');
-  validateBoolean(options.readOnly, 'options.readOnly');
-  validateBoolean(options.exclusive, 'options.exclusive');
-  validateBoolean(options.inlineCachedReads, 'options.inlineCachedReads');
+  validateBoolean(options.direct, 'options.direct', false);
+  validateBoolean(options.readOnly, 'options.readOnly', false);
+  validateBoolean(options.exclusive, 'options.exclusive', false);
+  validateBoolean(options.inlineCachedReads, 'options.inlineCachedReads', false);
   if (options.create !== undefined) {
     const sizeBytes: unknown = options.create.sizeBytes;
     if (typeof sizeBytes !== 'number') {
