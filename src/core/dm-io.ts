@@ -6,10 +6,10 @@
 
 import assert from '../assert.js';
 import type { BlockDevice, DeviceDone, DeviceRequest } from '../devices/block-device.js';
-import { DmIoError, IoError, StateError } from '../errors.js';
+import { StateError } from '../errors.js';
 import { dispatchRegions, type DispatchSink } from './dispatch.js';
 import { planFast, runFast, runFastBlocking } from './fast-path.js';
-import { IoTracker, type DmIoResult } from './io-tracker.js';
+import { failedRequest, IoTracker, type DmIoResult } from './io-tracker.js';
 import {
   planRequest, validateNotify, type DmIoNotify, type DmIoPlan, type DmIoRegion, type DmIoRequest,
 } from './request.js';
@@ -127,8 +127,8 @@ function trackingSink(tracker: IoTracker, issue: Issue): DispatchSink {
     submit(regionIndex, device, deviceRequest) {
       tracker.take();
       issue(device, deviceRequest, (error) => {
-        if (error !== null && deviceRequest.op === 'read') zeroFill(deviceRequest);
-        tracker.drop(regionIndex, error === null ? null : withRegion(error, regionIndex));
+        tracker.drop(regionIndex,
+          error === null ? null : failedRequest(deviceRequest, error, regionIndex));
       });
     },
     fail(regionIndex, error) {
@@ -136,14 +136,4 @@ function trackingSink(tracker: IoTracker, issue: Issue): DispatchSink {
       tracker.drop(regionIndex, error);
     },
   };
-}
-
-/** A failed read leaves no stale bytes: its own segments are zeroed, nothing else. */
-function zeroFill(request: DeviceRequest): void {
-  for (const segment of request.segments) segment.fill(0);
-}
-
-function withRegion(error: DmIoError, regionIndex: number): DmIoError {
-  return error instanceof IoError && error.regionIndex !== regionIndex ?
-    error.withRegion(regionIndex) : error;
 }

@@ -11,10 +11,10 @@
 
 import { IOPRIO_DEFAULT, IOPRIO_MAX, SECTOR_SIZE } from '../constants.js';
 import type { BlockDevice, DeviceRequest, RequestFlags } from '../devices/block-device.js';
-import { IoError, type DmIoError } from '../errors.js';
+import type { DmIoError } from '../errors.js';
 import { isAlignedView } from '../memory/aligned.js';
 import { DmIoClient } from './client.js';
-import type { DmIoResult } from './io-tracker.js';
+import { failedRequest, type DmIoResult } from './io-tracker.js';
 
 /** The one device request of an eligible request, and where it goes. */
 export interface FastRequest {
@@ -60,26 +60,20 @@ export function planFast(request: unknown, regions: unknown, sync: boolean): Fas
 export function runFast(fast: FastRequest, complete: (result: DmIoResult) => void): void {
   const { request } = fast;
   fast.client.submit(fast.device, request, (error) => {
-    if (error === null) {
-      complete({ errorBits: 0n, errors: [undefined] });
-      return;
-    }
-    if (request.op === 'read') request.segments[0]?.fill(0);
-    complete({ errorBits: 1n, errors: [regionZero(error)] });
+    complete(resultOf(request, error));
   });
 }
 
 /** Runs a fast request on the calling thread (the device can block). */
 export function runFastBlocking(fast: FastRequest): DmIoResult {
   const { request } = fast;
-  const error = fast.client.submitBlocking(fast.device, request);
-  if (error === null) return { errorBits: 0n, errors: [undefined] };
-  if (request.op === 'read') request.segments[0]?.fill(0);
-  return { errorBits: 1n, errors: [regionZero(error)] };
+  return resultOf(request, fast.client.submitBlocking(fast.device, request));
 }
 
-function regionZero(error: DmIoError): DmIoError {
-  return error instanceof IoError && error.regionIndex !== 0 ? error.withRegion(0) : error;
+/** The one-region result, fresh each time as the general path's. */
+function resultOf(request: DeviceRequest, error: DmIoError | null): DmIoResult {
+  if (error === null) return { errorBits: 0n, errors: [undefined] };
+  return { errorBits: 1n, errors: [failedRequest(request, error, 0)] };
 }
 
 function fastFlags(flags: unknown, sync: boolean): RequestFlags | null {

@@ -4,7 +4,8 @@
 // after the region loop. The last drop completes the request exactly once.
 
 import assert from '../assert.js';
-import type { DmIoError } from '../errors.js';
+import type { DeviceRequest } from '../devices/block-device.js';
+import { IoError, type DmIoError } from '../errors.js';
 
 /** What a completed dm-io request reports. */
 export interface DmIoResult {
@@ -57,4 +58,19 @@ export function failedRegions(errorBits: bigint): number[] {
     if ((errorBits >> BigInt(index)) & 1n) indexes.push(index);
   }
   return indexes;
+}
+
+/**
+ * What a failed device request of region `regionIndex` reports. A failed read first zero-fills
+ * its own segments (and nothing else), so the caller never sees stale bytes; an IoError is
+ * copied to name its region.
+ */
+export function failedRequest(
+  request: DeviceRequest, error: DmIoError, regionIndex: number,
+): DmIoError {
+  if (request.op === 'read') {
+    for (const segment of request.segments) segment.fill(0);
+  }
+  return error instanceof IoError && error.regionIndex !== regionIndex ?
+    error.withRegion(regionIndex) : error;
 }
