@@ -10,6 +10,7 @@
 // leaves nothing done and the request takes the general path unchanged, which reports errors
 // as always; a device whose kernel refuses the flag stops trying.
 
+import { callUser } from '../call-user.js';
 import type { IoError } from '../errors.js';
 import { preadNowaitSync } from '../sys/libc.js';
 import { sectorsToBytes } from '../units.js';
@@ -84,15 +85,7 @@ export class InlineReads {
     this.#pending = [];
     this.#scheduled = false;
     const success: IoError | null = null;
-    for (const done of batch) {
-      try {
-        done(success);
-      } catch (error) {
-        process.nextTick(() => {
-          throw error;
-        });
-      }
-    }
+    for (const done of batch) callUser(() => done(success));
   }
 }
 

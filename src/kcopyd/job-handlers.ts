@@ -16,6 +16,7 @@ import { DmIoError, IoError } from '../errors.js';
 import type { KmemMemory, PageListNode } from '../memory/types.js';
 import type { HandlerResult, KcopydClient } from './kcopyd-client.js';
 import type { KcopydJob } from './job.js';
+import { callUser } from '../call-user.js';
 
 /** Completes `job`: pages back, progress, callback, uncount. Always 'done'. */
 export function runCompleteJob(kc: KcopydClient, job: KcopydJob): HandlerResult {
@@ -32,17 +33,6 @@ export function runCompleteJob(kc: KcopydClient, job: KcopydJob): HandlerResult 
   }
   kc.jobFinished(job);
   return 'done';
-}
-
-/** Runs a user function; a throw is re-thrown on a later tick so the worker stays sound. */
-export function callUser(call: () => void): void {
-  try {
-    call();
-  } catch (error) {
-    process.nextTick(() => {
-      throw error;
-    });
-  }
 }
 
 function reportProgress(job: KcopydJob): void {
