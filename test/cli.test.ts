@@ -83,13 +83,34 @@ describe('dmio copy', () => {
     assert.ok(readFileSync(dest).subarray(0, 65536).every((b) => b === 0));
   });
 
+  it('copies file to files with copy_file_range by default; --no-offload and --verify do not', async (t) => {
+    const dir = await tempDir(t);
+    const source = join(dir, 'src.img');
+    assert.equal((await runDmio(['copy', 'random:6M,seed=5', source])).status, 0);
+    const dests = [join(dir, 'a.img'), join(dir, 'b.img')];
+    const cases: Array<[string[], (calls: number) => boolean]> = [
+      [[], (calls) => calls >= 12],
+      [['--no-offload'], (calls) => calls === 0],
+      [['--verify'], (calls) => calls === 0],
+    ];
+    for (const [flags, expected] of cases) {
+      for (const dest of dests) writeFileSync(dest, Buffer.alloc(0));
+      const run = await runDmio(['copy', source, ...dests, '--json', ...flags]);
+      assert.equal(run.status, 0, run.stderr);
+      const outcome = jsonOf(run);
+      assert.ok(expected(outcome.offloadCalls as number), `${flags.join(' ')}: ${run.stdout}`);
+      for (const dest of dests) assert.equal(fileHash(dest), fileHash(source), flags.join(' '));
+    }
+  });
+
   it('prints exactly the documented JSON shape', async (t) => {
     const dir = await tempDir(t);
     const run = await runDmio(['copy', 'random:1M', join(dir, 'x.img'), 'mem:1M', '--json']);
     assert.equal(run.status, 0, run.stderr);
     const outcome = jsonOf(run);
     assert.deepEqual(Object.keys(outcome).sort(),
-      ['bytes', 'destinations', 'readError', 'seconds', 'writeErrorBits']);
+      ['bytes', 'destinations', 'offloadCalls', 'readError', 'seconds', 'writeErrorBits']);
+    assert.equal(outcome.offloadCalls, 0, 'random: to a file is copied through memory');
     assert.equal(typeof outcome.readError, 'boolean');
     assert.match(outcome.writeErrorBits as string, /^0x[0-9a-f]+$/);
     assert.equal(typeof outcome.seconds, 'number');

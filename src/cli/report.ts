@@ -23,6 +23,8 @@ export interface RunReport {
   readonly destinations: readonly DestinationReport[];
   readonly bytes: number;
   readonly seconds: number;
+  /** copy only: copy_file_range calls that moved data without reading it into memory. */
+  readonly offloadCalls?: number;
 }
 
 /** What the human summary says. */
@@ -45,6 +47,7 @@ export function printReport(report: RunReport, json: boolean, text: ReportText):
       destinations: report.destinations,
       bytes: report.bytes,
       seconds: Number(report.seconds.toFixed(6)),
+      ...(report.offloadCalls === undefined ? {} : { offloadCalls: report.offloadCalls }),
     })}\n`);
   } else {
     const rate = report.seconds > 0 ? bytes(Math.round(report.bytes / report.seconds)) : '-';

@@ -97,6 +97,17 @@ export interface BlockDevice {
   submit(request: DeviceRequest, done: DeviceDone): void;
   /** Runs one request to completion on the calling thread; present only when `canBlock`. */
   submitSync?(request: DeviceRequest): IoError | null;
+  /**
+   * Copy offload: copies `countSectors` sectors from `source` at `sourceSector` to this device
+   * at `sector` without the data passing through the caller's memory. Answers false, having
+   * started nothing, when this pair of devices cannot (the caller then reads and writes);
+   * otherwise `done` is called exactly once, never synchronously. Both ranges lie inside their
+   * devices. Optional: devices without it are always copied through memory.
+   */
+  copyFrom?(
+    source: BlockDevice, sourceSector: number, sector: number, countSectors: number,
+    done: DeviceDone,
+  ): boolean;
   /** Releases the device. Idempotent; waits for requests in flight. */
   close(): Promise<void>;
 }

@@ -22,6 +22,7 @@ import {
 import { submitFast, submitFastSync } from './file-fast-path.js';
 import { InlineReads } from './file-inline-read.js';
 import { runStepsAsync, runStepsSync } from './file-syscalls.js';
+import { copyRangeAsync } from './file-copy-range.js';
 
 /** A regular file or block device opened by `openFileDevice`. */
 export class FileDevice implements BlockDevice {
@@ -107,8 +108,7 @@ export class FileDevice implements BlockDevice {
   submit(request: DeviceRequest, done: DeviceDone): void {
     this.#inflightCount += 1;
     const complete = (error: IoError | null): void => {
-      this.#inflightCount -= 1;
-      if (this.#inflightCount === 0) this.#drained?.();
+      this.#uncount();
       done(error);
     };
     try {
@@ -120,6 +120,42 @@ export class FileDevice implements BlockDevice {
       this.#inflightCount -= 1;
       throw error;
     }
+  }
+
+  /**
+   * Copy offload with `copy_file_range`: only between regular files opened without O_DIRECT,
+   * this one writable and both open; anything else answers false and starts nothing. Both
+   * devices count the copy in flight, so neither closes its descriptor under it.
+   */
+  copyFrom(
+    source: BlockDevice, sourceSector: number, sector: number, countSectors: number,
+    done: DeviceDone,
+  ): boolean {
+    if (!(source instanceof FileDevice) || !this.#offloadable() || !source.#offloadable() ||
+        this.readOnly || countSectors <= 0 ||
+        sourceSector + countSectors > source.sizeSectors || sector + countSectors > this.sizeSectors) {
+      return false;
+    }
+    this.#inflightCount += 1;
+    source.#inflightCount += 1;
+    copyRangeAsync({
+      sourceFd: source.#fd, sourceSector, destFd: this.#fd, destName: this.name, destSector: sector,
+      countSectors,
+    }, this.#context.stats, (error) => {
+      source.#uncount();
+      this.#uncount();
+      done(error);
+    });
+    return true;
+  }
+
+  #offloadable(): boolean {
+    return this.kind === 'file' && !this.direct && !this.#closing;
+  }
+
+  #uncount(): void {
+    this.#inflightCount -= 1;
+    if (this.#inflightCount === 0) this.#drained?.();
   }
 
   /** Runs one request to completion with blocking calls. */

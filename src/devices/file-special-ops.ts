@@ -45,6 +45,8 @@ export interface FileDeviceStats {
   zeroOuts: number;
   /** write/writev calls of zeros, the last write-zeroes method. */
   zeroWrites: number;
+  /** copy_file_range calls that copied into this device (copy offload, `copyFrom`). */
+  copyRanges: number;
   /** Methods the kernel refused, each then disabled for this device. */
   refusals: number;
 }
@@ -67,7 +69,7 @@ export interface SpecialOpContext {
 export function emptyStats(): FileDeviceStats {
   return {
     reads: 0, inlineReads: 0, writes: 0, fdatasyncs: 0, discards: 0, zeroRanges: 0, zeroPunches: 0,
-    zeroOuts: 0, zeroWrites: 0, refusals: 0,
+    zeroOuts: 0, zeroWrites: 0, copyRanges: 0, refusals: 0,
   };
 }
 

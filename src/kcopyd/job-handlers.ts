@@ -3,7 +3,8 @@
 //   callback is its master's segment bookkeeping), then uncounts the job;
 // - runPagesJob: takes one grant of pages for the job, or answers 'later' (it stays first);
 // - popIoJob / ioJobBlocked / issueIo: chooses the next I/O (WRITE_SEQ writes only in offset
-//   order), and issues the read or the one multi-destination write through dm-io;
+//   order), and issues the read or the one multi-destination write through dm-io, or the
+//   offloaded copy (offload.ts);
 // - completeIo: dm-io's notify, which only records errors and moves the job to its next list:
 //   a failed read without ignoreError completes the job, so nothing is written for that chunk.
 // Only runCompleteJob calls user code, and only from the worker.
@@ -17,6 +18,7 @@ import type { KmemMemory, PageListNode } from '../memory/types.js';
 import type { HandlerResult, KcopydClient } from './kcopyd-client.js';
 import type { KcopydJob } from './job.js';
 import { callUser } from '../call-user.js';
+import { issueOffload } from './offload.js';
 
 /** Completes `job`: pages back, progress, callback, uncount. Always 'done'. */
 export function runCompleteJob(kc: KcopydClient, job: KcopydJob): HandlerResult {
@@ -65,7 +67,8 @@ export function runPagesJob(kc: KcopydClient, job: KcopydJob): HandlerResult {
 }
 
 /**
- * Takes the next job to issue: any read, any write that is not WRITE_SEQ, and a WRITE_SEQ
+ * Takes the next job to issue: an offloaded copy when its master has none in flight, any read,
+ * any write that is not WRITE_SEQ, and a WRITE_SEQ
  * write only when it is next in offset order (its master's write offset then advances). The
  * kernel stops there; but once a master has failed, a write behind a chunk that will never be
  * written would wait for ever, so such a write is taken too, marked cancelled, and fails
@@ -73,6 +76,22 @@ export function runPagesJob(kc: KcopydClient, job: KcopydJob): HandlerResult {
  */
 export function popIoJob(kc: KcopydClient): KcopydJob | null {
   for (let job = kc.ioJobs.head; job !== null; job = job.listNext) {
+    if (job.op === 'offload') {
+      if (job.master.op !== 'offload') {
+        // Offload was turned off for this master while the chunk waited: read it instead.
+        job.op = 'read';
+        kc.ioJobs.remove(job);
+        kc.pagesJobs.pushTail(job);
+        kc.wake();
+        return popIoJob(kc);
+      }
+      // One offloaded chunk per master at a time: parallel copies into the same files only
+      // contend for their locks (measured: the same speed for 1.5x the CPU).
+      if (job.master.offloadsInFlight > 0) continue;
+      job.master.offloadsInFlight += 1;
+      kc.ioJobs.remove(job);
+      return job;
+    }
     if (job.op === 'read' || !job.writeSeq) {
       kc.ioJobs.remove(job);
       return job;
@@ -111,6 +130,8 @@ export function issueIo(kc: KcopydClient, job: KcopydJob): HandlerResult {
   try {
     if (job.op === 'read') {
       dmIo(ioRequest(kc, job, 'read'), [job.sourceRegion()]);
+    } else if (job.op === 'offload') {
+      issueOffload(kc, job);
     } else if (job.op === 'write-zeroes') {
       dmIo({ op: 'write-zeroes', client: kc.io, notify: job.notify }, job.dests);
     } else {

@@ -13,8 +13,11 @@ import type { JobLinks, JobList } from './job-list.js';
 import type { KcopydClient } from './kcopyd-client.js';
 import type { PageGrant } from './page-reserve.js';
 
-/** The phase a job's next I/O is in. */
-export type KcopydOp = 'read' | 'write' | 'write-zeroes';
+/**
+ * The phase a job's next I/O is in. `offload` is a copy the destinations do themselves
+ * (`BlockDevice.copyFrom`), with no pages; when it fails the job falls back to `read`.
+ */
+export type KcopydOp = 'read' | 'write' | 'write-zeroes' | 'offload';
 
 /** What a finished copy, zero or prepared callback reports. */
 export interface KcopydResult {
@@ -97,6 +100,8 @@ export class KcopydJob implements JobLinks<KcopydJob> {
   writeOffsetSectors = 0;
   doneSectors = 0;
   slots: KcopydJob[] | null = null;
+  /** Offloaded chunks of this master in flight (at most one). */
+  offloadsInFlight = 0;
   onProgress: KcopydProgressFn | null = null;
   onChunkRead: KcopydChunkReadFn | null = null;
 

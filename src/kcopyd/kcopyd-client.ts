@@ -1,7 +1,8 @@
 // Owns the kcopyd client: its job lists, its one worker, its pages and its private dm-io
 // client. A job's state is the list it is on:
 //   pagesJobs    copy jobs waiting for buffer pages;
-//   ioJobs       jobs that have pages (or write zeros) and wait to issue their read or write;
+//   ioJobs       jobs that have pages (or write zeros, or offload the copy) and wait to issue
+//                their I/O;
 //   completeJobs jobs whose callback must run (sub-jobs report to their master from here);
 //   callbackJobs jobs completed from outside the worker (prepared callbacks, zero-length jobs),
 //                moved to the tail of completeJobs at the start of every pass, so producers
@@ -134,7 +135,7 @@ export class KcopydClient {
   /** @internal Queues an unsplit job or a sub-job on the list its phase starts on. */
   dispatch(job: KcopydJob): void {
     if (job.countSectors === 0) this.callbackJobs.pushTail(job);
-    else if (job.zero) this.ioJobs.pushTail(job);
+    else if (job.zero || job.op === 'offload') this.ioJobs.pushTail(job);
     else this.pagesJobs.pushTail(job);
     this.wake();
   }

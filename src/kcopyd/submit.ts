@@ -51,8 +51,10 @@ export function dmKcopydCopy(
   const targets = validateDests(dests, source.count);
   const valid = validateJobOptions(options);
   validateNotifyFn(fn);
+  const offload = valid.copyOffload && !valid.writeSeq && valid.onChunkRead === null &&
+    targets.every((dest) => typeof dest.device.copyFrom === 'function');
   return submit(client, (job) => {
-    job.op = 'read';
+    job.op = offload ? 'offload' : 'read';
     job.sourceDevice = source.device;
     job.sourceSector = source.sector;
     job.countSectors = source.count;

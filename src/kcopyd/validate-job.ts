@@ -32,6 +32,15 @@ export interface KcopydJobOptions {
   onProgress?: KcopydProgressFn;
   /** Copies only: called from the worker with each chunk's source data before it is written. */
   onChunkRead?: KcopydChunkReadFn;
+  /**
+   * Copies only: let the destinations copy each chunk themselves where they can (copy offload,
+   * `copy_file_range` between regular files opened without O_DIRECT), so the data does not
+   * pass through the client's pages. A chunk whose offload fails is copied again through
+   * pages, which reports read and write errors as usual; a pair of devices that cannot offload
+   * is copied through pages from then on. Not used with `writeSeq` or `onChunkRead`, which
+   * need ordered writes or the data in memory. Default false.
+   */
+  copyOffload?: boolean;
 }
 
 /** Options after validation. */
@@ -40,9 +49,12 @@ export interface ValidJobOptions {
   readonly writeSeq: boolean;
   readonly onProgress: KcopydProgressFn | null;
   readonly onChunkRead: KcopydChunkReadFn | null;
+  readonly copyOffload: boolean;
 }
 
-const JOB_OPTION_KEYS = new Set(['ignoreError', 'writeSeq', 'onProgress', 'onChunkRead']);
+const JOB_OPTION_KEYS = new Set([
+  'ignoreError', 'writeSeq', 'onProgress', 'onChunkRead', 'copyOffload',
+]);
 
 /** Returns `kc` when it is a live client with room for one more job. */
 export function validateClientForJob(kc: unknown): KcopydClient {
@@ -58,7 +70,9 @@ export function validateClientForJob(kc: unknown): KcopydClient {
 /** Validates job options; a number (a kernel flag mask) is refused by name. */
 export function validateJobOptions(options: unknown): ValidJobOptions {
   if (options === undefined || options === null) {
-    return { ignoreError: false, writeSeq: false, onProgress: null, onChunkRead: null };
+    return {
+      ignoreError: false, writeSeq: false, onProgress: null, onChunkRead: null, copyOffload: false,
+    };
   }
   if (typeof options === 'number') {
     throw new InvalidArgTypeError('options',
@@ -82,6 +96,7 @@ export function validateJobOptions(options: unknown): ValidJobOptions {
       validateFunction<KcopydProgressFn>(given.onProgress, 'options.onProgress'),
     onChunkRead: given.onChunkRead === undefined ? null :
       validateFunction<KcopydChunkReadFn>(given.onChunkRead, 'options.onChunkRead'),
+    copyOffload: validateBoolean(given.copyOffload, 'options.copyOffload', false),
   };
 }
 

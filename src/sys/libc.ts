@@ -1,6 +1,7 @@
 // Owns the few libc calls Node does not expose: `ioctl` on block devices (size, block sizes,
-// discard, zero-out), `fallocate` (punch hole, zero range) and `preadv2` with RWF_NOWAIT (a
-// read from the page cache that never blocks). Bindings go through koffi and
+// discard, zero-out), `fallocate` (punch hole, zero range), `preadv2` with RWF_NOWAIT (a
+// read from the page cache that never blocks) and `copy_file_range` (a copy between files
+// inside the kernel). Bindings go through koffi and
 // are loaded on first use, so code that never touches a local device never loads the native
 // addon. Every call has a blocking form (for open-time probes and `submitSync`) and a
 // callback form that runs the call on the libuv threadpool (for the event-loop path, where a
@@ -74,6 +75,7 @@ interface LibcBindings {
   readonly ioctl: NativeFunction;
   readonly fallocate: NativeFunction;
   readonly preadv2: NativeFunction;
+  readonly copyFileRange: NativeFunction;
 }
 
 /** The loaded bindings; set once on first use (a cache, not state that changes behaviour). */
@@ -93,7 +95,9 @@ function libc(): LibcBindings {
   const fallocate = library.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
   const preadv2 = library.func(
     'intptr_t preadv2(int fd, void *iov, int iovcnt, int64_t offset, int flags)');
-  loadedBindings = { koffi, ioctl, fallocate, preadv2 };
+  const copyFileRange = library.func('intptr_t copy_file_range(int fd_in, int64_t *off_in, ' +
+    'int fd_out, int64_t *off_out, size_t len, unsigned int flags)');
+  loadedBindings = { koffi, ioctl, fallocate, preadv2, copyFileRange };
   return loadedBindings;
 }
 
@@ -222,4 +226,38 @@ export function blockReadOnlySync(fd: number): boolean {
   const result = bindings.ioctl(fd, BLOCK_IOCTL.BLKROGET, output) as number;
   if (result !== 0) throw lastError(bindings, 'ioctl BLKROGET');
   return output[0] !== 0;
+}
+
+/** Completion of `copyFileRangeAsync`: the bytes copied (fewer than asked at EOF), or the error. */
+export type CopyRangeCallback = (error: SysError | null, copiedBytes: number) => void;
+
+/**
+ * `copy_file_range(fdIn, &offsetIn, fdOut, &offsetOut, lengthBytes, 0)` on a threadpool thread:
+ * the kernel copies between the two files without the data passing through this process.
+ * One call may copy fewer bytes than asked; the caller loops.
+ */
+export function copyFileRangeAsync(
+  fdIn: number, offsetInBytes: number, fdOut: number, offsetOutBytes: number,
+  lengthBytes: number, callback: CopyRangeCallback,
+): void {
+  assertRange(offsetInBytes, lengthBytes);
+  assertRange(offsetOutBytes, lengthBytes);
+  const bindings = libc();
+  const { koffi } = bindings;
+  // The kernel writes the offsets back, so they live in native memory that cannot move or be
+  // collected while the worker thread runs; they are freed in the completion.
+  const offsetIn: unknown = koffi.alloc('int64_t', 1);
+  const offsetOut: unknown = koffi.alloc('int64_t', 1);
+  koffi.encode(offsetIn, 'int64_t', offsetInBytes);
+  koffi.encode(offsetOut, 'int64_t', offsetOutBytes);
+  bindings.copyFileRange.async(fdIn, offsetIn, fdOut, offsetOut, lengthBytes, 0,
+    (failure: unknown, result: number | bigint) => {
+      assert.equal(failure, null, 'koffi could not run copy_file_range');
+      const copiedBytes = Number(result);
+      // errno is read before anything else can make a call that changes it.
+      const error = copiedBytes < 0 ? lastError(bindings, 'copy_file_range') : null;
+      koffi.free(offsetIn);
+      koffi.free(offsetOut);
+      callback(error, error === null ? copiedBytes : 0);
+    });
 }

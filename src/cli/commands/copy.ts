@@ -6,6 +6,7 @@
 import type { Command } from 'commander';
 import { dmIoClientCreate, dmIoClientDestroy } from '../../core/client.js';
 import type { BlockDevice } from '../../devices/block-device.js';
+import { FileDevice } from '../../devices/file-device.js';
 import { dmKcopydClientCreate, dmKcopydClientDestroy } from '../../kcopyd/kcopyd.js';
 import { DM_KCOPYD_MAX_REGIONS, KCOPYD_SUB_JOB_SECTORS_MAX } from '../../kcopyd/constants.js';
 import type { KcopydResult } from '../../kcopyd/job.js';
@@ -33,6 +34,7 @@ interface CopyFlags extends LengthOptions {
   verify?: boolean;
   json?: boolean;
   progress: boolean;
+  offload: boolean;
 }
 
 /** Adds `copy` to the program. */
@@ -53,6 +55,8 @@ export function registerCopy(program: Command, run: (work: () => Promise<number>
     .option('--sub-job-size <SIZE>', 'chunk size, a multiple of 4K up to 4M (default 1M)')
     .option('--direct', 'open files and block devices with O_DIRECT')
     .option('--verify', 'read every destination back (bypassing the page cache) and compare')
+    .option('--no-offload',
+      'always copy through memory; by default file-to-file chunks use copy_file_range')
     .option('--json', 'print one JSON object with the outcome')
     .option('--no-progress', 'no progress bar even on a terminal')
     .action((source: string, dests: string[], flags: CopyFlags) =>
@@ -132,6 +136,7 @@ async function runCopy(plan: CopyPlan): Promise<number> {
       count: plan.countSectors })), {
       ignoreError: flags.ignoreErrors === true,
       writeSeq: flags.writeSeq === true,
+      copyOffload: flags.offload,
       onProgress: (doneBytes) => progress.update(doneBytes),
       ...(hashes === null ? {} : { onChunkRead: hashes.onChunkRead }),
     });
@@ -148,10 +153,18 @@ async function runCopy(plan: CopyPlan): Promise<number> {
   const verifying = hashes !== null && (!result.readErr || flags.ignoreErrors === true);
   if (verifying) await verifyAll(plan, destinations, hashes);
   return printReport({ readError: result.readErr, writeErrorBits: result.writeErr,
-    destinations, bytes: totalBytes, seconds }, flags.json === true, {
+    destinations, bytes: totalBytes, seconds, offloadCalls: offloadCalls(plan.dests) },
+  flags.json === true, {
     verb: 'copied', source: { spec: plan.sourceSpec, error: result.readError?.message ?? null },
     verified: verifying,
   });
+}
+
+/** copy_file_range calls made into the destinations (copy offload). */
+function offloadCalls(dests: readonly BlockDevice[]): number {
+  let calls = 0;
+  for (const dest of dests) if (dest instanceof FileDevice) calls += dest.stats.copyRanges;
+  return calls;
 }
 
 async function verifyAll(

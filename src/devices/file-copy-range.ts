@@ -1,0 +1,47 @@
+// Owns copy offload between two regular files: `copy_file_range` on the threadpool, called
+// again from where a short copy stopped until the whole range is copied. The kernel copies
+// page cache to page cache, so the data never passes through this process. A call that
+// copies nothing before the end fails the copy with EIO; any error names the destination and
+// the range, and the caller (kcopyd) falls back to reading and writing, which tells a source
+// error from a destination error.
+
+import { SECTOR_SIZE } from '../constants.js';
+import { IoError } from '../errors.js';
+import { copyFileRangeAsync, type SysError } from '../sys/libc.js';
+import type { DeviceDone } from './block-device.js';
+import type { FileDeviceStats } from './file-special-ops.js';
+
+/** One copy between two open descriptors. */
+export interface CopyRange {
+  readonly sourceFd: number;
+  readonly sourceSector: number;
+  readonly destFd: number;
+  readonly destName: string;
+  readonly destSector: number;
+  readonly countSectors: number;
+}
+
+/** Copies `range` inside the kernel; `done` runs once, from a threadpool completion. */
+export function copyRangeAsync(range: CopyRange, stats: FileDeviceStats, done: DeviceDone): void {
+  const totalBytes = range.countSectors * SECTOR_SIZE;
+  const step = (copiedBytes: number): void => {
+    copyFileRangeAsync(range.sourceFd, range.sourceSector * SECTOR_SIZE + copiedBytes,
+      range.destFd, range.destSector * SECTOR_SIZE + copiedBytes, totalBytes - copiedBytes,
+      (error, stepBytes) => {
+        if (error === null) stats.copyRanges += 1;
+        if (error !== null || stepBytes === 0) return done(copyError(range, error));
+        const nextBytes = copiedBytes + stepBytes;
+        if (nextBytes < totalBytes) step(nextBytes);
+        else done(null);
+      });
+  };
+  step(0);
+}
+
+function copyError(range: CopyRange, error: SysError | null): IoError {
+  return new IoError({
+    errno: error?.code ?? 'EIO', syscall: 'copy_file_range', device: range.destName,
+    sector: range.destSector, countSectors: range.countSectors,
+    ...(error === null ? {} : { cause: error }),
+  });
+}
