@@ -112,7 +112,9 @@ export class FileDevice implements BlockDevice {
       done(error);
     };
     try {
-      if (this.#inline.tryRead(this.#context, this.#fd, request, complete)) return;
+      if (this.#inline.tryRead(this.#context, this.#fd, request, complete, this.#inflightCount)) {
+        return;
+      }
       if (submitFast(this.#context, this.#fd, request, complete)) return;
       runStepsAsync(this.#fd, runFileRequest(this.#context, request), complete);
     } catch (error) {

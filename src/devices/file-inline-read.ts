@@ -13,6 +13,7 @@
 import { callUser } from '../call-user.js';
 import type { IoError } from '../errors.js';
 import { preadNowaitSync } from '../sys/libc.js';
+import { libuvFileEngine } from '../sys/libuv-engine.js';
 import { sectorsToBytes } from '../units.js';
 import type { DeviceDone, DeviceRequest } from './block-device.js';
 import type { FileRequestContext } from './file-request.js';
@@ -23,6 +24,14 @@ import type { FileRequestContext } from './file-request.js';
  * chunks (the reads run here while pool threads write). Larger reads go to the threadpool.
  */
 export const INLINE_READ_BYTES_MAX = 1024 * 1024;
+
+/**
+ * Under libuv's io_uring engine, requests in flight on the device (this one included) above
+ * which a read goes to the ring instead: there the kernel's polling thread copies on the other
+ * core, which beats copying on the event loop once several reads are queued, while a lone
+ * read still completes sooner inline (measured in docs/performance.md).
+ */
+export const INLINE_READ_RING_INFLIGHT_MAX = 2;
 
 /** Errors after which this kernel or filesystem will never serve RWF_NOWAIT reads. */
 const REFUSED = new Set(['EOPNOTSUPP', 'ENOSYS', 'EINVAL']);
@@ -48,8 +57,12 @@ export class InlineReads {
    */
   tryRead(
     context: FileRequestContext, fd: number, request: DeviceRequest, done: DeviceDone,
+    inflightCount: number,
   ): boolean {
     if (!this.#enabled || !eligible(context, request)) return false;
+    if (inflightCount > INLINE_READ_RING_INFLIGHT_MAX && libuvFileEngine() === 'io_uring') {
+      return false;
+    }
     const segment = request.segments[0] as Uint8Array;
     let result: ReturnType<typeof preadNowaitSync>;
     try {
