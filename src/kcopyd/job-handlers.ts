@@ -19,6 +19,7 @@ import type { HandlerResult, KcopydClient } from './kcopyd-client.js';
 import type { KcopydJob } from './job.js';
 import { callUser } from '../call-user.js';
 import { issueOffload } from './offload.js';
+import { KCOPYD_OFFLOADS_IN_FLIGHT_MAX } from './constants.js';
 
 /** Completes `job`: pages back, progress, callback, uncount. Always 'done'. */
 export function runCompleteJob(kc: KcopydClient, job: KcopydJob): HandlerResult {
@@ -67,7 +68,7 @@ export function runPagesJob(kc: KcopydClient, job: KcopydJob): HandlerResult {
 }
 
 /**
- * Takes the next job to issue: an offloaded copy when its master has none in flight, any read,
+ * Takes the next job to issue: an offloaded copy when its master has room for one, any read,
  * any write that is not WRITE_SEQ, and a WRITE_SEQ
  * write only when it is next in offset order (its master's write offset then advances). The
  * kernel stops there; but once a master has failed, a write behind a chunk that will never be
@@ -85,9 +86,7 @@ export function popIoJob(kc: KcopydClient): KcopydJob | null {
         kc.wake();
         return popIoJob(kc);
       }
-      // One offloaded chunk per master at a time: parallel copies into the same files only
-      // contend for their locks (measured: the same speed for 1.5x the CPU).
-      if (job.master.offloadsInFlight > 0) continue;
+      if (job.master.offloadsInFlight >= KCOPYD_OFFLOADS_IN_FLIGHT_MAX) continue;
       job.master.offloadsInFlight += 1;
       kc.ioJobs.remove(job);
       return job;

@@ -100,7 +100,7 @@ export class KcopydJob implements JobLinks<KcopydJob> {
   writeOffsetSectors = 0;
   doneSectors = 0;
   slots: KcopydJob[] | null = null;
-  /** Offloaded chunks of this master in flight (at most one). */
+  /** Offloaded chunks of this master in flight (at most KCOPYD_OFFLOADS_IN_FLIGHT_MAX). */
   offloadsInFlight = 0;
   onProgress: KcopydProgressFn | null = null;
   onChunkRead: KcopydChunkReadFn | null = null;
