@@ -124,6 +124,11 @@ export class NbdConnection implements ReplySink {
     return this.inflight.size;
   }
 
+  /** Bytes written to the socket that the kernel has not taken yet (a WRITE still draining). */
+  get queuedWriteBytes(): number {
+    return this.socket.writableLength;
+  }
+
   /** Payload bytes in flight. */
   get inflightBytes(): number {
     return this.inflightPayloadBytes;
