@@ -18,7 +18,9 @@ import { newReplyCounters } from '../src/nbd/reply-parser.js';
 import { STAGING_BYTES } from '../src/nbd/socket-input.js';
 import { parseNbdUri } from '../src/nbd/uri.js';
 import { request, split, submit } from './helpers/device-io.js';
-import { chunk, offsetDataChunk, serveCorrectly, startFakeServer } from './helpers/fake-nbd-server.js';
+import {
+  chunk, offsetDataChunk, serveCorrectly, startFakeServer,
+} from './helpers/fake-nbd-server.js';
 import { makeTempDir, requireTools, startNbdkit, type NbdServer } from './helpers/nbdkit.js';
 
 const KiB = 1024;
@@ -26,7 +28,9 @@ const MiB = 1024 * KiB;
 const EXPORT_BYTES = 64 * MiB;
 
 /** Runs `body` against nbdkit memory holding `EXPORT_BYTES` random bytes (also returned). */
-async function withRandomExport(body: (server: NbdServer, disk: Buffer) => Promise<void>): Promise<void> {
+async function withRandomExport(
+  body: (server: NbdServer, disk: Buffer) => Promise<void>,
+): Promise<void> {
   const dir = makeTempDir();
   const server = await startNbdkit(['memory', String(EXPORT_BYTES)], { dir });
   try {
@@ -71,7 +75,7 @@ describe('READ path on real sockets', () => {
     });
   });
 
-  test('8 MiB reads: one buffer is filled by direct socket reads, 4 KiB pages from staging', async (t) => {
+  test('8 MiB reads: one buffer read directly, 4 KiB pages through staging', async (t) => {
     if (!requireTools(t, 'nbdkit', 'nbdcopy')) return;
     await withRandomExport(async (server, disk) => {
       const connection = await connectNbd(parseNbdUri(server.uri), { uri: server.uri,
@@ -122,7 +126,8 @@ describe('READ path on real sockets', () => {
       for (const offsetBytes of [0, MiB + 4096]) {
         const out = new Uint8Array(512 * KiB);
         assert.equal(await submit(device, request('read', offsetBytes / 512, 1024, [out])), null);
-        assert.ok(Buffer.from(out).equals(server.disk.subarray(offsetBytes, offsetBytes + 512 * KiB)));
+        const expected = server.disk.subarray(offsetBytes, offsetBytes + 512 * KiB);
+        assert.ok(Buffer.from(out).equals(expected));
       }
       await device.close();
     } finally {

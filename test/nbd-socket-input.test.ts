@@ -68,7 +68,9 @@ function cookieBytes(cookie: number): Buffer {
  * Delivers `stream` as a socket with `onread` would: each read fills at most the buffer the
  * input offers and at most `limitOf(readIndex)` bytes. Returns the number of reads.
  */
-function play(input: SocketInput, stream: Uint8Array, limitOf: (readIndex: number) => number): number {
+function play(
+  input: SocketInput, stream: Uint8Array, limitOf: (readIndex: number) => number,
+): number {
   const nextBuffer = input.onread.buffer;
   assert.ok(typeof nextBuffer === 'function');
   let positionBytes = 0;
@@ -102,19 +104,23 @@ describe('SocketInput and ReplyParser, fed as Node feeds onread', () => {
   const disk = Buffer.from(pattern(0, 64 * KiB, 0x5eed));
   const readBytes = 20 * KiB;
   const stream = Buffer.concat([
-    offsetDataChunk(cookieBytes(1), 4096 + 2 * KiB, disk.subarray(4096 + 2 * KiB, 4096 + readBytes), false),
+    offsetDataChunk(cookieBytes(1), 4096 + 2 * KiB,
+      disk.subarray(4096 + 2 * KiB, 4096 + readBytes), false),
     offsetDataChunk(cookieBytes(1), 4096, disk.subarray(4096, 4096 + 2 * KiB), true),
     simpleReply(cookieBytes(2), 0),
     errorChunk(cookieBytes(3), 5, 'bad sector', true),
   ]);
 
-  function expectAllDone(sink: RecordingSink, out: Uint8Array, failed: Uint8Array, where: string): void {
+  function expectAllDone(
+    sink: RecordingSink, out: Uint8Array, failed: Uint8Array, where: string,
+  ): void {
     assert.deepEqual(sink.violations, [], where);
     assert.equal(sink.inflight.size, 0, where);
     assert.equal(sink.outcomes.get(1), null, where);
     assert.equal(sink.outcomes.get(2), null, where);
     assert.deepEqual(sink.outcomes.get(3), { errorNumber: 5, message: 'bad sector' }, where);
-    assert.ok(Buffer.from(out).equals(disk.subarray(4096, 4096 + readBytes)), `READ bytes, ${where}`);
+    assert.ok(Buffer.from(out).equals(disk.subarray(4096, 4096 + readBytes)),
+      `READ bytes, ${where}`);
     assert.ok(failed.every((value) => value === 0xee), `failed READ untouched, ${where}`);
   }
 
@@ -133,7 +139,8 @@ describe('SocketInput and ReplyParser, fed as Node feeds onread', () => {
   test('the stream split in two at every byte boundary', () => {
     let directRuns = 0;
     for (let splitBytes = 1; splitBytes < stream.length; splitBytes += 1) {
-      const input = run((readIndex) => (readIndex === 0 ? splitBytes : Infinity), `split at ${splitBytes}`);
+      const input = run((readIndex) => (readIndex === 0 ? splitBytes : Infinity),
+        `split at ${splitBytes}`);
       if (input.directBytes > 0) directRuns += 1;
     }
     // A first read short of the large chunk's last 16 KiB leaves the rest to a direct read.
@@ -168,7 +175,8 @@ describe('SocketInput and ReplyParser, fed as Node feeds onread', () => {
       assert.ok(reads > 20, `${reads} reads`);
       // Staging takes the first read and, near each of the four segment ends (where less
       // than DIRECT_READ_BYTES_MIN of a segment is left), one read: at most five of them.
-      assert.ok(input.directBytes >= 4 * MiB - 5 * STAGING_BYTES, `${input.directBytes} bytes direct`);
+      assert.ok(input.directBytes >= 4 * MiB - 5 * STAGING_BYTES,
+        `${input.directBytes} bytes direct`);
     }
   });
 
@@ -210,7 +218,9 @@ describe('SocketInput and ReplyParser, fed as Node feeds onread', () => {
 
   test('simple replies (no structured replies) are read directly too', () => {
     const data = Buffer.from(pattern(0, 256 * KiB, 0x99));
-    const simpleStream = Buffer.concat([simpleReply(cookieBytes(5), 0), data, simpleReply(cookieBytes(6), 0)]);
+    const simpleStream = Buffer.concat([
+      simpleReply(cookieBytes(5), 0), data, simpleReply(cookieBytes(6), 0),
+    ]);
     for (const limit of [1, 5000, 70 * KiB, Infinity]) {
       const { sink, input } = receiver(false);
       const out = new Uint8Array(256 * KiB);

@@ -1,9 +1,9 @@
-// Owns opening one NBD connection: the socket (TCP with TCP_NODELAY, or a Unix socket) with
-// its `SocketInput` as `onread` (given at creation, as Node requires), the handshake reading
-// through that input, and one deadline covering both. Failures are typed: a socket that cannot connect
-// is an `OpenError` with the OS errno; a server that refuses or breaks the handshake is an
-// `NbdError` (_SERVER, _PROTOCOL, _DISCONNECTED); the deadline is `DMIO_ERR_NBD_TIMEOUT`.
-// On any failure the socket is destroyed before the promise rejects.
+// Owns opening one NBD connection: the socket (TCP with TCP_NODELAY, or a Unix socket) with its
+// `SocketInput` as `onread` (given at creation, as Node requires), the handshake reading
+// through that input, and one deadline covering both. Failures are typed: a socket that cannot
+// connect is an `OpenError` with the OS errno; a server that refuses or breaks the handshake is
+// an `NbdError` (_SERVER, _PROTOCOL, _DISCONNECTED); the deadline is `DMIO_ERR_NBD_TIMEOUT`. On
+// any failure the socket is destroyed before the promise rejects.
 
 import net from 'node:net';
 import { errnoOf, NbdError, OpenError } from '../errors.js';

@@ -1,10 +1,11 @@
 // Owns one NBD connection in the transmission phase: it numbers commands with unique cookies,
 // writes them pipelined (header and WRITE payload corked into one writev), matches replies in
 // any order through `ReplyParser` (the sink of the socket's `SocketInput`, so large READ
-// payloads are read straight into the request's memory), and enforces the per-request timeout. A connection dies
-// exactly once, for one reason (EOF, socket error, protocol violation, timeout, abort): every
-// command in flight then completes with that `NbdError`, nothing hangs, and `onDead` tells the
-// owner. A command's `done` runs exactly once, always from a socket or timer event.
+// payloads are read straight into the request's memory), and enforces the per-request timeout.
+// A connection dies exactly once, for one reason (EOF, socket error, protocol violation,
+// timeout, abort): every command in flight then completes with that `NbdError`, nothing hangs,
+// and `onDead` tells the owner. A command's `done` runs exactly once, always from a socket or
+// timer event.
 
 import assert from '../assert.js';
 import type { Socket } from 'node:net';

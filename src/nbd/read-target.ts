@@ -1,10 +1,10 @@
-// Owns delivery of READ reply bytes into a request's segments: copied from the socket's
-// staging buffer, or read there directly through a view (`view`); no reply payload is ever
-// gathered into an intermediate buffer. It also keeps the coverage
-// bookkeeping the structured-reply rules need: data and hole chunks may arrive in any order
-// but must never overlap and must cover the request exactly. Coverage is a sorted list of
-// disjoint byte ranges, merged as they touch, so in-order chunks keep it at one entry; its
-// length is capped (READ_REPLY_RANGES_MAX) so a hostile server cannot grow it without bound.
+// Owns delivery of READ reply bytes into a request's segments: copied from the socket's staging
+// buffer, or read there directly through a view (`view`); no reply payload is ever gathered
+// into an intermediate buffer. It also keeps the coverage bookkeeping the structured-reply
+// rules need: data and hole chunks may arrive in any order but must never overlap and must
+// cover the request exactly. Coverage is a sorted list of disjoint byte ranges, merged as they
+// touch, so in-order chunks keep it at one entry; its length is capped (READ_REPLY_RANGES_MAX)
+// so a hostile server cannot grow it without bound.
 
 import assert from '../assert.js';
 import { READ_REPLY_RANGES_MAX } from './protocol.js';

@@ -2,10 +2,11 @@
 // READ data) and structured reply chunks (20-byte header plus payload), interleaved in any
 // order. It is a push parser driven by socket reads (it is the `InputSink` of the socket's
 // `SocketInput`): headers and small payloads gather in fixed buffers, READ data is copied from
-// the staging buffer into the request's segments, or, once at least `DIRECT_READ_BYTES_MIN`
-// of it remains, read by the socket straight into them (`directView`), and an unknown error
-// chunk is skipped unread, so memory stays bounded whatever the server sends. Any reply that breaks the protocol calls `violation` once and the parser
-// stops; the owner then tears the connection down.
+// the staging buffer into the request's segments, or, once at least `DIRECT_READ_BYTES_MIN` of
+// it remains, read by the socket straight into them (`directView`), and an unknown error chunk
+// is skipped unread, so memory stays bounded whatever the server sends. Any reply that breaks
+// the protocol calls `violation` once and the parser stops; the owner then tears the connection
+// down.
 
 import assert from '../assert.js';
 import type { ReadTarget } from './read-target.js';
@@ -238,7 +239,10 @@ export class ReplyParser implements InputSink {
   }
 
   /** `stepBytes` more of a simple reply's data are in place. */
-  private advanceSimpleData(phase: Extract<Phase, { kind: 'simple-data' }>, stepBytes: number): void {
+  private advanceSimpleData(
+    phase: Extract<Phase, { kind: 'simple-data' }>,
+    stepBytes: number,
+  ): void {
     phase.positionBytes += stepBytes;
     assert.ok(phase.positionBytes <= phase.target.lengthBytes);
     if (phase.positionBytes === phase.target.lengthBytes) {
@@ -380,7 +384,10 @@ export class ReplyParser implements InputSink {
   }
 
   /** `stepBytes` more of an OFFSET_DATA chunk's data are in place (or skipped). */
-  private advanceChunkData(phase: Extract<Phase, { kind: 'chunk-data' }>, stepBytes: number): void {
+  private advanceChunkData(
+    phase: Extract<Phase, { kind: 'chunk-data' }>,
+    stepBytes: number,
+  ): void {
     phase.positionBytes += stepBytes;
     phase.remainingBytes -= stepBytes;
     assert.ok(phase.remainingBytes >= 0);
