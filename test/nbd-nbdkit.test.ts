@@ -199,6 +199,28 @@ describe('nbdkit memory', () => {
     });
   });
 
+  test('multi-conn fills connections in order: a moderate read queue stays on one', async (t) => {
+    if (!requireTools(t, 'nbdkit')) return;
+    await withServer((dir) => ['--filter=log', 'memory', '64M', `logfile=${path.join(dir, 'log')}`], async (server) => {
+      const device = await openNbdDevice(server.uri, { connections: 4 });
+      assert.equal(device.connectionCount, 4);
+      const readAll = async (count: number): Promise<void> => {
+        const errors = await Promise.all(Array.from({ length: count }, (_, index) =>
+          submit(device, request('read', index * 2048, 2048, [new Uint8Array(MiB)]))));
+        assert.deepEqual(errors.filter((error) => error !== null), []);
+      };
+      // 16 × 1 MiB: exactly the per-connection target, so one connection carries them all.
+      await readAll(16);
+      const first = new Set(loggedCommands(server, 'Read').map((line) => line.split(' ')[2]));
+      assert.equal(first.size, 1, `16 reads used ${first.size} connections`);
+      // 48 × 1 MiB fill three connections' targets.
+      await readAll(48);
+      const later = new Set(loggedCommands(server, 'Read').map((line) => line.split(' ')[2]));
+      assert.ok(later.size >= 3, `48 reads used ${later.size} connections`);
+      await device.close();
+    });
+  });
+
   test('multi-conn falls back to one connection without CAN_MULTI_CONN', async (t) => {
     if (!requireTools(t, 'nbdkit')) return;
     await withServer(['--filter=multi-conn', 'memory', '8M', 'multi-conn-mode=disable'], async (server) => {

@@ -1,14 +1,16 @@
-// Owns opening one NBD connection: the socket (TCP with TCP_NODELAY, or a Unix socket), the
-// handshake, and one deadline covering both. Failures are typed: a socket that cannot connect
-// is an `OpenError` with the OS errno; a server that refuses or breaks the handshake is an
-// `NbdError` (_SERVER, _PROTOCOL, _DISCONNECTED); the deadline is `DMIO_ERR_NBD_TIMEOUT`.
-// On any failure the socket is destroyed before the promise rejects.
+// Owns opening one NBD connection: the socket (TCP with TCP_NODELAY, or a Unix socket) with its
+// `SocketInput` as `onread` (given at creation, as Node requires), the handshake reading
+// through that input, and one deadline covering both. Failures are typed: a socket that cannot
+// connect is an `OpenError` with the OS errno; a server that refuses or breaks the handshake is
+// an `NbdError` (_SERVER, _PROTOCOL, _DISCONNECTED); the deadline is `DMIO_ERR_NBD_TIMEOUT`. On
+// any failure the socket is destroyed before the promise rejects.
 
 import net from 'node:net';
 import { errnoOf, NbdError, OpenError } from '../errors.js';
 import { NbdConnection, type ConnectionSettings } from './connection.js';
 import { HandshakeReader } from './handshake-reader.js';
 import { negotiate } from './handshake.js';
+import { SocketInput } from './socket-input.js';
 import type { NbdUri } from './uri.js';
 
 /** What opening a connection needs. */
@@ -28,9 +30,14 @@ export async function connectNbd(
   settings: ConnectSettings,
 ): Promise<NbdConnection> {
   const address = target.address;
+  const input = new SocketInput();
   const socket = address.transport === 'unix' ?
-    net.createConnection({ path: address.socketPath }) :
-    net.createConnection({ host: address.host, port: address.port, noDelay: true });
+    net.createConnection({ path: address.socketPath, onread: input.onread }) :
+    net.createConnection({ host: address.host, port: address.port, noDelay: true,
+      onread: input.onread });
+  // Attached before the socket connects, so no byte the server sends arrives unclaimed.
+  const reader = new HandshakeReader(socket);
+  input.attach(reader);
   let timer: NodeJS.Timeout | null = null;
   const deadline = new Promise<never>((_resolve, reject) => {
     timer = setTimeout(() => reject(new NbdError('DMIO_ERR_NBD_TIMEOUT', target.uri,
@@ -39,12 +46,11 @@ export async function connectNbd(
   });
   try {
     await Promise.race([connected(socket, target.uri), deadline]);
-    const reader = new HandshakeReader(socket);
     const info = await Promise.race([negotiate(socket, reader, {
       uri: target.uri, exportName: target.exportName, structuredReplies: settings.structuredReplies,
     }), deadline]);
     const leftover = reader.detach();
-    return new NbdConnection(socket, info, leftover, settings);
+    return new NbdConnection(socket, input, info, leftover, settings);
   } catch (error) {
     socket.destroy();
     throw error;

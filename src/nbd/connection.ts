@@ -1,9 +1,11 @@
 // Owns one NBD connection in the transmission phase: it numbers commands with unique cookies,
 // writes them pipelined (header and WRITE payload corked into one writev), matches replies in
-// any order through `ReplyParser`, and enforces the per-request timeout. A connection dies
-// exactly once, for one reason (EOF, socket error, protocol violation, timeout, abort): every
-// command in flight then completes with that `NbdError`, nothing hangs, and `onDead` tells the
-// owner. A command's `done` runs exactly once, always from a socket or timer event.
+// any order through `ReplyParser` (the sink of the socket's `SocketInput`, so large READ
+// payloads are read straight into the request's memory), and enforces the per-request timeout.
+// A connection dies exactly once, for one reason (EOF, socket error, protocol violation,
+// timeout, abort): every command in flight then completes with that `NbdError`, nothing hangs,
+// and `onDead` tells the owner. A command's `done` runs exactly once, always from a socket or
+// timer event.
 
 import assert from '../assert.js';
 import type { Socket } from 'node:net';
@@ -13,6 +15,7 @@ import {
   ReplyParser, type NbdReplyCounters, type ReplySink, type ReplyState, type ServerError,
 } from './reply-parser.js';
 import type { NbdExportInfo } from './handshake.js';
+import type { SocketInput } from './socket-input.js';
 import {
   NBD_CMD_DISC, NBD_CMD_READ, NBD_CMD_WRITE, NBD_COOKIE_MAX, NBD_ESHUTDOWN, NBD_REQUEST_MAGIC,
   REQUEST_HEADER_BYTES, payloadBytesOf, type NbdCommandType,
@@ -67,6 +70,7 @@ export class NbdConnection implements ReplySink {
   private readonly socket: Socket;
   private readonly settings: ConnectionSettings;
   private readonly parser: ReplyParser;
+  private readonly input: SocketInput;
   private readonly inflight = new Map<number, InFlight>();
   private nextCookie = 1;
   private inflightPayloadBytes = 0;
@@ -75,12 +79,23 @@ export class NbdConnection implements ReplySink {
   private shuttingDown = false;
   private timer: NodeJS.Timeout | null = null;
 
-  constructor(socket: Socket, info: NbdExportInfo, leftover: Buffer, settings: ConnectionSettings) {
+  /**
+   * Takes over a socket whose handshake is done: `input` is the socket's `onread` router and
+   * `leftover` the bytes the handshake reader received but did not consume.
+   */
+  constructor(
+    socket: Socket,
+    input: SocketInput,
+    info: NbdExportInfo,
+    leftover: Buffer,
+    settings: ConnectionSettings,
+  ) {
     this.socket = socket;
+    this.input = input;
     this.info = info;
     this.settings = settings;
     this.parser = new ReplyParser(this, info.structuredReplies, settings.counters);
-    socket.on('data', (chunk: Buffer) => this.parser.feed(chunk));
+    input.attach(this.parser);
     socket.on('error', (error: Error) => this.die('DMIO_ERR_NBD_DISCONNECTED',
       `connection error: ${error.message}`, error));
     socket.on('close', () => this.die('DMIO_ERR_NBD_DISCONNECTED', 'server closed the connection'));
@@ -90,6 +105,14 @@ export class NbdConnection implements ReplySink {
       this.timer.unref();
     }
     if (leftover.length > 0) this.parser.feed(leftover);
+    // The handshake reader may have paused a flooding server; replies are bounded by what was
+    // asked for, so reading resumes for good.
+    if (socket.isPaused()) socket.resume();
+  }
+
+  /** Bytes read straight into request memory, without a copy (for tests and diagnostics). */
+  get directReadBytes(): number {
+    return this.input.directBytes;
   }
 
   /** True once the connection died or began disconnecting: it takes no more commands. */
@@ -100,6 +123,11 @@ export class NbdConnection implements ReplySink {
   /** Commands in flight. */
   get inflightCount(): number {
     return this.inflight.size;
+  }
+
+  /** Bytes written to the socket that the kernel has not taken yet (a WRITE still draining). */
+  get queuedWriteBytes(): number {
+    return this.socket.writableLength;
   }
 
   /** Payload bytes in flight. */

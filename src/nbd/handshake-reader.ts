@@ -1,11 +1,15 @@
 // Owns reading exact byte counts from a socket during the handshake, where the protocol is
-// strictly request/response and a promise per read is cheap. Memory is bounded: once more
-// than `HANDSHAKE_BUFFER_BYTES_MAX` bytes wait unread the socket is paused, so a server that
-// floods the handshake cannot grow the buffer. After the handshake, `detach()` hands any
-// leftover bytes to the transmission-phase parser and removes every listener it added.
+// strictly request/response and a promise per read is cheap. It is an `InputSink`: the
+// connection's `SocketInput` feeds it (and a plain socket's 'data' events can, as the tests'
+// fake server does). Fed bytes are copied, since the staging buffer they arrive in is reused.
+// Memory is bounded: once more than `HANDSHAKE_BUFFER_BYTES_MAX` bytes wait unread the socket
+// is paused, so a server that floods the handshake cannot grow the buffer. After the
+// handshake, `detach()` hands any leftover bytes to the transmission-phase parser and removes
+// every listener it added.
 
 import assert from '../assert.js';
 import type { Socket } from 'node:net';
+import type { InputSink } from './socket-input.js';
 
 /** Unread bytes buffered before the socket is paused (128 KiB). */
 const HANDSHAKE_BUFFER_BYTES_MAX = 128 * 1024;
@@ -17,19 +21,18 @@ interface PendingRead {
 }
 
 /** Reads exact lengths from a socket; fails every read once the socket ends or errors. */
-export class HandshakeReader {
+export class HandshakeReader implements InputSink {
   private readonly socket: Socket;
   private chunks: Buffer[] = [];
   private bufferedBytes = 0;
   private pending: PendingRead | null = null;
   private ended: Error | null = null;
-  private readonly onData = (chunk: Buffer): void => this.push(chunk);
   private readonly onEnd = (): void => this.end(new Error('server closed the connection'));
   private readonly onError = (error: Error): void => this.end(error);
 
+  /** Watches `socket` for its end; bytes arrive through `feed`. */
   constructor(socket: Socket) {
     this.socket = socket;
-    socket.on('data', this.onData);
     socket.on('end', this.onEnd);
     socket.on('close', this.onEnd);
     socket.on('error', this.onError);
@@ -45,10 +48,31 @@ export class HandshakeReader {
     });
   }
 
-  /** Stops reading; returns bytes that arrived but were not read. */
+  /** InputSink: bytes from the socket, copied because the caller may reuse `data`. */
+  feed(data: Buffer): void {
+    if (data.length === 0) return;
+    this.chunks.push(Buffer.from(data));
+    this.bufferedBytes += data.length;
+    if (this.bufferedBytes > HANDSHAKE_BUFFER_BYTES_MAX) this.socket.pause();
+    this.settle();
+  }
+
+  /** InputSink: the handshake never reads into destination memory. */
+  directView(): null {
+    return null;
+  }
+
+  /** InputSink: unreachable, since `directView` hands out nothing. */
+  feedDirect(): void {
+    assert.fail('the handshake reader hands out no direct views');
+  }
+
+  /**
+   * Stops watching the socket and returns bytes that arrived but were not read. A socket the
+   * reader paused stays paused: the next owner resumes it once it can take bytes.
+   */
   detach(): Buffer {
     assert.equal(this.pending, null, 'detach with a read pending');
-    this.socket.off('data', this.onData);
     this.socket.off('end', this.onEnd);
     this.socket.off('close', this.onEnd);
     this.socket.off('error', this.onError);
@@ -56,13 +80,6 @@ export class HandshakeReader {
     this.chunks = [];
     this.bufferedBytes = 0;
     return leftover;
-  }
-
-  private push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.bufferedBytes += chunk.length;
-    if (this.bufferedBytes > HANDSHAKE_BUFFER_BYTES_MAX) this.socket.pause();
-    this.settle();
   }
 
   private end(error: Error): void {

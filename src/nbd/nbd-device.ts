@@ -3,8 +3,8 @@
 // One device request becomes up to three NBD commands run in order: FLUSH (for `preflush`),
 // the operation itself (READ / WRITE / TRIM / WRITE_ZEROES, with NBD_CMD_FLAG_FUA when asked
 // and advertised), and FLUSH (FUA emulated when the server flushes but lacks SEND_FUA). Every
-// command passes the device's `InflightLimiter`, then goes to the usable connection with the
-// fewest bytes in flight.
+// command passes the device's `InflightLimiter`, then goes to a usable connection: the first
+// that is not backed up (see `pickConnection`), else the one with the fewest bytes in flight.
 //
 // Failure model, chosen and documented here:
 // - A server error fails only its request: an `IoError` (code DMIO_ERR_IO) whose errno is the
@@ -65,6 +65,12 @@ interface Step {
 }
 
 type StepDone = (error: IoError | null) => void;
+
+/**
+ * Payload bytes in flight on one connection before the next command prefers another (16 MiB:
+ * nbdcopy's per-connection default of 64 requests of 256 KiB).
+ */
+const CONNECTION_INFLIGHT_BYTES_TARGET = 16 * 1024 * 1024;
 
 /** A remote disk over NBD, as a dm-io `BlockDevice`. */
 export class NbdDevice implements BlockDevice {
@@ -362,7 +368,24 @@ export class NbdDevice implements BlockDevice {
     connection.send({ ...step, done });
   }
 
+  /**
+   * Connections are filled in order rather than spread evenly: a command goes to the first
+   * usable connection whose socket has nothing queued and which holds less than
+   * `CONNECTION_INFLIGHT_BYTES_TARGET` in flight. WRITE payloads back a socket up while they
+   * drain, so writes still spread over every connection; READ requests are 28 bytes, so a
+   * moderate read queue stays on one connection. That keeps the server's threads (and their
+   * competition with the client for the cores) fewer: against nbdkit on two shared cores,
+   * 1 MiB reads 16 in flight over four connections ran about 5-10% faster, and nbdkit used
+   * about a quarter less CPU, than when spread evenly. When every connection is backed up or
+   * full, the command goes to the one with the fewest bytes in flight.
+   */
   private pickConnection(): NbdConnection | null {
+    for (const connection of this.connections) {
+      if (connection.usable && connection.queuedWriteBytes === 0 &&
+        connection.inflightBytes < CONNECTION_INFLIGHT_BYTES_TARGET) {
+        return connection;
+      }
+    }
     let best: NbdConnection | null = null;
     for (const connection of this.connections) {
       if (!connection.usable) continue;

@@ -1,9 +1,10 @@
-// Owns delivery of READ reply bytes into a request's segments, straight from socket chunks:
-// no reply payload is ever gathered into an intermediate buffer. It also keeps the coverage
-// bookkeeping the structured-reply rules need: data and hole chunks may arrive in any order
-// but must never overlap and must cover the request exactly. Coverage is a sorted list of
-// disjoint byte ranges, merged as they touch, so in-order chunks keep it at one entry; its
-// length is capped (READ_REPLY_RANGES_MAX) so a hostile server cannot grow it without bound.
+// Owns delivery of READ reply bytes into a request's segments: copied from the socket's staging
+// buffer, or read there directly through a view (`view`); no reply payload is ever gathered
+// into an intermediate buffer. It also keeps the coverage bookkeeping the structured-reply
+// rules need: data and hole chunks may arrive in any order but must never overlap and must
+// cover the request exactly. Coverage is a sorted list of disjoint byte ranges, merged as they
+// touch, so in-order chunks keep it at one entry; its length is capped (READ_REPLY_RANGES_MAX)
+// so a hostile server cannot grow it without bound.
 
 import assert from '../assert.js';
 import { READ_REPLY_RANGES_MAX } from './protocol.js';
@@ -81,6 +82,21 @@ export class ReadTarget {
       segment.set(source.subarray(doneBytes, doneBytes + stepBytes), within);
       doneBytes += stepBytes;
     }
+  }
+
+  /**
+   * The longest run of one segment from request byte `offsetBytes`, at most `lengthBytes`
+   * long: memory a socket read may fill directly. Empty only when `lengthBytes` is 0.
+   */
+  view(offsetBytes: number, lengthBytes: number): Uint8Array {
+    assert.ok(offsetBytes >= 0 && offsetBytes + lengthBytes <= this.lengthBytes);
+    if (lengthBytes === 0) return new Uint8Array(0);
+    const index = this.locate(offsetBytes);
+    const segment = this.segments[index];
+    const segmentStart = this.segmentStarts[index];
+    assert.ok(segment !== undefined && segmentStart !== undefined);
+    const within = offsetBytes - segmentStart;
+    return segment.subarray(within, within + Math.min(segment.length - within, lengthBytes));
   }
 
   /** Zero-fills `lengthBytes` of the request from `offsetBytes` (an OFFSET_HOLE chunk). */

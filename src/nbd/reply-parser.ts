@@ -1,13 +1,16 @@
 // Owns decoding of the transmission-phase reply stream: simple replies (16-byte header plus
 // READ data) and structured reply chunks (20-byte header plus payload), interleaved in any
-// order. It is a push parser driven by socket chunks: headers and small payloads gather in
-// fixed buffers, READ data is copied straight from each socket chunk into the request's
-// segments, and an unknown error chunk is skipped unread, so memory stays bounded whatever
-// the server sends. Any reply that breaks the protocol calls `violation` once and the parser
-// stops; the owner then tears the connection down.
+// order. It is a push parser driven by socket reads (it is the `InputSink` of the socket's
+// `SocketInput`): headers and small payloads gather in fixed buffers, READ data is copied from
+// the staging buffer into the request's segments, or, once at least `DIRECT_READ_BYTES_MIN` of
+// it remains, read by the socket straight into them (`directView`), and an unknown error chunk
+// is skipped unread, so memory stays bounded whatever the server sends. Any reply that breaks
+// the protocol calls `violation` once and the parser stops; the owner then tears the connection
+// down.
 
 import assert from '../assert.js';
 import type { ReadTarget } from './read-target.js';
+import type { InputSink } from './socket-input.js';
 import {
   ERROR_CHUNK_BYTES_MAX, NBD_CMD_READ, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR,
   NBD_REPLY_TYPE_ERROR_BIT, NBD_REPLY_TYPE_ERROR_OFFSET, NBD_REPLY_TYPE_NONE,
@@ -60,6 +63,13 @@ export interface NbdReplyCounters {
   noneChunks: number;
 }
 
+/**
+ * The least READ data (16 KiB) worth a socket read of its own straight into request memory.
+ * Below it the bytes go through the staging buffer: one copy of a few KiB costs less than a
+ * separate read, and that read can also take the next replies' headers.
+ */
+export const DIRECT_READ_BYTES_MIN = 16 * 1024;
+
 /** A zeroed counters object. */
 export function newReplyCounters(): NbdReplyCounters {
   return { simpleReplies: 0, dataChunks: 0, holeChunks: 0, errorChunks: 0, noneChunks: 0 };
@@ -82,7 +92,7 @@ interface ChunkHeader {
 }
 
 /** Decodes replies for one connection. */
-export class ReplyParser {
+export class ReplyParser implements InputSink {
   private readonly sink: ReplySink;
   private readonly structuredReplies: boolean;
   private readonly header = Buffer.alloc(STRUCTURED_REPLY_HEADER_BYTES);
@@ -104,7 +114,7 @@ export class ReplyParser {
     return this.phase.kind === 'header' && this.headerBytes === 0;
   }
 
-  /** Consumes one socket chunk. */
+  /** InputSink: consumes bytes the socket read into staging (or a handshake leftover). */
   feed(data: Buffer): void {
     let position = 0;
     while (position < data.length) {
@@ -133,6 +143,38 @@ export class ReplyParser {
           return;
       }
     }
+  }
+
+  /**
+   * InputSink: memory of the READ being received that the next socket read may fill, when
+   * at least `DIRECT_READ_BYTES_MIN` contiguous bytes of it are still to come; else null.
+   */
+  directView(): Uint8Array | null {
+    const phase = this.phase;
+    let target: ReadTarget;
+    let remainingBytes: number;
+    if (phase.kind === 'simple-data') {
+      target = phase.target;
+      remainingBytes = target.lengthBytes - phase.positionBytes;
+    } else if (phase.kind === 'chunk-data' && phase.target !== null) {
+      target = phase.target;
+      remainingBytes = phase.remainingBytes;
+    } else {
+      return null;
+    }
+    if (remainingBytes < DIRECT_READ_BYTES_MIN) return null;
+    const view = target.view(phase.positionBytes, remainingBytes);
+    return view.length >= DIRECT_READ_BYTES_MIN ? view : null;
+  }
+
+  /** InputSink: the socket put `lengthBytes` of READ data in place through `directView`. */
+  feedDirect(lengthBytes: number): void {
+    const phase = this.phase;
+    assert.ok(lengthBytes > 0);
+    if (phase.kind === 'simple-data') this.advanceSimpleData(phase, lengthBytes);
+    else if (phase.kind === 'chunk-data' && phase.target !== null) {
+      this.advanceChunkData(phase, lengthBytes);
+    } else assert.fail(`direct read in phase ${phase.kind}`);
   }
 
   private feedHeader(data: Buffer, position: number): number {
@@ -192,12 +234,21 @@ export class ReplyParser {
     const remainingBytes = phase.target.lengthBytes - phase.positionBytes;
     const stepBytes = Math.min(remainingBytes, data.length - position);
     phase.target.copyIn(phase.positionBytes, data.subarray(position, position + stepBytes));
+    this.advanceSimpleData(phase, stepBytes);
+    return position + stepBytes;
+  }
+
+  /** `stepBytes` more of a simple reply's data are in place. */
+  private advanceSimpleData(
+    phase: Extract<Phase, { kind: 'simple-data' }>,
+    stepBytes: number,
+  ): void {
     phase.positionBytes += stepBytes;
+    assert.ok(phase.positionBytes <= phase.target.lengthBytes);
     if (phase.positionBytes === phase.target.lengthBytes) {
       this.phase = { kind: 'header' };
       this.sink.finish(phase.cookie, null);
     }
-    return position + stepBytes;
   }
 
   /** Validates a chunk header and decides how its payload is consumed. */
@@ -328,10 +379,19 @@ export class ReplyParser {
     if (phase.target !== null) {
       phase.target.copyIn(phase.positionBytes, data.subarray(position, position + stepBytes));
     }
+    this.advanceChunkData(phase, stepBytes);
+    return position + stepBytes;
+  }
+
+  /** `stepBytes` more of an OFFSET_DATA chunk's data are in place (or skipped). */
+  private advanceChunkData(
+    phase: Extract<Phase, { kind: 'chunk-data' }>,
+    stepBytes: number,
+  ): void {
     phase.positionBytes += stepBytes;
     phase.remainingBytes -= stepBytes;
+    assert.ok(phase.remainingBytes >= 0);
     if (phase.remainingBytes === 0) this.endChunk();
-    return position + stepBytes;
   }
 
   /** A chunk's payload is consumed; on DONE the request is finished. */

@@ -95,6 +95,7 @@ async function serve(
   requests: FakeRequest[],
 ): Promise<void> {
   const reader = new HandshakeReader(socket);
+  socket.on('data', (chunk: Buffer) => reader.feed(chunk));
   if (options.handshake !== undefined) {
     await options.handshake(socket, reader);
     return;
