@@ -95,9 +95,12 @@ export class DmIoClient {
     return this.reservedPages * PAGE_SIZE;
   }
 
-  /** @internal Starts `request` on `device` now or queues it; `done` runs once. */
-  submit(device: BlockDevice, request: DeviceRequest, done: DeviceDone): void {
-    const bounce = needsBounce(device, request);
+  /**
+   * @internal Starts `request` on `device` now or queues it; `done` runs once. `aligned`: the
+   * caller already checked that the memory needs no bounce (dm-io's fast path does).
+   */
+  submit(device: BlockDevice, request: DeviceRequest, done: DeviceDone, aligned = false): void {
+    const bounce = !aligned && needsBounce(device, request);
     if (!bounce && this.#inflight < this.inflightMax && this.queued === 0) {
       this.#submitDirect(device, request, done);
       return;

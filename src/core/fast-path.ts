@@ -59,9 +59,10 @@ export function planFast(request: unknown, regions: unknown, sync: boolean): Fas
 /** Runs a fast request; `complete` runs once, never before the caller has returned. */
 export function runFast(fast: FastRequest, complete: (result: DmIoResult) => void): void {
   const { request } = fast;
+  // planFast took only memory the device accepts as it is: the client need not check again.
   fast.client.submit(fast.device, request, (error) => {
     complete(resultOf(request, error));
-  });
+  }, true);
 }
 
 /** Runs a fast request on the calling thread (the device can block). */
