@@ -217,6 +217,12 @@ describe('nbdkit memory', () => {
       await readAll(48);
       const later = new Set(loggedCommands(server, 'Read').map((line) => line.split(' ')[2]));
       assert.ok(later.size >= 3, `48 reads used ${later.size} connections`);
+      // Commands without a payload never reach the byte target; the command target spreads them.
+      const zeroErrors = await Promise.all(Array.from({ length: 48 }, (_, index) =>
+        submit(device, request('write-zeroes', index * 8, 8))));
+      assert.deepEqual(zeroErrors.filter((error) => error !== null), []);
+      const zeroes = new Set(loggedCommands(server, 'Zero').map((line) => line.split(' ')[2]));
+      assert.ok(zeroes.size >= 3, `48 write-zeroes used ${zeroes.size} connections`);
       await device.close();
     });
   });

@@ -21,27 +21,35 @@ export interface CopyRange {
   readonly countSectors: number;
 }
 
-/** Copies `range` inside the kernel; `done` runs once, from a threadpool completion. */
+/**
+ * Copies `range` inside the kernel; `done` runs once, from a threadpool completion. Throws,
+ * having started nothing, when the first call cannot be made (no libc bindings).
+ */
 export function copyRangeAsync(range: CopyRange, stats: FileDeviceStats, done: DeviceDone): void {
   const totalBytes = range.countSectors * SECTOR_SIZE;
   const step = (copiedBytes: number): void => {
     copyFileRangeAsync(range.sourceFd, range.sourceSector * SECTOR_SIZE + copiedBytes,
       range.destFd, range.destSector * SECTOR_SIZE + copiedBytes, totalBytes - copiedBytes,
       (error, stepBytes) => {
-        if (error === null) stats.copyRanges += 1;
         if (error !== null || stepBytes === 0) return done(copyError(range, error));
+        stats.copyRanges += 1;
         const nextBytes = copiedBytes + stepBytes;
-        if (nextBytes < totalBytes) step(nextBytes);
-        else done(null);
+        if (nextBytes >= totalBytes) return done(null);
+        try {
+          step(nextBytes);
+        } catch (failure) {
+          done(copyError(range, null, failure));
+        }
+        return undefined;
       });
   };
   step(0);
 }
 
-function copyError(range: CopyRange, error: SysError | null): IoError {
+function copyError(range: CopyRange, error: SysError | null, cause: unknown = error): IoError {
   return new IoError({
     errno: error?.code ?? 'EIO', syscall: 'copy_file_range', device: range.destName,
     sector: range.destSector, countSectors: range.countSectors,
-    ...(error === null ? {} : { cause: error }),
+    ...(cause === null || cause === undefined ? {} : { cause }),
   });
 }

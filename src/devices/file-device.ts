@@ -134,20 +134,29 @@ export class FileDevice implements BlockDevice {
     done: DeviceDone,
   ): boolean {
     if (!(source instanceof FileDevice) || !this.#offloadable() || !source.#offloadable() ||
-        this.readOnly || countSectors <= 0 ||
-        sourceSector + countSectors > source.sizeSectors || sector + countSectors > this.sizeSectors) {
+        this.readOnly || !isRange(sourceSector, countSectors, source.sizeSectors) ||
+        !isRange(sector, countSectors, this.sizeSectors)) {
       return false;
     }
     this.#inflightCount += 1;
     source.#inflightCount += 1;
-    copyRangeAsync({
-      sourceFd: source.#fd, sourceSector, destFd: this.#fd, destName: this.name, destSector: sector,
-      countSectors,
-    }, this.#context.stats, (error) => {
+    const finish = (): void => {
       source.#uncount();
       this.#uncount();
-      done(error);
-    });
+    };
+    try {
+      copyRangeAsync({
+        sourceFd: source.#fd, sourceSector, destFd: this.#fd, destName: this.name,
+        destSector: sector, countSectors,
+      }, this.#context.stats, (error) => {
+        finish();
+        done(error);
+      });
+    } catch {
+      // Nothing started (no libc bindings on this system, say): the caller copies otherwise.
+      finish();
+      return false;
+    }
     return true;
   }
 
@@ -188,6 +197,12 @@ export class FileDevice implements BlockDevice {
       });
     });
   }
+}
+
+/** True when `[sector, sector + countSectors)` is a non-empty range inside `sizeSectors`. */
+function isRange(sector: number, countSectors: number, sizeSectors: number): boolean {
+  return Number.isSafeInteger(sector) && Number.isSafeInteger(countSectors) && sector >= 0 &&
+    countSectors > 0 && sector + countSectors <= sizeSectors;
 }
 
 /**

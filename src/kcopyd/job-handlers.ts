@@ -140,6 +140,7 @@ export function issueIo(kc: KcopydClient, job: KcopydJob): HandlerResult {
     return 'done';
   } catch (error) {
     kc.throttle?.ioFinished();
+    if (job.op === 'offload') job.master.offloadsInFlight -= 1;
     if (job.op === 'read') job.master.readError ??= asDmIoError(error, job);
     else noteWriteCancelled(job, error);
     return 'error';

@@ -72,6 +72,13 @@ type StepDone = (error: IoError | null) => void;
  */
 const CONNECTION_INFLIGHT_BYTES_TARGET = 16 * 1024 * 1024;
 
+/**
+ * Commands in flight on one connection before multi-conn fills the next: commands without a
+ * payload (flush, trim, write-zeroes) never reach the byte target, and would otherwise all
+ * queue on the first connection.
+ */
+const CONNECTION_INFLIGHT_COMMANDS_TARGET = 16;
+
 /** A remote disk over NBD, as a dm-io `BlockDevice`. */
 export class NbdDevice implements BlockDevice {
   /** The URI the device was opened with. */
@@ -371,7 +378,8 @@ export class NbdDevice implements BlockDevice {
   /**
    * Connections are filled in order rather than spread evenly: a command goes to the first
    * usable connection whose socket has nothing queued and which holds less than
-   * `CONNECTION_INFLIGHT_BYTES_TARGET` in flight. WRITE payloads back a socket up while they
+   * `CONNECTION_INFLIGHT_BYTES_TARGET` and fewer than `CONNECTION_INFLIGHT_COMMANDS_TARGET`
+   * commands in flight. WRITE payloads back a socket up while they
    * drain, so writes still spread over every connection; READ requests are 28 bytes, so a
    * moderate read queue stays on one connection. That keeps the server's threads (and their
    * competition with the client for the cores) fewer: against nbdkit on two shared cores,
@@ -382,7 +390,8 @@ export class NbdDevice implements BlockDevice {
   private pickConnection(): NbdConnection | null {
     for (const connection of this.connections) {
       if (connection.usable && connection.queuedWriteBytes === 0 &&
-        connection.inflightBytes < CONNECTION_INFLIGHT_BYTES_TARGET) {
+        connection.inflightBytes < CONNECTION_INFLIGHT_BYTES_TARGET &&
+        connection.inflightCount < CONNECTION_INFLIGHT_COMMANDS_TARGET) {
         return connection;
       }
     }

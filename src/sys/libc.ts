@@ -248,16 +248,24 @@ export function copyFileRangeAsync(
   // collected while the worker thread runs; they are freed in the completion.
   const offsetIn: unknown = koffi.alloc('int64_t', 1);
   const offsetOut: unknown = koffi.alloc('int64_t', 1);
-  koffi.encode(offsetIn, 'int64_t', offsetInBytes);
-  koffi.encode(offsetOut, 'int64_t', offsetOutBytes);
-  bindings.copyFileRange.async(fdIn, offsetIn, fdOut, offsetOut, lengthBytes, 0,
-    (failure: unknown, result: number | bigint) => {
-      assert.equal(failure, null, 'koffi could not run copy_file_range');
-      const copiedBytes = Number(result);
-      // errno is read before anything else can make a call that changes it.
-      const error = copiedBytes < 0 ? lastError(bindings, 'copy_file_range') : null;
-      koffi.free(offsetIn);
-      koffi.free(offsetOut);
-      callback(error, error === null ? copiedBytes : 0);
-    });
+  const release = (): void => {
+    koffi.free(offsetIn);
+    koffi.free(offsetOut);
+  };
+  try {
+    koffi.encode(offsetIn, 'int64_t', offsetInBytes);
+    koffi.encode(offsetOut, 'int64_t', offsetOutBytes);
+    bindings.copyFileRange.async(fdIn, offsetIn, fdOut, offsetOut, lengthBytes, 0,
+      (failure: unknown, result: number | bigint) => {
+        assert.equal(failure, null, 'koffi could not run copy_file_range');
+        const copiedBytes = Number(result);
+        // errno is read before anything else can make a call that changes it.
+        const error = copiedBytes < 0 ? lastError(bindings, 'copy_file_range') : null;
+        release();
+        callback(error, error === null ? copiedBytes : 0);
+      });
+  } catch (error) {
+    release();
+    throw error;
+  }
 }

@@ -1,8 +1,11 @@
-// Owns one fact about this process: whether libuv runs file operations through io_uring. Node
-// 20 does so only when started with UV_USE_IO_URING=1 and the kernel lets it create a ring;
-// libuv then owns `anon_inode:[io_uring]` descriptors, which is how the fact is read (the
-// variable alone is not enough: a kernel or sandbox that refuses io_uring leaves libuv on its
-// threadpool). Read once, on first use: libuv decides when its loop starts, never later.
+// Owns one fact about this process: whether libuv runs file operations through io_uring. libuv
+// does so on a ring with a kernel submission-polling thread (SQPOLL), which it sets up when its
+// loop starts if it is allowed to (Node 20.3 to 20.11.0 by default; later Node 20 releases only
+// with UV_USE_IO_URING=1); a kernel or sandbox that refuses io_uring leaves it on its
+// threadpool, and newer libuv also keeps a ring without SQPOLL for its own polling, which does
+// not carry file operations. So the fact is read from the process's io_uring descriptors: one
+// whose fdinfo names an SQPOLL thread (`SqThread:` other than -1) is libuv's file ring. Read
+// once, on first use: libuv decides when its loop starts, never later.
 
 import fs from 'node:fs';
 
@@ -19,10 +22,10 @@ export function libuvFileEngine(): LibuvFileEngine {
 }
 
 function readEngine(): LibuvFileEngine {
-  if (process.platform !== 'linux' || process.env['UV_USE_IO_URING'] !== '1') return 'threadpool';
+  if (process.platform !== 'linux') return 'threadpool';
   try {
     for (const name of fs.readdirSync('/proc/self/fd')) {
-      if (readLink(`/proc/self/fd/${name}`) === 'anon_inode:[io_uring]') return 'io_uring';
+      if (isSqpollRing(name)) return 'io_uring';
     }
   } catch {
     // No /proc: assume the threadpool, the safe answer (inline reads stay on).
@@ -30,10 +33,14 @@ function readEngine(): LibuvFileEngine {
   return 'threadpool';
 }
 
-function readLink(path: string): string | null {
+/** True when descriptor `name` of this process is an io_uring ring with an SQPOLL thread. */
+function isSqpollRing(name: string): boolean {
   try {
-    return fs.readlinkSync(path);
+    if (fs.readlinkSync(`/proc/self/fd/${name}`) !== 'anon_inode:[io_uring]') return false;
+    const info = fs.readFileSync(`/proc/self/fdinfo/${name}`, 'utf8');
+    const match = /^SqThread:\s*(-?\d+)/m.exec(info);
+    return match !== null && match[1] !== '-1';
   } catch {
-    return null; // The descriptor was the directory listing's own, now closed.
+    return false; // The descriptor was the directory listing's own, now closed.
   }
 }
