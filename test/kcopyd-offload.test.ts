@@ -13,9 +13,14 @@ import { describe, it, type TestContext } from 'node:test';
 import type { DmIoRegion } from '../src/core/request.js';
 import { openFileDevice, type FileDevice } from '../src/devices/file-device.js';
 import { dmKcopydClientCreate, dmKcopydClientDestroy } from '../src/kcopyd/kcopyd.js';
-import { dmKcopydCopy } from '../src/kcopyd/submit.js';
+import { dmKcopydCopy, dmKcopydZero } from '../src/kcopyd/submit.js';
+import { dmKcopydThrottleCreate } from '../src/kcopyd/throttle.js';
+import type { BlockDevice, DeviceDone, DeviceRequest } from '../src/devices/block-device.js';
+import { createFaultDevice } from '../src/devices/fault-device.js';
+import { createRamDevice, type RamDevice } from '../src/devices/ram-device.js';
+import { IoError } from '../src/errors.js';
 import type { KcopydJobOptions } from '../src/kcopyd/validate-job.js';
-import { hashOf, patternDevice, ramDevice } from './kcopyd-helpers.js';
+import { hashOf, patternDevice, ramDevice, readBytes, request } from './kcopyd-helpers.js';
 import { tempDir } from './helpers/tmp.js';
 
 const SUB_JOB_SECTORS = 256; // 128 KiB chunks
@@ -208,6 +213,8 @@ describe('FileDevice.copyFrom', () => {
     assert.equal(dest.copyFrom(source, COPY_SECTORS - 4, 0, 8, never), false, 'past the source');
     assert.equal(dest.copyFrom(source, 0, COPY_SECTORS - 4, 8, never), false, 'past the dest');
     assert.equal(dest.copyFrom(source, 0, 0, 0, never), false, 'empty');
+    assert.equal(dest.copyFrom(source, -8, 0, 8, never), false, 'negative sector');
+    assert.equal(dest.copyFrom(source, 0.5, 0, 8, never), false, 'fractional sector');
     await new Promise((resolve) => setTimeout(resolve, 10));
     assert.equal(dest.stats.copyRanges, 0);
   });
@@ -228,5 +235,141 @@ describe('FileDevice.copyFrom', () => {
     await closed;
     assert.deepEqual(events, ['started', 'done', 'closed']);
     assert.ok(sourceBytes.equals(await readFile(dest.name)));
+  });
+});
+
+/**
+ * A RAM device with a scripted `copyFrom`: it copies by reading the source and writing itself
+ * (both blocking), or fails the next `failures` calls with `errno`, or refuses every call.
+ */
+class OffloadRam implements BlockDevice {
+  readonly inner: RamDevice;
+  readonly kind = 'ram' as const;
+  readonly canBlock = true;
+  copyCalls = 0;
+  failures = 0;
+  errno = 'EIO';
+  refuse = false;
+
+  constructor(name: string, sectors: number) {
+    this.inner = createRamDevice({ sizeBytes: sectors * 512, name });
+  }
+
+  get name(): string { return this.inner.name; }
+  get sizeSectors(): number { return this.inner.sizeSectors; }
+  get readOnly(): boolean { return this.inner.readOnly; }
+  get limits(): BlockDevice['limits'] { return this.inner.limits; }
+  get closed(): boolean { return this.inner.closed; }
+  submit(deviceRequest: DeviceRequest, done: DeviceDone): void {
+    this.inner.submit(deviceRequest, done);
+  }
+  submitSync(deviceRequest: DeviceRequest): IoError | null {
+    return this.inner.submitSync(deviceRequest);
+  }
+  close(): Promise<void> { return this.inner.close(); }
+
+  copyFrom(
+    source: BlockDevice, sourceSector: number, sector: number, countSectors: number,
+    done: DeviceDone,
+  ): boolean {
+    if (this.refuse) return false;
+    this.copyCalls += 1;
+    let error: IoError | null = null;
+    if (this.failures > 0) {
+      this.failures -= 1;
+      error = new IoError({ errno: this.errno, syscall: 'copy_file_range', device: this.name,
+        sector, countSectors });
+    } else {
+      const bytes = new Uint8Array(countSectors * 512);
+      assert.ok(source.submitSync !== undefined);
+      error = source.submitSync(request('read', sourceSector, countSectors, [bytes])) ??
+        this.inner.submitSync(request('write', sector, countSectors, [bytes]));
+    }
+    setImmediate(() => done(error));
+    return true;
+  }
+}
+
+describe('kcopyd copy offload: fallbacks through pages', () => {
+  const SECTORS = 8 * SUB_JOB_SECTORS;
+
+  it('a destination that fails one chunk gets it through pages; offload goes on', async () => {
+    const source = patternDevice(SECTORS, 3);
+    const good = new OffloadRam('good', SECTORS);
+    const flaky = new OffloadRam('flaky', SECTORS);
+    flaky.failures = 1;
+    const result = await copy({ device: source, sector: 0, count: SECTORS },
+      [{ device: good, sector: 0, count: SECTORS }, { device: flaky, sector: 0, count: SECTORS }],
+      { copyOffload: true });
+    assert.equal(result.readErr, false);
+    assert.equal(result.writeErr, 0n, 'the chunk written through pages succeeded everywhere');
+    assert.equal(good.copyCalls, 8);
+    assert.equal(flaky.copyCalls, 8, 'EIO is not "cannot offload": later chunks still offload');
+    for (const dest of [good, flaky]) {
+      assert.equal(hashOf(dest.inner, 0, SECTORS), hashOf(source, 0, SECTORS), dest.name);
+    }
+  });
+
+  it('"not for this pair" (EXDEV) or a refusal turns offload off for the rest of the job', async () => {
+    for (const mode of ['exdev', 'refuse'] as const) {
+      const source = patternDevice(SECTORS, 4);
+      const first = new OffloadRam('first', SECTORS);
+      const second = new OffloadRam('second', SECTORS);
+      if (mode === 'exdev') {
+        second.failures = 100;
+        second.errno = 'EXDEV';
+      } else {
+        second.refuse = true;
+      }
+      const result = await copy({ device: source, sector: 0, count: SECTORS },
+        [{ device: first, sector: 0, count: SECTORS }, { device: second, sector: 0, count: SECTORS }],
+        { copyOffload: true });
+      assert.equal(result.writeErr, 0n, mode);
+      // At most the two chunks in flight together were tried before offload went off.
+      assert.ok(first.copyCalls <= 2, `${mode}: ${first.copyCalls} offloads`);
+      for (const dest of [first, second]) {
+        assert.equal(hashOf(dest.inner, 0, SECTORS), hashOf(source, 0, SECTORS), `${mode} ${dest.name}`);
+      }
+    }
+  });
+
+  it('with ignoreError and a bad source sector: the same result and bytes as without offload', async () => {
+    const outcomes: Array<{ readErr: boolean; writeErr: bigint; hash: string; zeros: boolean }> = [];
+    for (const copyOffload of [true, false]) {
+      const source = createFaultDevice(patternDevice(SECTORS, 5),
+        { ranges: [{ sector: 3 * SUB_JOB_SECTORS + 8, countSectors: 8, ops: ['read'] }] });
+      const dest = new OffloadRam('dest', SECTORS);
+      const result = await copy({ device: source, sector: 0, count: SECTORS },
+        [{ device: dest, sector: 0, count: SECTORS }], { copyOffload, ignoreError: true });
+      const failed = readBytes(dest.inner, 3 * SUB_JOB_SECTORS + 8, 8);
+      outcomes.push({ readErr: result.readErr, writeErr: result.writeErr,
+        hash: hashOf(dest.inner, 0, SECTORS), zeros: failed.every((byte) => byte === 0) });
+      if (copyOffload) assert.ok(dest.copyCalls > 0);
+    }
+    assert.deepEqual(outcomes[0], outcomes[1]);
+    assert.equal(outcomes[0]?.readErr, true);
+    assert.equal(outcomes[0]?.zeros, true, 'the unreadable sectors were written as zeros');
+  });
+
+  it('a throttled offload copy balances the throttle and completes', async () => {
+    const throttle = dmKcopydThrottleCreate(90);
+    const kc = dmKcopydClientCreate({ subJobSectors: SUB_JOB_SECTORS, throttle });
+    const source = patternDevice(SECTORS, 6);
+    const dest = new OffloadRam('dest', SECTORS);
+    dest.failures = 2;
+    const result = await dmKcopydCopy(kc, { device: source, sector: 0, count: SECTORS },
+      [{ device: dest, sector: 0, count: SECTORS }], { copyOffload: true });
+    await dmKcopydClientDestroy(kc);
+    assert.equal(result.writeErr, 0n);
+    assert.equal(throttle.ioJobs, 0, 'every I/O the throttle counted was finished');
+    assert.equal(hashOf(dest.inner, 0, SECTORS), hashOf(source, 0, SECTORS));
+  });
+
+  it('dmKcopydZero refuses copyOffload: a zero job copies nothing', async () => {
+    const kc = dmKcopydClientCreate();
+    assert.throws(() => dmKcopydZero(kc, [{ device: ramDevice(64, 'z'), sector: 0, count: 8 }],
+      { copyOffload: true }),
+    (error: unknown) => Reflect.get(error as object, 'code') === 'DMIO_ERR_INVALID_ARG_VALUE');
+    await dmKcopydClientDestroy(kc);
   });
 });

@@ -66,7 +66,8 @@ export function dmKcopydCopy(
  * Writes zeros to up to 8 destinations of the same sector count: with write-zeroes requests
  * when every destination supports them (`limits.maxWriteZeroesSectors > 0`), else with plain
  * writes from the client's one circular zero page, taking no pages from the pool.
- * Calling convention, result and errors as `dmKcopydCopy`; `onChunkRead` is refused.
+ * Calling convention, result and errors as `dmKcopydCopy`; `onChunkRead` and `copyOffload` are
+ * refused.
  *
  * @example
  * await dmKcopydZero(kc, [{ device: disk, sector: 0, count: 8192 }], {});
@@ -88,6 +89,10 @@ export function dmKcopydZero(
   if (valid.onChunkRead !== null) {
     throw new InvalidRequestError('DMIO_ERR_INVALID_ARG_VALUE', 'options.onChunkRead',
       'a zero job reads nothing');
+  }
+  if (valid.copyOffload) {
+    throw new InvalidRequestError('DMIO_ERR_INVALID_ARG_VALUE', 'options.copyOffload',
+      'a zero job copies nothing');
   }
   validateNotifyFn(fn);
   const writeZeroes = targets.every((dest) => dest.device.limits.maxWriteZeroesSectors > 0);
