@@ -144,7 +144,7 @@ describe('kcopyd copy offload between files', () => {
       .equals(bytes.subarray(0, count * 512)));
   });
 
-  it('reports a source that shrank under the copy exactly as the copy through pages does', async (t) => {
+  it('reports a source that shrank under it exactly as the copy through pages', async (t) => {
     const outcomes = [];
     for (const copyOffload of [true, false]) {
       const { directory, sourceBytes, source } = await fixture(t);
@@ -156,14 +156,15 @@ describe('kcopyd copy offload between files', () => {
       const written = await readFile(dest.name);
       assert.ok(written.subarray(0, keptSectors * 512)
         .equals(sourceBytes.subarray(0, keptSectors * 512)), `offload ${copyOffload}`);
-      outcomes.push({ readErr: result.readErr, writeErr: result.writeErr,
-        errno: result.readError === undefined ? undefined : Reflect.get(result.readError, 'errno') });
+      const errno = result.readError === undefined ? undefined :
+        Reflect.get(result.readError, 'errno');
+      outcomes.push({ readErr: result.readErr, writeErr: result.writeErr, errno });
     }
     assert.equal(outcomes[0]?.readErr, true);
     assert.deepEqual(outcomes[0], outcomes[1]);
   });
 
-  it('is not used with writeSeq, with onChunkRead, or with a destination without copyFrom', async (t) => {
+  it('is not used with writeSeq, onChunkRead, or a destination without copyFrom', async (t) => {
     const { directory, sourceBytes, source } = await fixture(t);
     const cases: Array<[string, KcopydJobOptions]> = [
       ['seq.img', { copyOffload: true, writeSeq: true }],
@@ -310,7 +311,7 @@ describe('kcopyd copy offload: fallbacks through pages', () => {
     }
   });
 
-  it('"not for this pair" (EXDEV) or a refusal turns offload off for the rest of the job', async () => {
+  it('"not for this pair" (EXDEV) or a refusal turns offload off for the job', async () => {
     for (const mode of ['exdev', 'refuse'] as const) {
       const source = patternDevice(SECTORS, 4);
       const first = new OffloadRam('first', SECTORS);
@@ -322,19 +323,21 @@ describe('kcopyd copy offload: fallbacks through pages', () => {
         second.refuse = true;
       }
       const result = await copy({ device: source, sector: 0, count: SECTORS },
-        [{ device: first, sector: 0, count: SECTORS }, { device: second, sector: 0, count: SECTORS }],
+        [first, second].map((device) => ({ device, sector: 0, count: SECTORS })),
         { copyOffload: true });
       assert.equal(result.writeErr, 0n, mode);
       // At most the two chunks in flight together were tried before offload went off.
       assert.ok(first.copyCalls <= 2, `${mode}: ${first.copyCalls} offloads`);
       for (const dest of [first, second]) {
-        assert.equal(hashOf(dest.inner, 0, SECTORS), hashOf(source, 0, SECTORS), `${mode} ${dest.name}`);
+        assert.equal(hashOf(dest.inner, 0, SECTORS), hashOf(source, 0, SECTORS),
+          `${mode} ${dest.name}`);
       }
     }
   });
 
-  it('with ignoreError and a bad source sector: the same result and bytes as without offload', async () => {
-    const outcomes: Array<{ readErr: boolean; writeErr: bigint; hash: string; zeros: boolean }> = [];
+  it('ignoreError and a bad source sector: the result and bytes of the page path', async () => {
+    type Outcome = { readErr: boolean; writeErr: bigint; hash: string; zeros: boolean };
+    const outcomes: Outcome[] = [];
     for (const copyOffload of [true, false]) {
       const source = createFaultDevice(patternDevice(SECTORS, 5),
         { ranges: [{ sector: 3 * SUB_JOB_SECTORS + 8, countSectors: 8, ops: ['read'] }] });

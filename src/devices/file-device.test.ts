@@ -365,3 +365,44 @@ describe('file device options and sizes', () => {
     assert.equal(syncError?.errno, 'EIO');
   });
 });
+
+describe('creating files with preallocation', () => {
+  test('preallocate gives a new file its blocks; without it the file is a hole', async (t) => {
+    const directory = await tempDir(t);
+    const sizeBytes = 8 * 1024 * 1024;
+    for (const preallocate of [true, false]) {
+      const path = join(directory, `${preallocate ? 'full' : 'sparse'}.img`);
+      const device = await openFileDevice(path, { create: { sizeBytes, preallocate } });
+      await device.close();
+      const stats = statSync(path);
+      assert.equal(stats.size, sizeBytes);
+      if (preallocate) assert.ok(stats.blocks * 512 >= sizeBytes, `${stats.blocks} blocks`);
+      else assert.ok(stats.blocks * 512 < sizeBytes / 8, `${stats.blocks} blocks`);
+      // Either way the new range reads as zeros.
+      assert.ok(readFileSync(path).every((byte) => byte === 0));
+    }
+  });
+
+  test('extending a file preallocates only the added range and keeps the data', async (t) => {
+    const directory = await tempDir(t);
+    const path = join(directory, 'grow.img');
+    writeFileSync(path, Buffer.alloc(4096, 0x7e));
+    const device = await openFileDevice(path,
+      { create: { sizeBytes: 1024 * 1024, preallocate: true } });
+    assert.equal(device.sizeSectors, 2048);
+    await device.close();
+    const bytes = readFileSync(path);
+    assert.equal(bytes.length, 1024 * 1024);
+    assert.ok(bytes.subarray(0, 4096).every((byte) => byte === 0x7e));
+    assert.ok(bytes.subarray(4096).every((byte) => byte === 0));
+    assert.ok(statSync(path).blocks * 512 >= 1024 * 1024);
+  });
+
+  test('a non-boolean preallocate is a typed error and creates nothing', async (t) => {
+    const path = join(await tempDir(t), 'never.img');
+    await assert.rejects(openFileDevice(path, {
+      create: { sizeBytes: 4096, preallocate: 'yes' as unknown as boolean },
+    }), (error) => isDmIoError(error, 'DMIO_ERR_INVALID_ARG_TYPE'));
+    assert.equal(existsSync(path), false);
+  });
+});

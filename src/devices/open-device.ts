@@ -22,8 +22,11 @@ export interface OpenDeviceOptions {
   direct?: boolean;
   /** Open read-only: writes, discards and write-zeroes are refused before submission. */
   readOnly?: boolean;
-  /** Create a regular file that does not exist, or extend a smaller one, to this size. */
-  create?: { sizeBytes: number };
+  /**
+   * Create a regular file that does not exist, or extend a smaller one, to this size; with
+   * `preallocate`, the added range is allocated at once (see `FileDeviceOptions.create`).
+   */
+  create?: { sizeBytes: number; preallocate?: boolean };
   /** Open a block device exclusively (O_EXCL): fails while it is mounted or in use. */
   exclusive?: boolean;
   /** NBD: connection timeout in milliseconds. */

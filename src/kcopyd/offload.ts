@@ -47,7 +47,9 @@ export function issueOffload(kc: KcopydClient, job: KcopydJob): void {
   if (pending === 0) setImmediate(() => finishOffload(kc, job, failed, unsupported));
 }
 
-function finishOffload(kc: KcopydClient, job: KcopydJob, failed: boolean, unsupported: boolean): void {
+function finishOffload(
+  kc: KcopydClient, job: KcopydJob, failed: boolean, unsupported: boolean,
+): void {
   kc.throttle?.ioFinished();
   job.master.offloadsInFlight -= 1;
   if (!failed) {

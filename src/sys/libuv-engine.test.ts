@@ -36,14 +36,14 @@ function expectedFor(report: Report): Report {
 }
 
 describe('libuv file engine', () => {
-  it('is the threadpool without UV_USE_IO_URING=1: every cached read is served inline', async (t) => {
+  it('is the threadpool without UV_USE_IO_URING=1: every cached read is inline', async (t) => {
     const report = await runChild(await tempDir(t), false);
     assert.deepEqual(report, {
       engine: 'threadpool', sqpollThread: false, inline: 16, libuv: 0, intact: true,
     });
   });
 
-  it('follows libuv with UV_USE_IO_URING=1: on its ring, a burst of reads goes mostly there', async (t) => {
+  it('follows libuv with UV_USE_IO_URING=1: on its ring, most of a burst goes there', async (t) => {
     const report = await runChild(await tempDir(t), true);
     // Where the kernel allows io_uring (this project's CI does), libuv runs an SQPOLL ring and
     // the first reads, finding few requests in flight, are served inline, the rest by the ring.

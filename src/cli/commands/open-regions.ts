@@ -36,7 +36,8 @@ export async function openSource(
 /**
  * Opens destinations for writing `countSectors` from `sector`: devices that exist and are not
  * regular files are opened and range-checked first; regular files (existing or not) are then
- * opened with `create`, which makes or extends them to the size needed.
+ * opened with `create`, which makes or extends them to the size needed, preallocating the added
+ * range (every byte of it is about to be written).
  */
 export async function openDestinations(
   specs: readonly string[], sector: number, countSectors: number, direct: boolean,
@@ -55,7 +56,9 @@ export async function openDestinations(
   const sizeBytes = (sector + countSectors) * 512;
   for (const [index, spec] of specs.entries()) {
     if (!files[index]) continue;
-    const device = await openForCli({ spec, options: { direct, create: { sizeBytes } } });
+    const device = await openForCli({
+      spec, options: { direct, create: { sizeBytes, preallocate: true } },
+    });
     opened.push(device);
     requireInside(device, sector, countSectors, 'destination');
     devices[index] = device;
