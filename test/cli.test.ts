@@ -89,7 +89,8 @@ describe('dmio copy', () => {
     assert.equal((await runDmio(['copy', 'random:6M,seed=5', source])).status, 0);
     const dests = [join(dir, 'a.img'), join(dir, 'b.img')];
     const cases: Array<[string[], (calls: number) => boolean]> = [
-      [[], (calls) => calls >= 12],
+      // 6 MiB in 4 MiB chunks (the default when offloading) to 2 files: at least 4 calls.
+      [[], (calls) => calls >= 4],
       [['--no-offload'], (calls) => calls === 0],
       [['--verify'], (calls) => calls === 0],
     ];
