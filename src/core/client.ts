@@ -115,11 +115,12 @@ export class DmIoClient {
   /**
    * @internal Runs `request` on `device` on the calling thread. Bounce pages come from the
    * pool; when asynchronous requests hold them, one request's worth of aligned memory is
-   * allocated for this call and dropped after it, so the blocking path never waits.
+   * allocated for this call and dropped after it, so the blocking path never waits. `aligned`
+   * as for `submit`.
    */
-  submitBlocking(device: BlockDevice, request: DeviceRequest): DeviceDoneError {
+  submitBlocking(device: BlockDevice, request: DeviceRequest, aligned = false): DeviceDoneError {
     assert.ok(device.submitSync !== undefined);
-    if (!needsBounce(device, request)) return device.submitSync(request);
+    if (aligned || !needsBounce(device, request)) return device.submitSync(request);
     const pageCount = divCeil(segmentsBytes(request.segments), PAGE_SIZE);
     const pooled = this.#pool.tryTake(pageCount);
     const pages = pooled ?? allocAlignedPages(pageCount);

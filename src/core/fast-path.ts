@@ -68,7 +68,7 @@ export function runFast(fast: FastRequest, complete: (result: DmIoResult) => voi
 /** Runs a fast request on the calling thread (the device can block). */
 export function runFastBlocking(fast: FastRequest): DmIoResult {
   const { request } = fast;
-  return resultOf(request, fast.client.submitBlocking(fast.device, request));
+  return resultOf(request, fast.client.submitBlocking(fast.device, request, true));
 }
 
 /** The one-region result, fresh each time as the general path's. */
