@@ -6,13 +6,14 @@
 // whole, and a call that comes back short or failed is handed to the general transfer loop,
 // which resumes from that result. So the semantics stay those of file-request.ts.
 
-import fs from 'node:fs';
 import { IOV_MAX } from '../constants.js';
 import type { IoError } from '../errors.js';
 import { sectorsToBytes } from '../units.js';
 import { type DeviceRequest, segmentsBytes } from './block-device.js';
 import { type FileRequestContext, runPlainTransfer } from './file-request.js';
-import { resumeStepsAsync, resumeStepsSync } from './file-syscalls.js';
+import {
+  resumeStepsAsync, resumeStepsSync, transferAsync, transferSync,
+} from './file-syscalls.js';
 
 /** True when `request` may take the fast path on this device right now. */
 function takesFastPath(context: FileRequestContext, request: DeviceRequest): boolean {
@@ -50,16 +51,8 @@ export function submitFast(
       resumeStepsAsync(fd, runPlainTransfer(context, request), { bytes, error }, done);
     }
   };
-  const segments = request.segments;
-  const only = segments.length === 1 ? segments[0] : undefined;
-  if (request.op === 'read') {
-    if (only !== undefined) fs.read(fd, only, 0, only.length, positionBytes, onCall);
-    else fs.readv(fd, segments, positionBytes, onCall);
-  } else if (only !== undefined) {
-    fs.write(fd, only, 0, only.length, positionBytes, onCall);
-  } else {
-    fs.writev(fd, segments, positionBytes, onCall);
-  }
+  // takesFastPath admitted only reads and writes.
+  transferAsync(fd, request.op as 'read' | 'write', request.segments, positionBytes, onCall);
   return true;
 }
 
@@ -69,18 +62,11 @@ export function submitFastSync(
 ): IoError | null | undefined {
   if (!takesFastPath(context, request)) return undefined;
   const positionBytes = sectorsToBytes(request.sector);
-  const segments = request.segments;
-  const only = segments.length === 1 ? segments[0] : undefined;
   let bytes = 0;
   let error: unknown = null;
   try {
-    if (request.op === 'read') {
-      bytes = only !== undefined ? fs.readSync(fd, only, 0, only.length, positionBytes) :
-        fs.readvSync(fd, segments, positionBytes);
-    } else {
-      bytes = only !== undefined ? fs.writeSync(fd, only, 0, only.length, positionBytes) :
-        fs.writevSync(fd, segments, positionBytes);
-    }
+    // takesFastPath admitted only reads and writes.
+    bytes = transferSync(fd, request.op as 'read' | 'write', request.segments, positionBytes);
   } catch (caught) {
     if (typeof (caught as { code?: unknown }).code !== 'string') throw caught;
     error = caught;

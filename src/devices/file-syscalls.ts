@@ -17,15 +17,44 @@ function failed(error: unknown): StepResult {
   return { bytes: 0, error };
 }
 
-function onlyBuffer(buffers: readonly Uint8Array[]): Uint8Array {
-  const buffer = buffers[0];
-  assert.ok(buffer !== undefined && buffers.length === 1);
-  return buffer;
+/** Completion of a read or write: the bytes moved, or the error. */
+export type TransferCallback = (error: NodeJS.ErrnoException | null, bytes: number) => void;
+
+/**
+ * One read or write of `buffers` at `positionBytes` on the threadpool: `fs.read`/`fs.write`
+ * for one buffer, `fs.readv`/`fs.writev` for several. `callback` runs on a later turn.
+ */
+export function transferAsync(
+  fd: number, op: 'read' | 'write', buffers: readonly Uint8Array[], positionBytes: number,
+  callback: TransferCallback,
+): void {
+  const only = buffers.length === 1 ? buffers[0] : undefined;
+  if (op === 'read') {
+    if (only !== undefined) fs.read(fd, only, 0, only.length, positionBytes, callback);
+    else fs.readv(fd, buffers, positionBytes, callback);
+  } else if (only !== undefined) {
+    fs.write(fd, only, 0, only.length, positionBytes, callback);
+  } else {
+    fs.writev(fd, buffers, positionBytes, callback);
+  }
+}
+
+/** `transferAsync` with blocking calls: returns the bytes moved; a failed call throws. */
+export function transferSync(
+  fd: number, op: 'read' | 'write', buffers: readonly Uint8Array[], positionBytes: number,
+): number {
+  const only = buffers.length === 1 ? buffers[0] : undefined;
+  if (op === 'read') {
+    return only !== undefined ? fs.readSync(fd, only, 0, only.length, positionBytes) :
+      fs.readvSync(fd, buffers, positionBytes);
+  }
+  return only !== undefined ? fs.writeSync(fd, only, 0, only.length, positionBytes) :
+    fs.writevSync(fd, buffers, positionBytes);
 }
 
 /** Runs one step on the threadpool; `callback` always runs on a later turn. */
 function runStepAsync(fd: number, step: Step, callback: (result: StepResult) => void): void {
-  const byteCallback = (error: NodeJS.ErrnoException | null, bytes: number): void => {
+  const byteCallback: TransferCallback = (error, bytes) => {
     callback(error === null ? { bytes, error: null } : failed(error));
   };
   const plainCallback = (error: unknown): void => {
@@ -33,20 +62,8 @@ function runStepAsync(fd: number, step: Step, callback: (result: StepResult) => 
   };
   switch (step.kind) {
     case 'read':
-      if (step.buffers.length === 1) {
-        const buffer = onlyBuffer(step.buffers);
-        fs.read(fd, buffer, 0, buffer.length, step.positionBytes, byteCallback);
-      } else {
-        fs.readv(fd, step.buffers, step.positionBytes, byteCallback);
-      }
-      return;
     case 'write':
-      if (step.buffers.length === 1) {
-        const buffer = onlyBuffer(step.buffers);
-        fs.write(fd, buffer, 0, buffer.length, step.positionBytes, byteCallback);
-      } else {
-        fs.writev(fd, step.buffers, step.positionBytes, byteCallback);
-      }
+      transferAsync(fd, step.kind, step.buffers, step.positionBytes, byteCallback);
       return;
     case 'fdatasync':
       fs.fdatasync(fd, plainCallback);
@@ -80,15 +97,10 @@ function runStepSync(fd: number, step: Step): StepResult {
   try {
     switch (step.kind) {
       case 'read':
-        return { bytes: step.buffers.length === 1 ?
-          fs.readSync(fd, onlyBuffer(step.buffers), 0, onlyBuffer(step.buffers).length,
-            step.positionBytes) :
-          fs.readvSync(fd, step.buffers, step.positionBytes), error: null };
       case 'write':
-        return { bytes: step.buffers.length === 1 ?
-          fs.writeSync(fd, onlyBuffer(step.buffers), 0, onlyBuffer(step.buffers).length,
-            step.positionBytes) :
-          fs.writevSync(fd, step.buffers, step.positionBytes), error: null };
+        return {
+          bytes: transferSync(fd, step.kind, step.buffers, step.positionBytes), error: null,
+        };
       case 'fdatasync':
         fs.fdatasyncSync(fd);
         return NO_DATA_OK;
