@@ -207,6 +207,8 @@ describe('FileDevice.copyFrom', () => {
     const readOnly = await openFileDevice(dest.name, { readOnly: true });
     t.after(() => readOnly.close());
     const never = (): void => assert.fail('done must not run for a refused copy');
+    assert.deepEqual([dest.copyOffload, direct.copyOffload, source.copyOffload],
+      [true, false, true]);
     assert.equal(dest.copyFrom(patternDevice(64, 1), 0, 0, 8, never), false, 'RAM source');
     assert.equal(direct.copyFrom(source, 0, 0, 8, never), false, 'O_DIRECT destination');
     assert.equal(dest.copyFrom(direct, 0, 0, 8, never), false, 'O_DIRECT source');

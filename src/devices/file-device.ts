@@ -133,7 +133,7 @@ export class FileDevice implements BlockDevice {
     source: BlockDevice, sourceSector: number, sector: number, countSectors: number,
     done: DeviceDone,
   ): boolean {
-    if (!(source instanceof FileDevice) || !this.#offloadable() || !source.#offloadable() ||
+    if (!(source instanceof FileDevice) || !this.copyOffload || !source.copyOffload ||
         this.readOnly || !isRange(sourceSector, countSectors, source.sizeSectors) ||
         !isRange(sector, countSectors, this.sizeSectors)) {
       return false;
@@ -160,7 +160,11 @@ export class FileDevice implements BlockDevice {
     return true;
   }
 
-  #offloadable(): boolean {
+  /**
+   * True while `copyFrom` can copy into or out of this device: a regular file opened without
+   * O_DIRECT, not closed.
+   */
+  get copyOffload(): boolean {
     return this.kind === 'file' && !this.direct && !this.#closing;
   }
 

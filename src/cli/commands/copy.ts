@@ -105,8 +105,7 @@ function defaultSubJobSectors(
   source: BlockDevice, dests: readonly BlockDevice[], flags: CopyFlags,
 ): number {
   const offloading = flags.offload && flags.verify !== true && flags.writeSeq !== true &&
-    [source, ...dests].every((device) =>
-      device instanceof FileDevice && device.kind === 'file' && !device.direct);
+    [source, ...dests].every((device) => device instanceof FileDevice && device.copyOffload);
   return offloading ? KCOPYD_SUB_JOB_SECTORS_MAX : CLI_SUB_JOB_SECTORS_DEFAULT;
 }
 
