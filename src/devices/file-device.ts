@@ -1,8 +1,9 @@
 // Owns the local backend: a `BlockDevice` over a regular file (`kind: 'file'`) or a Linux
 // block device such as a loop device (`kind: 'block'`), through one file descriptor. Request
-// semantics live in file-request.ts and run unchanged through `submit` (threadpool, callback
-// `fs` calls) and `submitSync` (blocking calls); small reads of cached data are served inline
-// without a threadpool trip (file-inline-read.ts). The device counts requests in flight so
+// semantics live in file-request.ts and run unchanged through `submit` (dmio's own io_uring
+// for plain transfers, file-ring.ts; else the threadpool with callback `fs` calls) and
+// `submitSync` (blocking calls); where the ring is not used, small reads of cached data are
+// served inline without a threadpool trip (file-inline-read.ts). The device counts requests in flight so
 // that `close()` can wait for them before it closes the descriptor; `closed` turns true as
 // soon as `close()` begins, and requests submitted after that fail with EBADF without a
 // syscall.
@@ -20,6 +21,7 @@ import {
   type DiscardMethod,
 } from './file-special-ops.js';
 import { submitFast, submitFastSync } from './file-fast-path.js';
+import { submitRing } from './file-ring.js';
 import { InlineReads } from './file-inline-read.js';
 import { runStepsAsync, runStepsSync } from './file-syscalls.js';
 import { copyRangeAsync } from './file-copy-range.js';
@@ -52,12 +54,14 @@ export class FileDevice implements BlockDevice {
   #inflightCount = 0;
   #drained: (() => void) | undefined;
   readonly #inline: InlineReads;
+  readonly #ioUring: boolean;
 
   /** @internal Use `openFileDevice`. */
   constructor(name: string, opened: {
     fd: number; kind: 'file' | 'block'; sizeSectors: number; limits: DeviceLimits;
     queue: QueueLimits | undefined; readOnly: boolean; direct: boolean;
     disableMethods: FileDeviceOptions['disableMethods']; inlineCachedReads: boolean;
+    ioUring: boolean;
   }) {
     this.name = name;
     this.kind = opened.kind;
@@ -68,6 +72,7 @@ export class FileDevice implements BlockDevice {
     this.#fd = opened.fd;
     this.#limits = opened.limits;
     this.#inline = new InlineReads(opened.inlineCachedReads);
+    this.#ioUring = opened.ioUring;
     const stats = emptyStats();
     this.stats = stats;
     this.#methods = initialMethods(opened.kind, opened.disableMethods ?? [],
@@ -112,6 +117,10 @@ export class FileDevice implements BlockDevice {
       done(error);
     };
     try {
+      if (this.#ioUring &&
+          submitRing(this.#context, this.#fd, this.direct, request, complete)) {
+        return;
+      }
       if (this.#inline.tryRead(this.#context, this.#fd, request, complete, this.#inflightCount)) {
         return;
       }
@@ -229,6 +238,7 @@ export async function openFileDevice(
     direct: options.direct === true,
     disableMethods: options.disableMethods,
     inlineCachedReads: options.direct !== true && options.inlineCachedReads !== false,
+    ioUring: options.ioUring !== false,
   });
 }
 

@@ -16,7 +16,7 @@ import {
 } from './file-syscalls.js';
 
 /** True when `request` may take the fast path on this device right now. */
-function takesFastPath(context: FileRequestContext, request: DeviceRequest): boolean {
+export function takesFastPath(context: FileRequestContext, request: DeviceRequest): boolean {
   if (request.op !== 'read' && request.op !== 'write') return false;
   if (request.flags.preflush || request.flags.fua) return false;
   if (request.countSectors === 0 || request.segments.length > IOV_MAX) return false;
@@ -27,7 +27,8 @@ function takesFastPath(context: FileRequestContext, request: DeviceRequest): boo
   return segmentsBytes(request.segments) === sectorsToBytes(request.countSectors);
 }
 
-function countCall(context: FileRequestContext, request: DeviceRequest): void {
+/** Counts the one call that moved all of a fast-path request's data. */
+export function countCall(context: FileRequestContext, request: DeviceRequest): void {
   if (request.op === 'read') context.stats.reads += 1;
   else context.stats.writes += 1;
 }

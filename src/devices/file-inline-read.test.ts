@@ -13,6 +13,8 @@ import { tempDir } from '../../test/helpers/tmp.js';
 import { deviceRequest, pattern, submitted } from '../../test/helpers/requests.js';
 
 const MIB = 1024 * 1024;
+/** These tests are about the threadpool and inline paths: keep dmio's io_uring out. */
+const NO_RING = { ioUring: false } as const;
 
 /** A file whose first MiB was written with O_DIRECT, so none of it is in the page cache. */
 async function uncachedFile(directory: string): Promise<{ path: string; data: Uint8Array }> {
@@ -32,7 +34,7 @@ async function uncachedFile(directory: string): Promise<{ path: string; data: Ui
 describe('inline cached reads', () => {
   test('data not in the page cache goes to the threadpool; once cached it is read inline', async (t) => {
     const { path, data } = await uncachedFile(await tempDir(t));
-    const device = await openFileDevice(path);
+    const device = await openFileDevice(path, NO_RING);
     t.after(() => device.close());
     assert.equal(device.inlineCachedReads, true);
     const first = new Uint8Array(4096);
@@ -51,9 +53,9 @@ describe('inline cached reads', () => {
     const directory = await tempDir(t);
     const path = join(directory, 'plain.img');
     fs.writeFileSync(path, pattern(4 * MIB, 3));
-    const optedOut = await openFileDevice(path, { inlineCachedReads: false });
-    const direct = await openFileDevice(path, { direct: true });
-    const plain = await openFileDevice(path);
+    const optedOut = await openFileDevice(path, { ...NO_RING, inlineCachedReads: false });
+    const direct = await openFileDevice(path, { ...NO_RING, direct: true });
+    const plain = await openFileDevice(path, NO_RING);
     t.after(() => Promise.all([optedOut.close(), direct.close(), plain.close()]));
     assert.equal(optedOut.inlineCachedReads, false);
     assert.equal(direct.inlineCachedReads, false);
@@ -71,7 +73,7 @@ describe('inline cached reads', () => {
     const directory = await tempDir(t);
     const path = join(directory, 'loop.img');
     fs.writeFileSync(path, pattern(MIB, 5));
-    const device = await openFileDevice(path);
+    const device = await openFileDevice(path, NO_RING);
     t.after(() => device.close());
     // If completions ran as microtasks, the loop would never yield and the timer could not
     // fire; the read budget ends the loop anyway, so that regression fails instead of hangs.
@@ -108,7 +110,7 @@ describe('inline read batches', () => {
     const directory = await tempDir(t);
     const path = join(directory, 'batch.img');
     fs.writeFileSync(path, pattern(MIB, 9));
-    const device = await openFileDevice(path);
+    const device = await openFileDevice(path, NO_RING);
     const captured: unknown[] = [];
     process.setUncaughtExceptionCaptureCallback((error) => captured.push(error));
     const completed: number[] = [];

@@ -43,6 +43,13 @@ export interface FileDeviceOptions {
    * back to the threadpool for anything not cached (default true; never with `direct`).
    */
   readonly inlineCachedReads?: boolean;
+  /**
+   * Send plain reads and writes through dmio's own io_uring where the kernel allows it (default
+   * true): on an O_DIRECT device reads and writes, to a ring whose kernel thread submits them;
+   * on a buffered one reads only, batched per event-loop turn. Buffered writes, flags, discards
+   * and write-zeroes always take the threadpool. False keeps every request off the ring.
+   */
+  readonly ioUring?: boolean;
 }
 
 /** Everything learnt while opening. */
@@ -66,6 +73,7 @@ export function validateFileDeviceOptions(path: unknown, options: FileDeviceOpti
   validateBoolean(options.readOnly, 'options.readOnly', false);
   validateBoolean(options.exclusive, 'options.exclusive', false);
   validateBoolean(options.inlineCachedReads, 'options.inlineCachedReads', false);
+  validateBoolean(options.ioUring, 'options.ioUring', false);
   if (options.create !== undefined) {
     const sizeBytes: unknown = options.create.sizeBytes;
     if (typeof sizeBytes !== 'number') {

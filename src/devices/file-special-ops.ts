@@ -31,6 +31,8 @@ export interface FileDeviceStats {
   reads: number;
   /** Reads served inline from the page cache by preadv2(RWF_NOWAIT), with no threadpool trip. */
   inlineReads: number;
+  /** Reads and writes that dmio's own io_uring moved whole (also counted in reads/writes). */
+  ringTransfers: number;
   /** write/writev calls for write requests. */
   writes: number;
   /** fdatasync calls (preflush, FUA, pure flush). */
@@ -68,8 +70,8 @@ export interface SpecialOpContext {
 /** A fresh stats object with every counter at 0. */
 export function emptyStats(): FileDeviceStats {
   return {
-    reads: 0, inlineReads: 0, writes: 0, fdatasyncs: 0, discards: 0, zeroRanges: 0, zeroPunches: 0,
-    zeroOuts: 0, zeroWrites: 0, copyRanges: 0, refusals: 0,
+    reads: 0, inlineReads: 0, ringTransfers: 0, writes: 0, fdatasyncs: 0, discards: 0,
+    zeroRanges: 0, zeroPunches: 0, zeroOuts: 0, zeroWrites: 0, copyRanges: 0, refusals: 0,
   };
 }
 

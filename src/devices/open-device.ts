@@ -29,6 +29,8 @@ export interface OpenDeviceOptions {
   create?: { sizeBytes: number; preallocate?: boolean };
   /** Open a block device exclusively (O_EXCL): fails while it is mounted or in use. */
   exclusive?: boolean;
+  /** Files and block devices: use dmio's own io_uring (default true; `FileDeviceOptions`). */
+  ioUring?: boolean;
   /** NBD: connection timeout in milliseconds. */
   connectTimeoutMs?: number;
   /** NBD: per-request timeout in milliseconds. */

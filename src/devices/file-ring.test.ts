@@ -1,0 +1,161 @@
+// Local devices on dmio's own io_uring: which requests take it (buffered reads; O_DIRECT reads
+// and writes; nothing with flags, long vectors, buffered writes or `ioUring: false`), that the
+// data is right both ways, that a short read continues in the general loop with its usual EIO,
+// that a burst larger than the ring overflows to the other paths, that close waits for the
+// ring, and a loop block device with O_DIRECT through the ring's kernel polling thread. Where
+// CI=true the kernel must offer io_uring: this path is the default and must be tested.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { join } from 'node:path';
+import { describe, test, type TestContext } from 'node:test';
+import { isDmIoError } from '../errors.js';
+import { allocAligned } from '../memory/aligned.js';
+import { openFileDevice, type FileDevice, type FileDeviceOptions } from './file-device.js';
+import { deviceRing, RING_ENTRIES } from './file-ring.js';
+import { tempDir } from '../../test/helpers/tmp.js';
+import { deviceRequest, pattern, splitInto, submitted } from '../../test/helpers/requests.js';
+import { requireLoopOrSkip, withLoopDevice } from '../../test/helpers/loop.js';
+
+const MIB = 1024 * 1024;
+
+/** Skips `t` where the kernel refuses io_uring; fails instead where CI=true. */
+function ringsOrSkip(t: TestContext): boolean {
+  const available = deviceRing(false) !== undefined && deviceRing(true) !== undefined;
+  if (available) return true;
+  assert.notEqual(process.env['CI'], 'true', 'CI must run the io_uring path');
+  t.skip('io_uring is refused here');
+  return false;
+}
+
+async function openImage(
+  t: TestContext, options: FileDeviceOptions = {}, lengthBytes = 4 * MIB,
+): Promise<{ device: FileDevice; path: string; data: Uint8Array }> {
+  const path = join(await tempDir(t), 'ring.img');
+  const data = pattern(lengthBytes, 11);
+  fs.writeFileSync(path, data);
+  const device = await openFileDevice(path, options);
+  t.after(() => device.close());
+  return { device, path, data };
+}
+
+describe('file devices on dmio io_uring', () => {
+  test('buffered: reads take the ring, whole or in up to 16 segments; writes do not', async (t) => {
+    if (!ringsOrSkip(t)) return;
+    const { device, path, data } = await openImage(t);
+    const one = new Uint8Array(8192);
+    assert.equal(await submitted(device, deviceRequest('read', 24, 16, [one])), null);
+    assert.deepEqual(one, data.subarray(24 * 512, 40 * 512));
+    const pieces = splitInto(new Uint8Array(16 * 512), new Array(16).fill(512));
+    assert.equal(await submitted(device, deviceRequest('read', 100, 16, pieces)), null);
+    assert.deepEqual(Buffer.concat(pieces), Buffer.from(data.subarray(100 * 512, 116 * 512)));
+    assert.deepEqual([device.stats.ringTransfers, device.stats.reads], [2, 2]);
+
+    const many = splitInto(new Uint8Array(17 * 512), new Array(17).fill(512));
+    assert.equal(await submitted(device, deviceRequest('read', 0, 17, many)), null);
+    assert.deepEqual(Buffer.concat(many), Buffer.from(data.subarray(0, 17 * 512)));
+    const written = pattern(4096, 5);
+    assert.equal(await submitted(device, deviceRequest('write', 8, 8, [written])), null);
+    assert.deepEqual(fs.readFileSync(path).subarray(4096, 8192), Buffer.from(written));
+    assert.equal(device.stats.ringTransfers, 2, '17 segments and a buffered write go elsewhere');
+    assert.equal(device.stats.writes, 1);
+  });
+
+  test('O_DIRECT: reads and writes take the ring; flags do not', async (t) => {
+    if (!ringsOrSkip(t)) return;
+    const { device, path, data } = await openImage(t, { direct: true });
+    const back = allocAligned(64 * 1024);
+    assert.equal(await submitted(device, deviceRequest('read', 256, 128, [back])), null);
+    assert.deepEqual(back, data.subarray(256 * 512, 384 * 512));
+    const written = allocAligned(8192);
+    written.set(pattern(8192, 6));
+    assert.equal(await submitted(device, deviceRequest('write', 64, 16, [written])), null);
+    assert.equal(device.stats.ringTransfers, 2);
+    assert.equal(await submitted(device, deviceRequest('write', 80, 16, [written], { fua: true })),
+      null);
+    assert.equal(device.stats.ringTransfers, 2, 'a FUA write takes the general path');
+    assert.equal(device.stats.fdatasyncs, 1);
+    const onDisk = fs.readFileSync(path);
+    assert.deepEqual(onDisk.subarray(64 * 512, 96 * 512),
+      Buffer.concat([Buffer.from(written), Buffer.from(written)]));
+  });
+
+  test('ioUring: false keeps every request off the ring', async (t) => {
+    const { device, data } = await openImage(t, { ioUring: false });
+    const back = new Uint8Array(4096);
+    assert.equal(await submitted(device, deviceRequest('read', 8, 8, [back])), null);
+    assert.deepEqual(back, data.subarray(4096, 8192));
+    assert.equal(device.stats.ringTransfers, 0);
+  });
+
+  test('a read the file no longer holds continues in the general loop: EIO', async (t) => {
+    if (!ringsOrSkip(t)) return;
+    const { device, path } = await openImage(t, { direct: true });
+    fs.truncateSync(path, MIB); // The device still believes it has 4 MiB.
+    const partial = allocAligned(8192);
+    const shortError = await submitted(device, deviceRequest('read', 2044, 16, [partial]));
+    assert.ok(isDmIoError(shortError) && shortError.code === 'DMIO_ERR_IO');
+    assert.equal(shortError.errno, 'EIO');
+    assert.deepEqual([shortError.sector, shortError.countSectors], [2044, 16]);
+    assert.deepEqual(partial.subarray(0, 2048), pattern(4 * MIB, 11).subarray(2044 * 512, MIB),
+      'the part inside the file was read');
+    assert.equal(device.stats.ringTransfers, 0, 'a short transfer is not counted as whole');
+  });
+
+  test('a burst larger than the ring overflows to the other paths', async (t) => {
+    if (!ringsOrSkip(t)) return;
+    const { device, data } = await openImage(t);
+    const count = RING_ENTRIES + 72;
+    const buffers = Array.from({ length: count }, () => new Uint8Array(4096));
+    const errors = await Promise.all(buffers.map((buffer, index) =>
+      submitted(device, deviceRequest('read', index * 8, 8, [buffer]))));
+    assert.deepEqual(errors, new Array(count).fill(null));
+    buffers.forEach((buffer, index) => {
+      assert.deepEqual(buffer, data.subarray(index * 4096, (index + 1) * 4096), `read ${index}`);
+    });
+    assert.equal(device.stats.ringTransfers, RING_ENTRIES, 'the ring took what it had room for');
+  });
+
+  test('close waits for reads on the ring; later requests fail with EBADF', async (t) => {
+    if (!ringsOrSkip(t)) return;
+    const { device } = await openImage(t, { direct: true });
+    const outcomes: unknown[] = [];
+    for (let index = 0; index < 8; index += 1) {
+      device.submit(deviceRequest('read', index * 8, 8, [allocAligned(4096)]),
+        (error) => outcomes.push(error));
+    }
+    await device.close();
+    assert.deepEqual(outcomes, new Array(8).fill(null));
+    const late = await submitted(device, deviceRequest('read', 0, 8, [allocAligned(4096)]));
+    assert.equal(late?.errno, 'EBADF');
+  });
+
+  test('a loop block device with O_DIRECT through the polling ring', async (t) => {
+    if (!requireLoopOrSkip(t) || !ringsOrSkip(t)) return;
+    const imagePath = join(await tempDir(t), 'loop-backing.img');
+    fs.writeFileSync(imagePath, pattern(8 * MIB, 13));
+    await withLoopDevice(imagePath, {}, async (loopPath) => {
+      const device = await openFileDevice(loopPath, { direct: true });
+      try {
+        assert.equal(device.kind, 'block');
+        const blocks = Array.from({ length: 32 }, () => allocAligned(4096));
+        const reads = await Promise.all(blocks.map((block, index) =>
+          submitted(device, deviceRequest('read', index * 64, 8, [block]))));
+        assert.deepEqual(reads, new Array(32).fill(null));
+        const expected = pattern(8 * MIB, 13);
+        blocks.forEach((block, index) => {
+          assert.deepEqual(block, expected.subarray(index * 32768, index * 32768 + 4096));
+        });
+        const written = allocAligned(4096);
+        written.set(pattern(4096, 2));
+        assert.equal(await submitted(device, deviceRequest('write', 8, 8, [written])), null);
+        const back = allocAligned(4096);
+        assert.equal(await submitted(device, deviceRequest('read', 8, 8, [back])), null);
+        assert.deepEqual(back, written);
+        assert.equal(device.stats.ringTransfers, 34);
+      } finally {
+        await device.close();
+      }
+    });
+  });
+});

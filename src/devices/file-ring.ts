@@ -1,0 +1,82 @@
+// Owns the io_uring path of local devices: which of this thread's two rings a plain read or
+// write goes to, and how its completion joins the request logic. A device opened with O_DIRECT
+// sends its transfers to a ring with a kernel polling thread (SQPOLL), which submits and
+// completes while the event loop runs JavaScript; a buffered device sends reads to a ring
+// without one, where io_uring_enter copies cached data inline, a whole batch per call. Buffered
+// writes stay on the threadpool: ext4 hands a buffered write from io_uring to a kernel worker,
+// measured slower than the threadpool (docs/performance.md). Both rings are made on first use;
+// a kernel or sandbox that refuses io_uring turns the path off for the process, and a full ring
+// sends the request to the other paths. A call that comes back short or failed continues in
+// the general transfer loop, exactly as on the fast path, so the semantics stay those of
+// file-request.ts.
+
+import { sectorsToBytes } from '../units.js';
+import type { IoError } from '../errors.js';
+import { IoUring, URING_IOVECS_PER_ENTRY_MAX } from '../sys/io-uring.js';
+import { SysError } from '../sys/libc.js';
+import type { DeviceRequest } from './block-device.js';
+import { countCall, takesFastPath } from './file-fast-path.js';
+import { type FileRequestContext, runPlainTransfer } from './file-request.js';
+import { resumeStepsAsync } from './file-syscalls.js';
+
+/** Entries of each ring: requests in flight on it, over all devices of this thread. */
+export const RING_ENTRIES = 128;
+
+/**
+ * How long the O_DIRECT ring's kernel thread keeps polling after its last request. While it
+ * polls it occupies a core; after that a new batch costs one wake-up call.
+ */
+export const DIRECT_RING_SQPOLL_IDLE_MS = 10;
+
+/** The two rings of this thread: undefined until first asked for, null once refused. */
+const rings: { direct?: IoUring | null; buffered?: IoUring | null } = {};
+
+function makeRing(direct: boolean): IoUring | null {
+  try {
+    return IoUring.create(RING_ENTRIES,
+      { sqPollIdleMs: direct ? DIRECT_RING_SQPOLL_IDLE_MS : 0 });
+  } catch {
+    return null; // ENOSYS, EPERM (seccomp, io_uring_disabled), no bindings: use the others.
+  }
+}
+
+/** The ring for a device opened with or without O_DIRECT; undefined where there is none. */
+export function deviceRing(direct: boolean): IoUring | undefined {
+  const key = direct ? 'direct' : 'buffered';
+  let ring = rings[key];
+  if (ring === undefined) {
+    ring = makeRing(direct);
+    rings[key] = ring;
+  }
+  return ring ?? undefined;
+}
+
+/**
+ * Issues `request` through the device's ring when it can; returns false, having done nothing,
+ * when it must take another path. `done` runs exactly once, on a later turn.
+ */
+export function submitRing(
+  context: FileRequestContext, fd: number, direct: boolean, request: DeviceRequest,
+  done: (error: IoError | null) => void,
+): boolean {
+  if (!direct && request.op !== 'read') return false;
+  if (request.segments.length > URING_IOVECS_PER_ENTRY_MAX) return false;
+  if (!takesFastPath(context, request)) return false;
+  const ring = deviceRing(direct);
+  if (ring === undefined) return false;
+  const lengthBytes = sectorsToBytes(request.countSectors);
+  // takesFastPath admitted only reads and writes.
+  const op = request.op as 'read' | 'write';
+  return ring.prepareTransfer(fd, op, request.segments, sectorsToBytes(request.sector),
+    (result) => {
+      if (result === lengthBytes) {
+        countCall(context, request);
+        context.stats.ringTransfers += 1;
+        done(null);
+        return;
+      }
+      const first = result >= 0 ? { bytes: result, error: null } :
+        { bytes: 0, error: new SysError(-result, op) };
+      resumeStepsAsync(fd, runPlainTransfer(context, request), first, done);
+    });
+}

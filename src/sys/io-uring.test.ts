@@ -1,0 +1,221 @@
+// dmio's own io_uring against real files: data in and out of one buffer and of iovecs, the
+// kernel's results (bytes, 0 at the end of the file, negated errnos) passed on unchanged,
+// batches, a full ring refusing more, completions never inside `prepareTransfer`, a throwing
+// callback that does not stall the ring, the kernel polling thread waking again after it slept,
+// close, and a child process that waits for its ring's completion (the poll handle holds the
+// loop while requests are in flight) and then exits on its own.
+
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import { join } from 'node:path';
+import { describe, test, type TestContext } from 'node:test';
+import { promisify } from 'node:util';
+import { IoUring, URING_IOVECS_PER_ENTRY_MAX, uringErrorCode } from './io-uring.js';
+import { pattern } from '../../test/helpers/requests.js';
+import { tempDir } from '../../test/helpers/tmp.js';
+
+const execFileAsync = promisify(execFile);
+
+/** A ring, or a skip where the kernel refuses io_uring (a failure where CI=true). */
+function ringOrSkip(t: TestContext, options: { sqPollIdleMs?: number } = {}): IoUring | null {
+  try {
+    const ring = IoUring.create(8, options);
+    t.after(() => ring.close());
+    return ring;
+  } catch (error) {
+    if (process.env['CI'] === 'true') throw error;
+    t.skip(`io_uring refused here: ${String(error)}`);
+    return null;
+  }
+}
+
+/** Prepares one transfer and resolves with its result; checks it did not complete inline. */
+function transfer(
+  ring: IoUring, fd: number, op: 'read' | 'write', buffers: Uint8Array[], positionBytes: number,
+): Promise<number> {
+  return new Promise((resolve) => {
+    let returned = false;
+    const prepared = ring.prepareTransfer(fd, op, buffers, positionBytes, (result) => {
+      assert.ok(returned, 'the callback ran inside prepareTransfer');
+      resolve(result);
+    });
+    returned = true;
+    assert.equal(prepared, true);
+  });
+}
+
+async function dataFile(t: TestContext, lengthBytes: number): Promise<{ path: string }> {
+  const path = join(await tempDir(t), 'data.img');
+  fs.writeFileSync(path, pattern(lengthBytes, 3));
+  return { path };
+}
+
+describe('IoUring', () => {
+  test('reads and writes one buffer and iovecs, as the kernel reports them', async (t) => {
+    const ring = ringOrSkip(t);
+    if (ring === null) return;
+    const { path } = await dataFile(t, 64 * 1024);
+    const fd = fs.openSync(path, 'r+');
+    t.after(() => fs.closeSync(fd));
+    const expected = pattern(64 * 1024, 3);
+
+    const one = new Uint8Array(4096);
+    assert.equal(await transfer(ring, fd, 'read', [one], 8192), 4096);
+    assert.deepEqual(one, expected.subarray(8192, 12288));
+
+    const parts = [new Uint8Array(1000), new Uint8Array(3096), new Uint8Array(512)];
+    assert.equal(await transfer(ring, fd, 'read', parts, 512), 4608);
+    assert.deepEqual(Buffer.concat(parts), Buffer.from(expected.subarray(512, 5120)));
+
+    const written = pattern(6144, 9);
+    const pieces = [written.subarray(0, 2048), written.subarray(2048)];
+    assert.equal(await transfer(ring, fd, 'write', pieces, 16384), 6144);
+    assert.equal(await transfer(ring, fd, 'write', [pattern(512, 4)], 0), 512);
+    const onDisk = fs.readFileSync(path);
+    assert.deepEqual(onDisk.subarray(16384, 16384 + 6144), Buffer.from(written));
+    assert.deepEqual(onDisk.subarray(0, 512), Buffer.from(pattern(512, 4)));
+    assert.deepEqual(onDisk.subarray(512, 16384), Buffer.from(expected.subarray(512, 16384)));
+
+    assert.equal(await transfer(ring, fd, 'read', [new Uint8Array(4096)], 64 * 1024), 0,
+      'at the end of the file a read moves 0 bytes');
+    assert.equal(await transfer(ring, fd, 'read', [new Uint8Array(4096)], 62 * 1024), 2048,
+      'short at the end of the file');
+  });
+
+  test('failures come back as negated errnos, one request at a time', async (t) => {
+    const ring = ringOrSkip(t);
+    if (ring === null) return;
+    const { path } = await dataFile(t, 8192);
+    const readOnly = fs.openSync(path, 'r');
+    t.after(() => fs.closeSync(readOnly));
+    const directory = fs.openSync(join(path, '..'), 'r');
+    t.after(() => fs.closeSync(directory));
+    const [refused, isDirectory, fine] = await Promise.all([
+      transfer(ring, readOnly, 'write', [new Uint8Array(512)], 0),
+      transfer(ring, directory, 'read', [new Uint8Array(512)], 0),
+      transfer(ring, readOnly, 'read', [new Uint8Array(512)], 0),
+    ]);
+    assert.equal(uringErrorCode(refused), 'EBADF');
+    assert.equal(uringErrorCode(isDirectory), 'EISDIR');
+    assert.equal(fine, 512, 'a failing entry in the batch does not fail its neighbours');
+  });
+
+  test('a full ring refuses more, doing nothing, until a slot is free again', async (t) => {
+    const ring = ringOrSkip(t);
+    if (ring === null) return;
+    const { path } = await dataFile(t, 1024 * 1024);
+    const fd = fs.openSync(path, 'r');
+    t.after(() => fs.closeSync(fd));
+    assert.equal(ring.entries, 8);
+    const results: Promise<number>[] = [];
+    for (let index = 0; index < ring.entries; index += 1) {
+      results.push(transfer(ring, fd, 'read', [new Uint8Array(4096)], index * 4096));
+    }
+    assert.equal(ring.inflight, 8);
+    assert.equal(ring.hasRoom, false);
+    let called = false;
+    assert.equal(ring.prepareTransfer(fd, 'read', [new Uint8Array(512)], 0, () => {
+      called = true;
+    }), false);
+    const tooLong = Array.from({ length: URING_IOVECS_PER_ENTRY_MAX + 1 },
+      () => new Uint8Array(512));
+    assert.deepEqual(await Promise.all(results), new Array(8).fill(4096));
+    assert.equal(ring.prepareTransfer(fd, 'read', tooLong, 0, () => {
+      called = true;
+    }), false, 'longer vectors than a slot holds are refused');
+    assert.equal(called, false);
+    assert.equal(ring.inflight, 0);
+    assert.equal(await transfer(ring, fd, 'read', [new Uint8Array(512)], 0), 512);
+  });
+
+  test('a batch goes in one system call; completions in as few wake-ups', async (t) => {
+    const ring = ringOrSkip(t);
+    if (ring === null) return;
+    const { path } = await dataFile(t, 1024 * 1024);
+    const fd = fs.openSync(path, 'r');
+    t.after(() => fs.closeSync(fd));
+    const before = { ...ring.counters };
+    const buffers = Array.from({ length: 8 }, () => new Uint8Array(4096));
+    const results = await Promise.all(buffers.map(
+      (buffer, index) => transfer(ring, fd, 'read', [buffer], index * 8192)));
+    assert.deepEqual(results, new Array(8).fill(4096));
+    assert.equal(ring.counters.enters - before.enters, 1, 'eight entries, one io_uring_enter');
+    assert.equal(ring.counters.completions - before.completions, 8);
+    const expected = pattern(1024 * 1024, 3);
+    buffers.forEach((buffer, index) => {
+      assert.deepEqual(buffer, expected.subarray(index * 8192, index * 8192 + 4096));
+    });
+  });
+
+  test('a callback that throws surfaces later and its batch still completes', async (t) => {
+    const ring = ringOrSkip(t);
+    if (ring === null) return;
+    const { path } = await dataFile(t, 8192);
+    const fd = fs.openSync(path, 'r');
+    t.after(() => fs.closeSync(fd));
+    const captured: unknown[] = [];
+    process.setUncaughtExceptionCaptureCallback((error) => captured.push(error));
+    try {
+      ring.prepareTransfer(fd, 'read', [new Uint8Array(512)], 0, () => {
+        throw new Error('a caller bug');
+      });
+      const second = transfer(ring, fd, 'read', [new Uint8Array(512)], 512);
+      assert.equal(await second, 512);
+      await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.setUncaughtExceptionCaptureCallback(null);
+    }
+    assert.equal((captured[0] as Error | undefined)?.message, 'a caller bug');
+    assert.equal(await transfer(ring, fd, 'read', [new Uint8Array(512)], 0), 512,
+      'the ring still delivers afterwards');
+  });
+
+  test('with a kernel polling thread, submissions wake it after it went idle', async (t) => {
+    const ring = ringOrSkip(t, { sqPollIdleMs: 5 });
+    if (ring === null) return;
+    const { path } = await dataFile(t, 64 * 1024);
+    const fd = fs.openSync(path, 'r');
+    t.after(() => fs.closeSync(fd));
+    const buffer = new Uint8Array(4096);
+    assert.equal(await transfer(ring, fd, 'read', [buffer], 4096), 4096);
+    await new Promise((resolve) => setTimeout(resolve, 50)); // Ten idle periods: it sleeps.
+    assert.equal(await transfer(ring, fd, 'read', [buffer], 8192), 4096);
+    assert.deepEqual(buffer, pattern(64 * 1024, 3).subarray(8192, 12288));
+  });
+
+  test('close completes what is in flight, then refuses everything', async (t) => {
+    const ring = ringOrSkip(t);
+    if (ring === null) return;
+    const { path } = await dataFile(t, 64 * 1024);
+    const fd = fs.openSync(path, 'r');
+    t.after(() => fs.closeSync(fd));
+    const results: number[] = [];
+    for (let index = 0; index < 4; index += 1) {
+      ring.prepareTransfer(fd, 'read', [new Uint8Array(4096)], index * 4096,
+        (result) => results.push(result));
+    }
+    ring.close();
+    assert.deepEqual(results, [4096, 4096, 4096, 4096], 'close waited for every completion');
+    assert.equal(ring.hasRoom, false);
+    assert.equal(ring.prepareTransfer(fd, 'read', [new Uint8Array(512)], 0, () => {}), false);
+    ring.close(); // Idempotent.
+  });
+
+  test('a process waits for its requests in flight, then exits on its own', async (t) => {
+    if (ringOrSkip(t) === null) return;
+    const { path } = await dataFile(t, 8192);
+    const script = [
+      "import fs from 'node:fs';",
+      `import { IoUring } from ${JSON.stringify(new URL('./io-uring.ts', import.meta.url).href)};`,
+      'const ring = IoUring.create(4);',
+      `const fd = fs.openSync(${JSON.stringify(path)}, 'r');`,
+      'ring.prepareTransfer(fd, "read", [new Uint8Array(4096)], 4096, (result) => {',
+      '  console.log(`completed ${result}`);',
+      '});',
+    ].join('\n');
+    const { stdout } = await execFileAsync(process.execPath,
+      ['--import', 'tsx', '--input-type=module', '--eval', script], { timeout: 20_000 });
+    assert.equal(stdout.trim(), 'completed 4096');
+  });
+});

@@ -1,0 +1,487 @@
+// Owns one io_uring instance of dmio's own, set up through koffi (io_uring_setup, mmap), whose
+// submission entries are written straight into the shared ring memory from JavaScript and
+// submitted in batches: every entry prepared while the current JavaScript task runs goes to
+// the kernel with one io_uring_enter, from a microtask; with a kernel polling thread (SQPOLL)
+// no system call at all, unless that thread has gone to sleep. Completions are read straight out of the completion ring when the ring's
+// descriptor turns readable, through a libuv poll handle (koffi.node.poll), so a burst of
+// completions costs one event-loop wake-up and a batch of requests one system call, where
+// Node's `fs` pays a threadpool hand-off (or an io_uring round trip) per request.
+//
+// Invariants: a completion callback never runs inside `prepareTransfer` (only from the poll
+// callback, or a later turn when the kernel refuses a batch), and one that throws has its error
+// rethrown on a later tick while the batch goes on; an entry's memory (the caller's buffer and its iovec slot) stays referenced until
+// its completion; at most `entries` requests are in flight, so the completion ring (twice as
+// large) never overflows; the poll handle keeps the process alive only while requests are in
+// flight. Little-endian hosts only (x86-64, arm64), checked at setup.
+
+import assert from '../assert.js';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import { errnoName } from './errno-name.js';
+import { SysError } from './libc.js';
+
+type Koffi = typeof import('koffi').default;
+type NativeFunction = ReturnType<ReturnType<Koffi['load']>['func']>;
+type PollHandle = ReturnType<Koffi['node']['poll']>;
+
+/** Linux system call numbers, the same on x86-64 and arm64 (the unified table). */
+const SYS_IO_URING_SETUP = 425;
+const SYS_IO_URING_ENTER = 426;
+
+const IORING_OP_READV = 1;
+const IORING_OP_WRITEV = 2;
+const IORING_OP_READ = 22;
+const IORING_OP_WRITE = 23;
+const IORING_ENTER_GETEVENTS = 1;
+/** Keep submitting the rest of a batch when one entry fails to start (5.18). */
+const IORING_SETUP_SUBMIT_ALL = 1 << 7;
+const IORING_SETUP_CLAMP = 1 << 4;
+const IORING_SETUP_SQPOLL = 1 << 1;
+const IORING_SQ_NEED_WAKEUP = 1;
+const IORING_ENTER_SQ_WAKEUP = 2;
+const IORING_FEAT_SINGLE_MMAP = 1;
+const IORING_FEAT_NODROP = 1 << 1;
+const IORING_OFF_SQ_RING = 0;
+const IORING_OFF_CQ_RING = 0x8000000;
+const IORING_OFF_SQES = 0x10000000;
+const PROT_READ_WRITE = 0x3;
+const MAP_SHARED_POPULATE = 0x1 | 0x8000;
+const PARAMS_BYTES = 120;
+const SQE_WORDS = 16;
+const CQE_BYTES = 16;
+const TWO_TO_32 = 4294967296;
+
+/** Rounds of reaping and submitting one wake-up may run before it yields to the loop. */
+const REAP_ROUNDS_MAX = 4;
+
+/** Iovecs one entry can carry; vectors longer than this go elsewhere. */
+export const URING_IOVECS_PER_ENTRY_MAX = 16;
+
+/** Completion of one entry: bytes moved (0 or more) or a negated errno, as the kernel says. */
+export type UringCallback = (result: number) => void;
+
+interface UringBindings {
+  readonly koffi: Koffi;
+  readonly setup: NativeFunction;
+  readonly enter: NativeFunction;
+  readonly mmap: NativeFunction;
+  readonly munmap: NativeFunction;
+  readonly close: NativeFunction;
+}
+
+let loaded: UringBindings | undefined;
+
+function bindings(): UringBindings {
+  if (loaded !== undefined) return loaded;
+  const require = createRequire(import.meta.url);
+  const koffi = require('koffi') as Koffi;
+  const library = koffi.load('libc.so.6');
+  // syscall(2) is variadic; fixed prototypes are safe on x86-64 and arm64 Linux, where the
+  // variadic integer arguments travel in the same registers.
+  const setup = library.func('long syscall(long number, unsigned int entries, void *params)');
+  const enter = library.func('long syscall(long number, int fd, unsigned int toSubmit, ' +
+    'unsigned int minComplete, unsigned int flags, void *sig, size_t sigBytes)');
+  const mmap = library.func(
+    'void *mmap(void *address, size_t length, int prot, int flags, int fd, int64_t offset)');
+  const munmap = library.func('int munmap(void *address, size_t length)');
+  const close = library.func('int close(int fd)');
+  loaded = { koffi, setup, enter, mmap, munmap, close };
+  return loaded;
+}
+
+function failure(native: UringBindings, syscall: string): SysError {
+  return new SysError(native.koffi.errno(), syscall);
+}
+
+/** The word indexes of the ring's shared counters, from io_uring_params. */
+interface RingLayout {
+  readonly sqHead: number;
+  readonly sqTail: number;
+  readonly sqMask: number;
+  readonly cqHead: number;
+  readonly cqTail: number;
+  readonly cqMask: number;
+  readonly cqesByte: number;
+}
+
+/** One mapping of ring memory, for munmap at close. */
+interface Mapping {
+  readonly pointer: unknown;
+  readonly lengthBytes: number;
+}
+
+/** One io_uring: a submission ring of `entries` slots and its completion ring. */
+export class IoUring {
+  /** Submission slots; also the most requests in flight. */
+  readonly entries: number;
+  readonly #native: UringBindings;
+  readonly #fd: number;
+  readonly #mappings: Mapping[];
+  readonly #ring: Uint32Array;
+  readonly #ringSigned: Int32Array;
+  readonly #sqes: Uint32Array;
+  readonly #layout: RingLayout;
+  readonly #iovecs: Uint32Array;
+  readonly #iovecBase: number;
+  /** Callback and memory of each slot in flight, indexed by slot (the entry's user_data). */
+  readonly #callbacks: Array<UringCallback | undefined>;
+  readonly #memory: Array<unknown>;
+  readonly #freeSlots: number[];
+  readonly #poll: PollHandle;
+  #sqTail: number;
+  #unsubmitted = 0;
+  #flushScheduled = false;
+  #inflight = 0;
+  #closed = false;
+  #reaping = false;
+  /** Entries taken back out of the ring whose failure completes on the next turn. */
+  #deferred = 0;
+  readonly #sqPoll: boolean;
+  readonly #sqFlagsWord: number;
+  /** Counters for diagnostics: wake-ups, io_uring_enter calls, completions. */
+  readonly counters = { wakeups: 0, enters: 0, completions: 0 };
+
+  /** @internal Use `IoUring.create`. */
+  private constructor(native: UringBindings, fd: number, params: DataView, entries: number) {
+    this.entries = entries;
+    this.#native = native;
+    this.#fd = fd;
+    this.#mappings = [];
+    this.#sqPoll = (params.getUint32(8, true) & IORING_SETUP_SQPOLL) !== 0;
+    this.#sqFlagsWord = params.getUint32(56, true) / 4;
+    try {
+      const features = params.getUint32(20, true);
+      assert.ok((features & IORING_FEAT_NODROP) !== 0, 'io_uring without NODROP');
+      const sqRingBytes = params.getUint32(64, true) + entries * 4;
+      const cqRingBytes = params.getUint32(100, true) + params.getUint32(4, true) * CQE_BYTES;
+      const single = (features & IORING_FEAT_SINGLE_MMAP) !== 0;
+      const ringBytes = single ? Math.max(sqRingBytes, cqRingBytes) : sqRingBytes;
+      const ring = this.#map(ringBytes, IORING_OFF_SQ_RING);
+      const cqRing = single ? ring : this.#map(cqRingBytes, IORING_OFF_CQ_RING);
+      assert.ok(cqRing === ring, 'io_uring without a single mapping is not supported');
+      this.#ring = new Uint32Array(ring);
+      // The parameters give the byte offsets of the ring's fields; the masks are read there.
+      this.#layout = {
+        sqHead: params.getUint32(40, true) / 4, sqTail: params.getUint32(44, true) / 4,
+        sqMask: this.#ring[params.getUint32(48, true) / 4] as number,
+        cqHead: params.getUint32(80, true) / 4, cqTail: params.getUint32(84, true) / 4,
+        cqMask: this.#ring[params.getUint32(88, true) / 4] as number,
+        cqesByte: params.getUint32(100, true),
+      };
+      this.#ringSigned = new Int32Array(ring);
+      this.#sqes = new Uint32Array(this.#map(entries * SQE_WORDS * 4, IORING_OFF_SQES));
+      // Slot i of the submission array always names entry i: no indirection to maintain.
+      const arrayWord = params.getUint32(64, true) / 4;
+      for (let index = 0; index < entries; index += 1) this.#ring[arrayWord + index] = index;
+    } catch (error) {
+      this.#unmapAll();
+      throw error;
+    }
+    this.#sqTail = Atomics.load(this.#ring, this.#layout.sqTail);
+    this.#iovecs = new Uint32Array(entries * URING_IOVECS_PER_ENTRY_MAX * 4);
+    this.#iovecBase = Number(native.koffi.address(this.#iovecs));
+    this.#callbacks = new Array<UringCallback | undefined>(entries).fill(undefined);
+    this.#memory = new Array<unknown>(entries).fill(undefined);
+    this.#freeSlots = [];
+    for (let slot = entries - 1; slot >= 0; slot -= 1) this.#freeSlots.push(slot);
+    this.#poll = native.koffi.node.poll(fd, { readable: true }, () => this.#reap());
+    this.#poll.unref();
+  }
+
+  /**
+   * Sets up a ring of `entries` submission slots (rounded up to a power of two by the kernel).
+   * With `sqPollIdleMs` above 0 a kernel thread polls the submission ring and sleeps after
+   * that long without work.
+   * @throws SysError when the kernel or a sandbox refuses io_uring (ENOSYS, EPERM, EINVAL).
+   */
+  static create(entries: number, options: { readonly sqPollIdleMs?: number } = {}): IoUring {
+    assert.ok(Number.isInteger(entries) && entries >= 1 && entries <= 4096, 'entries');
+    const sqPollIdleMs = options.sqPollIdleMs ?? 0;
+    assert.ok(Number.isInteger(sqPollIdleMs) && sqPollIdleMs >= 0, 'sqPollIdleMs');
+    if (process.platform !== 'linux' || os.endianness() !== 'LE') {
+      throw new SysError(38, 'io_uring_setup');
+    }
+    const native = bindings();
+    const params = new Uint8Array(PARAMS_BYTES);
+    const view = new DataView(params.buffer);
+    view.setUint32(8, IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CLAMP |
+      (sqPollIdleMs > 0 ? IORING_SETUP_SQPOLL : 0), true);
+    view.setUint32(16, sqPollIdleMs, true);
+    const fd = Number(native.setup(SYS_IO_URING_SETUP, entries, params));
+    if (fd < 0) throw failure(native, 'io_uring_setup');
+    try {
+      return new IoUring(native, fd, view, view.getUint32(0, true));
+    } catch (error) {
+      native.close(fd);
+      throw error;
+    }
+  }
+
+  #map(lengthBytes: number, offset: number): ArrayBuffer {
+    const pointer: unknown = this.#native.mmap(null, lengthBytes, PROT_READ_WRITE,
+      MAP_SHARED_POPULATE, this.#fd, offset);
+    const address = BigInt(this.#native.koffi.address(pointer) as number | bigint);
+    if (address === 0n || address === 0xffffffffffffffffn) {
+      throw failure(this.#native, 'mmap io_uring');
+    }
+    this.#mappings.push({ pointer, lengthBytes });
+    return this.#native.koffi.view(pointer, lengthBytes);
+  }
+
+  #unmapAll(): void {
+    for (const mapping of this.#mappings.splice(0)) {
+      this.#native.munmap(mapping.pointer, mapping.lengthBytes);
+    }
+  }
+
+  /** Requests in flight (prepared and not yet completed). */
+  get inflight(): number {
+    return this.#inflight;
+  }
+
+  /** True when another request can be prepared now. */
+  get hasRoom(): boolean {
+    return !this.#closed && this.#freeSlots.length > 0;
+  }
+
+  /**
+   * Prepares a read or write of `buffers` (one or up to `URING_IOVECS_PER_ENTRY_MAX`) at
+   * `positionBytes` of `fd`; it goes to the kernel with the rest of this task's batch, and
+   * `callback` runs from the event loop once it completes. Returns false, having done nothing,
+   * when no slot is free or the vector is too long.
+   */
+  prepareTransfer(
+    fd: number, op: 'read' | 'write', buffers: readonly Uint8Array[], positionBytes: number,
+    callback: UringCallback,
+  ): boolean {
+    const count = buffers.length;
+    if (count === 0 || count > URING_IOVECS_PER_ENTRY_MAX || !this.hasRoom) return false;
+    const slot = this.#freeSlots.pop() as number;
+    let opcode: number;
+    let address: number;
+    let length: number;
+    if (count === 1) {
+      const only = buffers[0] as Uint8Array;
+      opcode = op === 'read' ? IORING_OP_READ : IORING_OP_WRITE;
+      address = addressOf(this.#native, only);
+      length = only.length;
+      this.#memory[slot] = only;
+    } else {
+      opcode = op === 'read' ? IORING_OP_READV : IORING_OP_WRITEV;
+      const firstWord = slot * URING_IOVECS_PER_ENTRY_MAX * 4;
+      for (let index = 0; index < count; index += 1) {
+        const buffer = buffers[index] as Uint8Array;
+        const bufferAddress = addressOf(this.#native, buffer);
+        const word = firstWord + index * 4;
+        this.#iovecs[word] = bufferAddress % TWO_TO_32;
+        this.#iovecs[word + 1] = Math.floor(bufferAddress / TWO_TO_32);
+        this.#iovecs[word + 2] = buffer.length;
+        this.#iovecs[word + 3] = 0;
+      }
+      address = this.#iovecBase + firstWord * 4;
+      length = count;
+      this.#memory[slot] = buffers;
+    }
+    this.#callbacks[slot] = callback;
+    this.#writeEntry(slot, opcode, fd, positionBytes, address, length);
+    return true;
+  }
+
+  #writeEntry(
+    slot: number, opcode: number, fd: number, offset: number, address: number, length: number,
+  ): void {
+    const entry = (this.#sqTail & this.#layout.sqMask) * SQE_WORDS;
+    const sqes = this.#sqes;
+    sqes[entry] = opcode;
+    sqes[entry + 1] = fd;
+    sqes[entry + 2] = offset % TWO_TO_32;
+    sqes[entry + 3] = Math.floor(offset / TWO_TO_32);
+    sqes[entry + 4] = address % TWO_TO_32;
+    sqes[entry + 5] = Math.floor(address / TWO_TO_32);
+    sqes[entry + 6] = length;
+    sqes[entry + 7] = 0;
+    sqes[entry + 8] = slot;
+    sqes.fill(0, entry + 9, entry + SQE_WORDS);
+    this.#sqTail = (this.#sqTail + 1) >>> 0;
+    Atomics.store(this.#ring, this.#layout.sqTail, this.#sqTail);
+    this.#unsubmitted += 1;
+    this.#inflight += 1;
+    if (this.#inflight === 1) this.#poll.ref();
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      queueMicrotask(() => this.#flush());
+    }
+  }
+
+  /**
+   * Submits every prepared entry with one io_uring_enter (with SQPOLL: wakes the kernel thread
+   * if it sleeps). When the kernel is short of resources (EAGAIN, EBUSY) the entries stay
+   * prepared and go with the next batch, or on the next turn; when it refuses the call for
+   * any other reason they are taken back out of the ring and complete with that errno.
+   */
+  #flush(): void {
+    this.#flushScheduled = false;
+    if (this.#sqPoll) {
+      this.#unsubmitted = 0;
+      if ((Atomics.load(this.#ring, this.#sqFlagsWord) & IORING_SQ_NEED_WAKEUP) !== 0) {
+        this.counters.enters += 1;
+        this.#native.enter(SYS_IO_URING_ENTER, this.#fd, 0, 0, IORING_ENTER_SQ_WAKEUP, null, 0);
+      }
+      return;
+    }
+    while (this.#unsubmitted > 0 && !this.#closed) {
+      this.counters.enters += 1;
+      const submitted = Number(this.#native.enter(SYS_IO_URING_ENTER, this.#fd,
+        this.#unsubmitted, 0, 0, null, 0));
+      if (submitted > 0) {
+        this.#unsubmitted -= submitted;
+        continue;
+      }
+      const errnoValue = submitted === 0 ? 11 : this.#native.koffi.errno();
+      const code = errnoName(errnoValue);
+      if (code === 'EINTR') continue;
+      if (code === 'EAGAIN' || code === 'EBUSY') {
+        this.#retryLater();
+        return;
+      }
+      this.#failUnsubmitted(errnoValue);
+      return;
+    }
+  }
+
+  #retryLater(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setImmediate(() => this.#flush());
+  }
+
+  /**
+   * Takes the entries the kernel has not consumed back out of the submission ring (only this
+   * thread writes it, and without SQPOLL the kernel reads it only inside io_uring_enter) and
+   * completes them with `errnoValue` on the next turn.
+   */
+  #failUnsubmitted(errnoValue: number): void {
+    const count = this.#unsubmitted;
+    const slots: number[] = [];
+    for (let back = count; back >= 1; back -= 1) {
+      const entry = ((this.#sqTail - back) & this.#layout.sqMask) * SQE_WORDS;
+      slots.push(this.#sqes[entry + 8] as number);
+    }
+    this.#sqTail = (this.#sqTail - count) >>> 0;
+    Atomics.store(this.#ring, this.#layout.sqTail, this.#sqTail);
+    this.#unsubmitted = 0;
+    this.#deferred += count;
+    setImmediate(() => {
+      this.#deferred -= count;
+      for (const slot of slots) this.#complete(slot, -errnoValue);
+    });
+  }
+
+  /**
+   * Runs the callbacks of every completion in the ring and submits what they prepared; the
+   * system call that submits also runs the kernel's pending completion work, so while new
+   * completions keep arriving this goes round again, a bounded number of times, before it
+   * returns to the event loop.
+   */
+  #reap(): void {
+    if (this.#closed || this.#reaping) return;
+    this.counters.wakeups += 1;
+    this.#reaping = true;
+    try {
+      for (let round = 0; round < REAP_ROUNDS_MAX; round += 1) {
+        if (this.#reapReady() === 0) break;
+        if (this.#unsubmitted === 0 || this.#sqPoll) break;
+        this.#flush();
+      }
+    } catch (error) {
+      rethrowLater(error); // An assertion: still surfaces, and the handle keeps working.
+    } finally {
+      this.#reaping = false;
+    }
+  }
+
+  /** Completes what the completion ring holds now; returns how many. */
+  #reapReady(): number {
+    const ring = this.#ring;
+    const layout = this.#layout;
+    let head = Atomics.load(ring, layout.cqHead);
+    let count = 0;
+    for (;;) {
+      const tail = Atomics.load(ring, layout.cqTail);
+      if (head === tail) return count;
+      while (head !== tail) {
+        const word = (layout.cqesByte + (head & layout.cqMask) * CQE_BYTES) / 4;
+        const slot = ring[word] as number;
+        const result = this.#ringSigned[word + 2] as number;
+        head = (head + 1) >>> 0;
+        Atomics.store(ring, layout.cqHead, head);
+        count += 1;
+        this.counters.completions += 1;
+        this.#complete(slot, result);
+      }
+    }
+  }
+
+  #complete(slot: number, result: number): void {
+    const callback = this.#callbacks[slot];
+    assert.ok(callback !== undefined, 'a completion for a free io_uring slot');
+    this.#callbacks[slot] = undefined;
+    this.#memory[slot] = undefined;
+    this.#freeSlots.push(slot);
+    this.#inflight -= 1;
+    if (this.#inflight === 0 && !this.#closed) this.#poll.unref();
+    try {
+      callback(result);
+    } catch (error) {
+      rethrowLater(error);
+    }
+  }
+
+  /** Waits in the kernel for completions; only for a ring about to be closed. */
+  #waitAll(): void {
+    while (this.#inflight - this.#deferred > 0) {
+      if (this.#unsubmitted > 0) this.#flush();
+      if (this.#inflight - this.#deferred === 0) break;
+      const result = Number(this.#native.enter(SYS_IO_URING_ENTER, this.#fd, 0, 1,
+        IORING_ENTER_GETEVENTS, null, 0));
+      if (result < 0 && errnoName(this.#native.koffi.errno()) !== 'EINTR') break;
+      this.#reapReady();
+    }
+  }
+
+  /**
+   * Completes what is in flight (waiting in the kernel, callbacks included), then releases
+   * the ring; nothing can be prepared afterwards. Idempotent; not from inside a callback.
+   */
+  close(): void {
+    if (this.#closed) return;
+    assert.ok(!this.#reaping, 'IoUring.close from inside a completion callback');
+    this.#waitAll();
+    this.#closed = true;
+    this.#poll.close();
+    this.#unmapAll();
+    this.#native.close(this.#fd);
+  }
+}
+
+/**
+ * Rethrows `error` on a later tick. Nothing may escape the poll callback: koffi's handle then
+ * stops delivering, so a callback's throw must surface as an uncaught exception from outside it
+ * while the rest of the batch completes.
+ */
+function rethrowLater(error: unknown): void {
+  process.nextTick(() => {
+    throw error;
+  });
+}
+
+/** The address of `buffer`'s first byte; sector-sized buffers live outside V8's moving heap. */
+function addressOf(native: UringBindings, buffer: Uint8Array): number {
+  return Number(native.koffi.address(buffer) as number | bigint);
+}
+
+/** Errno name of a negative completion result. */
+export function uringErrorCode(result: number): string {
+  assert.ok(result < 0);
+  return errnoName(-result);
+}
