@@ -2,12 +2,14 @@
 // and writes; nothing with flags, long vectors, buffered writes or `ioUring: false`), that the
 // data is right both ways, that a short read continues in the general loop with its usual EIO,
 // that a burst larger than the ring overflows to the other paths, that close waits for the
-// ring, and a loop block device with O_DIRECT through the ring's kernel polling thread. Where
+// ring, that worker threads stay off it (and exit cleanly), and a loop block device with O_DIRECT through the ring's kernel polling thread. Where
 // CI=true the kernel must offer io_uring: this path is the default and must be tested.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { once } from 'node:events';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { describe, test, type TestContext } from 'node:test';
 import { isDmIoError } from '../errors.js';
 import { allocAligned } from '../memory/aligned.js';
@@ -128,6 +130,17 @@ describe('file devices on dmio io_uring', () => {
     assert.deepEqual(outcomes, new Array(8).fill(null));
     const late = await submitted(device, deviceRequest('read', 0, 8, [allocAligned(4096)]));
     assert.equal(late?.errno, 'EBADF');
+  });
+
+  test('worker threads read without a ring, and exit cleanly', async (t) => {
+    if (!ringsOrSkip(t)) return;
+    const { path, data } = await openImage(t);
+    const worker = new Worker(new URL('../../test/fixtures/ring-worker.mjs', import.meta.url),
+      { workerData: path });
+    const [message] = await once(worker, 'message') as [unknown];
+    const [exitCode] = await once(worker, 'exit') as [number];
+    assert.deepEqual(message, { first: Array.from(data.subarray(0, 4)), ringTransfers: 0 });
+    assert.equal(exitCode, 0);
   });
 
   test('a loop block device with O_DIRECT through the polling ring', async (t) => {

@@ -5,11 +5,12 @@
 // without one, where io_uring_enter copies cached data inline, a whole batch per call. Buffered
 // writes stay on the threadpool: ext4 hands a buffered write from io_uring to a kernel worker,
 // measured slower than the threadpool (docs/performance.md). Both rings are made on first use;
-// a kernel or sandbox that refuses io_uring turns the path off for the process, and a full ring
-// sends the request to the other paths. A call that comes back short or failed continues in
+// a kernel or sandbox that refuses io_uring turns the path off for the process, worker threads
+// never use it (see makeRing), and a full ring sends the request to the other paths. A call that comes back short or failed continues in
 // the general transfer loop, exactly as on the fast path, so the semantics stay those of
 // file-request.ts.
 
+import { isMainThread } from 'node:worker_threads';
 import { sectorsToBytes } from '../units.js';
 import type { IoError } from '../errors.js';
 import { IoUring, URING_IOVECS_PER_ENTRY_MAX } from '../sys/io-uring.js';
@@ -32,6 +33,9 @@ export const DIRECT_RING_SQPOLL_IDLE_MS = 10;
 const rings: { direct?: IoUring | null; buffered?: IoUring | null } = {};
 
 function makeRing(direct: boolean): IoUring | null {
+  // A worker thread's loop is torn down with koffi's poll handle still on it, which crashes
+  // the process when the worker exits (seen on Node 20): rings live on the main thread only.
+  if (!isMainThread) return null;
   try {
     return IoUring.create(RING_ENTRIES,
       { sqPollIdleMs: direct ? DIRECT_RING_SQPOLL_IDLE_MS : 0 });
