@@ -248,7 +248,8 @@ export class IoUring {
    * Prepares a read or write of `buffers` (one or up to `URING_IOVECS_PER_ENTRY_MAX`) at
    * `positionBytes` of `fd`; it goes to the kernel with the rest of this task's batch, and
    * `callback` runs from the event loop once it completes. Returns false, having done nothing,
-   * when no slot is free or the vector is too long.
+   * when no slot is free, the vector is too long or a buffer's memory could move (an
+   * ArrayBuffer of 64 bytes or less, which V8 may keep in its heap).
    */
   prepareTransfer(
     fd: number, op: 'read' | 'write', buffers: readonly Uint8Array[], positionBytes: number,
@@ -256,6 +257,7 @@ export class IoUring {
   ): boolean {
     const count = buffers.length;
     if (count === 0 || count > URING_IOVECS_PER_ENTRY_MAX || !this.hasRoom) return false;
+    if (!outsideHeap(buffers)) return false;
     const slot = this.#freeSlots.pop() as number;
     let opcode: number;
     let address: number;
@@ -302,8 +304,8 @@ export class IoUring {
     sqes[entry + 7] = 0;
     sqes[entry + 8] = slot;
     sqes.fill(0, entry + 9, entry + SQE_WORDS);
+    // The kernel sees the new tail when the batch is flushed: one barrier per batch.
     this.#sqTail = (this.#sqTail + 1) >>> 0;
-    Atomics.store(this.#ring, this.#layout.sqTail, this.#sqTail);
     this.#unsubmitted += 1;
     this.#inflight += 1;
     if (this.#inflight === 1) this.#poll.ref();
@@ -321,6 +323,7 @@ export class IoUring {
    */
   #flush(): void {
     this.#flushScheduled = false;
+    Atomics.store(this.#ring, this.#layout.sqTail, this.#sqTail);
     if (this.#sqPoll) {
       this.#unsubmitted = 0;
       if ((Atomics.load(this.#ring, this.#sqFlagsWord) & IORING_SQ_NEED_WAKEUP) !== 0) {
@@ -475,9 +478,34 @@ function rethrowLater(error: unknown): void {
   });
 }
 
-/** The address of `buffer`'s first byte; sector-sized buffers live outside V8's moving heap. */
+/**
+ * Start addresses of the ArrayBuffers seen so far. A buffer's memory never moves while it is
+ * alive (sector-sized and larger buffers live outside V8's moving heap; a transferred buffer
+ * is a new object), so one native call per buffer is enough: pool pages and callers' slabs
+ * are reused for every request.
+ */
+const bufferAddresses = new WeakMap<ArrayBufferLike, number>();
+
+/** The address of `buffer`'s first byte. */
 function addressOf(native: UringBindings, buffer: Uint8Array): number {
-  return Number(native.koffi.address(buffer) as number | bigint);
+  const base = bufferAddresses.get(buffer.buffer);
+  if (base !== undefined) return base + buffer.byteOffset;
+  const address = Number(native.koffi.address(buffer) as number | bigint);
+  bufferAddresses.set(buffer.buffer, address - buffer.byteOffset);
+  return address;
+}
+
+/**
+ * V8 keeps the memory of typed arrays of at most 64 bytes inside its moving heap; the kernel
+ * uses an entry's memory after the call returns, so such memory never goes to the ring.
+ */
+const IN_HEAP_BYTES_MAX = 64;
+
+function outsideHeap(buffers: readonly Uint8Array[]): boolean {
+  for (const buffer of buffers) {
+    if (buffer.buffer.byteLength <= IN_HEAP_BYTES_MAX) return false;
+  }
+  return true;
 }
 
 /** Errno name of a negative completion result. */
