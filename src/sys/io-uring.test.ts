@@ -45,6 +45,13 @@ function transfer(
   });
 }
 
+/** Opens `path` for the test's duration. */
+function openFor(t: TestContext, path: string, flags: 'r' | 'r+'): number {
+  const fd = fs.openSync(path, flags);
+  t.after(() => fs.closeSync(fd));
+  return fd;
+}
+
 async function dataFile(t: TestContext, lengthBytes: number): Promise<{ path: string }> {
   const path = join(await tempDir(t), 'data.img');
   fs.writeFileSync(path, pattern(lengthBytes, 3));
@@ -56,8 +63,7 @@ describe('IoUring', () => {
     const ring = ringOrSkip(t);
     if (ring === null) return;
     const { path } = await dataFile(t, 64 * 1024);
-    const fd = fs.openSync(path, 'r+');
-    t.after(() => fs.closeSync(fd));
+    const fd = openFor(t, path, 'r+');
     const expected = pattern(64 * 1024, 3);
 
     const one = new Uint8Array(4096);
@@ -87,10 +93,8 @@ describe('IoUring', () => {
     const ring = ringOrSkip(t);
     if (ring === null) return;
     const { path } = await dataFile(t, 8192);
-    const readOnly = fs.openSync(path, 'r');
-    t.after(() => fs.closeSync(readOnly));
-    const directory = fs.openSync(join(path, '..'), 'r');
-    t.after(() => fs.closeSync(directory));
+    const readOnly = openFor(t, path, 'r');
+    const directory = openFor(t, join(path, '..'), 'r');
     const [refused, isDirectory, fine] = await Promise.all([
       transfer(ring, readOnly, 'write', [new Uint8Array(512)], 0),
       transfer(ring, directory, 'read', [new Uint8Array(512)], 0),
@@ -105,8 +109,7 @@ describe('IoUring', () => {
     const ring = ringOrSkip(t);
     if (ring === null) return;
     const { path } = await dataFile(t, 1024 * 1024);
-    const fd = fs.openSync(path, 'r');
-    t.after(() => fs.closeSync(fd));
+    const fd = openFor(t, path, 'r');
     assert.equal(ring.entries, 8);
     const results: Promise<number>[] = [];
     for (let index = 0; index < ring.entries; index += 1) {
@@ -137,8 +140,7 @@ describe('IoUring', () => {
     const ring = ringOrSkip(t);
     if (ring === null) return;
     const { path } = await dataFile(t, 1024 * 1024);
-    const fd = fs.openSync(path, 'r');
-    t.after(() => fs.closeSync(fd));
+    const fd = openFor(t, path, 'r');
     const before = { ...ring.counters };
     const buffers = Array.from({ length: 8 }, () => new Uint8Array(4096));
     const results = await Promise.all(buffers.map(
@@ -156,8 +158,7 @@ describe('IoUring', () => {
     const ring = ringOrSkip(t);
     if (ring === null) return;
     const { path } = await dataFile(t, 8192);
-    const fd = fs.openSync(path, 'r');
-    t.after(() => fs.closeSync(fd));
+    const fd = openFor(t, path, 'r');
     const captured: unknown[] = [];
     process.setUncaughtExceptionCaptureCallback((error) => captured.push(error));
     try {
@@ -179,8 +180,7 @@ describe('IoUring', () => {
     const ring = ringOrSkip(t, { sqPollIdleMs: 5 });
     if (ring === null) return;
     const { path } = await dataFile(t, 64 * 1024);
-    const fd = fs.openSync(path, 'r');
-    t.after(() => fs.closeSync(fd));
+    const fd = openFor(t, path, 'r');
     const buffer = new Uint8Array(4096);
     assert.equal(await transfer(ring, fd, 'read', [buffer], 4096), 4096);
     await new Promise((resolve) => setTimeout(resolve, 50)); // Ten idle periods: it sleeps.
@@ -192,8 +192,7 @@ describe('IoUring', () => {
     const ring = ringOrSkip(t);
     if (ring === null) return;
     const { path } = await dataFile(t, 64 * 1024);
-    const fd = fs.openSync(path, 'r');
-    t.after(() => fs.closeSync(fd));
+    const fd = openFor(t, path, 'r');
     const results: number[] = [];
     for (let index = 0; index < 4; index += 1) {
       ring.prepareTransfer(fd, 'read', [new Uint8Array(4096)], index * 4096,

@@ -15,10 +15,9 @@
 // flight. Little-endian hosts only (x86-64, arm64), checked at setup.
 
 import assert from '../assert.js';
-import { createRequire } from 'node:module';
 import os from 'node:os';
 import { errnoName } from './errno-name.js';
-import { SysError } from './libc.js';
+import { libcLibrary, SysError } from './libc.js';
 
 type Koffi = typeof import('koffi').default;
 type NativeFunction = ReturnType<ReturnType<Koffi['load']>['func']>;
@@ -73,9 +72,7 @@ let loaded: UringBindings | undefined;
 
 function bindings(): UringBindings {
   if (loaded !== undefined) return loaded;
-  const require = createRequire(import.meta.url);
-  const koffi = require('koffi') as Koffi;
-  const library = koffi.load('libc.so.6');
+  const { koffi, library } = libcLibrary();
   // syscall(2) is variadic; fixed prototypes are safe on x86-64 and arm64 Linux, where the
   // variadic integer arguments travel in the same registers.
   const setup = library.func('long syscall(long number, unsigned int entries, void *params)');

@@ -81,14 +81,25 @@ interface LibcBindings {
 /** The loaded bindings; set once on first use (a cache, not state that changes behaviour). */
 let loadedBindings: LibcBindings | undefined;
 
-function libc(): LibcBindings {
-  if (loadedBindings !== undefined) return loadedBindings;
+/** koffi and the C library, loaded once; shared with the io_uring bindings. */
+let loadedLibrary: { readonly koffi: Koffi; readonly library: ReturnType<Koffi['load']> } |
+  undefined;
+
+/** koffi and libc.so.6 on first use. @throws SysError (ENOSYS) off Linux. */
+export function libcLibrary(): { koffi: Koffi; library: ReturnType<Koffi['load']> } {
+  if (loadedLibrary !== undefined) return loadedLibrary;
   if (process.platform !== 'linux') {
     throw new SysError(errnoNumber('ENOSYS') ?? 38, `libc on ${process.platform}`);
   }
   const require = createRequire(import.meta.url);
   const koffi = require('koffi') as Koffi;
-  const library = koffi.load('libc.so.6');
+  loadedLibrary = { koffi, library: koffi.load('libc.so.6') };
+  return loadedLibrary;
+}
+
+function libc(): LibcBindings {
+  if (loadedBindings !== undefined) return loadedBindings;
+  const { koffi, library } = libcLibrary();
   // ioctl is variadic in C; declaring the one pointer argument as fixed is safe on the
   // x86-64 and arm64 Linux ABIs, where a variadic pointer travels in the same register.
   const ioctl = library.func('int ioctl(int fd, unsigned long request, void *argument)');
