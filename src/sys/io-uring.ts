@@ -320,6 +320,7 @@ export class IoUring {
    */
   #flush(): void {
     this.#flushScheduled = false;
+    if (this.#closed) return; // A flush queued before close: the ring memory is gone.
     Atomics.store(this.#ring, this.#layout.sqTail, this.#sqTail);
     if (this.#sqPoll) {
       this.#unsubmitted = 0;
