@@ -1,12 +1,11 @@
-// Owns the local backend: a `BlockDevice` over a regular file (`kind: 'file'`) or a Linux
-// block device such as a loop device (`kind: 'block'`), through one file descriptor. Request
-// semantics live in file-request.ts and run unchanged through `submit` (dmio's own io_uring
-// for plain transfers, file-ring.ts; else the threadpool with callback `fs` calls) and
-// `submitSync` (blocking calls); where the ring is not used, small reads of cached data are
-// served inline without a threadpool trip (file-inline-read.ts). The device counts requests in flight so
-// that `close()` can wait for them before it closes the descriptor; `closed` turns true as
-// soon as `close()` begins, and requests submitted after that fail with EBADF without a
-// syscall.
+// Owns the local backend: a `BlockDevice` over a regular file (`kind: 'file'`) or a Linux block
+// device such as a loop device (`kind: 'block'`), through one file descriptor. Request semantics
+// live in file-request.ts and run unchanged through `submit` (dmio's own io_uring for plain
+// transfers, file-ring.ts; else the threadpool with callback `fs` calls) and `submitSync` (blocking
+// calls); where the ring is not used, small reads of cached data are served inline without a
+// threadpool trip (file-inline-read.ts). The device counts requests in flight so that `close()` can
+// wait for them before it closes the descriptor; `closed` turns true as soon as `close()` begins,
+// and requests submitted after that fail with EBADF without a syscall.
 
 import fs from 'node:fs';
 import { IoError, errnoOf } from '../errors.js';

@@ -1,9 +1,10 @@
-// Local devices on dmio's own io_uring: which requests take it (buffered reads; O_DIRECT reads
-// and writes; nothing with flags, long vectors, buffered writes or `ioUring: false`), that the
-// data is right both ways, that a short read continues in the general loop with its usual EIO,
-// that a burst larger than the ring overflows to the other paths, that close waits for the
-// ring, that worker threads stay off it (and exit cleanly), and a loop block device with O_DIRECT through the ring's kernel polling thread. Where
-// CI=true the kernel must offer io_uring: this path is the default and must be tested.
+// Local devices on dmio's own io_uring: which requests take it (buffered reads; O_DIRECT reads and
+// writes; nothing with flags, long vectors, buffered writes or `ioUring: false`), that the data is
+// right both ways, that a short read continues in the general loop with its usual EIO, that a burst
+// larger than the ring overflows to the other paths, that close waits for the ring, that worker
+// threads stay off it (and exit cleanly), and a loop block device with O_DIRECT through the ring's
+// kernel polling thread. Where CI=true the kernel must offer io_uring: this path is the default and
+// must be tested.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';

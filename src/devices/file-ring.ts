@@ -1,14 +1,14 @@
-// Owns the io_uring path of local devices: which of this thread's two rings a plain read or
-// write goes to, and how its completion joins the request logic. A device opened with O_DIRECT
-// sends its transfers to a ring with a kernel polling thread (SQPOLL), which submits and
-// completes while the event loop runs JavaScript; a buffered device sends reads to a ring
-// without one, where io_uring_enter copies cached data inline, a whole batch per call. Buffered
-// writes stay on the threadpool: ext4 hands a buffered write from io_uring to a kernel worker,
-// measured slower than the threadpool (docs/performance.md). Both rings are made on first use;
-// a kernel or sandbox that refuses io_uring turns the path off for the process, worker threads
-// never use it (see makeRing), and a full ring sends the request to the other paths. A call that comes back short or failed continues in
-// the general transfer loop, exactly as on the fast path, so the semantics stay those of
-// file-request.ts.
+// Owns the io_uring path of local devices: which of this thread's two rings a plain read or write
+// goes to, and how its completion joins the request logic. A device opened with O_DIRECT sends its
+// transfers to a ring with a kernel polling thread (SQPOLL), which submits and completes while the
+// event loop runs JavaScript; a buffered device sends reads to a ring without one, where
+// io_uring_enter copies cached data inline, a whole batch per call. Buffered writes stay on the
+// threadpool: ext4 hands a buffered write from io_uring to a kernel worker, measured slower than
+// the threadpool (docs/performance.md). Both rings are made on first use; a kernel or sandbox that
+// refuses io_uring turns the path off for the process, worker threads never use it (see makeRing),
+// and a full ring sends the request to the other paths. A call that comes back short or failed
+// continues in the general transfer loop, exactly as on the fast path, so the semantics stay those
+// of file-request.ts.
 
 import { isMainThread } from 'node:worker_threads';
 import { sectorsToBytes } from '../units.js';

@@ -1,18 +1,18 @@
 // Owns one io_uring instance of dmio's own, set up through koffi (io_uring_setup, mmap), whose
-// submission entries are written straight into the shared ring memory from JavaScript and
-// submitted in batches: every entry prepared while the current JavaScript task runs goes to
-// the kernel with one io_uring_enter, from a microtask; with a kernel polling thread (SQPOLL)
-// no system call at all, unless that thread has gone to sleep. Completions are read straight out of the completion ring when the ring's
-// descriptor turns readable, through a libuv poll handle (koffi.node.poll), so a burst of
-// completions costs one event-loop wake-up and a batch of requests one system call, where
-// Node's `fs` pays a threadpool hand-off (or an io_uring round trip) per request.
+// submission entries are written straight into the shared ring memory from JavaScript and submitted
+// in batches: every entry prepared while the current JavaScript task runs goes to the kernel with
+// one io_uring_enter, from a microtask; with a kernel polling thread (SQPOLL) no system call at
+// all, unless that thread has gone to sleep. Completions are read straight out of the completion
+// ring when the ring's descriptor turns readable, through a libuv poll handle (koffi.node.poll), so
+// a burst of completions costs one event-loop wake-up and a batch of requests one system call,
+// where Node's `fs` pays a threadpool hand-off (or an io_uring round trip) per request.
 //
 // Invariants: a completion callback never runs inside `prepareTransfer` (only from the poll
 // callback, or a later turn when the kernel refuses a batch), and one that throws has its error
-// rethrown on a later tick while the batch goes on; an entry's memory (the caller's buffer and its iovec slot) stays referenced until
-// its completion; at most `entries` requests are in flight, so the completion ring (twice as
-// large) never overflows; the poll handle keeps the process alive only while requests are in
-// flight. Little-endian hosts only (x86-64, arm64), checked at setup.
+// rethrown on a later tick while the batch goes on; an entry's memory (the caller's buffer and its
+// iovec slot) stays referenced until its completion; at most `entries` requests are in flight, so
+// the completion ring (twice as large) never overflows; the poll handle keeps the process alive
+// only while requests are in flight. Little-endian hosts only (x86-64, arm64), checked at setup.
 
 import assert from '../assert.js';
 import os from 'node:os';
