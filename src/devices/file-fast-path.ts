@@ -28,9 +28,25 @@ export function takesFastPath(context: FileRequestContext, request: DeviceReques
 }
 
 /** Counts the one call that moved all of a fast-path request's data. */
-export function countCall(context: FileRequestContext, request: DeviceRequest): void {
+function countCall(context: FileRequestContext, request: DeviceRequest): void {
   if (request.op === 'read') context.stats.reads += 1;
   else context.stats.writes += 1;
+}
+
+/**
+ * Completes a fast-path request from its one call (threadpool or io_uring): `done(null)` when
+ * the call moved every byte, else the general transfer loop continues from that result.
+ */
+export function finishFastCall(
+  context: FileRequestContext, fd: number, request: DeviceRequest, bytes: number,
+  error: unknown, done: (error: IoError | null) => void,
+): void {
+  if (error === null && bytes === sectorsToBytes(request.countSectors)) {
+    countCall(context, request);
+    done(null);
+  } else {
+    resumeStepsAsync(fd, runPlainTransfer(context, request), { bytes, error }, done);
+  }
 }
 
 /**
@@ -42,15 +58,9 @@ export function submitFast(
   done: (error: IoError | null) => void,
 ): boolean {
   if (!takesFastPath(context, request)) return false;
-  const lengthBytes = sectorsToBytes(request.countSectors);
   const positionBytes = sectorsToBytes(request.sector);
   const onCall = (error: NodeJS.ErrnoException | null, bytes: number): void => {
-    if (error === null && bytes === lengthBytes) {
-      countCall(context, request);
-      done(null);
-    } else {
-      resumeStepsAsync(fd, runPlainTransfer(context, request), { bytes, error }, done);
-    }
+    finishFastCall(context, fd, request, bytes, error, done);
   };
   // takesFastPath admitted only reads and writes.
   transferAsync(fd, request.op as 'read' | 'write', request.segments, positionBytes, onCall);

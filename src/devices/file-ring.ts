@@ -16,9 +16,8 @@ import type { IoError } from '../errors.js';
 import { IoUring, URING_IOVECS_PER_ENTRY_MAX } from '../sys/io-uring.js';
 import { SysError } from '../sys/libc.js';
 import type { DeviceRequest } from './block-device.js';
-import { countCall, takesFastPath } from './file-fast-path.js';
-import { type FileRequestContext, runPlainTransfer } from './file-request.js';
-import { resumeStepsAsync } from './file-syscalls.js';
+import { finishFastCall, takesFastPath } from './file-fast-path.js';
+import type { FileRequestContext } from './file-request.js';
 
 /** Entries of each ring: requests in flight on it, over all devices of this thread. */
 export const RING_ENTRIES = 128;
@@ -73,14 +72,8 @@ export function submitRing(
   const op = request.op as 'read' | 'write';
   return ring.prepareTransfer(fd, op, request.segments, sectorsToBytes(request.sector),
     (result) => {
-      if (result === lengthBytes) {
-        countCall(context, request);
-        context.stats.ringTransfers += 1;
-        done(null);
-        return;
-      }
-      const first = result >= 0 ? { bytes: result, error: null } :
-        { bytes: 0, error: new SysError(-result, op) };
-      resumeStepsAsync(fd, runPlainTransfer(context, request), first, done);
+      if (result === lengthBytes) context.stats.ringTransfers += 1;
+      if (result >= 0) finishFastCall(context, fd, request, result, null, done);
+      else finishFastCall(context, fd, request, 0, new SysError(-result, op), done);
     });
 }
