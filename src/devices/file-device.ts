@@ -25,6 +25,9 @@ import { InlineReads } from './file-inline-read.js';
 import { runStepsAsync, runStepsSync } from './file-syscalls.js';
 import { copyRangeAsync } from './file-copy-range.js';
 
+/** The context with `closed` writable: only the device sets it, once, in `close()`. */
+type DeviceContext = Omit<FileRequestContext, 'closed'> & { closed: boolean };
+
 /** A regular file or block device opened by `openFileDevice`. */
 export class FileDevice implements BlockDevice {
   /** The path it was opened with. */
@@ -45,7 +48,7 @@ export class FileDevice implements BlockDevice {
   readonly stats: Readonly<FileDeviceStats>;
 
   readonly #fd: number;
-  readonly #context: FileRequestContext;
+  readonly #context: DeviceContext;
   readonly #methods: SpecialMethods;
   #limits: DeviceLimits;
   #closing = false;
@@ -76,10 +79,10 @@ export class FileDevice implements BlockDevice {
     this.stats = stats;
     this.#methods = initialMethods(opened.kind, opened.disableMethods ?? [],
       opened.limits.maxDiscardSectors > 0);
-    const isClosing = (): boolean => this.#closing;
+    // A plain field (set by close()), not a getter: the fast paths read it on every request.
     this.#context = {
       name, sizeSectors: this.sizeSectors, readOnly: this.readOnly, methods: this.#methods, stats,
-      get closed() { return isClosing(); },
+      closed: false,
     };
   }
 
@@ -191,6 +194,7 @@ export class FileDevice implements BlockDevice {
   /** Waits for requests in flight, then closes the descriptor. Idempotent. */
   close(): Promise<void> {
     this.#closing = true;
+    this.#context.closed = true;
     this.#closePromise ??= this.#closeWhenDrained();
     return this.#closePromise;
   }

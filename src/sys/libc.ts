@@ -1,9 +1,11 @@
 // Owns the few libc calls Node does not expose: `ioctl` on block devices (size, block sizes,
 // discard, zero-out), `fallocate` (punch hole, zero range), `preadv2` with RWF_NOWAIT (a
-// read from the page cache that never blocks) and `copy_file_range` (a copy between files
-// inside the kernel). Bindings go through koffi and
+// read from the page cache that never blocks), `copy_file_range` (a copy between files
+// inside the kernel) and plain `pread64`/`pwrite64` (the blocking fast path: the same call
+// as `fs.readSync` without its argument checks). Bindings go through koffi and
 // are loaded on first use, so code that never touches a local device never loads the native
-// addon. Every call has a blocking form (for open-time probes and `submitSync`) and a
+// addon. Every call has a blocking form (for open-time probes and `submitSync`) and, but for
+// `pread64`/`pwrite64` (the event loop uses dmio's io_uring or `fs` for those), a
 // callback form that runs the call on the libuv threadpool (for the event-loop path, where a
 // long discard must not stall everything else). A failed call becomes a `SysError` shaped like
 // Node's own system errors (`code` is the errno name), so `errnoOf` reads it unchanged.
@@ -76,6 +78,8 @@ interface LibcBindings {
   readonly fallocate: NativeFunction;
   readonly preadv2: NativeFunction;
   readonly copyFileRange: NativeFunction;
+  readonly pread: NativeFunction;
+  readonly pwrite: NativeFunction;
 }
 
 /** The loaded bindings; set once on first use (a cache, not state that changes behaviour). */
@@ -108,7 +112,11 @@ function libc(): LibcBindings {
     'intptr_t preadv2(int fd, void *iov, int iovcnt, int64_t offset, int flags)');
   const copyFileRange = library.func('intptr_t copy_file_range(int fd_in, int64_t *off_in, ' +
     'int fd_out, int64_t *off_out, size_t len, unsigned int flags)');
-  loadedBindings = { koffi, ioctl, fallocate, preadv2, copyFileRange };
+  const pread = library.func(
+    'intptr_t pread64(int fd, void *buffer, size_t count, int64_t offset)');
+  const pwrite = library.func(
+    'intptr_t pwrite64(int fd, const void *buffer, size_t count, int64_t offset)');
+  loadedBindings = { koffi, ioctl, fallocate, preadv2, copyFileRange, pread, pwrite };
   return loadedBindings;
 }
 
@@ -206,6 +214,20 @@ export function preadNowaitSync(
   nowaitIovec[1] = BigInt(buffer.length);
   const result = Number(bindings.preadv2(fd, nowaitIovec, 1, positionBytes, RWF_NOWAIT));
   return result >= 0 ? result : lastError(bindings, 'preadv2');
+}
+
+/**
+ * One `pread64` or `pwrite64` of `buffer` at `positionBytes` on the calling thread: the bytes
+ * moved, or the error. The same system call as `fs.readSync`/`fs.writeSync` without their
+ * argument checks (the callers have checked), about 0.2 µs less per call.
+ */
+export function transferOneSync(
+  fd: number, op: 'read' | 'write', buffer: Uint8Array, positionBytes: number,
+): number | SysError {
+  const bindings = libc();
+  const call = op === 'read' ? bindings.pread : bindings.pwrite;
+  const result = call(fd, buffer, buffer.length, positionBytes) as number;
+  return result >= 0 ? result : lastError(bindings, op === 'read' ? 'pread64' : 'pwrite64');
 }
 
 /** The size of a block device in bytes (`BLKGETSIZE64`). @throws SysError */
