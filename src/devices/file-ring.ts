@@ -1,14 +1,15 @@
 // Owns the io_uring path of local devices: which of this thread's two rings a plain read or write
-// goes to, and how its completion joins the request logic. A device opened with O_DIRECT sends its
-// transfers to a ring with a kernel polling thread (SQPOLL), which submits and completes while the
-// event loop runs JavaScript; a buffered device sends reads to a ring without one, where
-// io_uring_enter copies cached data inline, a whole batch per call. Buffered writes stay on the
-// threadpool: ext4 hands a buffered write from io_uring to a kernel worker, measured slower than
-// the threadpool (docs/performance.md). Both rings are made on first use; a kernel or sandbox that
-// refuses io_uring turns the path off for the process, worker threads never use it (see makeRing),
-// and a full ring sends the request to the other paths. A call that comes back short or failed
-// continues in the general transfer loop, exactly as on the fast path, so the semantics stay those
-// of file-request.ts.
+// goes to, and how its completion joins the request logic. Both rings have a kernel polling thread
+// (SQPOLL) that takes each entry as it is published and completes it while the event loop runs
+// JavaScript. A device opened with O_DIRECT sends its reads and writes to one; a buffered device
+// sends its reads to the other, whose wake-ups also busy-wait briefly for the next completion
+// (cached reads complete within microseconds; O_DIRECT ones measured no faster that way).
+// Buffered writes stay on the threadpool: ext4 hands a buffered write from io_uring to a kernel
+// worker, measured slower than the threadpool (docs/performance.md). Both rings are made on first
+// use; a kernel or sandbox that refuses io_uring turns the path off for the process, worker threads
+// never use it (see makeRing), and a full ring sends the request to the other paths. A call that
+// comes back short or failed continues in the general transfer loop, exactly as on the fast path,
+// so the semantics stay those of file-request.ts.
 
 import { isMainThread } from 'node:worker_threads';
 import { sectorsToBytes } from '../units.js';
@@ -23,10 +24,16 @@ import type { FileRequestContext } from './file-request.js';
 export const RING_ENTRIES = 128;
 
 /**
- * How long the O_DIRECT ring's kernel thread keeps polling after its last request. While it
- * polls it occupies a core; after that a new batch costs one wake-up call.
+ * How long each ring's kernel thread keeps polling after its last request. While it polls it
+ * occupies a core; after that a new batch costs one wake-up call.
  */
-export const DIRECT_RING_SQPOLL_IDLE_MS = 10;
+export const RING_SQPOLL_IDLE_MS = 10;
+
+/**
+ * How long a wake-up of the buffered ring waits for the next completion while callbacks keep
+ * it fed: a cached read completes within a few microseconds of its submission.
+ */
+export const BUFFERED_RING_SPIN_US = 20;
 
 /** The two rings of this thread: undefined until first asked for, null once refused. */
 const rings: { direct?: IoUring | null; buffered?: IoUring | null } = {};
@@ -37,7 +44,7 @@ function makeRing(direct: boolean): IoUring | null {
   if (!isMainThread) return null;
   try {
     return IoUring.create(RING_ENTRIES,
-      { sqPollIdleMs: direct ? DIRECT_RING_SQPOLL_IDLE_MS : 0 });
+      { sqPollIdleMs: RING_SQPOLL_IDLE_MS, spinUs: direct ? 0 : BUFFERED_RING_SPIN_US });
   } catch {
     return null; // ENOSYS, EPERM (seccomp, io_uring_disabled), no bindings: use the others.
   }

@@ -1,24 +1,29 @@
 // dmio's own io_uring against real files: data in and out of one buffer and of iovecs, the
 // kernel's results (bytes, 0 at the end of the file, negated errnos) passed on unchanged,
 // batches, a full ring refusing more, completions never inside `prepareTransfer`, a throwing
-// callback that does not stall the ring, the kernel polling thread waking again after it slept,
-// close, and a child process that waits for its ring's completion (the poll handle holds the
-// loop while requests are in flight) and then exits on its own.
+// callback that does not stall the ring, the kernel polling thread waking again after it slept
+// and taking each entry as soon as it is prepared, spinning for completions (chains of callbacks
+// and of promises, the event loop still turning), close, and a child process that waits for its
+// ring's completion (the poll handle holds the loop while requests are in flight) and then exits
+// on its own.
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { describe, test, type TestContext } from 'node:test';
 import { promisify } from 'node:util';
-import { IoUring, URING_IOVECS_PER_ENTRY_MAX, uringErrorCode } from './io-uring.js';
+import {
+  IoUring, type IoUringOptions, URING_IOVECS_PER_ENTRY_MAX, uringErrorCode,
+} from './io-uring.js';
 import { pattern } from '../../test/helpers/requests.js';
 import { tempDir } from '../../test/helpers/tmp.js';
 
 const execFileAsync = promisify(execFile);
 
 /** A ring, or a skip where the kernel refuses io_uring (a failure where CI=true). */
-function ringOrSkip(t: TestContext, options: { sqPollIdleMs?: number } = {}): IoUring | null {
+function ringOrSkip(t: TestContext, options: IoUringOptions = {}): IoUring | null {
   try {
     const ring = IoUring.create(8, options);
     t.after(() => ring.close());
@@ -187,6 +192,90 @@ describe('IoUring', () => {
     assert.equal(await transfer(ring, fd, 'read', [buffer], 8192), 4096);
     assert.deepEqual(buffer, pattern(64 * 1024, 3).subarray(8192, 12288));
   });
+
+  test('with a polling thread, an entry reaches the kernel as soon as it is prepared',
+    async (t) => {
+      const ring = ringOrSkip(t, { sqPollIdleMs: 2000 });
+      if (ring === null) return;
+      const { path } = await dataFile(t, 64 * 1024);
+      const fd = openFor(t, path, 'r');
+      const buffer = new Uint8Array(4096);
+      // The thread first runs when the first batch wakes it; then it polls for 2 s.
+      assert.equal(await transfer(ring, fd, 'read', [buffer], 0), 4096);
+      const expected = pattern(64 * 1024, 3).subarray(12288, 16384);
+      let completed = false;
+      const done = new Promise<number>((resolve) => {
+        ring.prepareTransfer(fd, 'read', [buffer], 12288, (result) => {
+          completed = true;
+          resolve(result);
+        });
+      });
+      // Still inside this JavaScript task: no microtask has run, yet the kernel reads.
+      const deadlineMs = Date.now() + 10_000;
+      while (!Buffer.from(buffer).equals(expected) && Date.now() < deadlineMs) { /* wait */ }
+      assert.deepEqual(buffer, expected, 'the kernel read it before the task ended');
+      assert.equal(completed, false, 'the callback waits for the event loop');
+      assert.equal(await done, 4096);
+    });
+
+  test('spinning: chains of callbacks and of promises keep going; the loop still turns',
+    async (t) => {
+      const ring = ringOrSkip(t, { sqPollIdleMs: 10, spinUs: 1000 });
+      if (ring === null) return;
+      const lengthBytes = 1024 * 1024;
+      const { path } = await dataFile(t, lengthBytes);
+      const fd = openFor(t, path, 'r');
+      const expected = pattern(lengthBytes, 3);
+      let turns = 0;
+      let turning = true;
+      let lastTurnMs = performance.now();
+      let longestGapMs = 0;
+      const turn = (): void => {
+        turns += 1;
+        const nowMs = performance.now();
+        longestGapMs = Math.max(longestGapMs, nowMs - lastTurnMs);
+        lastTurnMs = nowMs;
+        if (turning) setImmediate(turn);
+      };
+      setImmediate(turn);
+      const mismatches: number[] = [];
+      const check = (buffer: Uint8Array, positionBytes: number): void => {
+        if (!Buffer.from(buffer).equals(expected.subarray(positionBytes, positionBytes + 4096))) {
+          mismatches.push(positionBytes);
+        }
+      };
+      // Each read issued from the previous one's callback, for 300 ms.
+      const endMs = Date.now() + 300;
+      let chained = 0;
+      await new Promise<void>((resolve) => {
+        const buffer = new Uint8Array(4096);
+        const next = (): void => {
+          const positionBytes = (chained * 4096 * 7) % lengthBytes;
+          ring.prepareTransfer(fd, 'read', [buffer], positionBytes, (result) => {
+            assert.equal(result, 4096);
+            check(buffer, positionBytes);
+            chained += 1;
+            if (Date.now() < endMs) next();
+            else resolve();
+          });
+        };
+        next();
+      });
+      // The same through awaited promises: the continuation prepares the next read.
+      const buffer = new Uint8Array(4096);
+      for (let index = 0; index < 300; index += 1) {
+        const positionBytes = (index * 4096 * 5) % lengthBytes;
+        assert.equal(await transfer(ring, fd, 'read', [buffer], positionBytes), 4096);
+        check(buffer, positionBytes);
+      }
+      turning = false;
+      assert.deepEqual(mismatches, []);
+      assert.ok(chained > 10, `${chained} chained reads`);
+      assert.ok(ring.counters.spinHits > 0, 'some completions were waited for, not woken for');
+      // A wake-up spins for at most 1 ms: the event loop turns all through the chains.
+      assert.ok(turns >= 20, `the event loop turned ${turns} times`);
+      assert.ok(longestGapMs < 100, `the event loop stood still for ${longestGapMs} ms`);
+    });
 
   test('close completes what is in flight, then refuses everything', async (t) => {
     const ring = ringOrSkip(t);
