@@ -260,6 +260,16 @@ describe('dmio zero, read, write, info, --help', () => {
     });
   }
 
+  it('--version prints the package version and exits 0', async () => {
+    const packageJson = JSON.parse(readFileSync(new URL('../package.json', import.meta.url),
+      'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const run = await runDmio([flag]);
+      assert.equal(run.status, 0);
+      assert.equal(run.stdout, `${packageJson.version}\n`);
+    }
+  });
+
   it('no command prints help and exits 2', async () => {
     const run = await runDmio([]);
     assert.equal(run.status, 2);

@@ -4,6 +4,7 @@
 // unexpected is 1 with its message. The process exits with the status once output is flushed.
 
 import { Command, CommanderError } from 'commander';
+import { readFileSync } from 'node:fs';
 import { isDmIoError } from '../errors.js';
 import { registerCopy } from './commands/copy.js';
 import { registerInfo } from './commands/info.js';
@@ -32,11 +33,21 @@ export function exitStatusOf(error: unknown): number {
   return EXIT_IO_ERROR;
 }
 
+/**
+ * The package's version. The source (src/cli) and the bundle (dist/cli) both sit two levels
+ * below package.json.
+ */
+export function packageVersion(): string {
+  const text = readFileSync(new URL('../../package.json', import.meta.url), 'utf8');
+  return (JSON.parse(text) as { version: string }).version;
+}
+
 /** Builds the program; `run` receives each command's work. */
 export function buildProgram(run: (work: () => Promise<number>) => void): Command {
   const program = new Command('dmio')
     .description('dm-io and kcopyd for files, block devices, RAM and NBD: copy one region to ' +
       'many, zero, read, write, inspect')
+    .version(packageVersion(), '-V, --version', 'print the version and exit')
     .exitOverride()
     .showHelpAfterError('(run with --help for usage)');
   registerCopy(program, run);
@@ -59,8 +70,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     await program.parseAsync([...argv], { from: 'user' });
   } catch (error) {
     if (error instanceof CommanderError) {
-      // Help that was asked for (--help, `help copy`) exits 0 in commander; help shown because
-      // no command was given, and every parse error, is bad usage.
+      // Help or the version that was asked for (--help, `help copy`, --version) exits 0 in
+      // commander; help shown because no command was given, and every parse error, is bad usage.
       return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
     }
     return exitStatusOf(error);
