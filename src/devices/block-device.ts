@@ -3,7 +3,8 @@
 // block device, RAM, NBD, fault injector) implements `BlockDevice`; dm-io never looks past it.
 //
 // Rules every backend keeps:
-// - `submit` never calls `done` synchronously; completion comes from a later turn.
+// - `submit` never calls `done` synchronously; completion comes after `submit` has returned
+//   (from a microtask at the earliest, such as the io_uring path's wait for completions).
 // - A request that crosses or lies beyond `sizeSectors` fails whole with errno EIO: it is never
 //   truncated. Requests wholly inside the device are unaffected by it.
 // - `segments` are used only for read and write; their lengths add up to `countSectors * 512`.

@@ -111,7 +111,7 @@ export class FileDevice implements BlockDevice {
     return { discard: this.#methods.discard, zeroes: [...this.#methods.zeroes] };
   }
 
-  /** Starts one request; `done` runs exactly once, on a later turn. */
+  /** Starts one request; `done` runs exactly once, after this returns. */
   submit(request: DeviceRequest, done: DeviceDone): void {
     this.#inflightCount += 1;
     const complete = (error: IoError | null): void => {

@@ -63,7 +63,8 @@ export function deviceRing(direct: boolean): IoUring | undefined {
 
 /**
  * Issues `request` through the device's ring when it can; returns false, having done nothing,
- * when it must take another path. `done` runs exactly once, on a later turn.
+ * when it must take another path. `done` runs exactly once, after this returns (from the ring's
+ * poll callback or, on the buffered ring, from a later microtask's wait for completions).
  */
 export function submitRing(
   context: FileRequestContext, fd: number, direct: boolean, request: DeviceRequest,

@@ -226,8 +226,28 @@ export function transferOneSync(
 ): number | SysError {
   const bindings = libc();
   const call = op === 'read' ? bindings.pread : bindings.pwrite;
-  const result = call(fd, buffer, buffer.length, positionBytes) as number;
-  return result >= 0 ? result : lastError(bindings, op === 'read' ? 'pread64' : 'pwrite64');
+  for (;;) {
+    const result = call(fd, buffer, buffer.length, positionBytes) as number;
+    if (result >= 0) return result;
+    const error = lastError(bindings, op === 'read' ? 'pread64' : 'pwrite64');
+    if (error.code !== 'EINTR') return error; // A signal before any byte moved: call again.
+  }
+}
+
+/** Whether the bindings load here (koffi and libc.so.6); tried once, remembered. */
+let libcLoads: boolean | undefined;
+
+/** True when the libc bindings are usable; false (never a throw) where they cannot load. */
+export function libcAvailable(): boolean {
+  if (libcLoads === undefined) {
+    try {
+      libc();
+      libcLoads = true;
+    } catch {
+      libcLoads = false; // Not Linux/glibc, or no koffi build for this platform.
+    }
+  }
+  return libcLoads;
 }
 
 /** The size of a block device in bytes (`BLKGETSIZE64`). @throws SysError */
