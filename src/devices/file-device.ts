@@ -25,7 +25,7 @@ import { InlineReads } from './file-inline-read.js';
 import { runStepsAsync, runStepsSync } from './file-syscalls.js';
 import { copyRangeAsync } from './file-copy-range.js';
 
-/** The context with `closed` writable: only the device sets it, once, in `close()`. */
+/** The context with `closed` writable: the device's one closing flag, set in `close()`. */
 type DeviceContext = Omit<FileRequestContext, 'closed'> & { closed: boolean };
 
 /** A regular file or block device opened by `openFileDevice`. */
@@ -51,7 +51,6 @@ export class FileDevice implements BlockDevice {
   readonly #context: DeviceContext;
   readonly #methods: SpecialMethods;
   #limits: DeviceLimits;
-  #closing = false;
   #closePromise: Promise<void> | undefined;
   #inflightCount = 0;
   #drained: (() => void) | undefined;
@@ -101,7 +100,7 @@ export class FileDevice implements BlockDevice {
 
   /** True from the moment `close()` began. */
   get closed(): boolean {
-    return this.#closing;
+    return this.#context.closed;
   }
 
   /** The special methods still in use: how this device discards and zeroes now. */
@@ -176,7 +175,7 @@ export class FileDevice implements BlockDevice {
    * O_DIRECT, not closed.
    */
   get copyOffload(): boolean {
-    return this.kind === 'file' && !this.direct && !this.#closing;
+    return this.kind === 'file' && !this.direct && !this.#context.closed;
   }
 
   #uncount(): void {
@@ -193,7 +192,6 @@ export class FileDevice implements BlockDevice {
 
   /** Waits for requests in flight, then closes the descriptor. Idempotent. */
   close(): Promise<void> {
-    this.#closing = true;
     this.#context.closed = true;
     this.#closePromise ??= this.#closeWhenDrained();
     return this.#closePromise;
