@@ -12,13 +12,6 @@ import {
 } from '../sys/libc.js';
 import type { Step, StepProgram, StepResult } from './file-steps.js';
 
-/**
- * Whether one-buffer blocking transfers go to libc's pread64/pwrite64: decided on first use
- * (koffi and libc.so.6 must load; elsewhere `fs` does it), then read from this variable, as
- * `process` is an accessor on the global object, too slow to consult on every call.
- */
-let nativeTransfers: boolean | undefined;
-
 const NO_DATA_OK: StepResult = Object.freeze({ bytes: 0, error: null });
 
 function failed(error: unknown): StepResult {
@@ -49,15 +42,14 @@ export function transferAsync(
 
 /**
  * `transferAsync` with blocking calls: returns the bytes moved; a failed call throws. One buffer
- * goes straight to `pread64`/`pwrite64` (libc.ts) where those load, which costs less than
- * `fs.readSync`.
+ * goes straight to `pread64`/`pwrite64` (libc.ts) where those load (`libcAvailable`, decided
+ * once), which costs less than `fs.readSync`; elsewhere `fs` does it.
  */
 export function transferSync(
   fd: number, op: 'read' | 'write', buffers: readonly Uint8Array[], positionBytes: number,
 ): number {
   const only = buffers.length === 1 ? buffers[0] : undefined;
-  nativeTransfers ??= process.platform === 'linux' && libcAvailable();
-  if (only !== undefined && nativeTransfers) {
+  if (only !== undefined && libcAvailable()) {
     const result = transferOneSync(fd, op, only, positionBytes);
     if (typeof result !== 'number') throw result;
     return result;
