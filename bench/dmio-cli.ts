@@ -1,7 +1,9 @@
 // Owns building dist/ and finding the `dmio` CLI. Workers and the CLI run the compiled dist/
 // (as a user runs it), never src/ through tsx, whose loader would add time and resident memory
 // to every figure; `buildDist` compiles it before any workload, and `locateDmioCli` checks that
-// `dmio copy --help` works, saying what is missing if not.
+// `dmio copy --help` works, saying what is missing if not. The CLI is executed as a user's shell
+// executes it (bin/dmio.js itself, through its `#!` line), not as `node bin/dmio.js`, which
+// would skip the launcher's shell lines.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -24,8 +26,8 @@ export async function buildDist(log: (line: string) => void): Promise<string | n
 export async function locateDmioCli(): Promise<DmioCli> {
   const bin = path.join(REPO_ROOT, 'bin', 'dmio.js');
   if (!fs.existsSync(bin)) return { missing: 'the dmio CLI is not merged yet (no bin/dmio.js)' };
-  const argv = [process.execPath, bin];
-  const probe = await runCommand(process.execPath, [bin, 'copy', '--help']);
+  const argv = [bin];
+  const probe = await runCommand(bin, ['copy', '--help']);
   if (probe.exitCode !== 0) {
     const why = `${String(probe.exitCode)}: ${probe.stderr.trim().slice(0, 200)}`;
     return { missing: `dmio copy --help exited ${why}` };

@@ -25,12 +25,16 @@ export interface RunOptions {
   readonly input?: Uint8Array | string;
   /** Called with the child once it runs (the verify gate test drives stdin from here). */
   readonly onSpawn?: (child: ChildProcess) => void;
+  /** Execute bin/dmio.js itself (its `#!` line and launcher) rather than `node bin/dmio.js`. */
+  readonly executed?: boolean;
 }
 
-/** Spawns `node bin/dmio.js ...args` and resolves when it exits. */
+/** Spawns `node bin/dmio.js ...args` (or the file itself) and resolves when it exits. */
 export function runDmio(args: readonly string[], options: RunOptions = {}): Promise<CliRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [DMIO_BIN, ...args], {
+    const [program, argv] = options.executed === true ? [DMIO_BIN, args] :
+      [process.execPath, [DMIO_BIN, ...args]];
+    const child = spawn(program, argv, {
       cwd: options.cwd,
       env: { ...process.env, DMIO_CLI_FROM_SOURCE: '1', ...options.env },
       stdio: ['pipe', 'pipe', 'pipe'],

@@ -295,6 +295,21 @@ describe('the built CLI', () => {
     const expected = randomHash(4, 3 * 1024 * 1024, 0, 3 * 1024 * 1024);
     for (const image of images) assert.equal(fileHash(image), expected, image);
   });
+
+  it('executed as a program, starts Node without NODE_EXTRA_CA_CERTS and copies', async (t) => {
+    const dir = await tempDir(t);
+    const image = join(dir, 'a.img');
+    // Node warns at start-up when it cannot load the extra certificates: the warning shows
+    // whether the variable reached Node.
+    const env = { NODE_EXTRA_CA_CERTS: join(dir, 'no-such-certificates.pem') };
+    const throughNode = await runDmio(['--version'], { env });
+    assert.match(throughNode.stderr, /extra certs/, 'node bin/dmio.js keeps the variable');
+    const run = await runDmio(['copy', 'random:1M,seed=5', image, '--json'],
+      { env, executed: true });
+    assert.equal(run.status, 0, run.stderr);
+    assert.doesNotMatch(run.stderr, /extra certs/);
+    assert.equal(fileHash(image), randomHash(5, 1024 * 1024, 0, 1024 * 1024));
+  });
 });
 
 describe('dmio bench', () => {

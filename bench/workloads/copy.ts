@@ -122,12 +122,12 @@ async function runDmioCopy(
     context.recorder.skip(3, caseName, 'dmio copy', context.dmioCli.missing);
     return;
   }
-  const [node = process.execPath, ...rest] = context.dmioCli.argv;
+  const [program = 'dmio', ...rest] = context.dmioCli.argv;
   let reportedSeconds: number | null = null;
   try {
     const seconds = await timed(async () => {
       const args = [...rest, 'copy', source, ...targets, '--json', '--no-progress'];
-      const result = await runChecked(node, args);
+      const result = await runChecked(program, args);
       reportedSeconds = secondsFromJson(result.stdout);
     });
     record('dmio copy', 'dmio', 'wall', seconds);

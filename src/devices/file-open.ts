@@ -137,16 +137,14 @@ export async function openLocalDevice(
   const flags = openFlags(options, await isBlockDevicePath(path));
   const fd = await openDescriptor(path, flags);
   try {
-    return await probeDescriptor(path, fd, options);
+    return probeDescriptor(path, fd, options);
   } catch (error) {
     fs.closeSync(fd);
     throw error instanceof OpenError ? error : openError(path, error, 'probe');
   }
 }
 
-async function probeDescriptor(
-  path: string, fd: number, options: FileDeviceOptions,
-): Promise<OpenedFile> {
+function probeDescriptor(path: string, fd: number, options: FileDeviceOptions): OpenedFile {
   const stats = fs.fstatSync(fd, { bigint: true });
   const direct = options.direct === true;
   if (stats.isDirectory()) throw new OpenError(path, 'EISDIR', 'is a directory');
@@ -159,7 +157,7 @@ async function probeDescriptor(
     extendFile(fd, Number(stats.size), wantedBytes, options.create?.preallocate === true);
   }
   const sizeBytes = Math.max(Number(stats.size), wantedBytes);
-  const queue = await readQueueLimits(stats.dev);
+  const queue = readQueueLimits(stats.dev);
   const limits = regularFileLimits(queue, direct);
   return { fd, kind: 'file', sizeSectors: wholeBlocks(sizeBytes, limits), limits, queue };
 }
@@ -181,9 +179,9 @@ function tryPreallocate(fd: number, offsetBytes: number, lengthBytes: number): b
   }
 }
 
-async function probeBlockDevice(
+function probeBlockDevice(
   path: string, fd: number, deviceNumber: bigint, options: FileDeviceOptions, direct: boolean,
-): Promise<OpenedFile> {
+): OpenedFile {
   // Linux opens a read-only block device for writing and then fails every write with EPERM;
   // refusing at open says what is wrong where it can still be acted on.
   if (options.readOnly !== true && blockReadOnlySync(fd)) {
@@ -199,7 +197,7 @@ async function probeBlockDevice(
     logicalBlockBytes: blockSizeBytesSync(fd, 'BLKSSZGET'),
     physicalBlockBytes: blockSizeBytesSync(fd, 'BLKPBSZGET'),
   };
-  const queue = await readQueueLimits(deviceNumber);
+  const queue = readQueueLimits(deviceNumber);
   const limits = blockDeviceLimits(sizes, queue, direct);
   return { fd, kind: 'block', sizeSectors: wholeBlocks(sizeBytes, limits), limits, queue };
 }
