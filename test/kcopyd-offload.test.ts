@@ -19,6 +19,7 @@ import type { BlockDevice, DeviceDone, DeviceRequest } from '../src/devices/bloc
 import { createFaultDevice } from '../src/devices/fault-device.js';
 import { createRamDevice, type RamDevice } from '../src/devices/ram-device.js';
 import { IoError } from '../src/errors.js';
+import { COPY_SLOTS_MAX, copySlotsInUse } from '../src/devices/copy-slots.js';
 import type { KcopydJobOptions } from '../src/kcopyd/validate-job.js';
 import { hashOf, patternDevice, ramDevice, readBytes, request } from './kcopyd-helpers.js';
 import { tempDir } from './helpers/tmp.js';
@@ -238,6 +239,38 @@ describe('FileDevice.copyFrom', () => {
     await closed;
     assert.deepEqual(events, ['started', 'done', 'closed']);
     assert.ok(sourceBytes.equals(await readFile(dest.name)));
+  });
+
+  it('runs at most COPY_SLOTS_MAX copies at once; the others wait and all finish', async (t) => {
+    const { directory, sourceBytes, source } = await fixture(t);
+    const dests = await Promise.all(['a.img', 'b.img', 'c.img']
+      .map((name) => destFile(t, directory, name)));
+    const chunkSectors = SUB_JOB_SECTORS;
+    const chunks = Math.floor(COPY_SECTORS / chunkSectors);
+    let mostRunning = 0;
+    const copies: Promise<IoError | null>[] = [];
+    for (let chunk = 0; chunk < chunks; chunk += 1) {
+      for (const dest of dests) {
+        copies.push(new Promise((resolve) => {
+          assert.equal(dest.copyFrom(source, chunk * chunkSectors, chunk * chunkSectors,
+            chunkSectors, resolve), true);
+        }));
+        mostRunning = Math.max(mostRunning, copySlotsInUse().running);
+      }
+    }
+    const submitted = chunks * dests.length;
+    assert.ok(submitted > COPY_SLOTS_MAX);
+    assert.deepEqual(copySlotsInUse(),
+      { running: COPY_SLOTS_MAX, waiting: submitted - COPY_SLOTS_MAX });
+    assert.deepEqual(await Promise.all(copies), copies.map(() => null));
+    assert.equal(mostRunning, COPY_SLOTS_MAX);
+    assert.deepEqual(copySlotsInUse(), { running: 0, waiting: 0 });
+    const copiedBytes = chunks * chunkSectors * 512;
+    for (const dest of dests) {
+      const bytes = await readFile(dest.name);
+      assert.ok(sourceBytes.subarray(0, copiedBytes).equals(bytes.subarray(0, copiedBytes)),
+        dest.name);
+    }
   });
 });
 

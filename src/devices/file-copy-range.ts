@@ -3,12 +3,14 @@
 // page cache to page cache, so the data never passes through this process. A call that
 // copies nothing before the end fails the copy with EIO; any error names the destination and
 // the range, and the caller (kcopyd) falls back to reading and writing, which tells a source
-// error from a destination error.
+// error from a destination error. Each call holds one of the process's copy slots
+// (copy-slots.ts) while it runs.
 
 import { SECTOR_SIZE } from '../constants.js';
 import { IoError } from '../errors.js';
-import { copyFileRangeAsync, type SysError } from '../sys/libc.js';
+import { copyFileRangeAsync, libcAvailable, type SysError } from '../sys/libc.js';
 import type { DeviceDone } from './block-device.js';
+import { withCopySlot } from './copy-slots.js';
 import type { FileDeviceStats } from './file-special-ops.js';
 
 /** One copy between two open descriptors. */
@@ -26,24 +28,32 @@ export interface CopyRange {
  * having started nothing, when the first call cannot be made (no libc bindings).
  */
 export function copyRangeAsync(range: CopyRange, stats: FileDeviceStats, done: DeviceDone): void {
+  if (!libcAvailable()) throw new Error('copy_file_range: no libc bindings on this system');
   const totalBytes = range.countSectors * SECTOR_SIZE;
-  const step = (copiedBytes: number): void => {
-    copyFileRangeAsync(range.sourceFd, range.sourceSector * SECTOR_SIZE + copiedBytes,
-      range.destFd, range.destSector * SECTOR_SIZE + copiedBytes, totalBytes - copiedBytes,
-      (error, stepBytes) => {
-        if (error !== null || stepBytes === 0) return done(copyError(range, error));
-        stats.copyRanges += 1;
-        const nextBytes = copiedBytes + stepBytes;
-        if (nextBytes >= totalBytes) return done(null);
-        try {
+  let starting = true;
+  const step = (copiedBytes: number): void => withCopySlot((release) => {
+    try {
+      copyFileRangeAsync(range.sourceFd, range.sourceSector * SECTOR_SIZE + copiedBytes,
+        range.destFd, range.destSector * SECTOR_SIZE + copiedBytes, totalBytes - copiedBytes,
+        (error, stepBytes) => {
+          release();
+          if (error !== null || stepBytes === 0) return done(copyError(range, error));
+          stats.copyRanges += 1;
+          const nextBytes = copiedBytes + stepBytes;
+          if (nextBytes >= totalBytes) return done(null);
           step(nextBytes);
-        } catch (failure) {
-          done(copyError(range, null, failure));
-        }
-        return undefined;
-      });
-  };
+          return undefined;
+        });
+    } catch (failure) {
+      release();
+      // Started from this call: nothing ran, the caller hears it now. Started later (from a
+      // freed slot or a completion): the copy fails, on a turn of its own.
+      if (starting) throw failure;
+      process.nextTick(done, copyError(range, null, failure));
+    }
+  });
   step(0);
+  starting = false;
 }
 
 function copyError(range: CopyRange, error: SysError | null, cause: unknown = error): IoError {
