@@ -1,9 +1,9 @@
 // Owns the progress display: a cli-progress bar on stderr with bytes, rate and ETA, shown only
 // when stderr is a terminal and progress was not turned off. Otherwise every call is a no-op,
-// so output piped to files or read by scripts stays clean.
+// so output piped to files or read by scripts stays clean. cli-progress (with readline and its
+// string-width helpers) is loaded only when a bar is shown, not on every start.
 
 import bytes from 'bytes';
-import cliProgress from 'cli-progress';
 
 /** A progress display for one transfer. */
 export interface Progress {
@@ -14,10 +14,13 @@ export interface Progress {
 }
 
 /** A bar on stderr when it is a TTY and `enabled`; a silent stand-in otherwise. */
-export function createProgress(totalBytes: number, enabled: boolean, label: string): Progress {
+export async function createProgress(
+  totalBytes: number, enabled: boolean, label: string,
+): Promise<Progress> {
   if (!enabled || process.stderr.isTTY !== true || totalBytes === 0) {
     return { update: () => undefined, stop: () => undefined };
   }
+  const { default: cliProgress } = await import('cli-progress');
   const startMs = performance.now();
   const bar = new cliProgress.SingleBar({
     stream: process.stderr,

@@ -11,7 +11,7 @@
 // comes back short or failed continues in the general transfer loop, exactly as on the fast path,
 // so the semantics stay those of file-request.ts.
 
-import { isMainThread } from 'node:worker_threads';
+import { nodeWorkerThreads } from '../builtins.js';
 import { sectorsToBytes } from '../units.js';
 import type { IoError } from '../errors.js';
 import { IoUring, URING_IOVECS_PER_ENTRY_MAX } from '../sys/io-uring.js';
@@ -41,7 +41,7 @@ const rings: { direct?: IoUring | null; buffered?: IoUring | null } = {};
 function makeRing(direct: boolean): IoUring | null {
   // A worker thread's loop is torn down with koffi's poll handle still on it, which crashes
   // the process when the worker exits (seen on Node 20): rings live on the main thread only.
-  if (!isMainThread) return null;
+  if (!nodeWorkerThreads().isMainThread) return null;
   try {
     return IoUring.create(RING_ENTRIES,
       { sqPollIdleMs: RING_SQPOLL_IDLE_MS, spinUs: direct ? 0 : BUFFERED_RING_SPIN_US });

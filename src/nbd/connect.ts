@@ -5,7 +5,8 @@
 // an `NbdError` (_SERVER, _PROTOCOL, _DISCONNECTED); the deadline is `DMIO_ERR_NBD_TIMEOUT`. On
 // any failure the socket is destroyed before the promise rejects.
 
-import net from 'node:net';
+import type net from 'node:net';
+import { nodeNet } from '../builtins.js';
 import { errnoOf, NbdError, OpenError } from '../errors.js';
 import { NbdConnection, type ConnectionSettings } from './connection.js';
 import { HandshakeReader } from './handshake-reader.js';
@@ -32,8 +33,8 @@ export async function connectNbd(
   const address = target.address;
   const input = new SocketInput();
   const socket = address.transport === 'unix' ?
-    net.createConnection({ path: address.socketPath, onread: input.onread }) :
-    net.createConnection({ host: address.host, port: address.port, noDelay: true,
+    nodeNet().createConnection({ path: address.socketPath, onread: input.onread }) :
+    nodeNet().createConnection({ host: address.host, port: address.port, noDelay: true,
       onread: input.onread });
   // Attached before the socket connects, so no byte the server sends arrives unclaimed.
   const reader = new HandshakeReader(socket);

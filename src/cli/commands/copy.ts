@@ -144,7 +144,7 @@ async function runCopy(plan: CopyPlan): Promise<number> {
   const hashes = flags.verify === true ?
     new SourceHashes(plan.sourceSector, kc.subJobSectors) : null;
   const totalBytes = plan.countSectors * 512;
-  const progress = createProgress(totalBytes, flags.progress, 'copy');
+  const progress = await createProgress(totalBytes, flags.progress, 'copy');
   const startMs = performance.now();
   let result: KcopydResult;
   try {

@@ -45,7 +45,7 @@ async function zero(specs: string[], flags: ZeroFlags): Promise<number> {
   try {
     const countSectors = lengthSectors ?? await smallestRemaining(specs, sector, opened);
     const dests = await openDestinations(specs, sector, countSectors, false, opened);
-    const progress = createProgress(countSectors * 512, flags.progress, 'zero');
+    const progress = await createProgress(countSectors * 512, flags.progress, 'zero');
     const kc = dmKcopydClientCreate();
     const startMs = performance.now();
     let result: KcopydResult;
