@@ -12,6 +12,7 @@
 // Node's default four threads do.
 
 import { availableParallelism } from 'node:os';
+import { InflightLimiter } from '../nbd/inflight-limiter.js';
 
 /** Most `copy_file_range` calls running at once in this process. */
 export const COPY_SLOTS_MAX = Math.max(2, availableParallelism());
@@ -22,14 +23,21 @@ export type ReleaseSlot = () => void;
 /** Work that needs a slot; it receives the release and must call it exactly once. */
 export type SlotWork = (release: ReleaseSlot) => void;
 
-let runningCount = 0;
-/** Waiting work in submission order; `waitingHead` is the next to start. */
-let waiting: (SlotWork | undefined)[] = [];
-let waitingHead = 0;
+/**
+ * The slots: the FIFO limiter NBD devices bound their commands with, counting calls only (no
+ * payload bound). Waiting work is bounded by its callers (kcopyd's jobs in flight), not here.
+ */
+const slots = new InflightLimiter({
+  requestsMax: COPY_SLOTS_MAX, bytesMax: Number.MAX_SAFE_INTEGER,
+  waitingMax: Number.MAX_SAFE_INTEGER,
+});
+
+/** Waiting work is never taken back from the slots, so nothing is ever rejected. */
+const neverRejected = (): void => undefined;
 
 /** Copies running now and waiting for a slot (for tests and diagnostics). */
 export function copySlotsInUse(): { readonly running: number; readonly waiting: number } {
-  return { running: runningCount, waiting: waiting.length - waitingHead };
+  return { running: slots.requests, waiting: slots.waitingCount };
 }
 
 /**
@@ -38,12 +46,9 @@ export function copySlotsInUse(): { readonly running: number; readonly waiting: 
  * gives it back and is rethrown on the next tick, never into the completion that freed the slot.
  */
 export function withCopySlot(work: SlotWork): void {
-  if (runningCount < COPY_SLOTS_MAX) {
-    runningCount += 1;
-    start(work, false);
-    return;
-  }
-  waiting.push(work);
+  let admitting = true;
+  slots.admit({ payloadBytes: 0, start: () => start(work, !admitting), reject: neverRejected });
+  admitting = false;
 }
 
 function start(work: SlotWork, deferred: boolean): void {
@@ -51,7 +56,7 @@ function start(work: SlotWork, deferred: boolean): void {
   const release: ReleaseSlot = () => {
     if (released) return;
     released = true;
-    finish();
+    slots.release(0);
   };
   try {
     work(release);
@@ -62,23 +67,4 @@ function start(work: SlotWork, deferred: boolean): void {
       throw error;
     });
   }
-}
-
-/** A slot freed: the next waiting work takes it. */
-function finish(): void {
-  const next = waiting[waitingHead];
-  if (next === undefined) {
-    runningCount -= 1;
-    return;
-  }
-  waiting[waitingHead] = undefined;
-  waitingHead += 1;
-  if (waitingHead === waiting.length) {
-    waiting = [];
-    waitingHead = 0;
-  } else if (waitingHead >= 1024 && waitingHead * 2 >= waiting.length) {
-    waiting = waiting.slice(waitingHead);
-    waitingHead = 0;
-  }
-  start(next, true);
 }
