@@ -93,7 +93,8 @@ export function dmIoBlocking(request: DmIoRequest, regions: readonly DmIoRegion[
       'a blocking request takes no notify callback');
   }
   const fast = planFast(request, regions, true);
-  if (fast !== null && fast.device.canBlock && fast.device.submitSync !== undefined) {
+  if (fast !== null &&
+      fast.devices.every((device) => device.canBlock && device.submitSync !== undefined)) {
     return runFastBlocking(fast);
   }
   const plan = planRequest(request, regions, true);

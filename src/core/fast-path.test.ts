@@ -10,7 +10,7 @@ import { MEMORY_DEVICE_LIMITS } from '../devices/memory-backed-device.js';
 import { createRamDevice } from '../devices/ram-device.js';
 import { allocAligned } from '../memory/aligned.js';
 import { dmIoClientCreate, dmIoClientDestroy } from './client.js';
-import { dmIo } from './dm-io.js';
+import { dmIo, dmIoBlocking } from './dm-io.js';
 import { planFast } from './fast-path.js';
 
 function setup(limits = {}) {
@@ -26,18 +26,18 @@ describe('planFast eligibility', () => {
     const kmem = planFast({ op: 'read', client, mem: { type: 'kmem', data, offset: 1024 } },
       [{ device, sector: 8, count: 8 }], true);
     assert.ok(kmem !== null);
-    assert.equal(kmem.request.segments.length, 1);
-    assert.equal(kmem.request.segments[0]?.byteOffset, 1024);
-    assert.equal(kmem.request.segments[0]?.length, 4096);
-    assert.deepEqual(kmem.request.flags, { sync: true, preflush: false, fua: false });
-    assert.equal(kmem.request.ioprio, (2 << 13) | 4);
+    assert.equal(kmem.requests[0]?.segments.length, 1);
+    assert.equal(kmem.requests[0]?.segments[0]?.byteOffset, 1024);
+    assert.equal(kmem.requests[0]?.segments[0]?.length, 4096);
+    assert.deepEqual(kmem.requests[0]?.flags, { sync: true, preflush: false, fua: false });
+    assert.equal(kmem.requests[0]?.ioprio, (2 << 13) | 4);
     const exact = new Uint8Array(512);
     const vm = planFast({ op: 'write', client, mem: { type: 'vm', data: exact }, ioprio: 7,
       flags: { fua: true } }, [{ device, sector: 3, count: 1 }], false);
     assert.ok(vm !== null);
-    assert.equal(vm.request.segments[0], exact, 'an exact-size buffer is passed as it is');
-    assert.deepEqual(vm.request.flags, { sync: false, preflush: false, fua: true });
-    assert.equal(vm.request.ioprio, 7);
+    assert.equal(vm.requests[0]?.segments[0], exact, 'an exact-size buffer is passed as it is');
+    assert.deepEqual(vm.requests[0]?.flags, { sync: false, preflush: false, fua: true });
+    assert.equal(vm.requests[0]?.ioprio, 7);
   });
 
   test('declines what the general path must handle', () => {
@@ -47,7 +47,14 @@ describe('planFast eligibility', () => {
     const data = new Uint8Array(8192);
     const region = [{ device, sector: 0, count: 8 }];
     const cases: Array<[string, unknown, unknown]> = [
-      ['two regions', { op: 'write', client, mem: { type: 'vm', data } }, [...region, ...region]],
+      ['a two-region read', { op: 'read', client, mem: { type: 'vm', data } }, [...region, ...region]],
+      ['65 regions', { op: 'write', client, mem: { type: 'vm', data } },
+        Array.from({ length: 65 }, () => region[0])],
+      ['no regions', { op: 'write', client, mem: { type: 'vm', data } }, []],
+      ['a count-0 region among others', { op: 'write', client, mem: { type: 'vm', data } },
+        [...region, { device, sector: 0, count: 0 }]],
+      ['a second region the buffer is too short for', { op: 'write', client,
+        mem: { type: 'vm', data } }, [...region, { device, sector: 0, count: 32 }]],
       ['more than the device takes at once', { op: 'read', client,
         mem: { type: 'vm', data: new Uint8Array(8200 * 512) } }, [{ device, sector: 0, count: 8200 }]],
       ['count 0', { op: 'read', client, mem: { type: 'vm', data } }, [{ device, sector: 0, count: 0 }]],
@@ -79,6 +86,73 @@ describe('planFast eligibility', () => {
     const aligned = allocAligned(4096);
     assert.ok(planFast({ op: 'read', client, mem: { type: 'vm', data: aligned } },
       [{ device: direct.device, sector: 0, count: 8 }], true) !== null, 'aligned O_DIRECT memory');
+  });
+});
+
+describe('multi-region writes', () => {
+  test('one request per region, in region order, each from the start of the buffer', () => {
+    const { device, client } = setup();
+    const other = setup().device;
+    const data = new Uint8Array(8192);
+    const fast = planFast({ op: 'write', client, mem: { type: 'kmem', data, offset: 512 } },
+      [{ device, sector: 16, count: 8 }, { device: other, sector: 0, count: 15 },
+        { device, sector: 40, count: 1 }], false);
+    assert.ok(fast !== null);
+    assert.deepEqual(fast.devices, [device, other, device]);
+    assert.deepEqual(fast.requests.map((request) => [request.sector, request.countSectors]),
+      [[16, 8], [0, 15], [40, 1]]);
+    for (const request of fast.requests) {
+      assert.equal(request.segments.length, 1);
+      assert.equal(request.segments[0]?.byteOffset, 512, 'every region starts at the offset');
+      assert.equal(request.segments[0]?.length, request.countSectors * 512);
+    }
+  });
+
+  test('submits the same device requests as the general path, and reports only the bad region',
+    async () => {
+      const devices = [setup(), setup(), setup()].map((entry) => entry.device);
+      const { client } = setup();
+      const regions = devices.map((device, index) => ({ device, sector: 8 * index, count: 16 }));
+      const data = new Uint8Array(8192).fill(5);
+      // One bio vector takes the general path; the same bytes as kmem take the fast one.
+      const general = await dmIo({ op: 'write', client,
+        mem: { type: 'bvec', bvecs: [{ page: data, len: 8192, offset: 0 }] } }, regions);
+      const generalTraces = devices.map((device) => device.trace.splice(0));
+      const fast = await dmIo({ op: 'write', client, mem: { type: 'kmem', data } }, regions);
+      assert.deepEqual(fast, general);
+      assert.deepEqual(devices.map((device) => device.trace.splice(0)), generalTraces);
+      (devices[1] as ReturnType<typeof createFaultDevice>).setFaults(
+        { ranges: [{ sector: 8, countSectors: 1, ops: ['write'] }] });
+      const failed = await dmIo({ op: 'write', client, mem: { type: 'kmem', data } }, regions);
+      assert.equal(failed.errorBits, 2n);
+      assert.deepEqual(failed.errors.map((error) => error?.code), [undefined, 'DMIO_ERR_IO',
+        undefined]);
+      assert.equal((failed.errors[1] as { regionIndex?: number }).regionIndex, 1);
+      assert.ok(data.every((byte) => byte === 5), 'a failed write leaves the buffer alone');
+      const back = new Uint8Array(8192);
+      for (const index of [0, 2]) {
+        const read = await dmIo({ op: 'read', client, mem: { type: 'vm', data: back } },
+          [{ device: devices[index] as BlockDevice, sector: 8 * index, count: 16 }]);
+        assert.equal(read.errorBits, 0n);
+        assert.ok(back.every((byte) => byte === 5), `region ${index} holds the data`);
+      }
+    });
+
+  test('the blocking form runs every region on the calling thread', async () => {
+    const { client } = setup();
+    const rams = [createRamDevice({ sizeBytes: 1 << 16 }), createRamDevice({ sizeBytes: 1 << 16 })];
+    const data = new Uint8Array(4096).fill(3);
+    const regions = rams.map((device) => ({ device, sector: 8, count: 8 }));
+    assert.ok(planFast({ op: 'write', client, mem: { type: 'vm', data } }, regions, true) !== null);
+    const result = dmIoBlocking({ op: 'write', client, mem: { type: 'vm', data } }, regions);
+    assert.deepEqual(result, { errorBits: 0n, errors: [undefined, undefined] });
+    for (const device of rams) {
+      const back = new Uint8Array(4096);
+      assert.equal(dmIoBlocking({ op: 'read', client, mem: { type: 'vm', data: back } },
+        [{ device, sector: 8, count: 8 }]).errorBits, 0n);
+      assert.deepEqual(back, data);
+    }
+    await dmIoClientDestroy(client);
   });
 });
 
@@ -135,18 +209,22 @@ describe('client accounting when a device misbehaves', () => {
       },
       close: () => Promise.resolve(),
     };
-    // One region of one page takes the fast path; two regions the general one.
+    // vm memory takes the fast path (one region or two); one bio vector the general one.
     const data = new Uint8Array(4096);
     const one = [{ device: thrower, sector: 0, count: 8 }];
     const two = [...one, { device: thrower, sector: 8, count: 8 }];
-    for (const regions of [one, two]) {
-      await assert.rejects(dmIo({ op: 'write', client, mem: { type: 'vm', data } }, regions),
-        /invariant broken/, 'the Promise form rejects');
-      assert.equal(client.inflight, 0);
-      assert.throws(() => dmIo({ op: 'write', client, mem: { type: 'vm', data },
-        notify: { fn: () => assert.fail('no completion') } }, regions), /invariant broken/,
-      'the notify form throws');
-      assert.equal(client.inflight, 0);
+    const memories = [{ type: 'vm', data } as const,
+      { type: 'bvec', bvecs: [{ page: data, len: 4096, offset: 0 }] } as const];
+    for (const mem of memories) {
+      for (const regions of [one, two]) {
+        await assert.rejects(dmIo({ op: 'write', client, mem }, regions),
+          /invariant broken/, 'the Promise form rejects');
+        assert.equal(client.inflight, 0);
+        assert.throws(() => dmIo({ op: 'write', client, mem,
+          notify: { fn: () => assert.fail('no completion') } }, regions), /invariant broken/,
+        'the notify form throws');
+        assert.equal(client.inflight, 0);
+      }
     }
     await dmIoClientDestroy(client);
   });

@@ -1,44 +1,65 @@
-// Owns dm-io's fast path: a request whose whole work is one device request — one region, a
-// read or write from one contiguous buffer (`kmem`/`vm`, so one segment), within the device's
-// per-request limit, on a device that takes it without a bounce copy. The general path would produce exactly the
-// same single request (one segment, same flags and ioprio), the same result and the same
-// zero-fill, so the fast path skips the cursor, the region loop and the tracker, which
-// measured about 2 µs of main-thread time per 4 KiB request.
+// Owns dm-io's fast path: a request whose whole work is one device request per region — a read
+// of one region, or a write of up to 64, from one contiguous buffer (`kmem`/`vm`, so one
+// segment), each region within its device's per-request limit, on devices that take the memory
+// without a bounce copy. The general path would produce exactly the same requests (one per
+// region, in region order, one segment, same flags and ioprio), the same result and the same
+// zero-fill, so the fast path skips the cursor, the region loop and the tracker, which measured
+// about 2 µs of main-thread time per 4 KiB request, and in a fresh process about 10 µs per
+// 3-region 1 MiB mirror write while the code is still cold.
 //
 // Every check here only decides eligibility: anything unusual, including every invalid
 // argument, returns null and goes to the general path, which validates it and throws the
-// typed error. So the fast path can never accept what the general path would reject.
+// typed error. So the fast path can never accept what the general path would reject. All
+// regions are checked before the first is submitted.
 
-import { IOPRIO_DEFAULT, IOPRIO_MAX, SECTOR_SIZE } from '../constants.js';
+import { DM_IO_MAX_REGIONS, IOPRIO_DEFAULT, IOPRIO_MAX, SECTOR_SIZE } from '../constants.js';
 import type { BlockDevice, DeviceRequest, RequestFlags } from '../devices/block-device.js';
 import type { DmIoError } from '../errors.js';
 import { isAlignedView } from '../memory/aligned.js';
 import { DmIoClient } from './client.js';
 import { failedRequest, type DmIoResult } from './io-tracker.js';
 
-/** The one device request of an eligible request, and where it goes. */
-export interface FastRequest {
-  readonly client: DmIoClient;
-  readonly device: BlockDevice;
-  readonly request: DeviceRequest;
-}
-
 /** The flag objects, shared: index = sync | preflush << 1 | fua << 2. */
 const FLAGS: readonly RequestFlags[] = Array.from({ length: 8 }, (_, bits) => Object.freeze({
   sync: (bits & 1) !== 0, preflush: (bits & 2) !== 0, fua: (bits & 4) !== 0,
 }));
 
-/** The single device request `request` comes to, or null when the general path must run. */
+/** The device requests of an eligible request: one per region, in region order. */
+export interface FastRequest {
+  readonly client: DmIoClient;
+  readonly devices: readonly BlockDevice[];
+  readonly requests: readonly DeviceRequest[];
+}
+
+/** The device requests `request` comes to, or null when the general path must run. */
 export function planFast(request: unknown, regions: unknown, sync: boolean): FastRequest | null {
-  if (!isPlainObject(request)) return null;
-  if (!Array.isArray(regions) || regions.length !== 1) return null;
+  if (!isPlainObject(request) || !Array.isArray(regions)) return null;
+  const regionCount = regions.length;
+  if (regionCount === 0 || regionCount > DM_IO_MAX_REGIONS) return null;
   const { op, client, mem, ioprio } = request as Record<string, unknown>;
   if (op !== 'read' && op !== 'write') return null;
+  if (op === 'read' && regionCount !== 1) return null;
   if (!(client instanceof DmIoClient) || client.destroyed) return null;
   const flags = fastFlags((request as { flags?: unknown }).flags, sync);
   if (flags === null) return null;
   if (ioprio !== undefined && !isIntegerIn(ioprio, 0, IOPRIO_MAX)) return null;
-  const region: unknown = regions[0];
+  const devices: BlockDevice[] = [];
+  const requests: DeviceRequest[] = [];
+  for (let index = 0; index < regionCount; index += 1) {
+    const deviceRequest = fastRegion(client, op, mem, regions[index] as unknown, flags,
+      ioprio === undefined ? IOPRIO_DEFAULT : ioprio as number);
+    if (deviceRequest === null) return null;
+    devices.push(deviceRequest.device);
+    requests.push(deviceRequest.request);
+  }
+  return { client, devices, requests };
+}
+
+/** The one device request of one region, or null when the region needs the general path. */
+function fastRegion(
+  client: DmIoClient, op: 'read' | 'write', mem: unknown, region: unknown, flags: RequestFlags,
+  ioprio: number,
+): { device: BlockDevice; request: DeviceRequest } | null {
   if (!isPlainObject(region)) return null;
   const { device, sector, count } = region as Record<string, unknown>;
   if (!isIntegerIn(sector, 0, Number.MAX_SAFE_INTEGER)) return null;
@@ -48,33 +69,73 @@ export function planFast(request: unknown, regions: unknown, sync: boolean): Fas
   const segment = fastSegment(mem, count * SECTOR_SIZE, device);
   if (segment === null) return null;
   return {
-    client, device,
-    request: {
-      op, sector, countSectors: count, segments: [segment], flags,
-      ioprio: ioprio === undefined ? IOPRIO_DEFAULT : ioprio as number,
-    },
+    device, request: { op, sector, countSectors: count, segments: [segment], flags, ioprio },
   };
 }
 
 /** Runs a fast request; `complete` runs once, never before the caller has returned. */
 export function runFast(fast: FastRequest, complete: (result: DmIoResult) => void): void {
-  const { request } = fast;
-  // planFast took only memory the device accepts as it is: the client need not check again.
-  fast.client.submit(fast.device, request, (error) => {
-    complete(resultOf(request, error));
-  }, true);
+  const { client, devices, requests } = fast;
+  if (requests.length === 1) {
+    const request = requests[0] as DeviceRequest;
+    // planFast took only memory the device accepts as it is: the client need not check again.
+    client.submit(devices[0] as BlockDevice, request, (error) => {
+      complete(resultOf(request, error));
+    }, true);
+    return;
+  }
+  const outcome = new RegionOutcome(requests.length);
+  let remaining = requests.length;
+  for (let index = 0; index < requests.length; index += 1) {
+    const request = requests[index] as DeviceRequest;
+    client.submit(devices[index] as BlockDevice, request, (error) => {
+      outcome.record(request, error, index);
+      remaining -= 1;
+      if (remaining === 0) complete(outcome.result());
+    }, true);
+  }
 }
 
-/** Runs a fast request on the calling thread (the device can block). */
+/** Runs a fast request on the calling thread (every device can block), region by region. */
 export function runFastBlocking(fast: FastRequest): DmIoResult {
-  const { request } = fast;
-  return resultOf(request, fast.client.submitBlocking(fast.device, request, true));
+  const { client, devices, requests } = fast;
+  if (requests.length === 1) {
+    const request = requests[0] as DeviceRequest;
+    return resultOf(request, client.submitBlocking(devices[0] as BlockDevice, request, true));
+  }
+  const outcome = new RegionOutcome(requests.length);
+  for (let index = 0; index < requests.length; index += 1) {
+    const request = requests[index] as DeviceRequest;
+    outcome.record(request, client.submitBlocking(devices[index] as BlockDevice, request, true),
+      index);
+  }
+  return outcome.result();
 }
 
 /** The one-region result, fresh each time as the general path's. */
 function resultOf(request: DeviceRequest, error: DmIoError | null): DmIoResult {
   if (error === null) return { errorBits: 0n, errors: [undefined] };
   return { errorBits: 1n, errors: [failedRequest(request, error, 0)] };
+}
+
+/** The error bits and first errors of a multi-region fast request (one request per region). */
+class RegionOutcome {
+  #errorBits = 0n;
+  readonly #errors: Array<DmIoError | undefined>;
+
+  constructor(regionCount: number) {
+    this.#errors = new Array<DmIoError | undefined>(regionCount).fill(undefined);
+  }
+
+  record(request: DeviceRequest, error: DmIoError | null, regionIndex: number): void {
+    if (error === null) return;
+    this.#errorBits |= 1n << BigInt(regionIndex);
+    this.#errors[regionIndex] = failedRequest(request, error, regionIndex);
+  }
+
+  result(): DmIoResult {
+    return { errorBits: this.#errorBits, errors: this.#errors };
+  }
 }
 
 function fastFlags(flags: unknown, sync: boolean): RequestFlags | null {
