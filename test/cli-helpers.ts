@@ -1,4 +1,4 @@
-// Owns running the real `dmio` binary in tests: spawn bin/dmio.js (forced onto the TypeScript
+// Owns running the real `dmio` binary in tests: spawn bin/dmio.cjs (forced onto the TypeScript
 // source, so a stale dist/ is never what is tested), collect stdout, stderr and the exit
 // status, and hash files and device ranges.
 
@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { createRandomDevice } from '../src/devices/pattern-devices.js';
 
 /** The binary under test. */
-export const DMIO_BIN = fileURLToPath(new URL('../bin/dmio.js', import.meta.url));
+export const DMIO_BIN = fileURLToPath(new URL('../bin/dmio.cjs', import.meta.url));
 
 /** What a run of the binary produced. */
 export interface CliRun {
@@ -25,11 +25,11 @@ export interface RunOptions {
   readonly input?: Uint8Array | string;
   /** Called with the child once it runs (the verify gate test drives stdin from here). */
   readonly onSpawn?: (child: ChildProcess) => void;
-  /** Execute bin/dmio.js itself (its `#!` line and launcher) rather than `node bin/dmio.js`. */
+  /** Execute bin/dmio.cjs itself (its `#!` line and launcher) rather than `node bin/dmio.cjs`. */
   readonly executed?: boolean;
 }
 
-/** Spawns `node bin/dmio.js ...args` (or the file itself) and resolves when it exits. */
+/** Spawns `node bin/dmio.cjs ...args` (or the file itself) and resolves when it exits. */
 export function runDmio(args: readonly string[], options: RunOptions = {}): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const [program, argv] = options.executed === true ? [DMIO_BIN, args] :

@@ -4,11 +4,20 @@
 // write, info and --help on every command.
 
 import assert from 'node:assert/strict';
-import { existsSync, openSync, readFileSync, statSync, writeFileSync, writeSync, closeSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import {
+  closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, statSync, symlinkSync,
+  writeFileSync, writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { tempDir } from './helpers/tmp.js';
-import { fileHash, jsonOf, randomHash, runDmio } from './cli-helpers.js';
+import { DMIO_BIN, fileHash, jsonOf, randomHash, runDmio } from './cli-helpers.js';
+
+/** The built CLI and its code cache (npm run build). */
+const BUNDLE = fileURLToPath(new URL('../dist/cli/dmio.cjs', import.meta.url));
+const CODE_CACHE = fileURLToPath(new URL('../dist/cli/dmio.cache', import.meta.url));
 
 const MIB = 1024 * 1024;
 
@@ -278,23 +287,57 @@ describe('dmio zero, read, write, info, --help', () => {
 });
 
 describe('the built CLI', () => {
-  it('dist/cli/dmio.js (what users run) copies byte-exact and verifies', async (t) => {
-    const bundle = new URL('../dist/cli/dmio.js', import.meta.url);
-    if (!existsSync(bundle)) {
-      // `npm test` builds first; only a run that skipped the build gets here.
-      if (process.env.CI === 'true') assert.fail('CI must test the built CLI: dist/cli/dmio.js');
-      t.skip('dist/cli/dmio.js is not built (npm run build)');
-      return;
-    }
-    const dir = await tempDir(t);
-    const images = ['a.img', 'b.img'].map((name) => join(dir, name));
-    const run = await runDmio(['copy', 'random:3M,seed=4', ...images, '--verify', '--json'],
-      { env: { DMIO_CLI_FROM_SOURCE: '0' } });
-    assert.equal(run.status, 0, run.stderr);
-    assert.equal(jsonOf(run).writeErrorBits, '0x0');
-    const expected = randomHash(4, 3 * 1024 * 1024, 0, 3 * 1024 * 1024);
-    for (const image of images) assert.equal(fileHash(image), expected, image);
-  });
+  it('dist/cli/dmio.cjs (what users run) copies byte-exact, verifies, with its code cache',
+    async (t) => {
+      if (!existsSync(BUNDLE)) {
+        // `npm test` builds first; only a run that skipped the build gets here.
+        if (process.env.CI === 'true') assert.fail('CI must test the built CLI: dist/cli/dmio.cjs');
+        t.skip('dist/cli/dmio.cjs is not built (npm run build)');
+        return;
+      }
+      const dir = await tempDir(t);
+      const images = ['a.img', 'b.img'].map((name) => join(dir, name));
+      const run = await runDmio(['copy', 'random:3M,seed=4', ...images, '--verify', '--json'],
+        { env: { DMIO_CLI_FROM_SOURCE: '0', DMIO_CLI_CODE_CACHE: 'report' } });
+      assert.equal(run.status, 0, run.stderr);
+      assert.match(run.stderr, /code cache used/, 'the build made a cache V8 accepts');
+      assert.equal(jsonOf(run).writeErrorBits, '0x0');
+      const expected = randomHash(4, 3 * 1024 * 1024, 0, 3 * 1024 * 1024);
+      for (const image of images) assert.equal(fileHash(image), expected, image);
+    });
+
+  it('never runs a code cache made from another bundle, even one of the same length',
+    async (t) => {
+      if (!existsSync(BUNDLE) || !existsSync(CODE_CACHE)) {
+        if (process.env.CI === 'true') assert.fail('CI must test the built CLI: dist/cli/dmio.*');
+        t.skip('dist/cli/dmio.cjs is not built (npm run build)');
+        return;
+      }
+      // A copy of the package whose bundle differs from the one the cache was made from in
+      // one word of the help text, same length: V8 checks only the length, so it would run
+      // the cached (old) code and print the old word.
+      const dir = await tempDir(t);
+      mkdirSync(join(dir, 'bin'));
+      mkdirSync(join(dir, 'dist', 'cli'), { recursive: true });
+      copyFileSync(DMIO_BIN, join(dir, 'bin', 'dmio.cjs'));
+      copyFileSync(fileURLToPath(new URL('../package.json', import.meta.url)),
+        join(dir, 'package.json'));
+      symlinkSync(fileURLToPath(new URL('../node_modules', import.meta.url)),
+        join(dir, 'node_modules'));
+      copyFileSync(CODE_CACHE, join(dir, 'dist', 'cli', 'dmio.cache'));
+      const bundle = readFileSync(BUNDLE, 'utf8');
+      const changed = bundle.replace('kcopyd for files', 'kcopyd for FILES');
+      assert.equal(changed.length, bundle.length);
+      assert.notEqual(changed, bundle);
+      writeFileSync(join(dir, 'dist', 'cli', 'dmio.cjs'), changed);
+      const run = spawnSync(process.execPath, [join(dir, 'bin', 'dmio.cjs'), '--help'], {
+        encoding: 'utf8',
+        env: { ...process.env, DMIO_CLI_FROM_SOURCE: '0', DMIO_CLI_CODE_CACHE: 'report' },
+      });
+      assert.equal(run.status, 0, run.stderr);
+      assert.match(run.stderr, /code cache not used/);
+      assert.match(run.stdout, /kcopyd for FILES/, 'the bundle on disk ran, not the cached one');
+    });
 
   it('executed as a program, starts Node without NODE_EXTRA_CA_CERTS and copies', async (t) => {
     const dir = await tempDir(t);
@@ -303,7 +346,7 @@ describe('the built CLI', () => {
     // whether the variable reached Node.
     const env = { NODE_EXTRA_CA_CERTS: join(dir, 'no-such-certificates.pem') };
     const throughNode = await runDmio(['--version'], { env });
-    assert.match(throughNode.stderr, /extra certs/, 'node bin/dmio.js keeps the variable');
+    assert.match(throughNode.stderr, /extra certs/, 'node bin/dmio.cjs keeps the variable');
     const run = await runDmio(['copy', 'random:1M,seed=5', image, '--json'],
       { env, executed: true });
     assert.equal(run.status, 0, run.stderr);

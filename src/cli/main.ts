@@ -87,7 +87,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
-/** Entry point used by bin/dmio.js. */
+/** Entry point used by bin/dmio.cjs. */
 export async function runCli(): Promise<void> {
   const status = await main(process.argv.slice(2));
   process.exitCode = status;
