@@ -13,9 +13,8 @@
 // they test the code as it is now). This file is CommonJS because an ES module launcher costs
 // Node's module loader about 8 ms more at every start.
 //
-// Two variables serve the build and its tests: DMIO_CLI_MAKE_CODE_CACHE=1 runs one small copy
-// through the bundle and writes the cache (scripts/build-cli.mjs); DMIO_CLI_CODE_CACHE=report
-// says on stderr whether the cache was used.
+// DMIO_CLI_CODE_CACHE=report says on stderr whether the cache was used (for the tests);
+// scripts/make-code-cache.cjs requires this file for `loadBundle` and makes the cache.
 const fs = require('node:fs');
 const path = require('node:path');
 
@@ -24,55 +23,45 @@ const CACHE = path.join(__dirname, '..', 'dist', 'cli', 'dmio.cache');
 const SOURCE = path.join(__dirname, '..', 'src', 'cli', 'main.ts');
 const DIGEST_BYTES = 32;
 
-/** The code cache made from `digest`'s bundle, or undefined. */
-function readCache(digest) {
+/** The code cache made from the bundle `code`, or undefined. */
+function readCache(code) {
   let cache;
   try {
     cache = fs.readFileSync(CACHE);
   } catch {
     return undefined; // Not made (a build without it): compile as usual.
   }
+  const digest = bundleDigest(code);
   if (cache.length <= DIGEST_BYTES || !cache.subarray(0, DIGEST_BYTES).equals(digest)) {
     return undefined; // Made from another bundle: V8 would not notice a same-length change.
   }
   return cache.subarray(DIGEST_BYTES);
 }
 
-/** Compiles and runs the bundle as a CommonJS module; returns its exports and its script. */
+/** The SHA-256 a code cache starts with: that of the bundle it was made from. */
+function bundleDigest(code) {
+  return require('node:crypto').createHash('sha256').update(code).digest();
+}
+
+/**
+ * Compiles and runs the bundle as a CommonJS module, with the code cache when `useCache` and
+ * one made from this bundle exists; returns its exports, its script and its bytes.
+ */
 function loadBundle(useCache) {
   const Module = require('node:module');
   const vm = require('node:vm');
   const code = fs.readFileSync(BUNDLE);
-  const digest = require('node:crypto').createHash('sha256').update(code).digest();
-  const cachedData = useCache ? readCache(digest) : undefined;
+  const cachedData = useCache ? readCache(code) : undefined;
   const script = new vm.Script(Module.wrap(code.toString('utf8')),
     { filename: BUNDLE, cachedData });
   const bundleModule = { exports: {} };
   script.runInThisContext()(bundleModule.exports, Module.createRequire(BUNDLE), bundleModule,
     BUNDLE, path.dirname(BUNDLE));
   const cacheUsed = cachedData !== undefined && script.cachedDataRejected !== true;
-  return { cli: bundleModule.exports, script, digest, cacheUsed };
-}
-
-/** Runs one small copy through the bundle, then writes the code cache of what it compiled. */
-async function makeCodeCache() {
-  const { cli, script, digest } = loadBundle(false);
-  const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'dmio-code-cache-'));
-  try {
-    const images = ['a.img', 'b.img'].map((name) => path.join(dir, name));
-    const status = await cli.main(['copy', 'random:4M,seed=1', ...images, '--verify', '--json']);
-    if (status !== 0) throw new Error(`the copy that warms the code cache exited ${status}`);
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-  fs.writeFileSync(CACHE, Buffer.concat([digest, script.createCachedData()]));
+  return { cli: bundleModule.exports, script, code, cacheUsed };
 }
 
 async function run() {
-  if (process.env.DMIO_CLI_MAKE_CODE_CACHE === '1') {
-    await makeCodeCache();
-    process.exit(0);
-  }
   if (fs.existsSync(BUNDLE) && process.env.DMIO_CLI_FROM_SOURCE !== '1') {
     const { cli, cacheUsed } = loadBundle(true);
     if (process.env.DMIO_CLI_CODE_CACHE === 'report') {
@@ -87,7 +76,11 @@ async function run() {
   await cli.runCli();
 }
 
-run().catch((error) => {
-  process.stderr.write(`dmio: ${error instanceof Error ? error.stack : String(error)}\n`);
-  process.exitCode = 1;
-});
+if (require.main === module) {
+  run().catch((error) => {
+    process.stderr.write(`dmio: ${error instanceof Error ? error.stack : String(error)}\n`);
+    process.exitCode = 1;
+  });
+}
+
+module.exports = { loadBundle, bundleDigest, CACHE };

@@ -1,6 +1,7 @@
-// The fast path must be invisible: every request it takes yields the same single device
-// request, result, zero-fill and deferral as the general path, and everything it declines
-// (including every invalid argument) is left to the general path's validation.
+// The fast path must be invisible: every request it takes yields the same device requests (one
+// per region, in region order), result, zero-fill and deferral as the general path, and
+// everything it declines (including every invalid argument, in any region) is left to the
+// general path's validation, with nothing submitted.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -17,6 +18,20 @@ function setup(limits = {}) {
   const ram = createRamDevice({ sizeBytes: 1 << 20, limits });
   const device = createFaultDevice(ram);
   return { ram, device, client: dmIoClientCreate() };
+}
+
+/** Wraps `device` so that each request it gets is logged as `index:sector+count@offset`. */
+function loggingDevice(device: BlockDevice, index: number, log: string[]): BlockDevice {
+  return {
+    name: device.name, kind: device.kind, sizeSectors: device.sizeSectors,
+    readOnly: device.readOnly, closed: false, canBlock: false, limits: device.limits,
+    submit: (request, done) => {
+      const offsetBytes = request.segments[0]?.byteOffset ?? -1;
+      log.push(`${index}:${request.sector}+${request.countSectors}@${offsetBytes}`);
+      device.submit(request, done);
+    },
+    close: () => device.close(),
+  };
 }
 
 describe('planFast eligibility', () => {
@@ -47,7 +62,8 @@ describe('planFast eligibility', () => {
     const data = new Uint8Array(8192);
     const region = [{ device, sector: 0, count: 8 }];
     const cases: Array<[string, unknown, unknown]> = [
-      ['a two-region read', { op: 'read', client, mem: { type: 'vm', data } }, [...region, ...region]],
+      ['a two-region read', { op: 'read', client, mem: { type: 'vm', data } },
+        [...region, ...region]],
       ['65 regions', { op: 'write', client, mem: { type: 'vm', data } },
         Array.from({ length: 65 }, () => region[0])],
       ['no regions', { op: 'write', client, mem: { type: 'vm', data } }, []],
@@ -55,6 +71,13 @@ describe('planFast eligibility', () => {
         [...region, { device, sector: 0, count: 0 }]],
       ['a second region the buffer is too short for', { op: 'write', client,
         mem: { type: 'vm', data } }, [...region, { device, sector: 0, count: 32 }]],
+      ['a second region misaligned on 4K', { op: 'write', client, mem: { type: 'vm', data } },
+        [...region, { device: big.device, sector: 1, count: 8 }]],
+      ['a second region on O_DIRECT with unaligned memory', { op: 'write', client,
+        mem: { type: 'vm', data } }, [...region, { device: direct.device, sector: 0, count: 8 }]],
+      ['a second region read-only', { op: 'write', client, mem: { type: 'vm', data } },
+        [...region, { device: createRamDevice({ sizeBytes: 4096, readOnly: true }), sector: 0,
+          count: 8 }]],
       ['more than the device takes at once', { op: 'read', client,
         mem: { type: 'vm', data: new Uint8Array(8200 * 512) } }, [{ device, sector: 0, count: 8200 }]],
       ['count 0', { op: 'read', client, mem: { type: 'vm', data } }, [{ device, sector: 0, count: 0 }]],
@@ -112,18 +135,29 @@ describe('multi-region writes', () => {
     async () => {
       const devices = [setup(), setup(), setup()].map((entry) => entry.device);
       const { client } = setup();
-      const regions = devices.map((device, index) => ({ device, sector: 8 * index, count: 16 }));
+      // One log over all devices, so the order across devices is compared too.
+      const log: string[] = [];
+      const logged = devices.map((device, index) => loggingDevice(device, index, log));
+      const regions = logged.map((device, index) => ({ device, sector: 8 * index, count: 16 }));
       const data = new Uint8Array(8192).fill(5);
       // One bio vector takes the general path; the same bytes as kmem take the fast one.
-      const general = await dmIo({ op: 'write', client,
-        mem: { type: 'bvec', bvecs: [{ page: data, len: 8192, offset: 0 }] } }, regions);
+      const bvecMem = { type: 'bvec', bvecs: [{ page: data, len: 8192, offset: 0 }] } as const;
+      assert.equal(planFast({ op: 'write', client, mem: bvecMem }, regions, true), null);
+      assert.ok(planFast({ op: 'write', client, mem: { type: 'kmem', data } }, regions, true) !==
+        null);
+      const general = await dmIo({ op: 'write', client, mem: bvecMem }, regions);
       const generalTraces = devices.map((device) => device.trace.splice(0));
+      const generalLog = log.splice(0);
       const fast = await dmIo({ op: 'write', client, mem: { type: 'kmem', data } }, regions);
       assert.deepEqual(fast, general);
       assert.deepEqual(devices.map((device) => device.trace.splice(0)), generalTraces);
+      assert.deepEqual(log.splice(0), generalLog);
+      assert.deepEqual(generalLog, ['0:0+16@0', '1:8+16@0', '2:16+16@0']);
       (devices[1] as ReturnType<typeof createFaultDevice>).setFaults(
         { ranges: [{ sector: 8, countSectors: 1, ops: ['write'] }] });
       const failed = await dmIo({ op: 'write', client, mem: { type: 'kmem', data } }, regions);
+      const failedGeneral = await dmIo({ op: 'write', client, mem: bvecMem }, regions);
+      assert.deepEqual(failed, failedGeneral, 'the same result, errors included, both ways');
       assert.equal(failed.errorBits, 2n);
       assert.deepEqual(failed.errors.map((error) => error?.code), [undefined, 'DMIO_ERR_IO',
         undefined]);
@@ -136,6 +170,46 @@ describe('multi-region writes', () => {
         assert.equal(read.errorBits, 0n);
         assert.ok(back.every((byte) => byte === 5), `region ${index} holds the data`);
       }
+    });
+
+  test('a bad later region throws its typed error with nothing submitted to the earlier ones',
+    () => {
+      const { device, client } = setup();
+      const data = new Uint8Array(4096);
+      const readOnly = createRamDevice({ sizeBytes: 4096, readOnly: true });
+      assert.throws(() => dmIo({ op: 'write', client, mem: { type: 'vm', data } },
+        [{ device, sector: 0, count: 8 }, { device: readOnly, sector: 0, count: 8 }]),
+      { code: 'DMIO_ERR_READ_ONLY' });
+      assert.throws(() => dmIo({ op: 'write', client, mem: { type: 'vm', data } },
+        [{ device, sector: 0, count: 8 }, { device, sector: 0, count: 16 }]),
+      { code: 'DMIO_ERR_BUFFER_TOO_SHORT' });
+      assert.equal(device.trace.length, 0);
+      assert.equal(client.inflight, 0);
+    });
+
+  test('a device whose submit throws midway: earlier regions complete, no callback, no leak',
+    async () => {
+      const { ram, client } = setup();
+      const thrower: BlockDevice = {
+        name: 'thrower', kind: 'ram', sizeSectors: 64, readOnly: false, closed: false,
+        canBlock: false, limits: MEMORY_DEVICE_LIMITS,
+        submit: () => {
+          throw new Error('device invariant broken');
+        },
+        close: () => Promise.resolve(),
+      };
+      const data = new Uint8Array(4096).fill(7);
+      assert.throws(() => dmIo({ op: 'write', client, mem: { type: 'vm', data },
+        notify: { fn: () => assert.fail('no completion') } },
+      [{ device: ram, sector: 0, count: 8 }, { device: thrower, sector: 0, count: 8 }]),
+      /invariant broken/);
+      assert.equal(client.inflight, 1, 'region 0 went out before region 1 threw');
+      await dmIoClientDestroy(client);
+      assert.equal(client.inflight, 0);
+      const back = new Uint8Array(4096);
+      assert.equal((await dmIo({ op: 'read', client: dmIoClientCreate(),
+        mem: { type: 'vm', data: back } }, [{ device: ram, sector: 0, count: 8 }])).errorBits, 0n);
+      assert.deepEqual(back, data, 'region 0 was written');
     });
 
   test('the blocking form runs every region on the calling thread', async () => {

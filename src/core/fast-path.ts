@@ -4,7 +4,7 @@
 // without a bounce copy. The general path would produce exactly the same requests (one per
 // region, in region order, one segment, same flags and ioprio), the same result and the same
 // zero-fill, so the fast path skips the cursor, the region loop and the tracker, which measured
-// about 2 µs of main-thread time per 4 KiB request, and in a fresh process about 10 µs per
+// about 2 µs of main-thread time per 4 KiB request, and in a fresh process about 7 µs per
 // 3-region 1 MiB mirror write while the code is still cold.
 //
 // Every check here only decides eligibility: anything unusual, including every invalid
@@ -76,6 +76,7 @@ function fastRegion(
 /** Runs a fast request; `complete` runs once, never before the caller has returned. */
 export function runFast(fast: FastRequest, complete: (result: DmIoResult) => void): void {
   const { client, devices, requests } = fast;
+  // One region (every 4 KiB random request) without the outcome object: measurably cheaper.
   if (requests.length === 1) {
     const request = requests[0] as DeviceRequest;
     // planFast took only memory the device accepts as it is: the client need not check again.
@@ -85,13 +86,15 @@ export function runFast(fast: FastRequest, complete: (result: DmIoResult) => voi
     return;
   }
   const outcome = new RegionOutcome(requests.length);
-  let remaining = requests.length;
+  let remainingRequests = requests.length;
+  // A device whose submit throws stops the loop: the requests already out complete, but, as on
+  // the general path, the request never does (the throw is the caller's answer).
   for (let index = 0; index < requests.length; index += 1) {
     const request = requests[index] as DeviceRequest;
     client.submit(devices[index] as BlockDevice, request, (error) => {
       outcome.record(request, error, index);
-      remaining -= 1;
-      if (remaining === 0) complete(outcome.result());
+      remainingRequests -= 1;
+      if (remainingRequests === 0) complete(outcome.result());
     }, true);
   }
 }
