@@ -20,6 +20,18 @@ function setup(limits = {}) {
   return { ram, device, client: dmIoClientCreate() };
 }
 
+/** A device that breaks its contract: `submit` throws (the tests check nothing leaks). */
+function throwingDevice(): BlockDevice {
+  return {
+    name: 'thrower', kind: 'ram', sizeSectors: 64, readOnly: false, closed: false,
+    canBlock: false, limits: MEMORY_DEVICE_LIMITS,
+    submit: () => {
+      throw new Error('device invariant broken');
+    },
+    close: () => Promise.resolve(),
+  };
+}
+
 /** Wraps `device` so that each request it gets is logged as `index:sector+count@offset`. */
 function loggingDevice(device: BlockDevice, index: number, log: string[]): BlockDevice {
   return {
@@ -190,14 +202,7 @@ describe('multi-region writes', () => {
   test('a device whose submit throws midway: earlier regions complete, no callback, no leak',
     async () => {
       const { ram, client } = setup();
-      const thrower: BlockDevice = {
-        name: 'thrower', kind: 'ram', sizeSectors: 64, readOnly: false, closed: false,
-        canBlock: false, limits: MEMORY_DEVICE_LIMITS,
-        submit: () => {
-          throw new Error('device invariant broken');
-        },
-        close: () => Promise.resolve(),
-      };
+      const thrower = throwingDevice();
       const data = new Uint8Array(4096).fill(7);
       assert.throws(() => dmIo({ op: 'write', client, mem: { type: 'vm', data },
         notify: { fn: () => assert.fail('no completion') } },
@@ -275,14 +280,7 @@ describe('fast requests behave as general ones', () => {
 describe('client accounting when a device misbehaves', () => {
   test('a device whose submit throws leaves nothing in flight; destroy still settles', async () => {
     const client = dmIoClientCreate();
-    const thrower: BlockDevice = {
-      name: 'thrower', kind: 'ram', sizeSectors: 64, readOnly: false, closed: false,
-      canBlock: false, limits: MEMORY_DEVICE_LIMITS,
-      submit: () => {
-        throw new Error('device invariant broken');
-      },
-      close: () => Promise.resolve(),
-    };
+    const thrower = throwingDevice();
     // vm memory takes the fast path (one region or two); one bio vector the general one.
     const data = new Uint8Array(4096);
     const one = [{ device: thrower, sector: 0, count: 8 }];
