@@ -43,34 +43,35 @@ export function planFast(request: unknown, regions: unknown, sync: boolean): Fas
   const flags = fastFlags((request as { flags?: unknown }).flags, sync);
   if (flags === null) return null;
   if (ioprio !== undefined && !isIntegerIn(ioprio, 0, IOPRIO_MAX)) return null;
-  const devices: BlockDevice[] = [];
-  const requests: DeviceRequest[] = [];
+  const fast = { client, devices: [] as BlockDevice[], requests: [] as DeviceRequest[] };
   for (let index = 0; index < regionCount; index += 1) {
-    const deviceRequest = fastRegion(client, op, mem, regions[index] as unknown, flags,
-      ioprio === undefined ? IOPRIO_DEFAULT : ioprio as number);
-    if (deviceRequest === null) return null;
-    devices.push(deviceRequest.device);
-    requests.push(deviceRequest.request);
+    if (!addRegion(fast, op, mem, regions[index] as unknown, flags,
+      ioprio === undefined ? IOPRIO_DEFAULT : ioprio as number)) {
+      return null;
+    }
   }
-  return { client, devices, requests };
+  return fast;
 }
 
-/** The one device request of one region, or null when the region needs the general path. */
-function fastRegion(
-  client: DmIoClient, op: 'read' | 'write', mem: unknown, region: unknown, flags: RequestFlags,
-  ioprio: number,
-): { device: BlockDevice; request: DeviceRequest } | null {
-  if (!isPlainObject(region)) return null;
+/**
+ * Appends the one device request of `region` (and its device) to `fast`; false, having added
+ * nothing, when the region needs the general path.
+ */
+function addRegion(
+  fast: { readonly client: DmIoClient; devices: BlockDevice[]; requests: DeviceRequest[] },
+  op: 'read' | 'write', mem: unknown, region: unknown, flags: RequestFlags, ioprio: number,
+): boolean {
+  if (!isPlainObject(region)) return false;
   const { device, sector, count } = region as Record<string, unknown>;
-  if (!isIntegerIn(sector, 0, Number.MAX_SAFE_INTEGER)) return null;
-  if (!isIntegerIn(count, 1, Number.MAX_SAFE_INTEGER)) return null;
-  if (!isUsableDevice(device, op, sector, count)) return null;
-  if (count * SECTOR_SIZE > client.bounceLimitBytes(device)) return null;
+  if (!isIntegerIn(sector, 0, Number.MAX_SAFE_INTEGER)) return false;
+  if (!isIntegerIn(count, 1, Number.MAX_SAFE_INTEGER)) return false;
+  if (!isUsableDevice(device, op, sector, count)) return false;
+  if (count * SECTOR_SIZE > fast.client.bounceLimitBytes(device)) return false;
   const segment = fastSegment(mem, count * SECTOR_SIZE, device);
-  if (segment === null) return null;
-  return {
-    device, request: { op, sector, countSectors: count, segments: [segment], flags, ioprio },
-  };
+  if (segment === null) return false;
+  fast.devices.push(device);
+  fast.requests.push({ op, sector, countSectors: count, segments: [segment], flags, ioprio });
+  return true;
 }
 
 /** Runs a fast request; `complete` runs once, never before the caller has returned. */
