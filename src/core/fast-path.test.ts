@@ -270,8 +270,13 @@ describe('fast requests behave as general ones', () => {
     dmIo({ op: 'read', client, mem: { type: 'vm', data: new Uint8Array(4096) },
       notify: { fn: () => calls.push('callback') } }, [{ device: eager, sector: 0, count: 8 }]);
     calls.push('returned');
+    const twoRegions = [{ device: eager, sector: 0, count: 8 }, { device: eager, sector: 0,
+      count: 8 }];
+    dmIo({ op: 'write', client, mem: { type: 'vm', data: new Uint8Array(4096) },
+      notify: { fn: () => calls.push('callback 2') } }, twoRegions);
+    calls.push('returned 2');
     return new Promise<void>((resolve) => setImmediate(() => {
-      assert.deepEqual(calls, ['returned', 'callback']);
+      assert.deepEqual(calls, ['returned', 'returned 2', 'callback', 'callback 2']);
       resolve();
     }));
   });
