@@ -15,8 +15,8 @@
 // and only when the call returned -1 (errno is not cleared on success).
 
 import assert from '../assert.js';
-import { createRequire } from 'node:module';
 import { errnoName, errnoNumber } from './errno-name.js';
+import { loadKoffi, type KoffiLoadPath } from './koffi-loader.js';
 
 type Koffi = typeof import('koffi').default;
 type NativeFunction = ReturnType<ReturnType<Koffi['load']>['func']>;
@@ -85,19 +85,25 @@ interface LibcBindings {
 /** The loaded bindings; set once on first use (a cache, not state that changes behaviour). */
 let loadedBindings: LibcBindings | undefined;
 
+/** koffi and the C library, as loaded once and shared with the io_uring bindings. */
+interface LoadedLibrary {
+  readonly koffi: Koffi;
+  readonly library: ReturnType<Koffi['load']>;
+  /** How koffi was found (for the tests and diagnostics). */
+  readonly via: KoffiLoadPath;
+}
+
 /** koffi and the C library, loaded once; shared with the io_uring bindings. */
-let loadedLibrary: { readonly koffi: Koffi; readonly library: ReturnType<Koffi['load']> } |
-  undefined;
+let loadedLibrary: LoadedLibrary | undefined;
 
 /** koffi and libc.so.6 on first use. @throws SysError (ENOSYS) off Linux. */
-export function libcLibrary(): { koffi: Koffi; library: ReturnType<Koffi['load']> } {
+export function libcLibrary(): LoadedLibrary {
   if (loadedLibrary !== undefined) return loadedLibrary;
   if (process.platform !== 'linux') {
     throw new SysError(errnoNumber('ENOSYS') ?? 38, `libc on ${process.platform}`);
   }
-  const require = createRequire(import.meta.url);
-  const koffi = require('koffi') as Koffi;
-  loadedLibrary = { koffi, library: koffi.load('libc.so.6') };
+  const { koffi, via } = loadKoffi();
+  loadedLibrary = { koffi, library: koffi.load('libc.so.6'), via };
   return loadedLibrary;
 }
 
