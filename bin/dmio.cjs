@@ -7,11 +7,17 @@
 //
 // Runs the dmio CLI: the built single-file bundle dist/cli/dmio.cjs when it exists (an
 // installed package, or a clone after `npm install`, whose `prepare` builds it), compiled with
-// the V8 code cache dist/cli/dmio.cache when that was made from this very bundle (its first 32
-// bytes are the bundle's SHA-256); else the TypeScript source through tsx, so a fresh checkout
-// works before any build. DMIO_CLI_FROM_SOURCE=1 forces the source (most CLI tests set it, so
-// they test the code as it is now). This file is CommonJS because an ES module launcher costs
-// Node's module loader about 8 ms more at every start.
+// the V8 code cache dist/cli/dmio.cache when that was made from this very build of the bundle;
+// else the TypeScript source through tsx, so a fresh checkout works before any build.
+// DMIO_CLI_FROM_SOURCE=1 forces the source (most CLI tests set it, so they test the code as it
+// is now). This file is CommonJS because an ES module launcher costs Node's module loader about
+// 8 ms more at every start.
+//
+// The build ends the bundle with a line naming its SHA-256 (`markBundle`), and the cache starts
+// with that name. V8 checks only the source's length, so without this a rebuilt bundle of the
+// same length would run the old cached code. The launcher compares the names rather than
+// hashing the bundle at every start (loading node:crypto and hashing took 4-6 ms); a bundle
+// edited by hand keeps its old name, so after such an edit delete the cache or rebuild.
 //
 // DMIO_CLI_CODE_CACHE=report says on stderr whether the cache was used (for the tests);
 // scripts/make-code-cache.cjs requires this file for `loadBundle` and makes the cache.
@@ -21,26 +27,38 @@ const path = require('node:path');
 const BUNDLE = path.join(__dirname, '..', 'dist', 'cli', 'dmio.cjs');
 const CACHE = path.join(__dirname, '..', 'dist', 'cli', 'dmio.cache');
 const SOURCE = path.join(__dirname, '..', 'src', 'cli', 'main.ts');
-const DIGEST_BYTES = 32;
+/** The bundle's last line: this prefix, 64 hex digits of SHA-256, a newline. */
+const ID_PREFIX = '//# dmioBundleSha256=';
+const ID_LINE_BYTES = ID_PREFIX.length + 64 + 1;
+
+/** The name (hex SHA-256) the build gave the bundle `code`, or undefined when it has none. */
+function bundleId(code) {
+  if (code.length < ID_LINE_BYTES) return undefined;
+  const line = code.toString('latin1', code.length - ID_LINE_BYTES);
+  const match = /^\/\/# dmioBundleSha256=([0-9a-f]{64})\n$/.exec(line);
+  return match === null ? undefined : match[1];
+}
+
+/** `text` with its name line appended: what the build writes as the bundle. */
+function markBundle(text) {
+  const digest = require('node:crypto').createHash('sha256').update(text).digest('hex');
+  return `${text}${text.endsWith('\n') ? '' : '\n'}${ID_PREFIX}${digest}\n`;
+}
 
 /** The code cache made from the bundle `code`, or undefined. */
 function readCache(code) {
+  const id = bundleId(code);
+  if (id === undefined) return undefined; // Not built by scripts/build-cli.mjs.
   let cache;
   try {
     cache = fs.readFileSync(CACHE);
   } catch {
     return undefined; // Not made (a build without it): compile as usual.
   }
-  const digest = bundleDigest(code);
-  if (cache.length <= DIGEST_BYTES || !cache.subarray(0, DIGEST_BYTES).equals(digest)) {
-    return undefined; // Made from another bundle: V8 would not notice a same-length change.
+  if (cache.length <= id.length || cache.toString('latin1', 0, id.length) !== id) {
+    return undefined; // Made from another build of the bundle.
   }
-  return cache.subarray(DIGEST_BYTES);
-}
-
-/** The SHA-256 a code cache starts with: that of the bundle it was made from. */
-function bundleDigest(code) {
-  return require('node:crypto').createHash('sha256').update(code).digest();
+  return cache.subarray(id.length);
 }
 
 /**
@@ -83,4 +101,4 @@ if (require.main === module) {
   });
 }
 
-module.exports = { loadBundle, bundleDigest, CACHE };
+module.exports = { loadBundle, bundleId, markBundle, CACHE };

@@ -9,6 +9,7 @@ import {
   closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, statSync, symlinkSync,
   writeFileSync, writeSync,
 } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
@@ -18,6 +19,11 @@ import { DMIO_BIN, fileHash, jsonOf, randomHash, runDmio } from './cli-helpers.j
 /** The built CLI and its code cache (npm run build). */
 const BUNDLE = fileURLToPath(new URL('../dist/cli/dmio.cjs', import.meta.url));
 const CODE_CACHE = fileURLToPath(new URL('../dist/cli/dmio.cache', import.meta.url));
+/** The launcher's names for a bundle build (what scripts/build-cli.mjs writes and checks). */
+const launcher = createRequire(import.meta.url)('../bin/dmio.cjs') as {
+  bundleId(code: Buffer): string | undefined;
+  markBundle(text: string): string;
+};
 
 const MIB = 1024 * 1024;
 
@@ -306,16 +312,21 @@ describe('the built CLI', () => {
       for (const image of images) assert.equal(fileHash(image), expected, image);
     });
 
-  it('never runs a code cache made from another bundle, even one of the same length',
+  it('never runs a code cache made from another build of the bundle, even one of the same length',
     async (t) => {
       if (!existsSync(BUNDLE) || !existsSync(CODE_CACHE)) {
         if (process.env.CI === 'true') assert.fail('CI must test the built CLI: dist/cli/dmio.*');
         t.skip('dist/cli/dmio.cjs is not built (npm run build)');
         return;
       }
-      // A copy of the package whose bundle differs from the one the cache was made from in
-      // one word of the help text, same length: V8 checks only the length, so it would run
-      // the cached (old) code and print the old word.
+      const built = readFileSync(BUNDLE);
+      const id = launcher.bundleId(built);
+      assert.ok(id !== undefined, 'the build names the bundle on its last line');
+      assert.equal(readFileSync(CODE_CACHE).toString('latin1', 0, id.length), id,
+        'the cache starts with the name of the bundle it was made from');
+      // A copy of the package with the bundle rebuilt from a source that differs in one word
+      // of the help text, same length: V8 checks only the length, so it would run the cached
+      // (old) code and print the old word.
       const dir = await tempDir(t);
       mkdirSync(join(dir, 'bin'));
       mkdirSync(join(dir, 'dist', 'cli'), { recursive: true });
@@ -325,18 +336,28 @@ describe('the built CLI', () => {
       symlinkSync(fileURLToPath(new URL('../node_modules', import.meta.url)),
         join(dir, 'node_modules'));
       copyFileSync(CODE_CACHE, join(dir, 'dist', 'cli', 'dmio.cache'));
-      const bundle = readFileSync(BUNDLE, 'utf8');
-      const changed = bundle.replace('kcopyd for files', 'kcopyd for FILES');
-      assert.equal(changed.length, bundle.length);
-      assert.notEqual(changed, bundle);
-      writeFileSync(join(dir, 'dist', 'cli', 'dmio.cjs'), changed);
-      const run = spawnSync(process.execPath, [join(dir, 'bin', 'dmio.cjs'), '--help'], {
-        encoding: 'utf8',
-        env: { ...process.env, DMIO_CLI_FROM_SOURCE: '0', DMIO_CLI_CODE_CACHE: 'report' },
-      });
-      assert.equal(run.status, 0, run.stderr);
-      assert.match(run.stderr, /code cache not used/);
-      assert.match(run.stdout, /kcopyd for FILES/, 'the bundle on disk ran, not the cached one');
+      const text = built.toString('utf8');
+      const unnamed = text.slice(0, text.lastIndexOf('//# dmioBundleSha256='));
+      const changed = launcher.markBundle(unnamed.replace('kcopyd for files', 'kcopyd for FILES'));
+      assert.equal(changed.length, text.length);
+      assert.notEqual(launcher.bundleId(Buffer.from(changed)), id);
+      const run = (bundleText: string) => {
+        writeFileSync(join(dir, 'dist', 'cli', 'dmio.cjs'), bundleText);
+        return spawnSync(process.execPath, [join(dir, 'bin', 'dmio.cjs'), '--help'], {
+          encoding: 'utf8',
+          env: { ...process.env, DMIO_CLI_FROM_SOURCE: '0', DMIO_CLI_CODE_CACHE: 'report' },
+        });
+      };
+      const rebuilt = run(changed);
+      assert.equal(rebuilt.status, 0, rebuilt.stderr);
+      assert.match(rebuilt.stderr, /code cache not used/);
+      assert.match(rebuilt.stdout, /kcopyd for FILES/, 'the bundle on disk ran, not the cache');
+      // The same copy with the original bundle does use the cache: the refusal above was the
+      // name's doing, not the copy's.
+      const original = run(text);
+      assert.equal(original.status, 0, original.stderr);
+      assert.match(original.stderr, /code cache used/);
+      assert.match(original.stdout, /kcopyd for files/);
     });
 
   it('executed as a program, starts Node without NODE_EXTRA_CA_CERTS and copies', async (t) => {
