@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
+import { rotated } from '../bench/order.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -65,4 +66,15 @@ test('the bench harness runs in tiny mode and reports a table, targets and JSON'
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('each repetition starts its variants at another one, keeping every variant once', () => {
+  const variants = ['fio', 'node fs', 'dmio notify', 'dmio promise'];
+  assert.deepEqual(rotated(variants, 0), variants);
+  assert.deepEqual(rotated(variants, 1), ['node fs', 'dmio notify', 'dmio promise', 'fio']);
+  assert.deepEqual(rotated(variants, 5), rotated(variants, 1), 'wraps past the length');
+  const firsts = [0, 1, 2, 3].map((rep) => rotated(variants, rep)[0]);
+  assert.deepEqual([...firsts].sort(), [...variants].sort(), 'each variant leads once in 4 reps');
+  assert.deepEqual(rotated([], 3), []);
+  assert.deepEqual(variants, ['fio', 'node fs', 'dmio notify', 'dmio promise'], 'input untouched');
 });

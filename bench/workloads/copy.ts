@@ -13,6 +13,7 @@ import type { BenchContext } from '../context.js';
 import { peerMissing } from '../context.js';
 import type { Role, Timer } from '../model.js';
 import { warmFile } from '../page-cache.js';
+import { rotated } from '../order.js';
 import { runChecked, runWorker } from '../proc.js';
 import { isWorkerError } from '../workers/jobs.js';
 
@@ -59,9 +60,8 @@ export async function runCopyWorkload(context: BenchContext): Promise<void> {
 }
 
 /**
- * Runs every variant of one case once. The order rotates with the repetition: on this VM a run
- * that starts after a pause allocates page cache from memory the host has taken back, which
- * made whichever variant ran first the slowest by up to 5x.
+ * Runs every variant of one case once, starting at another variant each repetition
+ * (`rotated`): whichever ran first after a pause was up to 5x slower here.
  */
 async function runCopyCase(
   context: BenchContext, source: string, targets: readonly string[], rep: number,
@@ -106,8 +106,7 @@ async function runCopyCase(
     ...PEER_COPIERS.map((peer) => () => runPeer(peer)),
     () => runNodeCopy(context, caseName, source, targets, record),
   ];
-  const shift = rep % runners.length;
-  for (const runner of [...runners.slice(shift), ...runners.slice(0, shift)]) await runner();
+  for (const runner of rotated(runners, rep)) await runner();
 }
 
 type RecordFn = (

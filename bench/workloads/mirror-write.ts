@@ -10,7 +10,8 @@ import { peerMissing } from '../context.js';
 import { runFio } from '../fio.js';
 import type { Role, Timer } from '../model.js';
 import { flushFile } from '../page-cache.js';
-import { ENGINE_LABEL, runChecked, runWorker } from '../proc.js';
+import { rotated } from '../order.js';
+import { ENGINE_LABEL, runChecked, runWorker, type Engine } from '../proc.js';
 import { isWorkerError } from '../workers/jobs.js';
 
 const CHUNK_BYTES = 1024 * 1024;
@@ -42,28 +43,37 @@ export async function runMirrorWriteWorkload(context: BenchContext): Promise<voi
   const prepare = (): void => paths.forEach(flushFile);
   for (let rep = 0; rep < options.reps; rep += 1) {
     recorder.note(`w2 repetition ${rep + 1}/${options.reps}`);
-    await runDdVariants(context, paths, prepare, record);
-    await runFioVariants(context, paths, prepare, record);
-    for (const engine of options.engines) {
-      for (const variant of ['dmio', 'dmio-bvec', 'fs-cb'] as const) {
-        const label = MIRROR_LABELS[variant](ENGINE_LABEL[engine]);
-        prepare();
-        const [result] = await runWorker([{ kind: 'mirror-write', variant, paths,
-          sizeBytes: options.sizeBytes, chunkBytes: CHUNK_BYTES, depth: DEPTH }], engine);
-        if (result === undefined || isWorkerError(result)) {
-          recorder.skip(2, MIRROR_CASE, label, result?.error ?? 'no result');
-        } else {
-          const role = variant === 'fs-cb' ? 'peer' : 'dmio';
-          record(label, role, 'in-process', result.elapsedMs / 1000, result.cpuUs);
-        }
-      }
-    }
+    const runners: Array<() => Promise<void>> = [
+      () => runDdVariants(context, paths, prepare, record),
+      () => runFioVariants(context, paths, prepare, record),
+      ...options.engines.flatMap((engine) => (['dmio', 'dmio-bvec', 'fs-cb'] as const).map(
+        (variant) => () => runNodeVariant(context, paths, engine, variant, prepare, record))),
+    ];
+    // Another variant first each repetition (`rotated`).
+    for (const runner of rotated(runners, rep)) await runner();
   }
 }
 
 type RecordFn = (
   variant: string, role: Role, timer: Timer, seconds: number, cpuUs?: number | null,
 ) => void;
+
+async function runNodeVariant(
+  context: BenchContext, paths: readonly string[], engine: Engine,
+  variant: keyof typeof MIRROR_LABELS, prepare: () => void, record: RecordFn,
+): Promise<void> {
+  const { options, recorder } = context;
+  const label = MIRROR_LABELS[variant](ENGINE_LABEL[engine]);
+  prepare();
+  const [result] = await runWorker([{ kind: 'mirror-write', variant, paths,
+    sizeBytes: options.sizeBytes, chunkBytes: CHUNK_BYTES, depth: DEPTH }], engine);
+  if (result === undefined || isWorkerError(result)) {
+    recorder.skip(2, MIRROR_CASE, label, result?.error ?? 'no result');
+  } else {
+    record(label, variant === 'fs-cb' ? 'peer' : 'dmio', 'in-process', result.elapsedMs / 1000,
+      result.cpuUs);
+  }
+}
 
 async function runDdVariants(
   context: BenchContext, paths: readonly string[], prepare: () => void, record: RecordFn,

@@ -10,7 +10,8 @@ import type { BenchContext } from '../context.js';
 import { peerMissing } from '../context.js';
 import type { Role, Timer } from '../model.js';
 import { warmFile } from '../page-cache.js';
-import { ENGINE_LABEL, runChecked, runWorker } from '../proc.js';
+import { rotated } from '../order.js';
+import { ENGINE_LABEL, runChecked, runWorker, type Engine } from '../proc.js';
 import { isWorkerError } from '../workers/jobs.js';
 
 const CHUNK_BYTES = 1024 * 1024;
@@ -31,12 +32,13 @@ export async function runNbdWorkload(context: BenchContext): Promise<void> {
   else recorder.note('  w4: nbdcopy missing, export filled by dmio write only');
   for (let rep = 0; rep < options.reps; rep += 1) {
     recorder.note(`w4 repetition ${rep + 1}/${options.reps}`);
-    for (const op of ['write', 'read'] as const) await runNbdCase(context, op, source, uri);
+    for (const op of ['write', 'read'] as const) await runNbdCase(context, op, source, uri, rep);
   }
 }
 
+/** Runs every variant of a case once, starting at another one each repetition (`rotated`). */
 async function runNbdCase(
-  context: BenchContext, op: 'read' | 'write', source: string, uri: string,
+  context: BenchContext, op: 'read' | 'write', source: string, uri: string, rep: number,
 ): Promise<void> {
   const { options, recorder } = context;
   const caseName = `NBD ${op} (nbdkit memory, Unix socket)`;
@@ -59,10 +61,10 @@ async function runNbdCase(
         'copy', from, op === 'read' ? `null:${options.sizeBytes}` : to, '--no-progress'],
     },
   ];
-  for (const program of programs) {
+  const runProgram = async (program: (typeof programs)[number]): Promise<void> => {
     if (typeof program.argv === 'string') {
       recorder.skip(4, caseName, program.label, program.argv);
-      continue;
+      return;
     }
     const [file = '', ...args] = program.argv;
     if (op === 'write') warmFile(source);
@@ -73,16 +75,20 @@ async function runNbdCase(
     } catch (error) {
       recorder.skip(4, caseName, program.label, String(error));
     }
-  }
-  for (const engine of options.engines) {
+  };
+  const runDmIo = async (engine: Engine): Promise<void> => {
     const label = `dmIo ${op} ${op === 'read' ? 'to' : 'from'} memory ${ENGINE_LABEL[engine]}`;
     const [result] = await runWorker([{ kind: 'nbd-stream', op, uri, sizeBytes: options.sizeBytes,
       chunkBytes: CHUNK_BYTES, depth: DEPTH }], engine);
     if (result === undefined || isWorkerError(result)) {
       recorder.skip(4, caseName, label, result?.error ?? 'no result');
     } else {
-      record(label, 'dmio', 'in-process', result.elapsedMs / 1000,
-        result.cpuUs);
+      record(label, 'dmio', 'in-process', result.elapsedMs / 1000, result.cpuUs);
     }
-  }
+  };
+  const runners: Array<() => Promise<void>> = [
+    ...programs.map((program) => () => runProgram(program)),
+    ...options.engines.map((engine) => () => runDmIo(engine)),
+  ];
+  for (const runner of rotated(runners, rep)) await runner();
 }

@@ -8,6 +8,7 @@ import type { BenchContext } from '../context.js';
 import { peerMissing } from '../context.js';
 import { runFio } from '../fio.js';
 import type { Role } from '../model.js';
+import { rotated } from '../order.js';
 import { warmFile } from '../page-cache.js';
 import { ENGINE_LABEL, runWorker, type Engine } from '../proc.js';
 import type { RandomIoJob, RandomVariant } from '../workers/jobs.js';
@@ -71,11 +72,15 @@ function cacheNote(randomCase: RandomCase): string {
     'backing file read whole before each run; loop device opened O_DIRECT';
 }
 
+/** Runs every variant of a case once, starting at another one each repetition (`rotated`). */
 async function runCase(context: BenchContext, randomCase: RandomCase, rep: number): Promise<void> {
-  for (const engine of context.options.fioEngines) await runFioVariant(context, randomCase, engine);
-  for (const engine of context.options.engines) {
-    await runNodeVariants(context, randomCase, engine, rep);
-  }
+  const runners: Array<() => Promise<void>> = [
+    ...context.options.fioEngines.map((engine) =>
+      () => runFioVariant(context, randomCase, engine)),
+    ...context.options.engines.map((engine) =>
+      () => runNodeVariants(context, randomCase, engine, rep)),
+  ];
+  for (const runner of rotated(runners, rep)) await runner();
 }
 
 async function runFioVariant(
@@ -127,7 +132,8 @@ async function runNodeVariants(
   context: BenchContext, randomCase: RandomCase, engine: Engine, rep: number,
 ): Promise<void> {
   const { options, recorder } = context;
-  const variants = nodeVariants(randomCase.depth, engine);
+  // One process runs them all, in another order each repetition (`rotated`).
+  const variants = rotated(nodeVariants(randomCase.depth, engine), rep);
   const jobs: RandomIoJob[] = variants.map(({ variant }) => ({
     kind: 'random-io', variant, path: randomCase.path, direct: randomCase.target === 'loop',
     warmPath: randomCase.backing, op: randomCase.op,
