@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
-import { rotated } from '../bench/order.js';
+import { repetitionOrder, rotated } from '../bench/order.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -68,7 +68,7 @@ test('the bench harness runs in tiny mode and reports a table, targets and JSON'
   }
 });
 
-test('each repetition starts its variants at another one, keeping every variant once', () => {
+test('each repetition runs every variant once, in another order', () => {
   const variants = ['fio', 'node fs', 'dmio notify', 'dmio promise'];
   assert.deepEqual(rotated(variants, 0), variants);
   assert.deepEqual(rotated(variants, 1), ['node fs', 'dmio notify', 'dmio promise', 'fio']);
@@ -77,4 +77,14 @@ test('each repetition starts its variants at another one, keeping every variant 
   assert.deepEqual([...firsts].sort(), [...variants].sort(), 'each variant leads once in 4 reps');
   assert.deepEqual(rotated([], 3), []);
   assert.deepEqual(variants, ['fio', 'node fs', 'dmio notify', 'dmio promise'], 'input untouched');
+  // Odd repetitions run backwards; each pair of repetitions starts one variant further on.
+  assert.deepEqual(repetitionOrder(variants, 0), variants);
+  assert.deepEqual(repetitionOrder(variants, 1), ['dmio promise', 'dmio notify', 'node fs', 'fio']);
+  assert.deepEqual(repetitionOrder(variants, 2), ['node fs', 'dmio notify', 'dmio promise', 'fio']);
+  const [zero, one] = [0, 1].map((rep) => repetitionOrder(variants, rep));
+  for (let index = 0; index + 1 < variants.length; index += 1) {
+    const [a = '', b = ''] = variants.slice(index, index + 2);
+    const first = (order: string[] = []): string => (order.indexOf(a) < order.indexOf(b) ? a : b);
+    assert.notEqual(first(zero), first(one), `${a} and ${b} run both ways in repetitions 0, 1`);
+  }
 });

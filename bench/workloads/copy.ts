@@ -13,7 +13,7 @@ import type { BenchContext } from '../context.js';
 import { peerMissing } from '../context.js';
 import type { Role, Timer } from '../model.js';
 import { warmFile } from '../page-cache.js';
-import { rotated } from '../order.js';
+import { repetitionOrder } from '../order.js';
 import { runChecked, runWorker } from '../proc.js';
 import { isWorkerError } from '../workers/jobs.js';
 
@@ -60,8 +60,8 @@ export async function runCopyWorkload(context: BenchContext): Promise<void> {
 }
 
 /**
- * Runs every variant of one case once, starting at another variant each repetition
- * (`rotated`): whichever ran first after a pause was up to 5x slower here.
+ * Runs every variant of one case once, in another order each repetition
+ * (`repetitionOrder`): whichever ran first after a pause was up to 5x slower here.
  */
 async function runCopyCase(
   context: BenchContext, source: string, targets: readonly string[], rep: number,
@@ -106,7 +106,7 @@ async function runCopyCase(
     ...PEER_COPIERS.map((peer) => () => runPeer(peer)),
     () => runNodeCopy(context, caseName, source, targets, record),
   ];
-  for (const runner of rotated(runners, rep)) await runner();
+  for (const runner of repetitionOrder(runners, rep)) await runner();
 }
 
 type RecordFn = (

@@ -10,7 +10,7 @@ import { peerMissing } from '../context.js';
 import { runFio } from '../fio.js';
 import type { Role, Timer } from '../model.js';
 import { flushFile } from '../page-cache.js';
-import { rotated } from '../order.js';
+import { repetitionOrder } from '../order.js';
 import { ENGINE_LABEL, runChecked, runWorker, type Engine } from '../proc.js';
 import { isWorkerError } from '../workers/jobs.js';
 
@@ -49,8 +49,8 @@ export async function runMirrorWriteWorkload(context: BenchContext): Promise<voi
       ...options.engines.flatMap((engine) => (['dmio', 'dmio-bvec', 'fs-cb'] as const).map(
         (variant) => () => runNodeVariant(context, paths, engine, variant, prepare, record))),
     ];
-    // Another variant first each repetition (`rotated`).
-    for (const runner of rotated(runners, rep)) await runner();
+    // Another order each repetition (`repetitionOrder`).
+    for (const runner of repetitionOrder(runners, rep)) await runner();
   }
 }
 

@@ -10,7 +10,7 @@ import type { BenchContext } from '../context.js';
 import { peerMissing } from '../context.js';
 import type { Role, Timer } from '../model.js';
 import { warmFile } from '../page-cache.js';
-import { rotated } from '../order.js';
+import { repetitionOrder } from '../order.js';
 import { ENGINE_LABEL, runChecked, runWorker, type Engine } from '../proc.js';
 import { isWorkerError } from '../workers/jobs.js';
 
@@ -36,7 +36,7 @@ export async function runNbdWorkload(context: BenchContext): Promise<void> {
   }
 }
 
-/** Runs every variant of a case once, starting at another one each repetition (`rotated`). */
+/** Runs every variant of a case once, in another order each repetition (`repetitionOrder`). */
 async function runNbdCase(
   context: BenchContext, op: 'read' | 'write', source: string, uri: string, rep: number,
 ): Promise<void> {
@@ -90,5 +90,5 @@ async function runNbdCase(
     ...programs.map((program) => () => runProgram(program)),
     ...options.engines.map((engine) => () => runDmIo(engine)),
   ];
-  for (const runner of rotated(runners, rep)) await runner();
+  for (const runner of repetitionOrder(runners, rep)) await runner();
 }

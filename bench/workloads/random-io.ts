@@ -8,7 +8,7 @@ import type { BenchContext } from '../context.js';
 import { peerMissing } from '../context.js';
 import { runFio } from '../fio.js';
 import type { Role } from '../model.js';
-import { rotated } from '../order.js';
+import { repetitionOrder } from '../order.js';
 import { warmFile } from '../page-cache.js';
 import { ENGINE_LABEL, runWorker, type Engine } from '../proc.js';
 import type { RandomIoJob, RandomVariant } from '../workers/jobs.js';
@@ -72,7 +72,7 @@ function cacheNote(randomCase: RandomCase): string {
     'backing file read whole before each run; loop device opened O_DIRECT';
 }
 
-/** Runs every variant of a case once, starting at another one each repetition (`rotated`). */
+/** Runs every variant of a case once, in another order each repetition (`repetitionOrder`). */
 async function runCase(context: BenchContext, randomCase: RandomCase, rep: number): Promise<void> {
   const runners: Array<() => Promise<void>> = [
     ...context.options.fioEngines.map((engine) =>
@@ -80,7 +80,7 @@ async function runCase(context: BenchContext, randomCase: RandomCase, rep: numbe
     ...context.options.engines.map((engine) =>
       () => runNodeVariants(context, randomCase, engine, rep)),
   ];
-  for (const runner of rotated(runners, rep)) await runner();
+  for (const runner of repetitionOrder(runners, rep)) await runner();
 }
 
 async function runFioVariant(
@@ -132,8 +132,8 @@ async function runNodeVariants(
   context: BenchContext, randomCase: RandomCase, engine: Engine, rep: number,
 ): Promise<void> {
   const { options, recorder } = context;
-  // One process runs them all, in another order each repetition (`rotated`).
-  const variants = rotated(nodeVariants(randomCase.depth, engine), rep);
+  // One process runs them all, in another order each repetition (`repetitionOrder`).
+  const variants = repetitionOrder(nodeVariants(randomCase.depth, engine), rep);
   const jobs: RandomIoJob[] = variants.map(({ variant }) => ({
     kind: 'random-io', variant, path: randomCase.path, direct: randomCase.target === 'loop',
     warmPath: randomCase.backing, op: randomCase.op,
