@@ -1,9 +1,10 @@
 // Owns loading koffi. koffi's own entry point finds its prebuilt native module by reading the
 // Node binary's ELF header (glibc or musl), walks a list of per-platform packages, and wraps a
-// few deprecated functions: 6-8 ms of a CLI run's start, against 2-3 ms for loading the native
-// module itself. Where npm put the prebuilt glibc binary beside koffi (x64 and arm64 Linux,
-// the process linked against glibc) this loads that binary directly; anywhere else, or if the
-// direct load fails, it falls back to `require('koffi')`, which behaves the same but slower.
+// few deprecated functions: 8-11 ms of a CLI run's start here, against 2-3 ms for loading the
+// native module itself. Where npm put the prebuilt glibc binary beside koffi (x64 and arm64
+// Linux, the process linked against glibc) this loads that binary directly; anywhere else, or
+// if the direct load fails, it falls back to `require('koffi')`, which behaves the same but
+// slower.
 
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
