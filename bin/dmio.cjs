@@ -35,8 +35,9 @@ const ID_LINE_BYTES = ID_PREFIX.length + 64 + 1;
 function bundleId(code) {
   if (code.length < ID_LINE_BYTES) return undefined;
   const line = code.toString('latin1', code.length - ID_LINE_BYTES);
-  const match = /^\/\/# dmioBundleSha256=([0-9a-f]{64})\n$/.exec(line);
-  return match === null ? undefined : match[1];
+  if (!line.startsWith(ID_PREFIX) || !line.endsWith('\n')) return undefined;
+  const id = line.slice(ID_PREFIX.length, -1);
+  return /^[0-9a-f]{64}$/.test(id) ? id : undefined;
 }
 
 /** `text` with its name line appended: what the build writes as the bundle. */
@@ -101,4 +102,4 @@ if (require.main === module) {
   });
 }
 
-module.exports = { loadBundle, bundleId, markBundle, CACHE };
+module.exports = { loadBundle, bundleId, markBundle, CACHE, ID_PREFIX };

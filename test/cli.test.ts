@@ -23,6 +23,7 @@ const CODE_CACHE = fileURLToPath(new URL('../dist/cli/dmio.cache', import.meta.u
 const launcher = createRequire(import.meta.url)('../bin/dmio.cjs') as {
   bundleId(code: Buffer): string | undefined;
   markBundle(text: string): string;
+  ID_PREFIX: string;
 };
 
 const MIB = 1024 * 1024;
@@ -337,7 +338,7 @@ describe('the built CLI', () => {
         join(dir, 'node_modules'));
       copyFileSync(CODE_CACHE, join(dir, 'dist', 'cli', 'dmio.cache'));
       const text = built.toString('utf8');
-      const unnamed = text.slice(0, text.lastIndexOf('//# dmioBundleSha256='));
+      const unnamed = text.slice(0, text.lastIndexOf(launcher.ID_PREFIX));
       const changed = launcher.markBundle(unnamed.replace('kcopyd for files', 'kcopyd for FILES'));
       assert.equal(changed.length, text.length);
       assert.notEqual(launcher.bundleId(Buffer.from(changed)), id);
