@@ -86,6 +86,12 @@ export interface BlockDevice {
   readonly kind: DeviceKind;
   /** The device's size in 512-byte sectors. */
   readonly sizeSectors: number;
+  /**
+   * The device's true size in bytes, where a backend knows one that is not `sizeSectors * 512`:
+   * a regular file, block device or NBD export ending in a partial block, whose tail no request
+   * can address. Absent means exactly `sizeSectors * 512`.
+   */
+  readonly sizeBytes?: number;
   /** Writes, discards and write-zeroes are refused before anything is submitted. */
   readonly readOnly: boolean;
   /** What one request may carry. */

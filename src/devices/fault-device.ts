@@ -100,6 +100,11 @@ export class FaultDevice implements BlockDevice {
     return this.inner.sizeSectors;
   }
 
+  /** The inner device's true size in bytes (see `BlockDevice.sizeBytes`). */
+  get sizeBytes(): number {
+    return this.inner.sizeBytes ?? this.inner.sizeSectors * 512;
+  }
+
   get readOnly(): boolean {
     return this.inner.readOnly;
   }

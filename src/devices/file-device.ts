@@ -36,6 +36,12 @@ export class FileDevice implements BlockDevice {
   readonly kind: 'file' | 'block';
   /** Size in 512-byte sectors (whole logical blocks). */
   readonly sizeSectors: number;
+  /**
+   * The true size in bytes (the regular file's length, the block device's BLKGETSIZE64):
+   * more than `sizeSectors * 512` when it ends in a partial logical block, which no request
+   * can address.
+   */
+  readonly sizeBytes: number;
   /** Opened read-only. */
   readonly readOnly: boolean;
   /** Opened with O_DIRECT. */
@@ -59,7 +65,8 @@ export class FileDevice implements BlockDevice {
 
   /** @internal Use `openFileDevice`. */
   constructor(name: string, opened: {
-    fd: number; kind: 'file' | 'block'; sizeSectors: number; limits: DeviceLimits;
+    fd: number; kind: 'file' | 'block'; sizeSectors: number; sizeBytes: number;
+    limits: DeviceLimits;
     queue: QueueLimits | undefined; readOnly: boolean; direct: boolean;
     disableMethods: FileDeviceOptions['disableMethods']; inlineCachedReads: boolean;
     ioUring: boolean;
@@ -67,6 +74,7 @@ export class FileDevice implements BlockDevice {
     this.name = name;
     this.kind = opened.kind;
     this.sizeSectors = opened.sizeSectors;
+    this.sizeBytes = opened.sizeBytes;
     this.readOnly = opened.readOnly;
     this.direct = opened.direct;
     this.queue = opened.queue;

@@ -2,6 +2,11 @@
 // descriptor, and learning what it is (regular file or block device), how big it is and what
 // it can take. Every OS failure becomes an OpenError carrying the errno and the path, and a
 // descriptor opened before a later step failed is closed again before the error is thrown.
+// The path is first opened with O_NONBLOCK and its type checked on that descriptor: opening a
+// FIFO for reading blocks until a writer comes, so anything that is not a regular file or a
+// block device is refused before an open that could block. The device's own descriptor is
+// then opened through /proc/self/fd (the same inode, whatever the path names meanwhile)
+// without O_NONBLOCK, which io_uring would otherwise honour with EAGAIN.
 
 import fs from 'node:fs';
 import { SECTOR_SIZE } from '../constants.js';
@@ -57,6 +62,8 @@ export interface OpenedFile {
   readonly fd: number;
   readonly kind: 'file' | 'block';
   readonly sizeSectors: number;
+  /** The true size in bytes; more than `sizeSectors * 512` when the end is a partial block. */
+  readonly sizeBytes: number;
   readonly limits: DeviceLimits;
   readonly queue: QueueLimits | undefined;
 }
@@ -115,27 +122,69 @@ function openFlags(options: FileDeviceOptions, isBlockDevice: boolean): number {
   return flags;
 }
 
-function isBlockDevicePath(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    fs.stat(path, (error, stats) => resolve(error === null && stats.isBlockDevice()));
-  });
+/**
+ * The flags of the first, type-checking open: the access mode and O_CREAT of the real open (so
+ * permission errors and creation happen here, under the user's path), plus O_NONBLOCK, which
+ * makes opening a FIFO return at once; no O_DIRECT and no claim.
+ */
+function probeFlags(options: FileDeviceOptions): number {
+  const { O_RDONLY, O_RDWR, O_CREAT, O_NONBLOCK } = fs.constants;
+  const access = options.readOnly === true ? O_RDONLY : O_RDWR;
+  return access | O_NONBLOCK | (options.create === undefined ? 0 : O_CREAT);
 }
 
-function openDescriptor(path: string, flags: number): Promise<number> {
+function openDescriptor(path: string, flags: number, shownPath = path): Promise<number> {
   return new Promise((resolve, reject) => {
     fs.open(path, flags, 0o644, (error, fd) => {
       if (error === null) resolve(fd);
-      else reject(openError(path, error, 'open'));
+      else reject(openError(shownPath, error, 'open'));
     });
   });
+}
+
+/** What a probe descriptor is, or an OpenError naming it when it is neither kind dmio takes. */
+function localKind(path: string, fd: number): 'file' | 'block' {
+  const stats = fs.fstatSync(fd);
+  if (stats.isFile()) return 'file';
+  if (stats.isBlockDevice()) return 'block';
+  if (stats.isDirectory()) throw new OpenError(path, 'EISDIR', 'is a directory');
+  const what = stats.isFIFO() ? 'a FIFO (named pipe)' : stats.isSocket() ? 'a socket' :
+    stats.isCharacterDevice() ? 'a character device' : 'not a regular file';
+  throw new OpenError(path, 'ENOTBLK', `is ${what}, not a regular file or block device`);
+}
+
+/**
+ * Opens the inode behind `probeFd` again with `flags`: through /proc/self/fd, so it is the
+ * inode just checked; where /proc is missing, through the path, checked to be the same inode.
+ */
+async function reopen(path: string, probeFd: number, flags: number): Promise<number> {
+  let fd: number;
+  try {
+    fd = await openDescriptor(`/proc/self/fd/${probeFd}`, flags, path);
+  } catch (error) {
+    if (!(error instanceof OpenError) || error.errno !== 'ENOENT') throw error;
+    fd = await openDescriptor(path, flags);
+    const [probed, opened] = [fs.fstatSync(probeFd), fs.fstatSync(fd)];
+    if (probed.dev !== opened.dev || probed.ino !== opened.ino) {
+      fs.closeSync(fd);
+      throw new OpenError(path, 'ESTALE', 'the path changed while it was being opened');
+    }
+  }
+  return fd;
 }
 
 /** Opens `path` and probes it; the caller owns the returned descriptor. */
 export async function openLocalDevice(
   path: string, options: FileDeviceOptions,
 ): Promise<OpenedFile> {
-  const flags = openFlags(options, await isBlockDevicePath(path));
-  const fd = await openDescriptor(path, flags);
+  const probeFd = await openDescriptor(path, probeFlags(options));
+  let fd: number;
+  try {
+    const kind = localKind(path, probeFd);
+    fd = await reopen(path, probeFd, openFlags(options, kind === 'block'));
+  } finally {
+    fs.closeSync(probeFd);
+  }
   try {
     return probeDescriptor(path, fd, options);
   } catch (error) {
@@ -159,7 +208,8 @@ function probeDescriptor(path: string, fd: number, options: FileDeviceOptions): 
   const sizeBytes = Math.max(Number(stats.size), wantedBytes);
   const queue = readQueueLimits(stats.dev);
   const limits = regularFileLimits(queue, direct);
-  return { fd, kind: 'file', sizeSectors: wholeBlocks(sizeBytes, limits), limits, queue };
+  return { fd, kind: 'file', sizeSectors: wholeBlocks(sizeBytes, limits), sizeBytes, limits,
+    queue };
 }
 
 /** Extends a regular file to `wantedBytes`, allocating the new range when asked and possible. */
@@ -199,7 +249,8 @@ function probeBlockDevice(
   };
   const queue = readQueueLimits(deviceNumber);
   const limits = blockDeviceLimits(sizes, queue, direct);
-  return { fd, kind: 'block', sizeSectors: wholeBlocks(sizeBytes, limits), limits, queue };
+  return { fd, kind: 'block', sizeSectors: wholeBlocks(sizeBytes, limits), sizeBytes, limits,
+    queue };
 }
 
 /** The device's size in sectors, dropping a partial last logical block. */
