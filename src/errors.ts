@@ -25,6 +25,7 @@ export const ERROR_CODES = [
   'DMIO_ERR_NOT_SUPPORTED',
   'DMIO_ERR_KCOPYD_DESTROYED',
   'DMIO_ERR_KCOPYD_BUSY',
+  'DMIO_ERR_ABORTED',
   'DMIO_ERR_NBD_PROTOCOL',
   'DMIO_ERR_NBD_DISCONNECTED',
   'DMIO_ERR_NBD_TIMEOUT',
@@ -204,6 +205,23 @@ export class StateError extends DmIoError {
 
   constructor(code: LifecycleCode, target: string, message: string) {
     super(code, `${target}: ${message}`);
+    this.target = target;
+  }
+}
+
+/**
+ * Work was cancelled before it finished (`DMIO_ERR_ABORTED`): thrown at the boundary when a
+ * kcopyd job's `signal` is already aborted (nothing is submitted), and reported as
+ * `writeErrors[d]` of a kcopyd job cancelled while running (its signal fired, or its
+ * `onProgress` or `onChunkRead` threw) for each destination it did not finish. `cause` is the
+ * signal's reason or the value the callback threw.
+ */
+export class AbortedError extends DmIoError {
+  /** What was cancelled: a device name, or `kcopyd job`. */
+  readonly target: string;
+
+  constructor(target: string, message: string, options: DmIoErrorOptions = {}) {
+    super('DMIO_ERR_ABORTED', `${target}: ${message}`, options);
     this.target = target;
   }
 }

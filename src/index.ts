@@ -9,7 +9,7 @@ export { sectorsToBytes, bytesToSectorsCeil, bytesToSectorsFloor } from './units
 export { parseSize } from './size.js';
 export {
   ERROR_CODES, DmIoError, InvalidArgTypeError, OutOfRangeError, InvalidRequestError, IoError,
-  NotSupportedError, StateError, OpenError, NbdError, isDmIoError,
+  NotSupportedError, StateError, OpenError, NbdError, AbortedError, isDmIoError,
 } from './errors.js';
 export type { ErrorCode, IoErrorDetails } from './errors.js';
 

@@ -1,13 +1,18 @@
 // Owns the three phase handlers of the kcopyd state machine and the dm-io completion:
-// - runCompleteJob: gives pages back, reports progress, runs the job's callback (a sub-job's
-//   callback is its master's segment bookkeeping), then uncounts the job;
+// - runCompleteJob: gives pages back, reports progress, settles a master (outcome.ts), runs the
+//   job's callback (a sub-job's callback is its master's segment bookkeeping), then uncounts
+//   the job;
 // - runPagesJob: takes one grant of pages for the job, or answers 'later' (it stays first);
 // - popIoJob / ioJobBlocked / issueIo: chooses the next I/O (WRITE_SEQ writes only in offset
 //   order), and issues the read or the one multi-destination write through dm-io, or the
 //   offloaded copy (offload.ts);
-// - completeIo: dm-io's notify, which only records errors and moves the job to its next list:
-//   a failed read without ignoreError completes the job, so nothing is written for that chunk.
-// Only runCompleteJob calls user code, and only from the worker.
+// - completeIo: dm-io's notify, which only records errors and written bytes and moves the job
+//   to its next list: a failed read without ignoreError completes the job, so nothing is
+//   written for that chunk.
+// A job whose master was cancelled, or has no destination left (outcome.ts), completes from
+// the pages or I/O phase without I/O. User code runs only from the worker: the callback in
+// runCompleteJob, onProgress there and onChunkRead in issueIo; the last two cancel their job
+// when they throw.
 
 import { PAGE_SECTORS, PAGE_SIZE } from '../constants.js';
 import { dmIo } from '../core/dm-io.js';
@@ -18,6 +23,9 @@ import type { KmemMemory, PageListNode } from '../memory/types.js';
 import type { HandlerResult, KcopydClient } from './kcopyd-client.js';
 import type { KcopydJob } from './job.js';
 import { callUser } from '../call-user.js';
+import {
+  abortJob, creditWrites, dropFailedDests, jobCancelled, settleMaster,
+} from './outcome.js';
 import { issueOffload } from './offload.js';
 import { KCOPYD_OFFLOADS_IN_FLIGHT_MAX } from './constants.js';
 
@@ -29,6 +37,7 @@ export function runCompleteJob(kc: KcopydClient, job: KcopydJob): HandlerResult 
     job.contiguous = null;
   }
   reportProgress(job);
+  if (job.kind === 'master') settleMaster(job);
   const fn = job.fn;
   if (fn !== null) {
     if (job.kind === 'sub') fn(job.readErr, job.writeErr, job, job.result());
@@ -43,13 +52,17 @@ function reportProgress(job: KcopydJob): void {
   if (job.kind === 'callback' || master.onProgress === null) return;
   if (job.kind === 'master' && master.slots !== null) return;
   master.doneSectors += job.countSectors;
-  if (job.countSectors === 0) return;
-  const onProgress = master.onProgress;
-  callUser(() => onProgress(master.doneSectors * 512, master.countSectors * 512));
+  if (job.countSectors === 0 || master.aborted) return;
+  try {
+    master.onProgress(master.doneSectors * 512, master.countSectors * 512);
+  } catch (error) {
+    abortJob(master, error);
+  }
 }
 
 /** Gives the job its pages, linked as a page list, and queues its read. */
 export function runPagesJob(kc: KcopydClient, job: KcopydJob): HandlerResult {
+  if (completeCancelled(kc, job)) return 'done';
   const pageCount = Math.ceil(job.countSectors / PAGE_SECTORS);
   const grant = kc.pages.take(pageCount);
   if (grant === null) return 'later';
@@ -68,15 +81,21 @@ export function runPagesJob(kc: KcopydClient, job: KcopydJob): HandlerResult {
 }
 
 /**
- * Takes the next job to issue: an offloaded copy when its master has room for one, any read,
- * any write that is not WRITE_SEQ, and a WRITE_SEQ
- * write only when it is next in offset order (its master's write offset then advances). The
- * kernel stops there; but once a master has failed, a write behind a chunk that will never be
- * written would wait for ever, so such a write is taken too, marked cancelled, and fails
- * without I/O (writeErr all ones) instead of hanging the job.
+ * Takes the next job to issue: any job of a cancelled master (it completes without I/O), an
+ * offloaded copy when its master has room for one, any read, any write that is not WRITE_SEQ,
+ * and a WRITE_SEQ write only when it is next in offset order (its master's write offset then
+ * advances). The kernel stops there; but once a master has failed, a write behind a chunk that
+ * will never be written would wait for ever, so such a write is taken too, marked cancelled,
+ * and fails without I/O (writeErr all ones) instead of hanging the job. With
+ * dropFailedDestinations a write error does not stop the later chunks, so only a read error
+ * does that.
  */
 export function popIoJob(kc: KcopydClient): KcopydJob | null {
   for (let job = kc.ioJobs.head; job !== null; job = job.listNext) {
+    if (jobCancelled(job)) {
+      kc.ioJobs.remove(job);
+      return job;
+    }
     if (job.op === 'offload') {
       if (job.master.op !== 'offload') {
         // Offload was turned off for this master while the chunk waited: read it instead.
@@ -101,7 +120,7 @@ export function popIoJob(kc: KcopydClient): KcopydJob | null {
       kc.ioJobs.remove(job);
       return job;
     }
-    if (master.readErr || master.writeErr !== 0n) {
+    if (master.readErr || (!master.dropFailed && master.writeErr !== 0n)) {
       job.seqCancelled = true;
       kc.ioJobs.remove(job);
       return job;
@@ -112,20 +131,42 @@ export function popIoJob(kc: KcopydClient): KcopydJob | null {
 
 /**
  * True when a WRITE_SEQ write must not be issued: its master already has a write error (the
- * kernel's check), or it was taken out of order because its master failed.
+ * kernel's check; with dropFailedDestinations the write goes on to the other destinations), or
+ * it was taken out of order because its master failed.
  */
 export function ioJobBlocked(job: KcopydJob): boolean {
   if (!job.writeSeq || job.op === 'read') return false;
-  if (job.master.writeErr === 0n && !job.seqCancelled) return false;
+  if (!job.seqCancelled && (job.master.writeErr === 0n || job.master.dropFailed)) return false;
   job.seqCancelled = false;
   job.writeErr = job.master.writeErr;
   noteWriteCancelled(job);
   return true;
 }
 
-/** Issues the job's read or write; 'error' when dm-io refused it (nothing was submitted). */
+/**
+ * Completes `job` without I/O when its master was cancelled or has no destination left; true
+ * when it did.
+ */
+export function completeCancelled(kc: KcopydClient, job: KcopydJob): boolean {
+  if (!jobCancelled(job)) return false;
+  kc.completeJobs.pushTail(job);
+  kc.wake();
+  return true;
+}
+
+/**
+ * Issues the job's read or write; 'error' when dm-io refused it (nothing was submitted). The
+ * throttle counted it as started; a job cancelled meanwhile (during a throttle sleep, or by
+ * its onChunkRead) completes without I/O instead.
+ */
 export function issueIo(kc: KcopydClient, job: KcopydJob): HandlerResult {
   job.notify ??= { fn: completeIo, context: job };
+  if (job.op === 'write' && !job.zero) reportChunkRead(job);
+  if (completeCancelled(kc, job)) {
+    kc.throttle?.ioFinished();
+    return 'done';
+  }
+  if (job.op !== 'read') dropFailedDests(job);
   try {
     if (job.op === 'read') {
       dmIo(ioRequest(kc, job, 'read'), [job.sourceRegion()]);
@@ -134,7 +175,6 @@ export function issueIo(kc: KcopydClient, job: KcopydJob): HandlerResult {
     } else if (job.op === 'write-zeroes') {
       dmIo({ op: 'write-zeroes', client: kc.io, notify: job.notify }, job.dests);
     } else {
-      if (!job.zero) reportChunkRead(job);
       dmIo(ioRequest(kc, job, 'write'), job.dests);
     }
     return 'done';
@@ -174,17 +214,24 @@ function contiguousGrant(pages: readonly Uint8Array[], lengthBytes: number): Kme
   return { type: 'kmem', data: new Uint8Array(first.buffer, first.byteOffset, lengthBytes) };
 }
 
+/** Hands the chunk's data to onChunkRead; a throw cancels the job (this chunk is not written). */
 function reportChunkRead(job: KcopydJob): void {
-  const onChunkRead = job.master.onChunkRead;
+  const master = job.master;
+  const onChunkRead = master.onChunkRead;
   const grant = job.grant;
-  if (onChunkRead === null || grant === null) return;
-  callUser(() => onChunkRead(job.sourceSector, job.countSectors, grant.pages));
+  if (onChunkRead === null || grant === null || jobCancelled(job)) return;
+  try {
+    onChunkRead(job.sourceSector, job.countSectors, grant.pages);
+  } catch (error) {
+    abortJob(master, error);
+  }
 }
 
 /** dm-io's completion of a job's read or write: record, then move the job on. */
 export function completeIo(errorBits: bigint, job: KcopydJob, result: DmIoResult): void {
   const kc = job.client;
   kc.throttle?.ioFinished();
+  if (job.op !== 'read') creditWrites(job, errorBits);
   if (errorBits !== 0n) {
     recordErrors(job, errorBits, result);
     if (!job.ignoreError) {

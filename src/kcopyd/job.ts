@@ -30,8 +30,28 @@ export interface KcopydResult {
   readonly writeErr: bigint;
   /** The first source error, when there was one. */
   readonly readError: DmIoError | undefined;
-  /** `writeErrors[d]` is destination *d*'s first error, or `undefined`. */
+  /**
+   * `writeErrors[d]` is destination *d*'s first error, or `undefined`. A destination an
+   * aborted job did not finish, and that had no error before, has an `AbortedError`
+   * (`DMIO_ERR_ABORTED`).
+   */
   readonly writeErrors: ReadonlyArray<DmIoError | undefined>;
+  /**
+   * `writtenBytes[d]`: bytes of the job whose write to destination *d* succeeded, summed over
+   * chunks (a chunk counts once its whole write to *d* succeeded, by pages or offload). So
+   * destination *d* is complete exactly when `writtenBytes[d] === count * 512`; this holds in
+   * every mode, whereas a clear `writeErr` bit alone does not say it (a job stopped early by
+   * another destination's or the source's error leaves the rest unwritten). With
+   * `ignoreError`, a chunk whose read failed counts when written (with zeros where the read
+   * failed; `readErr` tells). Empty for prepared callbacks.
+   */
+  readonly writtenBytes: readonly number[];
+  /**
+   * True when the job was cancelled before it completed: its `signal` fired, or its
+   * `onProgress` or `onChunkRead` threw. Every destination it did not finish then has its
+   * `writeErr` bit set, so a clear bit means complete.
+   */
+  readonly aborted: boolean;
 }
 
 /** A completion callback: `fn(readErr, writeErr, context, result)`. */
@@ -64,10 +84,21 @@ export class KcopydJob implements JobLinks<KcopydJob> {
   master: KcopydJob;
   ignoreError = false;
   writeSeq = false;
+  /** Masters: a destination whose write failed gets no later chunk; the others go on. */
+  dropFailed = false;
   readErr = false;
   writeErr = 0n;
   readError: DmIoError | undefined = undefined;
   writeErrors: Array<DmIoError | undefined> = [];
+  /** Masters: bytes written successfully per destination (KcopydResult.writtenBytes). */
+  writtenBytes: number[] = [];
+  /** Masters: set once the job is cancelled (its signal fired or a callback threw). */
+  aborted = false;
+  /** Masters: why the job was cancelled, the `cause` of its DMIO_ERR_ABORTED errors. */
+  abortReason: unknown = undefined;
+  /** Masters: the caller's signal and the listener to remove when the job ends. */
+  signal: AbortSignal | null = null;
+  abortListener: (() => void) | null = null;
   op: KcopydOp = 'read';
   /** `null` for a zero job: the data comes from the zero page list. */
   sourceDevice: BlockDevice | null = null;
@@ -121,7 +152,7 @@ export class KcopydJob implements JobLinks<KcopydJob> {
   result(): KcopydResult {
     return {
       readErr: this.readErr, writeErr: this.writeErr, readError: this.readError,
-      writeErrors: this.writeErrors,
+      writeErrors: this.writeErrors, writtenBytes: this.writtenBytes, aborted: this.aborted,
     };
   }
 }

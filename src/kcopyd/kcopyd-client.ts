@@ -24,7 +24,9 @@ import { StateError } from '../errors.js';
 import { allocAlignedPages } from '../memory/aligned.js';
 import type { PageListNode } from '../memory/types.js';
 import { KCOPYD_SPLIT_COUNT, KCOPYD_WRITE_ERR_ALL } from './constants.js';
-import { ioJobBlocked, issueIo, popIoJob, runCompleteJob, runPagesJob } from './job-handlers.js';
+import {
+  completeCancelled, ioJobBlocked, issueIo, popIoJob, runCompleteJob, runPagesJob,
+} from './job-handlers.js';
 import { JobList } from './job-list.js';
 import type { KcopydJob } from './job.js';
 import { PageReserve, type KcopydPageSource } from './page-reserve.js';
@@ -199,12 +201,14 @@ export class KcopydClient {
   }
 
   /**
-   * The I/O list. A WRITE_SEQ write whose master already failed fails here without I/O; any
-   * other job passes the throttle gate (awaited only when the throttle makes it sleep) and is
-   * issued. `issueIo` never answers 'later'.
+   * The I/O list. A job whose master was cancelled (or has no destination left) completes
+   * here without I/O; a WRITE_SEQ write whose master already failed fails here without I/O;
+   * any other job passes the throttle gate (awaited only when the throttle makes it sleep) and
+   * is issued. `issueIo` never answers 'later'.
    */
   async #processIoJobs(): Promise<void> {
     for (let job = popIoJob(this); job !== null; job = popIoJob(this)) {
+      if (completeCancelled(this, job)) continue;
       if (ioJobBlocked(job)) {
         this.failJob(job);
         return;

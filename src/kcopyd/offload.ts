@@ -5,10 +5,14 @@
 // error from a destination error and honours ignoreError; rewriting a destination that had
 // already been copied writes the same bytes. A destination that could not even start turns
 // offload off for the rest of the master job, so a pair that never can costs one attempt.
+// With dropFailedDestinations, a destination that already failed has an empty region here
+// (outcome.ts) and is skipped. A chunk copied everywhere credits its bytes to each
+// destination it copied to; a chunk that falls back is credited by its write.
 
 import type { IoError } from '../errors.js';
 import type { KcopydClient } from './kcopyd-client.js';
 import type { KcopydJob } from './job.js';
+import { creditWrites } from './outcome.js';
 
 /** errno names meaning "this pair of files cannot be copied in the kernel". */
 const UNSUPPORTED_ERRNOS = new Set(['EXDEV', 'EINVAL', 'EOPNOTSUPP', 'ENOSYS', 'EBADF']);
@@ -17,7 +21,8 @@ const UNSUPPORTED_ERRNOS = new Set(['EXDEV', 'EINVAL', 'EOPNOTSUPP', 'ENOSYS', '
 export function issueOffload(kc: KcopydClient, job: KcopydJob): void {
   const source = job.sourceDevice;
   if (source === null) throw new Error('kcopyd: a zero job cannot offload');
-  let pending = job.dests.length;
+  let pending = 0;
+  for (const dest of job.dests) if (dest.count > 0) pending += 1;
   let failed = false;
   let unsupported = false;
   const destDone = (error: IoError | null): void => {
@@ -29,6 +34,7 @@ export function issueOffload(kc: KcopydClient, job: KcopydJob): void {
     if (pending === 0) finishOffload(kc, job, failed, unsupported);
   };
   for (const dest of job.dests) {
+    if (dest.count === 0) continue;
     let started = false;
     try {
       started = dest.device.copyFrom?.(source, job.sourceSector, dest.sector, dest.count,
@@ -53,6 +59,7 @@ function finishOffload(
   kc.throttle?.ioFinished();
   job.master.offloadsInFlight -= 1;
   if (!failed) {
+    creditWrites(job, 0n);
     kc.completeJobs.pushTail(job);
   } else {
     if (unsupported) job.master.op = 'read';

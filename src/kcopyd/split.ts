@@ -1,16 +1,19 @@
 // Owns splitting a large job into sub-jobs. A master longer than the client's sub-job size gets
 // 8 sub-job slots (the kernel's SPLIT_COUNT). Each slot takes the next chunk (in increasing
 // offset order) by calling `segmentComplete`, which is also every sub-job's completion: it
-// folds the chunk's errors into the master and, while the master has no error (or ignores
-// errors), takes the next chunk into the same slot. When a slot finds nothing left, it retires;
-// the last slot to retire queues the master for its caller's callback. So at most 8 chunks are
-// in flight per job, and after the first error no new chunk starts while those in flight
-// finish. The first 8 calls run inside the caller's submission; the rest on the worker.
+// folds the chunk's errors into the master and, while the master may go on (`mayTakeChunk`:
+// no error, or ignoreError; with dropFailedDestinations, a destination left and no read
+// error; never once cancelled), takes the next chunk into the same slot. When a slot finds
+// nothing left, it retires; the last slot to retire queues the master for its caller's
+// callback. So at most 8 chunks are in flight per job, and once the job may not go on no new
+// chunk starts while those in flight finish. The first 8 calls run inside the caller's
+// submission; the rest on the worker.
 
 import assert from '../assert.js';
 import { KCOPYD_SPLIT_COUNT } from './constants.js';
 import { KcopydJob } from './job.js';
 import type { KcopydClient } from './kcopyd-client.js';
+import { mayTakeChunk } from './outcome.js';
 
 /** Starts a split master: its 8 slots each take a first chunk. */
 export function splitJob(kc: KcopydClient, master: KcopydJob): void {
@@ -42,7 +45,7 @@ export function segmentComplete(readErr: boolean, writeErr: bigint, context: unk
   master.writeErr |= writeErr;
   let countSectors = 0;
   const progressSectors = master.progressSectors;
-  if ((!master.readErr && master.writeErr === 0n) || master.ignoreError) {
+  if (mayTakeChunk(master)) {
     countSectors = Math.min(master.countSectors - progressSectors, kc.subJobSectors);
     master.progressSectors += countSectors;
   }

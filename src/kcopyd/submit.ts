@@ -6,10 +6,13 @@
 import assert from '../assert.js';
 import type { DmIoRegion } from '../core/request.js';
 import { validateBoolean, validateFunction } from '../core/validate.js';
-import { InvalidArgTypeError, InvalidRequestError, OutOfRangeError } from '../errors.js';
+import {
+  AbortedError, InvalidArgTypeError, InvalidRequestError, OutOfRangeError,
+} from '../errors.js';
 import { KCOPYD_WRITE_ERR_ALL } from './constants.js';
 import { KcopydJob, type KcopydNotifyFn, type KcopydResult } from './job.js';
 import type { KcopydClient } from './kcopyd-client.js';
+import { watchSignal } from './outcome.js';
 import { splitJob } from './split.js';
 import {
   validateClientForJob, validateDests, validateJobOptions, validateKcopydRegion,
@@ -20,16 +23,25 @@ import {
  * Copies `from` to up to 8 destinations (`DM_KCOPYD_MAX_REGIONS`) of the same sector count.
  * Longer than a sub-job, the copy is split into chunks, at most 8 in flight, taken in offset
  * order. A chunk whose read fails is not written (unless `ignoreError`: zeros are written where
- * the read failed); a write failing on one destination still writes the others.
+ * the read failed); a write failing on one destination still writes the others of that chunk.
+ * After the first error no new chunk starts (the kernel's rule), unless `ignoreError`, or
+ * `dropFailedDestinations` (the failed destination is left out and the others go on). Source
+ * and destinations must not overlap; as in the kernel, that is not checked.
  *
  * With `fn`, returns `undefined` and later calls `fn(readErr, writeErr, context, result)` once,
- * from the client's worker. Without it, returns a Promise of `{ readErr, writeErr, ... }`.
+ * from the client's worker. Without it, returns a Promise of the result (never rejected).
  * `writeErr` bit *d* is destination *d*; all ones when the write phase could not be issued.
+ * `result.writtenBytes[d]` is what destination *d* got: it is complete exactly when that
+ * equals `count * 512` (a clear bit alone does not say so when the job stopped early).
+ * `result.aborted` tells a job cancelled by `signal` or by a throwing `onProgress` or
+ * `onChunkRead`; its unfinished destinations then have their bits set. A throwing `fn` is
+ * rethrown on a later tick (an uncaught exception): the job had already completed.
  *
  * @throws InvalidArgTypeError, OutOfRangeError, InvalidRequestError
  * (`DMIO_ERR_TOO_MANY_REGIONS`, `DMIO_ERR_INVALID_ARG_VALUE` for mismatched counts or unknown
  * options, `DMIO_ERR_MISALIGNED`), StateError (`DMIO_ERR_KCOPYD_DESTROYED`,
- * `DMIO_ERR_DEVICE_CLOSED`, `DMIO_ERR_READ_ONLY`); nothing is submitted.
+ * `DMIO_ERR_DEVICE_CLOSED`, `DMIO_ERR_READ_ONLY`), AbortedError (`DMIO_ERR_ABORTED`, the
+ * signal was already aborted); nothing is submitted.
  * @example
  * const { readErr, writeErr } = await dmKcopydCopy(kc, { device: src, sector: 0, count: 2048 },
  *   [{ device: a, sector: 0, count: 2048 }, { device: b, sector: 0, count: 2048 }], {});
@@ -66,8 +78,8 @@ export function dmKcopydCopy(
  * Writes zeros to up to 8 destinations of the same sector count: with write-zeroes requests
  * when every destination supports them (`limits.maxWriteZeroesSectors > 0`), else with plain
  * writes from the client's one circular zero page, taking no pages from the pool.
- * Calling convention, result and errors as `dmKcopydCopy`; `onChunkRead` and `copyOffload` are
- * refused.
+ * Calling convention, result (`writtenBytes` counts the zeroed bytes), `dropFailedDestinations`,
+ * `signal` and errors as `dmKcopydCopy`; `onChunkRead` and `copyOffload` are refused.
  *
  * @example
  * await dmKcopydZero(kc, [{ device: disk, sector: 0, count: 8192 }], {});
@@ -111,13 +123,19 @@ function submit(
   kc: KcopydClient, fill: (job: KcopydJob) => void, options: ValidJobOptions,
   fn: KcopydNotifyFn | undefined, context: unknown,
 ): Promise<KcopydResult> | undefined {
+  if (options.signal?.aborted === true) {
+    throw new AbortedError('kcopyd job', 'the signal was aborted before submission',
+      { cause: options.signal.reason });
+  }
   const job = new KcopydJob(kc, 'master', null);
   fill(job);
   job.ignoreError = options.ignoreError;
   job.writeSeq = options.writeSeq;
+  job.dropFailed = options.dropFailedDestinations;
   job.onProgress = options.onProgress;
   job.onChunkRead = options.onChunkRead;
   job.writeErrors = new Array<undefined>(job.dests.length).fill(undefined);
+  job.writtenBytes = new Array<number>(job.dests.length).fill(0);
   let promise: Promise<KcopydResult> | undefined;
   if (fn === undefined) {
     promise = new Promise((resolve) => {
@@ -128,6 +146,7 @@ function submit(
     job.context = context;
   }
   kc.admitMaster();
+  if (options.signal !== null) watchSignal(job, options.signal);
   if (job.countSectors <= kc.subJobSectors) kc.dispatch(job);
   else splitJob(kc, job);
   return promise;

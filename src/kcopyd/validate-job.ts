@@ -1,7 +1,9 @@
 // Owns validation at the kcopyd boundary: everything a copy, zero or client creation can get
 // wrong is found here, before a job exists or anything is submitted. Too many destinations,
-// mismatched counts, bad options (flags are named booleans, never bit numbers), closed or
-// read-only devices, misaligned regions, a destroyed client, too many outstanding jobs.
+// mismatched counts, bad options (flags are named booleans, never bit numbers; a signal must
+// be an AbortSignal), closed or read-only devices, misaligned regions, a destroyed client, too
+// many outstanding jobs. Overlapping source and destination ranges are not refused, as in the
+// kernel: the caller must not ask for them.
 
 import { SECTOR_SIZE } from '../constants.js';
 import type { DmIoRegion } from '../core/request.js';
@@ -41,6 +43,25 @@ export interface KcopydJobOptions {
    * need ordered writes or the data in memory. Default false.
    */
   copyOffload?: boolean;
+  /**
+   * Once a destination's write fails, write no later chunk to it and go on with the others to
+   * the end (default false: the kernel's rule, where the first error stops new chunks for
+   * every destination, unless `ignoreError`). The job then ends early only when every
+   * destination has failed, or when a read fails without `ignoreError`. Chunks already issued
+   * to a destination when it fails still finish. Works with split and unsplit jobs, zero jobs,
+   * `writeSeq` (the other destinations keep their order) and `copyOffload` (failed
+   * destinations are left out of the offloaded copy).
+   */
+  dropFailedDestinations?: boolean;
+  /**
+   * Cancels the job when it fires. Already aborted at submission: `AbortedError`
+   * (`DMIO_ERR_ABORTED`) is thrown and nothing is submitted. Later: no new chunk starts and no
+   * queued I/O is issued, I/O in flight settles, every page comes back, and the job completes
+   * once with `aborted: true`; each destination it did not finish has its `writeErr` bit and
+   * a DMIO_ERR_ABORTED error whose `cause` is `signal.reason`. The listener is removed when
+   * the job completes.
+   */
+  signal?: AbortSignal;
 }
 
 /** Options after validation. */
@@ -50,10 +71,13 @@ export interface ValidJobOptions {
   readonly onProgress: KcopydProgressFn | null;
   readonly onChunkRead: KcopydChunkReadFn | null;
   readonly copyOffload: boolean;
+  readonly dropFailedDestinations: boolean;
+  readonly signal: AbortSignal | null;
 }
 
 const JOB_OPTION_KEYS = new Set([
-  'ignoreError', 'writeSeq', 'onProgress', 'onChunkRead', 'copyOffload',
+  'ignoreError', 'writeSeq', 'onProgress', 'onChunkRead', 'copyOffload', 'dropFailedDestinations',
+  'signal',
 ]);
 
 /** Returns `kc` when it is a live client with room for one more job. */
@@ -72,6 +96,7 @@ export function validateJobOptions(options: unknown): ValidJobOptions {
   if (options === undefined || options === null) {
     return {
       ignoreError: false, writeSeq: false, onProgress: null, onChunkRead: null, copyOffload: false,
+      dropFailedDestinations: false, signal: null,
     };
   }
   if (typeof options === 'number') {
@@ -97,7 +122,18 @@ export function validateJobOptions(options: unknown): ValidJobOptions {
     onChunkRead: given.onChunkRead === undefined ? null :
       validateFunction<KcopydChunkReadFn>(given.onChunkRead, 'options.onChunkRead'),
     copyOffload: validateBoolean(given.copyOffload, 'options.copyOffload', false),
+    dropFailedDestinations: validateBoolean(given.dropFailedDestinations,
+      'options.dropFailedDestinations', false),
+    signal: validateSignal(given.signal),
   };
+}
+
+function validateSignal(signal: unknown): AbortSignal | null {
+  if (signal === undefined) return null;
+  if (!(signal instanceof AbortSignal)) {
+    throw new InvalidArgTypeError('options.signal', 'an AbortSignal', signal);
+  }
+  return signal;
 }
 
 /** Validates one region; `write` adds the read-only check. Returns a copy. */
