@@ -126,14 +126,17 @@ describe('dmio copy', () => {
     assert.equal(run.status, 0, run.stderr);
     const outcome = jsonOf(run);
     assert.deepEqual(Object.keys(outcome).sort(),
-      ['bytes', 'destinations', 'offloadCalls', 'readError', 'seconds', 'writeErrorBits']);
+      ['bytes', 'destinations', 'flushed', 'offloadCalls', 'readError', 'seconds',
+        'writeErrorBits']);
+    assert.equal(outcome.flushed, true, 'durable by default');
     assert.equal(outcome.offloadCalls, 0, 'random: to a file is copied through memory');
     assert.equal(typeof outcome.readError, 'boolean');
     assert.match(outcome.writeErrorBits as string, /^0x[0-9a-f]+$/);
     assert.equal(typeof outcome.seconds, 'number');
     assert.equal(outcome.bytes, MIB);
-    for (const destination of outcome.destinations as object[]) {
-      assert.deepEqual(Object.keys(destination).sort(), ['device', 'error', 'ok']);
+    for (const destination of outcome.destinations as Array<Record<string, unknown>>) {
+      assert.deepEqual(Object.keys(destination).sort(), ['bytesWritten', 'device', 'error', 'ok']);
+      assert.equal(destination['bytesWritten'], MIB);
     }
   });
 

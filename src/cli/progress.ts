@@ -1,28 +1,142 @@
-// Owns the progress display: a cli-progress bar on stderr with bytes, rate and ETA, shown only
-// when stderr is a terminal and progress was not turned off. Otherwise every call is a no-op,
-// so output piped to files or read by scripts stays clean. cli-progress (with readline and its
-// string-width helpers) is loaded only when a bar is shown, not on every start.
+// Owns progress reporting for long commands, in the form the user chose with `--progress`:
+// - auto (the default): a cli-progress bar on stderr with bytes, rate and ETA, only when stderr
+//   is a terminal; otherwise nothing, so output piped to files or read by scripts stays clean;
+// - `--no-progress`: nothing;
+// - `--progress=FD`: lines `N/100` on descriptor FD whenever the percentage changes, as
+//   nbdcopy writes them, for GUIs and wrappers;
+// - `--progress=json`: one JSON object per line on stderr, at most every 250 ms and once at the
+//   end: `{ bytes, totalBytes, bytesPerSecond, destinations: [{ device, state, bytesWritten? }] }`.
+// A progress write that fails (a closed descriptor, a full pipe) is dropped: progress never
+// fails the command. cli-progress is loaded only when a bar is shown.
 
 import bytes from 'bytes';
+import { fstatSync, writeSync } from 'node:fs';
+import type { DestinationReport } from './report.js';
+import { UsageError } from './usage.js';
+
+/** How progress is shown. */
+export type ProgressMode =
+  | { readonly kind: 'auto' }
+  | { readonly kind: 'none' }
+  | { readonly kind: 'json' }
+  | { readonly kind: 'fd'; readonly fd: number };
+
+/** A destination's state in the final JSON progress line. */
+export interface ProgressDestination {
+  readonly device: string;
+  readonly state: 'writing' | 'done' | 'failed';
+  readonly bytesWritten?: number;
+}
 
 /** A progress display for one transfer. */
 export interface Progress {
   /** Bytes done so far. */
   update(doneBytes: number): void;
-  /** Removes the bar. */
-  stop(): void;
+  /** Ends the display; `final` gives each destination's outcome to the JSON form. */
+  stop(final?: readonly ProgressDestination[]): void;
 }
 
-/** A bar on stderr when it is a TTY and `enabled`; a silent stand-in otherwise. */
-export async function createProgress(
-  totalBytes: number, enabled: boolean, label: string,
-): Promise<Progress> {
-  if (!enabled || process.stderr.isTTY !== true || totalBytes === 0) {
-    return { update: () => undefined, stop: () => undefined };
+/** The final progress state of each reported destination. */
+export function finalStates(
+  destinations: readonly DestinationReport[],
+): ProgressDestination[] {
+  return destinations.map(({ device, ok, bytesWritten }) => ({
+    device, state: ok ? 'done' : 'failed', bytesWritten,
+  }));
+}
+
+/** Least time between two JSON progress lines. */
+const JSON_INTERVAL_MS = 250;
+
+/** Parses commander's value of `--progress[=MODE]` / `--no-progress`. */
+export function parseProgressMode(value: string | boolean | undefined): ProgressMode {
+  if (value === undefined || value === true) return { kind: 'auto' };
+  if (value === false) return { kind: 'none' };
+  if (value === 'json') return { kind: 'json' };
+  if (/^\d+$/.test(value)) {
+    const fd = Number(value);
+    try {
+      fstatSync(fd);
+    } catch {
+      throw new UsageError(`--progress=${value}: descriptor ${fd} is not open`);
+    }
+    return { kind: 'fd', fd };
   }
+  throw new UsageError(`--progress: ${JSON.stringify(value)} is neither a descriptor number ` +
+    'nor "json"');
+}
+
+/** A progress display of `mode` for a transfer of `totalBytes` to `devices`. */
+export async function createProgress(
+  totalBytes: number, mode: ProgressMode, label: string, devices: readonly string[] = [],
+): Promise<Progress> {
+  switch (mode.kind) {
+    case 'none':
+      return { update: () => undefined, stop: () => undefined };
+    case 'fd':
+      return percentLines(totalBytes, mode.fd);
+    case 'json':
+      return jsonLines(totalBytes, devices);
+    case 'auto':
+      if (process.stderr.isTTY !== true || totalBytes === 0) {
+        return { update: () => undefined, stop: () => undefined };
+      }
+      return bar(totalBytes, label);
+  }
+}
+
+/** Writes `text` to `fd`, dropping it if the descriptor refuses. */
+function writeQuietly(fd: number, text: string): void {
+  try {
+    writeSync(fd, text);
+  } catch {
+    // Progress is advisory: a reader that went away must not fail the copy.
+  }
+}
+
+function percentLines(totalBytes: number, fd: number): Progress {
+  let lastPercent = -1;
+  const emit = (doneBytes: number): void => {
+    const percent = totalBytes === 0 ? 100 : Math.floor((doneBytes * 100) / totalBytes);
+    if (percent === lastPercent) return;
+    lastPercent = percent;
+    writeQuietly(fd, `${percent}/100\n`);
+  };
+  emit(0);
+  return { update: emit, stop: () => undefined };
+}
+
+function jsonLines(totalBytes: number, devices: readonly string[]): Progress {
+  const startMs = performance.now();
+  let lastMs = -Infinity;
+  let doneBytes = 0;
+  const line = (destinations: readonly ProgressDestination[]): void => {
+    const seconds = (performance.now() - startMs) / 1000;
+    writeQuietly(process.stderr.fd, `${JSON.stringify({
+      bytes: doneBytes, totalBytes,
+      bytesPerSecond: seconds > 0 ? Math.round(doneBytes / seconds) : 0,
+      destinations,
+    })}\n`);
+  };
+  const writing = devices.map((device): ProgressDestination => ({ device, state: 'writing' }));
+  return {
+    update(bytesNow: number) {
+      doneBytes = bytesNow;
+      const nowMs = performance.now();
+      if (nowMs - lastMs < JSON_INTERVAL_MS) return;
+      lastMs = nowMs;
+      line(writing);
+    },
+    stop(final?: readonly ProgressDestination[]) {
+      line(final ?? writing);
+    },
+  };
+}
+
+async function bar(totalBytes: number, label: string): Promise<Progress> {
   const { default: cliProgress } = await import('cli-progress');
   const startMs = performance.now();
-  const bar = new cliProgress.SingleBar({
+  const progressBar = new cliProgress.SingleBar({
     stream: process.stderr,
     format: `${label} [{bar}] {percentage}% | {doneText}/{totalText} | {rate}/s | ` +
       'ETA {eta_formatted}',
@@ -30,18 +144,18 @@ export async function createProgress(
     clearOnComplete: true,
   }, cliProgress.Presets.shades_classic);
   const totalText = bytes(totalBytes) ?? String(totalBytes);
-  bar.start(totalBytes, 0, { doneText: '0B', totalText, rate: '0B' });
+  progressBar.start(totalBytes, 0, { doneText: '0B', totalText, rate: '0B' });
   return {
     update(doneBytes: number) {
       const seconds = Math.max((performance.now() - startMs) / 1000, 1e-3);
-      bar.update(doneBytes, {
+      progressBar.update(doneBytes, {
         doneText: bytes(doneBytes) ?? String(doneBytes),
         totalText,
         rate: bytes(Math.round(doneBytes / seconds)) ?? '?',
       });
     },
     stop() {
-      bar.stop();
+      progressBar.stop();
     },
   };
 }

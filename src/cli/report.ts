@@ -1,7 +1,9 @@
 // Owns what a command prints when it ends: with --json, exactly one object on stdout
-// `{ readError, writeErrorBits, destinations: [{ device, ok, error }], bytes, seconds }`;
-// otherwise one summary line on stdout and one line per failure on stderr. It also turns the
-// outcome into the exit status: 1 when the source or any destination failed, else 0.
+// `{ readError, writeErrorBits, destinations: [{ device, ok, bytesWritten, error }], bytes,
+// seconds }`; otherwise one summary line on stdout and one line per failure on stderr. A
+// destination counts as done ("ok") only when every byte of the region reached it (and it
+// verified, when asked); every other destination is named with the bytes it did get. It also
+// turns the outcome into the exit status: 1 when the source or any destination failed, else 0.
 
 import bytes from 'bytes';
 import { EXIT_IO_ERROR, EXIT_OK, hexBits } from './usage.js';
@@ -10,9 +12,14 @@ import { EXIT_IO_ERROR, EXIT_OK, hexBits } from './usage.js';
 export interface DestinationReport {
   /** The device spec as given on the command line. */
   readonly device: string;
-  /** True when every write (and the verification, if asked) succeeded. */
+  /**
+   * True only when every byte of the region was written to it from a source read without
+   * error (and the verification, if asked, matched).
+   */
   readonly ok: boolean;
-  /** Why it failed, or `null`. */
+  /** Bytes of the region that were written to it successfully. */
+  readonly bytesWritten: number;
+  /** Why it is not ok, or `null`. */
   readonly error: string | null;
 }
 
@@ -25,6 +32,10 @@ export interface RunReport {
   readonly seconds: number;
   /** copy only: copy_file_range calls that moved data without reading it into memory. */
   readonly offloadCalls?: number;
+  /** Whether the destinations were flushed before the report (absent: not applicable). */
+  readonly flushed?: boolean;
+  /** The signal that stopped the job early, or null/absent. */
+  readonly interrupted?: 'SIGINT' | 'SIGTERM' | null;
 }
 
 /** What the human summary says. */
@@ -48,14 +59,19 @@ export function printReport(report: RunReport, json: boolean, text: ReportText):
       bytes: report.bytes,
       seconds: Number(report.seconds.toFixed(6)),
       ...(report.offloadCalls === undefined ? {} : { offloadCalls: report.offloadCalls }),
+      ...(report.flushed === undefined ? {} : { flushed: report.flushed }),
+      ...(report.interrupted == null ? {} : { interrupted: report.interrupted }),
     })}\n`);
   } else {
     const rate = report.seconds > 0 ? bytes(Math.round(report.bytes / report.seconds)) : '-';
     const okCount = report.destinations.filter((d) => d.ok).length;
     const verified = text.verified === true ? `; ${okCount} verified by reading back` : '';
+    const flushed = report.flushed === false ? '; not flushed (--no-flush)' : '';
+    const interrupted = report.interrupted == null ? '' :
+      `; interrupted by ${report.interrupted}`;
     process.stdout.write(`${text.verb} ${bytes(report.bytes)} (${report.bytes} bytes) to ` +
       `${okCount} of ${report.destinations.length} destination(s) in ` +
-      `${report.seconds.toFixed(3)} s (${rate}/s)${verified}\n`);
+      `${report.seconds.toFixed(3)} s (${rate}/s)${verified}${flushed}${interrupted}\n`);
   }
   if (report.readError && text.source !== undefined) {
     process.stderr.write(`dmio: reading ${text.source.spec} failed: ` +
@@ -63,8 +79,17 @@ export function printReport(report: RunReport, json: boolean, text: ReportText):
   }
   for (const destination of report.destinations) {
     if (!destination.ok) {
-      process.stderr.write(`dmio: ${destination.device} FAILED: ${destination.error}\n`);
+      process.stderr.write(`dmio: ${destination.device} FAILED with ` +
+        `${writtenText(destination.bytesWritten, report.bytes)}: ${destination.error}\n`);
     }
   }
   return failed ? EXIT_IO_ERROR : EXIT_OK;
+}
+
+/** "12MB of 64MB written" (exact byte counts when the rounded sizes would read the same). */
+function writtenText(writtenBytes: number, totalBytes: number): string {
+  const written = bytes(writtenBytes) ?? String(writtenBytes);
+  const total = bytes(totalBytes) ?? String(totalBytes);
+  return written === total && writtenBytes !== totalBytes ?
+    `${writtenBytes} of ${totalBytes} bytes written` : `${written} of ${total} written`;
 }

@@ -12,9 +12,12 @@ import { DM_KCOPYD_MAX_REGIONS, KCOPYD_SUB_JOB_SECTORS_MAX } from '../../kcopyd/
 import type { KcopydResult } from '../../kcopyd/job.js';
 import { dmKcopydCopy } from '../../kcopyd/submit.js';
 import { dmKcopydThrottleCreate } from '../../kcopyd/throttle.js';
-import { openDestinations, openSource } from './open-regions.js';
+import { openDestinations, openSource, refuseSourceOverlap } from './open-regions.js';
 import { closeAll } from '../devices.js';
-import { createProgress } from '../progress.js';
+import { createProgress, finalStates, parseProgressMode, type ProgressMode } from '../progress.js';
+import { flushDevices, withFlushErrors } from '../flush.js';
+import { watchInterrupts } from '../interrupt.js';
+import { kcopydDestinations } from '../kcopyd-outcome.js';
 import { printReport, type DestinationReport } from '../report.js';
 import { SourceHashes, verifyDestination } from '../verify.js';
 import { reopenForVerify, waitForVerifyGate } from './verify-reopen.js';
@@ -33,8 +36,9 @@ interface CopyFlags extends LengthOptions {
   direct?: boolean;
   verify?: boolean;
   json?: boolean;
-  progress: boolean;
+  progress?: string | boolean;
   offload: boolean;
+  flush: boolean;
 }
 
 /** Adds `copy` to the program. */
@@ -58,7 +62,10 @@ export function registerCopy(program: Command, run: (work: () => Promise<number>
     .option('--verify', 'read every destination back (bypassing the page cache) and compare')
     .option('--no-offload',
       'always copy through memory; by default file-to-file chunks use copy_file_range')
+    .option('--no-flush', 'report success without flushing the destinations first')
     .option('--json', 'print one JSON object with the outcome')
+    .option('--progress <MODE>',
+      'FD: write N/100 lines to that descriptor; json: JSON lines on stderr')
     .option('--no-progress', 'no progress bar even on a terminal')
     .action((source: string, dests: string[], flags: CopyFlags) =>
       run(() => copy(source, dests, flags)));
@@ -74,15 +81,18 @@ async function copy(sourceSpec: string, destSpecs: string[], flags: CopyFlags): 
   const throttlePercent = flags.throttle === undefined ? 100 :
     parsePercent(flags.throttle, '--throttle');
   const chosenSubJobSectors = parseSubJobSectors(flags.subJobSize);
+  const progressMode = parseProgressMode(flags.progress);
   const direct = flags.direct === true;
   const devices: BlockDevice[] = [];
   try {
     const { device: source, countSectors } = await openSource(sourceSpec, destSpecs, {
       sector: sourceSector, lengthSectors, direct }, devices);
-    const dests = await openDestinations(destSpecs, destSector, countSectors, direct, devices);
+    refuseSourceOverlap(sourceSpec, sourceSector, destSpecs, destSector, countSectors);
+    const dests = await openDestinations(destSpecs, destSector, countSectors, direct, devices,
+      { sectorFlag: '--dest-sector' });
     const subJobSectors = chosenSubJobSectors ?? defaultSubJobSectors(source, dests, flags);
     return await runCopy({ sourceSpec, source, sourceSector, destSpecs, dests, destSector,
-      countSectors, throttlePercent, subJobSectors, flags, opened: devices });
+      countSectors, throttlePercent, subJobSectors, progressMode, flags, opened: devices });
   } finally {
     await closeAll(devices);
   }
@@ -130,6 +140,7 @@ interface CopyPlan {
   readonly countSectors: number;
   readonly throttlePercent: number;
   readonly subJobSectors: number;
+  readonly progressMode: ProgressMode;
   readonly flags: CopyFlags;
   /** Every device opened, closed by the caller at the end. */
   readonly opened: BlockDevice[];
@@ -144,8 +155,9 @@ async function runCopy(plan: CopyPlan): Promise<number> {
   const hashes = flags.verify === true ?
     new SourceHashes(plan.sourceSector, kc.subJobSectors) : null;
   const totalBytes = plan.countSectors * 512;
-  const progress = await createProgress(totalBytes, flags.progress, 'copy');
+  const progress = await createProgress(totalBytes, plan.progressMode, 'copy', plan.destSpecs);
   const startMs = performance.now();
+  const interrupts = watchInterrupts();
   let result: KcopydResult;
   try {
     result = await dmKcopydCopy(kc, { device: plan.source, sector: plan.sourceSector,
@@ -154,27 +166,39 @@ async function runCopy(plan: CopyPlan): Promise<number> {
       ignoreError: flags.ignoreErrors === true,
       writeSeq: flags.writeSeq === true,
       copyOffload: flags.offload,
+      // A failed destination is dropped and the healthy ones are still finished.
+      dropFailedDestinations: true,
+      signal: interrupts.signal,
       onProgress: (doneBytes) => progress.update(doneBytes),
       ...(hashes === null ? {} : { onChunkRead: hashes.onChunkRead }),
     });
-  } finally {
+  } catch (error) {
     progress.stop();
+    throw error;
+  } finally {
     await dmKcopydClientDestroy(kc);
+    interrupts.dispose();
+  }
+  let destinations = kcopydDestinations(plan.destSpecs, result, totalBytes);
+  if (flags.flush) {
+    // Durable before success: every destination that was written to is flushed, a failed one
+    // too (what it got is kept); the time reported includes the flush.
+    destinations = withFlushErrors(destinations, await flushDevices(plan.dests,
+      destinations.map((destination) => destination.bytesWritten > 0)));
   }
   const seconds = (performance.now() - startMs) / 1000;
-  const destinations = plan.destSpecs.map((spec, index): DestinationReport => {
-    const error = result.writeErrors[index];
-    const failed = ((result.writeErr >> BigInt(index)) & 1n) === 1n;
-    return { device: spec, ok: !failed, error: failed ? (error?.message ?? 'write failed') : null };
-  });
-  const verifying = hashes !== null && (!result.readErr || flags.ignoreErrors === true);
+  const verifying = hashes !== null && !result.aborted &&
+    (!result.readErr || flags.ignoreErrors === true);
   if (verifying) await verifyAll(plan, destinations, hashes);
-  return printReport({ readError: result.readErr, writeErrorBits: result.writeErr,
-    destinations, bytes: totalBytes, seconds, offloadCalls: offloadCalls(plan.dests) },
+  progress.stop(finalStates(destinations));
+  const status = printReport({ readError: result.readErr, writeErrorBits: result.writeErr,
+    destinations, bytes: totalBytes, seconds, offloadCalls: offloadCalls(plan.dests),
+    flushed: flags.flush, interrupted: interrupts.received },
   flags.json === true, {
     verb: 'copied', source: { spec: plan.sourceSpec, error: result.readError?.message ?? null },
     verified: verifying,
   });
+  return interrupts.exitStatus() ?? status;
 }
 
 /** copy_file_range calls made into the destinations (copy offload). */

@@ -9,7 +9,10 @@ import { dmKcopydClientCreate, dmKcopydClientDestroy } from '../../kcopyd/kcopyd
 import type { KcopydResult } from '../../kcopyd/job.js';
 import { dmKcopydZero } from '../../kcopyd/submit.js';
 import { checkSpec, closeAll, openForCli } from '../devices.js';
-import { createProgress } from '../progress.js';
+import { createProgress, finalStates, parseProgressMode } from '../progress.js';
+import { flushDevices, withFlushErrors } from '../flush.js';
+import { watchInterrupts } from '../interrupt.js';
+import { kcopydDestinations } from '../kcopyd-outcome.js';
 import { printReport } from '../report.js';
 import { parseLengthSectors, parseSector, UsageError, type LengthOptions } from '../usage.js';
 import { openDestinations } from './open-regions.js';
@@ -17,7 +20,8 @@ import { openDestinations } from './open-regions.js';
 interface ZeroFlags extends LengthOptions {
   sector: string;
   json?: boolean;
-  progress: boolean;
+  progress?: string | boolean;
+  flush: boolean;
 }
 
 /** Adds `zero` to the program. */
@@ -29,7 +33,10 @@ export function registerZero(program: Command, run: (work: () => Promise<number>
     .option('--count <SECTORS>',
       'sectors to zero (default: to the end of the smallest destination)')
     .option('--length <SIZE>', 'bytes to zero, with K/M/G/T suffixes (alternative to --count)')
+    .option('--no-flush', 'report success without flushing the destinations first')
     .option('--json', 'print one JSON object with the outcome')
+    .option('--progress <MODE>',
+      'FD: write N/100 lines to that descriptor; json: JSON lines on stderr')
     .option('--no-progress', 'no progress bar even on a terminal')
     .action((dests: string[], flags: ZeroFlags) => run(() => zero(dests, flags)));
 }
@@ -40,31 +47,45 @@ async function zero(specs: string[], flags: ZeroFlags): Promise<number> {
   }
   const sector = parseSector(flags.sector, '--sector');
   const lengthSectors = parseLengthSectors(flags);
+  const progressMode = parseProgressMode(flags.progress);
   for (const spec of specs) checkSpec(spec, lengthSectors !== null);
   const opened: BlockDevice[] = [];
   try {
     const countSectors = lengthSectors ?? await smallestRemaining(specs, sector, opened);
-    const dests = await openDestinations(specs, sector, countSectors, false, opened);
-    const progress = await createProgress(countSectors * 512, flags.progress, 'zero');
+    // Zeroing never grows an existing destination: a region past its end is bad usage.
+    const dests = await openDestinations(specs, sector, countSectors, false, opened,
+      { growth: 'create-only' });
+    const progress = await createProgress(countSectors * 512, progressMode, 'zero', specs);
     const kc = dmKcopydClientCreate();
     const startMs = performance.now();
+    const interrupts = watchInterrupts();
     let result: KcopydResult;
     try {
       const regions = dests.map((device) => ({ device, sector, count: countSectors }));
-      result = await dmKcopydZero(kc, regions,
-        { onProgress: (doneBytes) => progress.update(doneBytes) });
-    } finally {
+      result = await dmKcopydZero(kc, regions, {
+        onProgress: (doneBytes) => progress.update(doneBytes),
+        // A failed destination is dropped and the healthy ones are still finished.
+        dropFailedDestinations: true,
+        signal: interrupts.signal,
+      });
+    } catch (error) {
       progress.stop();
+      throw error;
+    } finally {
       await dmKcopydClientDestroy(kc);
+      interrupts.dispose();
     }
-    const destinations = specs.map((device, index) => {
-      const failed = ((result.writeErr >> BigInt(index)) & 1n) === 1n;
-      return { device, ok: !failed,
-        error: failed ? (result.writeErrors[index]?.message ?? 'write failed') : null };
-    });
-    return printReport({ readError: false, writeErrorBits: result.writeErr, destinations,
-      bytes: countSectors * 512, seconds: (performance.now() - startMs) / 1000 },
-    flags.json === true, { verb: 'zeroed' });
+    let destinations = kcopydDestinations(specs, result, countSectors * 512);
+    if (flags.flush) {
+      destinations = withFlushErrors(destinations, await flushDevices(dests,
+        destinations.map((destination) => destination.bytesWritten > 0)));
+    }
+    progress.stop(finalStates(destinations));
+    const status = printReport({ readError: false, writeErrorBits: result.writeErr,
+      destinations, bytes: countSectors * 512, seconds: (performance.now() - startMs) / 1000,
+      flushed: flags.flush, interrupted: interrupts.received }, flags.json === true,
+    { verb: 'zeroed' });
+    return interrupts.exitStatus() ?? status;
   } finally {
     await closeAll(opened);
   }

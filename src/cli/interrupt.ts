@@ -1,0 +1,52 @@
+// Owns what SIGINT and SIGTERM do to a long command (copy, zero): the first one aborts the job
+// through an AbortSignal, so kcopyd stops issuing, lets the I/O in flight settle and reports
+// how far each destination got; the command then flushes what was written and exits 130
+// (SIGINT) or 143 (SIGTERM), never 0. A second signal while that winds down exits at once with
+// the same status. Outside a job the handlers are removed, so signals act as usual.
+
+/** Exit status after a signal: 128 + its number, as shells report it. */
+const SIGNAL_EXIT_STATUS: Readonly<Record<'SIGINT' | 'SIGTERM', number>> = {
+  SIGINT: 130, SIGTERM: 143,
+};
+
+/** The watch over one job. */
+export interface InterruptWatch {
+  /** Aborted when the first signal arrives. */
+  readonly signal: AbortSignal;
+  /** The signal received, or null. */
+  readonly received: 'SIGINT' | 'SIGTERM' | null;
+  /** The exit status the signal calls for, or null when none came. */
+  exitStatus(): number | null;
+  /** Removes the handlers. */
+  dispose(): void;
+}
+
+/** Starts watching SIGINT and SIGTERM until `dispose()`. */
+export function watchInterrupts(): InterruptWatch {
+  const controller = new AbortController();
+  let received: 'SIGINT' | 'SIGTERM' | null = null;
+  const onSignal = (name: 'SIGINT' | 'SIGTERM'): void => {
+    if (received !== null) {
+      process.stderr.write(`dmio: ${name} again; exiting without waiting for I/O in flight\n`);
+      process.exit(SIGNAL_EXIT_STATUS[received]);
+    }
+    received = name;
+    process.stderr.write(`dmio: ${name}: stopping; waiting for I/O in flight, then flushing\n`);
+    controller.abort(new Error(`interrupted by ${name}`));
+  };
+  const onInt = (): void => onSignal('SIGINT');
+  const onTerm = (): void => onSignal('SIGTERM');
+  process.on('SIGINT', onInt);
+  process.on('SIGTERM', onTerm);
+  return {
+    signal: controller.signal,
+    get received() {
+      return received;
+    },
+    exitStatus: () => (received === null ? null : SIGNAL_EXIT_STATUS[received]),
+    dispose() {
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+    },
+  };
+}

@@ -1,0 +1,71 @@
+// The real `dmio` binary makes its writes durable before it reports success: an NBD
+// destination behind nbdkit's log filter sees FLUSH as the last command of every copy and zero
+// (none with --no-flush), and strace shows fdatasync on a file destination after its last
+// write. The outcome says whether it flushed.
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { DMIO_BIN, jsonOf, runDmio } from './cli-helpers.js';
+import { requireTools, startNbdkit } from './helpers/nbdkit.js';
+import { tempDir } from './helpers/tmp.js';
+
+/** The commands (Write, Flush, Zero, ...) in an nbdkit log file, in order. */
+function loggedCommands(logPath: string): string[] {
+  const commands: string[] = [];
+  for (const line of readFileSync(logPath, 'utf8').split('\n')) {
+    const match = / connection=\d+ (Read|Write|Flush|Trim|Zero|Cache|BlockStatus) id=/.exec(line);
+    if (match !== null) commands.push(match[1]!);
+  }
+  return commands;
+}
+
+test('copy and zero end with an NBD FLUSH; --no-flush sends none', async (t) => {
+  if (!requireTools(t, 'nbdkit')) return;
+  const dir = await tempDir(t);
+  const cases: Array<{ args: (uri: string) => string[]; flushed: boolean; writes: RegExp }> = [
+    { args: (uri) => ['copy', 'random:4M', uri, '--json'], flushed: true, writes: /Write/ },
+    { args: (uri) => ['zero', uri, '--length', '4M', '--json'], flushed: true, writes: /Zero/ },
+    { args: (uri) => ['copy', 'random:4M', uri, '--no-flush', '--json'], flushed: false,
+      writes: /Write/ },
+  ];
+  for (const [index, testCase] of cases.entries()) {
+    const logPath = join(dir, `log-${index}.txt`);
+    const server = await startNbdkit(['--filter=log', 'memory', '8M', `logfile=${logPath}`]);
+    try {
+      const run = await runDmio(testCase.args(server.uri));
+      assert.equal(run.status, 0, run.stderr);
+      assert.equal(jsonOf(run).flushed, testCase.flushed);
+    } finally {
+      await server.stop();
+    }
+    const commands = loggedCommands(logPath);
+    assert.ok(commands.some((command) => testCase.writes.test(command)), commands.join(' '));
+    if (testCase.flushed) {
+      assert.equal(commands.at(-1), 'Flush', `last command of case ${index}: ${commands.at(-1)}`);
+    } else {
+      assert.ok(!commands.includes('Flush'), `case ${index} flushed: ${commands.join(' ')}`);
+    }
+  }
+});
+
+test('copy to a file: fdatasync on the destination after its last write (strace)', async (t) => {
+  if (!requireTools(t, 'strace')) return;
+  const dir = await tempDir(t);
+  const dest = join(dir, 'dest.img');
+  const tracePath = join(dir, 'trace.txt');
+  // -y prints each descriptor with the path it names, however the file was opened.
+  const traced = spawnSync('strace', ['-f', '-qq', '-y', '-o', tracePath, '-e',
+    'trace=pwrite64,pwritev,pwritev2,write,writev,copy_file_range,fdatasync,fsync',
+    process.execPath, DMIO_BIN, 'copy', 'random:2M', dest, '--no-progress'],
+  { env: { ...process.env, DMIO_CLI_FROM_SOURCE: '1' }, encoding: 'utf8' });
+  assert.equal(traced.status, 0, traced.stderr);
+  const onDest = readFileSync(tracePath, 'utf8').split('\n').filter((line) =>
+    new RegExp(`(pwrite64|pwritev2?|writev?|fdatasync|fsync|copy_file_range)\\(.*\\d+<${dest}>`)
+      .test(line));
+  assert.ok(onDest.some((line) => /pwrite|write|copy_file_range/.test(line)),
+    'writes to the destination were traced');
+  assert.match(onDest.at(-1)!, /(fdatasync|fsync)\(/, `last: ${onDest.at(-1)}`);
+});
