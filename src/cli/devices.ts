@@ -1,6 +1,9 @@
 // Owns how the CLI opens devices: the spec grammar of `openDevice`, creation of missing image
 // files with the size a command needs, range checks that turn "does not fit" into a usage error
-// before anything is written, and one test hook. The hook: when the environment variable
+// before anything is written, which open failures are bad usage (exit 2: a missing file, a
+// directory, EACCES, a malformed URI, an export the server does not have) and which are I/O
+// failures (exit 1: a server that refuses or drops the connection or times out), and one test
+// hook. The hook: when the environment variable
 // DMIO_TEST_FAULTS holds a JSON object mapping a device spec to a fault spec (the options of
 // `createFaultDevice`, e.g. {"b.img": {"ranges": [{"sector": 0, "countSectors": 8}]}}), that
 // device is opened normally and wrapped in the fault injector. It exists so tests of the real
@@ -8,6 +11,7 @@
 
 import { existsSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { isDmIoError } from '../errors.js';
 import type { BlockDevice } from '../devices/block-device.js';
 import { createFaultDevice, type FaultSpec } from '../devices/fault-device.js';
 import { openDevice, parseDeviceSpec, type OpenDeviceOptions } from '../devices/open-device.js';
@@ -54,7 +58,42 @@ export function isFileSpec(spec: string): boolean {
  */
 const CLI_NBD_CONNECTIONS = 4;
 
-/** Opens one device, applying the test fault hook; open failures become usage errors. */
+/**
+ * A device that could not be opened because the connection to it failed (refused, reset,
+ * dropped during the handshake, timed out) or the OS reported EIO: an I/O failure, exit 1.
+ */
+export class DeviceOpenIoError extends Error {
+  constructor(message: string, options: ErrorOptions = {}) {
+    super(message, options);
+    this.name = 'DeviceOpenIoError';
+  }
+}
+
+/** Errnos of an open that mean the storage or the way to it failed, not the argument. */
+const OPEN_IO_ERRNOS = new Set(['EIO', 'ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'EPIPE',
+  'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN']);
+
+/**
+ * NBD failures while connecting that are I/O failures. `DMIO_ERR_NBD_SERVER` is not one: the
+ * server answered and refused what was asked (no such export, TLS required).
+ */
+const OPEN_IO_CODES = new Set(['DMIO_ERR_NBD_DISCONNECTED', 'DMIO_ERR_NBD_TIMEOUT',
+  'DMIO_ERR_NBD_PROTOCOL', 'DMIO_ERR_NBD_BROKEN']);
+
+/** True when an open failed for an I/O reason rather than because of the argument. */
+export function isOpenIoFailure(error: unknown): boolean {
+  if (!isDmIoError(error)) return false;
+  if (OPEN_IO_CODES.has(error.code)) return true;
+  const errno = (error as { errno?: unknown }).errno;
+  return error.code === 'DMIO_ERR_OPEN_FAILED' && typeof errno === 'string' &&
+    OPEN_IO_ERRNOS.has(errno);
+}
+
+/**
+ * Opens one device, applying the test fault hook. Open failures become usage errors, except
+ * I/O failures (`isOpenIoFailure`), which become `DeviceOpenIoError`; both keep the library
+ * error as `cause`.
+ */
 export async function openForCli(plan: DeviceOpenPlan): Promise<BlockDevice> {
   let device: BlockDevice;
   try {
@@ -62,7 +101,9 @@ export async function openForCli(plan: DeviceOpenPlan): Promise<BlockDevice> {
       ...plan.options, nbd: { connections: CLI_NBD_CONNECTIONS, ...plan.options.nbd },
     });
   } catch (error) {
-    throw new UsageError(`cannot open ${plan.spec}: ${(error as Error).message}`);
+    const message = `cannot open ${plan.spec}: ${(error as Error).message}`;
+    if (isOpenIoFailure(error)) throw new DeviceOpenIoError(message, { cause: error });
+    throw new UsageError(message, { cause: error });
   }
   const faults = testFaults()[plan.spec];
   return faults === undefined ? device : createFaultDevice(device, { ...faults, name: plan.spec });
@@ -84,6 +125,11 @@ export function requireInside(
     throw new UsageError(`${what} ${device.name}: sectors ${sector}+${countSectors} run past ` +
       `its end (${device.sizeSectors} sectors)`);
   }
+}
+
+/** The device's true size in bytes (`BlockDevice.sizeBytes`, else its whole sectors). */
+export function sizeBytesOf(device: BlockDevice): number {
+  return device.sizeBytes ?? device.sizeSectors * 512;
 }
 
 function testFaults(): Record<string, FaultSpec> {

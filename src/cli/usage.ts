@@ -13,8 +13,9 @@ export const EXIT_USAGE = 2;
 
 /** Bad usage: the message names the problem; the CLI exits with status 2. */
 export class UsageError extends Error {
-  constructor(message: string) {
-    super(message);
+  /** `options.cause` keeps the library error behind the message, for callers that look. */
+  constructor(message: string, options: ErrorOptions = {}) {
+    super(message, options);
     this.name = 'UsageError';
   }
 }
@@ -34,7 +35,8 @@ export function parseBytes(text: string, flag: string): number {
   try {
     return parseSize(text, flag);
   } catch (error) {
-    throw new UsageError(`${flag}: ${(error as Error).message.replace(/^DMIO_ERR_\w+: /, '')}`);
+    // parseSize's message already starts with the argument it was given: the flag.
+    throw new UsageError((error as Error).message.replace(/^DMIO_ERR_\w+: /, ''));
   }
 }
 

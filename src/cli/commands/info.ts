@@ -1,10 +1,11 @@
-// Owns `dmio info`: what a device is and what it can do — size in bytes and sectors, logical
-// and physical block size, request limits, and which of discard, write-zeroes, flush and FUA
-// it supports — as text or as one JSON object.
+// Owns `dmio info`: what a device is and what it can do — size in bytes (the true size, which
+// may end in a partial block) and in addressable sectors, logical and physical block size,
+// request limits, and which of discard, write-zeroes, flush and FUA it supports — as text or as
+// one JSON object.
 
 import type { Command } from 'commander';
 import bytes from 'bytes';
-import { checkSpec, closeAll, openForCli } from '../devices.js';
+import { checkSpec, closeAll, openForCli, sizeBytesOf } from '../devices.js';
 import { EXIT_OK } from '../usage.js';
 
 /** Adds `info` to the program. */
@@ -27,7 +28,7 @@ async function info(spec: string, json: boolean): Promise<number> {
     const summary = {
       device: spec,
       kind: device.kind,
-      sizeBytes: device.sizeSectors * 512,
+      sizeBytes: sizeBytesOf(device),
       sizeSectors: device.sizeSectors,
       logicalBlockBytes: limits.logicalBlockBytes,
       physicalBlockBytes: limits.physicalBlockBytes,
@@ -50,10 +51,12 @@ async function info(spec: string, json: boolean): Promise<number> {
       return EXIT_OK;
     }
     const yesNo = (value: boolean): string => (value ? 'yes' : 'no');
+    const tailBytes = summary.sizeBytes - summary.sizeSectors * 512;
     process.stdout.write([
       `device:            ${spec} (${device.kind})`,
       `size:              ${summary.sizeBytes} bytes (${bytes(summary.sizeBytes)}), ` +
-        `${summary.sizeSectors} sectors`,
+        `${summary.sizeSectors} sectors` +
+        (tailBytes > 0 ? ` (the last ${tailBytes} bytes are not a whole block)` : ''),
       `logical block:     ${limits.logicalBlockBytes} bytes`,
       `physical block:    ${limits.physicalBlockBytes} bytes`,
       `max request:       ${limits.maxSectorsPerRequest} sectors, ` +

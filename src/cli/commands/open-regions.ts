@@ -1,11 +1,30 @@
-// Owns opening the source and destinations of a copy-like command in an order that writes
-// nothing until every argument is known good: specs are checked first, the source is opened
-// read-only and its range resolved, devices that need no creation are opened and range-checked,
-// and only then are missing or short image files created with the size the command needs.
+// Owns opening the source and destinations of a copy-like command so that nothing is written
+// until every argument is known good, and nothing stays changed when a later step fails:
+//  1. specs are checked (grammar, directories); the source is opened read-only and its range
+//     resolved, refusing a default length that would drop a partial last sector and a regular
+//     file that reports size 0 but has content;
+//  2. the same destination named twice, or a destination range overlapping the source range
+//     on the same storage, is refused (same-storage.ts);
+//  3. every destination that exists is opened for writing, creating and extending nothing,
+//     and range-checked unless it is an image file allowed to grow; a missing file's directory
+//     must be writable;
+//  4. only then are missing image files created and short ones extended (sparse), in order.
+//     If one of those fails, the files created so far are removed and the ones extended cut
+//     back to their old size before the error is thrown.
 // Every opened device is pushed onto `opened` so the caller can close them whatever happens.
 
+import { accessSync, closeSync, constants, openSync, readSync, truncateSync, unlinkSync } from
+  'node:fs';
+import { dirname } from 'node:path';
 import type { BlockDevice } from '../../devices/block-device.js';
-import { checkSpec, isFileSpec, openForCli, requireInside } from '../devices.js';
+import { parseDeviceSpec } from '../../devices/open-device.js';
+import { errnoOf } from '../../errors.js';
+import {
+  checkSpec, closeAll, isFileSpec, openForCli, requireInside, sizeBytesOf,
+} from '../devices.js';
+import {
+  destinationIdentity, missingFilePath, rangesOverlap, sameIdentity, specIdentity,
+} from '../same-storage.js';
 import { UsageError } from '../usage.js';
 
 /** Where the source region starts and how long it is, when given. */
@@ -24,47 +43,246 @@ export async function openSource(
   const device = await openForCli({ spec: sourceSpec, options: { readOnly: true,
     direct: range.direct } });
   opened.push(device);
+  refuseSizelessContent(sourceSpec, device);
   if (range.sector > device.sizeSectors) {
     throw new UsageError(`--source-sector ${range.sector} is past the end of ${sourceSpec} ` +
       `(${device.sizeSectors} sectors)`);
   }
+  if (range.lengthSectors === null) refusePartialTail(sourceSpec, device, range.sector);
   const countSectors = range.lengthSectors ?? device.sizeSectors - range.sector;
   requireInside(device, range.sector, countSectors, 'source');
   return { device, countSectors };
 }
 
 /**
- * Opens destinations for writing `countSectors` from `sector`: devices that exist and are not
- * regular files are opened and range-checked first; regular files (existing or not) are then
- * opened with `create`, which makes or extends them to the size needed, preallocating the added
- * range (every byte of it is about to be written).
+ * Refuses a copy whose destination range overlaps its source range on the same file or block
+ * device (the copy would read what it has already overwritten), whatever spelling names it.
+ */
+export function refuseSourceOverlap(
+  sourceSpec: string, sourceSector: number, destSpecs: readonly string[], destSector: number,
+  countSectors: number,
+): void {
+  const source = specIdentity(sourceSpec);
+  for (const spec of destSpecs) {
+    if (!sameIdentity(source, specIdentity(spec))) continue;
+    if (!rangesOverlap(sourceSector, countSectors, destSector, countSectors)) continue;
+    const last = countSectors - 1;
+    throw new UsageError(`${spec} is the same storage as the source ${sourceSpec}, and ` +
+      `source sectors ${sourceSector}-${sourceSector + last} overlap destination sectors ` +
+      `${destSector}-${destSector + last}: the copy would overwrite data before reading it`);
+  }
+}
+
+/** Which destinations may be created or extended to hold the region. */
+export type Growth =
+  /** Missing image files are created and short ones extended (copy, write). */
+  | 'create-or-extend'
+  /** Missing image files are created; an existing destination must hold the region (zero). */
+  | 'create-only';
+
+/** How `openDestinations` treats the destinations. */
+export interface DestinationOptions {
+  /** The flag that gave the first sector, for messages (default `--sector`). */
+  readonly sectorFlag?: string;
+  /** Default `create-or-extend`. */
+  readonly growth?: Growth;
+}
+
+/** A destination image file to be created (`oldSizeBytes` null) or extended. */
+interface GrowingFile {
+  readonly index: number;
+  readonly spec: string;
+  /** Where the file is or will be: the path to remove or cut back on failure. */
+  readonly path: string;
+  readonly oldSizeBytes: number | null;
+  /** The existing file, opened in step 3; closed before it is reopened to grow. */
+  readonly existing: BlockDevice | null;
+}
+
+/** Where the destination region lies. */
+interface DestRegion {
+  readonly sector: number;
+  readonly countSectors: number;
+  readonly direct: boolean;
+  readonly sectorFlag: string;
+}
+
+/**
+ * Opens destinations for writing `countSectors` from `sector` (steps 2-4 above). Image files
+ * are created or extended as sparse files: every byte of the region is about to be written,
+ * and allocating the range in front of it would cost space nobody asked for.
  */
 export async function openDestinations(
   specs: readonly string[], sector: number, countSectors: number, direct: boolean,
-  opened: BlockDevice[],
+  opened: BlockDevice[], options: DestinationOptions = {},
 ): Promise<BlockDevice[]> {
+  const region = { sector, countSectors, direct, sectorFlag: options.sectorFlag ?? '--sector' };
+  const growth = options.growth ?? 'create-or-extend';
+  refuseRepeatedDestinations(specs);
+  const endBytes = regionEndBytes(region);
   const devices = new Array<BlockDevice | undefined>(specs.length).fill(undefined);
-  const files = specs.map((spec) => isFileSpec(spec));
+  const growing: GrowingFile[] = [];
   for (const [index, spec] of specs.entries()) {
-    if (files[index]) continue;
-    const device = await openForCli({ spec, options: { direct } });
-    opened.push(device);
-    requireInside(device, sector, countSectors, 'destination');
-    if (device.readOnly) throw new UsageError(`destination ${spec} is read-only`);
-    devices[index] = device;
+    const opening = await openExisting(index, spec, region, growth, opened);
+    if ('device' in opening) devices[index] = opening.device;
+    else growing.push(opening);
   }
-  const sizeBytes = (sector + countSectors) * 512;
-  for (const [index, spec] of specs.entries()) {
-    if (!files[index]) continue;
-    const device = await openForCli({
-      spec, options: { direct, create: { sizeBytes, preallocate: true } },
-    });
-    opened.push(device);
-    requireInside(device, sector, countSectors, 'destination');
+  for (const [index, device] of await growFiles(growing, endBytes, region, opened)) {
     devices[index] = device;
   }
   return devices.map((device) => {
     if (device === undefined) throw new Error('every destination was opened');
     return device;
   });
+}
+
+/** Refuses a destination named twice (any spelling, hard link, symlink or device node). */
+function refuseRepeatedDestinations(specs: readonly string[]): void {
+  const identities = specs.map((spec) => destinationIdentity(spec));
+  for (let later = 1; later < specs.length; later += 1) {
+    for (let earlier = 0; earlier < later; earlier += 1) {
+      if (!sameIdentity(identities[earlier] ?? null, identities[later] ?? null)) continue;
+      throw new UsageError(`${specs[earlier]} and ${specs[later]} are the same destination; ` +
+        'give each destination once');
+    }
+  }
+}
+
+/** The byte where the region ends, refused when dmio cannot address it. */
+function regionEndBytes(region: DestRegion): number {
+  const endBytes = (region.sector + region.countSectors) * 512;
+  if (!Number.isSafeInteger(endBytes)) {
+    throw new UsageError(`${region.sectorFlag} ${region.sector}: the region would end at ` +
+      `sector ${region.sector + region.countSectors}, past the ` +
+      `${Math.floor(Number.MAX_SAFE_INTEGER / 512)} sectors dmio can address`);
+  }
+  return endBytes;
+}
+
+/**
+ * Step 3 for one destination: opens what exists without changing it. Returns the device when
+ * it is final, or the image file to create or extend in step 4.
+ */
+async function openExisting(
+  index: number, spec: string, region: DestRegion, growth: Growth, opened: BlockDevice[],
+): Promise<{ device: BlockDevice } | GrowingFile> {
+  const parsed = parseDeviceSpec(spec);
+  if (parsed.kind === 'file' && specIdentity(spec) === null) {
+    const path = missingFilePath(parsed.path);
+    if (path === null) throw new UsageError(`${spec} cannot be created here`);
+    requireWritableDirectory(spec, path);
+    return { index, spec, path, oldSizeBytes: null, existing: null };
+  }
+  const device = await openForCli({ spec, options: { direct: region.direct } });
+  opened.push(device);
+  if (device.readOnly) throw new UsageError(`destination ${spec} is read-only`);
+  const end = region.sector + region.countSectors;
+  if (growth === 'create-or-extend' && end > device.sizeSectors && isFileSpec(spec) &&
+    parsed.kind === 'file') {
+    return { index, spec, path: parsed.path, oldSizeBytes: sizeBytesOf(device), existing: device };
+  }
+  requireInside(device, region.sector, region.countSectors, 'destination');
+  return { device };
+}
+
+/** Refuses a new file whose directory cannot be written (read-only, immutable, no access). */
+function requireWritableDirectory(spec: string, path: string): void {
+  try {
+    accessSync(dirname(path), constants.W_OK);
+  } catch (error) {
+    throw new UsageError(`${spec} cannot be created: ${errnoOf(error)} on its directory ` +
+      `${dirname(path)}`, { cause: error });
+  }
+}
+
+/**
+ * Step 4: creates or extends every image file to `endBytes`, in order. On a failure, closes
+ * what it opened, removes the files it created, cuts the ones it extended back, and rethrows.
+ */
+async function growFiles(
+  files: readonly GrowingFile[], endBytes: number, region: DestRegion, opened: BlockDevice[],
+): Promise<Array<[number, BlockDevice]>> {
+  const grown: Array<[number, BlockDevice]> = [];
+  const touched: GrowingFile[] = [];
+  try {
+    for (const file of files) {
+      await file.existing?.close();
+      touched.push(file);
+      const device = await growFile(file, endBytes, region);
+      opened.push(device);
+      grown.push([file.index, device]);
+      requireInside(device, region.sector, region.countSectors, 'destination');
+    }
+  } catch (error) {
+    await closeAll(grown.map(([, device]) => device));
+    for (const file of touched.reverse()) undoGrowth(file);
+    throw error;
+  }
+  return grown;
+}
+
+/** Opens one image file with `create`; an EFBIG failure names the flag that put the end there. */
+async function growFile(
+  file: GrowingFile, endBytes: number, region: DestRegion,
+): Promise<BlockDevice> {
+  try {
+    return await openForCli({ spec: file.spec,
+      options: { direct: region.direct, create: { sizeBytes: endBytes } } });
+  } catch (error) {
+    const errno = (error as { cause?: { errno?: unknown } }).cause?.errno;
+    if (!(error instanceof UsageError) || errno !== 'EFBIG') throw error;
+    throw new UsageError(`${region.sectorFlag} ${region.sector} with ${region.countSectors} ` +
+      `sectors ends at byte ${endBytes}, past the largest file the file system of ` +
+      `${file.spec} allows (${error.message})`, { cause: error.cause });
+  }
+}
+
+/** Removes a file step 4 created, or cuts one it extended back to its old size. */
+function undoGrowth(file: GrowingFile): void {
+  try {
+    if (file.oldSizeBytes === null) unlinkSync(file.path);
+    else truncateSync(file.path, file.oldSizeBytes);
+  } catch {
+    // Nothing was created (the open failed first) or it is gone already.
+  }
+}
+
+/**
+ * Refuses a default length that would stop short of the source's true end: a source whose
+ * size is not whole sectors (or blocks) would lose its last bytes in silence.
+ */
+function refusePartialTail(spec: string, device: BlockDevice, sector: number): void {
+  const sizeBytes = sizeBytesOf(device);
+  const wholeBytes = device.sizeSectors * 512;
+  if (sizeBytes <= wholeBytes) return;
+  const blockBytes = device.limits.logicalBlockBytes;
+  const unit = blockBytes === 512 ? '512-byte sectors' : `${blockBytes}-byte blocks`;
+  const countSectors = Math.max(0, device.sizeSectors - sector);
+  throw new UsageError(`${spec} is ${sizeBytes} bytes, not a whole number of ${unit}: ` +
+    `copying to its end would drop its last ${sizeBytes - wholeBytes} bytes. To copy the ` +
+    `whole ${unit} only, give --count ${countSectors} (or --length ${countSectors * 512})`);
+}
+
+/**
+ * Refuses a regular file that reports size 0 but has content (/proc and /sys files): dmio
+ * reads regions by offset and would copy nothing from it.
+ */
+function refuseSizelessContent(spec: string, device: BlockDevice): void {
+  if (sizeBytesOf(device) !== 0 || device.kind !== 'file') return;
+  const parsed = parseDeviceSpec(spec);
+  if (parsed.kind !== 'file' || !hasContent(parsed.path)) return;
+  throw new UsageError(`${spec} reports size 0 but has content; it is not a disk image ` +
+    '(copy it to a file first, e.g. with cat)');
+}
+
+/** True when reading one byte of the regular file at `path` gets one. */
+function hasContent(path: string): boolean {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    return readSync(fd, Buffer.alloc(1), 0, 1, 0) === 1;
+  } catch {
+    return false;
+  } finally {
+    closeSync(fd);
+  }
 }
