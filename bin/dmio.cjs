@@ -1,9 +1,12 @@
 #!/bin/sh
-":" //; unset NODE_EXTRA_CA_CERTS; exec node "$0" "$@"
+":" //; unset NODE_EXTRA_CA_CERTS; true 2>/dev/null 3>&1 || exec 1</dev/null; exec node "$0" "$@"
 // The two lines above are shell, read only when this file is executed: they start Node on this
 // same file (JavaScript sees a string and a comment) without NODE_EXTRA_CA_CERTS, whose
 // certificates Node 20 parses at start-up whether or not anything uses TLS (30-50 ms with a
 // large bundle, more than loading all of dmio). dmio never opens a TLS connection.
+// When stdout is closed (`dmio read ... >&-`), fd 1 is opened read-only on /dev/null, so every
+// write to stdout fails with EBADF as it would on the closed descriptor: Node would otherwise
+// put a writable /dev/null there, and output that went nowhere would count as delivered.
 //
 // Runs the dmio CLI: the built single-file bundle dist/cli/dmio.cjs when it exists (an
 // installed package, or a clone after `npm install`, whose `prepare` builds it), compiled with

@@ -2,6 +2,9 @@
 // each command returns its exit status, and errors map to exit statuses here: a usage error,
 // a commander parse error or a library argument error is 2 (nothing was written), anything
 // unexpected is 1 with its message. The process exits with the status once output is flushed.
+// Output failures are handled here for every command: stdout and stderr are watched from the
+// start, a failed write of the output (a full disk, a closed or broken stdout) is exit status
+// 1 with one line naming the output and the errno (EPIPE quietly), never a crash.
 
 import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
@@ -12,6 +15,7 @@ import { registerBench } from './commands/bench.js';
 import { registerRead } from './commands/read.js';
 import { registerWrite } from './commands/write.js';
 import { registerZero } from './commands/zero.js';
+import { OutputError, outputFailureLine, STDOUT_NAME, watchStdio } from './stdout.js';
 import { EXIT_IO_ERROR, EXIT_OK, EXIT_USAGE, UsageError } from './usage.js';
 
 /** Library errors that mean the arguments were wrong, not that I/O failed. */
@@ -21,6 +25,11 @@ const ARGUMENT_CODES = new Set(['DMIO_ERR_INVALID_ARG_TYPE', 'DMIO_ERR_OUT_OF_RA
 
 /** Maps an error thrown by a command to its exit status, printing its message. */
 export function exitStatusOf(error: unknown): number {
+  if (error instanceof OutputError) {
+    const line = outputFailureLine(error.outputName, error.failure);
+    if (line !== null) process.stderr.write(line);
+    return EXIT_IO_ERROR;
+  }
   if (error instanceof UsageError) {
     process.stderr.write(`dmio: ${error.message}\n`);
     return EXIT_USAGE;
@@ -60,8 +69,39 @@ export function buildProgram(run: (work: () => Promise<number>) => void): Comman
   return program;
 }
 
-/** Runs the CLI on `argv` (without node and script) and resolves with the exit status. */
+/**
+ * Runs the CLI on `argv` (without node and script) and resolves with the exit status, which is
+ * at least 1 when a write to stdout failed.
+ */
 export async function main(argv: readonly string[]): Promise<number> {
+  const stdio = watchStdio();
+  try {
+    const { status, stdoutTold } = await runProgram(argv);
+    const failure = await stdio.settle();
+    if (failure === null) return status;
+    if (!stdoutTold) {
+      const line = outputFailureLine(STDOUT_NAME, failure);
+      if (line !== null) process.stderr.write(line);
+    }
+    return Math.max(status, EXIT_IO_ERROR);
+  } finally {
+    stdio.stop();
+  }
+}
+
+/** The status of the command, and whether a stdout failure was already told on the way. */
+async function runProgram(argv: readonly string[]):
+Promise<{ status: number; stdoutTold: boolean }> {
+  try {
+    return { status: await parseAndRun(argv), stdoutTold: false };
+  } catch (error) {
+    const stdoutTold = error instanceof OutputError && error.outputName === STDOUT_NAME;
+    return { status: exitStatusOf(error), stdoutTold };
+  }
+}
+
+/** Parses `argv` and runs the command it names; errors of the command are thrown. */
+async function parseAndRun(argv: readonly string[]): Promise<number> {
   let pending: Promise<number> | null = null;
   const program = buildProgram((work) => {
     pending = work();
@@ -74,17 +114,13 @@ export async function main(argv: readonly string[]): Promise<number> {
       // commander; help shown because no command was given, and every parse error, is bad usage.
       return error.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
     }
-    return exitStatusOf(error);
+    throw error;
   }
   if (pending === null) {
     program.outputHelp({ error: true });
     return EXIT_USAGE;
   }
-  try {
-    return await (pending as Promise<number>);
-  } catch (error) {
-    return exitStatusOf(error);
-  }
+  return await (pending as Promise<number>);
 }
 
 /** Entry point used by bin/dmio.cjs. */
