@@ -1,5 +1,5 @@
-// Owns the numbers of the NBD wire protocol (fixed newstyle, simple and structured replies)
-// and the client's own bounds on what it accepts from a server. Every integer on the wire is
+// Owns the numbers of the NBD wire protocol (fixed newstyle, simple and structured replies),
+// shared by the client (src/nbd/) and the server (src/server/), and the client's own bounds on what it accepts from a server. Every integer on the wire is
 // big-endian. Bounds exist because a server is untrusted input: no length read from the wire
 // is used to allocate memory before it is checked against one of the `*_MAX` values here.
 
@@ -25,15 +25,22 @@ export const NBD_FLAG_FIXED_NEWSTYLE = 1 << 0;
 /** Handshake flag: the server can omit the 124 zero bytes after EXPORT_NAME. */
 export const NBD_FLAG_NO_ZEROES = 1 << 1;
 
-/** Option numbers the client sends. */
+/** Option numbers. */
 export const NBD_OPT_EXPORT_NAME = 1;
 export const NBD_OPT_ABORT = 2;
+export const NBD_OPT_LIST = 3;
+export const NBD_OPT_STARTTLS = 5;
+export const NBD_OPT_INFO = 6;
 export const NBD_OPT_GO = 7;
 export const NBD_OPT_STRUCTURED_REPLY = 8;
+export const NBD_OPT_LIST_META_CONTEXT = 9;
+export const NBD_OPT_SET_META_CONTEXT = 10;
 
 /** Option reply types; errors have bit 31 set. */
 export const NBD_REP_ACK = 1;
+export const NBD_REP_SERVER = 2;
 export const NBD_REP_INFO = 3;
+export const NBD_REP_META_CONTEXT = 4;
 export const NBD_REP_FLAG_ERROR = 0x80000000;
 export const NBD_REP_ERR_UNSUP = NBD_REP_FLAG_ERROR + 1;
 export const NBD_REP_ERR_POLICY = NBD_REP_FLAG_ERROR + 2;
@@ -47,6 +54,8 @@ export const NBD_REP_ERR_TOO_BIG = NBD_REP_FLAG_ERROR + 9;
 
 /** Info types inside NBD_REP_INFO. */
 export const NBD_INFO_EXPORT = 0;
+export const NBD_INFO_NAME = 1;
+export const NBD_INFO_DESCRIPTION = 2;
 export const NBD_INFO_BLOCK_SIZE = 3;
 
 /** Transmission flags (u16), from NBD_INFO_EXPORT or the EXPORT_NAME reply. */
@@ -59,6 +68,8 @@ export const NBD_FLAG_SEND_TRIM = 1 << 5;
 export const NBD_FLAG_SEND_WRITE_ZEROES = 1 << 6;
 export const NBD_FLAG_SEND_DF = 1 << 7;
 export const NBD_FLAG_CAN_MULTI_CONN = 1 << 8;
+export const NBD_FLAG_SEND_CACHE = 1 << 10;
+export const NBD_FLAG_SEND_FAST_ZERO = 1 << 11;
 
 /** Commands (request `type`). */
 export const NBD_CMD_READ = 0;
@@ -66,7 +77,9 @@ export const NBD_CMD_WRITE = 1;
 export const NBD_CMD_DISC = 2;
 export const NBD_CMD_FLUSH = 3;
 export const NBD_CMD_TRIM = 4;
+export const NBD_CMD_CACHE = 5;
 export const NBD_CMD_WRITE_ZEROES = 6;
+export const NBD_CMD_BLOCK_STATUS = 7;
 
 /** The commands this client sends, by number. */
 export type NbdCommandType =
@@ -78,6 +91,17 @@ export type NbdCommandType =
 
 /** Command flag: force unit access. */
 export const NBD_CMD_FLAG_FUA = 1 << 0;
+/** Command flag (WRITE_ZEROES): keep the range allocated; do not punch a hole. */
+export const NBD_CMD_FLAG_NO_HOLE = 1 << 1;
+/** Command flag (READ): answer with one data chunk, no fragmentation. */
+export const NBD_CMD_FLAG_DF = 1 << 2;
+/** Command flag (BLOCK_STATUS): one extent descriptor only. */
+export const NBD_CMD_FLAG_REQ_ONE = 1 << 3;
+/** Command flag (WRITE_ZEROES): fail with ENOTSUP unless zeroing is fast. */
+export const NBD_CMD_FLAG_FAST_ZERO = 1 << 4;
+
+/** The meta context of allocation status, the one every server may offer. */
+export const NBD_META_BASE_ALLOCATION = 'base:allocation';
 
 /** Structured reply chunk flag: the last chunk of a request. */
 export const NBD_REPLY_FLAG_DONE = 1 << 0;
@@ -85,6 +109,7 @@ export const NBD_REPLY_FLAG_DONE = 1 << 0;
 export const NBD_REPLY_TYPE_NONE = 0;
 export const NBD_REPLY_TYPE_OFFSET_DATA = 1;
 export const NBD_REPLY_TYPE_OFFSET_HOLE = 2;
+export const NBD_REPLY_TYPE_BLOCK_STATUS = 5;
 export const NBD_REPLY_TYPE_ERROR = 0x8001;
 export const NBD_REPLY_TYPE_ERROR_OFFSET = 0x8002;
 /** Bit 15 of a chunk type marks an error chunk, even one of an unknown type. */
@@ -142,6 +167,14 @@ const NBD_ERRNO_NAMES: ReadonlyMap<number, string> = new Map([
   [108, 'ESHUTDOWN'],
 ]);
 
+/** NBD error numbers (Linux errno values, as on the wire). */
+export const NBD_EPERM = 1;
+export const NBD_EIO = 5;
+export const NBD_ENOMEM = 12;
+export const NBD_EINVAL = 22;
+export const NBD_ENOSPC = 28;
+export const NBD_EOVERFLOW = 75;
+export const NBD_ENOTSUP = 95;
 /** The NBD error number for `ESHUTDOWN`: the server is going away. */
 export const NBD_ESHUTDOWN = 108;
 

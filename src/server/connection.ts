@@ -1,0 +1,133 @@
+// Owns one client connection from accept to close: the handshake under its timeout, the
+// optional TLS upgrade, the transmission phase, and every way it ends — DISC, ABORT, the
+// client vanishing, a protocol violation (hard close), or the server shutting down (stop
+// reading, let requests in flight reply, then close). A connection never throws out of
+// `serve()`: whatever happens to one client stays with that client.
+
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { DmIoClient } from '../core/client.js';
+import {
+  HandshakeViolation, runHandshake, type HandshakeContext, type TlsMode,
+} from './handshake.js';
+import type { ServedExport } from './nbd-export.js';
+import { SocketReader, StreamEndedError } from './socket-reader.js';
+import { Transmission, TransmissionViolation, type TransmissionLimits } from './transmission.js';
+
+/** What a connection needs from its server. */
+export interface ConnectionContext {
+  lookup(name: string): ServedExport | undefined;
+  exports(): readonly ServedExport[];
+  shuttingDown(): boolean;
+  readonly client: DmIoClient;
+  readonly limits: TransmissionLimits & { readonly handshakeTimeoutMs: number };
+  readonly tlsMode: TlsMode;
+  /** Upgrades a raw stream to TLS as the server side; resolves with the secure stream. */
+  upgradeTls(raw: Duplex): Promise<Duplex>;
+  /** Reports why a connection was closed hard (for logs). */
+  log(message: string): void;
+}
+
+/** One client connection. */
+export class ServerConnection {
+  readonly #socket: Socket;
+  readonly #context: ConnectionContext;
+  #stream: Duplex;
+  #reader: SocketReader;
+  #transmission: Transmission | null = null;
+  #closed = false;
+
+  constructor(socket: Socket, context: ConnectionContext) {
+    this.#socket = socket;
+    this.#context = context;
+    this.#stream = socket;
+    // An unhandled 'error' would end the process; a connection's errors end only it.
+    socket.on('error', () => this.destroy());
+    if (typeof socket.setNoDelay === 'function') socket.setNoDelay(true);
+    this.#reader = new SocketReader(socket);
+  }
+
+  /** True once in the transmission phase. */
+  get transmitting(): boolean {
+    return this.#transmission !== null;
+  }
+
+  /** Serves the connection to its end; never rejects. */
+  async serve(): Promise<void> {
+    const timer = setTimeout(() => {
+      this.#context.log('handshake timed out');
+      this.destroy();
+    }, this.#context.limits.handshakeTimeoutMs);
+    try {
+      const negotiated = await runHandshake(this.#handshakeContext());
+      clearTimeout(timer);
+      if (negotiated === null || this.#closed) {
+        this.#end();
+        return;
+      }
+      this.#transmission = new Transmission(this.#reader, this.#stream, this.#context.client,
+        negotiated, this.#context.limits);
+      if (this.#context.shuttingDown()) this.#transmission.stop();
+      const end = await this.#transmission.run();
+      if (end === 'closed') this.destroy();
+      else this.#end();
+    } catch (error) {
+      if (!(error instanceof StreamEndedError)) {
+        if (error instanceof HandshakeViolation || error instanceof TransmissionViolation) {
+          this.#context.log(`closing a connection: ${error.message}`);
+        } else {
+          this.#context.log(`closing a connection after an unexpected error: ${String(error)}`);
+        }
+      }
+      this.destroy();
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Stops taking requests; running ones reply, then the connection closes. */
+  shutdown(): void {
+    if (this.#transmission !== null) this.#transmission.stop();
+    // In the handshake, the next option is answered with ERR_SHUTDOWN and the loop ends.
+  }
+
+  /** Closes at once, dropping any replies still to come. Idempotent. */
+  destroy(): void {
+    this.#closed = true;
+    this.#reader.stop('the connection was closed');
+    this.#stream.destroy();
+    this.#socket.destroy();
+  }
+
+  /** A polite close: pending replies are flushed, TLS sends close_notify. */
+  #end(): void {
+    this.#closed = true;
+    this.#stream.end();
+    // A client that never reads its last replies must not hold the socket open for ever.
+    setTimeout(() => this.destroy(), 2_000).unref();
+  }
+
+  #handshakeContext(): HandshakeContext {
+    const context = this.#context;
+    return {
+      reader: () => this.#reader,
+      send: (data) => {
+        if (!this.#stream.destroyed && this.#stream.writable) this.#stream.write(data);
+      },
+      lookup: (name) => context.lookup(name),
+      exports: () => context.exports(),
+      shuttingDown: () => context.shuttingDown(),
+      tlsMode: context.tlsMode,
+      startTls: () => this.#startTls(),
+    };
+  }
+
+  async #startTls(): Promise<void> {
+    const rest = this.#reader.detach();
+    if (rest.length > 0) this.#socket.unshift(rest);
+    const secure = await this.#context.upgradeTls(this.#socket);
+    secure.on('error', () => this.destroy());
+    this.#stream = secure;
+    this.#reader = new SocketReader(secure);
+  }
+}

@@ -1,0 +1,223 @@
+// Owns running NBD commands on an export's device through dm-io: byte ranges become dm-io
+// regions of whole logical blocks. The server is a dm-io consumer like a kernel target; it
+// never calls the device directly. Partial blocks (from clients that asked for no block
+// sizes) are read-modify-written under the export's range lock. Each function resolves with
+// `null` on success or the failure to send; it never rejects for a device error.
+//
+// Zeroing: native write-zeroes when the device has it (FAST_ZERO may use only that), else
+// writes of a shared zero buffer. NO_HOLE takes native write-zeroes only from devices whose
+// zeroing never deallocates (RAM); files may punch holes, so they get written zeros.
+// Trimming is advisory: only whole blocks are discarded, and a device that cannot discard
+// (or refuses) makes TRIM a successful no-op.
+
+import { SECTOR_SIZE } from '../constants.js';
+import type { DmIoClient } from '../core/client.js';
+import { dmIo } from '../core/dm-io.js';
+import type { DmIoOp } from '../core/request.js';
+import { allocAligned } from '../memory/aligned.js';
+import { NBD_ENOTSUP } from '../nbd/protocol.js';
+import { failureOf, type NbdFailure } from './errno-map.js';
+import { SERVER_ZERO_CHUNK_BYTES } from './limits.js';
+import type { ServedExport } from './nbd-export.js';
+
+/** Zeroes shared by every fallback zero write; never written to. */
+const ZERO_CHUNK = new Uint8Array(SERVER_ZERO_CHUNK_BYTES);
+
+/** Flags of a WRITE_ZEROES. */
+export interface ZeroFlags {
+  readonly fua: boolean;
+  readonly noHole: boolean;
+  readonly fastZero: boolean;
+}
+
+/** Memory for `lengthBytes` of I/O to the export's device (aligned when the device needs it). */
+export function allocIoBuffer(served: ServedExport, lengthBytes: number): Uint8Array {
+  if (lengthBytes === 0) return new Uint8Array(0);
+  return served.device.limits.memoryAlignmentBytes > 0 ?
+    allocAligned(lengthBytes) : Buffer.allocUnsafe(lengthBytes);
+}
+
+/** Reads `[offsetBytes, +target.length)` into `target`. */
+export async function readBytes(
+  client: DmIoClient, served: ServedExport, offsetBytes: number, target: Uint8Array,
+): Promise<NbdFailure | null> {
+  if (target.length === 0) return null;
+  const span = alignedSpan(served, offsetBytes, target.length);
+  if (span.startBytes === offsetBytes && span.endBytes === offsetBytes + target.length) {
+    return run(client, served, 'read', offsetBytes, target.length, target, false);
+  }
+  const bounce = allocIoBuffer(served, span.endBytes - span.startBytes);
+  const failure = await run(client, served, 'read', span.startBytes, bounce.length, bounce, false);
+  if (failure !== null) return failure;
+  const from = offsetBytes - span.startBytes;
+  target.set(bounce.subarray(from, from + target.length));
+  return null;
+}
+
+/** Writes `data` at `offsetBytes`; with `fua`, durably before resolving. */
+export async function writeBytes(
+  client: DmIoClient, served: ServedExport, offsetBytes: number, data: Uint8Array, fua: boolean,
+): Promise<NbdFailure | null> {
+  if (data.length === 0) return fua ? flushDevice(client, served) : null;
+  const endBytes = offsetBytes + data.length;
+  const span = alignedSpan(served, offsetBytes, data.length);
+  if (span.startBytes === offsetBytes && span.endBytes === endBytes) {
+    const release = await served.lock.acquire(offsetBytes, endBytes, false);
+    try {
+      return await run(client, served, 'write', offsetBytes, data.length, data, fua);
+    } finally {
+      release();
+    }
+  }
+  const release = await served.lock.acquire(span.startBytes, span.endBytes, true);
+  try {
+    return await mergeAndWrite(client, served, span, offsetBytes, data, fua);
+  } finally {
+    release();
+  }
+}
+
+/** Makes every write that completed before this call durable. */
+export function flushDevice(client: DmIoClient, served: ServedExport): Promise<NbdFailure | null> {
+  return submit(client, served, 'write', 0, 0, undefined, { preflush: true });
+}
+
+/** Discards the whole blocks of a range; never fails because the device cannot discard. */
+export async function trimBytes(
+  client: DmIoClient, served: ServedExport, offsetBytes: number, lengthBytes: number,
+  fua: boolean,
+): Promise<NbdFailure | null> {
+  const inner = innerSpan(served, offsetBytes, lengthBytes);
+  if (inner.endBytes > inner.startBytes && served.device.limits.maxDiscardSectors > 0) {
+    const release = await served.lock.acquire(inner.startBytes, inner.endBytes, false);
+    let failure: NbdFailure | null;
+    try {
+      failure = await run(client, served, 'discard', inner.startBytes,
+        inner.endBytes - inner.startBytes, undefined, false);
+    } finally {
+      release();
+    }
+    // A device that turned out unable to discard leaves the data in place: still a valid TRIM.
+    if (failure !== null && failure.notSupported !== true) return failure;
+  }
+  return fua ? flushDevice(client, served) : null;
+}
+
+/** Makes a range read back as zeros, honouring NO_HOLE, FAST_ZERO and FUA. */
+export async function zeroBytes(
+  client: DmIoClient, served: ServedExport, offsetBytes: number, lengthBytes: number,
+  flags: ZeroFlags,
+): Promise<NbdFailure | null> {
+  const native = served.zeroesNatively && (!flags.noHole || served.device.kind === 'ram');
+  if (flags.fastZero && !native) {
+    return { errorNumber: NBD_ENOTSUP, message: 'zeroing this range would not be fast' };
+  }
+  const inner = innerSpan(served, offsetBytes, lengthBytes);
+  const endBytes = offsetBytes + lengthBytes;
+  // Partial blocks at either edge: written as zeros through read-modify-write.
+  const edges: Array<[number, number]> = inner.endBytes > inner.startBytes ?
+    [[offsetBytes, inner.startBytes], [inner.endBytes, endBytes]] : [[offsetBytes, endBytes]];
+  for (const [edgeStart, edgeEnd] of edges) {
+    if (edgeEnd <= edgeStart) continue;
+    const failure = await writeBytes(client, served, edgeStart,
+      ZERO_CHUNK.subarray(0, edgeEnd - edgeStart), false);
+    if (failure !== null) return failure;
+  }
+  if (inner.endBytes > inner.startBytes) {
+    const release = await served.lock.acquire(inner.startBytes, inner.endBytes, false);
+    try {
+      const failure = await zeroWholeBlocks(client, served, inner.startBytes,
+        inner.endBytes - inner.startBytes, native);
+      if (failure !== null) return failure;
+    } finally {
+      release();
+    }
+  }
+  return flags.fua ? flushDevice(client, served) : null;
+}
+
+async function zeroWholeBlocks(
+  client: DmIoClient, served: ServedExport, offsetBytes: number, lengthBytes: number,
+  native: boolean,
+): Promise<NbdFailure | null> {
+  if (native) {
+    const failure = await run(client, served, 'write-zeroes', offsetBytes, lengthBytes,
+      undefined, false);
+    if (failure === null || failure.notSupported !== true) return failure;
+  }
+  // Writes of the shared zero buffer, a chunk at a time; dm-io bounces them for O_DIRECT.
+  for (let doneBytes = 0; doneBytes < lengthBytes; doneBytes += SERVER_ZERO_CHUNK_BYTES) {
+    const chunkBytes = Math.min(SERVER_ZERO_CHUNK_BYTES, lengthBytes - doneBytes);
+    const failure = await run(client, served, 'write', offsetBytes + doneBytes, chunkBytes,
+      ZERO_CHUNK.subarray(0, chunkBytes), false);
+    if (failure !== null) return failure;
+  }
+  return null;
+}
+
+/** Whole blocks around a partial write: read the edge blocks, merge `data`, write them all. */
+async function mergeAndWrite(
+  client: DmIoClient, served: ServedExport, span: Span, offsetBytes: number, data: Uint8Array,
+  fua: boolean,
+): Promise<NbdFailure | null> {
+  const blockBytes = served.blockBytes;
+  const merged = allocIoBuffer(served, span.endBytes - span.startBytes);
+  const endBytes = offsetBytes + data.length;
+  const edgeBlocks = new Set<number>();
+  if (offsetBytes % blockBytes !== 0) edgeBlocks.add(span.startBytes);
+  if (endBytes % blockBytes !== 0) edgeBlocks.add(span.endBytes - blockBytes);
+  for (const blockStart of edgeBlocks) {
+    const at = blockStart - span.startBytes;
+    const failure = await run(client, served, 'read', blockStart, blockBytes,
+      merged.subarray(at, at + blockBytes), false);
+    if (failure !== null) return failure;
+  }
+  merged.set(data, offsetBytes - span.startBytes);
+  return run(client, served, 'write', span.startBytes, merged.length, merged, fua);
+}
+
+/** A byte range. */
+interface Span {
+  readonly startBytes: number;
+  readonly endBytes: number;
+}
+
+/** The smallest range of whole logical blocks that covers the given range. */
+function alignedSpan(served: ServedExport, offsetBytes: number, lengthBytes: number): Span {
+  const blockBytes = served.blockBytes;
+  return {
+    startBytes: Math.floor(offsetBytes / blockBytes) * blockBytes,
+    endBytes: Math.ceil((offsetBytes + lengthBytes) / blockBytes) * blockBytes,
+  };
+}
+
+/** The largest range of whole logical blocks inside the given range (may be empty). */
+function innerSpan(served: ServedExport, offsetBytes: number, lengthBytes: number): Span {
+  const blockBytes = served.blockBytes;
+  const startBytes = Math.ceil(offsetBytes / blockBytes) * blockBytes;
+  const endBytes = Math.max(startBytes,
+    Math.floor((offsetBytes + lengthBytes) / blockBytes) * blockBytes);
+  return { startBytes, endBytes };
+}
+
+/** One dm-io request over whole blocks of the export's device. */
+function run(
+  client: DmIoClient, served: ServedExport, op: DmIoOp, offsetBytes: number, lengthBytes: number,
+  data: Uint8Array | undefined, fua: boolean,
+): Promise<NbdFailure | null> {
+  return submit(client, served, op, offsetBytes, lengthBytes, data, { fua });
+}
+
+async function submit(
+  client: DmIoClient, served: ServedExport, op: DmIoOp, offsetBytes: number, lengthBytes: number,
+  data: Uint8Array | undefined, flags: { fua?: boolean; preflush?: boolean },
+): Promise<NbdFailure | null> {
+  try {
+    const result = await dmIo({
+      op, client, flags, ...(data === undefined ? {} : { mem: { type: 'kmem', data } }),
+    }, [{ device: served.device, sector: offsetBytes / SECTOR_SIZE, count: lengthBytes / SECTOR_SIZE }]);
+    return result.errorBits === 0n ? null : failureOf(result.errors[0]);
+  } catch (error) {
+    return failureOf(error);
+  }
+}

@@ -1,0 +1,48 @@
+// Owns the server's bounds on what one client may make it do. Every client is untrusted: no
+// length read from the wire is used to allocate memory before it is checked against one of
+// these, and every resource a connection holds (options, requests, bytes, time) has a cap.
+
+import assert from '../assert.js';
+import { NBD_REQUEST_BYTES_MAX, NBD_STRING_BYTES_MAX } from '../nbd/protocol.js';
+
+/**
+ * Largest option payload accepted during the handshake (64 KiB); a larger one closes the
+ * connection. The longest real option, a META request with a 4 KiB name and several 4 KiB
+ * queries, fits many times over (qemu's CVE-2017-15119 was a 4 GiB option).
+ */
+export const SERVER_OPTION_BYTES_MAX = 64 * 1024;
+/** Most options one connection may send before the server hangs up. */
+export const SERVER_OPTIONS_MAX = 64;
+/** The whole handshake must end within this (qemu's CVE-2024-7409 was an idle handshake). */
+export const SERVER_HANDSHAKE_TIMEOUT_MS_DEFAULT = 10_000;
+/** Longest string (export name, description, query) accepted or sent. */
+export const SERVER_STRING_BYTES_MAX = NBD_STRING_BYTES_MAX;
+/** Largest READ or WRITE served (32 MiB), advertised as the maximum block size. */
+export const SERVER_REQUEST_BYTES_MAX = NBD_REQUEST_BYTES_MAX;
+/** Requests one connection may have running at once; beyond it the socket is not read. */
+export const SERVER_INFLIGHT_REQUESTS_DEFAULT = 64;
+/** Upper end of the configurable in-flight request count. */
+export const SERVER_INFLIGHT_REQUESTS_MAX = 1024;
+/**
+ * Payload bytes (READ buffers, WRITE payloads, replies not yet taken by the kernel) one
+ * connection may hold (64 MiB): two maximal requests. Beyond it the socket is not read.
+ */
+export const SERVER_CONNECTION_BYTES_DEFAULT = 64 * 1024 * 1024;
+/** Connections served at once by default; more are closed at accept. */
+export const SERVER_CONNECTIONS_DEFAULT = 16;
+/** Upper end of the configurable connection count. */
+export const SERVER_CONNECTIONS_MAX = 1024;
+/** After a shutdown began, connections still open this long are closed hard. */
+export const SERVER_SHUTDOWN_GRACE_MS_DEFAULT = 5_000;
+/** Bytes the socket reader buffers ahead of what the parser asked for before pausing. */
+export const SERVER_READ_AHEAD_BYTES = 256 * 1024;
+/** Preferred block size advertised at least (4 KiB), as clients assume without one. */
+export const SERVER_PREFERRED_BLOCK_BYTES_MIN = 4096;
+/** Bytes of one write of zeros when a device cannot write zeroes natively (1 MiB). */
+export const SERVER_ZERO_CHUNK_BYTES = 1024 * 1024;
+
+assert.ok(SERVER_CONNECTION_BYTES_DEFAULT >= 2 * SERVER_REQUEST_BYTES_MAX,
+  'one maximal request always fits beside the replies of another');
+assert.ok(SERVER_OPTION_BYTES_MAX >= 4 + SERVER_STRING_BYTES_MAX + 4 + 4 + SERVER_STRING_BYTES_MAX);
+assert.ok(SERVER_INFLIGHT_REQUESTS_DEFAULT <= SERVER_INFLIGHT_REQUESTS_MAX);
+assert.ok(SERVER_CONNECTIONS_DEFAULT <= SERVER_CONNECTIONS_MAX);
