@@ -80,3 +80,8 @@ export type {
 export { dmKcopydThrottleCreate, KcopydThrottle } from './kcopyd/throttle.js';
 export type { KcopydThrottleOptions } from './kcopyd/throttle.js';
 export type { KcopydPageSource } from './kcopyd/page-reserve.js';
+
+export { createNbdServer, NbdServer } from './server/nbd-server.js';
+export type { NbdServerOptions, NbdListenAddress } from './server/nbd-server.js';
+export type { NbdExportOptions } from './server/nbd-export.js';
+export type { NbdServerTlsOptions, NbdServerCertificates } from './server/tls.js';

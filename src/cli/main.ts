@@ -15,6 +15,7 @@ import { registerBench } from './commands/bench.js';
 import { registerRead } from './commands/read.js';
 import { registerWrite } from './commands/write.js';
 import { registerZero } from './commands/zero.js';
+import { registerServe } from './commands/serve.js';
 import { OutputError, outputFailureLine, STDOUT_NAME, watchStdio } from './stdout.js';
 import { EXIT_IO_ERROR, EXIT_OK, EXIT_USAGE, UsageError } from './usage.js';
 
@@ -65,6 +66,7 @@ export function buildProgram(run: (work: () => Promise<number>) => void): Comman
   registerWrite(program, run);
   registerInfo(program, run);
   registerBench(program, run);
+  registerServe(program, run);
   for (const command of program.commands) command.exitOverride();
   return program;
 }
