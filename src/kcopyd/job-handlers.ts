@@ -257,6 +257,9 @@ function recordErrors(job: KcopydJob, errorBits: bigint, result: DmIoResult): vo
     return;
   }
   job.writeErr |= errorBits;
+  // The master learns at once (not only when the worker runs this sub-job's segment
+  // bookkeeping), so no write issued from now on goes to a destination dropped for this.
+  master.writeErr |= errorBits;
   for (let index = 0; index < job.dests.length; index += 1) {
     if ((errorBits >> BigInt(index)) & 1n) master.writeErrors[index] ??= result.errors[index];
   }
