@@ -1,21 +1,38 @@
-// Owns `dmio write`: one multi-region dm-io write of the input (a file or stdin, at most
-// 1 GiB, a whole number of sectors) to the same sector of every device; missing image files
-// are created with the size needed. The input is read completely and checked before anything
-// is written. The outcome lists every device, as copy does.
+// Owns `dmio write`: the input (a file or stdin, at most 1 GiB, a whole number of sectors)
+// written to the same sector of every device, 1 MiB at a time, each chunk one multi-region
+// dm-io write; missing image files are created with the size needed. Nothing is written until
+// the input's size is known and fits: every destination that exists is opened first (an
+// existing image file is not extended), and the room from the sector to the end of the
+// smallest, with the 1 GiB cap, bounds the input. A regular input file is judged by its size
+// before it is read and then streamed; any other input (stdin, a pipe, a character device) is
+// read into memory and stops the moment it exceeds that bound. A device that fails is dropped
+// from later chunks; the outcome lists every device with the bytes it got, and only a device
+// that got every chunk is ok.
 
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, fstatSync, read as fsRead } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Command } from 'commander';
-import { dmIoClientCreate, dmIoClientDestroy } from '../../core/client.js';
+import { dmIoClientCreate, dmIoClientDestroy, type DmIoClient } from '../../core/client.js';
 import { DM_IO_MAX_REGIONS } from '../../constants.js';
 import { dmIo } from '../../core/dm-io.js';
 import type { BlockDevice } from '../../devices/block-device.js';
-import { checkSpec, closeAll } from '../devices.js';
-import { printReport } from '../report.js';
+import { parseDeviceSpec } from '../../devices/open-device.js';
+import { allocAligned } from '../../memory/aligned.js';
+import { checkSpec, closeAll, openForCli, requireInside } from '../devices.js';
+import { printReport, type DestinationReport } from '../report.js';
+import {
+  rangesOverlap, sameIdentity, specIdentity, type StorageIdentity,
+} from '../same-storage.js';
 import { parseSector, UsageError } from '../usage.js';
 import { openDestinations } from './open-regions.js';
 
-/** Largest input `dmio write` takes (1 GiB): it is held in memory for one request. */
+/** Largest input `dmio write` takes (1 GiB): a stream input is held in memory until written. */
 const WRITE_INPUT_BYTES_MAX = 1024 * 1024 * 1024;
+/** Bytes read and written per dm-io request (1 MiB). */
+const WRITE_CHUNK_BYTES = 1024 * 1024;
+/** Wait before reading again a non-blocking stdin that had nothing yet (EAGAIN). */
+const EAGAIN_RETRY_MS = 10;
 
 interface WriteFlags {
   sector?: string;
@@ -28,7 +45,8 @@ interface WriteFlags {
 /** Adds `write` to the program. */
 export function registerWrite(program: Command, run: (work: () => Promise<number>) => void): void {
   program.command('write')
-    .description('write the input to the same sector of every device, as one dm-io request')
+    .description('write the input to the same sector of every device, one dm-io request ' +
+      'per 1 MiB')
     .argument('<device...>',
       `1 to ${DM_IO_MAX_REGIONS} device specs; missing image files are created`)
     .requiredOption('--sector <N>', 'first sector (512-byte units)')
@@ -45,50 +63,327 @@ async function write(specs: string[], flags: WriteFlags): Promise<number> {
   }
   const sector = parseSector(flags.sector ?? '', '--sector');
   for (const spec of specs) checkSpec(spec, true);
-  const data = readInput(flags.input);
-  const countSectors = data.length / 512;
+  const input = await openInput(flags.input);
   const opened: BlockDevice[] = [];
   const client = dmIoClientCreate();
   try {
-    const devices = await openDestinations(specs, sector, countSectors, flags.direct === true,
+    const direct = flags.direct === true;
+    const existing = await openExisting(specs, sector, direct, opened);
+    const chunks = await prepareInput(input, roomFor(existing, specs, sector), specs, sector);
+    const devices = await openAll(specs, existing, sector, chunks.sizeBytes / 512, direct,
       opened);
     const startMs = performance.now();
-    const { errorBits, errors } = await dmIo({
-      op: 'write', mem: { type: 'vm', data }, client, flags: { fua: flags.fua === true },
-    }, devices.map((device) => ({ device, sector, count: countSectors })));
-    const destinations = specs.map((device, index) => {
-      const failed = ((errorBits >> BigInt(index)) & 1n) === 1n;
-      return { device, ok: !failed, error: failed ? (errors[index]?.message ?? 'EIO') : null };
-    });
-    return printReport({ readError: false, writeErrorBits: errorBits, destinations,
-      bytes: data.length, seconds: (performance.now() - startMs) / 1000 }, flags.json === true,
-    { verb: 'wrote' });
+    const outcome = await writeChunks({ chunks, devices, sector, client, fua: flags.fua === true });
+    return printReport({
+      readError: outcome.inputError !== null, writeErrorBits: outcome.errorBits,
+      destinations: destinationReports(specs, outcome, chunks.sizeBytes),
+      bytes: chunks.sizeBytes, seconds: (performance.now() - startMs) / 1000,
+    }, flags.json === true, { verb: 'wrote', source: { spec: input.name,
+      error: outcome.inputError } });
   } finally {
     await dmIoClientDestroy(client);
     await closeAll(opened);
+    await input.close();
   }
 }
 
-function readInput(path: string | undefined): Uint8Array {
-  if (path !== undefined) {
-    let sizeBytes: number;
-    try {
-      sizeBytes = statSync(path).size;
-    } catch (error) {
-      throw new UsageError(`--input ${path}: ${(error as Error).message}`);
-    }
-    if (sizeBytes > WRITE_INPUT_BYTES_MAX) throw new UsageError(`--input ${path} is over 1 GiB`);
+// ---- The input ---------------------------------------------------------------------------
+
+/** Where the data comes from. */
+interface Input {
+  /** `stdin` or the --input path. */
+  readonly name: string;
+  readonly fd: number;
+  /** The size of a regular file, or null for a stream (stdin, a pipe, a character device). */
+  readonly regularSizeBytes: number | null;
+  readonly identity: StorageIdentity | null;
+  close(): Promise<void>;
+}
+
+/** The input, split into the chunks to write, with its size known. */
+interface InputChunks {
+  readonly sizeBytes: number;
+  chunks(): AsyncIterable<Uint8Array>;
+}
+
+/** How much input can be written: the cap, or the room of the smallest existing device. */
+interface Room {
+  readonly bytes: number;
+  /** The device spec that bounds it, or null for the cap. */
+  readonly limitedBy: string | null;
+  /** The sector written from. */
+  readonly fromSector: number;
+}
+
+/** Reading the input failed midway (an I/O error, exit status 1; not bad usage). */
+class InputReadError extends Error {}
+
+/** Opens --input (a missing file or a directory is bad usage), or takes stdin. */
+async function openInput(path: string | undefined): Promise<Input> {
+  if (path === undefined) {
+    return { name: 'stdin', fd: 0, regularSizeBytes: null, identity: null,
+      close: () => Promise.resolve() };
   }
-  let data: Buffer;
+  let handle: FileHandle;
   try {
-    data = readFileSync(path ?? 0);
+    handle = await open(path, 'r');
   } catch (error) {
-    throw new UsageError(`cannot read the input: ${(error as Error).message}`);
+    throw new UsageError(`--input ${path}: ${(error as Error).message}`);
   }
-  if (data.length > WRITE_INPUT_BYTES_MAX) throw new UsageError('the input is over 1 GiB');
-  if (data.length === 0 || data.length % 512 !== 0) {
-    throw new UsageError(`the input is ${data.length} bytes; ` +
+  const stats = fstatSync(handle.fd, { bigint: true });
+  if (stats.isDirectory()) {
+    await handle.close();
+    throw new UsageError(`--input ${path} is a directory`);
+  }
+  const identity: StorageIdentity | null = stats.isFile() ?
+    { kind: 'file', dev: stats.dev, ino: stats.ino } :
+    stats.isBlockDevice() ? { kind: 'block', rdev: stats.rdev } : null;
+  return { name: path, fd: handle.fd, identity,
+    regularSizeBytes: stats.isFile() ? Number(stats.size) : null,
+    close: () => handle.close() };
+}
+
+/**
+ * Checks the input's size against the room and what a write needs, before anything is
+ * written. A regular file is judged by its size and streamed later, unless it is itself a
+ * destination that the write would overwrite before it was read: then, like a stream, it is
+ * read whole first.
+ */
+async function prepareInput(input: Input, room: Room, specs: readonly string[],
+  sector: number): Promise<InputChunks> {
+  const sizeBytes = input.regularSizeBytes;
+  if (sizeBytes !== null && !overwritesItself(input, sizeBytes, specs, sector)) {
+    if (sizeBytes > room.bytes) throw tooLarge(input, room, sizeBytes);
+    checkWholeSectors(sizeBytes);
+    return { sizeBytes, chunks: () => fileChunks(input, sizeBytes) };
+  }
+  const buffered = await bufferStream(input, room);
+  const totalBytes = buffered.reduce((sum, chunk) => sum + chunk.length, 0);
+  checkWholeSectors(totalBytes);
+  return { sizeBytes: totalBytes, chunks: () => listChunks(buffered) };
+}
+
+function overwritesItself(input: Input, sizeBytes: number, specs: readonly string[],
+  sector: number): boolean {
+  return rangesOverlap(0, sizeBytes, sector * 512, sizeBytes) &&
+    specs.some((spec) => sameIdentity(input.identity, specIdentity(spec)));
+}
+
+function checkWholeSectors(sizeBytes: number): void {
+  if (sizeBytes === 0 || sizeBytes % 512 !== 0) {
+    throw new UsageError(`the input is ${sizeBytes} bytes; ` +
       'it must be a positive multiple of 512');
   }
-  return data;
+}
+
+function tooLarge(input: Input, room: Room, sizeBytes: number | null): UsageError {
+  const what = sizeBytes === null ? input.name : `${input.name}, ${sizeBytes} bytes`;
+  const why = room.limitedBy === null ? 'is over 1 GiB, the most write takes' :
+    `runs past the end of ${room.limitedBy} (${room.bytes} bytes fit from sector ` +
+    `${room.fromSector})`;
+  return new UsageError(`the input (${what}) ${why}; nothing was written`);
+}
+
+/**
+ * Reads a stream into 1 MiB chunks until its end; throws as soon as it has given more than
+ * `room` bytes (at most one byte more is read).
+ */
+async function bufferStream(input: Input, room: Room): Promise<Buffer[]> {
+  const chunks: Buffer[] = [];
+  let totalBytes = 0;
+  for (;;) {
+    const chunk = Buffer.allocUnsafe(WRITE_CHUNK_BYTES);
+    let filledBytes = 0;
+    while (filledBytes < chunk.length) {
+      const wantedBytes = Math.min(chunk.length - filledBytes,
+        room.bytes + 1 - totalBytes - filledBytes);
+      const gotBytes = await readInput(input, chunk, filledBytes, wantedBytes, null);
+      if (gotBytes === 0) break;
+      filledBytes += gotBytes;
+      if (totalBytes + filledBytes > room.bytes) throw tooLarge(input, room, null);
+    }
+    if (filledBytes > 0) chunks.push(chunk.subarray(0, filledBytes));
+    totalBytes += filledBytes;
+    if (filledBytes < chunk.length) return chunks;
+  }
+}
+
+/** Reads a regular file in chunks into one aligned buffer, each chunk yielded once read. */
+async function* fileChunks(input: Input, sizeBytes: number): AsyncGenerator<Uint8Array> {
+  const buffer = allocAligned(Math.min(WRITE_CHUNK_BYTES, sizeBytes));
+  for (let offsetBytes = 0; offsetBytes < sizeBytes; offsetBytes += buffer.length) {
+    const lengthBytes = Math.min(buffer.length, sizeBytes - offsetBytes);
+    for (let filledBytes = 0; filledBytes < lengthBytes;) {
+      const gotBytes = await readInput(input, buffer, filledBytes, lengthBytes - filledBytes,
+        offsetBytes + filledBytes);
+      if (gotBytes === 0) {
+        throw new InputReadError(`${input.name} ended at ${offsetBytes + filledBytes} bytes, ` +
+          `before its size of ${sizeBytes} (it shrank while being written)`);
+      }
+      filledBytes += gotBytes;
+    }
+    yield buffer.subarray(0, lengthBytes);
+  }
+}
+
+async function* listChunks(chunks: readonly Uint8Array[]): AsyncGenerator<Uint8Array> {
+  yield* chunks;
+}
+
+/** One read(2) of the input; an error becomes an `InputReadError`. */
+async function readInput(input: Input, buffer: Uint8Array, offset: number, length: number,
+  position: number | null): Promise<number> {
+  for (;;) {
+    try {
+      return await readSome(input.fd, buffer, offset, length, position);
+    } catch (error) {
+      // stdin may be a non-blocking pipe shared with the shell: wait for data.
+      if ((error as NodeJS.ErrnoException).code === 'EAGAIN') {
+        await delay(EAGAIN_RETRY_MS);
+        continue;
+      }
+      throw new InputReadError(`reading ${input.name} failed: ${(error as Error).message}`);
+    }
+  }
+}
+
+function readSome(fd: number, buffer: Uint8Array, offset: number, length: number,
+  position: number | null): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fsRead(fd, buffer, offset, length, position, (error, bytesRead) => {
+      if (error === null) resolve(bytesRead);
+      else reject(error);
+    });
+  });
+}
+
+// ---- The devices -------------------------------------------------------------------------
+
+/** True when the spec names an image file that does not exist yet (to be created). */
+function isMissingFile(spec: string): boolean {
+  const parsed = parseDeviceSpec(spec);
+  return parsed.kind === 'file' && !existsSync(parsed.path);
+}
+
+/**
+ * Opens every device that exists, as it is (an image file is not extended), and checks that
+ * the sector is inside each and that it is writable; returned by their index in `specs`.
+ */
+async function openExisting(specs: readonly string[], sector: number, direct: boolean,
+  opened: BlockDevice[]): Promise<Map<number, BlockDevice>> {
+  const existing = new Map<number, BlockDevice>();
+  for (const [index, spec] of specs.entries()) {
+    if (isMissingFile(spec)) continue;
+    const device = await openForCli({ spec, options: { direct } });
+    opened.push(device);
+    requireInside(device, sector, 0, 'destination');
+    if (device.readOnly) throw new UsageError(`destination ${spec} is read-only`);
+    existing.set(index, device);
+  }
+  return existing;
+}
+
+/** The input's bound: the cap, or less when an existing device has less room from `sector`. */
+function roomFor(existing: ReadonlyMap<number, BlockDevice>, specs: readonly string[],
+  sector: number): Room {
+  let room: Room = { bytes: WRITE_INPUT_BYTES_MAX, limitedBy: null, fromSector: sector };
+  for (const [index, device] of existing) {
+    const bytes = (device.sizeSectors - sector) * 512;
+    if (bytes < room.bytes) room = { bytes, limitedBy: specs[index] ?? '', fromSector: sector };
+  }
+  return room;
+}
+
+/**
+ * Range-checks the existing devices for the whole input and creates the missing image files
+ * with the size needed; returns every device in the order of `specs`.
+ */
+async function openAll(specs: readonly string[], existing: ReadonlyMap<number, BlockDevice>,
+  sector: number, countSectors: number, direct: boolean,
+  opened: BlockDevice[]): Promise<BlockDevice[]> {
+  for (const device of existing.values()) {
+    requireInside(device, sector, countSectors, 'destination');
+  }
+  const fileIndexes = specs.flatMap((_, index) => (existing.has(index) ? [] : [index]));
+  const files = await openDestinations(fileIndexes.map((index) => specs[index] ?? ''), sector,
+    countSectors, direct, opened);
+  return specs.map((_, index) => existing.get(index) ??
+    devicesAt(files, fileIndexes.indexOf(index)));
+}
+
+function devicesAt(devices: readonly BlockDevice[], index: number): BlockDevice {
+  const device = devices[index];
+  if (device === undefined) throw new Error(`no device opened at ${index}`);
+  return device;
+}
+
+// ---- Writing -----------------------------------------------------------------------------
+
+interface WritePlan {
+  readonly chunks: InputChunks;
+  readonly devices: readonly BlockDevice[];
+  readonly sector: number;
+  readonly client: DmIoClient;
+  readonly fua: boolean;
+}
+
+/** What every device got. */
+interface WriteOutcome {
+  readonly writtenBytes: readonly number[];
+  /** The first error of each device, or null. */
+  readonly errors: ReadonlyArray<string | null>;
+  /** Bit d set ⇔ device d failed on some chunk (OR of every chunk's bits, by device). */
+  readonly errorBits: bigint;
+  /** Why reading the input stopped early, or null. */
+  readonly inputError: string | null;
+}
+
+/**
+ * Writes chunk after chunk to every device that has not failed yet, one dm-io request each;
+ * stops when the input ends, fails, or no device is left.
+ */
+async function writeChunks(plan: WritePlan): Promise<WriteOutcome> {
+  const writtenBytes = plan.devices.map(() => 0);
+  const errors: Array<string | null> = plan.devices.map(() => null);
+  let errorBits = 0n;
+  let offsetBytes = 0;
+  try {
+    for await (const chunk of plan.chunks.chunks()) {
+      const live = plan.devices.flatMap((_, index) => (errors[index] === null ? [index] : []));
+      if (live.length === 0) break;
+      const result = await dmIo({
+        op: 'write', mem: { type: 'vm', data: chunk }, client: plan.client,
+        flags: { fua: plan.fua },
+      }, live.map((index) => ({ device: devicesAt(plan.devices, index),
+        sector: plan.sector + offsetBytes / 512, count: chunk.length / 512 })));
+      for (const [region, index] of live.entries()) {
+        if (((result.errorBits >> BigInt(region)) & 1n) === 1n) {
+          errors[index] = result.errors[region]?.message ?? 'EIO';
+          errorBits |= 1n << BigInt(index);
+        } else {
+          writtenBytes[index] = (writtenBytes[index] ?? 0) + chunk.length;
+        }
+      }
+      offsetBytes += chunk.length;
+    }
+  } catch (error) {
+    if (!(error instanceof InputReadError)) throw error;
+    return { writtenBytes, errors, errorBits, inputError: error.message };
+  }
+  return { writtenBytes, errors, errorBits, inputError: null };
+}
+
+/** One report per device: ok only when every byte of the input reached it. */
+function destinationReports(specs: readonly string[], outcome: WriteOutcome,
+  sizeBytes: number): DestinationReport[] {
+  return specs.map((device, index) => {
+    const bytesWritten = outcome.writtenBytes[index] ?? 0;
+    const error = outcome.errors[index] ?? null;
+    if (error !== null) return { device, ok: false, bytesWritten, error };
+    if (bytesWritten < sizeBytes) {
+      return { device, ok: false, bytesWritten,
+        error: 'incomplete: the write stopped when reading the input failed' };
+    }
+    return { device, ok: true, bytesWritten, error: null };
+  });
 }
