@@ -4,9 +4,9 @@
 // sizes) are read-modify-written under the export's range lock. Each function resolves with
 // `null` on success or the failure to send; it never rejects for a device error.
 //
-// Zeroing: native write-zeroes when the device has it (FAST_ZERO may use only that), else
-// writes of a shared zero buffer. NO_HOLE takes native write-zeroes only from devices whose
-// zeroing never deallocates (RAM); files may punch holes, so they get written zeros.
+// Zeroing: native write-zeroes when the device has it (FAST_ZERO may use only that, and gets
+// ENOTSUP at once otherwise), else writes of a shared zero buffer. NO_HOLE takes native
+// write-zeroes only where they never deallocate (see `ServedExport.zeroesNatively`).
 // Trimming is advisory: only whole blocks are discarded, and a device that cannot discard
 // (or refuses) makes TRIM a successful no-op.
 
@@ -108,8 +108,8 @@ export async function zeroBytes(
   client: DmIoClient, served: ServedExport, offsetBytes: number, lengthBytes: number,
   flags: ZeroFlags,
 ): Promise<NbdFailure | null> {
-  const native = served.zeroesNatively && (!flags.noHole || served.device.kind === 'ram');
-  if (flags.fastZero && !native) {
+  const native = served.zeroesNatively(flags.noHole);
+  if (flags.fastZero && !served.zeroesFast(flags.noHole)) {
     return { errorNumber: NBD_ENOTSUP, message: 'zeroing this range would not be fast' };
   }
   const inner = innerSpan(served, offsetBytes, lengthBytes);

@@ -5,6 +5,7 @@
 // every connection's writes went to.
 
 import type { BlockDevice } from '../devices/block-device.js';
+import { FileDevice } from '../devices/file-device.js';
 import {
   NBD_FLAG_CAN_MULTI_CONN, NBD_FLAG_HAS_FLAGS, NBD_FLAG_READ_ONLY, NBD_FLAG_SEND_DF,
   NBD_FLAG_SEND_FAST_ZERO, NBD_FLAG_SEND_FLUSH, NBD_FLAG_SEND_FUA, NBD_FLAG_SEND_TRIM,
@@ -52,9 +53,27 @@ export class ServedExport {
     return this.device.limits.logicalBlockBytes;
   }
 
-  /** True when the device zeroes natively (write-zeroes), which FAST_ZERO may use. */
-  get zeroesNatively(): boolean {
-    return this.device.limits.maxWriteZeroesSectors > 0;
+  /**
+   * True when a WRITE_ZEROES may use the device's write-zeroes. With NO_HOLE only where that
+   * never deallocates: RAM, and files zeroed with fallocate(ZERO_RANGE), which keeps blocks
+   * allocated. Elsewhere (punched holes, BLKZEROOUT that may unmap, an NBD export) NO_HOLE
+   * gets written zeros.
+   */
+  zeroesNatively(noHole: boolean): boolean {
+    const device = this.device;
+    if (device.limits.maxWriteZeroesSectors === 0) return false;
+    if (!noHole || device.kind === 'ram' || device.kind === 'null') return true;
+    return device instanceof FileDevice && device.methods.zeroes[0] === 'zero-range';
+  }
+
+  /**
+   * True when zeroing is cheap, as FAST_ZERO demands: native write-zeroes whose first method
+   * is not itself a write of zeros (a file device's last resort).
+   */
+  zeroesFast(noHole: boolean): boolean {
+    const device = this.device;
+    if (!this.zeroesNatively(noHole)) return false;
+    return !(device instanceof FileDevice) || device.methods.zeroes[0] !== 'write';
   }
 
   /**
