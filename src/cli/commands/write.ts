@@ -1,13 +1,12 @@
 // Owns `dmio write`: the input (a file or stdin, at most 1 GiB, a whole number of sectors)
 // written to the same sector of every device, 1 MiB at a time, each chunk one multi-region
-// dm-io write; missing image files are created with the size needed. Nothing is written until
-// the input's size is known and fits: every destination that exists is opened first (an
-// existing image file is not extended), and the room from the sector to the end of the
-// smallest, with the 1 GiB cap, bounds the input. A regular input file is judged by its size
-// before it is read and then streamed; any other input (stdin, a pipe, a character device) is
-// read into memory and stops the moment it exceeds that bound. A device that fails is dropped
-// from later chunks; the outcome lists every device with the bytes it got, and only a device
-// that got every chunk is ok.
+// dm-io write; missing image files are created with the size needed, and an existing
+// destination (image files too) must hold the region. Nothing is written until the input's
+// size is known and fits. A regular input file is judged by its size before it is read and
+// then streamed. Any other input (stdin, a pipe, a character device) is read into memory and
+// stops the moment it exceeds the room from the sector to the end of the smallest existing
+// destination, or the 1 GiB cap. A device that fails is dropped from later chunks; the outcome
+// lists every device with the bytes it got, and only a device that got every chunk is ok.
 
 import { existsSync, fstatSync, read as fsRead } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
@@ -21,9 +20,6 @@ import { parseDeviceSpec } from '../../devices/open-device.js';
 import { allocAligned } from '../../memory/aligned.js';
 import { checkSpec, closeAll, openForCli, requireInside } from '../devices.js';
 import { printReport, type DestinationReport } from '../report.js';
-import {
-  rangesOverlap, sameIdentity, specIdentity, type StorageIdentity,
-} from '../same-storage.js';
 import { parseSector, UsageError } from '../usage.js';
 import { openDestinations } from './open-regions.js';
 
@@ -68,10 +64,10 @@ async function write(specs: string[], flags: WriteFlags): Promise<number> {
   const client = dmIoClientCreate();
   try {
     const direct = flags.direct === true;
-    const existing = await openExisting(specs, sector, direct, opened);
-    const chunks = await prepareInput(input, roomFor(existing, specs, sector), specs, sector);
-    const devices = await openAll(specs, existing, sector, chunks.sizeBytes / 512, direct,
-      opened);
+    const chunks = await prepareInput(input, specs, sector, direct);
+    // Existing destinations must hold the region; missing image files are created.
+    const devices = await openDestinations(specs, sector, chunks.sizeBytes / 512, direct,
+      opened, { growth: 'create-only' });
     const startMs = performance.now();
     const outcome = await writeChunks({ chunks, devices, sector, client, fua: flags.fua === true });
     return printReport({
@@ -96,7 +92,6 @@ interface Input {
   readonly fd: number;
   /** The size of a regular file, or null for a stream (stdin, a pipe, a character device). */
   readonly regularSizeBytes: number | null;
-  readonly identity: StorageIdentity | null;
   close(): Promise<void>;
 }
 
@@ -106,7 +101,7 @@ interface InputChunks {
   chunks(): AsyncIterable<Uint8Array>;
 }
 
-/** How much input can be written: the cap, or the room of the smallest existing device. */
+/** How much a stream may give: the cap, or the room of the smallest existing device. */
 interface Room {
   readonly bytes: number;
   /** The device spec that bounds it, or null for the cap. */
@@ -121,7 +116,7 @@ class InputReadError extends Error {}
 /** Opens --input (a missing file or a directory is bad usage), or takes stdin. */
 async function openInput(path: string | undefined): Promise<Input> {
   if (path === undefined) {
-    return { name: 'stdin', fd: 0, regularSizeBytes: null, identity: null,
+    return { name: 'stdin', fd: 0, regularSizeBytes: null,
       close: () => Promise.resolve() };
   }
   let handle: FileHandle;
@@ -130,43 +125,39 @@ async function openInput(path: string | undefined): Promise<Input> {
   } catch (error) {
     throw new UsageError(`--input ${path}: ${(error as Error).message}`);
   }
-  const stats = fstatSync(handle.fd, { bigint: true });
+  const stats = fstatSync(handle.fd);
   if (stats.isDirectory()) {
     await handle.close();
     throw new UsageError(`--input ${path} is a directory`);
   }
-  const identity: StorageIdentity | null = stats.isFile() ?
-    { kind: 'file', dev: stats.dev, ino: stats.ino } :
-    stats.isBlockDevice() ? { kind: 'block', rdev: stats.rdev } : null;
-  return { name: path, fd: handle.fd, identity,
-    regularSizeBytes: stats.isFile() ? Number(stats.size) : null,
+  return { name: path, fd: handle.fd,
+    regularSizeBytes: stats.isFile() ? stats.size : null,
     close: () => handle.close() };
 }
 
 /**
- * Checks the input's size against the room and what a write needs, before anything is
- * written. A regular file is judged by its size and streamed later, unless it is itself a
- * destination that the write would overwrite before it was read: then, like a stream, it is
- * read whole first.
+ * Checks the input's size against the cap and what a write needs, before anything is
+ * written. A regular file is judged by its size (opening the destinations then checks that
+ * they hold it) and streamed later. (An input that is also a destination is never overwritten
+ * before it is read: its room from a later sector is smaller than it, and from sector 0 each
+ * chunk goes back where it was read from.) A stream is read whole, bounded by the room of the
+ * existing destinations.
  */
-async function prepareInput(input: Input, room: Room, specs: readonly string[],
-  sector: number): Promise<InputChunks> {
+async function prepareInput(input: Input, specs: readonly string[], sector: number,
+  direct: boolean): Promise<InputChunks> {
   const sizeBytes = input.regularSizeBytes;
-  if (sizeBytes !== null && !overwritesItself(input, sizeBytes, specs, sector)) {
-    if (sizeBytes > room.bytes) throw tooLarge(input, room, sizeBytes);
+  if (sizeBytes !== null) {
+    if (sizeBytes > WRITE_INPUT_BYTES_MAX) {
+      throw tooLarge(input, { bytes: WRITE_INPUT_BYTES_MAX, limitedBy: null, fromSector: sector },
+        sizeBytes);
+    }
     checkWholeSectors(sizeBytes);
     return { sizeBytes, chunks: () => fileChunks(input, sizeBytes) };
   }
-  const buffered = await bufferStream(input, room);
+  const buffered = await bufferStream(input, await probeRoom(specs, sector, direct));
   const totalBytes = buffered.reduce((sum, chunk) => sum + chunk.length, 0);
   checkWholeSectors(totalBytes);
   return { sizeBytes: totalBytes, chunks: () => listChunks(buffered) };
-}
-
-function overwritesItself(input: Input, sizeBytes: number, specs: readonly string[],
-  sector: number): boolean {
-  return rangesOverlap(0, sizeBytes, sector * 512, sizeBytes) &&
-    specs.some((spec) => sameIdentity(input.identity, specIdentity(spec)));
 }
 
 function checkWholeSectors(sizeBytes: number): void {
@@ -266,49 +257,25 @@ function isMissingFile(spec: string): boolean {
 }
 
 /**
- * Opens every device that exists, as it is (an image file is not extended), and checks that
- * the sector is inside each and that it is writable; returned by their index in `specs`.
+ * How much a stream may give: every device that exists is opened read-only just to learn its
+ * size (the sector must be inside it), then closed; the smallest room from `sector`, or the
+ * cap, bounds the input. The devices are opened for writing only once the input is known.
  */
-async function openExisting(specs: readonly string[], sector: number, direct: boolean,
-  opened: BlockDevice[]): Promise<Map<number, BlockDevice>> {
-  const existing = new Map<number, BlockDevice>();
-  for (const [index, spec] of specs.entries()) {
-    if (isMissingFile(spec)) continue;
-    const device = await openForCli({ spec, options: { direct } });
-    opened.push(device);
-    requireInside(device, sector, 0, 'destination');
-    if (device.readOnly) throw new UsageError(`destination ${spec} is read-only`);
-    existing.set(index, device);
-  }
-  return existing;
-}
-
-/** The input's bound: the cap, or less when an existing device has less room from `sector`. */
-function roomFor(existing: ReadonlyMap<number, BlockDevice>, specs: readonly string[],
-  sector: number): Room {
+async function probeRoom(specs: readonly string[], sector: number,
+  direct: boolean): Promise<Room> {
   let room: Room = { bytes: WRITE_INPUT_BYTES_MAX, limitedBy: null, fromSector: sector };
-  for (const [index, device] of existing) {
-    const bytes = (device.sizeSectors - sector) * 512;
-    if (bytes < room.bytes) room = { bytes, limitedBy: specs[index] ?? '', fromSector: sector };
+  for (const spec of specs) {
+    if (isMissingFile(spec)) continue;
+    const device = await openForCli({ spec, options: { readOnly: true, direct } });
+    try {
+      requireInside(device, sector, 0, 'destination');
+      const bytes = (device.sizeSectors - sector) * 512;
+      if (bytes < room.bytes) room = { bytes, limitedBy: spec, fromSector: sector };
+    } finally {
+      await closeAll([device]);
+    }
   }
   return room;
-}
-
-/**
- * Range-checks the existing devices for the whole input and creates the missing image files
- * with the size needed; returns every device in the order of `specs`.
- */
-async function openAll(specs: readonly string[], existing: ReadonlyMap<number, BlockDevice>,
-  sector: number, countSectors: number, direct: boolean,
-  opened: BlockDevice[]): Promise<BlockDevice[]> {
-  for (const device of existing.values()) {
-    requireInside(device, sector, countSectors, 'destination');
-  }
-  const fileIndexes = specs.flatMap((_, index) => (existing.has(index) ? [] : [index]));
-  const files = await openDestinations(fileIndexes.map((index) => specs[index] ?? ''), sector,
-    countSectors, direct, opened);
-  return specs.map((_, index) => existing.get(index) ??
-    devicesAt(files, fileIndexes.indexOf(index)));
 }
 
 function devicesAt(devices: readonly BlockDevice[], index: number): BlockDevice {
