@@ -13,8 +13,9 @@
 //     back to their old size before the error is thrown.
 // Every opened device is pushed onto `opened` so the caller can close them whatever happens.
 
-import { accessSync, closeSync, constants, openSync, readSync, truncateSync, unlinkSync } from
-  'node:fs';
+import {
+  accessSync, closeSync, constants, existsSync, openSync, readSync, truncateSync, unlinkSync,
+} from 'node:fs';
 import { dirname } from 'node:path';
 import type { BlockDevice } from '../../devices/block-device.js';
 import { parseDeviceSpec } from '../../devices/open-device.js';
@@ -167,7 +168,7 @@ async function openExisting(
   index: number, spec: string, region: DestRegion, growth: Growth, opened: BlockDevice[],
 ): Promise<{ device: BlockDevice } | GrowingFile> {
   const parsed = parseDeviceSpec(spec);
-  if (parsed.kind === 'file' && specIdentity(spec) === null) {
+  if (parsed.kind === 'file' && !existsSync(parsed.path)) {
     const path = missingFilePath(parsed.path);
     if (path === null) throw new UsageError(`${spec} cannot be created here`);
     requireWritableDirectory(spec, path);
