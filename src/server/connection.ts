@@ -14,6 +14,11 @@ import type { ServedExport } from './nbd-export.js';
 import { SocketReader, StreamEndedError } from './socket-reader.js';
 import { Transmission, TransmissionViolation, type TransmissionLimits } from './transmission.js';
 
+/** After the last reply is flushed, how long the client has to close its side. */
+const CLOSE_LINGER_MS = 500;
+/** How long replies may take to drain to a client that reads slowly, at close. */
+const UNFLUSHED_REPLIES_MS = 5_000;
+
 /** What a connection needs from its server. */
 export interface ConnectionContext {
   lookup(name: string): ServedExport | undefined;
@@ -99,12 +104,15 @@ export class ServerConnection {
     this.#socket.destroy();
   }
 
-  /** A polite close: pending replies are flushed, TLS sends close_notify. */
+  /**
+   * A polite close: pending replies are flushed (TLS sends close_notify), then the client has
+   * a moment to close its side before the socket is destroyed, so a client that never reads
+   * or never closes cannot hold it open.
+   */
   #end(): void {
     this.#closed = true;
-    this.#stream.end();
-    // A client that never reads its last replies must not hold the socket open for ever.
-    setTimeout(() => this.destroy(), 2_000).unref();
+    this.#stream.end(() => setTimeout(() => this.destroy(), CLOSE_LINGER_MS).unref());
+    setTimeout(() => this.destroy(), CLOSE_LINGER_MS + UNFLUSHED_REPLIES_MS).unref();
   }
 
   #handshakeContext(): HandshakeContext {
