@@ -323,6 +323,29 @@ describe('NBD server against hostile clients', () => {
     client.destroy();
   });
 
+  test('partial-block writes from a client without block sizes are merged, never lost', async () => {
+    const client = await RawClient.transmitting(socketPath);
+    const base = 16 * MiB;
+    // 64 pipelined 100-byte writes, neighbours sharing 512-byte blocks, then one read.
+    for (let index = 0; index < 64; index += 1) {
+      client.request(NBD_CMD_WRITE, BigInt(base + index * 100), 100, 0, BigInt(index));
+      client.send(Buffer.alloc(100, index + 1));
+    }
+    for (let index = 0; index < 64; index += 1) {
+      const reply = await client.read(16);
+      assert.equal(reply.readUInt32BE(4), 0, 'write succeeded');
+    }
+    client.request(NBD_CMD_READ, BigInt(base), 6400, 0, 99n);
+    const chunk = await client.chunk();
+    assert.equal(chunk.type, NBD_REPLY_TYPE_OFFSET_DATA);
+    for (let index = 0; index < 64; index += 1) {
+      const at = 8 + index * 100;
+      assert.ok(chunk.payload.subarray(at, at + 100).every((byte) => byte === index + 1),
+        `write ${index} is intact`);
+    }
+    client.destroy();
+  });
+
   test('a WRITE above 32 MiB and a bad request magic close the connection', async () => {
     const big = await RawClient.transmitting(socketPath);
     big.request(NBD_CMD_WRITE, 0n, 32 * MiB + 512);
