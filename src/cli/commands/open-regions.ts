@@ -76,7 +76,7 @@ export function refuseSourceOverlap(
 
 /** Which destinations may be created or extended to hold the region. */
 export type Growth =
-  /** Missing image files are created and short ones extended (copy, write). */
+  /** Missing image files are created and short ones extended (copy). */
   | 'create-or-extend'
   /** Missing image files are created; an existing destination must hold the region (zero). */
   | 'create-only';
