@@ -31,6 +31,8 @@ export const ERROR_CODES = [
   'DMIO_ERR_NBD_TIMEOUT',
   'DMIO_ERR_NBD_BROKEN',
   'DMIO_ERR_NBD_SERVER',
+  'DMIO_ERR_INVALID_TABLE',
+  'DMIO_ERR_TABLE_CYCLE',
 ] as const;
 
 /** The union of every permanent error code. */
@@ -259,6 +261,32 @@ export class NbdError extends DmIoError {
   constructor(code: NbdCode, server: string, message: string, options: DmIoErrorOptions = {}) {
     super(code, `${server}: ${message}`, options);
     this.server = server;
+  }
+}
+
+/** Codes of device-mapper table errors. */
+type TableCode = 'DMIO_ERR_INVALID_TABLE' | 'DMIO_ERR_TABLE_CYCLE';
+
+/**
+ * A device-mapper table was refused while it was being opened: a malformed line, a gap or
+ * overlap, an unknown target, bad target arguments, a device too small for its extent
+ * (`DMIO_ERR_INVALID_TABLE`), or a `table:` file that names itself through its devices
+ * (`DMIO_ERR_TABLE_CYCLE`). Everything the table had opened is closed again before it is thrown.
+ */
+export class TableError extends DmIoError {
+  /** The table: its file path, or `<text>` for a table given as text. */
+  readonly source: string;
+  /** The 1-based line at fault, or 0 when the table as a whole is at fault (empty). */
+  readonly line: number;
+  /** Why, without the source and line. */
+  readonly reason: string;
+
+  constructor(code: TableCode, source: string, line: number, reason: string,
+    options: DmIoErrorOptions = {}) {
+    super(code, `${source}${line > 0 ? `:${line}` : ''}: ${reason}`, options);
+    this.source = source;
+    this.line = line;
+    this.reason = reason;
   }
 }
 

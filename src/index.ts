@@ -9,7 +9,7 @@ export { sectorsToBytes, bytesToSectorsCeil, bytesToSectorsFloor } from './units
 export { parseSize } from './size.js';
 export {
   ERROR_CODES, DmIoError, InvalidArgTypeError, OutOfRangeError, InvalidRequestError, IoError,
-  NotSupportedError, StateError, OpenError, NbdError, AbortedError, isDmIoError,
+  NotSupportedError, StateError, OpenError, NbdError, AbortedError, TableError, isDmIoError,
 } from './errors.js';
 export type { ErrorCode, IoErrorDetails } from './errors.js';
 
@@ -85,3 +85,12 @@ export { createNbdServer, NbdServer } from './server/nbd-server.js';
 export type { NbdServerOptions, NbdListenAddress } from './server/nbd-server.js';
 export type { NbdExportOptions } from './server/nbd-export.js';
 export type { NbdServerTlsOptions, NbdServerCertificates } from './server/tls.js';
+
+export { openTable } from './stacks/open-stack.js';
+export type { OpenTableTextOptions } from './stacks/open-stack.js';
+export { openTableFile, openTableText } from './stacks/open-table.js';
+export type { OpenTableOptions, DeviceOpener } from './stacks/open-table.js';
+export { TableDevice } from './stacks/table-device.js';
+export type { TableSegmentStatus } from './stacks/table-device.js';
+export { formatTableReport } from './stacks/table-status.js';
+export type { TableReport } from './stacks/table-status.js';

@@ -76,7 +76,8 @@ export interface DeviceLimits {
 }
 
 /** Kinds of backend, for display and for code that must know (the CLI's `info`). */
-export type DeviceKind = 'file' | 'block' | 'ram' | 'zero' | 'null' | 'random' | 'nbd' | 'fault';
+export type DeviceKind =
+  'file' | 'block' | 'ram' | 'zero' | 'null' | 'random' | 'nbd' | 'fault' | 'table';
 
 /** A device dm-io can address. */
 export interface BlockDevice {

@@ -6,6 +6,8 @@
 //   null:SIZE                 reads zeros, drops writes
 //   random:SIZE[,seed=N]      read-only deterministic pseudo-random bytes
 //   nbd://HOST[:PORT][/EXPORT], nbd+unix:///EXPORT?socket=PATH   NBD export
+//   table:PATH                device-mapper table file (src/stacks; its devices are opened
+//                             with these same options, less `create`)
 
 import { InvalidArgTypeError, InvalidRequestError } from '../errors.js';
 import { parseSize } from '../size.js';
@@ -15,6 +17,7 @@ import { openFileDevice } from './file-device.js';
 import { openNbdDevice, type NbdOpenOptions } from '../nbd/open-nbd.js';
 import { createRamDevice } from './ram-device.js';
 import { createRandomDevice, createZeroDevice } from './pattern-devices.js';
+import { openTableFile, type DeviceOpener } from '../stacks/open-table.js';
 
 /** Options of `openDevice`; each applies where it makes sense and is ignored elsewhere. */
 export interface OpenDeviceOptions {
@@ -44,7 +47,8 @@ export type DeviceSpec =
   | { kind: 'file'; path: string }
   | { kind: 'mem' | 'zero' | 'null'; sizeBytes: number }
   | { kind: 'random'; sizeBytes: number; seed: number }
-  | { kind: 'nbd'; uri: string };
+  | { kind: 'nbd'; uri: string }
+  | { kind: 'table'; path: string };
 
 /**
  * Parses a device spec without opening anything.
@@ -56,6 +60,7 @@ export function parseDeviceSpec(spec: string): DeviceSpec {
   if (spec.length === 0) throw specError(spec, 'the spec is empty');
   if (spec.startsWith('nbd://') || spec.startsWith('nbd+unix://')) return { kind: 'nbd', uri: spec };
   if (spec.startsWith('file:')) return { kind: 'file', path: requirePath(spec, spec.slice(5)) };
+  if (spec.startsWith('table:')) return { kind: 'table', path: requirePath(spec, spec.slice(6)) };
   const match = /^(mem|zero|null|random):(.*)$/.exec(spec);
   if (match === null) return { kind: 'file', path: spec };
   const kind = match[1] as 'mem' | 'zero' | 'null' | 'random';
@@ -94,7 +99,16 @@ export async function openDevice(spec: string, options: OpenDeviceOptions = {}):
       return createZeroDevice(parsed.kind, { sizeBytes: parsed.sizeBytes, name: spec });
     case 'random':
       return createRandomDevice({ sizeBytes: parsed.sizeBytes, seed: parsed.seed, name: spec });
+    case 'table':
+      return openTableFile(parsed.path, tableDeviceOpener(options), { readOnly, name: spec });
   }
+}
+
+/** Opens the devices a table names: the table's own options, less `create`. */
+function tableDeviceOpener(options: OpenDeviceOptions): DeviceOpener {
+  const { create: _create, ...inherited } = options;
+  return (spec: string, readOnly: boolean): Promise<BlockDevice> =>
+    openDevice(spec, { ...inherited, readOnly });
 }
 
 function nbdOptions(options: OpenDeviceOptions, readOnly: boolean): NbdOpenOptions {
@@ -134,7 +148,7 @@ function seedOf(spec: string, params: readonly string[]): number {
 }
 
 function requirePath(spec: string, path: string): string {
-  if (path.length === 0) throw specError(spec, 'file: needs a path');
+  if (path.length === 0) throw specError(spec, `${spec.slice(0, spec.indexOf(':') + 1)} needs a path`);
   return path;
 }
 
