@@ -3,8 +3,9 @@
 // start), the pieces go to their targets (which pass them down with dm-io), and the request
 // completes once, when its last piece has, with the first error. A flush with data becomes an
 // empty flush of every target, then the data without the flush (as dm core does). The device
-// owns what it was built from: closing it waits for requests in flight, stops every target,
-// closes the devices the table opened and destroys its dm-io client.
+// owns what it was built from: closing it stops every target (which releases what it holds),
+// waits for requests in flight, closes the devices the table opened and destroys its dm-io
+// client.
 //
 // Limits are the most restrictive of its parts: the largest logical and physical block and
 // memory alignment, the smallest request and segment bounds, discard and write-zeroes only when
@@ -204,12 +205,14 @@ export class TableDevice implements BlockDevice {
 
   async #close(): Promise<void> {
     this.#closed = true;
+    // As the kernel's suspend: targets first release what they hold (delay's queue) and end
+    // background work, waiting for their own pieces; then every request in flight is done.
+    await Promise.all(this.#segments.map((segment) => segment.target.stop()));
     if (this.#inflight > 0) {
       await new Promise<void>((resolve) => {
         this.#idle = resolve;
       });
     }
-    for (const segment of [...this.#segments].reverse()) await segment.target.stop();
     await closeDevices(this.#parts.ownedDevices);
     await this.#parts.release();
   }
