@@ -7,10 +7,12 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { DmIoClient } from '../core/client.js';
+import type { BufferPool } from './buffer-pool.js';
 import {
   HandshakeViolation, runHandshake, type HandshakeContext, type TlsMode,
 } from './handshake.js';
 import type { ServedExport } from './nbd-export.js';
+import { adoptWithOnread } from './server-socket.js';
 import { SocketReader, StreamEndedError } from './socket-reader.js';
 import { Transmission, TransmissionViolation, type TransmissionLimits } from './transmission.js';
 
@@ -25,6 +27,8 @@ export interface ConnectionContext {
   exports(): readonly ServedExport[];
   shuttingDown(): boolean;
   readonly client: DmIoClient;
+  /** Memory for READ data and WRITE payloads, shared by the server's connections. */
+  readonly pool: BufferPool;
   readonly limits: TransmissionLimits & { readonly handshakeTimeoutMs: number };
   readonly tlsMode: TlsMode;
   /** Upgrades a raw stream to TLS as the server side; resolves with the secure stream. */
@@ -42,14 +46,34 @@ export class ServerConnection {
   #transmission: Transmission | null = null;
   #closed = false;
 
-  constructor(socket: Socket, context: ConnectionContext) {
-    this.#socket = socket;
+  /**
+   * Takes over an accepted socket. Without TLS it is read through `onread` (see
+   * server-socket.ts), so use `socket` from here on rather than the one passed in.
+   */
+  constructor(accepted: Socket, context: ConnectionContext) {
     this.#context = context;
+    let socket = accepted;
+    let reader: SocketReader | null = null;
+    if (context.tlsMode === 'off') {
+      const onreadReader = SocketReader.forOnread();
+      const adopted = adoptWithOnread(accepted, onreadReader.onread);
+      if (adopted !== null) {
+        socket = adopted;
+        onreadReader.attachOnread(adopted);
+        reader = onreadReader;
+      }
+    }
+    this.#socket = socket;
     this.#stream = socket;
     // An unhandled 'error' would end the process; a connection's errors end only it.
     socket.on('error', () => this.destroy());
     if (typeof socket.setNoDelay === 'function') socket.setNoDelay(true);
-    this.#reader = new SocketReader(socket);
+    this.#reader = reader ?? SocketReader.forStream(socket);
+  }
+
+  /** The socket of the connection (not the accepted one when it was taken over). */
+  get socket(): Socket {
+    return this.#socket;
   }
 
   /** True once in the transmission phase. */
@@ -71,7 +95,7 @@ export class ServerConnection {
         return;
       }
       this.#transmission = new Transmission(this.#reader, this.#stream, this.#context.client,
-        negotiated, this.#context.limits);
+        negotiated, this.#context.limits, this.#context.pool);
       if (this.#context.shuttingDown()) this.#transmission.stop();
       const end = await this.#transmission.run();
       if (end === 'closed') this.destroy();
@@ -136,6 +160,6 @@ export class ServerConnection {
     const secure = await this.#context.upgradeTls(this.#socket);
     secure.on('error', () => this.destroy());
     this.#stream = secure;
-    this.#reader = new SocketReader(secure);
+    this.#reader = SocketReader.forStream(secure);
   }
 }

@@ -34,8 +34,18 @@ export const SERVER_CONNECTIONS_DEFAULT = 16;
 export const SERVER_CONNECTIONS_MAX = 1024;
 /** After a shutdown began, connections still open this long are closed hard. */
 export const SERVER_SHUTDOWN_GRACE_MS_DEFAULT = 5_000;
+/**
+ * Free request buffers the server keeps for reuse, across connections (64 MiB): enough for
+ * four connections each running 64 requests of 256 KiB (nbdcopy's defaults).
+ */
+export const SERVER_POOL_RETAINED_BYTES = 64 * 1024 * 1024;
 /** Bytes the socket reader buffers ahead of what the parser asked for before pausing. */
 export const SERVER_READ_AHEAD_BYTES = 256 * 1024;
+/**
+ * A WRITE payload with at least this much (16 KiB) still to come is read by the socket
+ * straight into the payload's memory; smaller remainders go through the staging buffer.
+ */
+export const SERVER_DIRECT_READ_BYTES_MIN = 16 * 1024;
 /** Preferred block size advertised at least (4 KiB), as clients assume without one. */
 export const SERVER_PREFERRED_BLOCK_BYTES_MIN = 4096;
 /** Bytes of one write of zeros when a device cannot write zeroes natively (1 MiB). */

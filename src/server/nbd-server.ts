@@ -16,13 +16,14 @@ import { dmIoClientCreate, dmIoClientDestroy } from '../core/client.js';
 import { validateIntegerInRange, validateOptionsObject } from '../core/validate.js';
 import { InvalidArgTypeError, InvalidRequestError, IoError, StateError } from '../errors.js';
 import { nbdErrnoName } from '../nbd/protocol.js';
+import { BufferPool } from './buffer-pool.js';
 import { ServerConnection, type ConnectionContext } from './connection.js';
 import { flushDevice } from './export-io.js';
 import type { TlsMode } from './handshake.js';
 import {
   SERVER_CONNECTION_BYTES_DEFAULT, SERVER_CONNECTIONS_DEFAULT, SERVER_CONNECTIONS_MAX,
   SERVER_HANDSHAKE_TIMEOUT_MS_DEFAULT, SERVER_INFLIGHT_REQUESTS_DEFAULT,
-  SERVER_INFLIGHT_REQUESTS_MAX, SERVER_REQUEST_BYTES_MAX, SERVER_SHUTDOWN_GRACE_MS_DEFAULT,
+  SERVER_INFLIGHT_REQUESTS_MAX, SERVER_POOL_RETAINED_BYTES, SERVER_REQUEST_BYTES_MAX, SERVER_SHUTDOWN_GRACE_MS_DEFAULT,
   SERVER_STRING_BYTES_MAX,
 } from './limits.js';
 import { ServedExport, type NbdExportOptions } from './nbd-export.js';
@@ -95,6 +96,7 @@ export class NbdServer {
       exports: () => this.#exports,
       shuttingDown: () => this.#closing !== null,
       client: this.#client,
+      pool: new BufferPool(SERVER_POOL_RETAINED_BYTES, SERVER_REQUEST_BYTES_MAX),
       limits: { inflightRequestsMax, connectionBytesMax, handshakeTimeoutMs },
       tlsMode: tls.mode,
       upgradeTls: (raw: Duplex) => tls.upgrade(raw),
@@ -124,7 +126,9 @@ export class NbdServer {
    */
   async listen(address: NbdListenAddress): Promise<net.Server> {
     this.#assertOpen();
-    const listener = net.createServer((socket) => this.handleConnection(socket));
+    // Paused, so a connection's handle can move to a socket that reads through onread.
+    const listener = net.createServer({ pauseOnConnect: true },
+      (socket) => this.handleConnection(socket));
     listener.on('error', () => undefined);
     await new Promise<void>((resolve, reject) => {
       listener.once('error', reject);
@@ -153,7 +157,7 @@ export class NbdServer {
     }
     const connection = new ServerConnection(socket, this.#context);
     this.#connections.add(connection);
-    socket.once('close', () => {
+    connection.socket.once('close', () => {
       this.#connections.delete(connection);
       if (this.#connections.size === 0) this.#idle?.();
     });

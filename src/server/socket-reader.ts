@@ -4,10 +4,22 @@
 // paused until the parser catches up, so a client that floods the socket costs a bounded
 // amount of memory. `detach` hands back what was buffered but not consumed (STARTTLS must
 // give the first bytes of a pipelined ClientHello back to the TLS layer).
+//
+// Two ways in, chosen when the connection opens (server-socket.ts):
+// - `onread`: the socket reads into one staging buffer owned by the reader, or, while a read
+//   of at least SERVER_DIRECT_READ_BYTES_MIN is waiting for bytes (a WRITE payload), straight
+//   into the waiting memory, so the kernel copies the payload where it belongs. Node then
+//   allocates nothing per read: no buffer to fault in, nothing for the garbage collector.
+// - `'data'` events of any Duplex (a TLS stream), one buffer per read, allocated by Node.
+// Bytes kept for later are copied into one reusable buffer either way.
 
+import type { OnReadOpts } from 'node:net';
 import type { Duplex } from 'node:stream';
 import assert from '../assert.js';
-import { SERVER_READ_AHEAD_BYTES } from './limits.js';
+import { SERVER_DIRECT_READ_BYTES_MIN, SERVER_READ_AHEAD_BYTES } from './limits.js';
+
+/** Bytes of the staging buffer an `onread` socket reads into (what Node allocates per read). */
+const STAGING_BYTES = 64 * 1024;
 
 /** The stream ended or was stopped before the bytes asked for arrived. */
 export class StreamEndedError extends Error {
@@ -27,24 +39,55 @@ interface PendingRead {
 
 /** Exact-length reads from one stream. */
 export class SocketReader {
-  readonly #stream: Duplex;
-  readonly #chunks: Buffer[] = [];
-  #bufferedBytes = 0;
+  /** Pass as `onread` when creating a socket, then `attachOnread` it. */
+  readonly onread: OnReadOpts;
+  #stream: Duplex | null = null;
+  #usesDataEvents = false;
+  #staging: Buffer | null = null;
+  /** Kept bytes live in `#kept[#keptStart, #keptEnd)`. */
+  #kept = Buffer.allocUnsafe(0);
+  #keptStart = 0;
+  #keptEnd = 0;
   #pending: PendingRead | null = null;
+  /** The view of a pending read's memory handed to the socket for its next read. */
+  #direct: Uint8Array | null = null;
   #ended: Error | null = null;
   readonly #onData = (chunk: Buffer): void => this.#push(chunk);
   readonly #onEnd = (): void => this.#end(new StreamEndedError('the client closed the connection'));
 
-  constructor(stream: Duplex) {
-    this.#stream = stream;
-    stream.on('data', this.#onData);
-    stream.on('end', this.#onEnd);
-    stream.on('close', this.#onEnd);
+  private constructor() {
+    this.onread = {
+      buffer: () => this.#nextReadBuffer(),
+      callback: (readBytes, buffer) => {
+        this.#received(readBytes, buffer);
+        return true;
+      },
+    };
+  }
+
+  /** A reader of `stream`'s `'data'` events. */
+  static forStream(stream: Duplex): SocketReader {
+    const reader = new SocketReader();
+    reader.#listen(stream, true);
+    return reader;
+  }
+
+  /** A reader for a socket still to be created with `reader.onread`; then `attachOnread`. */
+  static forOnread(): SocketReader {
+    const reader = new SocketReader();
+    reader.#staging = Buffer.allocUnsafe(STAGING_BYTES);
+    return reader;
+  }
+
+  /** Connects the reader to the socket made with its `onread` (before any read can land). */
+  attachOnread(socket: Duplex): void {
+    assert.ok(this.#staging !== null && this.#stream === null, 'a reader made for onread');
+    this.#listen(socket, false);
   }
 
   /** Bytes received and not yet consumed. */
   get bufferedBytes(): number {
-    return this.#bufferedBytes;
+    return this.#keptEnd - this.#keptStart;
   }
 
   /**
@@ -52,7 +95,7 @@ export class SocketReader {
    * nothing then. Lets the request loop parse pipelined headers without awaiting.
    */
   take(lengthBytes: number): Buffer | null {
-    if (this.#pending !== null || this.#bufferedBytes < lengthBytes) return null;
+    if (this.#pending !== null || this.bufferedBytes < lengthBytes) return null;
     const out = Buffer.allocUnsafe(lengthBytes);
     this.#drainInto(out, 0);
     this.#resumeIfRoom();
@@ -66,7 +109,11 @@ export class SocketReader {
     return out;
   }
 
-  /** Fills `target` completely; rejects with StreamEndedError if the stream ends first. */
+  /**
+   * Fills `target` completely; rejects with StreamEndedError if the stream ends first. After
+   * a rejection the socket may still hold a view of `target` for a read that never comes
+   * (the connection is ending): do not reuse `target` for anything else.
+   */
   readInto(target: Uint8Array): Promise<void> {
     assert.ok(this.#pending === null, 'one read at a time');
     const filledBytes = this.#drainInto(target, 0);
@@ -77,7 +124,7 @@ export class SocketReader {
     if (this.#ended !== null) return Promise.reject(this.#ended);
     return new Promise((resolve, reject) => {
       this.#pending = { target, filledBytes, resolve, reject };
-      this.#stream.resume();
+      this.#stream?.resume();
     });
   }
 
@@ -89,59 +136,120 @@ export class SocketReader {
   /** Stops listening to the stream and returns the bytes buffered but not consumed. */
   detach(): Buffer {
     assert.ok(this.#pending === null, 'no read in progress');
-    this.#stream.off('data', this.#onData);
-    this.#stream.off('end', this.#onEnd);
-    this.#stream.off('close', this.#onEnd);
-    this.#stream.pause();
-    const rest = Buffer.concat(this.#chunks);
-    this.#chunks.length = 0;
-    this.#bufferedBytes = 0;
+    assert.ok(this.#usesDataEvents, 'only a data-event reader can hand its stream on');
+    const stream = this.#stream;
+    if (stream !== null) {
+      stream.off('data', this.#onData);
+      stream.off('end', this.#onEnd);
+      stream.off('close', this.#onEnd);
+      stream.pause();
+    }
+    const rest = Buffer.from(this.#kept.subarray(this.#keptStart, this.#keptEnd));
+    this.#keptStart = 0;
+    this.#keptEnd = 0;
     this.#ended = new StreamEndedError('the reader was detached');
     return rest;
   }
 
-  #push(chunk: Buffer): void {
+  #listen(stream: Duplex, dataEvents: boolean): void {
+    this.#stream = stream;
+    this.#usesDataEvents = dataEvents;
+    stream.on('end', this.#onEnd);
+    stream.on('close', this.#onEnd);
+    if (dataEvents) {
+      stream.on('data', this.#onData);
+      // A socket accepted with pauseOnConnect stays paused until asked.
+      stream.resume();
+    }
+  }
+
+  /** Called by Node before each read of an `onread` socket: where the read lands. */
+  #nextReadBuffer(): Uint8Array {
+    const pending = this.#pending;
+    const staging = this.#staging as Buffer;
+    if (pending === null || this.#ended !== null) return staging;
+    const leftBytes = pending.target.length - pending.filledBytes;
+    if (leftBytes < SERVER_DIRECT_READ_BYTES_MIN) return staging;
+    this.#direct = pending.target.subarray(pending.filledBytes);
+    return this.#direct;
+  }
+
+  /** Called by Node after each read of `readBytes` > 0 bytes of an `onread` socket. */
+  #received(readBytes: number, buffer: Uint8Array): void {
+    if (buffer === this.#staging) {
+      this.#push(this.#staging.subarray(0, readBytes));
+      return;
+    }
+    assert.ok(buffer === this.#direct, 'a read landed in a view nobody handed out');
+    this.#direct = null;
+    const pending = this.#pending;
+    // Stopped meanwhile (nothing can become pending after that): dropped with the connection.
+    if (pending === null) return;
+    pending.filledBytes += readBytes;
+    if (pending.filledBytes === pending.target.length) {
+      this.#pending = null;
+      pending.resolve();
+    }
+  }
+
+  /** New bytes: into the waiting read first, the rest kept (copied: `chunk` may be reused). */
+  #push(chunk: Uint8Array): void {
+    if (this.#ended !== null) return;
+    let usedBytes = 0;
     const pending = this.#pending;
     if (pending !== null) {
-      const copyBytes = Math.min(chunk.length, pending.target.length - pending.filledBytes);
-      pending.target.set(chunk.subarray(0, copyBytes), pending.filledBytes);
-      pending.filledBytes += copyBytes;
-      if (copyBytes < chunk.length) this.#keep(chunk.subarray(copyBytes));
+      usedBytes = Math.min(chunk.length, pending.target.length - pending.filledBytes);
+      pending.target.set(usedBytes === chunk.length ? chunk : chunk.subarray(0, usedBytes),
+        pending.filledBytes);
+      pending.filledBytes += usedBytes;
       if (pending.filledBytes === pending.target.length) {
         this.#pending = null;
         pending.resolve();
       }
-    } else {
-      this.#keep(chunk);
     }
-    if (this.#pending === null && this.#bufferedBytes >= SERVER_READ_AHEAD_BYTES) {
-      this.#stream.pause();
+    if (usedBytes < chunk.length) this.#keep(chunk.subarray(usedBytes));
+    if (this.#pending === null && this.bufferedBytes >= SERVER_READ_AHEAD_BYTES) {
+      this.#stream?.pause();
     }
   }
 
-  #keep(chunk: Buffer): void {
-    this.#chunks.push(chunk);
-    this.#bufferedBytes += chunk.length;
+  /**
+   * Appends to the kept bytes, moving them to the front (or into a larger buffer) when they
+   * do not fit behind. At most SERVER_READ_AHEAD_BYTES plus one read are ever kept, so the
+   * buffer stops growing after the first flood.
+   */
+  #keep(bytes: Uint8Array): void {
+    if (this.#keptEnd + bytes.length > this.#kept.length) {
+      const keptBytes = this.bufferedBytes;
+      const target = keptBytes + bytes.length > this.#kept.length ?
+        Buffer.allocUnsafe(Math.max(2 * this.#kept.length, keptBytes + bytes.length, 4096)) :
+        this.#kept;
+      this.#kept.copy(target, 0, this.#keptStart, this.#keptEnd);
+      this.#kept = target;
+      this.#keptStart = 0;
+      this.#keptEnd = keptBytes;
+    }
+    this.#kept.set(bytes, this.#keptEnd);
+    this.#keptEnd += bytes.length;
   }
 
   /** Moves buffered bytes into `target` from `offset`; returns the offset reached. */
   #drainInto(target: Uint8Array, offset: number): number {
-    let filled = offset;
-    while (filled < target.length && this.#chunks.length > 0) {
-      const chunk = this.#chunks[0] as Buffer;
-      const copyBytes = Math.min(chunk.length, target.length - filled);
-      target.set(copyBytes === chunk.length ? chunk : chunk.subarray(0, copyBytes), filled);
-      filled += copyBytes;
-      this.#bufferedBytes -= copyBytes;
-      if (copyBytes === chunk.length) this.#chunks.shift();
-      else this.#chunks[0] = chunk.subarray(copyBytes);
+    const copyBytes = Math.min(this.bufferedBytes, target.length - offset);
+    if (copyBytes > 0) {
+      target.set(this.#kept.subarray(this.#keptStart, this.#keptStart + copyBytes), offset);
+      this.#keptStart += copyBytes;
+      if (this.#keptStart === this.#keptEnd) {
+        this.#keptStart = 0;
+        this.#keptEnd = 0;
+      }
     }
-    return filled;
+    return offset + copyBytes;
   }
 
   #resumeIfRoom(): void {
-    if (this.#ended === null && this.#bufferedBytes < SERVER_READ_AHEAD_BYTES) {
-      this.#stream.resume();
+    if (this.#ended === null && this.bufferedBytes < SERVER_READ_AHEAD_BYTES) {
+      this.#stream?.resume();
     }
   }
 

@@ -19,9 +19,8 @@ import {
   REQUEST_HEADER_BYTES,
 } from '../nbd/protocol.js';
 import type { NbdFailure } from './errno-map.js';
-import {
-  allocIoBuffer, flushDevice, readBytes, trimBytes, writeBytes, zeroBytes,
-} from './export-io.js';
+import type { BufferPool } from './buffer-pool.js';
+import { flushDevice, readBytes, trimBytes, writeBytes, zeroBytes } from './export-io.js';
 import { BASE_ALLOCATION_CONTEXT_ID, type Negotiated } from './handshake.js';
 import { SERVER_REQUEST_BYTES_MAX } from './limits.js';
 import { StreamEndedError, type SocketReader } from './socket-reader.js';
@@ -62,6 +61,7 @@ export class Transmission {
   readonly #client: DmIoClient;
   readonly #negotiated: Negotiated;
   readonly #limits: TransmissionLimits;
+  readonly #pool: BufferPool;
   #inflightRequests = 0;
   #inflightBytes = 0;
   #stopping = false;
@@ -69,13 +69,14 @@ export class Transmission {
 
   constructor(
     reader: SocketReader, stream: Duplex, client: DmIoClient, negotiated: Negotiated,
-    limits: TransmissionLimits,
+    limits: TransmissionLimits, pool: BufferPool,
   ) {
     this.#reader = reader;
     this.#stream = stream;
     this.#client = client;
     this.#negotiated = negotiated;
     this.#limits = limits;
+    this.#pool = pool;
     stream.on('drain', () => this.#poke());
   }
 
@@ -125,12 +126,14 @@ export class Transmission {
         throw new TransmissionViolation(`WRITE of ${request.lengthBytes} bytes, ` +
           `at most ${SERVER_REQUEST_BYTES_MAX}`);
       }
-      payload = allocIoBuffer(this.#negotiated.served, request.lengthBytes);
+      payload = this.#pool.take(request.lengthBytes);
       // Counted before it is read, so the next request waits for room.
       this.#inflightBytes += payload.length;
       try {
         await this.#reader.readInto(payload);
       } catch (error) {
+        // Not given back to the pool: the socket may still hold a view of it for a read
+        // that never comes; the connection is ending and the buffer goes with it.
         this.#inflightBytes -= payload.length;
         throw error;
       }
@@ -138,6 +141,7 @@ export class Transmission {
     }
     const refusal = this.#check(request);
     if (refusal !== null) {
+      if (payload !== null) this.#pool.give(payload);
       this.#replyStatus(request, refusal);
       return;
     }
@@ -204,15 +208,18 @@ export class Transmission {
     try {
       switch (request.type) {
         case NBD_CMD_READ: {
-          const data = allocIoBuffer(served, request.lengthBytes);
+          const data = this.#pool.take(request.lengthBytes);
           const failure = await readBytes(client, served, offsetBytes, data);
           this.#replyRead(request, failure, data);
           return;
         }
-        case NBD_CMD_WRITE:
-          this.#replyStatus(request,
-            await writeBytes(client, served, offsetBytes, payload ?? new Uint8Array(0), fua));
+        case NBD_CMD_WRITE: {
+          const data = payload ?? new Uint8Array(0);
+          const failure = await writeBytes(client, served, offsetBytes, data, fua);
+          this.#pool.give(data);
+          this.#replyStatus(request, failure);
           return;
+        }
         case NBD_CMD_FLUSH:
           this.#replyStatus(request, await flushDevice(client, served));
           return;
@@ -237,8 +244,10 @@ export class Transmission {
     }
   }
 
+  /** Sends a READ's reply; `data` goes back to the pool once the stream has taken it. */
   #replyRead(request: Request, failure: NbdFailure | null, data: Uint8Array): void {
     if (failure !== null) {
+      this.#pool.give(data);
       this.#replyStatus(request, failure);
       return;
     }
@@ -267,17 +276,23 @@ export class Transmission {
     } else this.#send(simpleReply(failure.errorNumber, request.cookie));
   }
 
-  /** Writes one reply (a header and optional data) back to back; dropped if the client left. */
+  /**
+   * Writes one reply (a header and optional pooled data) back to back; dropped if the client
+   * left. The data goes back to the pool once the stream is done with it.
+   */
   #send(header: Buffer, data?: Uint8Array): void {
     const stream = this.#stream;
-    if (stream.destroyed || !stream.writable) return;
+    if (stream.destroyed || !stream.writable) {
+      if (data !== undefined) this.#pool.give(data);
+      return;
+    }
     if (data === undefined || data.length === 0) {
       stream.write(header);
       return;
     }
     stream.cork();
     stream.write(header);
-    stream.write(data);
+    stream.write(data, () => this.#pool.give(data));
     stream.uncork();
   }
 
