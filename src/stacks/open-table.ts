@@ -31,6 +31,11 @@ export interface OpenTableOptions {
   name?: string;
   /** Milliseconds now, for the flakey and delay targets' clocks (default `Date.now`). */
   now?: () => number;
+  /**
+   * Background copies (mirror resync, writecache writeback) run under a kcopyd throttle of this
+   * many percent of wall time busy, 1 to 100 (default 100: unthrottled, as the kernel's default).
+   */
+  copyThrottlePercent?: number;
 }
 
 /** Largest table file read, in bytes. */
@@ -82,6 +87,7 @@ export async function openTableText(
         devices: plan.deviceArgs.map((spec) => devices[specs.indexOf(spec)] as BlockDevice),
         deviceIds: plan.deviceArgs, lengthSectors: line.lengthSectors, ioClient, readOnly,
         now: options.now ?? Date.now, source, lineNumber: line.lineNumber,
+        copyThrottlePercent: options.copyThrottlePercent ?? 100,
       }));
     }
     const segments: TableSegment[] = planned.map(({ line }, index) => ({

@@ -5,6 +5,7 @@ import { parseDelay } from './delay-target.js';
 import { parseError } from './error-target.js';
 import { parseFlakey } from './flakey-target.js';
 import { parseLinear } from './linear-target.js';
+import { parseMirror } from './mirror-parse.js';
 import { parseStriped } from './striped-target.js';
 import type { TargetParser } from './target.js';
 import { parseZero } from './zero-target.js';
@@ -17,4 +18,5 @@ export const TARGET_TYPES: ReadonlyMap<string, TargetParser> = new Map<string, T
   ['error', parseError],
   ['flakey', parseFlakey],
   ['delay', parseDelay],
+  ['mirror', parseMirror],
 ]);

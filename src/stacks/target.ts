@@ -87,6 +87,8 @@ export interface TargetEnv {
   readonly readOnly: boolean;
   /** Milliseconds now (injectable for tests; default `Date.now`). */
   readonly now: () => number;
+  /** The kcopyd throttle of background copies (mirror resync, writecache writeback), percent. */
+  readonly copyThrottlePercent: number;
   /** Where the table came from and its line, for errors raised while constructing. */
   readonly source: TableSource;
   readonly lineNumber: number;
