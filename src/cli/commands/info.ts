@@ -1,12 +1,16 @@
 // Owns `dmio info`: what a device is and what it can do — size in bytes (the true size, which
 // may end in a partial block) and in addressable sectors, logical and physical block size,
 // request limits, and which of discard, write-zeroes, flush and FUA it supports — as text or as
-// one JSON object.
+// one JSON object. For a `table:` device also each segment's `dmsetup status` and `dmsetup
+// table` line (the table is opened read-only: a mirror does not resync, a writecache writes no
+// metadata, so the status is what the files hold).
 
 import type { Command } from 'commander';
 import bytes from 'bytes';
 import { checkSpec, closeAll, openForCli, sizeBytesOf } from '../devices.js';
 import { EXIT_OK } from '../usage.js';
+import { TableDevice } from '../../stacks/table-device.js';
+import { formatTableReport } from '../../stacks/table-status.js';
 
 /** Adds `info` to the program. */
 export function registerInfo(program: Command, run: (work: () => Promise<number>) => void): void {
@@ -45,6 +49,7 @@ async function info(spec: string, json: boolean): Promise<number> {
         flush: limits.flush,
         fua: limits.fua,
       },
+      ...(device instanceof TableDevice ? { table: tableSummary(device) } : {}),
     };
     if (json) {
       process.stdout.write(`${JSON.stringify(summary)}\n`);
@@ -68,10 +73,19 @@ async function info(spec: string, json: boolean): Promise<number> {
         `(max ${limits.maxWriteZeroesSectors} sectors)`,
       `flush:             ${yesNo(limits.flush)}`,
       `fua:               ${yesNo(limits.fua)}`,
+      ...(summary.table === undefined ? [] : [
+        'table:', ...summary.table.table.map((line) => `  ${line}`),
+        'status:', ...summary.table.status.map((line) => `  ${line}`),
+      ]),
       '',
     ].join('\n'));
     return EXIT_OK;
   } finally {
     await closeAll([device]);
   }
+}
+
+/** A table's segments as `dmsetup table` and `dmsetup status` print them. */
+function tableSummary(device: TableDevice): { table: string[]; status: string[] } {
+  return { table: formatTableReport(device, 'table'), status: formatTableReport(device, 'status') };
 }
