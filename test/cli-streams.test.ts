@@ -327,6 +327,15 @@ describe('dmio write: the input is bounded, streamed and reported per device', (
       assert.equal(fileHash(images[1]!, 0, 2 * MIB), fileHash(input, 0, 2 * MIB));
     });
 
+  it('an input that cannot be read (/proc/self/mem: EIO) is exit 1 naming it, nothing created',
+    async (t) => {
+      const created = join(await tempDir(t), 'new.img');
+      const run = await runDmio(['write', created, '--sector', '0', '--input', '/proc/self/mem']);
+      assert.equal(run.status, 1, run.stderr);
+      assert.match(run.stderr, /^dmio: reading \/proc\/self\/mem failed: EIO.*nothing was written\n$/);
+      assert.equal(existsSync(created), false);
+    });
+
   it('a too-small existing destination refuses before anything is written or created',
     async (t) => {
       const dir = await tempDir(t);

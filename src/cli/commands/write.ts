@@ -90,7 +90,10 @@ interface Input {
   /** `stdin` or the --input path. */
   readonly name: string;
   readonly fd: number;
-  /** The size of a regular file, or null for a stream (stdin, a pipe, a character device). */
+  /**
+   * The size of a regular file, or null for a stream (stdin, a pipe, a character device, a
+   * file whose size is 0).
+   */
   readonly regularSizeBytes: number | null;
   close(): Promise<void>;
 }
@@ -110,7 +113,10 @@ interface Room {
   readonly fromSector: number;
 }
 
-/** Reading the input failed midway (an I/O error, exit status 1; not bad usage). */
+/**
+ * Reading the input failed (an I/O error, exit status 1; not bad usage). The message says why,
+ * without naming the input, which the report does.
+ */
 class InputReadError extends Error {}
 
 /** Opens --input (a missing file or a directory is bad usage), or takes stdin. */
@@ -131,7 +137,8 @@ async function openInput(path: string | undefined): Promise<Input> {
     throw new UsageError(`--input ${path} is a directory`);
   }
   return { name: path, fd: handle.fd,
-    regularSizeBytes: stats.isFile() ? stats.size : null,
+    // A file that says it holds nothing may still give bytes (/proc): read it as a stream.
+    regularSizeBytes: stats.isFile() && stats.size > 0 ? stats.size : null,
     close: () => handle.close() };
 }
 
@@ -154,7 +161,11 @@ async function prepareInput(input: Input, specs: readonly string[], sector: numb
     checkWholeSectors(sizeBytes);
     return { sizeBytes, chunks: () => fileChunks(input, sizeBytes) };
   }
-  const buffered = await bufferStream(input, await probeRoom(specs, sector, direct));
+  const room = await probeRoom(specs, sector, direct);
+  const buffered = await bufferStream(input, room).catch((error: unknown) => {
+    if (!(error instanceof InputReadError)) throw error;
+    throw new Error(`reading ${input.name} failed: ${error.message}; nothing was written`);
+  });
   const totalBytes = buffered.reduce((sum, chunk) => sum + chunk.length, 0);
   checkWholeSectors(totalBytes);
   return { sizeBytes: totalBytes, chunks: () => listChunks(buffered) };
@@ -208,8 +219,8 @@ async function* fileChunks(input: Input, sizeBytes: number): AsyncGenerator<Uint
       const gotBytes = await readInput(input, buffer, filledBytes, lengthBytes - filledBytes,
         offsetBytes + filledBytes);
       if (gotBytes === 0) {
-        throw new InputReadError(`${input.name} ended at ${offsetBytes + filledBytes} bytes, ` +
-          `before its size of ${sizeBytes} (it shrank while being written)`);
+        throw new InputReadError(`it ended at ${offsetBytes + filledBytes} bytes, before ` +
+          `its size of ${sizeBytes} (it shrank while being written)`);
       }
       filledBytes += gotBytes;
     }
@@ -233,7 +244,7 @@ async function readInput(input: Input, buffer: Uint8Array, offset: number, lengt
         await delay(EAGAIN_RETRY_MS);
         continue;
       }
-      throw new InputReadError(`reading ${input.name} failed: ${(error as Error).message}`);
+      throw new InputReadError((error as Error).message);
     }
   }
 }
