@@ -7,67 +7,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import {
-  createFaultDevice, createRamDevice, formatTableReport, openTableText, TableError,
-  type BlockDevice, type DeviceDone, type DeviceRequest, type FaultDevice, type IoError,
-  type RamDevice, type TableDevice,
-} from '../src/index.js';
+import { formatTableReport, openTableText, TableError, type TableDevice } from '../src/index.js';
 import type { MirrorTarget } from '../src/stacks/mirror-target.js';
 import { peek, poke } from './helpers/devices.js';
 import { deviceRequest, submitted } from './helpers/requests.js';
-
-const LEG_SECTORS = 4096;
-
-/** A device the table may close without losing the RAM device behind it (a "disk"). */
-class KeptDevice implements BlockDevice {
-  readonly kind = 'ram' as const;
-  readonly canBlock = true;
-  readonly #ram: RamDevice;
-  #closed = false;
-
-  constructor(ram: RamDevice) {
-    this.#ram = ram;
-  }
-
-  get name(): string { return this.#ram.name; }
-  get sizeSectors(): number { return this.#ram.sizeSectors; }
-  get readOnly(): boolean { return false; }
-  get limits(): BlockDevice['limits'] { return this.#ram.limits; }
-  get closed(): boolean { return this.#closed; }
-  submit(request: DeviceRequest, done: DeviceDone): void { this.#ram.submit(request, done); }
-  submitSync(request: DeviceRequest): IoError | null { return this.#ram.submitSync(request); }
-  close(): Promise<void> {
-    this.#closed = true;
-    return Promise.resolve();
-  }
-}
-
-/** Named RAM "disks" that outlive the tables opened on them; each open wraps a fault device. */
-function devicePool(sizes: Record<string, number> = {}): {
-  open: (spec: string) => Promise<BlockDevice>;
-  fault: (name: string) => FaultDevice;
-  ram: (name: string) => RamDevice;
-} {
-  const rams = new Map<string, RamDevice>();
-  const faults = new Map<string, FaultDevice>();
-  const ram = (name: string): RamDevice => {
-    let device = rams.get(name);
-    if (device === undefined) {
-      device = createRamDevice({ sizeBytes: (sizes[name] ?? LEG_SECTORS) * 512, name });
-      rams.set(name, device);
-    }
-    return device;
-  };
-  return {
-    ram,
-    fault: (name) => faults.get(name) as FaultDevice,
-    open: (spec) => {
-      const fault = createFaultDevice(new KeptDevice(ram(spec)), { name: spec });
-      faults.set(spec, fault);
-      return Promise.resolve(fault);
-    },
-  };
-}
+import { devicePool } from './stacks-helpers.js';
 
 function mirrorOf(table: TableDevice): MirrorTarget {
   return table.targets[0] as MirrorTarget;

@@ -7,6 +7,7 @@ import { parseFlakey } from './flakey-target.js';
 import { parseLinear } from './linear-target.js';
 import { parseMirror } from './mirror-parse.js';
 import { parseStriped } from './striped-target.js';
+import { parseWritecache } from './writecache-parse.js';
 import type { TargetParser } from './target.js';
 import { parseZero } from './zero-target.js';
 
@@ -19,4 +20,5 @@ export const TARGET_TYPES: ReadonlyMap<string, TargetParser> = new Map<string, T
   ['flakey', parseFlakey],
   ['delay', parseDelay],
   ['mirror', parseMirror],
+  ['writecache', parseWritecache],
 ]);
