@@ -5,16 +5,15 @@
 // says how many bytes each destination got.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import {
-  closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, rmdirSync, writeFileSync,
+  closeSync, existsSync, openSync, readFileSync, readSync, writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test, type TestContext } from 'node:test';
+import { test } from 'node:test';
 import { fileHash, jsonOf, randomHash, runDmio, type CliRun } from './cli-helpers.js';
 import { requireTools, startNbdkit } from './helpers/nbdkit.js';
 import { tempDir } from './helpers/tmp.js';
+import { mountSmallTmpfs } from './helpers/tmpfs.js';
 
 const MIB = 1024 * 1024;
 const TOTAL = 64 * MIB;
@@ -28,27 +27,6 @@ interface Destination {
 
 function destinationsOf(run: CliRun): Destination[] {
   return jsonOf(run).destinations as Destination[];
-}
-
-/**
- * Mounts a tmpfs of `sizeMiB` on a fresh directory, unmounted and removed after the test, and
- * returns the directory; null when not root (skipped, except under CI, where it fails).
- */
-function mountSmallTmpfs(t: TestContext, sizeMiB: number): string | null {
-  if (process.getuid?.() !== 0) {
-    if (process.env['CI'] === 'true') assert.fail('CI must run the ENOSPC test as root');
-    t.skip('mounting a tmpfs needs root');
-    return null;
-  }
-  const dir = mkdtempSync(join(tmpdir(), 'dmio-tmpfs-'));
-  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${sizeMiB}m`, 'tmpfs', dir]);
-  if (mounted.status !== 0) rmdirSync(dir);
-  assert.equal(mounted.status, 0, mounted.stderr?.toString());
-  t.after(() => {
-    spawnSync('umount', [dir]);
-    rmdirSync(dir);
-  });
-  return dir;
 }
 
 test('copy: a destination out of space fails alone; the other is finished and exact',

@@ -9,14 +9,13 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import {
-  existsSync, linkSync, mkdtempSync, readFileSync, rmdirSync, statSync, symlinkSync,
-  truncateSync, writeFileSync,
+  existsSync, linkSync, readFileSync, statSync, symlinkSync, truncateSync, writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it, type TestContext } from 'node:test';
-import { requireLoopOrSkip, requireRootOrSkip, withLoopDevice } from './helpers/loop.js';
+import { describe, it } from 'node:test';
+import { requireLoopOrSkip, withLoopDevice } from './helpers/loop.js';
 import { tempDir } from './helpers/tmp.js';
+import { mountSmallTmpfs } from './helpers/tmpfs.js';
 import { DMIO_BIN, fileHash, jsonOf, randomHash, runDmio, type CliRun } from './cli-helpers.js';
 
 const MIB = 1024 * 1024;
@@ -47,20 +46,6 @@ function runShell(script: string, args: readonly string[] = [],
 function assertCleanFailure(run: CliRun, what: string): void {
   assert.doesNotMatch(run.stderr, /Unhandled|^\s+at /m, `${what}: ${run.stderr}`);
   assert.ok(run.stderr.trim().split('\n').length <= 1, `${what}: one line: ${run.stderr}`);
-}
-
-/** Mounts a tmpfs of `sizeMiB` on a fresh directory, unmounted and removed after the test. */
-function mountSmallTmpfs(t: TestContext, sizeMiB: number): string | null {
-  if (!requireRootOrSkip(t)) return null;
-  const dir = mkdtempSync(join(tmpdir(), 'dmio-streams-tmpfs-'));
-  const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${sizeMiB}m`, 'tmpfs', dir]);
-  if (mounted.status !== 0) rmdirSync(dir);
-  assert.equal(mounted.status, 0, mounted.stderr?.toString());
-  t.after(() => {
-    spawnSync('umount', [dir]);
-    rmdirSync(dir);
-  });
-  return dir;
 }
 
 describe('dmio read: output failures are exit statuses, never crashes', () => {
