@@ -5,15 +5,14 @@
 // real files or RAM devices behind fault devices, whose traces say what was really written.
 
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { getEventListeners } from 'node:events';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import type { DmIoRegion } from '../src/core/request.js';
 import type { BlockDevice, DeviceDone, DeviceRequest } from '../src/devices/block-device.js';
 import { createFaultDevice, type FaultDevice } from '../src/devices/fault-device.js';
-import { openFileDevice, type FileDevice } from '../src/devices/file-device.js';
+import type { FileDevice } from '../src/devices/file-device.js';
 import { IoError, isDmIoError } from '../src/errors.js';
 import { KCOPYD_SPLIT_COUNT } from '../src/kcopyd/constants.js';
 import type { KcopydResult } from '../src/kcopyd/job.js';
@@ -23,37 +22,23 @@ import {
 } from '../src/kcopyd/submit.js';
 import type { KcopydJobOptions } from '../src/kcopyd/validate-job.js';
 import {
-  hashOf, patternDevice, ProbeDevice, ramDevice, readBytes,
+  destFile as destFileOf, hashOf, patternDevice, ProbeDevice, ramDevice, readBytes, sourceFile,
+  type SourceFile,
 } from './kcopyd-helpers.js';
-import { tempDir } from './helpers/tmp.js';
 
 const SUB = 64; // sectors per chunk (32 KiB)
 const CHUNKS = 40;
 const COUNT = SUB * CHUNKS;
 const TOTAL_BYTES = COUNT * 512;
 
-interface Files {
-  readonly directory: string;
-  readonly sourceBytes: Buffer;
-  readonly source: FileDevice;
+function files(t: TestContext, sectors = COUNT): Promise<SourceFile> {
+  return sourceFile(t, sectors);
 }
 
-async function files(t: TestContext, sectors = COUNT): Promise<Files> {
-  const directory = await tempDir(t);
-  const sourceBytes = randomBytes(sectors * 512);
-  await writeFile(join(directory, 'source.img'), sourceBytes);
-  const source = await openFileDevice(join(directory, 'source.img'), { readOnly: true });
-  t.after(() => source.close());
-  return { directory, sourceBytes, source };
-}
-
-async function destFile(
+function destFile(
   t: TestContext, directory: string, name: string, sectors = COUNT,
 ): Promise<FileDevice> {
-  const device = await openFileDevice(join(directory, name),
-    { create: { sizeBytes: sectors * 512 } });
-  t.after(() => device.close());
-  return device;
+  return destFileOf(t, directory, name, sectors);
 }
 
 /** A fault device that fails writes (and write-zeroes) from chunk `fromChunk` on. */

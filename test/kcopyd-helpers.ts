@@ -1,13 +1,19 @@
-// Owns test fixtures for the kcopyd suites: RAM devices filled with known bytes, a probe device
-// that records in-flight requests and whether code runs inside a device completion, a serial
-// device on a virtual clock for throttle tests, and byte readers.
+// Owns test fixtures for the kcopyd suites: RAM devices filled with known bytes, real image
+// files (a random source and destinations, closed after the test), a probe device that records
+// in-flight requests and whether code runs inside a device completion, a serial device on a
+// virtual clock for throttle tests, and byte readers.
 
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { TestContext } from 'node:test';
 import type {
   BlockDevice, DeviceDone, DeviceLimits, DeviceRequest,
 } from '../src/devices/block-device.js';
+import { openFileDevice, type FileDevice } from '../src/devices/file-device.js';
 import { createRamDevice, type RamDevice } from '../src/devices/ram-device.js';
+import { tempDir } from './helpers/tmp.js';
 
 /** A RAM device of `sectors` sectors whose bytes are a pattern of `seed` (never all zero). */
 export function patternDevice(
@@ -19,6 +25,33 @@ export function patternDevice(
     bytes[index] = ((index * 7 + seed * 13 + (index >> 9)) % 251) + 1;
   }
   assert.equal(device.submitSync(request('write', 0, sectors, [bytes])), null);
+  return device;
+}
+
+/** A temporary directory holding `source.img`: `sectors` random sectors, open read-only. */
+export interface SourceFile {
+  readonly directory: string;
+  readonly sourceBytes: Buffer;
+  readonly source: FileDevice;
+}
+
+/** Makes a `SourceFile` for test `t`; the directory and device go when the test ends. */
+export async function sourceFile(t: TestContext, sectors: number): Promise<SourceFile> {
+  const directory = await tempDir(t);
+  const sourceBytes = randomBytes(sectors * 512);
+  await writeFile(join(directory, 'source.img'), sourceBytes);
+  const source = await openFileDevice(join(directory, 'source.img'), { readOnly: true });
+  t.after(() => source.close());
+  return { directory, sourceBytes, source };
+}
+
+/** A new image file of `sectors` sectors in `directory`, closed when test `t` ends. */
+export async function destFile(
+  t: TestContext, directory: string, name: string, sectors: number, direct = false,
+): Promise<FileDevice> {
+  const device = await openFileDevice(join(directory, name),
+    { create: { sizeBytes: sectors * 512 }, direct });
+  t.after(() => device.close());
   return device;
 }
 

@@ -21,34 +21,22 @@ import { createRamDevice, type RamDevice } from '../src/devices/ram-device.js';
 import { IoError } from '../src/errors.js';
 import { COPY_SLOTS_MAX, copySlotsInUse } from '../src/devices/copy-slots.js';
 import type { KcopydJobOptions } from '../src/kcopyd/validate-job.js';
-import { hashOf, patternDevice, ramDevice, readBytes, request } from './kcopyd-helpers.js';
-import { tempDir } from './helpers/tmp.js';
+import {
+  destFile as destFileOf, hashOf, patternDevice, ramDevice, readBytes, request, sourceFile,
+  type SourceFile,
+} from './kcopyd-helpers.js';
 
 const SUB_JOB_SECTORS = 256; // 128 KiB chunks
 const COPY_SECTORS = 20 * SUB_JOB_SECTORS + 64; // 20 full chunks and a short one
 
-interface Fixture {
-  readonly directory: string;
-  readonly sourceBytes: Buffer;
-  readonly source: FileDevice;
+function fixture(t: TestContext, sectors = COPY_SECTORS): Promise<SourceFile> {
+  return sourceFile(t, sectors);
 }
 
-async function fixture(t: TestContext, sectors = COPY_SECTORS): Promise<Fixture> {
-  const directory = await tempDir(t);
-  const sourceBytes = randomBytes(sectors * 512);
-  await writeFile(join(directory, 'source.img'), sourceBytes);
-  const source = await openFileDevice(join(directory, 'source.img'), { readOnly: true });
-  t.after(() => source.close());
-  return { directory, sourceBytes, source };
-}
-
-async function destFile(
+function destFile(
   t: TestContext, directory: string, name: string, direct = false, sectors = COPY_SECTORS,
 ): Promise<FileDevice> {
-  const device = await openFileDevice(join(directory, name),
-    { create: { sizeBytes: sectors * 512 }, direct });
-  t.after(() => device.close());
-  return device;
+  return destFileOf(t, directory, name, sectors, direct);
 }
 
 function wholeRegion(device: FileDevice, count = COPY_SECTORS): DmIoRegion {
