@@ -1,5 +1,5 @@
 // Tables served by the real `dmio serve`: fio random writes verified with crc32c through
-// `table:` files of linear, striped and mirror segments (one server, one export each), on image
+// `table:` files of linear, striped, mirror and writecache segments (one server, one export each), on image
 // files and on a loop device, and the bytes checked on the parts themselves. fio runs with its
 // working directory in a temporary directory and --verify_state_save=0, so it leaves no state
 // files; every server, loop device and temporary file is removed.
@@ -58,13 +58,16 @@ async function images(t: TestContext, ...names: string[]): Promise<{ dir: string
   return { dir, paths };
 }
 
-test('fio verify through linear, striped and mirror tables of image files', async (t) => {
+test('fio verify through linear, striped, mirror and writecache tables of image files', async (t) => {
   if (!requireTools(t, 'fio')) return;
-  const { dir, paths: [a, b] } = await images(t, 'a.img', 'b.img');
+  const { dir, paths: [a, b, origin, cache] } = await images(t, 'a.img', 'b.img', 'origin.img', 'cache.img');
+  await truncate(cache as string, 2 * MiB);
   await serveAndVerify(dir, {
     linear: `# two pieces, the first on b\n0 2048 linear ${b} 0\n2048 2048 linear ${a} 2048\n`,
     striped: `0 8192 striped 2 16 ${a} 8192 ${b} 12288\n`,
     mirror: `0 4096 mirror core 2 1024 nosync 2 ${a} 24576 ${b} 24576\n`,
+    // A 2 MiB cache holds about 500 blocks: writeback runs while fio writes.
+    writecache: `0 4096 writecache s ${origin} ${cache} 4096 4 high_watermark 30 low_watermark 10\n`,
   });
   const aBytes = readFileSync(a as string);
   const bBytes = readFileSync(b as string);
@@ -77,15 +80,17 @@ test('fio verify through linear, striped and mirror tables of image files', asyn
   assert.ok(mirrorA.equals(bBytes.subarray(24576 * 512, (24576 + 4096) * 512)));
 });
 
-test('fio verify through linear, striped and mirror tables on a loop device', async (t) => {
+test('fio verify through linear, striped, mirror and writecache tables on a loop device', async (t) => {
   if (!requireTools(t, 'fio') || !requireLoopOrSkip(t)) return;
-  const { dir, paths: [loopImage, file] } = await images(t, 'loop.img', 'file.img');
+  const { dir, paths: [loopImage, file, origin] } = await images(t, 'loop.img', 'file.img', 'origin.img');
   const loop = await attachLoop(loopImage as string);
   try {
     await serveAndVerify(dir, {
       linear: `0 4096 linear ${loop} 4096\n`,
       striped: `0 8192 striped 2 8 ${loop} 8192 ${file} 8192\n`,
       mirror: `0 4096 mirror core 1 1024 2 ${loop} 16384 ${file} 16384 1 handle_errors\n`,
+      // The cache is the loop device's last 4 MiB.
+      writecache: `0 4096 writecache s ${origin} ${loop} 4096 2 start_sector 24576\n`,
     });
   } finally {
     await detachLoop(loop);
