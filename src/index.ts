@@ -66,7 +66,9 @@ export {
   DM_KCOPYD_MAX_REGIONS, KCOPYD_SPLIT_COUNT, KCOPYD_SUB_JOB_SECTORS_DEFAULT,
   KCOPYD_SUB_JOB_SECTORS_MAX, KCOPYD_WRITE_ERR_ALL,
 } from './kcopyd/constants.js';
-export { dmKcopydClientCreate, dmKcopydClientDestroy } from './kcopyd/kcopyd.js';
+export {
+  dmKcopydClientCreate, dmKcopydClientDestroy, dmKcopydClientFlush,
+} from './kcopyd/kcopyd.js';
 export type { KcopydClientOptions } from './kcopyd/kcopyd.js';
 export { KcopydClient } from './kcopyd/kcopyd-client.js';
 export {

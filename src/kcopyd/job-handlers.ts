@@ -1,5 +1,6 @@
 // Owns the three phase handlers of the kcopyd state machine and the dm-io completion:
-// - runCompleteJob: gives pages back, reports progress, settles a master (outcome.ts), runs the
+// - runCompleteJob: gives pages back, flushes a master made with `flush: true` (flush.ts; it
+//   comes back here when the flush is over), reports progress, settles a master (outcome.ts), runs the
 //   job's callback (a sub-job's callback is its master's segment bookkeeping), then uncounts
 //   the job;
 // - runPagesJob: takes one grant of pages for the job, or answers 'later' (it stays first);
@@ -27,6 +28,7 @@ import {
   abortJob, creditWrites, dropFailedDests, jobCancelled, settleMaster,
 } from './outcome.js';
 import { issueOffload } from './offload.js';
+import { startFlush } from './flush.js';
 import { KCOPYD_OFFLOADS_IN_FLIGHT_MAX } from './constants.js';
 
 /** Completes `job`: pages back, progress, callback, uncount. Always 'done'. */
@@ -36,6 +38,8 @@ export function runCompleteJob(kc: KcopydClient, job: KcopydJob): HandlerResult 
     job.grant = null;
     job.contiguous = null;
   }
+  // With `flush: true` the master completes only once its destinations are flushed.
+  if (job.kind === 'master' && startFlush(kc, job)) return 'done';
   reportProgress(job);
   if (job.kind === 'master') settleMaster(job);
   const fn = job.fn;

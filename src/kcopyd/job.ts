@@ -96,6 +96,10 @@ export class KcopydJob implements JobLinks<KcopydJob> {
   aborted = false;
   /** Masters: why the job was cancelled, the `cause` of its DMIO_ERR_ABORTED errors. */
   abortReason: unknown = undefined;
+  /** Masters: flush every written destination before completing (`options.flush`). */
+  flush = false;
+  /** Masters: 'idle' until the flush is issued, 'flushing' while it runs, then 'done'. */
+  flushState: 'idle' | 'flushing' | 'done' = 'idle';
   /** Masters: the caller's signal and the listener to remove when the job ends. */
   signal: AbortSignal | null = null;
   abortListener: (() => void) | null = null;

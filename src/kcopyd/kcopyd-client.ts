@@ -68,6 +68,7 @@ export class KcopydClient {
   #jobs = 0;
   #destroyed = false;
   #drained: Array<() => void> = [];
+  #idleWaiters: Array<() => void> = [];
   #wakeRequested = false;
   #workerActive = false;
   #passes = 0;
@@ -161,6 +162,15 @@ export class KcopydClient {
     if (this.#jobs === 0 && this.#drained.length > 0) this.#finishDestroy();
   }
 
+  /**
+   * @internal Resolves once the worker has no pass running or requested: every job queued so
+   * far has been taken as far as it can go without waiting for I/O in flight.
+   */
+  whenIdle(): Promise<void> {
+    if (!this.#workerActive) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
   /** @internal Stops new work and resolves once every job (prepared callbacks too) is done. */
   destroy(): Promise<void> {
     this.#destroyed = true;
@@ -185,6 +195,9 @@ export class KcopydClient {
     } finally {
       this.#workerActive = false;
     }
+    const idleWaiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const waiter of idleWaiters) waiter();
     if (this.#jobs === 0 && this.#drained.length > 0) this.#finishDestroy();
   }
 

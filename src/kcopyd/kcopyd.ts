@@ -1,4 +1,4 @@
-// Owns kcopyd client creation and destruction at the public boundary: options are validated
+// Owns kcopyd client creation, flushing and destruction at the public boundary: options are validated
 // into the settings a client is built from (sub-job size, job bound, fresh pages or an injected
 // page source, throttle, sleep), and destroy waits for every job.
 
@@ -104,4 +104,21 @@ function defaultSleep(ms: number): Promise<void> {
 export function dmKcopydClientDestroy(kc: KcopydClient): Promise<void> {
   if (!(kc instanceof KcopydClient)) throw new InvalidArgTypeError('kc', 'a KcopydClient', kc);
   return kc.destroy();
+}
+
+/**
+ * Waits for the client's worker, as the kernel's `dm_kcopyd_client_flush` flushes its
+ * workqueue: resolves once every pass queued or running has finished, so every job submitted
+ * before the call has been processed as far as it can go (completions already due have run
+ * their callbacks, chunks that could be issued were issued). Like the kernel's, it does not
+ * wait for I/O still in flight, nor for the jobs that I/O will complete later; await a job's
+ * Promise (or `dmKcopydClientDestroy`) for that. Resolves at once when the worker is idle.
+ *
+ * @example
+ * dmKcopydDoCallback(token, false, 0n);
+ * await dmKcopydClientFlush(kc);   // the prepared callback has run
+ */
+export function dmKcopydClientFlush(kc: KcopydClient): Promise<void> {
+  if (!(kc instanceof KcopydClient)) throw new InvalidArgTypeError('kc', 'a KcopydClient', kc);
+  return kc.whenIdle();
 }

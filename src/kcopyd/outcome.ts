@@ -73,7 +73,9 @@ export function creditWrites(job: KcopydJob, errorBits: bigint): void {
  */
 export function abortJob(master: KcopydJob, reason: unknown): void {
   const kc = master.client;
-  if (master.aborted || master.list === kc.completeJobs || master.list === kc.callbackJobs) {
+  // Once queued for its callback, or flushing after its last write, the job is over.
+  if (master.aborted || master.list === kc.completeJobs || master.list === kc.callbackJobs ||
+      master.flushState !== 'idle') {
     return;
   }
   master.aborted = true;

@@ -132,6 +132,7 @@ function submit(
   job.ignoreError = options.ignoreError;
   job.writeSeq = options.writeSeq;
   job.dropFailed = options.dropFailedDestinations;
+  job.flush = options.flush;
   job.onProgress = options.onProgress;
   job.onChunkRead = options.onChunkRead;
   job.writeErrors = new Array<undefined>(job.dests.length).fill(undefined);

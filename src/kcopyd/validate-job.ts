@@ -62,6 +62,17 @@ export interface KcopydJobOptions {
    * the job completes.
    */
   signal?: AbortSignal;
+  /**
+   * Make the job durable before it completes (default false: the kernel's kcopyd never
+   * flushes, its callers do). Once the job's last write has completed, every destination that
+   * was written to (`writtenBytes[d] > 0`, so also one that failed later or a cancelled job's)
+   * gets one flush: a zero-count PREFLUSH region of one dm-io write (`fdatasync` for files and
+   * block devices, `NBD_CMD_FLUSH` for NBD). A failed flush sets that destination's `writeErr`
+   * bit and `writeErrors[d]` (unless it already had an error) and makes `writtenBytes[d]` 0:
+   * after a failed flush nothing the job wrote there is known to be on stable storage, so the
+   * destination is not complete.
+   */
+  flush?: boolean;
 }
 
 /** Options after validation. */
@@ -73,11 +84,12 @@ export interface ValidJobOptions {
   readonly copyOffload: boolean;
   readonly dropFailedDestinations: boolean;
   readonly signal: AbortSignal | null;
+  readonly flush: boolean;
 }
 
 const JOB_OPTION_KEYS = new Set([
   'ignoreError', 'writeSeq', 'onProgress', 'onChunkRead', 'copyOffload', 'dropFailedDestinations',
-  'signal',
+  'signal', 'flush',
 ]);
 
 /** Returns `kc` when it is a live client with room for one more job. */
@@ -96,7 +108,7 @@ export function validateJobOptions(options: unknown): ValidJobOptions {
   if (options === undefined || options === null) {
     return {
       ignoreError: false, writeSeq: false, onProgress: null, onChunkRead: null, copyOffload: false,
-      dropFailedDestinations: false, signal: null,
+      dropFailedDestinations: false, signal: null, flush: false,
     };
   }
   if (typeof options === 'number') {
@@ -125,6 +137,7 @@ export function validateJobOptions(options: unknown): ValidJobOptions {
     dropFailedDestinations: validateBoolean(given.dropFailedDestinations,
       'options.dropFailedDestinations', false),
     signal: validateSignal(given.signal),
+    flush: validateBoolean(given.flush, 'options.flush', false),
   };
 }
 
