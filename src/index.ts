@@ -96,3 +96,5 @@ export { TableDevice } from './stacks/table-device.js';
 export type { TableSegmentStatus } from './stacks/table-device.js';
 export { formatTableReport } from './stacks/table-status.js';
 export type { TableReport } from './stacks/table-status.js';
+export { watchTableStatus } from './stacks/status-watch.js';
+export type { TableStatusWatch, WatchedTable } from './stacks/status-watch.js';

@@ -1,6 +1,7 @@
 // Mirror through the real `dmio serve`, on image files with a disk log:
 // - a leg (a flakey sub-table) that starts failing writes while fio writes: fio's crc32c verify
-//   still passes; the regions written after the failure stay out of sync in the disk log; when
+//   still passes; `dmio serve` reports the leg failed on stderr (on change and on SIGUSR1); the
+//   regions written after the failure stay out of sync in the disk log; when
 //   the leg returns (its sub-table becomes linear) only those regions are resynced and the legs
 //   are identical (`qemu-img compare`);
 // - kill -9 of the server during writes: the disk log names only the regions that were dirty,
@@ -52,6 +53,14 @@ async function resyncInProcess(tablePath: string): Promise<number> {
   }
 }
 
+async function waitFor(condition: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!condition()) {
+    assert.ok(performance.now() < deadline, 'timed out waiting');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 /** Runs fio in `dir` (its working directory) and returns its exit status. */
 async function fio(dir: string, args: readonly string[], timeoutMs: number): Promise<{ status: number | null; stdout: string; stderr: string }> {
   const previous = process.cwd();
@@ -79,6 +88,13 @@ test('a leg failing mid-run: fio verify passes, its regions resync when it retur
   try {
     result = await fio(dir, [`--uri=${served.uri}`, '--rw=randwrite', '--size=4M', '--rate=2m',
       '--verify=crc32c', '--do_verify=1', '--output-format=json'], 60_000);
+    // The operator sees the leg fail on stderr: at the start all A, then b's writes failing.
+    const before = served.stderr().length;
+    served.child.kill('SIGUSR1');
+    await waitFor(() => served.stderr().length > before, 5000);
+    const lines = served.stderr().split('\n').filter((line) => line.startsWith('dmio serve: status'));
+    assert.match(lines[0] ?? '', /^dmio serve: status export '': 0 16384 mirror 2 \S+ table:\S+ \d+\/64 1 AA 3 disk \S+ A$/);
+    assert.match(lines[lines.length - 1] ?? '', / 1 A[DF] 3 disk /, served.stderr());
   } finally {
     assert.equal(await served.stop(), 0);
   }

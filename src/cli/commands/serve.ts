@@ -4,13 +4,15 @@
 // beyond the machine unless asked), and once it accepts, prints exactly one line on stdout —
 // the URI a client should use (or, with --json, one JSON object holding it) — so scripts can
 // wait for it. SIGINT or SIGTERM stops it: no new connections, requests in flight finish,
-// devices are flushed and closed, exit 0.
+// devices are flushed and closed, exit 0. For each `table:` export it reports the tables'
+// `dmsetup status` lines on stderr at the start, when they change, and on SIGUSR1.
 
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
-  createNbdServer, type BlockDevice, type NbdListenAddress, type NbdServerTlsOptions,
+  createNbdServer, TableDevice, watchTableStatus, type BlockDevice, type NbdListenAddress,
+  type NbdServerTlsOptions, type TableStatusWatch,
 } from '../../index.js';
 import { checkSpec, closeAll, openForCli } from '../devices.js';
 import { EXIT_IO_ERROR, EXIT_OK, UsageError } from '../usage.js';
@@ -81,7 +83,11 @@ async function serve(spec: string, flags: ServeFlags): Promise<number> {
       ...(tls === undefined ? {} : { tls }),
       log: (message) => process.stderr.write(`dmio serve: ${message}\n`),
     });
-    const stopped = stopOnSignal(() => server.close());
+    const watch = watchTables(plans, devices);
+    const stopped = stopOnSignal(() => {
+      watch?.stop();
+      return server.close();
+    });
     let listener;
     try {
       listener = await server.listen(address);
@@ -97,6 +103,26 @@ async function serve(spec: string, flags: ServeFlags): Promise<number> {
   } finally {
     await closeAll(devices);
   }
+}
+
+/**
+ * Reports the status of every table export on stderr (at once, on change, on SIGUSR1); null,
+ * with no SIGUSR1 handler, when no export is a table.
+ */
+function watchTables(plans: readonly ExportPlan[], devices: readonly BlockDevice[]):
+  TableStatusWatch | null {
+  const tables = plans.flatMap((plan, index) => {
+    const device = devices[index];
+    return device instanceof TableDevice ? [{ label: `export '${plan.name}'`, device }] : [];
+  });
+  if (tables.length === 0) return null;
+  const watch = watchTableStatus(tables, (line) => process.stderr.write(`dmio serve: status ${line}\n`));
+  const onUsr1 = (): void => watch.report();
+  process.on('SIGUSR1', onUsr1);
+  return { report: watch.report, stop: () => {
+    process.off('SIGUSR1', onUsr1);
+    watch.stop();
+  } };
 }
 
 /** Resolves with the exit status once a signal arrived and `close` finished. */
