@@ -5,7 +5,8 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { DMIO_BIN, jsonOf, runDmio } from './cli-helpers.js';
@@ -22,14 +23,20 @@ function loggedCommands(logPath: string): string[] {
   return commands;
 }
 
-test('copy and zero end with an NBD FLUSH; --no-flush sends none', async (t) => {
+test('copy, zero and write end with an NBD FLUSH; --no-flush sends none', async (t) => {
   if (!requireTools(t, 'nbdkit')) return;
   const dir = await tempDir(t);
+  const input = join(dir, 'input.bin');
+  writeFileSync(input, randomBytes(3 * 1024 * 1024));
   const cases: Array<{ args: (uri: string) => string[]; flushed: boolean; writes: RegExp }> = [
     { args: (uri) => ['copy', 'random:4M', uri, '--json'], flushed: true, writes: /Write/ },
     { args: (uri) => ['zero', uri, '--length', '4M', '--json'], flushed: true, writes: /Zero/ },
     { args: (uri) => ['copy', 'random:4M', uri, '--no-flush', '--json'], flushed: false,
       writes: /Write/ },
+    { args: (uri) => ['write', uri, '--sector', '8', '--input', input, '--json'], flushed: true,
+      writes: /Write/ },
+    { args: (uri) => ['write', uri, '--sector', '8', '--input', input, '--no-flush', '--json'],
+      flushed: false, writes: /Write/ },
   ];
   for (const [index, testCase] of cases.entries()) {
     const logPath = join(dir, `log-${index}.txt`);
@@ -69,3 +76,28 @@ test('copy to a file: fdatasync on the destination after its last write (strace)
     'writes to the destination were traced');
   assert.match(onDest.at(-1)!, /(fdatasync|fsync)\(/, `last: ${onDest.at(-1)}`);
 });
+
+test('a failed flush fails that destination alone (copy, zero, write): exit 1, its bit, 0 bytes',
+  async (t) => {
+    const dir = await tempDir(t);
+    const [good, bad] = [join(dir, 'good.img'), join(dir, 'bad.img')];
+    const input = join(dir, 'input.bin');
+    writeFileSync(input, randomBytes(1024 * 1024));
+    const env = { DMIO_TEST_FAULTS: JSON.stringify({
+      [bad]: { ranges: [{ sector: 0, countSectors: 1, ops: ['flush'] }] } }) };
+    for (const args of [['copy', 'random:2M', good, bad], ['zero', good, bad, '--length', '1M'],
+      ['write', good, bad, '--sector', '0', '--input', input]]) {
+      const run = await runDmio([...args, '--json'], { env });
+      assert.equal(run.status, 1, `${args[0]}: ${run.stderr}`);
+      const outcome = jsonOf(run);
+      assert.equal(outcome.flushed, true);
+      assert.equal(outcome.writeErrorBits, '0x2', args[0]);
+      const [first, second] = outcome.destinations as Array<{ ok: boolean; bytesWritten: number;
+        error: string | null }>;
+      assert.equal(first?.ok, true, `${args[0]}: ${first?.error}`);
+      assert.equal(second?.ok, false);
+      assert.equal(second?.bytesWritten, 0);
+      assert.match(second?.error ?? '', /^flush failed: .*EIO/);
+      assert.match(run.stderr, /bad\.img FAILED with 0B? of .*flush failed/);
+    }
+  });

@@ -1,4 +1,5 @@
-// Owns making a command's writes durable before it reports success: one dm-io write whose
+// Owns making `dmio write` durable before it reports success (copy and zero ask kcopyd's
+// `flush: true`, which does the same): one dm-io write whose
 // regions are all zero-count with PREFLUSH, one region per destination (the kernel mirror's
 // idiom for flushing its legs). Files and block devices answer with fdatasync, NBD exports with
 // NBD_CMD_FLUSH, in-process devices have nothing to flush. Each destination's flush error comes
@@ -34,13 +35,27 @@ export async function flushDevices(
   return outcome;
 }
 
-/** The reports with every destination whose flush failed marked not ok. */
+/**
+ * The reports with every destination whose flush failed marked not ok and counting no bytes,
+ * as kcopyd's `flush: true` does: after a failed flush nothing written there is known to be on
+ * stable storage. An earlier error is kept as the reason.
+ */
 export function withFlushErrors(
   destinations: readonly DestinationReport[], flushErrors: ReadonlyArray<string | null>,
 ): DestinationReport[] {
   return destinations.map((destination, index) => {
     const problem = flushErrors[index] ?? null;
-    if (problem === null || !destination.ok) return destination;
-    return { ...destination, ok: false, error: `flush failed: ${problem}` };
+    if (problem === null) return destination;
+    return { ...destination, ok: false, bytesWritten: 0,
+      error: destination.error ?? `flush failed: ${problem}` };
   });
+}
+
+/** Bit d set ⇔ device d's flush failed. */
+export function flushErrorBits(flushErrors: ReadonlyArray<string | null>): bigint {
+  let bits = 0n;
+  flushErrors.forEach((problem, index) => {
+    if (problem !== null) bits |= 1n << BigInt(index);
+  });
+  return bits;
 }

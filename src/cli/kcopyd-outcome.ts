@@ -3,6 +3,7 @@
 // error. A clear write bit alone proves nothing: a job that stops early (a failed source read,
 // an interrupt) leaves destinations whose bit is clear but which are incomplete, and with
 // --ignore-errors a complete destination may hold zeros where the source could not be read.
+// A destination whose final flush failed counts no bytes (kcopyd's flush: true) and says so.
 
 import type { KcopydResult } from '../index.js';
 import type { DestinationReport } from './report.js';
@@ -15,8 +16,12 @@ export function kcopydDestinations(
     const bytesWritten = result.writtenBytes[index] ?? 0;
     const failed = ((result.writeErr >> BigInt(index)) & 1n) === 1n;
     if (failed) {
-      const message = result.writeErrors[index]?.message ?? 'write failed';
-      return { device, ok: false, bytesWritten, error: message };
+      const error = result.writeErrors[index];
+      const message = error?.message ?? 'write failed';
+      // Only a flush is a request of zero sectors (the job's flush: true).
+      const flush = (error as { countSectors?: unknown } | undefined)?.countSectors === 0;
+      return { device, ok: false, bytesWritten,
+        error: flush ? `flush failed: ${message}` : message };
     }
     if (bytesWritten < totalBytes) {
       const why = result.readErr ? 'the copy stopped when reading the source failed' :

@@ -15,7 +15,6 @@ import { dmKcopydThrottleCreate } from '../../kcopyd/throttle.js';
 import { openDestinations, openSource, refuseSourceOverlap } from './open-regions.js';
 import { closeAll } from '../devices.js';
 import { createProgress, finalStates, parseProgressMode, type ProgressMode } from '../progress.js';
-import { flushDevices, withFlushErrors } from '../flush.js';
 import { watchInterrupts } from '../interrupt.js';
 import { kcopydDestinations } from '../kcopyd-outcome.js';
 import { printReport, type DestinationReport } from '../report.js';
@@ -168,6 +167,9 @@ async function runCopy(plan: CopyPlan): Promise<number> {
       copyOffload: flags.offload,
       // A failed destination is dropped and the healthy ones are still finished.
       dropFailedDestinations: true,
+      // Durable before success: kcopyd flushes every destination it wrote to (a failed or
+      // interrupted one too: what it got is kept) after its last write.
+      flush: flags.flush,
       signal: interrupts.signal,
       onProgress: (doneBytes) => progress.update(doneBytes),
       ...(hashes === null ? {} : { onChunkRead: hashes.onChunkRead }),
@@ -179,13 +181,7 @@ async function runCopy(plan: CopyPlan): Promise<number> {
     await dmKcopydClientDestroy(kc);
     interrupts.dispose();
   }
-  let destinations = kcopydDestinations(plan.destSpecs, result, totalBytes);
-  if (flags.flush) {
-    // Durable before success: every destination that was written to is flushed, a failed one
-    // too (what it got is kept); the time reported includes the flush.
-    destinations = withFlushErrors(destinations, await flushDevices(plan.dests,
-      destinations.map((destination) => destination.bytesWritten > 0)));
-  }
+  const destinations = kcopydDestinations(plan.destSpecs, result, totalBytes);
   const seconds = (performance.now() - startMs) / 1000;
   const verifying = hashes !== null && !result.aborted &&
     (!result.readErr || flags.ignoreErrors === true);

@@ -7,6 +7,7 @@
 // stops the moment it exceeds the room from the sector to the end of the smallest existing
 // destination, or the 1 GiB cap. A device that fails is dropped from later chunks; the outcome
 // lists every device with the bytes it got, and only a device that got every chunk is ok.
+// Then every device written to is flushed (unless --no-flush) before the outcome is told.
 
 import { existsSync, fstatSync, read as fsRead } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
@@ -19,6 +20,7 @@ import type { BlockDevice } from '../../devices/block-device.js';
 import { parseDeviceSpec } from '../../devices/open-device.js';
 import { allocAligned } from '../../memory/aligned.js';
 import { checkSpec, closeAll, openForCli, requireInside } from '../devices.js';
+import { flushDevices, flushErrorBits, withFlushErrors } from '../flush.js';
 import { printReport, type DestinationReport } from '../report.js';
 import { parseSector, UsageError } from '../usage.js';
 import { openDestinations } from './open-regions.js';
@@ -36,6 +38,7 @@ interface WriteFlags {
   fua?: boolean;
   direct?: boolean;
   json?: boolean;
+  flush: boolean;
 }
 
 /** Adds `write` to the program. */
@@ -49,6 +52,7 @@ export function registerWrite(program: Command, run: (work: () => Promise<number
     .option('--input <FILE>', 'read the data from FILE instead of stdin')
     .option('--fua', 'make the write durable before it completes')
     .option('--direct', 'open files and block devices with O_DIRECT')
+    .option('--no-flush', 'report success without flushing the devices first')
     .option('--json', 'print one JSON object with the outcome')
     .action((specs: string[], flags: WriteFlags) => run(() => write(specs, flags)));
 }
@@ -70,10 +74,18 @@ async function write(specs: string[], flags: WriteFlags): Promise<number> {
       opened, { growth: 'create-only' });
     const startMs = performance.now();
     const outcome = await writeChunks({ chunks, devices, sector, client, fua: flags.fua === true });
+    let destinations = destinationReports(specs, outcome, chunks.sizeBytes);
+    let errorBits = outcome.errorBits;
+    if (flags.flush) {
+      // Durable before success: every device written to is flushed, a failed one too.
+      const flushErrors = await flushDevices(devices, outcome.writtenBytes.map((writtenBytes) => writtenBytes > 0));
+      destinations = withFlushErrors(destinations, flushErrors);
+      errorBits |= flushErrorBits(flushErrors);
+    }
     return printReport({
-      readError: outcome.inputError !== null, writeErrorBits: outcome.errorBits,
-      destinations: destinationReports(specs, outcome, chunks.sizeBytes),
+      readError: outcome.inputError !== null, writeErrorBits: errorBits, destinations,
       bytes: chunks.sizeBytes, seconds: (performance.now() - startMs) / 1000,
+      flushed: flags.flush,
     }, flags.json === true, { verb: 'wrote', source: { spec: input.name,
       error: outcome.inputError } });
   } finally {

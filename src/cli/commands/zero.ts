@@ -10,7 +10,6 @@ import type { KcopydResult } from '../../kcopyd/job.js';
 import { dmKcopydZero } from '../../kcopyd/submit.js';
 import { checkSpec, closeAll, openForCli } from '../devices.js';
 import { createProgress, finalStates, parseProgressMode } from '../progress.js';
-import { flushDevices, withFlushErrors } from '../flush.js';
 import { watchInterrupts } from '../interrupt.js';
 import { kcopydDestinations } from '../kcopyd-outcome.js';
 import { printReport } from '../report.js';
@@ -66,6 +65,8 @@ async function zero(specs: string[], flags: ZeroFlags): Promise<number> {
         onProgress: (doneBytes) => progress.update(doneBytes),
         // A failed destination is dropped and the healthy ones are still finished.
         dropFailedDestinations: true,
+        // Durable before success: every destination written to is flushed after its last write.
+        flush: flags.flush,
         signal: interrupts.signal,
       });
     } catch (error) {
@@ -75,11 +76,7 @@ async function zero(specs: string[], flags: ZeroFlags): Promise<number> {
       await dmKcopydClientDestroy(kc);
       interrupts.dispose();
     }
-    let destinations = kcopydDestinations(specs, result, countSectors * 512);
-    if (flags.flush) {
-      destinations = withFlushErrors(destinations, await flushDevices(dests,
-        destinations.map((destination) => destination.bytesWritten > 0)));
-    }
+    const destinations = kcopydDestinations(specs, result, countSectors * 512);
     progress.stop(finalStates(destinations));
     const status = printReport({ readError: false, writeErrorBits: result.writeErr,
       destinations, bytes: countSectors * 512, seconds: (performance.now() - startMs) / 1000,
