@@ -2,7 +2,8 @@
 // files with the size a command needs, range checks that turn "does not fit" into a usage error
 // before anything is written, which open failures are bad usage (exit 2: a missing file, a
 // directory, EACCES, a malformed URI, an export the server does not have) and which are I/O
-// failures (exit 1: a server that refuses or drops the connection or times out), and one test
+// failures (exit 1: a server that refuses or drops the connection or times out), a block device
+// opened exclusively that is in use (EBUSY: mounted or held; exit 2, named), and one test
 // hook. The hook: when the environment variable
 // DMIO_TEST_FAULTS holds a JSON object mapping a device spec to a fault spec (the options of
 // `createFaultDevice`, e.g. {"b.img": {"ranges": [{"sector": 0, "countSectors": 8}]}}), that
@@ -101,6 +102,10 @@ export async function openForCli(plan: DeviceOpenPlan): Promise<BlockDevice> {
       ...plan.options, nbd: { connections: CLI_NBD_CONNECTIONS, ...plan.options.nbd },
     });
   } catch (error) {
+    if (plan.options.exclusive === true && (error as { errno?: unknown }).errno === 'EBUSY') {
+      throw new UsageError(`${plan.spec} is in use (mounted, or held by another program or ` +
+        'a device-mapper table); refusing to write to it', { cause: error });
+    }
     const message = `cannot open ${plan.spec}: ${(error as Error).message}`;
     if (isOpenIoFailure(error)) throw new DeviceOpenIoError(message, { cause: error });
     throw new UsageError(message, { cause: error });

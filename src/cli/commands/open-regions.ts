@@ -6,7 +6,8 @@
 //  2. the same destination named twice, or a destination range overlapping the source range
 //     on the same storage, is refused (same-storage.ts);
 //  3. every destination that exists is opened for writing, creating and extending nothing,
-//     and range-checked unless it is an image file allowed to grow; a missing file's directory
+//     block devices exclusively (a mounted or otherwise held one is refused as in use; the
+//     source stays shared), and range-checked unless it is an image file allowed to grow; a missing file's directory
 //     must be writable;
 //  4. only then are missing image files created and short ones extended (sparse), in order.
 //     If one of those fails, the files created so far are removed and the ones extended cut
@@ -174,7 +175,8 @@ async function openExisting(
     requireWritableDirectory(spec, path);
     return { index, spec, path, oldSizeBytes: null, existing: null };
   }
-  const device = await openForCli({ spec, options: { direct: region.direct } });
+  // A block device is claimed (O_EXCL): one that is mounted or held is refused here.
+  const device = await openForCli({ spec, options: { direct: region.direct, exclusive: true } });
   opened.push(device);
   if (device.readOnly) throw new UsageError(`destination ${spec} is read-only`);
   const end = region.sector + region.countSectors;
