@@ -1,4 +1,4 @@
-// Local devices on dmio's own io_uring: which requests take it (buffered reads; O_DIRECT reads and
+// Local devices on dmio's own io_uring: a request's ioprio in the entry, which requests take it (buffered reads; O_DIRECT reads and
 // writes; nothing with flags, long vectors, buffered writes or `ioUring: false`), that the data is
 // right both ways, that a short read continues in the general loop with its usual EIO, that a burst
 // larger than the ring overflows to the other paths, that close waits for the ring, that worker
@@ -15,7 +15,8 @@ import { describe, test, type TestContext } from 'node:test';
 import { isDmIoError } from '../errors.js';
 import { allocAligned } from '../memory/aligned.js';
 import { openFileDevice, type FileDevice, type FileDeviceOptions } from './file-device.js';
-import { deviceRing, RING_ENTRIES } from './file-ring.js';
+import { deviceRing, RING_ENTRIES, ringIoprio } from './file-ring.js';
+import { IOPRIO_DEFAULT } from '../constants.js';
 import { tempDir } from '../../test/helpers/tmp.js';
 import { deviceRequest, pattern, splitInto, submitted } from '../../test/helpers/requests.js';
 import { requireLoopOrSkip, withLoopDevice } from '../../test/helpers/loop.js';
@@ -62,6 +63,24 @@ describe('file devices on dmio io_uring', () => {
     assert.deepEqual(fs.readFileSync(path).subarray(4096, 8192), Buffer.from(written));
     assert.equal(device.stats.ringTransfers, 2, '17 segments and a buffered write go elsewhere');
     assert.equal(device.stats.writes, 1);
+  });
+
+  test('a request\'s ioprio reaches the kernel on the ring', async (t) => {
+    if (!ringsOrSkip(t)) return;
+    const { device, data } = await openImage(t, { direct: true });
+    const back = allocAligned(4096);
+    const idle = { ...deviceRequest('read', 8, 8, [back]), ioprio: 3 << 13 };
+    assert.equal(await submitted(device, idle), null);
+    assert.deepEqual(back, data.subarray(4096, 8192));
+    assert.equal(device.stats.ringTransfers, 1);
+    // dm-io's default stays off the entry (0: the process's own priority, as on the threadpool).
+    assert.equal(ringIoprio(IOPRIO_DEFAULT), 0);
+    assert.equal(ringIoprio(3 << 13), 3 << 13);
+    // A class the kernel does not know fails there, so the value was in the entry it read.
+    const invalid = { ...deviceRequest('read', 8, 8, [back]), ioprio: 7 << 13 };
+    const error = await submitted(device, invalid);
+    assert.ok(isDmIoError(error), String(error));
+    assert.equal((error as { errno?: string }).errno, 'EINVAL');
   });
 
   test('O_DIRECT: reads and writes take the ring; flags do not', async (t) => {

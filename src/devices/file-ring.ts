@@ -9,9 +9,13 @@
 // use; a kernel or sandbox that refuses io_uring turns the path off for the process, worker threads
 // never use it (see makeRing), and a full ring sends the request to the other paths. A call that
 // comes back short or failed continues in the general transfer loop, exactly as on the fast path,
-// so the semantics stay those of file-request.ts.
+// so the semantics stay those of file-request.ts. The request's I/O priority goes into the
+// entry's ioprio field, so the kernel schedules ring I/O with it; requests on the other paths
+// (the threadpool, whose threads are shared, and the calling thread's own system calls) run
+// at the process's priority.
 
 import { nodeWorkerThreads } from '../builtins.js';
+import { IOPRIO_DEFAULT } from '../constants.js';
 import { sectorsToBytes } from '../units.js';
 import type { IoError } from '../errors.js';
 import { IoUring, URING_IOVECS_PER_ENTRY_MAX } from '../sys/io-uring.js';
@@ -50,6 +54,15 @@ function makeRing(direct: boolean): IoUring | null {
   }
 }
 
+/**
+ * The priority an entry carries: the request's, except dm-io's default (`IOPRIO_DEFAULT`, what
+ * a caller gets who asked for none), which becomes 0 so the kernel applies the process's own
+ * priority (`ionice`) as it does for the threadpool's system calls.
+ */
+export function ringIoprio(ioprio: number): number {
+  return ioprio === IOPRIO_DEFAULT ? 0 : ioprio;
+}
+
 /** The ring for a device opened with or without O_DIRECT; undefined where there is none. */
 export function deviceRing(direct: boolean): IoUring | undefined {
   const key = direct ? 'direct' : 'buffered';
@@ -79,7 +92,7 @@ export function submitRing(
   // takesFastPath admitted only reads and writes.
   const op = request.op as 'read' | 'write';
   return ring.prepareTransfer(fd, op, request.segments, sectorsToBytes(request.sector),
-    (result) => {
+    ringIoprio(request.ioprio), (result) => {
       if (result === lengthBytes) context.stats.ringTransfers += 1;
       if (result >= 0) finishFastCall(context, fd, request, result, null, done);
       else finishFastCall(context, fd, request, 0, new SysError(-result, op), done);

@@ -1,6 +1,6 @@
 // dmio's own io_uring against real files: data in and out of one buffer and of iovecs, the
 // kernel's results (bytes, 0 at the end of the file, negated errnos) passed on unchanged,
-// batches, a full ring refusing more, completions never inside `prepareTransfer`, a throwing
+// batches, the ioprio field read by the kernel, a full ring refusing more, completions never inside `prepareTransfer`, a throwing
 // callback that does not stall the ring, the kernel polling thread waking again after it slept
 // and taking each entry as soon as it is prepared, spinning for completions (chains of callbacks
 // and of promises, the event loop still turning), close, and a child process that waits for its
@@ -38,10 +38,11 @@ function ringOrSkip(t: TestContext, options: IoUringOptions = {}): IoUring | nul
 /** Prepares one transfer and resolves with its result; checks it did not complete inline. */
 function transfer(
   ring: IoUring, fd: number, op: 'read' | 'write', buffers: Uint8Array[], positionBytes: number,
+  ioprio = 0,
 ): Promise<number> {
   return new Promise((resolve) => {
     let returned = false;
-    const prepared = ring.prepareTransfer(fd, op, buffers, positionBytes, (result) => {
+    const prepared = ring.prepareTransfer(fd, op, buffers, positionBytes, ioprio, (result) => {
       assert.ok(returned, 'the callback ran inside prepareTransfer');
       resolve(result);
     });
@@ -123,17 +124,17 @@ describe('IoUring', () => {
     assert.equal(ring.inflight, 8);
     assert.equal(ring.hasRoom, false);
     let called = false;
-    assert.equal(ring.prepareTransfer(fd, 'read', [new Uint8Array(512)], 0, () => {
+    assert.equal(ring.prepareTransfer(fd, 'read', [new Uint8Array(512)], 0, 0, () => {
       called = true;
     }), false);
     const tooLong = Array.from({ length: URING_IOVECS_PER_ENTRY_MAX + 1 },
       () => new Uint8Array(512));
     assert.deepEqual(await Promise.all(results), new Array(8).fill(4096));
-    assert.equal(ring.prepareTransfer(fd, 'read', tooLong, 0, () => {
+    assert.equal(ring.prepareTransfer(fd, 'read', tooLong, 0, 0, () => {
       called = true;
     }), false, 'longer vectors than a slot holds are refused');
     const tiny = new Uint8Array(64); // V8 may keep it in its moving heap.
-    assert.equal(ring.prepareTransfer(fd, 'read', [tiny], 0, () => {
+    assert.equal(ring.prepareTransfer(fd, 'read', [tiny], 0, 0, () => {
       called = true;
     }), false, 'memory that could move is refused');
     assert.equal(called, false);
@@ -167,7 +168,7 @@ describe('IoUring', () => {
     const captured: unknown[] = [];
     process.setUncaughtExceptionCaptureCallback((error) => captured.push(error));
     try {
-      ring.prepareTransfer(fd, 'read', [new Uint8Array(512)], 0, () => {
+      ring.prepareTransfer(fd, 'read', [new Uint8Array(512)], 0, 0, () => {
         throw new Error('a caller bug');
       });
       const second = transfer(ring, fd, 'read', [new Uint8Array(512)], 512);
@@ -205,7 +206,7 @@ describe('IoUring', () => {
       const expected = pattern(64 * 1024, 3).subarray(12288, 16384);
       let completed = false;
       const done = new Promise<number>((resolve) => {
-        ring.prepareTransfer(fd, 'read', [buffer], 12288, (result) => {
+        ring.prepareTransfer(fd, 'read', [buffer], 12288, 0, (result) => {
           completed = true;
           resolve(result);
         });
@@ -251,7 +252,7 @@ describe('IoUring', () => {
         const buffer = new Uint8Array(4096);
         const next = (): void => {
           const positionBytes = (chained * 4096 * 7) % lengthBytes;
-          ring.prepareTransfer(fd, 'read', [buffer], positionBytes, (result) => {
+          ring.prepareTransfer(fd, 'read', [buffer], positionBytes, 0, (result) => {
             assert.equal(result, 4096);
             check(buffer, positionBytes);
             chained += 1;
@@ -277,6 +278,23 @@ describe('IoUring', () => {
       assert.ok(longestGapMs < 100, `the event loop stood still for ${longestGapMs} ms`);
     });
 
+  test('the entry carries ioprio to the kernel, which checks it', async (t) => {
+    const ring = ringOrSkip(t);
+    if (ring === null) return;
+    const { path } = await dataFile(t, 8192);
+    const fd = openFor(t, path, 'r');
+    const idle = 3 << 13;
+    const bestEffortLowest = (2 << 13) | 7;
+    assert.equal(await transfer(ring, fd, 'read', [new Uint8Array(4096)], 0, idle), 4096);
+    assert.equal(await transfer(ring, fd, 'read', [new Uint8Array(4096)], 0, bestEffortLowest),
+      4096);
+    // Class 7 does not exist: only a kernel that read the field can refuse it (io_uring's
+    // read preparation runs ioprio_check_cap on a non-zero ioprio).
+    assert.equal(await transfer(ring, fd, 'read', [new Uint8Array(4096)], 0, 7 << 13), -22);
+    assert.throws(() => ring.prepareTransfer(fd, 'read', [new Uint8Array(4096)], 0, 0x10000,
+      () => {}), /16-bit/);
+  });
+
   test('close completes what is in flight, then refuses everything', async (t) => {
     const ring = ringOrSkip(t);
     if (ring === null) return;
@@ -284,13 +302,13 @@ describe('IoUring', () => {
     const fd = openFor(t, path, 'r');
     const results: number[] = [];
     for (let index = 0; index < 4; index += 1) {
-      ring.prepareTransfer(fd, 'read', [new Uint8Array(4096)], index * 4096,
+      ring.prepareTransfer(fd, 'read', [new Uint8Array(4096)], index * 4096, 0,
         (result) => results.push(result));
     }
     ring.close();
     assert.deepEqual(results, [4096, 4096, 4096, 4096], 'close waited for every completion');
     assert.equal(ring.hasRoom, false);
-    assert.equal(ring.prepareTransfer(fd, 'read', [new Uint8Array(512)], 0, () => {}), false);
+    assert.equal(ring.prepareTransfer(fd, 'read', [new Uint8Array(512)], 0, 0, () => {}), false);
     ring.close(); // Idempotent.
   });
 
@@ -302,7 +320,7 @@ describe('IoUring', () => {
       `import { IoUring } from ${JSON.stringify(new URL('./io-uring.ts', import.meta.url).href)};`,
       'const ring = IoUring.create(4);',
       `const fd = fs.openSync(${JSON.stringify(path)}, 'r');`,
-      'ring.prepareTransfer(fd, "read", [new Uint8Array(4096)], 4096, (result) => {',
+      'ring.prepareTransfer(fd, "read", [new Uint8Array(4096)], 4096, 0, (result) => {',
       '  console.log(`completed ${result}`);',
       '});',
     ].join('\n');

@@ -53,6 +53,8 @@ const PROT_READ_WRITE = 0x3;
 const MAP_SHARED_POPULATE = 0x1 | 0x8000;
 const PARAMS_BYTES = 120;
 const SQE_WORDS = 16;
+/** The submission entry's ioprio field is 16 bits (`__u16 ioprio`). */
+const IOPRIO_FIELD_MAX = 0xffff;
 const CQE_BYTES = 16;
 const TWO_TO_32 = 4294967296;
 
@@ -284,15 +286,20 @@ export class IoUring {
 
   /**
    * Prepares a read or write of `buffers` (one or up to `URING_IOVECS_PER_ENTRY_MAX`) at
-   * `positionBytes` of `fd`; it goes to the kernel with the rest of this task's batch, and
+   * `positionBytes` of `fd`, with I/O priority `ioprio` (the entry's ioprio field: class << 13
+   * | level, as ioprio_set takes it; 0 lets the kernel use the submitting thread's priority,
+   * and a value the kernel refuses completes with -EINVAL, or -EPERM for the real-time class
+   * without CAP_SYS_ADMIN or CAP_SYS_NICE); it goes to the kernel with the rest of this task's batch, and
    * `callback` runs from the event loop once it completes. Returns false, having done nothing,
    * when no slot is free, the vector is too long or a buffer's memory could move (an
    * ArrayBuffer of 64 bytes or less, which V8 may keep in its heap).
    */
   prepareTransfer(
     fd: number, op: 'read' | 'write', buffers: readonly Uint8Array[], positionBytes: number,
-    callback: UringCallback,
+    ioprio: number, callback: UringCallback,
   ): boolean {
+    assert.ok(Number.isInteger(ioprio) && ioprio >= 0 && ioprio <= IOPRIO_FIELD_MAX,
+      'ioprio fits the entry\'s 16-bit field');
     const count = buffers.length;
     if (count === 0 || count > URING_IOVECS_PER_ENTRY_MAX || !this.hasRoom) return false;
     if (!outsideHeap(buffers)) return false;
@@ -323,16 +330,20 @@ export class IoUring {
       this.#memory[slot] = buffers;
     }
     this.#callbacks[slot] = callback;
-    this.#writeEntry(slot, opcode, fd, positionBytes, address, length);
+    this.#writeEntry(slot, opcode | (ioprio << 16), fd, positionBytes, address, length);
     return true;
   }
 
+  /**
+   * Writes one submission entry. `head` is its first word: opcode (byte 0), flags (byte 1,
+   * always 0 here) and ioprio (bytes 2-3).
+   */
   #writeEntry(
-    slot: number, opcode: number, fd: number, offset: number, address: number, length: number,
+    slot: number, head: number, fd: number, offset: number, address: number, length: number,
   ): void {
     const entry = (this.#sqTail & this.#layout.sqMask) * SQE_WORDS;
     const sqes = this.#sqes;
-    sqes[entry] = opcode;
+    sqes[entry] = head >>> 0;
     sqes[entry + 1] = fd;
     sqes[entry + 2] = offset % TWO_TO_32;
     sqes[entry + 3] = Math.floor(offset / TWO_TO_32);
