@@ -40,6 +40,11 @@ export class DirtyLog {
     return this.#syncCount;
   }
 
+  /** True when the log keeps its bits across opens (`disk`); `core` does not. */
+  get persistent(): boolean {
+    return false;
+  }
+
   /** True when regions were cleaned since the last flush (the legs must be flushed first). */
   get needsLegFlush(): boolean {
     return this.touchedCleaned;

@@ -54,6 +54,10 @@ export class DiskLog extends DirtyLog {
     this.#buffer = new Uint8Array(diskLogBufferBytes(regionCount, place.device.limits.logicalBlockBytes));
   }
 
+  override get persistent(): boolean {
+    return true;
+  }
+
   override async resume(): Promise<void> {
     await super.resume();
     const storedRegions = await this.#readStoredRegions();

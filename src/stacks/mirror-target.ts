@@ -235,7 +235,8 @@ export class MirrorTarget implements Target {
     const run = this.#logChain.then(async () => {
       this.#queuedFlush = null;
       const generation = this.#generation;
-      if (this.log.needsLegFlush) await this.#flushLegsForLog();
+      // Clean bits are only worth the legs' flush when the log persists them.
+      if (this.log.needsLegFlush && this.log.persistent) await this.#flushLegsForLog();
       await this.log.flush();
       this.#flushedGeneration = Math.max(this.#flushedGeneration, generation);
     });

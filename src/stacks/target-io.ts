@@ -20,10 +20,30 @@ const FLUSH_FLAGS: RequestFlags = Object.freeze({ sync: false, preflush: true, f
 export function ioToDevice(
   client: DmIoClient, device: BlockDevice, sector: number, io: TargetIo, done: TargetDone,
 ): void {
-  ioToRegions(client, [{ device, sector, count: io.countSectors }], io, (result) => {
-    done(result.errors[0] ?? null);
-  });
+  const [only] = io.segments;
+  if (io.segments.length !== 1 || only === undefined || (io.op !== 'read' && io.op !== 'write')) {
+    ioToRegions(client, [{ device, sector, count: io.countSectors }], io, (result) => {
+      done(result.errors[0] ?? null);
+    });
+    return;
+  }
+  // One contiguous segment: kmem memory, dm-io's fast path, nothing to copy back.
+  const regions = [{ device, sector, count: io.countSectors }];
+  try {
+    dmIo({
+      op: io.op, client, ioprio: io.ioprio, mem: { type: 'kmem', data: only },
+      flags: PIECE_FLAGS[(io.flags.sync ? 1 : 0) | (io.flags.fua ? 2 : 0)] as RequestFlags,
+      notify: { fn: (_bits: bigint, _context: unknown, result: RegionsOutcome) => done(result.errors[0] ?? null) },
+    }, regions);
+  } catch (error) {
+    const failure = asDmIoError(error, device, io);
+    queueMicrotask(() => done(failure));
+  }
 }
+
+/** Flags of a piece, shared: index = sync | fua << 1 (a piece never carries preflush). */
+const PIECE_FLAGS: readonly RequestFlags[] = [0, 1, 2, 3].map((bits) =>
+  Object.freeze({ sync: (bits & 1) !== 0, preflush: false, fua: (bits & 2) !== 0 }));
 
 /** What a multi-region piece reports: the error bits and each region's first error. */
 export interface RegionsOutcome {

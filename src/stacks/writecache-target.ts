@@ -97,6 +97,7 @@ export class WritecacheTarget implements Target {
   /** Seq stamped on each block's entry, or -1 when free. */
   readonly #entrySeq: Float64Array;
   readonly #underWriteback: Uint8Array;
+  #writebackCount = 0;
   /** Target sector → the block holding its newest data. */
   readonly #map = new Map<number, number>();
   /** Cached blocks in insertion order, oldest first (writeback order). */
@@ -177,9 +178,7 @@ export class WritecacheTarget implements Target {
 
   /** Blocks being written back now. */
   get writebackBlocks(): number {
-    let count = 0;
-    for (const flag of this.#underWriteback) count += flag;
-    return count;
+    return this.#writebackCount;
   }
 
   /** Cached blocks (committed or not), oldest first. */
@@ -207,7 +206,10 @@ export class WritecacheTarget implements Target {
   }
 
   setUnderWriteback(index: number, value: boolean): void {
-    this.#underWriteback[index] = value ? 1 : 0;
+    const flag = value ? 1 : 0;
+    if (this.#underWriteback[index] === flag) return;
+    this.#underWriteback[index] = flag;
+    this.#writebackCount += value ? 1 : -1;
   }
 
   get errored(): boolean {
@@ -245,7 +247,7 @@ export class WritecacheTarget implements Target {
       await this.#flushCache();
     });
     for (const index of indexes) {
-      this.#underWriteback[index] = 0;
+      this.setUnderWriteback(index, false);
       this.#entrySector[index] = -1;
       this.#free.push(index);
     }
@@ -320,13 +322,19 @@ export class WritecacheTarget implements Target {
       completeLater(done, this.#error);
       return;
     }
-    const join = joinPieces((error) => {
+    const finish = (error: DmIoError | null): void => {
       if (error !== null || !io.flags.fua) {
         done(error);
         return;
       }
       this.commit().then(() => done(this.#error), (failure: unknown) => done(failure as DmIoError));
-    });
+    };
+    if (io.countSectors === this.#blockSectors) {
+      this.#writeBlock(io.sector, io.segments as Uint8Array[], io.flags, io.ioprio, finish);
+      this.#afterWrite();
+      return;
+    }
+    const join = joinPieces(finish);
     const cursor = new SegmentCursor(io.segments);
     for (let sector = io.sector; sector < io.sector + io.countSectors; sector += this.#blockSectors) {
       this.#writeBlock(sector, cursor.take(this.layout.blockBytes), io.flags, io.ioprio, join.piece());
