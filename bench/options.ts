@@ -39,9 +39,9 @@ export interface BenchOptions {
 
 export const USAGE = `usage: npm run bench -- [options]
   --quick               small and short: 64M, 1 repetition, 250 ms runs (about 1-3 minutes)
-  --workloads 1,2,3,4,5 which workloads (default all)
+  --workloads 1,2,3,4,5,6 which workloads (default all; 6 is dmio serve)
   --reps N              repetitions per variant; the table shows medians (default 3, quick 1)
-  --size SIZE           data size of workloads 1-4 (default 1G, quick 64M)
+  --size SIZE           data size of workloads 1-4 and 6 (default 1G, quick 64M)
   --duration-ms MS      workload 1: measured time per run (default 500, quick 250)
   --warmup-ms MS        workload 1: uncounted time before it (default 100, quick 50)
   --targets file,loop   workload 1 targets (default both)
@@ -99,9 +99,9 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions | null {
     return null;
   }
   const quick = values.quick === true;
-  const workloads = list(values.workloads, ['1', '2', '3', '4', '5']).map(Number);
+  const workloads = list(values.workloads, ['1', '2', '3', '4', '5', '6']).map(Number);
   for (const id of workloads) {
-    if (![1, 2, 3, 4, 5].includes(id)) throw new Error(`--workloads: no workload ${id}`);
+    if (![1, 2, 3, 4, 5, 6].includes(id)) throw new Error(`--workloads: no workload ${id}`);
   }
   return {
     quick,

@@ -1,4 +1,4 @@
-// Owns the peers: finding fio, dd, cp, qemu-img, nbdcopy, nbdkit and GNU time, installing the
+// Owns the peers: finding fio, dd, cp, qemu-img, qemu-nbd, nbdcopy, nbdkit and GNU time, installing the
 // missing ones from Debian when allowed (root, apt-get), and saying which are missing so every
 // variant that needs one is reported as skipped with the reason, never silently dropped.
 
@@ -15,6 +15,7 @@ export const PEER_PROGRAMS: readonly PeerProgram[] = [
   { command: 'dd', debianPackage: 'coreutils' },
   { command: 'cp', debianPackage: 'coreutils' },
   { command: 'qemu-img', debianPackage: 'qemu-utils' },
+  { command: 'qemu-nbd', debianPackage: 'qemu-utils' },
   { command: 'nbdcopy', debianPackage: 'libnbd-bin' },
   { command: 'nbdkit', debianPackage: 'nbdkit' },
   { command: 'losetup', debianPackage: 'mount' },

@@ -1,7 +1,8 @@
 // Owns everything a run creates outside its own memory: the scratch directory, data files,
-// loop devices and nbdkit servers. Each acquisition pushes its release onto a stack that the
-// entry point unwinds in reverse order on success, failure or Ctrl-C, so a loop device is
-// always detached and an nbdkit always stopped. nbdkit listens on a Unix socket only.
+// loop devices and NBD servers (nbdkit, qemu-nbd, `dmio serve`). Each acquisition pushes its
+// release onto a stack that the entry point unwinds in reverse order on success, failure or
+// Ctrl-C, so a loop device is always detached and a server always stopped. Servers listen on
+// a Unix socket in the scratch directory only.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -13,6 +14,15 @@ import { runChecked } from './proc.js';
 
 const FILL_CHUNK_BYTES = 1024 * 1024;
 const NBDKIT_START_TIMEOUT_MS = 10_000;
+
+/** A server started by `Resources.server`. */
+export interface StartedServer {
+  /** `nbd+unix:///?socket=...`. */
+  readonly uri: string;
+  readonly pid: number;
+  /** Stops it (SIGTERM) and waits for its exit; also done at release. Idempotent. */
+  stop(): Promise<void>;
+}
 
 /** Releases run in reverse order of acquisition, each at most once. */
 export class Resources {
@@ -89,19 +99,33 @@ export class Resources {
    */
   async nbdkitMemory(name: string, sizeBytes: number): Promise<string> {
     const socketPath = this.file(`${name}.sock`);
-    const child = spawn('nbdkit', ['--foreground', '--exit-with-parent', '--unix', socketPath,
-      'memory', `size=${sizeBytes}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const server = await this.server(name, 'nbdkit', ['--foreground', '--exit-with-parent',
+      '--unix', socketPath, 'memory', `size=${sizeBytes}`], socketPath);
+    return server.uri;
+  }
+
+  /**
+   * Starts `file args` as an NBD server that listens on `socketPath` (which the arguments
+   * must name) and resolves once the socket exists. Stopped at release if not before.
+   */
+  async server(
+    name: string, file: string, args: readonly string[], socketPath: string,
+  ): Promise<StartedServer> {
+    const child = spawn(file, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString('utf8'); });
-    this.defer(`nbdkit ${name}`, () => stopChild(child));
+    child.stderr?.on('data', (chunk: Buffer) => { stderr += chunk.toString('utf8'); });
+    let stopping: Promise<void> | null = null;
+    const stop = (): Promise<void> => (stopping ??= stopChild(child));
+    this.defer(`${file} ${name}`, stop);
     const deadlineMs = Date.now() + NBDKIT_START_TIMEOUT_MS;
     while (!fs.existsSync(socketPath)) {
       if (child.exitCode !== null || Date.now() > deadlineMs) {
-        throw new Error(`nbdkit did not start: ${stderr.trim().slice(0, 400)}`);
+        await stop();
+        throw new Error(`${file} did not start: ${stderr.trim().slice(0, 400)}`);
       }
       await sleep(20);
     }
-    return `nbd+unix:///?socket=${socketPath}`;
+    return { uri: `nbd+unix:///?socket=${socketPath}`, pid: child.pid ?? 0, stop };
   }
 }
 

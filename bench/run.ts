@@ -23,10 +23,11 @@ import { runMirrorWriteWorkload } from './workloads/mirror-write.js';
 import { runNbdWorkload } from './workloads/nbd.js';
 import { runRandomIoWorkload } from './workloads/random-io.js';
 import { runRssWorkload } from './workloads/rss.js';
+import { runServeWorkload } from './workloads/serve.js';
 
 const WORKLOADS: Readonly<Record<WorkloadId, (context: BenchContext) => Promise<void>>> = {
   1: runRandomIoWorkload, 2: runMirrorWriteWorkload, 3: runCopyWorkload, 4: runNbdWorkload,
-  5: runRssWorkload,
+  5: runRssWorkload, 6: runServeWorkload,
 };
 
 const log = (line: string): void => {

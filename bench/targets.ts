@@ -7,6 +7,14 @@ import type { Series, TargetCheck, WorkloadId } from './model.js';
 import { formatValue } from './recorder.js';
 import { median, ratioDmioOver } from './stats.js';
 import { randomCaseName } from './workloads/random-io.js';
+import { SERVE_CASES, SERVE_DMIO_VARIANT } from './workloads/serve.js';
+
+/**
+ * Most peak RSS `dmio serve` may reach with 16 connections writing and reading (MiB): the
+ * runtime, the pool of free request buffers (64 MiB) and the requests in flight of 16
+ * nbdcopy connections (16 × 64 × 256 KiB = 256 MiB), with room to spare.
+ */
+export const SERVE_RSS_MIB_MAX = 512;
 
 /** Looks series up by workload, case and variant. */
 class SeriesIndex {
@@ -115,6 +123,22 @@ function copyTargets(index: SeriesIndex): TargetCheck[] {
   return checks;
 }
 
+function serveTargets(index: SeriesIndex): TargetCheck[] {
+  const checks: TargetCheck[] = [];
+  for (const caseName of [SERVE_CASES.write, SERVE_CASES.read]) {
+    if (!index.cases(6).includes(caseName)) continue;
+    checks.push(ratioCheck(6, `dmio serve / faster peer, ${caseName}`,
+      index.find(6, caseName, SERVE_DMIO_VARIANT), index.best(6, caseName, isPeer), 0.9,
+      'faster peer'));
+  }
+  const rss = index.find(6, SERVE_CASES.rss, SERVE_DMIO_VARIANT);
+  if (rss !== null) {
+    checks.push(plainCheck(6, SERVE_CASES.rss, median(rss.samples), '<=', SERVE_RSS_MIB_MAX,
+      describe(rss, SERVE_DMIO_VARIANT)));
+  }
+  return checks;
+}
+
 function rssTargets(index: SeriesIndex): TargetCheck[] {
   const sizes = index.cases(5).map((caseName) => index.find(5, caseName, 'dmio copy'))
     .filter((series): series is Series => series !== null);
@@ -144,5 +168,6 @@ export function checkTargets(all: readonly Series[]): TargetCheck[] {
       index.find(4, caseName, 'nbdcopy'), 0.8, 'nbdcopy'));
   }
   checks.push(...rssTargets(index));
+  checks.push(...serveTargets(index));
   return checks;
 }
