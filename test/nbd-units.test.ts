@@ -25,7 +25,7 @@ describe('parseNbdUri', () => {
   });
 
   test('rejects malformed URIs with DMIO_ERR_INVALID_DEVICE_SPEC', () => {
-    for (const bad of ['', 'nbd:', 'http://h/x', 'nbds://h/x', 'nbd+unix:///x', 'nbd+unix://host/?socket=/s',
+    for (const bad of ['', 'nbd:', 'http://h/x', 'nbds://h/x?tls-bogus=1', 'nbd+unix:///x', 'nbd+unix://host/?socket=/s',
       'nbd+unix:///?socket=/a&socket=/b', 'nbd+unix:///?socket=/a&tls=1', 'nbd://h:0/', 'nbd://h:70000',
       'nbd://user@h/', 'nbd://h/%E0%A4%A', 'nbd://h/x#frag', 'nbd://h/?x=1', `nbd://h/${'a'.repeat(5000)}`]) {
       assert.throws(() => parseNbdUri(bad), (error: unknown) =>

@@ -1,17 +1,19 @@
 // Owns opening one NBD connection: the socket (TCP with TCP_NODELAY, or a Unix socket) with its
 // `SocketInput` as `onread` (given at creation, as Node requires), the handshake reading
-// through that input, and one deadline covering both. Failures are typed: a socket that cannot
-// connect is an `OpenError` with the OS errno; a server that refuses or breaks the handshake is
-// an `NbdError` (_SERVER, _PROTOCOL, _DISCONNECTED); the deadline is `DMIO_ERR_NBD_TIMEOUT`. On
-// any failure the socket is destroyed before the promise rejects.
-
+// through that input, and one deadline covering both. For an nbds URI the handshake starts
+// TLS first (STARTTLS, then tls-client.ts); the TLS socket cannot take `onread`, so its data
+// events feed a new input. Failures are typed: a socket that cannot connect is an `OpenError`
+// with the OS errno; a server that refuses or breaks the handshake (or TLS) is an `NbdError`
+// (_SERVER, _PROTOCOL, _DISCONNECTED); the deadline is `DMIO_ERR_NBD_TIMEOUT`. On any failure
+// the socket is destroyed before the promise rejects.
 import type net from 'node:net';
 import { nodeNet } from '../builtins.js';
 import { errnoOf, NbdError, OpenError } from '../errors.js';
 import { NbdConnection, type ConnectionSettings } from './connection.js';
 import { HandshakeReader } from './handshake-reader.js';
-import { negotiate } from './handshake.js';
+import { negotiate, type TlsUpgrade } from './handshake.js';
 import { SocketInput } from './socket-input.js';
+import { startClientTls } from './tls-client.js';
 import type { NbdUri } from './uri.js';
 
 /** What opening a connection needs. */
@@ -37,8 +39,17 @@ export async function connectNbd(
     nodeNet().createConnection({ host: address.host, port: address.port, noDelay: true,
       onread: input.onread });
   // Attached before the socket connects, so no byte the server sends arrives unclaimed.
-  const reader = new HandshakeReader(socket);
-  input.attach(reader);
+  let live = { socket, input, reader: new HandshakeReader(socket) };
+  input.attach(live.reader);
+  const upgrade: TlsUpgrade = async () => {
+    live.reader.detach();
+    const secure = await startClientTls(socket, target);
+    const secureInput = new SocketInput();
+    live = { socket: secure, input: secureInput, reader: new HandshakeReader(secure) };
+    secureInput.attach(live.reader);
+    secure.on('data', (chunk: Buffer) => secureInput.feedChunk(chunk));
+    return live;
+  };
   let timer: NodeJS.Timeout | null = null;
   const deadline = new Promise<never>((_resolve, reject) => {
     timer = setTimeout(() => reject(new NbdError('DMIO_ERR_NBD_TIMEOUT', target.uri,
@@ -47,12 +58,13 @@ export async function connectNbd(
   });
   try {
     await Promise.race([connected(socket, target.uri), deadline]);
-    const info = await Promise.race([negotiate(socket, reader, {
+    const info = await Promise.race([negotiate(socket, live.reader, {
       uri: target.uri, exportName: target.exportName, structuredReplies: settings.structuredReplies,
-    }), deadline]);
-    const leftover = reader.detach();
-    return new NbdConnection(socket, input, info, leftover, settings);
+    }, target.tls === undefined ? undefined : upgrade), deadline]);
+    const leftover = live.reader.detach();
+    return new NbdConnection(live.socket, live.input, info, leftover, settings);
   } catch (error) {
+    live.socket.destroy();
     socket.destroy();
     throw error;
   } finally {

@@ -10,7 +10,8 @@ import type { HandshakeReader } from './handshake-reader.js';
 import {
   NBD_CLISERV_MAGIC, NBD_FLAG_FIXED_NEWSTYLE, NBD_FLAG_HAS_FLAGS, NBD_FLAG_NO_ZEROES,
   NBD_INFO_BLOCK_SIZE, NBD_INFO_EXPORT, NBD_INIT_MAGIC, NBD_MIN_BLOCK_BYTES_MAX,
-  NBD_OPT_ABORT, NBD_OPT_EXPORT_NAME, NBD_OPT_GO, NBD_OPT_STRUCTURED_REPLY, NBD_OPTS_MAGIC,
+  NBD_OPT_ABORT, NBD_OPT_EXPORT_NAME, NBD_OPT_GO, NBD_OPT_STARTTLS, NBD_OPT_STRUCTURED_REPLY,
+  NBD_OPTS_MAGIC,
   NBD_REP_ACK, NBD_REP_ERR_TLS_REQD, NBD_REP_ERR_UNKNOWN, NBD_REP_ERR_UNSUP,
   NBD_REP_FLAG_ERROR, NBD_REP_INFO, NBD_REP_MAGIC, OPTION_REPLIES_MAX,
   OPTION_REPLY_BYTES_MAX, OPTION_REPLY_HEADER_BYTES, optionReplyName,
@@ -55,15 +56,23 @@ interface OptionReply {
   readonly payload: Buffer;
 }
 
+/** Takes the socket over after the server acknowledged STARTTLS; the handshake goes on over it. */
+export type TlsUpgrade = () => Promise<{ socket: Socket; reader: HandshakeReader }>;
+
 /**
- * Runs the handshake on a connected socket. On success both sides are in transmission.
+ * Runs the handshake on a connected socket. On success both sides are in transmission. With
+ * `upgrade` (an nbds URI), STARTTLS comes first and a server that refuses it ends the
+ * connection: the client never goes on in plaintext.
  * @throws NbdError DMIO_ERR_NBD_PROTOCOL / _SERVER / _DISCONNECTED.
  */
 export async function negotiate(
-  socket: Socket,
-  reader: HandshakeReader,
+  plainSocket: Socket,
+  plainReader: HandshakeReader,
   request: HandshakeRequest,
+  upgrade?: TlsUpgrade,
 ): Promise<NbdExportInfo> {
+  let socket = plainSocket;
+  let reader = plainReader;
   const read = (lengthBytes: number): Promise<Buffer> =>
     readOrDisconnected(reader, request, lengthBytes);
   const greeting = await read(16);
@@ -77,6 +86,16 @@ export async function negotiate(
   clientFlagsBytes.writeUInt32BE(clientFlags, 0);
   socket.write(clientFlagsBytes);
   const noZeroes = (clientFlags & NBD_FLAG_NO_ZEROES) !== 0;
+  if (upgrade !== undefined) {
+    if ((serverFlags & NBD_FLAG_FIXED_NEWSTYLE) === 0) {
+      throw new NbdError('DMIO_ERR_NBD_SERVER', request.uri,
+        'TLS was asked for, but the server is not fixed newstyle and cannot start TLS');
+    }
+    sendOption(socket, NBD_OPT_STARTTLS, Buffer.alloc(0));
+    const reply = await readOptionReply(read, request, NBD_OPT_STARTTLS);
+    if (reply.replyType !== NBD_REP_ACK) refuse(socket, request, 'STARTTLS', reply);
+    ({ socket, reader } = await upgrade());
+  }
   if ((serverFlags & NBD_FLAG_FIXED_NEWSTYLE) === 0) {
     // Plain newstyle: an unknown option would make the server hang up, so only EXPORT_NAME.
     return exportNameFallback(socket, read, request, false, noZeroes);
@@ -243,7 +262,7 @@ function refuse(
   const detail = text === '' ? '' : `: ${text}`;
   let reason = `server refused ${what} with ${optionReplyName(reply.replyType)}`;
   if (reply.replyType === NBD_REP_ERR_UNKNOWN) reason = `no such export "${request.exportName}"`;
-  if (reply.replyType === NBD_REP_ERR_TLS_REQD) reason = 'server requires TLS (unsupported)';
+  if (reply.replyType === NBD_REP_ERR_TLS_REQD) reason = 'server requires TLS (use an nbds URI)';
   throw new NbdError('DMIO_ERR_NBD_SERVER', request.uri, `${reason}${detail}`);
 }
 

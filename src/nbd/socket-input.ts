@@ -48,6 +48,15 @@ export class SocketInput {
     };
   }
 
+  /**
+   * Feeds bytes that arrived as a stream's `'data'` chunk (a TLS socket, which cannot take
+   * `onread` once it wraps another socket): everything goes through the sink's `feed`.
+   */
+  feedChunk(chunk: Buffer): void {
+    assert.ok(this.sink !== null, 'a chunk before any sink was attached');
+    this.sink.feed(chunk);
+  }
+
   /** Bytes the socket has read straight into destination memory so far. */
   get directBytes(): number {
     return this.directReadBytes;
