@@ -76,6 +76,10 @@ export {
 } from './kcopyd/submit.js';
 export type { KcopydCallbackToken } from './kcopyd/submit.js';
 export type { KcopydJobOptions } from './kcopyd/validate-job.js';
+export { dmKcopydCopyStream, KCOPYD_STREAM_SEGMENT_BYTES } from './kcopyd/stream.js';
+export type {
+  KcopydStreamDest, KcopydStreamOptions, KcopydStreamResult,
+} from './kcopyd/stream.js';
 export type {
   KcopydResult, KcopydNotifyFn, KcopydProgressFn, KcopydChunkReadFn,
 } from './kcopyd/job.js';
@@ -93,6 +97,9 @@ export type { OpenTableTextOptions } from './stacks/open-stack.js';
 export { openTableFile, openTableText } from './stacks/open-table.js';
 export type { OpenTableOptions, DeviceOpener } from './stacks/open-table.js';
 export { TableDevice } from './stacks/table-device.js';
+export { MirrorTarget } from './stacks/mirror-target.js';
+export { WritecacheTarget } from './stacks/writecache-target.js';
+export type { Target, TargetIo, TargetDone, TargetLimits } from './stacks/target.js';
 export type { TableSegmentStatus } from './stacks/table-device.js';
 export { formatTableReport } from './stacks/table-status.js';
 export type { TableReport } from './stacks/table-status.js';
