@@ -7,7 +7,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { formatTableReport, openTableText, TableError, type TableDevice } from '../src/index.js';
+import {
+  formatTableReport, openTableText, TableError, type BlockDevice, type DeviceDone, type DeviceRequest,
+  type TableDevice,
+} from '../src/index.js';
 import type { MirrorTarget } from '../src/stacks/mirror-target.js';
 import { peek, poke } from './helpers/devices.js';
 import { deviceRequest, submitted } from './helpers/requests.js';
@@ -165,6 +168,43 @@ describe('mirror', () => {
       assert.equal(await submitted(table, deviceRequest('read', 0, 8, [back])), null);
       assert.ok(back.every((byte) => byte === 6));
       assert.match(formatTableReport(table, 'status')[0] as string, / 1 RA 1 core$/);
+    } finally {
+      await table.close();
+    }
+  });
+
+  test('a region\'s bit is 0 on the log device before any leg sees a write to it', async () => {
+    const pool = devicePool({ log: 8 });
+    const events: string[] = [];
+    const open = async (spec: string): Promise<BlockDevice> => {
+      const device = await pool.open(spec);
+      return {
+        ...device, name: device.name, sizeSectors: device.sizeSectors, readOnly: false,
+        limits: device.limits, canBlock: false, get closed() { return device.closed; },
+        close: () => device.close(),
+        submit(request: DeviceRequest, done: DeviceDone) {
+          if (request.op === 'write' && request.countSectors > 0) {
+            const bit = spec === 'log' ? ((request.segments[0]?.[1024 + 1] ?? 0) >> 2) & 1 : -1;
+            events.push(spec === 'log' ? `log bit ${bit}` : `${spec} ${request.sector}`);
+          }
+          device.submit(request, done);
+        },
+      } as BlockDevice;
+    };
+    const table = await openTableText('0 2048 mirror disk 2 log 64 2 a 0 b 0\n', open);
+    try {
+      await mirrorOf(table).resyncIdle();
+      await new Promise((resolve) => setTimeout(resolve, 400)); // region 10 cleaned on disk
+      events.length = 0;
+      // Region 10 is bit 2 of bitmap byte 1.
+      assert.equal(await submitted(table, deviceRequest('write', 10 * 64, 8, [fill(4096, 1)])), null);
+      const firstLeg = events.findIndex((event) => event === 'a 640' || event === 'b 640');
+      assert.ok(firstLeg > 0, events.join(', '));
+      assert.equal(events.slice(0, firstLeg).filter((event) => event.startsWith('log')).pop(), 'log bit 0',
+        events.join(', '));
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      assert.equal(events.filter((event) => event.startsWith('log')).pop(), 'log bit 1',
+        'cleaned again once the legs were flushed');
     } finally {
       await table.close();
     }
