@@ -13,6 +13,7 @@ import type { KcopydResult } from '../../kcopyd/job.js';
 import { dmKcopydCopy } from '../../kcopyd/submit.js';
 import { dmKcopydThrottleCreate } from '../../kcopyd/throttle.js';
 import { openDestinations, openSource, refuseSourceOverlap } from './open-regions.js';
+import { copyStream, refuseStreamFlags } from './copy-stream.js';
 import { closeAll } from '../devices.js';
 import { createProgress, finalStates, parseProgressMode, type ProgressMode } from '../progress.js';
 import { watchInterrupts } from '../interrupt.js';
@@ -44,7 +45,8 @@ interface CopyFlags extends LengthOptions {
 export function registerCopy(program: Command, run: (work: () => Promise<number>) => void): void {
   program.command('copy')
     .description('copy one region of SOURCE to up to 8 destinations with kcopyd')
-    .argument('<source>', 'device spec to read (path, file:, mem:, zero:, random:, nbd://)')
+    .argument('<source>',
+      'device spec to read (path, file:, mem:, zero:, random:, nbd://), or - for stdin')
     .argument('<dest...>',
       `1 to ${DM_KCOPYD_MAX_REGIONS} destination specs; missing image files are created`)
     .option('--source-sector <N>', 'first source sector (512-byte units)', '0')
@@ -82,6 +84,13 @@ async function copy(sourceSpec: string, destSpecs: string[], flags: CopyFlags): 
   const chosenSubJobSectors = parseSubJobSectors(flags.subJobSize);
   const progressMode = parseProgressMode(flags.progress);
   const direct = flags.direct === true;
+  if (sourceSpec === '-') {
+    refuseStreamFlags(flags);
+    return copyStream({ destSpecs, destSector, lengthSectors, direct,
+      subJobSectors: chosenSubJobSectors ?? CLI_SUB_JOB_SECTORS_DEFAULT,
+      verify: flags.verify === true, flush: flags.flush, json: flags.json === true,
+      progressMode });
+  }
   const devices: BlockDevice[] = [];
   try {
     const { device: source, countSectors } = await openSource(sourceSpec, destSpecs, {

@@ -80,7 +80,13 @@ export type Growth =
   /** Missing image files are created and short ones extended (copy). */
   | 'create-or-extend'
   /** Missing image files are created; an existing destination must hold the region (zero). */
-  | 'create-only';
+  | 'create-only'
+  /**
+   * A stream of unknown length (copy from stdin): image files are created or extended to hold
+   * the region (the cap) as for copy; any other destination must only hold its first sector,
+   * and fails when the input reaches its end.
+   */
+  | 'stream';
 
 /** How `openDestinations` treats the destinations. */
 export interface DestinationOptions {
@@ -88,6 +94,8 @@ export interface DestinationOptions {
   readonly sectorFlag?: string;
   /** Default `create-or-extend`. */
   readonly growth?: Growth;
+  /** Receives every image file created (`oldSizeBytes` null) or extended, to cut back later. */
+  readonly grown?: Array<{ readonly path: string; readonly oldSizeBytes: number | null }>;
 }
 
 /** A destination image file to be created (`oldSizeBytes` null) or extended. */
@@ -131,6 +139,9 @@ export async function openDestinations(
   }
   for (const [index, device] of await growFiles(growing, endBytes, region, opened)) {
     devices[index] = device;
+  }
+  for (const file of growing) {
+    options.grown?.push({ path: file.path, oldSizeBytes: file.oldSizeBytes });
   }
   return devices.map((device) => {
     if (device === undefined) throw new Error('every destination was opened');
@@ -180,11 +191,12 @@ async function openExisting(
   opened.push(device);
   if (device.readOnly) throw new UsageError(`destination ${spec} is read-only`);
   const end = region.sector + region.countSectors;
-  if (growth === 'create-or-extend' && end > device.sizeSectors && isFileSpec(spec) &&
+  if (growth !== 'create-only' && end > device.sizeSectors && isFileSpec(spec) &&
     parsed.kind === 'file') {
     return { index, spec, path: parsed.path, oldSizeBytes: sizeBytesOf(device), existing: device };
   }
-  requireInside(device, region.sector, region.countSectors, 'destination');
+  requireInside(device, region.sector, growth === 'stream' ? 0 : region.countSectors,
+    'destination');
   return { device };
 }
 
