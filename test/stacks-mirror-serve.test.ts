@@ -4,18 +4,20 @@
 //   regions written after the failure stay out of sync in the disk log; when
 //   the leg returns (its sub-table becomes linear) only those regions are resynced and the legs
 //   are identical (`qemu-img compare`);
+// - a leg that is an nbdkit export behind --filter=error, failing its writes once a trigger
+//   file appears: fio verify passes and the leg is reported D;
 // - kill -9 of the server during writes: the disk log names only the regions that were dirty,
 //   reopening resyncs exactly those, and the legs end identical.
 
 import assert from 'node:assert/strict';
-import { truncate, writeFile } from 'node:fs/promises';
+import { readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { openDevice, type TableDevice } from '../src/index.js';
 import type { MirrorTarget } from '../src/stacks/mirror-target.js';
 import { DMIO_BIN } from './cli-helpers.js';
 import { runTool, runToolOk, startDmioServe } from './helpers/dmio-serve.js';
-import { requireTools } from './helpers/nbdkit.js';
+import { makeTempDir, requireTools, startNbdkit } from './helpers/nbdkit.js';
 import { tempDir } from './helpers/tmp.js';
 
 const MiB = 1024 * 1024;
@@ -135,4 +137,38 @@ test('kill -9 during writes: the disk log resyncs only the dirty regions', async
   assert.equal((await syncCounts(mirror)).inSync, 64);
   await runToolOk('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', paths['a.img'] as string,
     paths['b.img'] as string]);
+});
+
+test('an NBD leg (nbdkit --filter=error) failing mid-run: fio verify passes, the leg is D', async (t) => {
+  if (!requireTools(t, 'fio', 'nbdkit')) return;
+  const paths = await images(t, { 'a.img': 8 * MiB });
+  const dir = paths.dir as string;
+  const trigger = join(dir, 'fail-writes');
+  const nbdkit = await startNbdkit(['--filter=error', 'memory', '8M', 'error-pwrite-rate=100%',
+    `error-pwrite-file=${trigger}`], { dir: makeTempDir() });
+  try {
+    const mirror = join(dir, 'mirror.table');
+    await writeFile(mirror, `0 16384 mirror core 2 256 nosync 2 ${paths['a.img']} 0 ${nbdkit.uri} 0 ` +
+      '1 handle_errors\n');
+    const served = await startDmioServe([`table:${mirror}`, '--socket', join(dir, 's.sock')]);
+    let result;
+    try {
+      const failLater = new Promise((resolve) => setTimeout(resolve, 700))
+        .then(() => writeFile(trigger, ''));
+      result = await fio(dir, [`--uri=${served.uri}`, '--rw=randwrite', '--size=4M', '--rate=3m',
+        '--verify=crc32c', '--do_verify=1', '--output-format=json'], 60_000);
+      await failLater;
+      const before = served.stderr().length;
+      served.child.kill('SIGUSR1');
+      await waitFor(() => served.stderr().length > before, 5000);
+      assert.match(served.stderr().trim().split('\n').pop() ?? '', / 1 AD 1 core$/, served.stderr());
+    } finally {
+      assert.equal(await served.stop(), 0);
+    }
+    assert.equal(result.status, 0, result.stderr);
+    // The image leg holds everything fio wrote and verified.
+    assert.ok((await readFile(paths['a.img'] as string)).subarray(0, 4 * MiB).some((byte) => byte !== 0));
+  } finally {
+    await nbdkit.stop();
+  }
 });

@@ -118,11 +118,11 @@ describe('mirror', () => {
           const back = new Uint8Array(2048 * 512);
           assert.equal(await submitted(table, deviceRequest('read', 0, 2048, [back])), null);
           assert.ok(first.equals(Buffer.from(back)));
-          const overlapping = (index: number): boolean => operations.some((other, j) => j !== index &&
-            !other.read && other.sector < operations[index]!.sector + operations[index]!.count &&
-            operations[index]!.sector < other.sector + other.count);
+          const overlapping = (index: number, mine: { sector: number; count: number }): boolean =>
+            operations.some((other, j) => j !== index && !other.read &&
+              other.sector < mine.sector + mine.count && mine.sector < other.sector + other.count);
           operations.forEach((operation, index) => {
-            if (operation.read || overlapping(index)) return;
+            if (operation.read || overlapping(index, operation)) return;
             const count = Math.min(operation.count, 2048 - operation.sector);
             assert.ok(Buffer.from(back.subarray(operation.sector * 512, (operation.sector + count) * 512))
               .equals(Buffer.from(model.subarray(operation.sector * 512, (operation.sector + count) * 512))));

@@ -5,6 +5,7 @@
 // destinations). Building the target opens the log (a disk log is read, and rewritten unless
 // the table is read-only) and starts resync.
 
+import type { BlockDevice } from '../devices/block-device.js';
 import { TableError } from '../errors.js';
 import { DirtyLog, type SyncMode } from './dirty-log.js';
 import { DiskLog, diskLogBufferBytes } from './disk-log.js';
@@ -110,21 +111,22 @@ async function createMirror(
 ): Promise<MirrorTarget> {
   const regionCount = Math.ceil(env.lengthSectors / logArgs.regionSectors);
   const legs: Leg[] = offsets.map((offsetSectors, index) => ({
-    index, device: env.devices[index]!, deviceId: env.deviceIds[index]!, offsetSectors,
+    index, device: env.devices[index] as BlockDevice, deviceId: env.deviceIds[index] as string, offsetSectors,
     errorCount: 0, health: 'A',
   }));
   let log: DirtyLog;
   if (logArgs.type === 'core') {
     log = new DirtyLog(regionCount, logArgs.regionSectors, logArgs.syncMode);
   } else {
-    const device = env.devices[offsets.length]!;
+    const device = env.devices[offsets.length] as BlockDevice;
+    const deviceId = env.deviceIds[offsets.length] as string;
     const bufferBytes = diskLogBufferBytes(regionCount, device.limits.logicalBlockBytes);
     if (device.sizeSectors * 512 < bufferBytes) {
       throw new TableError('DMIO_ERR_INVALID_TABLE', env.source, env.lineNumber,
-        `mirror: log device ${env.deviceIds[offsets.length]} too small: ${bufferBytes} bytes needed`);
+        `mirror: log device ${deviceId} too small: ${bufferBytes} bytes needed`);
     }
     log = new DiskLog(regionCount, logArgs.regionSectors, logArgs.syncMode, {
-      device, deviceId: env.deviceIds[offsets.length]!, client: env.ioClient,
+      device, deviceId, client: env.ioClient,
       readOnly: env.readOnly, source: env.source, lineNumber: env.lineNumber,
     });
   }
