@@ -38,13 +38,11 @@ export class DelayTarget implements Target {
   readonly #classes: readonly [DelayClass, DelayClass, DelayClass];
   /** Triples given in the table (1, 2 or 3), for `table()`. */
   readonly #tripleCount: number;
-  readonly #now: () => number;
   readonly #inflight = new InflightCounter();
   #stopped = false;
 
   constructor(env: TargetEnv, offsets: readonly number[], delaysMs: readonly number[]) {
     this.#client = env.ioClient;
-    this.#now = env.now;
     this.#tripleCount = offsets.length;
     const make = (index: number): DelayClass => ({
       device: env.devices[index] as BlockDevice, deviceId: env.deviceIds[index] as string,
@@ -76,14 +74,14 @@ export class DelayTarget implements Target {
       release();
       return;
     }
-    delayClass.held.push({ dueMs: this.#now() + delayClass.delayMs, release });
+    delayClass.held.push({ dueMs: performance.now() + delayClass.delayMs, release });
     if (delayClass.timer === null) this.#arm(delayClass);
   }
 
   #arm(delayClass: DelayClass): void {
     const head = delayClass.held[0];
     if (head === undefined) return;
-    const waitMs = Math.max(0, head.dueMs - this.#now());
+    const waitMs = Math.max(0, head.dueMs - performance.now());
     delayClass.timer = setTimeout(() => {
       delayClass.timer = null;
       this.#releaseDue(delayClass, false);
@@ -92,7 +90,7 @@ export class DelayTarget implements Target {
   }
 
   #releaseDue(delayClass: DelayClass, all: boolean): void {
-    const nowMs = this.#now();
+    const nowMs = performance.now();
     let count = 0;
     while (count < delayClass.held.length &&
       (all || (delayClass.held[count]?.dueMs ?? Infinity) <= nowMs)) count += 1;

@@ -29,7 +29,10 @@ export interface OpenTableOptions {
   readOnly?: boolean;
   /** The device's name in messages (default the table's path, or `table:<text>`). */
   name?: string;
-  /** Milliseconds now, for the flakey and delay targets' clocks (default `Date.now`). */
+  /**
+   * Milliseconds now: the flakey target's up/down clock and the writecache's pause timing
+   * (default `Date.now`). Delays are real time whatever this says.
+   */
   now?: () => number;
   /**
    * Background copies (mirror resync, writecache writeback) run under a kcopyd throttle of this

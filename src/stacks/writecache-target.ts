@@ -98,6 +98,8 @@ export class WritecacheTarget implements Target {
   readonly #entrySeq: Float64Array;
   readonly #underWriteback: Uint8Array;
   #writebackCount = 0;
+  /** Data writes in flight to each cache block. */
+  readonly #blockWrites: Uint16Array;
   /** Target sector → the block holding its newest data. */
   readonly #map = new Map<number, number>();
   /** Cached blocks in insertion order, oldest first (writeback order). */
@@ -150,6 +152,7 @@ export class WritecacheTarget implements Target {
     this.#entrySector = new Float64Array(count).fill(-1);
     this.#entrySeq = new Float64Array(count).fill(-1);
     this.#underWriteback = new Uint8Array(count);
+    this.#blockWrites = new Uint16Array(count);
     for (const { index, sector, seq } of parts.live) {
       this.#entrySector[index] = sector;
       this.#entrySeq[index] = seq;
@@ -388,10 +391,12 @@ export class WritecacheTarget implements Target {
     }
     const epoch = this.#seq;
     this.#inflightByEpoch.set(epoch, (this.#inflightByEpoch.get(epoch) ?? 0) + 1);
+    this.#blockWrites[index] = (this.#blockWrites[index] as number) + 1;
     ioToDevice(this.#client, this.cache, this.dataSector(index), {
       op: 'write', sector, countSectors: this.#blockSectors, segments, flags: { ...flags, fua: false },
       ioprio,
     }, (error) => {
+      this.#blockWrites[index] = (this.#blockWrites[index] as number) - 1;
       this.#endEpochWrite(epoch);
       if (error !== null) this.setError(error);
       done(error);
@@ -473,6 +478,22 @@ export class WritecacheTarget implements Target {
     await this.#writeImage(0, superBytes, true);
     if (this.#error !== null) throw this.#error;
     this.#committedSeq = epoch + 1;
+  }
+
+  /**
+   * Waits until no data write is in flight to any of `indexes` (writeback marks them first, so
+   * no new in-place write can start; one already started must land before the copy reads it).
+   */
+  waitBlocksIdle(indexes: readonly number[]): Promise<void> {
+    const busy = (): boolean => indexes.some((index) => (this.#blockWrites[index] as number) > 0);
+    if (!busy()) return Promise.resolve();
+    return new Promise((resolve) => {
+      const check = (): void => {
+        if (busy()) this.#epochWaiters.push(check);
+        else resolve();
+      };
+      this.#epochWaiters.push(check);
+    });
   }
 
   /** Waits until no data write issued in an epoch up to `epoch` is in flight. */

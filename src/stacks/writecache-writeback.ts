@@ -110,15 +110,17 @@ export class WritecacheWriteback {
       await this.#pause();
       const batch = this.#pickBatch();
       if (batch.length === 0) return;
-      if (batch.some((index) => this.#target.isUncommitted(index))) {
-        try {
-          await this.#target.commit();
-        } catch {
-          return;
-        }
-      }
+      // Marked first: from now on writes to these blocks allocate new ones instead of
+      // overwriting in place; writes already in flight land before the copy reads the blocks.
       for (const index of batch) this.#target.setUnderWriteback(index, true);
-      const ok = await this.#copy(batch);
+      let ok = true;
+      try {
+        if (batch.some((index) => this.#target.isUncommitted(index))) await this.#target.commit();
+        await this.#target.waitBlocksIdle(batch);
+      } catch {
+        ok = false;
+      }
+      ok = ok && await this.#copy(batch);
       if (!ok) {
         for (const index of batch) this.#target.setUnderWriteback(index, false);
         return;
@@ -129,9 +131,12 @@ export class WritecacheWriteback {
 
   /** Waits until no write went around the cache for `pause_writeback` ms (not when cleaning). */
   async #pause(): Promise<void> {
-    if (this.#writeAll || this.#target.options.cleaner) return;
-    const waitMs = this.#target.options.pauseWritebackMs - this.#target.sinceOriginWriteMs();
-    if (waitMs > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(waitMs, 1000)));
+    for (;;) {
+      if (this.#stopped || this.#writeAll || this.#target.options.cleaner) return;
+      const waitMs = this.#target.options.pauseWritebackMs - this.#target.sinceOriginWriteMs();
+      if (waitMs <= 0) return;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(waitMs, 200)));
+    }
   }
 
   /** The oldest cached blocks not under writeback, at most `writeback_jobs`. */
