@@ -135,6 +135,27 @@ describe('writecache', () => {
     ), { numRuns: 30 });
   });
 
+  test('writeback starts at the high watermark and stops past the low one', async () => {
+    const pool = devicePool({ origin: 8192, cache: 4096 });
+    const table = await openTableText('0 8192 writecache s origin cache 4096 2 pause_writeback 0\n', pool.open);
+    try {
+      // 509 blocks: writeback starts when free <= 255 (50 %) and stops when free > 280 (45 %).
+      for (let index = 0; index < 300; index += 1) {
+        assert.equal(await submitted(table, deviceRequest('write', index * 8, 8, [block(index % 250 + 1)])), null);
+      }
+      const deadline = performance.now() + 5000;
+      while (cacheOf(table).writebackBlocks > 0 || cacheOf(table).freeBlocks < 281) {
+        assert.ok(performance.now() < deadline, formatTableReport(table, 'status')[0]);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      assert.equal(cacheOf(table).freeBlocks, 281);
+      const written = peek(pool.ram('origin'), 0, 8);
+      assert.ok(written.every((byte) => byte === 1), 'the oldest blocks went back first');
+    } finally {
+      await table.close();
+    }
+  });
+
   test('a crash keeps every flushed block and loses what was not committed', async () => {
     const pool = devicePool({ origin: ORIGIN_SECTORS, cache: CACHE_SECTORS });
     const text = `0 ${ORIGIN_SECTORS} writecache s origin cache 4096 2 autocommit_time 3600000\n`;

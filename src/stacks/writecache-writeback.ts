@@ -139,10 +139,17 @@ export class WritecacheWriteback {
     }
   }
 
-  /** The oldest cached blocks not under writeback, at most `writeback_jobs`. */
+  /**
+   * The oldest cached blocks not under writeback: at most `writeback_jobs`, and, unless
+   * everything is to be written back, only as many as take free + under writeback past the low
+   * watermark (as the kernel counts each block it adds).
+   */
   #pickBatch(): number[] {
     const batch: number[] = [];
-    const jobs = this.#target.options.writebackJobs;
+    const available = this.#target.freeBlocks + this.#target.writebackBlocks;
+    const all = this.#writeAll || this.#target.options.cleaner;
+    const jobs = Math.min(this.#target.options.writebackJobs,
+      all ? Number.MAX_SAFE_INTEGER : Math.max(1, this.#stopAbove - available + 1));
     for (const index of this.#target.cachedBlocks()) {
       if (batch.length >= jobs) break;
       if (!this.#target.isUnderWriteback(index)) batch.push(index);
