@@ -229,6 +229,23 @@ describe('targets', () => {
     }
   });
 
+  test('delay and flakey tables read back in canonical form', async () => {
+    const { open } = fakeOpener({ a: 64, b: 64, c: 64 });
+    const table = await openTableText([
+      '0 8 delay a 0 10 b 8 20', '8 8 delay a 0 10 b 8 20 c 16 30', '16 8 flakey a 0 3 4 0',
+      '24 8 flakey b 0 3 4 3 random_read_corrupt 1000 error_writes',
+    ].join('\n'), open);
+    try {
+      assert.deepEqual(formatTableReport(table, 'table'), [
+        '0 8 delay a 0 10 b 8 20', '8 8 delay a 0 10 b 8 20 c 16 30',
+        '16 8 flakey a 0 3 4 2 error_reads error_writes',
+        '24 8 flakey b 0 3 4 3 error_writes random_read_corrupt 1000',
+      ]);
+    } finally {
+      await table.close();
+    }
+  });
+
   test('delay: closing releases held requests at once', async () => {
     const { open } = fakeOpener({ a: 64 });
     const table = await openTableText('0 8 delay a 0 60000\n', open);
