@@ -1,6 +1,6 @@
 // Writecache in the library: the layout sizes; formatting a zeroed cache (header bytes, entries
 // all ones, the fresh status line); refusals (garbage, block size mismatch, duplicate entries of
-// equal seq); a property test of random block writes, FUA writes, reads and flushes on a small
+// equal seq); a property test of random block writes, FUA writes, discards, reads and flushes on a small
 // cache (writeback and blocking on the free list happen) against a plain model, ending with
 // every block written back so the origin alone holds the data; crashes (the devices
 // snapshotted without closing) after a flush keep every flushed block, and uncommitted writes
@@ -92,10 +92,10 @@ describe('writecache', () => {
     }
   });
 
-  test('random writes, FUA, reads and flushes agree with a model; writeback leaves the origin alone right', async () => {
+  test('random writes, FUA, discards, reads and flushes agree with a model; writeback leaves the origin alone right', async () => {
     await fc.assert(fc.asyncProperty(
       fc.array(fc.record({
-        kind: fc.constantFrom('write', 'write', 'write', 'fua', 'read', 'flush'),
+        kind: fc.constantFrom('write', 'write', 'write', 'fua', 'read', 'flush', 'discard'),
         block: fc.integer({ min: 0, max: ORIGIN_SECTORS / 8 - 1 }),
         blocks: fc.integer({ min: 1, max: 6 }),
         value: fc.integer({ min: 1, max: 255 }),
@@ -106,6 +106,20 @@ describe('writecache', () => {
         const model = new Uint8Array(ORIGIN_SECTORS * 512);
         const text = TABLE.replace(' 4096 0\n', options === '' ? ' 4096 0\n' : ` 4096${options}\n`);
         const table = await openTableText(text, pool.open);
+        // A discarded block reads as zeros (the RAM origin discarded it) or, when it was under
+        // writeback at the time, as before: the first read settles which.
+        const discarded = new Map<number, Uint8Array>();
+        const settle = (data: Uint8Array, firstBlock: number): void => {
+          for (let index = 0; index < data.length / BLOCK; index += 1) {
+            const old = discarded.get(firstBlock + index);
+            if (old === undefined) continue;
+            const got = data.subarray(index * BLOCK, (index + 1) * BLOCK);
+            const at = (firstBlock + index) * BLOCK;
+            if (got.every((byte) => byte === 0)) model.fill(0, at, at + BLOCK);
+            else assert.ok(Buffer.from(got).equals(Buffer.from(old)), `discarded block ${firstBlock + index}`);
+            discarded.delete(firstBlock + index);
+          }
+        };
         try {
           for (const { kind, block: first, blocks: wanted, value } of operations) {
             const blocks = Math.min(wanted, ORIGIN_SECTORS / 8 - first);
@@ -114,15 +128,23 @@ describe('writecache', () => {
               assert.equal(await submitted(table, deviceRequest('write', 0, 0, [], { preflush: true })), null);
             } else if (kind === 'read') {
               const data = await readBlocks(table, sector, blocks);
+              settle(data, first);
               assert.ok(Buffer.from(data).equals(Buffer.from(model.subarray(sector * 512, (sector + blocks * 8) * 512))),
                 `read blocks ${first}+${blocks}`);
+            } else if (kind === 'discard') {
+              for (let index = first; index < first + blocks; index += 1) {
+                if (!discarded.has(index)) discarded.set(index, model.slice(index * BLOCK, (index + 1) * BLOCK));
+              }
+              assert.equal(await submitted(table, deviceRequest('discard', sector, blocks * 8)), null);
             } else {
+              for (let index = first; index < first + blocks; index += 1) discarded.delete(index);
               model.fill(value, sector * 512, (sector + blocks * 8) * 512);
               assert.equal(await submitted(table, deviceRequest('write', sector, blocks * 8, [block(value, blocks)],
                 { fua: kind === 'fua' })), null);
             }
           }
           const all = await readBlocks(table, 0, ORIGIN_SECTORS / 8);
+          settle(all, 0);
           assert.ok(Buffer.from(all).equals(Buffer.from(model)), 'every block reads back');
           await cacheOf(table).writeBackAll();
           assert.match(formatTableReport(table, 'status')[0] as string, / writecache 0 63 63 0 /);

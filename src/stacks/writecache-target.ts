@@ -17,9 +17,9 @@
 // free block is taken (lowest index first); with none free, a write to an uncached block goes
 // around the cache to the origin and one to a block under writeback waits for a free block.
 // A freed block is reused only after the metadata that frees it is on the cache device, so a
-// replay never maps a sector to a block holding newer data. Discards and write-zeroes are not
-// supported (limits 0). Requests must be whole cache blocks: the table's logical block is the
-// block size.
+// replay never maps a sector to a block holding newer data. A discard frees the cached blocks
+// of its range (persisted), then goes to the origin if it takes discards; write-zeroes is not
+// supported. Requests must be whole cache blocks: the table's logical block is the block size.
 
 import type { DmIoClient } from '../core/client.js';
 import { dmIo } from '../core/dm-io.js';
@@ -34,6 +34,8 @@ import {
 } from './writecache-format.js';
 import { WritecacheWriteback } from './writecache-writeback.js';
 
+/** Most sectors one discard covers (the table cuts larger ones). */
+const DISCARD_SECTORS_MAX = 1024 * 1024;
 /** Bytes of one metadata chunk written as a unit. */
 const METADATA_CHUNK_BYTES = 64 * 1024;
 
@@ -146,7 +148,10 @@ export class WritecacheTarget implements Target {
     this.#now = env.now;
     this.#readOnly = env.readOnly;
     this.#blockSectors = parts.layout.blockBytes / 512;
-    this.limits = { logicalBlockBytes: parts.layout.blockBytes, maxDiscardSectors: 0, maxWriteZeroesSectors: 0 };
+    // Discards are the target's own work (free the cached blocks, then pass it on); one
+    // discard covers at most this many sectors, so its metadata stays small.
+    this.limits = { logicalBlockBytes: parts.layout.blockBytes, maxDiscardSectors: DISCARD_SECTORS_MAX,
+      maxWriteZeroesSectors: 0 };
     this.#image = parts.image;
     const count = parts.layout.blockCount;
     this.#entrySector = new Float64Array(count).fill(-1);
@@ -268,6 +273,7 @@ export class WritecacheTarget implements Target {
     }
     if (io.op === 'read') this.#read(io, tracked);
     else if (io.op === 'write') this.#write(io, tracked);
+    else if (io.op === 'discard') this.#discard(io, tracked);
     else completeLater(tracked, targetError('writecache', io, 'EOPNOTSUPP'));
   }
 
@@ -401,6 +407,42 @@ export class WritecacheTarget implements Target {
       if (error !== null) this.setError(error);
       done(error);
     });
+  }
+
+  /**
+   * Frees the cached blocks of the range that are not under writeback (after writes in flight
+   * to them landed), persists that, then passes the discard to the origin when it can take one.
+   * Blocks return to the free list only once their freeing is on the cache device.
+   */
+  #discard(io: TargetIo, done: TargetDone): void {
+    if (this.#error !== null) {
+      completeLater(done, this.#error);
+      return;
+    }
+    this.#stats.discards += io.countSectors / this.#blockSectors;
+    const freed: number[] = [];
+    for (let sector = io.sector; sector < io.sector + io.countSectors; sector += this.#blockSectors) {
+      const index = this.#map.get(sector);
+      if (index === undefined || this.#underWriteback[index] === 1) continue;
+      // Held like writeback holds a batch: no in-place write may start on it from now on.
+      this.setUnderWriteback(index, true);
+      freed.push(index);
+    }
+    const passOn = (): void => {
+      if (this.origin.limits.maxDiscardSectors === 0) {
+        done(null);
+        return;
+      }
+      ioToDevice(this.#client, this.origin, io.sector, io, (error) => {
+        done(error?.code === 'DMIO_ERR_NOT_SUPPORTED' ? null : error);
+      });
+    };
+    if (freed.length === 0) {
+      passOn();
+      return;
+    }
+    this.waitBlocksIdle(freed).then(() => this.freeWrittenBack(freed)).then(passOn,
+      (error: unknown) => done(error as DmIoError));
   }
 
   #writeAround(sector: number, segments: Uint8Array[], flags: RequestFlags, ioprio: number,
