@@ -5,7 +5,7 @@
 // files; every server, loop device and temporary file is removed.
 
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -85,8 +85,11 @@ test('fio verify through linear, striped, mirror and writecache tables on a loop
   const { dir, paths: [loopImage, file, origin] } = await images(t, 'loop.img', 'file.img', 'origin.img');
   const loop = await attachLoop(loopImage as string);
   try {
+    // The linear table names the loop device as the kernel's tables do, MAJOR:MINOR.
+    const rdev = statSync(loop).rdev;
+    const majorMinor = `${Math.floor(rdev / 256) & 0xfff}:${(rdev & 0xff) | ((Math.floor(rdev / 4096) & 0xfff00))}`;
     await serveAndVerify(dir, {
-      linear: `0 4096 linear ${loop} 4096\n`,
+      linear: `0 4096 linear ${majorMinor} 4096\n`,
       striped: `0 8192 striped 2 8 ${loop} 8192 ${file} 8192\n`,
       mirror: `0 4096 mirror core 1 1024 2 ${loop} 16384 ${file} 16384 1 handle_errors\n`,
       // The cache is the loop device's last 4 MiB.

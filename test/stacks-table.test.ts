@@ -102,6 +102,11 @@ describe('table text', () => {
     await refused('0 8 delay a 0 0 b 60 5\n', 'DMIO_ERR_INVALID_TABLE', 1, /device b too small/);
   });
 
+  test('a MAJOR:MINOR that names no block device is refused with its line', async () => {
+    await refused('0 8 zero\n8 8 linear 4095:1048575 0\n', 'DMIO_ERR_INVALID_TABLE', 2,
+      /device lookup failed: no block device 4095:1048575/);
+  });
+
   test('a segment off the logical block of a 4096-byte device is refused', async () => {
     const opened: BlockDevice[] = [];
     const open = (): Promise<BlockDevice> => {

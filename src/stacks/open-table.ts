@@ -9,7 +9,8 @@
 // a nested `table:` argument is opened here, recursively, with the chain of table files above
 // it, so a table that names itself through its devices is refused (`DMIO_ERR_TABLE_CYCLE`).
 // Paths inside a table (files and nested tables) are as `openDevice` sees them: relative ones
-// are relative to the process's working directory, not to the table file.
+// are relative to the process's working directory, not to the table file. A block device may
+// also be named `MAJOR:MINOR`, as in the kernel's tables (found through /sys/dev/block).
 
 import { readFile, realpath, stat } from 'node:fs/promises';
 import { dmIoClientCreate, dmIoClientDestroy } from '../core/client.js';
@@ -44,6 +45,8 @@ export interface OpenTableOptions {
 /** Largest table file read, in bytes. */
 const TABLE_FILE_BYTES_MAX = 1024 * 1024;
 const TABLE_PREFIX = 'table:';
+/** A block device named as the kernel's tables do, `MAJOR:MINOR`. */
+const MAJOR_MINOR = /^\d+:\d+$/;
 
 /** A planned line: where it is, what it needs. */
 interface PlannedLine {
@@ -138,7 +141,8 @@ async function openDevices(
         const device = spec.startsWith(TABLE_PREFIX) ?
           await openNested(spec.slice(TABLE_PREFIX.length), source, line.lineNumber, open,
             options, ancestors) :
-          await open(spec, options.readOnly ?? false);
+          await open(MAJOR_MINOR.test(spec) ? await blockDevicePath(spec, source, line.lineNumber) : spec,
+            options.readOnly ?? false);
         specs.push(spec);
         devices.push(device);
       }
@@ -203,6 +207,19 @@ function checkBlockAlignment(
         `table's ${logicalBlockBytes}-byte logical block`);
     }
   }
+}
+
+/** The device node of block device `MAJOR:MINOR`, from /sys/dev/block/MAJOR:MINOR/uevent. */
+async function blockDevicePath(majorMinor: string, source: TableSource, lineNumber: number): Promise<string> {
+  try {
+    const uevent = await readFile(`/sys/dev/block/${majorMinor}/uevent`, 'utf8');
+    const name = /^DEVNAME=(.+)$/m.exec(uevent)?.[1];
+    if (name !== undefined) return `/dev/${name}`;
+  } catch {
+    // Reported below.
+  }
+  throw new TableError('DMIO_ERR_INVALID_TABLE', source, lineNumber,
+    `device lookup failed: no block device ${majorMinor}`);
 }
 
 async function resolveTablePath(path: string): Promise<string> {
