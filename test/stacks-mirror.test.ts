@@ -158,6 +158,26 @@ describe('mirror', () => {
     }
   });
 
+  test('keep_log: a degraded write with a failed log is EIO; without a failure it succeeds', async () => {
+    const pool = devicePool({ log: 8 });
+    const table = await openTableText('0 2048 mirror disk 2 log 64 2 a 0 b 0 2 handle_errors keep_log\n',
+      pool.open);
+    try {
+      await mirrorOf(table).resyncIdle();
+      assert.deepEqual(formatTableReport(table, 'table'),
+        ['0 2048 mirror disk 2 log 64 2 a 0 b 0 2 handle_errors keep_log']);
+      pool.fault('b').setFaults({ down: true });
+      assert.equal(await submitted(table, deviceRequest('write', 0, 8, [fill(4096, 1)])), null,
+        'the log still works: the write is kept on a');
+      pool.fault('log').setFaults({ down: true });
+      const lost = await submitted(table, deviceRequest('write', 64 * 5, 8, [fill(4096, 2)]));
+      assert.equal(lost?.errno, 'EIO');
+      assert.match(formatTableReport(table, 'status')[0] as string, / 1 A[DF] 3 disk log D$/);
+    } finally {
+      await table.close();
+    }
+  });
+
   test('a failed read is retried on the other leg and the leg shows R', async () => {
     const pool = devicePool();
     const table = await openTableText('0 1024 mirror core 2 128 nosync 2 a 0 b 0\n', pool.open);

@@ -45,6 +45,11 @@ export class DirtyLog {
     return false;
   }
 
+  /** True when the log device failed (its bits can no longer be trusted); never for core. */
+  get failed(): boolean {
+    return false;
+  }
+
   /** True when regions were cleaned since the last flush (the legs must be flushed first). */
   get needsLegFlush(): boolean {
     return this.touchedCleaned;

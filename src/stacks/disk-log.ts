@@ -129,8 +129,7 @@ export class DiskLog extends DirtyLog {
     });
   }
 
-  /** True when the log device failed (its bits can no longer be trusted). */
-  get failed(): boolean {
+  override get failed(): boolean {
     return this.#health !== 'A';
   }
 

@@ -183,7 +183,9 @@ export class MirrorTarget implements Target {
       const degraded = firstError !== null || legs.length < this.legs.length;
       if (inSync && degraded && io.op !== 'discard') this.log.setRegionSync(region, false);
       this.#endWrite(region);
-      const anyOk = legs.some((_leg, index) => outcome.errors[index] === undefined);
+      // With keep_log a degraded write whose log has failed cannot be recorded: EIO.
+      const anyOk = legs.some((_leg, index) => outcome.errors[index] === undefined) &&
+        !(degraded && this.#features.keepLog && this.log.failed);
       const unsupported = outcome.errors.find((error) => error?.code === 'DMIO_ERR_NOT_SUPPORTED');
       done(anyOk ? null : unsupported ?? firstError ?? targetError('mirror', io));
     });
@@ -201,9 +203,15 @@ export class MirrorTarget implements Target {
     }
   }
 
-  /** With `handle_errors`, a failed default leg hands over to the first error-free leg. */
+  /**
+   * With `handle_errors`, a failed default leg hands over to the first error-free leg — only
+   * while the mirror is fully in sync, or with `keep_log` (else out-of-sync regions, which only
+   * the default leg holds, could be read from a stale leg; their reads fail instead, as the
+   * kernel's do).
+   */
   #switchDefault(failed: Leg): void {
     if (!this.#features.handleErrors || failed.index !== this.#defaultLeg) return;
+    if (this.log.syncCount !== this.log.regionCount && !this.#features.keepLog) return;
     const next = this.legs.find((leg) => leg.errorCount === 0);
     if (next !== undefined) this.#defaultLeg = next.index;
   }
