@@ -45,8 +45,14 @@ export const RAM_DEVICE_BYTES_MAX = 64 * 1024 * 1024 * 1024;
 /** Granule in which a RAM device allocates and frees memory (64 KiB). */
 export const RAM_CHUNK_BYTES = 64 * 1024;
 
-/** Largest Linux I/O priority value (class 3, data 7), as in `IOPRIO_PRIO_VALUE`. */
+/** Largest 16-bit I/O priority value; the kernel accepts only some below it (`isIoprio`). */
 export const IOPRIO_MAX = 0xffff;
+/** Where the class sits in an I/O priority value (`IOPRIO_CLASS_SHIFT`). */
+export const IOPRIO_CLASS_SHIFT = 13;
+/** Highest class the kernel knows: IDLE (NONE 0, RT 1, BE 2, IDLE 3). */
+export const IOPRIO_CLASS_MAX = 3;
+/** Levels of the RT and BE classes (`IOPRIO_NR_LEVELS`): 0 (highest) to 7. */
+export const IOPRIO_LEVELS = 8;
 /** The kernel's `IOPRIO_DEFAULT`: best-effort class, level 4. */
 export const IOPRIO_DEFAULT = (2 << 13) | 4;
 

@@ -165,6 +165,11 @@ describe('wrong types and values', () => {
     ['ioprio 65536', () => ({ op: 'discard', client, ioprio: 65536 }), 'DMIO_ERR_OUT_OF_RANGE'],
     ['ioprio -1', () => ({ op: 'discard', client, ioprio: -1 }), 'DMIO_ERR_OUT_OF_RANGE'],
     ['ioprio 1.5', () => ({ op: 'discard', client, ioprio: 1.5 }), 'DMIO_ERR_OUT_OF_RANGE'],
+    ['ioprio class 4', () => ({ op: 'discard', client, ioprio: 4 << 13 }), 'DMIO_ERR_OUT_OF_RANGE'],
+    ['ioprio BE level 8', () => ({ op: 'discard', client, ioprio: (2 << 13) | 8 }),
+      'DMIO_ERR_OUT_OF_RANGE'],
+    ['ioprio NONE with a level', () => ({ op: 'discard', client, ioprio: 5 }),
+      'DMIO_ERR_OUT_OF_RANGE'],
   ];
   for (const [label, make, code] of requests) {
     test(`${label} → ${code}`, async () => {

@@ -100,7 +100,11 @@ const ioArb: fc.Arbitrary<IoStep> = fc.record({
   preflush: fc.integer({ min: 0, max: 3 }).map((n) => n === 0),
   fua: fc.boolean(),
   syncFlag: fc.option(fc.boolean(), { nil: undefined }),
-  ioprio: fc.option(fc.integer({ min: 0, max: 0xffff }), { nil: undefined }),
+  // Priorities the kernel accepts (0, or class 1-3 with level 0-7); others are refused at the
+  // boundary (dm-io-validation.test.ts).
+  ioprio: fc.option(fc.oneof(fc.constant(0), fc.tuple(fc.integer({ min: 1, max: 3 }),
+    fc.integer({ min: 0, max: 7 })).map(([ioClass, level]) => (ioClass << 13) | level)),
+  { nil: undefined }),
   form: fc.constantFrom('promise', 'notify', 'blocking'),
   memory: memoryArb,
   seed: fc.nat(),

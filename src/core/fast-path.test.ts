@@ -59,12 +59,12 @@ describe('planFast eligibility', () => {
     assert.deepEqual(kmem.requests[0]?.flags, { sync: true, preflush: false, fua: false });
     assert.equal(kmem.requests[0]?.ioprio, (2 << 13) | 4);
     const exact = new Uint8Array(512);
-    const vm = planFast({ op: 'write', client, mem: { type: 'vm', data: exact }, ioprio: 7,
+    const vm = planFast({ op: 'write', client, mem: { type: 'vm', data: exact }, ioprio: 0x6007,
       flags: { fua: true } }, [{ device, sector: 3, count: 1 }], false);
     assert.ok(vm !== null);
     assert.equal(vm.requests[0]?.segments[0], exact, 'an exact-size buffer is passed as it is');
     assert.deepEqual(vm.requests[0]?.flags, { sync: false, preflush: false, fua: true });
-    assert.equal(vm.requests[0]?.ioprio, 7);
+    assert.equal(vm.requests[0]?.ioprio, 0x6007);
   });
 
   test('declines what the general path must handle', () => {

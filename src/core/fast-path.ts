@@ -13,12 +13,13 @@
 // regions are checked before the first is submitted.
 
 import assert from '../assert.js';
-import { DM_IO_MAX_REGIONS, IOPRIO_DEFAULT, IOPRIO_MAX, SECTOR_SIZE } from '../constants.js';
+import { DM_IO_MAX_REGIONS, IOPRIO_DEFAULT, SECTOR_SIZE } from '../constants.js';
 import type { BlockDevice, DeviceRequest, RequestFlags } from '../devices/block-device.js';
 import type { DmIoError } from '../errors.js';
 import { isAlignedView } from '../memory/aligned.js';
 import { DmIoClient } from './client.js';
 import { failedRequest, IoTracker, type DmIoResult } from './io-tracker.js';
+import { isIoprio } from './validate.js';
 
 /** The flag objects, shared: index = sync | preflush << 1 | fua << 2. */
 const FLAGS: readonly RequestFlags[] = Array.from({ length: 8 }, (_, bits) => Object.freeze({
@@ -43,7 +44,7 @@ export function planFast(request: unknown, regions: unknown, sync: boolean): Fas
   if (!(client instanceof DmIoClient) || client.destroyed) return null;
   const flags = fastFlags((request as { flags?: unknown }).flags, sync);
   if (flags === null) return null;
-  if (ioprio !== undefined && !isIntegerIn(ioprio, 0, IOPRIO_MAX)) return null;
+  if (ioprio !== undefined && !isIoprio(ioprio)) return null;
   const fast = { client, devices: [] as BlockDevice[], requests: [] as DeviceRequest[] };
   for (let index = 0; index < regionCount; index += 1) {
     if (!addRegion(fast, op, mem, regions[index] as unknown, flags,

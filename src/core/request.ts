@@ -3,7 +3,7 @@
 // region count, multi-region reads, closed devices, read-only devices, logical-block
 // alignment, memory shape and length. The result is a plan the region loop trusts.
 
-import { DM_IO_MAX_REGIONS, IOPRIO_DEFAULT, IOPRIO_MAX, SECTOR_SIZE } from '../constants.js';
+import { DM_IO_MAX_REGIONS, IOPRIO_DEFAULT, SECTOR_SIZE } from '../constants.js';
 import type { BlockDevice, DeviceOp, RequestFlags } from '../devices/block-device.js';
 import {
   InvalidArgTypeError, InvalidRequestError, OutOfRangeError, StateError,
@@ -13,7 +13,7 @@ import { DmIoClient } from './client.js';
 import type { DmIoResult } from './io-tracker.js';
 import { validateMemory } from './validate-memory.js';
 import {
-  validateBoolean, validateFunction, validateIntegerInRange, validateOneOf,
+  validateBoolean, validateFunction, validateIntegerInRange, validateIoprio, validateOneOf,
   validateOptionsObject, validateUnsigned,
 } from './validate.js';
 
@@ -57,7 +57,11 @@ export interface DmIoRequest<C = unknown> {
   op: DmIoOp;
   /** Flags repeated on every device request. */
   flags?: DmIoFlags;
-  /** Linux I/O priority value stamped on every device request (default IOPRIO_DEFAULT). */
+  /**
+   * Linux I/O priority value stamped on every device request (default IOPRIO_DEFAULT): 0, or
+   * class RT (1), BE (2) or IDLE (3) << 13 | level 0-7; anything the kernel would refuse is
+   * refused here (`DMIO_ERR_OUT_OF_RANGE`).
+   */
   ioprio?: number;
   /** The memory; required for read and write, ignored for discard and write-zeroes. */
   mem?: DmIoMemory;
@@ -87,7 +91,7 @@ export function planRequest(request: unknown, regions: unknown, sync: boolean): 
   const client = validateClient(fields.client);
   const flags = validateFlags(fields.flags, sync);
   const ioprio = fields.ioprio === undefined ? IOPRIO_DEFAULT :
-    validateIntegerInRange(fields.ioprio, 'request.ioprio', 0, IOPRIO_MAX);
+    validateIoprio(fields.ioprio, 'request.ioprio');
   const copied = regionList.map((region, index) => validateRegion(region, index, op));
   const memory = validateMemoryFor(fields.mem, op, copied);
   return { op, flags, ioprio, memory, regions: copied, client };
