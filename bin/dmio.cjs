@@ -3,7 +3,8 @@
 // The two lines above are shell, read only when this file is executed: they start Node on this
 // same file (JavaScript sees a string and a comment) without NODE_EXTRA_CA_CERTS, whose
 // certificates Node 20 parses at start-up whether or not anything uses TLS (30-50 ms with a
-// large bundle, more than loading all of dmio). dmio never opens a TLS connection.
+// large bundle, more than loading all of dmio). dmio's TLS (nbds:// devices, `serve --tls`)
+// trusts the CA of its tls-certificates directory, or the system's CAs, never that variable.
 // When stdout is closed (`dmio read ... >&-`), fd 1 is opened read-only on /dev/null, so every
 // write to stdout fails with EBADF as it would on the closed descriptor: Node would otherwise
 // put a writable /dev/null there, and output that went nowhere would count as delivered.
