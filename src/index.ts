@@ -61,6 +61,8 @@ export { createFaultDevice, FaultDevice } from './devices/fault-device.js';
 export type {
   FaultDeviceOptions, FaultSpec, FaultRange, FaultOp, TraceEntry,
 } from './devices/fault-device.js';
+export { createStreamSinkDevice, StreamSinkDevice } from './devices/stream-sink-device.js';
+export type { StreamSinkDeviceOptions, SinkWritable } from './devices/stream-sink-device.js';
 
 export {
   DM_KCOPYD_MAX_REGIONS, KCOPYD_SPLIT_COUNT, KCOPYD_SUB_JOB_SECTORS_DEFAULT,

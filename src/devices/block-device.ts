@@ -77,7 +77,7 @@ export interface DeviceLimits {
 
 /** Kinds of backend, for display and for code that must know (the CLI's `info`). */
 export type DeviceKind =
-  'file' | 'block' | 'ram' | 'zero' | 'null' | 'random' | 'nbd' | 'fault' | 'table';
+  'file' | 'block' | 'ram' | 'zero' | 'null' | 'random' | 'nbd' | 'fault' | 'table' | 'stream';
 
 /** A device dm-io can address. */
 export interface BlockDevice {
