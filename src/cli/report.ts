@@ -1,6 +1,7 @@
 // Owns what a command prints when it ends: with --json, exactly one object on stdout
 // `{ readError, writeErrorBits, destinations: [{ device, ok, bytesWritten, error }], bytes,
-// seconds }`; otherwise one summary line on stdout and one line per failure on stderr. A
+// seconds }`; otherwise one summary line on stdout and one line per failure on stderr. When
+// stdout carries the data (`copy SOURCE -`), the object or summary goes to stderr instead. A
 // destination counts as done ("ok") only when every byte of the region reached it (and it
 // verified, when asked); every other destination is named with the bytes it did get. It also
 // turns the outcome into the exit status: 1 when the source or any destination failed, else 0.
@@ -46,13 +47,23 @@ export interface ReportText {
   readonly source?: { readonly spec: string; readonly error: string | null };
   /** True when the destinations were read back and compared (`copy --verify`). */
   readonly verified?: boolean;
+  /** Where the object or summary goes: stdout (default), or stderr when stdout holds data. */
+  readonly channel?: 'stdout' | 'stderr';
+  /** Why the destinations were not flushed, when `flushed` is false (default `--no-flush`). */
+  readonly notFlushedWhy?: string;
+  /**
+   * Destinations whose failure is told elsewhere (a failed stdout, which `main` names once
+   * with its errno): no failure line here; the object still has them.
+   */
+  readonly failuresToldElsewhere?: readonly number[];
 }
 
 /** Prints the outcome and returns the exit status. */
 export function printReport(report: RunReport, json: boolean, text: ReportText): number {
   const failed = report.readError || report.destinations.some((d) => !d.ok);
+  const out = text.channel === 'stderr' ? process.stderr : process.stdout;
   if (json) {
-    process.stdout.write(`${JSON.stringify({
+    out.write(`${JSON.stringify({
       readError: report.readError,
       writeErrorBits: hexBits(report.writeErrorBits),
       destinations: report.destinations,
@@ -66,10 +77,11 @@ export function printReport(report: RunReport, json: boolean, text: ReportText):
     const rate = report.seconds > 0 ? bytes(Math.round(report.bytes / report.seconds)) : '-';
     const okCount = report.destinations.filter((d) => d.ok).length;
     const verified = text.verified === true ? `; ${okCount} verified by reading back` : '';
-    const flushed = report.flushed === false ? '; not flushed (--no-flush)' : '';
+    const flushed = report.flushed === false ?
+      `; not flushed (${text.notFlushedWhy ?? '--no-flush'})` : '';
     const interrupted = report.interrupted == null ? '' :
       `; interrupted by ${report.interrupted}`;
-    process.stdout.write(`${text.verb} ${bytes(report.bytes)} (${report.bytes} bytes) to ` +
+    out.write(`${text.verb} ${bytes(report.bytes)} (${report.bytes} bytes) to ` +
       `${okCount} of ${report.destinations.length} destination(s) in ` +
       `${report.seconds.toFixed(3)} s (${rate}/s)${verified}${flushed}${interrupted}\n`);
   }
@@ -77,8 +89,9 @@ export function printReport(report: RunReport, json: boolean, text: ReportText):
     process.stderr.write(`dmio: reading ${text.source.spec} failed: ` +
       `${text.source.error ?? 'I/O error'}\n`);
   }
-  for (const destination of report.destinations) {
-    if (!destination.ok) {
+  const toldElsewhere = new Set(text.failuresToldElsewhere ?? []);
+  for (const [index, destination] of report.destinations.entries()) {
+    if (!destination.ok && !toldElsewhere.has(index)) {
       process.stderr.write(`dmio: ${destination.device} FAILED with ` +
         `${writtenText(destination.bytesWritten, report.bytes)}: ${destination.error}\n`);
     }

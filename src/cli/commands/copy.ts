@@ -1,7 +1,10 @@
 // Owns `dmio copy`: one region of SOURCE to up to 8 destinations with kcopyd. Every argument is
 // checked, the source opened and every range checked before any destination file is created;
 // missing image files are created with the size the copy needs. With --verify the source is
-// hashed chunk by chunk while copying and every destination read back afterwards.
+// hashed chunk by chunk while copying and every destination read back afterwards. `-` as the
+// source is stdin (copy-stream.ts); `-` as the only destination is stdout (copy-stdout.ts),
+// which takes the same path with a stream sink device written in offset order and the report
+// on stderr.
 
 import type { Command } from 'commander';
 import { dmIoClientCreate, dmIoClientDestroy } from '../../core/client.js';
@@ -14,15 +17,20 @@ import { dmKcopydCopy } from '../../kcopyd/submit.js';
 import { dmKcopydThrottleCreate } from '../../kcopyd/throttle.js';
 import { openDestinations, openSource, refuseSourceOverlap } from './open-regions.js';
 import { copyStream, refuseStreamFlags } from './copy-stream.js';
+import {
+  notFlushedText, openStdoutDestination, refuseStdoutUse, STDOUT_SPEC, type StdoutDestination,
+} from './copy-stdout.js';
 import { closeAll } from '../devices.js';
 import { createProgress, finalStates, parseProgressMode, type ProgressMode } from '../progress.js';
 import { watchInterrupts } from '../interrupt.js';
 import { kcopydDestinations } from '../kcopyd-outcome.js';
-import { printReport, type DestinationReport } from '../report.js';
+import { printReport, type DestinationReport, type RunReport } from '../report.js';
+import { STDOUT_NAME } from '../stdout.js';
 import { SourceHashes, verifyDestination } from '../verify.js';
 import { reopenForVerify, waitForVerifyGate } from './verify-reopen.js';
 import {
-  parseBytes, parseLengthSectors, parsePercent, parseSector, UsageError, type LengthOptions,
+  EXIT_IO_ERROR, parseBytes, parseLengthSectors, parsePercent, parseSector, UsageError,
+  type LengthOptions,
 } from '../usage.js';
 
 /** The flags of `dmio copy`, as commander hands them over. */
@@ -48,7 +56,8 @@ export function registerCopy(program: Command, run: (work: () => Promise<number>
     .argument('<source>',
       'device spec to read (path, file:, mem:, zero:, random:, nbd://), or - for stdin')
     .argument('<dest...>',
-      `1 to ${DM_KCOPYD_MAX_REGIONS} destination specs; missing image files are created`)
+      `1 to ${DM_KCOPYD_MAX_REGIONS} destination specs; missing image files are created; ` +
+      '- alone for stdout')
     .option('--source-sector <N>', 'first source sector (512-byte units)', '0')
     .option('--dest-sector <N>', 'first sector on every destination', '0')
     .option('--count <SECTORS>', 'sectors to copy (default: to the end of the source)')
@@ -84,6 +93,8 @@ async function copy(sourceSpec: string, destSpecs: string[], flags: CopyFlags): 
   const chosenSubJobSectors = parseSubJobSectors(flags.subJobSize);
   const progressMode = parseProgressMode(flags.progress);
   const direct = flags.direct === true;
+  const toStdout = destSpecs.includes(STDOUT_SPEC);
+  if (toStdout) refuseStdoutUse(sourceSpec, destSpecs, flags, progressMode);
   if (sourceSpec === '-') {
     refuseStreamFlags(flags);
     return copyStream({ destSpecs, destSector, lengthSectors, direct,
@@ -93,14 +104,18 @@ async function copy(sourceSpec: string, destSpecs: string[], flags: CopyFlags): 
   }
   const devices: BlockDevice[] = [];
   try {
-    const { device: source, countSectors } = await openSource(sourceSpec, destSpecs, {
-      sector: sourceSector, lengthSectors, direct }, devices);
-    refuseSourceOverlap(sourceSpec, sourceSector, destSpecs, destSector, countSectors);
-    const dests = await openDestinations(destSpecs, destSector, countSectors, direct, devices,
-      { sectorFlag: '--dest-sector' });
+    const { device: source, countSectors } = await openSource(sourceSpec,
+      toStdout ? [] : destSpecs, { sector: sourceSector, lengthSectors, direct }, devices);
+    const stdout = toStdout ?
+      openStdoutDestination(sourceSpec, countSectors, flags.flush) : null;
+    if (stdout !== null) devices.push(stdout.device);
+    else refuseSourceOverlap(sourceSpec, sourceSector, destSpecs, destSector, countSectors);
+    const dests = stdout !== null ? [stdout.device] : await openDestinations(destSpecs,
+      destSector, countSectors, direct, devices, { sectorFlag: '--dest-sector' });
     const subJobSectors = chosenSubJobSectors ?? defaultSubJobSectors(source, dests, flags);
-    return await runCopy({ sourceSpec, source, sourceSector, destSpecs, dests, destSector,
-      countSectors, throttlePercent, subJobSectors, progressMode, flags, opened: devices });
+    return await runCopy({ sourceSpec, source, sourceSector,
+      destSpecs: stdout !== null ? [STDOUT_NAME] : destSpecs, dests, destSector, countSectors,
+      throttlePercent, subJobSectors, progressMode, flags, opened: devices, stdout });
   } finally {
     await closeAll(devices);
   }
@@ -152,6 +167,8 @@ interface CopyPlan {
   readonly flags: CopyFlags;
   /** Every device opened, closed by the caller at the end. */
   readonly opened: BlockDevice[];
+  /** Stdout, when it is the one destination (`dests` is then its sink device). */
+  readonly stdout: StdoutDestination | null;
 }
 
 async function runCopy(plan: CopyPlan): Promise<number> {
@@ -172,7 +189,8 @@ async function runCopy(plan: CopyPlan): Promise<number> {
       count: plan.countSectors }, plan.dests.map((device) => ({ device, sector: plan.destSector,
       count: plan.countSectors })), {
       ignoreError: flags.ignoreErrors === true,
-      writeSeq: flags.writeSeq === true,
+      // A stream takes its bytes in order: kcopyd issues the writes in offset order.
+      writeSeq: flags.writeSeq === true || plan.stdout !== null,
       copyOffload: flags.offload,
       // A failed destination is dropped and the healthy ones are still finished.
       dropFailedDestinations: true,
@@ -196,14 +214,34 @@ async function runCopy(plan: CopyPlan): Promise<number> {
     (!result.readErr || flags.ignoreErrors === true);
   if (verifying) await verifyAll(plan, destinations, hashes);
   progress.stop(finalStates(destinations));
-  const status = printReport({ readError: result.readErr, writeErrorBits: result.writeErr,
+  const status = reportCopy(plan, { readError: result.readErr, writeErrorBits: result.writeErr,
     destinations, bytes: totalBytes, seconds, offloadCalls: offloadCalls(plan.dests),
-    flushed: flags.flush, interrupted: interrupts.received },
-  flags.json === true, {
+    flushed: flags.flush && (plan.stdout === null || plan.stdout.flushes),
+    interrupted: interrupts.received }, result, verifying);
+  return interrupts.exitStatus() ?? status;
+}
+
+/**
+ * Prints the copy's report and returns its status. To stdout it goes to stderr; a failed stdout
+ * is named once by `main` with its errno, and a reader that went away (EPIPE) makes no report
+ * at all unless --json asked for one, as `dmio read | head` says nothing.
+ */
+function reportCopy(
+  plan: CopyPlan, report: RunReport, result: KcopydResult, verifying: boolean,
+): number {
+  const streamError = plan.stdout?.device.streamError ?? null;
+  const json = plan.flags.json === true;
+  if ((streamError as NodeJS.ErrnoException | null)?.code === 'EPIPE' && !json) {
+    return EXIT_IO_ERROR;
+  }
+  return printReport(report, json, {
     verb: 'copied', source: { spec: plan.sourceSpec, error: result.readError?.message ?? null },
     verified: verifying,
+    ...(plan.stdout === null ? {} : {
+      channel: 'stderr', notFlushedWhy: notFlushedText(plan.stdout, plan.flags.flush),
+      failuresToldElsewhere: streamError === null ? [] : [0],
+    }),
   });
-  return interrupts.exitStatus() ?? status;
 }
 
 /** copy_file_range calls made into the destinations (copy offload). */
