@@ -12,7 +12,8 @@ import {
   HandshakeViolation, runHandshake, type HandshakeContext, type TlsMode,
 } from './handshake.js';
 import type { ServedExport } from './nbd-export.js';
-import { adoptWithOnread } from './server-socket.js';
+import { SERVER_SEND_BUFFER_BYTES } from './limits.js';
+import { adoptWithOnread, enlargeUnixSendBuffer } from './server-socket.js';
 import { SocketReader, StreamEndedError } from './socket-reader.js';
 import { Transmission, TransmissionViolation, type TransmissionLimits } from './transmission.js';
 
@@ -68,6 +69,7 @@ export class ServerConnection {
     // An unhandled 'error' would end the process; a connection's errors end only it.
     socket.on('error', () => this.destroy());
     if (typeof socket.setNoDelay === 'function') socket.setNoDelay(true);
+    enlargeUnixSendBuffer(socket, SERVER_SEND_BUFFER_BYTES);
     this.#reader = reader ?? SocketReader.forStream(socket);
   }
 

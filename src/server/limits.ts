@@ -46,6 +46,12 @@ export const SERVER_READ_AHEAD_BYTES = 256 * 1024;
  * straight into the payload's memory; smaller remainders go through the staging buffer.
  */
 export const SERVER_DIRECT_READ_BYTES_MIN = 16 * 1024;
+/**
+ * Kernel send buffer asked for on Unix sockets (1 MiB; the kernel keeps twice that for its
+ * bookkeeping): room for several 256 KiB READ replies per event-loop wake-up, where the
+ * default holds less than one. Kernel memory, at most 2 MiB per connection.
+ */
+export const SERVER_SEND_BUFFER_BYTES = 1024 * 1024;
 /** Preferred block size advertised at least (4 KiB), as clients assume without one. */
 export const SERVER_PREFERRED_BLOCK_BYTES_MIN = 4096;
 /** Bytes of one write of zeros when a device cannot write zeroes natively (1 MiB). */
