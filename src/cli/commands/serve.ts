@@ -71,8 +71,7 @@ async function serve(spec: string, flags: ServeFlags): Promise<number> {
   const devices: BlockDevice[] = [];
   try {
     for (const plan of plans) {
-      devices.push(await openForCli({ spec: plan.spec,
-        options: { readOnly: flags.readOnly === true, direct: flags.direct === true } }));
+      devices.push(await openForCli({ spec: plan.spec, options: serveOpenOptions(flags) }));
     }
     const server = createNbdServer({
       exports: plans.map((plan, index) => ({
@@ -103,6 +102,20 @@ async function serve(spec: string, flags: ServeFlags): Promise<number> {
   } finally {
     await closeAll(devices);
   }
+}
+
+/**
+ * How exports are opened. Buffered files and block devices keep their reads off dmio's
+ * io_uring: an NBD READ is large (nbdcopy asks 256 KiB) and copying it from the page cache
+ * costs the same wherever it runs, but on the ring it runs in a kernel polling thread that
+ * also occupies a core, where the client needs it (docs/performance.md, "Serve"); read on
+ * the event loop with preadv2 (RWF_NOWAIT), the server used half the CPU per MiB. O_DIRECT
+ * exports keep the ring (no copy there; the ring is their asynchronous path).
+ */
+function serveOpenOptions(flags: ServeFlags): { readOnly: boolean; direct: boolean;
+  ioUring: boolean } {
+  const direct = flags.direct === true;
+  return { readOnly: flags.readOnly === true, direct, ioUring: direct };
 }
 
 /**
