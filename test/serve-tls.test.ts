@@ -1,7 +1,8 @@
-// `dmio serve` with TLS against libnbd clients: x509 certificates (made by the test with
-// openssl, the layout nbdkit and qemu-nbd use) over loopback TCP, checked by nbdinfo and
-// nbdcopy both ways; pre-shared keys (nbdkit's username:hexkey file) over a Unix socket; a
-// plain client refused by --tls=require and served by --tls=on; a wrong key refused.
+// `dmio serve` with TLS against libnbd clients: x509 certificates (made with openssl by
+// test/helpers/tls-certs.ts, in the layout nbdkit and qemu-nbd use) over loopback TCP,
+// checked by nbdinfo and nbdcopy both ways; pre-shared keys (nbdkit's username:hexkey file)
+// over a Unix socket; a plain client refused by --tls=require and served by --tls=on; a
+// wrong key refused.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -10,25 +11,9 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { runTool, runToolOk, startDmioServe } from './helpers/dmio-serve.js';
 import { makeTempDir, requireTools } from './helpers/nbdkit.js';
+import { makeCertificates, makePskFile } from './helpers/tls-certs.js';
 
 const MiB = 1024 * 1024;
-
-/** ca-cert.pem, server-cert.pem and server-key.pem for localhost / 127.0.0.1 in `dir`. */
-async function makeCertificates(dir: string): Promise<void> {
-  const openssl = (args: string[]): Promise<unknown> => runToolOk('openssl', args);
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  await openssl(['req', '-x509', ...ec, '-keyout', path.join(dir, 'ca-key.pem'),
-    '-out', path.join(dir, 'ca-cert.pem'), '-days', '2', '-subj', '/CN=dmio test CA',
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
-  await openssl(['req', ...ec, '-keyout', path.join(dir, 'server-key.pem'),
-    '-out', path.join(dir, 'server.csr'), '-subj', '/CN=localhost']);
-  const extensions = path.join(dir, 'server.ext');
-  writeFileSync(extensions, 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' +
-    'extendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n');
-  await openssl(['x509', '-req', '-in', path.join(dir, 'server.csr'), '-CA', path.join(dir, 'ca-cert.pem'),
-    '-CAkey', path.join(dir, 'ca-key.pem'), '-CAcreateserial', '-out', path.join(dir, 'server-cert.pem'),
-    '-days', '2', '-extfile', extensions]);
-}
 
 test('x509 over TCP: nbdinfo and nbdcopy both ways', async (t) => {
   if (!requireTools(t, 'openssl', 'nbdinfo', 'nbdcopy')) return;
@@ -70,10 +55,8 @@ test('PSK over a Unix socket: the right key works, a wrong one fails, --tls=on s
   if (!requireTools(t, 'nbdinfo')) return;
   const dir = makeTempDir('dmio-serve-psk-');
   try {
-    const keys = path.join(dir, 'keys.psk');
-    writeFileSync(keys, `alice:${randomBytes(32).toString('hex')}\n`);
-    const wrong = path.join(dir, 'wrong.psk');
-    writeFileSync(wrong, `alice:${randomBytes(32).toString('hex')}\n`);
+    const keys = makePskFile(dir, 'keys.psk', 'alice');
+    const wrong = makePskFile(dir, 'wrong.psk', 'alice');
     const socket = path.join(dir, 's.sock');
     const served = await startDmioServe(['mem:2M', '--socket', socket, '--tls=on', '--tls-psk', keys]);
     try {
