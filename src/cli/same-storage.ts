@@ -3,11 +3,16 @@
 // st_rdev, whatever node names it). Commands use it to refuse a copy or read that would
 // overwrite its own input before anything is opened for writing. Specs that are not local
 // paths (mem:, zero:, nbd://...) have no identity; a path that does not exist yet has one only
-// through `destinationIdentity` (the file that creating it would make).
+// through `destinationIdentity` (the file that creating it would make). A `table:PATH` spec has
+// no identity of its own but, through `specIdentities`, every local file and block device its
+// table references (nested tables included): dmio does not map ranges through a table, so a
+// table sharing any storage with the other side of a copy is refused whatever the ranges.
 
 import { lstatSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { parseDeviceSpec } from '../devices/open-device.js';
+import { readTableDeviceArgs } from '../stacks/open-table.js';
+import { UsageError } from './usage.js';
 
 /** What a local path is, as far as overwriting goes. */
 export type StorageIdentity =
@@ -98,4 +103,97 @@ export function sameIdentity(a: StorageIdentity | null, b: StorageIdentity | nul
 export function rangesOverlap(aStart: number, aCount: number, bStart: number,
   bCount: number): boolean {
   return aCount > 0 && bCount > 0 && aStart < bStart + bCount && bStart < aStart + aCount;
+}
+
+/** A block device named as the kernel's tables do, `MAJOR:MINOR`. */
+const MAJOR_MINOR = /^(\d+):(\d+)$/;
+
+/** True when `spec` is a `table:PATH` device spec. */
+export function isTableSpec(spec: string): boolean {
+  try {
+    return parseDeviceSpec(spec).kind === 'table';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Every storage identity under a device spec: that of `specIdentity` for a path, or for a
+ * `table:PATH` spec every local file and block device its table names, recursively through
+ * nested tables (each table file read once; a cycle stops there). Tables are only read and
+ * parsed, no device is opened; a table that cannot be read or parsed contributes what was found
+ * before it (opening it fails later, before anything is written).
+ */
+export function specIdentities(spec: string): StorageIdentity[] {
+  const found: StorageIdentity[] = [];
+  collectIdentities(spec, found, new Set());
+  return found;
+}
+
+function collectIdentities(spec: string, found: StorageIdentity[], tables: Set<string>): void {
+  const add = (identity: StorageIdentity | null): void => {
+    if (identity !== null && !found.some((known) => sameIdentity(known, identity))) {
+      found.push(identity);
+    }
+  };
+  const majorMinor = MAJOR_MINOR.exec(spec);
+  if (majorMinor !== null) {
+    add({ kind: 'block', rdev: makeDev(BigInt(majorMinor[1] ?? 0), BigInt(majorMinor[2] ?? 0)) });
+    return;
+  }
+  let parsed;
+  try {
+    parsed = parseDeviceSpec(spec);
+  } catch {
+    return;
+  }
+  if (parsed.kind === 'file') {
+    add(pathIdentity(parsed.path));
+    return;
+  }
+  if (parsed.kind !== 'table') return;
+  let key: string;
+  let args: string[];
+  try {
+    key = realpathSync(parsed.path);
+    if (tables.has(key)) return;
+    tables.add(key);
+    args = readTableDeviceArgs(parsed.path);
+  } catch {
+    return;
+  }
+  for (const arg of args) collectIdentities(arg, found, tables);
+}
+
+/** glibc's `makedev`: the `st_rdev` of block device MAJOR:MINOR. */
+function makeDev(major: bigint, minor: bigint): bigint {
+  return ((major & 0xfffn) << 8n) | ((major & ~0xfffn) << 32n) | (minor & 0xffn) |
+    ((minor & ~0xffn) << 12n);
+}
+
+/**
+ * True when at least one of the two specs is a `table:` spec and they share any underlying
+ * storage (`specIdentities`). Ranges are not mapped through the table: sharing is enough.
+ */
+export function sharesStorageThroughTable(a: string, b: string): boolean {
+  if (!isTableSpec(a) && !isTableSpec(b)) return false;
+  const under = specIdentities(a);
+  return specIdentities(b).some((identity) => under.some((other) => sameIdentity(other, identity)));
+}
+
+/**
+ * For `dmio read SPEC --output PATH`: refuses (UsageError, exit 2) an output that is storage
+ * under SPEC when SPEC is a `table:` spec whose table (recursively) names the existing file or
+ * block device PATH is. Call it before opening the output; plain specs are left to
+ * `specIdentity`.
+ */
+export function refuseTableOutput(spec: string, outputPath: string): void {
+  if (!isTableSpec(spec)) return;
+  const output = pathIdentity(outputPath);
+  if (output === null || !specIdentities(spec).some((identity) => sameIdentity(identity, output))) {
+    return;
+  }
+  throw new UsageError(`--output ${outputPath} uses the same storage as ${spec}, the device ` +
+    'being read; dmio cannot tell whether the ranges overlap through the table, and writing ' +
+    'it could destroy what is read');
 }

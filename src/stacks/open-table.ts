@@ -12,6 +12,7 @@
 // are relative to the process's working directory, not to the table file. A block device may
 // also be named `MAJOR:MINOR`, as in the kernel's tables (found through /sys/dev/block).
 
+import { readFileSync, statSync } from 'node:fs';
 import { readFile, realpath, stat } from 'node:fs/promises';
 import { dmIoClientCreate, dmIoClientDestroy } from '../core/client.js';
 import type { BlockDevice } from '../devices/block-device.js';
@@ -112,6 +113,34 @@ export async function openTableText(
     await release();
     throw error;
   }
+}
+
+/**
+ * The device arguments of the table in file `path` (the device spec `table:PATH`), in order,
+ * each once: what its lines' targets would open (nested `table:` specs and `MAJOR:MINOR`
+ * names as written). Reads and parses the file synchronously; opens no device. For checks made
+ * before anything is opened (the CLI's same-storage refusals).
+ *
+ * @throws OpenError when the file cannot be read; TableError as `openTableFile` for a bad line.
+ */
+export function readTableDeviceArgs(path: string): string[] {
+  let text: string;
+  try {
+    const info = statSync(path);
+    if (!info.isFile()) throw Object.assign(new Error('not a regular file'), { code: 'EINVAL' });
+    if (info.size > TABLE_FILE_BYTES_MAX) {
+      throw Object.assign(new Error(`larger than ${TABLE_FILE_BYTES_MAX} bytes`), { code: 'EFBIG' });
+    }
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new OpenError(path, errnoOf(error), `cannot read the table file: ${(error as Error).message}`,
+      { cause: error });
+  }
+  const specs: string[] = [];
+  for (const { plan } of planLines(text, path)) {
+    for (const spec of plan.deviceArgs) if (!specs.includes(spec)) specs.push(spec);
+  }
+  return specs;
 }
 
 /** Parses the text and every line's target arguments; opens nothing. */

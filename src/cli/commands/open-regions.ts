@@ -25,7 +25,8 @@ import {
   checkSpec, closeAll, isFileSpec, openForCli, requireInside, sizeBytesOf,
 } from '../devices.js';
 import {
-  destinationIdentity, missingFilePath, rangesOverlap, sameIdentity, specIdentity,
+  destinationIdentity, missingFilePath, rangesOverlap, sameIdentity, sharesStorageThroughTable,
+  specIdentity,
 } from '../same-storage.js';
 import { UsageError } from '../usage.js';
 
@@ -59,6 +60,8 @@ export async function openSource(
 /**
  * Refuses a copy whose destination range overlaps its source range on the same file or block
  * device (the copy would read what it has already overwritten), whatever spelling names it.
+ * When the source or a destination is a `table:` spec, any storage shared through the table
+ * (nested tables included) is refused whatever the ranges: they are not mapped through it.
  */
 export function refuseSourceOverlap(
   sourceSpec: string, sourceSector: number, destSpecs: readonly string[], destSector: number,
@@ -66,6 +69,11 @@ export function refuseSourceOverlap(
 ): void {
   const source = specIdentity(sourceSpec);
   for (const spec of destSpecs) {
+    if (sharesStorageThroughTable(sourceSpec, spec)) {
+      throw new UsageError(`${spec} uses the same storage as the source ${sourceSpec}; dmio ` +
+        'cannot tell whether the ranges overlap through the table, and the copy could ' +
+        'overwrite data before reading it');
+    }
     if (!sameIdentity(source, specIdentity(spec))) continue;
     if (!rangesOverlap(sourceSector, countSectors, destSector, countSectors)) continue;
     const last = countSectors - 1;
@@ -149,11 +157,19 @@ export async function openDestinations(
   });
 }
 
-/** Refuses a destination named twice (any spelling, hard link, symlink or device node). */
+/**
+ * Refuses a destination named twice (any spelling, hard link, symlink or device node), and two
+ * destinations sharing storage through a `table:` spec (nested tables included).
+ */
 function refuseRepeatedDestinations(specs: readonly string[]): void {
   const identities = specs.map((spec) => destinationIdentity(spec));
   for (let later = 1; later < specs.length; later += 1) {
     for (let earlier = 0; earlier < later; earlier += 1) {
+      if (sharesStorageThroughTable(specs[earlier] as string, specs[later] as string)) {
+        throw new UsageError(`${specs[earlier]} and ${specs[later]} use the same storage; ` +
+          'dmio cannot tell whether the ranges overlap through the table: give destinations ' +
+          'that share no storage');
+      }
       if (!sameIdentity(identities[earlier] ?? null, identities[later] ?? null)) continue;
       throw new UsageError(`${specs[earlier]} and ${specs[later]} are the same destination; ` +
         'give each destination once');
