@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { DMIO_BIN, jsonOf, runDmio } from './cli-helpers.js';
@@ -77,4 +77,58 @@ test('--length caps an endless stdin; a partial last sector gives an exact-lengt
     assert.equal(oddRun.status, 0, oddRun.stderr);
     assert.match(oddRun.stderr, /300 bytes into a sector/);
     assert.ok(readFileSync(join(dir, 'odd.img')).equals(odd));
+  });
+
+test('stdin that is a destination is refused (exit 2) before anything is written', async (t) => {
+  const dir = await tempDir(t);
+  const data = randomBytes(64 * 1024);
+  const image = join(dir, 'x.img');
+  writeFileSync(image, data);
+  for (const extra of [[], ['--dest-sector', '8'], ['other.img']]) {
+    const quoted = ['x.img', ...extra].map((arg) => `'${arg}'`).join(' ');
+    const run = spawnSync('sh', ['-c', `timeout 20 '${process.execPath}' '${DMIO_BIN}' copy - ` +
+      `${quoted} < x.img`], { cwd: dir, encoding: 'utf8',
+      env: { ...process.env, DMIO_CLI_FROM_SOURCE: '1' } });
+    assert.equal(run.status, 2, `${extra.join(' ')}: ${run.stderr}`);
+    assert.match(run.stderr, /stdin is x\.img itself/);
+    assert.ok(readFileSync(image).equals(data), extra.join(' '));
+    assert.equal(existsSync(join(dir, 'other.img')), false);
+  }
+});
+
+test('SIGINT while stdin is stalled ends the copy at once; the image holds what was written',
+  async (t) => {
+    const dir = await tempDir(t);
+    const input = randomBytes(9 * MIB);
+    let interruptedAt = 0;
+    const run = await runDmio(['copy', '-', join(dir, 'a.img'), '--json'], {
+      onSpawn: (child) => {
+        // Nine MiB, then the producer stalls with the pipe open: the second segment never fills.
+        child.stdin?.on('error', () => undefined);
+        child.stdin?.write(input, () => {
+          setTimeout(() => { interruptedAt = performance.now(); child.kill('SIGINT'); }, 3000);
+        });
+        const guard = setTimeout(() => child.kill('SIGKILL'), 20_000);
+        child.on('close', () => clearTimeout(guard));
+      },
+    });
+    assert.equal(run.status, 130, run.stderr);
+    assert.ok(performance.now() - interruptedAt < 5000, 'exited promptly after SIGINT');
+    assert.equal(jsonOf(run).interrupted, 'SIGINT');
+    // The first 8 MiB segment was written; the file is cut to it, not left longer.
+    assert.ok(readFileSync(join(dir, 'a.img')).equals(input.subarray(0, 8 * MIB)));
+  });
+
+test('stdin ending inside a sector onto an existing image: its bytes past the input are kept',
+  async (t) => {
+    const dir = await tempDir(t);
+    const existing = join(dir, 'a.img');
+    writeFileSync(existing, Buffer.alloc(64 * 1024, 0x11));
+    const run = await runDmio(['copy', '-', existing], { input: randomBytes(1000) });
+    assert.equal(run.status, 1, run.stderr);
+    assert.match(run.stderr, /not written over an existing destination/);
+    assert.doesNotMatch(run.stderr, /cut/);
+    const back = readFileSync(existing);
+    assert.equal(back.length, 64 * 1024);
+    assert.ok(back.subarray(1000).equals(Buffer.alloc(64 * 1024 - 1000, 0x11)));
   });

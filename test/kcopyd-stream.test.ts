@@ -79,4 +79,21 @@ describe('dmKcopydCopyStream', () => {
     assert.equal(result.readErr, true);
     assert.equal(result.writtenBytes[0], KCOPYD_STREAM_SEGMENT_BYTES);
   });
+  it('an abort while the input stalls ends the copy without waiting for the input', async (t) => {
+    const kc = dmKcopydClientCreate();
+    t.after(() => dmKcopydClientDestroy(kc));
+    const dest = ramDevice(32 * MIB / 512, 'dest');
+    const controller = new AbortController();
+    async function* stalling(): AsyncGenerator<Uint8Array> {
+      yield Buffer.alloc(KCOPYD_STREAM_SEGMENT_BYTES + MIB, 7);
+      setTimeout(() => controller.abort(new Error('stop')), 50);
+      await new Promise(() => undefined);
+    }
+    const result = await dmKcopydCopyStream(kc, stalling(), [{ device: dest, sector: 0 }],
+      { signal: controller.signal });
+    assert.equal(result.aborted, true);
+    assert.equal(result.readErr, false);
+    assert.equal(result.writtenBytes[0], KCOPYD_STREAM_SEGMENT_BYTES);
+    assert.equal(result.writeErr, 1n);
+  });
 });

@@ -149,6 +149,24 @@ class InputReader {
   }
 }
 
+/** What `untilAborted` rejects with when the signal fires first. */
+const ABORTED = Symbol('aborted');
+
+/**
+ * `promise`, or a rejection with ABORTED as soon as `signal` fires (the promise is then left
+ * running, its outcome ignored): a read of a stalled input must not hold a cancelled copy.
+ */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  promise.catch(() => undefined);
+  if (signal === undefined) return promise;
+  if (signal.aborted) return Promise.reject(ABORTED);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(ABORTED);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
 /** One segment read ahead: its device and how many bytes of it hold input. */
 interface Segment {
   readonly device: RamDevice;
@@ -235,15 +253,23 @@ class StreamCopy {
     const room = Math.min(this.#staging.length, this.#maxBytes - this.#inputBytes);
     let bytes = 0;
     let error: unknown = null;
+    const { signal } = this.#options;
     try {
-      bytes = await this.#reader.fill(this.#staging.subarray(0, room));
+      bytes = await untilAborted(this.#reader.fill(this.#staging.subarray(0, room)), signal);
     } catch (thrown) {
+      // Cancelled while waiting on the input: stop here, leaving what was not read.
+      if (thrown === ABORTED) {
+        this.#aborted = true;
+        return { device, bytes: 0, last: true, error: null };
+      }
       error = thrown;
     }
     this.#inputBytes += bytes;
     const capped = error === null && this.#inputBytes >= this.#maxBytes;
     const last = error !== null || bytes < room || capped;
-    if (capped) this.#truncated = await this.#reader.hasMore().catch(() => false);
+    if (capped) {
+      this.#truncated = await untilAborted(this.#reader.hasMore(), signal).catch(() => false);
+    }
     const paddedLength = Math.ceil(bytes / SECTOR_SIZE) * SECTOR_SIZE;
     const view = this.#staging.subarray(0, paddedLength);
     view.fill(0, bytes);

@@ -1,12 +1,15 @@
 // Owns `dmio copy - DEST...`: stdin, of unknown length, copied to every destination with
 // kcopyd's stream copy (dmKcopydCopyStream: 8 MiB segments read ahead, bounded memory). The copy
 // ends at EOF, or after --length. Image files are created or extended sparse to hold --length
-// (or STREAM_IMAGE_CAP_BYTES without it) and cut back to the bytes received at the end; any
-// other destination must hold the first sector and fails with ENOSPC when the input passes its
-// end, while the others complete. An input ending inside a sector is zero-padded to a whole
-// sector on the devices (said on stderr); image files are then cut to its exact length.
+// (or STREAM_IMAGE_CAP_BYTES without it) and cut back to the input written to each at the end
+// (after an interrupt or failure too); any other destination must hold the first sector and
+// fails with ENOSPC when the input passes its end, while the others complete. Stdin that is a
+// destination is refused (exit 2) before anything is opened. An input ending inside a sector
+// is zero-padded to a whole sector when every destination is a new image file (said on
+// stderr; the files are then cut to its exact length), and otherwise refused (a read error,
+// its last segment not written): padding would overwrite bytes the input never gave.
 
-import { closeSync, fdatasyncSync, ftruncateSync, openSync, statSync } from 'node:fs';
+import { closeSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, statSync } from 'node:fs';
 import { dmIoClientCreate, dmIoClientDestroy } from '../../core/client.js';
 import type { BlockDevice } from '../../devices/block-device.js';
 import { dmKcopydClientCreate, dmKcopydClientDestroy } from '../../kcopyd/kcopyd.js';
@@ -18,6 +21,7 @@ import { createProgress, finalStates, type ProgressMode } from '../progress.js';
 import { printReport, type DestinationReport } from '../report.js';
 import { checkSpec } from '../devices.js';
 import { SourceHashes, verifyDestination } from '../verify.js';
+import { destinationIdentity, sameIdentity, type StorageIdentity } from '../same-storage.js';
 import { UsageError } from '../usage.js';
 import { openDestinations } from './open-regions.js';
 import { reopenForVerify } from './verify-reopen.js';
@@ -44,9 +48,10 @@ export interface StreamCopyPlan {
 /** Copies stdin to the destinations; returns the exit status. */
 export async function copyStream(plan: StreamCopyPlan): Promise<number> {
   for (const spec of plan.destSpecs) checkSpec(spec, true);
+  refuseStdinAsDestination(plan.destSpecs);
   const capSectors = plan.lengthSectors ?? STREAM_IMAGE_CAP_BYTES / 512;
   const opened: BlockDevice[] = [];
-  const grown: Array<{ readonly path: string; readonly oldSizeBytes: number | null }> = [];
+  const grown: GrownFile[] = [];
   try {
     const dests = await openDestinations(plan.destSpecs, plan.destSector, capSectors,
       plan.direct, opened, { sectorFlag: '--dest-sector', growth: 'stream', grown });
@@ -60,7 +65,10 @@ export async function copyStream(plan: StreamCopyPlan): Promise<number> {
     try {
       result = await dmKcopydCopyStream(kc, process.stdin,
         dests.map((device) => ({ device, sector: plan.destSector })), {
-          maxBytes: capSectors * 512, partialSector: 'zero-pad', flush: plan.flush,
+          maxBytes: capSectors * 512, flush: plan.flush,
+          // Zero padding would overwrite bytes of an existing destination the input never gave.
+          partialSector: plan.destSpecs.every((_, index) => grown.some((file) =>
+            file.index === index && file.oldSizeBytes === null)) ? 'zero-pad' : 'refuse',
           signal: interrupts.signal, onProgress: (doneBytes) => progress.update(doneBytes),
           ...(hashes === null ? {} : { onChunkRead: hashes.onChunkRead }),
         });
@@ -68,6 +76,9 @@ export async function copyStream(plan: StreamCopyPlan): Promise<number> {
       await dmKcopydClientDestroy(kc);
       interrupts.dispose();
     }
+    // A cancelled copy may leave a read of stdin pending (a stalled producer): let it go, so
+    // the process exits now rather than when the producer does.
+    if (result.aborted) process.stdin.destroy();
     const copiedBytes = result.inputBytes + result.paddedBytes;
     const destinations = kcopydDestinations(plan.destSpecs, result, copiedBytes);
     const seconds = (performance.now() - startMs) / 1000;
@@ -75,17 +86,17 @@ export async function copyStream(plan: StreamCopyPlan): Promise<number> {
     if (verifying) {
       await verifyAll(plan, dests, opened, destinations, copiedBytes / 512, hashes);
     }
-    cutBack(grown, plan.destSector * 512 + result.inputBytes, plan.flush);
+    cutBack(grown, plan.destSector * 512, result, plan.flush);
     if (result.paddedBytes > 0) {
       process.stderr.write(`dmio: the input ended ${512 - result.paddedBytes} bytes into a ` +
-        `sector: devices got its last sector padded with ${result.paddedBytes} zero bytes ` +
-        '(image files were cut to its exact length)\n');
+        `sector: its last sector was written padded with ${result.paddedBytes} zero bytes, ` +
+        'and the new image files were cut to what was written of the input\n');
     }
     progress.stop(finalStates(destinations));
     const status = printReport({ readError: result.readErr, writeErrorBits: result.writeErr,
       destinations, bytes: result.inputBytes, seconds, flushed: plan.flush,
       interrupted: interrupts.received }, plan.json, {
-      verb: 'copied', source: { spec: 'stdin', error: readErrorText(result) },
+      verb: 'copied', source: { spec: 'stdin', error: readErrorText(result, grown, plan) },
       verified: verifying });
     return interrupts.exitStatus() ?? status;
   } finally {
@@ -93,23 +104,64 @@ export async function copyStream(plan: StreamCopyPlan): Promise<number> {
   }
 }
 
-function readErrorText(result: KcopydStreamResult): string | null {
+function readErrorText(result: KcopydStreamResult, grown: readonly GrownFile[],
+  plan: StreamCopyPlan): string | null {
   const error = result.readError;
   if (error === undefined) return null;
   const cause = error.cause instanceof Error ? `: ${error.cause.message}` : '';
-  return `${error.message}${cause}`;
+  const partial = result.inputBytes % 512 !== 0 && /into a sector/.test(cause);
+  if (!partial) return `${error.message}${cause}`;
+  const existing = plan.destSpecs.filter((_, index) =>
+    !grown.some((file) => file.index === index && file.oldSizeBytes === null));
+  return `${error.message}${cause}: a partial last sector is not written over an existing ` +
+    `destination (${existing.join(', ')}), whose bytes past the input would be lost; the ` +
+    'input\'s last segment was not written (give a whole number of sectors, or a new file)';
+}
+
+/** An image file the copy created (`oldSizeBytes` null) or extended, by destination index. */
+type GrownFile = { readonly index: number; readonly path: string;
+  readonly oldSizeBytes: number | null };
+
+/** The storage identity of an open descriptor: a regular file or a block device, else null. */
+function fdIdentity(fd: number): StorageIdentity | null {
+  let stats;
+  try {
+    stats = fstatSync(fd, { bigint: true });
+  } catch {
+    return null;
+  }
+  if (stats.isBlockDevice()) return { kind: 'block', rdev: stats.rdev };
+  if (stats.isFile()) return { kind: 'file', dev: stats.dev, ino: stats.ino };
+  return null;
 }
 
 /**
- * Cuts every image file the copy created or extended back to `endBytes` (never below its old
- * size), and makes the new size durable when flushing.
+ * Refuses stdin that is one of the destinations (the same regular file or block device), before
+ * anything is opened for writing: a destination extended ahead of the input would be read
+ * back as input, endlessly, and any other write would overwrite what is still to be read.
+ */
+function refuseStdinAsDestination(specs: readonly string[]): void {
+  const stdin = fdIdentity(0);
+  if (stdin === null) return;
+  for (const spec of specs) {
+    if (!sameIdentity(stdin, destinationIdentity(spec))) continue;
+    throw new UsageError(`stdin is ${spec} itself, a destination: the copy would read back ` +
+      'what it writes; copy from the file by name instead (dmio copy FILE DEST)');
+  }
+}
+
+/**
+ * Cuts every image file the copy created or extended back to the input written to it (from
+ * `startBytes`; never past the input's end nor below the file's old size), so a file that got
+ * part of the input is not left looking longer than what it holds; the new size is made
+ * durable when flushing.
  */
 function cutBack(
-  grown: ReadonlyArray<{ readonly path: string; readonly oldSizeBytes: number | null }>,
-  endBytes: number, flush: boolean,
+  grown: readonly GrownFile[], startBytes: number, result: KcopydStreamResult, flush: boolean,
 ): void {
   for (const file of grown) {
-    const sizeBytes = Math.max(file.oldSizeBytes ?? 0, endBytes);
+    const writtenBytes = Math.min(result.writtenBytes[file.index] ?? 0, result.inputBytes);
+    const sizeBytes = Math.max(file.oldSizeBytes ?? 0, startBytes + writtenBytes);
     if (statSync(file.path).size <= sizeBytes) continue;
     const fd = openSync(file.path, 'r+');
     try {

@@ -103,7 +103,8 @@ export interface DestinationOptions {
   /** Default `create-or-extend`. */
   readonly growth?: Growth;
   /** Receives every image file created (`oldSizeBytes` null) or extended, to cut back later. */
-  readonly grown?: Array<{ readonly path: string; readonly oldSizeBytes: number | null }>;
+  readonly grown?: Array<{ readonly index: number; readonly path: string;
+    readonly oldSizeBytes: number | null }>;
 }
 
 /** A destination image file to be created (`oldSizeBytes` null) or extended. */
@@ -149,7 +150,7 @@ export async function openDestinations(
     devices[index] = device;
   }
   for (const file of growing) {
-    options.grown?.push({ path: file.path, oldSizeBytes: file.oldSizeBytes });
+    options.grown?.push({ index: file.index, path: file.path, oldSizeBytes: file.oldSizeBytes });
   }
   return devices.map((device) => {
     if (device === undefined) throw new Error('every destination was opened');
