@@ -48,13 +48,21 @@ export function finalStates(
 /** Least time between two JSON progress lines. */
 const JSON_INTERVAL_MS = 250;
 
-/** Parses commander's value of `--progress[=MODE]` / `--no-progress`. */
-export function parseProgressMode(value: string | boolean | undefined): ProgressMode {
+/**
+ * Parses commander's value of `--progress[=MODE]` / `--no-progress`; `jsonOnStdout` refuses
+ * descriptor 1, where the `--json` outcome goes.
+ */
+export function parseProgressMode(
+  value: string | boolean | undefined, jsonOnStdout = false,
+): ProgressMode {
   if (value === undefined || value === true) return { kind: 'auto' };
   if (value === false) return { kind: 'none' };
   if (value === 'json') return { kind: 'json' };
   if (/^\d+$/.test(value)) {
     const fd = Number(value);
+    if (fd === 1 && jsonOnStdout) {
+      throw new UsageError('--progress=1 with --json: both would go to stdout; use --progress=2');
+    }
     try {
       fstatSync(fd);
     } catch {

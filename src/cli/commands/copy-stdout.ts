@@ -5,13 +5,15 @@
 // opened): another destination with it, `-` as the source too, --verify (stdout cannot be read
 // back), --dest-sector (a stream cannot seek), --ignore-errors (kcopyd's write-seq turns it
 // off), a terminal as stdout (raw bytes, refused as gzip and xz do), progress lines on
-// descriptor 1, and stdout being the source's own file or block device. Flushing: a regular file or block device behind stdout is made durable with
-// fdatasync(1) (kcopyd's flush: true); a pipe, socket or character device has nothing to
-// flush, and the report says so ("flushed": false) rather than claiming a flush.
+// descriptor 1, stdout being the source's own file, and a block device as stdout (Node's
+// stdout drops every write to one; stdout-data.ts). Flushing: a regular file behind stdout is
+// made durable with fdatasync(1) (kcopyd's flush: true); a pipe, socket or character device
+// has nothing to flush, and the report says so ("flushed": false) rather than claiming one.
 
-import { fdatasync, fstatSync, type BigIntStats } from 'node:fs';
+import { fdatasync, type BigIntStats } from 'node:fs';
 import { createStreamSinkDevice, type StreamSinkDevice } from '../../devices/stream-sink-device.js';
-import { sameIdentity, specIdentity, type StorageIdentity } from '../same-storage.js';
+import { specIdentity } from '../same-storage.js';
+import { checkStdoutForData } from '../stdout-data.js';
 import type { ProgressMode } from '../progress.js';
 import { STDOUT_NAME } from '../stdout.js';
 import { UsageError } from '../usage.js';
@@ -29,7 +31,7 @@ export interface StdoutCopyFlags {
 /** Stdout, opened as a copy's destination. */
 export interface StdoutDestination {
   readonly device: StreamSinkDevice;
-  /** True when a flush makes the bytes durable: stdout is a regular file or block device. */
+  /** True when a flush makes the bytes durable: stdout is a regular file. */
   readonly flushes: boolean;
   /** What stdout is, for the summary: `a pipe`, `a terminal`, … */
   readonly what: string;
@@ -67,17 +69,13 @@ export function refuseStdoutUse(
 
 /**
  * Opens stdout as the destination of `countSectors` sectors of `sourceSpec`; with `flush`,
- * a regular file or block device behind it gets fdatasync after the last write.
+ * a regular file behind it gets fdatasync after the last write.
  */
 export function openStdoutDestination(
   sourceSpec: string, countSectors: number, flush: boolean,
 ): StdoutDestination {
-  const stats = fstatStdout();
-  if (stats !== null && sameIdentity(specIdentity(sourceSpec), identityOf(stats))) {
-    throw new UsageError(`stdout is the source ${sourceSpec} itself: the copy would ` +
-      'overwrite data before reading it');
-  }
-  const flushes = flush && stats !== null && (stats.isFile() || stats.isBlockDevice());
+  const stats = checkStdoutForData(sourceSpec, specIdentity(sourceSpec));
+  const flushes = flush && stats !== null && stats.isFile();
   const device = createStreamSinkDevice(process.stdout, {
     sizeBytes: countSectors * 512, name: STDOUT_NAME,
     // Node's stdout (a socket, pipe, terminal or synchronous file stream) is done with a chunk
@@ -94,21 +92,6 @@ export function notFlushedText(stdout: StdoutDestination, flush: boolean): strin
 }
 
 type Stats = BigIntStats;
-
-/** What descriptor 1 is, or null when it is closed. */
-function fstatStdout(): Stats | null {
-  try {
-    return fstatSync(1, { bigint: true });
-  } catch {
-    return null;
-  }
-}
-
-function identityOf(stats: Stats): StorageIdentity | null {
-  if (stats.isBlockDevice()) return { kind: 'block', rdev: stats.rdev };
-  if (stats.isFile()) return { kind: 'file', dev: stats.dev, ino: stats.ino };
-  return null;
-}
 
 function describe(stats: Stats | null): string {
   if (stats === null) return 'closed';

@@ -91,7 +91,7 @@ async function copy(sourceSpec: string, destSpecs: string[], flags: CopyFlags): 
   const throttlePercent = flags.throttle === undefined ? 100 :
     parsePercent(flags.throttle, '--throttle');
   const chosenSubJobSectors = parseSubJobSectors(flags.subJobSize);
-  const progressMode = parseProgressMode(flags.progress);
+  const progressMode = parseProgressMode(flags.progress, flags.json === true);
   const direct = flags.direct === true;
   const toStdout = destSpecs.includes(STDOUT_SPEC);
   if (toStdout) refuseStdoutUse(sourceSpec, destSpecs, flags, progressMode);

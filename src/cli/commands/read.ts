@@ -17,6 +17,7 @@ import { allocAligned } from '../../memory/aligned.js';
 import { checkSpec, closeAll, openForCli, requireInside } from '../devices.js';
 import { pathIdentity, sameIdentity, specIdentity, type StorageIdentity } from '../same-storage.js';
 import { OutputError, writeStdout } from '../stdout.js';
+import { checkStdoutForData } from '../stdout-data.js';
 import {
   EXIT_IO_ERROR, EXIT_OK, parseLengthSectors, parseSector, UsageError, type LengthOptions,
 } from '../usage.js';
@@ -56,7 +57,8 @@ async function read(spec: string, flags: ReadFlags): Promise<number> {
   if (countSectors === null) throw new UsageError('read needs --count or --length');
   checkSpec(spec, false);
   const deviceIdentity = specIdentity(spec);
-  if (flags.output !== undefined) checkOutputPath(flags.output, spec, deviceIdentity);
+  if (flags.output === undefined) checkStdoutForData(spec, deviceIdentity);
+  else checkOutputPath(flags.output, spec, deviceIdentity);
   const device = await openForCli({
     spec, options: { readOnly: true, direct: flags.direct === true },
   });
@@ -147,9 +149,17 @@ function refuseSameStorage(path: string, spec: string, deviceIdentity: StorageId
 async function openOutputFile(path: string, spec: string,
   deviceIdentity: StorageIdentity | null): Promise<ReadOutput> {
   let handle: FileHandle;
+  // A block device is opened exclusively, as copy, zero and write open their destinations:
+  // a mounted or otherwise held one is refused (EBUSY) instead of written into.
+  const block = pathIdentity(path)?.kind === 'block';
   try {
-    handle = await open(path, constants.O_WRONLY | constants.O_CREAT, 0o666);
+    handle = await open(path, constants.O_WRONLY | (block ? constants.O_EXCL : constants.O_CREAT),
+      0o666);
   } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EBUSY') {
+      throw new UsageError(`--output ${path} is in use (mounted, or held by another program ` +
+        'or a device-mapper table); refusing to write to it');
+    }
     throw new UsageError(`cannot open --output ${path}: ${(error as Error).message}`);
   }
   try {

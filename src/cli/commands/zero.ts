@@ -46,7 +46,7 @@ async function zero(specs: string[], flags: ZeroFlags): Promise<number> {
   }
   const sector = parseSector(flags.sector, '--sector');
   const lengthSectors = parseLengthSectors(flags);
-  const progressMode = parseProgressMode(flags.progress);
+  const progressMode = parseProgressMode(flags.progress, flags.json === true);
   for (const spec of specs) checkSpec(spec, lengthSectors !== null);
   const opened: BlockDevice[] = [];
   try {

@@ -1,0 +1,45 @@
+// Owns the checks made before a command sends device data to stdout (`dmio read` without
+// --output, `dmio copy SOURCE -`): stdout must not be the device being read (the output would
+// overwrite what is still to be read), and must not be a block device, which Node turns into a
+// stream that silently drops every write (the command would report bytes that went nowhere).
+// Both are usage errors (exit 2), found before anything is read or written.
+
+import { fstatSync, type BigIntStats } from 'node:fs';
+import { sameIdentity, type StorageIdentity } from './same-storage.js';
+import { UsageError } from './usage.js';
+
+/** What descriptor 1 is, or null when it is closed. */
+export function fstatStdout(): BigIntStats | null {
+  try {
+    return fstatSync(1, { bigint: true });
+  } catch {
+    return null;
+  }
+}
+
+/** The storage identity of `stats`: a regular file or a block device, else null. */
+export function identityOfStats(stats: BigIntStats): StorageIdentity | null {
+  if (stats.isBlockDevice()) return { kind: 'block', rdev: stats.rdev };
+  if (stats.isFile()) return { kind: 'file', dev: stats.dev, ino: stats.ino };
+  return null;
+}
+
+/**
+ * Refuses stdout as the destination of data read from `spec` (whose identity is
+ * `deviceIdentity`): a block device, or the same storage as the device. Returns what stdout is.
+ */
+export function checkStdoutForData(
+  spec: string, deviceIdentity: StorageIdentity | null,
+): BigIntStats | null {
+  const stats = fstatStdout();
+  if (stats === null) return null;
+  if (stats.isBlockDevice()) {
+    throw new UsageError('stdout is a block device, which Node writes as a stream that drops ' +
+      'every byte: name the device instead (dmio copy SOURCE /dev/X, or --output /dev/X)');
+  }
+  if (sameIdentity(deviceIdentity, identityOfStats(stats))) {
+    throw new UsageError(`stdout is ${spec} itself, the device being read: writing it would ` +
+      'destroy what is still to be read');
+  }
+  return stats;
+}
