@@ -21,7 +21,7 @@ function runWithStdout(args: readonly string[], stdoutFd: number): Promise<CliRu
       env: { ...process.env, DMIO_CLI_FROM_SOURCE: '1' }, stdio: ['ignore', stdoutFd, 'pipe'],
     });
     let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (text: string) => { stderr += text; });
+    child.stderr?.setEncoding('utf8').on('data', (text: string) => { stderr += text; });
     child.on('error', reject);
     child.on('close', (status) => resolve({ status, stdout: '', stderr }));
   });

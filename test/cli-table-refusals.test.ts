@@ -104,3 +104,18 @@ describe('copy through a table: onto storage the table uses', () => {
     assert.deepEqual(readFileSync(out), readFileSync(image));
   });
 });
+
+describe('dmio read through a table', () => {
+  it('--output naming storage under the table being read is refused, untouched', async (t) => {
+    const dir = await tempDir(t);
+    const backing = join(dir, 'under.img');
+    randomFile(backing, 4 * MIB, 11);
+    const table = join(dir, 'r.table');
+    writeFileSync(table, `0 8192 linear ${backing} 0\n`);
+    const before = fileHash(backing);
+    const run = await runDmio(['read', `table:${table}`, '--sector', '0', '--length', '1M',
+      '--output', backing]);
+    assertRefused(run);
+    assert.equal(fileHash(backing), before);
+  });
+});

@@ -15,7 +15,9 @@ import { dmIo } from '../../core/dm-io.js';
 import type { BlockDevice } from '../../devices/block-device.js';
 import { allocAligned } from '../../memory/aligned.js';
 import { checkSpec, closeAll, openForCli, requireInside } from '../devices.js';
-import { pathIdentity, sameIdentity, specIdentity, type StorageIdentity } from '../same-storage.js';
+import {
+  pathIdentity, refuseTableOutput, sameIdentity, specIdentity, type StorageIdentity,
+} from '../same-storage.js';
 import { OutputError, writeStdout } from '../stdout.js';
 import { checkStdoutForData } from '../stdout-data.js';
 import {
@@ -132,6 +134,7 @@ function checkOutputPath(path: string, spec: string, deviceIdentity: StorageIden
   }
   if (isDirectory) throw new UsageError(`--output ${path} is a directory`);
   refuseSameStorage(path, spec, deviceIdentity, pathIdentity(path));
+  refuseTableOutput(spec, path);
 }
 
 function refuseSameStorage(path: string, spec: string, deviceIdentity: StorageIdentity | null,
