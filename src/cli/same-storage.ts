@@ -8,7 +8,9 @@
 // table references (nested tables included): dmio does not map ranges through a table, so a
 // table sharing any storage with the other side of a copy is refused whatever the ranges.
 
-import { lstatSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import {
+  fstatSync, lstatSync, readlinkSync, realpathSync, statSync, type BigIntStats,
+} from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { parseDeviceSpec } from '../devices/open-device.js';
 import { readTableDeviceArgs } from '../stacks/open-table.js';
@@ -24,17 +26,29 @@ export type StorageIdentity =
 /** Symbolic links followed at most when resolving a missing path (Linux's MAXSYMLINKS). */
 const SYMLINKS_MAX = 40;
 
-/** The identity of a plain path (symlinks followed), or null when it has none. */
-export function pathIdentity(path: string): StorageIdentity | null {
-  let stats;
-  try {
-    stats = statSync(path, { bigint: true });
-  } catch {
-    return null;
-  }
+/** The identity `stats` describe: a regular file or a block device, else null. */
+export function statsIdentity(stats: BigIntStats): StorageIdentity | null {
   if (stats.isBlockDevice()) return { kind: 'block', rdev: stats.rdev };
   if (stats.isFile()) return { kind: 'file', dev: stats.dev, ino: stats.ino };
   return null;
+}
+
+/** The identity of a plain path (symlinks followed), or null when it has none. */
+export function pathIdentity(path: string): StorageIdentity | null {
+  try {
+    return statsIdentity(statSync(path, { bigint: true }));
+  } catch {
+    return null;
+  }
+}
+
+/** The identity of an open descriptor (stdin, stdout), or null when it has none or is closed. */
+export function fdIdentity(fd: number): StorageIdentity | null {
+  try {
+    return statsIdentity(fstatSync(fd, { bigint: true }));
+  } catch {
+    return null;
+  }
 }
 
 /** The identity of a device spec (a path or `file:PATH`), or null when it has none. */

@@ -5,7 +5,7 @@
 // Both are usage errors (exit 2), found before anything is read or written.
 
 import { fstatSync, type BigIntStats } from 'node:fs';
-import { sameIdentity, type StorageIdentity } from './same-storage.js';
+import { sameIdentity, statsIdentity, type StorageIdentity } from './same-storage.js';
 import { UsageError } from './usage.js';
 
 /** What descriptor 1 is, or null when it is closed. */
@@ -15,13 +15,6 @@ export function fstatStdout(): BigIntStats | null {
   } catch {
     return null;
   }
-}
-
-/** The storage identity of `stats`: a regular file or a block device, else null. */
-export function identityOfStats(stats: BigIntStats): StorageIdentity | null {
-  if (stats.isBlockDevice()) return { kind: 'block', rdev: stats.rdev };
-  if (stats.isFile()) return { kind: 'file', dev: stats.dev, ino: stats.ino };
-  return null;
 }
 
 /**
@@ -37,7 +30,7 @@ export function checkStdoutForData(
     throw new UsageError('stdout is a block device, which Node writes as a stream that drops ' +
       'every byte: name the device instead (dmio copy SOURCE /dev/X, or --output /dev/X)');
   }
-  if (sameIdentity(deviceIdentity, identityOfStats(stats))) {
+  if (sameIdentity(deviceIdentity, statsIdentity(stats))) {
     throw new UsageError(`stdout is ${spec} itself, the device being read: writing it would ` +
       'destroy what is still to be read');
   }

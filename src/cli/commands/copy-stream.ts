@@ -9,7 +9,7 @@
 // stderr; the files are then cut to its exact length), and otherwise refused (a read error,
 // its last segment not written): padding would overwrite bytes the input never gave.
 
-import { closeSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, statSync } from 'node:fs';
+import { closeSync, fdatasyncSync, ftruncateSync, openSync, statSync } from 'node:fs';
 import { dmIoClientCreate, dmIoClientDestroy } from '../../core/client.js';
 import type { BlockDevice } from '../../devices/block-device.js';
 import { dmKcopydClientCreate, dmKcopydClientDestroy } from '../../kcopyd/kcopyd.js';
@@ -21,7 +21,7 @@ import { createProgress, finalStates, type ProgressMode } from '../progress.js';
 import { printReport, type DestinationReport } from '../report.js';
 import { checkSpec } from '../devices.js';
 import { SourceHashes, verifyDestination } from '../verify.js';
-import { destinationIdentity, sameIdentity, type StorageIdentity } from '../same-storage.js';
+import { destinationIdentity, fdIdentity, sameIdentity } from '../same-storage.js';
 import { UsageError } from '../usage.js';
 import { openDestinations } from './open-regions.js';
 import { reopenForVerify } from './verify-reopen.js';
@@ -122,18 +122,6 @@ function readErrorText(result: KcopydStreamResult, grown: readonly GrownFile[],
 type GrownFile = { readonly index: number; readonly path: string;
   readonly oldSizeBytes: number | null };
 
-/** The storage identity of an open descriptor: a regular file or a block device, else null. */
-function fdIdentity(fd: number): StorageIdentity | null {
-  let stats;
-  try {
-    stats = fstatSync(fd, { bigint: true });
-  } catch {
-    return null;
-  }
-  if (stats.isBlockDevice()) return { kind: 'block', rdev: stats.rdev };
-  if (stats.isFile()) return { kind: 'file', dev: stats.dev, ino: stats.ino };
-  return null;
-}
 
 /**
  * Refuses stdin that is one of the destinations (the same regular file or block device), before
