@@ -4,7 +4,7 @@
 // per-request path; these take fixed parameters and allocate nothing when they pass.
 // Assertions guard programmer errors only: the library never catches them.
 
-import { nodeAssert } from './builtins.js';
+import { AssertionError } from 'node:assert';
 
 /** The assertion functions, typed so that TypeScript narrows after each call. */
 export interface Assert {
@@ -20,7 +20,7 @@ export interface Assert {
 
 function ok(value: unknown, message?: string): asserts value {
   if (!value) {
-    throw new (nodeAssert().AssertionError)({
+    throw new AssertionError({
       message: message ?? 'The expression evaluated to a falsy value', actual: value,
       expected: true, operator: '==',
     });
@@ -29,7 +29,7 @@ function ok(value: unknown, message?: string): asserts value {
 
 function equal<T>(actual: unknown, expected: T, message?: string): asserts actual is T {
   if (!Object.is(actual, expected)) {
-    throw new (nodeAssert().AssertionError)({
+    throw new AssertionError({
       message: message ?? `Expected ${String(actual)} to be ${String(expected)}`, actual,
       expected, operator: 'strictEqual',
     });
@@ -38,7 +38,7 @@ function equal<T>(actual: unknown, expected: T, message?: string): asserts actua
 
 function notEqual(actual: unknown, expected: unknown, message?: string): void {
   if (Object.is(actual, expected)) {
-    throw new (nodeAssert().AssertionError)({
+    throw new AssertionError({
       message: message ?? `Expected a value other than ${String(expected)}`, actual, expected,
       operator: 'notStrictEqual',
     });
@@ -46,7 +46,7 @@ function notEqual(actual: unknown, expected: unknown, message?: string): void {
 }
 
 function fail(message?: string): never {
-  throw new (nodeAssert().AssertionError)({ message: message ?? 'Failed', operator: 'fail' });
+  throw new AssertionError({ message: message ?? 'Failed', operator: 'fail' });
 }
 
 /** The library's assertions. */

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isDmIoError } from '../src/errors.js';
-import { InflightLimiter } from '../src/nbd/inflight-limiter.js';
+import { InflightLimiter } from '../src/inflight-limiter.js';
 import { nbdGeometry } from '../src/nbd/nbd-limits.js';
 import { openNbdDevice, resolveNbdOptions } from '../src/nbd/open-nbd.js';
 import { ReadTarget } from '../src/nbd/read-target.js';

@@ -4,7 +4,7 @@
 // and hashed chunk by chunk at the same boundaries. A mismatch names the byte range, so a
 // corrupted destination is reported precisely. Memory: 32 bytes per chunk of the copy.
 
-import { nodeCrypto } from '../builtins.js';
+import { createHash } from 'node:crypto';
 import { dmIo } from '../core/dm-io.js';
 import type { DmIoClient } from '../core/client.js';
 import type { BlockDevice } from '../devices/block-device.js';
@@ -27,7 +27,7 @@ export class SourceHashes {
   /** kcopyd's onChunkRead: hashes one chunk's bytes. */
   readonly onChunkRead = (sourceSector: number, countSectors: number,
     pages: readonly Uint8Array[]): void => {
-    const hash = nodeCrypto().createHash('sha256');
+    const hash = createHash('sha256');
     let remainingBytes = countSectors * 512;
     for (const page of pages) {
       if (remainingBytes === 0) break;
@@ -65,7 +65,7 @@ export async function verifyDestination(
     for (let chunk = 0; chunk < sectors; chunk += chunkSectors) {
       const chunkCount = Math.min(chunkSectors, sectors - chunk);
       const expected = hashes.get(offset + chunk);
-      const actual = nodeCrypto().createHash('sha256')
+      const actual = createHash('sha256')
         .update(buffer.subarray(chunk * 512, (chunk + chunkCount) * 512)).digest();
       if (expected === undefined || !expected.equals(actual)) {
         const firstByte = (offset + chunk) * 512;

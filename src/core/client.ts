@@ -18,7 +18,7 @@ import { InvalidArgTypeError, StateError } from '../errors.js';
 import { allocAlignedPages, isAlignedView } from '../memory/aligned.js';
 import { PagePool } from '../memory/page-pool.js';
 import { divCeil } from '../units.js';
-import { validateIntegerInRange, validateOptionsObject } from './validate.js';
+import { validateIntegerInRange, validateOptionsObject } from '../validate.js';
 
 /** Options of `dmIoClientCreate`. */
 export interface DmIoClientOptions {

@@ -52,14 +52,17 @@ export function dmIo(
   }
   const plan = planRequest(request, regions, notify === null);
   if (notify !== null) {
-    runAsync(plan, (result) => notify.fn(result.errorBits, notify.context, result));
+    submitPlan(plan, (result) => notify.fn(result.errorBits, notify.context, result));
     return undefined;
   }
-  return new Promise((resolve) => runAsync(plan, resolve));
+  return new Promise((resolve) => submitPlan(plan, resolve));
 }
 
-/** Starts `plan`; `complete` runs once, never before this function has returned. */
-function runAsync(plan: DmIoPlan, complete: (result: DmIoResult) => void): void {
+/**
+ * @internal Starts an already validated `plan` (the entry kcopyd uses for its chunks: its jobs
+ * were validated when they were submitted); `complete` runs once, never before this returns.
+ */
+export function submitPlan(plan: DmIoPlan, complete: (result: DmIoResult) => void): void {
   let dispatching = true;
   const tracker = new IoTracker(plan.regions.length, (result) => {
     if (dispatching) queueMicrotask(() => complete(result));

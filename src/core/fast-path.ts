@@ -19,7 +19,7 @@ import type { DmIoError } from '../errors.js';
 import { isAlignedView } from '../memory/aligned.js';
 import { DmIoClient } from './client.js';
 import { failedRequest, IoTracker, type DmIoResult } from './io-tracker.js';
-import { isIoprio } from './validate.js';
+import { isIoprio } from '../validate.js';
 
 /** The flag objects, shared: index = sync | preflush << 1 | fua << 2. */
 const FLAGS: readonly RequestFlags[] = Array.from({ length: 8 }, (_, bits) => Object.freeze({

@@ -9,7 +9,7 @@ import type { Bvec, DmIoMemory, PageListNode } from '../memory/types.js';
 import { DmIoClient, dmIoClientCreate } from './client.js';
 import { dmIo } from './dm-io.js';
 import type { DmIoRegion } from './request.js';
-import { validateFunction, validateIntegerInRange } from './validate.js';
+import { validateFunction, validateIntegerInRange } from '../validate.js';
 
 /** The legacy notify callback: `fn(errorBits, context)`. */
 export type LegacyNotifyFn<C> = (errorBits: bigint, context: C) => void;

@@ -15,7 +15,7 @@ import { validateMemory } from './validate-memory.js';
 import {
   validateBoolean, validateFunction, validateIntegerInRange, validateIoprio, validateOneOf,
   validateOptionsObject, validateUnsigned,
-} from './validate.js';
+} from '../validate.js';
 
 /** The operations a dm-io request can carry; all but `read` count as writes. */
 export const DM_IO_OPS = ['read', 'write', 'discard', 'write-zeroes'] as const;
@@ -92,7 +92,7 @@ export function planRequest(request: unknown, regions: unknown, sync: boolean): 
   const flags = validateFlags(fields.flags, sync);
   const ioprio = fields.ioprio === undefined ? IOPRIO_DEFAULT :
     validateIoprio(fields.ioprio, 'request.ioprio');
-  const copied = regionList.map((region, index) => validateRegion(region, index, op));
+  const copied = regionList.map((region, index) => validateRegion(region, `regions[${index}]`, op));
   const memory = validateMemoryFor(fields.mem, op, copied);
   return { op, flags, ioprio, memory, regions: copied, client };
 }
@@ -137,8 +137,12 @@ function validateFlags(flags: unknown, sync: boolean): RequestFlags {
   };
 }
 
-function validateRegion(region: unknown, index: number, op: DmIoOp): DmIoRegion {
-  const name = `regions[${index}]`;
+/**
+ * Validates one region of a request doing `op`, named `name` in errors (`regions[2]`): a
+ * device, a safe sector range, an open device, writable for writes, whole logical blocks.
+ * The one region check of the library (kcopyd's jobs use it too).
+ */
+export function validateRegion(region: unknown, name: string, op: DmIoOp): DmIoRegion {
   validateOptionsObject(region, name);
   const { device, sector, count } = region as Partial<DmIoRegion>;
   validateDevice(device, `${name}.device`);

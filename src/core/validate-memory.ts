@@ -6,7 +6,7 @@
 import { MEMORY_TYPES, type Bvec, type DmIoMemory, type PageListNode } from '../memory/types.js';
 import { PAGE_SIZE, SECTOR_SIZE } from '../constants.js';
 import { InvalidArgTypeError, InvalidRequestError } from '../errors.js';
-import { validateBytes, validateIntegerInRange, validateOptionsObject } from './validate.js';
+import { validateBytes, validateIntegerInRange, validateOptionsObject } from '../validate.js';
 
 /** Validates `memory` for a transfer of up to `bytesNeeded` bytes and returns it typed. */
 export function validateMemory(memory: unknown, name: string, bytesNeeded: number): DmIoMemory {

@@ -12,7 +12,7 @@
 // Node's default four threads do.
 
 import { availableParallelism } from 'node:os';
-import { InflightLimiter } from '../nbd/inflight-limiter.js';
+import { InflightLimiter } from '../inflight-limiter.js';
 
 /** Most `copy_file_range` calls running at once in this process. */
 export const COPY_SLOTS_MAX = Math.max(2, availableParallelism());

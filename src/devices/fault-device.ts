@@ -7,7 +7,7 @@
 import assert from '../assert.js';
 import type { IoError } from '../errors.js';
 import { InvalidRequestError } from '../errors.js';
-import { validateIntegerInRange } from '../core/validate.js';
+import { validateIntegerInRange } from '../validate.js';
 import type {
   BlockDevice, DeviceDone, DeviceLimits, DeviceOp, DeviceRequest, RequestFlags,
 } from './block-device.js';

@@ -22,7 +22,7 @@ import {
   blockDeviceLimits, type QueueLimits, readQueueLimits, regularFileLimits,
 } from './file-limits.js';
 import type { SpecialMethod } from './file-special-ops.js';
-import { validateBoolean } from '../core/validate.js';
+import { validateBoolean } from '../validate.js';
 import { fallocateSync } from '../sys/libc.js';
 
 /** Options of `openFileDevice`. */

@@ -14,7 +14,7 @@
 // (the threadpool, whose threads are shared, and the calling thread's own system calls) run
 // at the process's priority.
 
-import { nodeWorkerThreads } from '../builtins.js';
+import { isMainThread } from 'node:worker_threads';
 import { IOPRIO_DEFAULT } from '../constants.js';
 import { sectorsToBytes } from '../units.js';
 import type { IoError } from '../errors.js';
@@ -45,7 +45,7 @@ const rings: { direct?: IoUring | null; buffered?: IoUring | null } = {};
 function makeRing(direct: boolean): IoUring | null {
   // A worker thread's loop is torn down with koffi's poll handle still on it, which crashes
   // the process when the worker exits (seen on Node 20): rings live on the main thread only.
-  if (!nodeWorkerThreads().isMainThread) return null;
+  if (!isMainThread) return null;
   try {
     return IoUring.create(RING_ENTRIES,
       { sqPollIdleMs: RING_SQPOLL_IDLE_MS, spinUs: direct ? 0 : BUFFERED_RING_SPIN_US });

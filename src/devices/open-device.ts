@@ -11,7 +11,7 @@
 
 import { InvalidArgTypeError, InvalidRequestError } from '../errors.js';
 import { parseSize } from '../size.js';
-import { validateBoolean, validateOptionsObject } from '../core/validate.js';
+import { validateBoolean, validateOptionsObject } from '../validate.js';
 import type { BlockDevice } from './block-device.js';
 import { openFileDevice } from './file-device.js';
 import { openNbdDevice, type NbdOpenOptions } from '../nbd/open-nbd.js';

@@ -5,7 +5,7 @@
 
 import assert from '../assert.js';
 import { PAGE_SIZE, SECTOR_SIZE } from '../constants.js';
-import { validateIntegerInRange } from '../core/validate.js';
+import { validateIntegerInRange } from '../validate.js';
 import type { DeviceLimits } from './block-device.js';
 import { MemoryBackedDevice, memoryDeviceLimits } from './memory-backed-device.js';
 import { requireWholeSectors } from './ram-device.js';

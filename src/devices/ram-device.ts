@@ -4,7 +4,7 @@
 import { RAM_CHUNK_BYTES, RAM_DEVICE_BYTES_MAX, SECTOR_SIZE } from '../constants.js';
 import type { DeviceLimits } from './block-device.js';
 import { MemoryBackedDevice, memoryDeviceLimits } from './memory-backed-device.js';
-import { validateIntegerInRange } from '../core/validate.js';
+import { validateIntegerInRange } from '../validate.js';
 import { InvalidRequestError } from '../errors.js';
 
 /** Options of `createRamDevice`. */

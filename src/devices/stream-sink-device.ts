@@ -24,7 +24,7 @@
 
 import assert from '../assert.js';
 import { PAGE_SIZE, SECTOR_SIZE } from '../constants.js';
-import { validateBoolean, validateIntegerInRange } from '../core/validate.js';
+import { validateBoolean, validateIntegerInRange } from '../validate.js';
 import { InvalidArgTypeError, type IoError } from '../errors.js';
 import {
   requestPastEnd, segmentsBytes, type BlockDevice, type DeviceDone, type DeviceLimits,

@@ -5,7 +5,7 @@
 import { DmIoClient } from '../core/client.js';
 import {
   validateFunction, validateIntegerInRange, validateOptionsObject,
-} from '../core/validate.js';
+} from '../validate.js';
 import { InvalidArgTypeError, InvalidRequestError } from '../errors.js';
 import { PAGE_SECTORS } from '../constants.js';
 import {

@@ -5,7 +5,7 @@
 
 import assert from '../assert.js';
 import type { DmIoRegion } from '../core/request.js';
-import { validateBoolean, validateFunction } from '../core/validate.js';
+import { validateBoolean, validateFunction } from '../validate.js';
 import {
   AbortedError, InvalidArgTypeError, InvalidRequestError, OutOfRangeError,
 } from '../errors.js';

@@ -10,7 +10,7 @@
 // times per I/O, then counts the I/O as started. Completions account their time too.
 
 import assert from '../assert.js';
-import { validateIntegerInRange, validateOptionsObject } from '../core/validate.js';
+import { validateIntegerInRange, validateOptionsObject } from '../validate.js';
 import { InvalidArgTypeError } from '../errors.js';
 import {
   KCOPYD_THROTTLE_SLEEP_MS, KCOPYD_THROTTLE_SLEEPS_MAX, KCOPYD_THROTTLE_WINDOW_SHIFT,

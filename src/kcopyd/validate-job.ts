@@ -9,7 +9,7 @@ import { SECTOR_SIZE } from '../constants.js';
 import type { DmIoRegion } from '../core/request.js';
 import {
   validateBoolean, validateFunction, validateOptionsObject, validateUnsigned,
-} from '../core/validate.js';
+} from '../validate.js';
 import type { BlockDevice } from '../devices/block-device.js';
 import {
   InvalidArgTypeError, InvalidRequestError, OutOfRangeError, StateError,

@@ -6,8 +6,7 @@
 // with the OS errno; a server that refuses or breaks the handshake (or TLS) is an `NbdError`
 // (_SERVER, _PROTOCOL, _DISCONNECTED); the deadline is `DMIO_ERR_NBD_TIMEOUT`. On any failure
 // the socket is destroyed before the promise rejects.
-import type net from 'node:net';
-import { nodeNet } from '../builtins.js';
+import net from 'node:net';
 import { errnoOf, NbdError, OpenError } from '../errors.js';
 import { NbdConnection, type ConnectionSettings } from './connection.js';
 import { HandshakeReader } from './handshake-reader.js';
@@ -35,8 +34,8 @@ export async function connectNbd(
   const address = target.address;
   const input = new SocketInput();
   const socket = address.transport === 'unix' ?
-    nodeNet().createConnection({ path: address.socketPath, onread: input.onread }) :
-    nodeNet().createConnection({ host: address.host, port: address.port, noDelay: true,
+    net.createConnection({ path: address.socketPath, onread: input.onread }) :
+    net.createConnection({ host: address.host, port: address.port, noDelay: true,
       onread: input.onread });
   // Attached before the socket connects, so no byte the server sends arrives unclaimed.
   let live = { socket, input, reader: new HandshakeReader(socket) };

@@ -31,7 +31,7 @@ import {
 import { connectNbd, type ConnectSettings } from './connect.js';
 import type { CommandOutcome, NbdConnection } from './connection.js';
 import type { NbdBlockSizes, NbdExportInfo } from './handshake.js';
-import { InflightLimiter } from './inflight-limiter.js';
+import { InflightLimiter } from '../inflight-limiter.js';
 import { newReplyCounters, type NbdReplyCounters } from './reply-parser.js';
 import { nbdGeometry } from './nbd-limits.js';
 import {

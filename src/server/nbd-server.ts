@@ -13,7 +13,7 @@ import net, { type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { DmIoClient } from '../core/client.js';
 import { dmIoClientCreate, dmIoClientDestroy } from '../core/client.js';
-import { validateIntegerInRange, validateOptionsObject } from '../core/validate.js';
+import { validateIntegerInRange, validateOptionsObject } from '../validate.js';
 import { InvalidArgTypeError, InvalidRequestError, IoError, StateError } from '../errors.js';
 import { nbdErrnoName } from '../nbd/protocol.js';
 import { BufferPool } from './buffer-pool.js';

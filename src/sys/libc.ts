@@ -16,9 +16,9 @@
 
 import assert from '../assert.js';
 import { errnoName, errnoNumber } from './errno-name.js';
-import { loadKoffi, type KoffiLoadPath } from './koffi-loader.js';
+import koffi from 'koffi';
 
-type Koffi = typeof import('koffi').default;
+type Koffi = typeof koffi;
 type NativeFunction = ReturnType<ReturnType<Koffi['load']>['func']>;
 
 /** `ioctl` requests this module knows, from `<linux/fs.h>` (x86-64 and arm64 encodings). */
@@ -89,8 +89,6 @@ let loadedBindings: LibcBindings | undefined;
 interface LoadedLibrary {
   readonly koffi: Koffi;
   readonly library: ReturnType<Koffi['load']>;
-  /** How koffi was found (for the tests and diagnostics). */
-  readonly via: KoffiLoadPath;
 }
 
 /** koffi and the C library, loaded once; shared with the io_uring bindings. */
@@ -102,8 +100,7 @@ export function libcLibrary(): LoadedLibrary {
   if (process.platform !== 'linux') {
     throw new SysError(errnoNumber('ENOSYS') ?? 38, `libc on ${process.platform}`);
   }
-  const { koffi, via } = loadKoffi();
-  loadedLibrary = { koffi, library: koffi.load('libc.so.6'), via };
+  loadedLibrary = { koffi, library: koffi.load('libc.so.6') };
   return loadedLibrary;
 }
 

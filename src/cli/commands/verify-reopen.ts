@@ -5,7 +5,7 @@
 // "dmio: verify gate" on stderr and waits for one line on stdin before verifying, so a test can
 // corrupt a destination between the copy and its verification.
 
-import { nodeReadline } from '../../builtins.js';
+import { createInterface } from 'node:readline';
 import type { BlockDevice } from '../../devices/block-device.js';
 import { openForCli } from '../devices.js';
 
@@ -39,7 +39,7 @@ export async function reopenForVerify(
 export async function waitForVerifyGate(): Promise<void> {
   if (process.env[VERIFY_GATE_ENV] !== '1') return;
   process.stderr.write('dmio: verify gate\n');
-  const lines = nodeReadline().createInterface({ input: process.stdin });
+  const lines = createInterface({ input: process.stdin });
   await new Promise<void>((resolve) => lines.once('line', () => resolve()));
   lines.close();
 }

@@ -5,8 +5,8 @@
 // A command larger than `bytesMax` alone still starts when nothing else is in flight, so the
 // limiter can never deadlock.
 
-import assert from '../assert.js';
-import type { NbdError } from '../errors.js';
+import assert from './assert.js';
+import type { NbdError } from './errors.js';
 
 /** A command waiting for room. */
 export interface LimiterEntry {

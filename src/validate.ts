@@ -3,8 +3,8 @@
 
 import {
   IOPRIO_CLASS_MAX, IOPRIO_CLASS_SHIFT, IOPRIO_LEVELS, IOPRIO_MAX,
-} from '../constants.js';
-import { InvalidArgTypeError, OutOfRangeError } from '../errors.js';
+} from './constants.js';
+import { InvalidArgTypeError, OutOfRangeError } from './errors.js';
 
 /** Throws unless `value` is a plain object (or `undefined` when `optional`). */
 export function validateOptionsObject(value: unknown, name: string): void {
