@@ -125,7 +125,8 @@ async function runDmioCopy(
   let reportedSeconds: number | null = null;
   try {
     const seconds = await timed(async () => {
-      const args = [...rest, 'copy', source, ...targets, '--json', '--no-progress'];
+      // Like the peers here, which do not sync: `dmio copy` flushes by default (issue 16).
+      const args = [...rest, 'copy', source, ...targets, '--json', '--no-progress', '--no-flush'];
       const result = await runChecked(program, args);
       reportedSeconds = secondsFromJson(result.stdout);
     });
