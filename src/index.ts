@@ -37,7 +37,7 @@ export type {
 } from './devices/block-device.js';
 export { requestError, pastEndError } from './devices/request-error.js';
 export { requestPastEnd, segmentsBytes } from './devices/block-device.js';
-export { openDevice, parseDeviceSpec } from './devices/open-device.js';
+export { openDevice, parseDeviceSpec } from './open/open-device.js';
 export { openFileDevice, FileDevice } from './devices/file-device.js';
 export type {
   FileDeviceOptions, FileDeviceStats, SpecialMethod, ZeroMethod, DiscardMethod,
@@ -50,7 +50,7 @@ export type { NbdBlockSizes } from './nbd/handshake.js';
 export type { NbdReplyCounters } from './nbd/reply-parser.js';
 export { parseNbdUri } from './nbd/uri.js';
 export type { NbdUri, NbdAddress } from './nbd/uri.js';
-export type { OpenDeviceOptions, DeviceSpec } from './devices/open-device.js';
+export type { OpenDeviceOptions, DeviceSpec } from './open/open-device.js';
 export { createRamDevice, RamDevice } from './devices/ram-device.js';
 export type { RamDeviceOptions } from './devices/ram-device.js';
 export {
@@ -94,8 +94,8 @@ export type { NbdServerOptions, NbdListenAddress } from './server/nbd-server.js'
 export type { NbdExportOptions } from './server/nbd-export.js';
 export type { NbdServerTlsOptions, NbdServerCertificates } from './server/tls.js';
 
-export { openTable } from './stacks/open-stack.js';
-export type { OpenTableTextOptions } from './stacks/open-stack.js';
+export { openTable } from './open/open-table-text.js';
+export type { OpenTableTextOptions } from './open/open-table-text.js';
 export { openTableFile, openTableText } from './stacks/open-table.js';
 export type { OpenTableOptions, DeviceOpener } from './stacks/open-table.js';
 export { TableDevice } from './stacks/table-device.js';

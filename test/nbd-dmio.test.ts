@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { dmIo } from '../src/core/dm-io.js';
 import { dmIoClientCreate, dmIoClientDestroy } from '../src/core/client.js';
 import type { BlockDevice } from '../src/devices/block-device.js';
-import { openDevice } from '../src/devices/open-device.js';
+import { openDevice } from '../src/open/open-device.js';
 import { isDmIoError, type IoError } from '../src/errors.js';
 import { pattern } from './helpers/device-io.js';
 import { requireTools, startNbdkit, type NbdServer } from './helpers/nbdkit.js';

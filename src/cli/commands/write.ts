@@ -17,7 +17,7 @@ import { dmIoClientCreate, dmIoClientDestroy, type DmIoClient } from '../../core
 import { DM_IO_MAX_REGIONS } from '../../constants.js';
 import { dmIo } from '../../core/dm-io.js';
 import type { BlockDevice } from '../../devices/block-device.js';
-import { parseDeviceSpec } from '../../devices/open-device.js';
+import { parseDeviceSpec } from '../../open/open-device.js';
 import { allocAligned } from '../../memory/aligned.js';
 import { checkSpec, closeAll, openForCli, requireInside } from '../devices.js';
 import { flushDevices, flushErrorBits, withFlushErrors } from '../flush.js';

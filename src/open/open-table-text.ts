@@ -1,11 +1,11 @@
 // Owns the library's table call for text: `openTable(text)` opens a table given as text with
-// `openDevice` opening its devices. It sits above `open-device.ts` (which dispatches `table:`
-// specs to `open-table.ts`), so imports still flow one way.
+// `openDevice` opening its devices. Like `openDevice`, it sits above src/stacks: the stacks
+// layer is given the opener of its devices as a parameter and never imports this folder.
 
 import type { BlockDevice } from '../devices/block-device.js';
-import { openDevice, type OpenDeviceOptions } from '../devices/open-device.js';
-import { openTableText, type OpenTableOptions } from './open-table.js';
-import type { TableDevice } from './table-device.js';
+import { openTableText, type OpenTableOptions } from '../stacks/open-table.js';
+import type { TableDevice } from '../stacks/table-device.js';
+import { openDevice, type OpenDeviceOptions } from './open-device.js';
 
 /** Options of `openTable`. */
 export interface OpenTableTextOptions extends OpenTableOptions {

@@ -8,15 +8,19 @@
 //   nbd://HOST[:PORT][/EXPORT], nbd+unix:///EXPORT?socket=PATH   NBD export
 //   table:PATH                device-mapper table file (src/stacks; its devices are opened
 //                             with these same options, less `create`)
+// It sits above every layer that provides a device (devices/, nbd/, stacks/), so none of them
+// imports it: a table is handed the opener of its devices as a parameter.
 
+import { SECTOR_SIZE } from '../constants.js';
 import { InvalidArgTypeError, InvalidRequestError } from '../errors.js';
 import { parseSize } from '../size.js';
+import { isAligned } from '../units.js';
 import { validateBoolean, validateOptionsObject } from '../validate.js';
-import type { BlockDevice } from './block-device.js';
-import { openFileDevice } from './file-device.js';
+import type { BlockDevice } from '../devices/block-device.js';
+import { openFileDevice } from '../devices/file-device.js';
+import { createRamDevice } from '../devices/ram-device.js';
+import { createRandomDevice, createZeroDevice } from '../devices/pattern-devices.js';
 import { openNbdDevice, type NbdOpenOptions } from '../nbd/open-nbd.js';
-import { createRamDevice } from './ram-device.js';
-import { createRandomDevice, createZeroDevice } from './pattern-devices.js';
 import { openTableFile, type DeviceOpener } from '../stacks/open-table.js';
 
 /** Options of `openDevice`; each applies where it makes sense and is ignored elsewhere. */
@@ -127,8 +131,9 @@ function sizeOf(spec: string, text: string): number {
   } catch {
     throw specError(spec, `${JSON.stringify(text)} is not a size (examples: 64M, 1G)`);
   }
-  if (sizeBytes === 0 || sizeBytes % 512 !== 0) {
-    throw specError(spec, `the size must be a positive multiple of 512 bytes, got ${sizeBytes}`);
+  if (sizeBytes === 0 || !isAligned(sizeBytes, SECTOR_SIZE)) {
+    throw specError(spec,
+      `the size must be a positive multiple of ${SECTOR_SIZE} bytes, got ${sizeBytes}`);
   }
   return sizeBytes;
 }
