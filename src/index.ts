@@ -1,5 +1,13 @@
-// The public entry point of dmio: every name a user may import, and nothing else. Internals
-// are reached only through these exports.
+/**
+ * The public entry `dmio`: dm-io (clients, `dmIo`, `dmIoBlocking`, regions and memory), kcopyd,
+ * the ready-made devices (files, block devices, RAM, patterns, NBD, tables) with `openDevice`,
+ * the NBD server, and the typed errors. Three more entries hold what most users do not need:
+ * `dmio/devices` (the kit for writing a `BlockDevice`), `dmio/legacy` (the kernel's six dm-io
+ * calls with `dmIoGet`/`dmIoPut`) and `dmio/testing` (the fault device). Nothing else of the
+ * package can be imported (package.json `exports`).
+ *
+ * @packageDocumentation
+ */
 
 export {
   SECTOR_SIZE, SECTOR_SHIFT, PAGE_SIZE, DM_IO_MAX_REGIONS, READ, WRITE, BIO_MAX_VECS,
@@ -10,6 +18,7 @@ export { parseSize } from './size.js';
 export {
   ERROR_CODES, DmIoError, InvalidArgTypeError, OutOfRangeError, InvalidRequestError, IoError,
   NotSupportedError, StateError, OpenError, NbdError, AbortedError, TableError, isDmIoError,
+  errnoOf,
 } from './errors.js';
 export type { ErrorCode, IoErrorDetails } from './errors.js';
 
@@ -27,16 +36,10 @@ export { DM_IO_OPS } from './core/request.js';
 export type {
   DmIoRequest, DmIoRegion, DmIoFlags, DmIoNotify, DmIoOp,
 } from './core/request.js';
-export {
-  dmIoGet, dmIoPut, dmIoSync, dmIoAsync, dmIoSyncBvec, dmIoAsyncBvec, dmIoSyncVm, dmIoAsyncVm,
-} from './core/legacy.js';
-export type { LegacyNotifyFn } from './core/legacy.js';
 
 export type {
   BlockDevice, DeviceLimits, DeviceRequest, DeviceDone, DeviceOp, DeviceKind, RequestFlags,
 } from './devices/block-device.js';
-export { requestError, pastEndError } from './devices/request-error.js';
-export { requestPastEnd, segmentsBytes } from './devices/block-device.js';
 export { openDevice, parseDeviceSpec } from './open/open-device.js';
 export { openFileDevice, FileDevice } from './devices/file-device.js';
 export type {
@@ -57,10 +60,6 @@ export {
   createZeroDevice, createRandomDevice, ZeroDevice, RandomDevice,
 } from './devices/pattern-devices.js';
 export type { PatternDeviceOptions } from './devices/pattern-devices.js';
-export { createFaultDevice, FaultDevice } from './devices/fault-device.js';
-export type {
-  FaultDeviceOptions, FaultSpec, FaultRange, FaultOp, TraceEntry,
-} from './devices/fault-device.js';
 export { createStreamSinkDevice, StreamSinkDevice } from './devices/stream-sink-device.js';
 export type { StreamSinkDeviceOptions, SinkWritable } from './devices/stream-sink-device.js';
 
@@ -96,7 +95,7 @@ export type { NbdServerTlsOptions, NbdServerCertificates } from './server/tls.js
 
 export { openTable } from './open/open-table-text.js';
 export type { OpenTableTextOptions } from './open/open-table-text.js';
-export { openTableFile, openTableText } from './stacks/open-table.js';
+export { openTableFile, openTableText, readTableDeviceArgs } from './stacks/open-table.js';
 export type { OpenTableOptions, DeviceOpener } from './stacks/open-table.js';
 export { TableDevice } from './stacks/table-device.js';
 export { MirrorTarget } from './stacks/mirror-target.js';

@@ -3,23 +3,18 @@
 // before anything is written, which open failures are bad usage (exit 2: a missing file, a
 // directory, EACCES, a malformed URI, an export the server does not have) and which are I/O
 // failures (exit 1: a server that refuses or drops the connection or times out), a block device
-// opened exclusively that is in use (EBUSY: mounted or held; exit 2, named), and one test
-// hook. The hook: when the environment variable
-// DMIO_TEST_FAULTS holds a JSON object mapping a device spec to a fault spec (the options of
-// `createFaultDevice`, e.g. {"b.img": {"ranges": [{"sector": 0, "countSectors": 8}]}}), that
-// device is opened normally and wrapped in the fault injector. It exists so tests of the real
-// binary can fail one real destination; nothing else reads it.
+// opened exclusively that is in use (EBUSY: mounted or held; exit 2, named). Every device
+// opened goes through the context's `wrapDevice` when one is given (tests wrap one in the
+// public FaultDevice to fail a real destination).
 
 import { existsSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { isDmIoError } from '../errors.js';
-import type { BlockDevice } from '../devices/block-device.js';
-import { createFaultDevice, type FaultSpec } from '../devices/fault-device.js';
-import { openDevice, parseDeviceSpec, type OpenDeviceOptions } from '../devices/open-device.js';
+import {
+  isDmIoError, openDevice, parseDeviceSpec, SECTOR_SIZE, sectorsToBytes, type BlockDevice,
+  type OpenDeviceOptions,
+} from '../index.js';
+import type { CliContext } from './context.js';
 import { UsageError } from './usage.js';
-
-/** The environment variable of the fault-injection test hook. */
-export const TEST_FAULTS_ENV = 'DMIO_TEST_FAULTS';
 
 /** How one device is to be opened. */
 export interface DeviceOpenPlan {
@@ -91,11 +86,11 @@ export function isOpenIoFailure(error: unknown): boolean {
 }
 
 /**
- * Opens one device, applying the test fault hook. Open failures become usage errors, except
- * I/O failures (`isOpenIoFailure`), which become `DeviceOpenIoError`; both keep the library
- * error as `cause`.
+ * Opens one device, handing it to the context's `wrapDevice` when there is one. Open failures
+ * become usage errors, except I/O failures (`isOpenIoFailure`), which become
+ * `DeviceOpenIoError`; both keep the library error as `cause`.
  */
-export async function openForCli(plan: DeviceOpenPlan): Promise<BlockDevice> {
+export async function openForCli(cli: CliContext, plan: DeviceOpenPlan): Promise<BlockDevice> {
   let device: BlockDevice;
   try {
     device = await openDevice(plan.spec, {
@@ -110,8 +105,7 @@ export async function openForCli(plan: DeviceOpenPlan): Promise<BlockDevice> {
     if (isOpenIoFailure(error)) throw new DeviceOpenIoError(message, { cause: error });
     throw new UsageError(message, { cause: error });
   }
-  const faults = testFaults()[plan.spec];
-  return faults === undefined ? device : createFaultDevice(device, { ...faults, name: plan.spec });
+  return cli.wrapDevice === null ? device : cli.wrapDevice(device, plan.spec);
 }
 
 /**
@@ -121,7 +115,7 @@ export async function openForCli(plan: DeviceOpenPlan): Promise<BlockDevice> {
 export function requireInside(
   device: BlockDevice, sector: number, countSectors: number, what: string,
 ): void {
-  const blockSectors = device.limits.logicalBlockBytes / 512;
+  const blockSectors = device.limits.logicalBlockBytes / SECTOR_SIZE;
   if (sector % blockSectors !== 0 || countSectors % blockSectors !== 0) {
     throw new UsageError(`${what} ${device.name}: sector ${sector} and count ${countSectors} ` +
       `must be multiples of ${blockSectors} (its ${device.limits.logicalBlockBytes}-byte blocks)`);
@@ -134,17 +128,7 @@ export function requireInside(
 
 /** The device's true size in bytes (`BlockDevice.sizeBytes`, else its whole sectors). */
 export function sizeBytesOf(device: BlockDevice): number {
-  return device.sizeBytes ?? device.sizeSectors * 512;
-}
-
-function testFaults(): Record<string, FaultSpec> {
-  const text = process.env[TEST_FAULTS_ENV];
-  if (text === undefined || text === '') return {};
-  try {
-    return JSON.parse(text) as Record<string, FaultSpec>;
-  } catch {
-    throw new UsageError(`${TEST_FAULTS_ENV} is not valid JSON`);
-  }
+  return device.sizeBytes ?? sectorsToBytes(device.sizeSectors);
 }
 
 /** Closes every device, ignoring errors (used on the way out). */

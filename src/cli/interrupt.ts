@@ -3,7 +3,11 @@
 // how far each destination got; the command then flushes what was written and exits 130
 // (SIGINT) or 143 (SIGTERM), never 0. A second signal while that winds down exits at once with
 // the same status (the same signal again within 200 ms counts as the first: `timeout` and
-// terminals may deliver one twice, to the process and to its group). Outside a job the handlers are removed, so signals act as usual.
+// terminals may deliver one twice, to the process and to its group). Outside a job the
+// handlers are removed, so signals act as usual. Signals arrive, and the early exit goes,
+// through the context (the process, or a test's emitter).
+
+import { tell, type CliContext } from './context.js';
 
 /** Exit status after a signal: 128 + its number, as shells report it. */
 const SIGNAL_EXIT_STATUS: Readonly<Record<'SIGINT' | 'SIGTERM', number>> = {
@@ -26,7 +30,7 @@ export interface InterruptWatch {
 }
 
 /** Starts watching SIGINT and SIGTERM until `dispose()`. */
-export function watchInterrupts(): InterruptWatch {
+export function watchInterrupts(cli: CliContext): InterruptWatch {
   const controller = new AbortController();
   let received: 'SIGINT' | 'SIGTERM' | null = null;
   let receivedAtMs = 0;
@@ -35,18 +39,19 @@ export function watchInterrupts(): InterruptWatch {
     // then to its group) within microseconds: a repeat that close is the same interrupt.
     if (received === name && performance.now() - receivedAtMs < REPEAT_WINDOW_MS) return;
     if (received !== null) {
-      process.stderr.write(`dmio: ${name} again; exiting without waiting for I/O in flight\n`);
-      process.exit(SIGNAL_EXIT_STATUS[received]);
+      tell(cli, `dmio: ${name} again; exiting without waiting for I/O in flight\n`);
+      cli.exit(SIGNAL_EXIT_STATUS[received]);
+      return;
     }
     received = name;
     receivedAtMs = performance.now();
-    process.stderr.write(`dmio: ${name}: stopping; waiting for I/O in flight, then flushing\n`);
+    tell(cli, `dmio: ${name}: stopping; waiting for I/O in flight, then flushing\n`);
     controller.abort(new Error(`interrupted by ${name}`));
   };
   const onInt = (): void => onSignal('SIGINT');
   const onTerm = (): void => onSignal('SIGTERM');
-  process.on('SIGINT', onInt);
-  process.on('SIGTERM', onTerm);
+  cli.signals.on('SIGINT', onInt);
+  cli.signals.on('SIGTERM', onTerm);
   return {
     signal: controller.signal,
     get received() {
@@ -54,8 +59,8 @@ export function watchInterrupts(): InterruptWatch {
     },
     exitStatus: () => (received === null ? null : SIGNAL_EXIT_STATUS[received]),
     dispose() {
-      process.off('SIGINT', onInt);
-      process.off('SIGTERM', onTerm);
+      cli.signals.off('SIGINT', onInt);
+      cli.signals.off('SIGTERM', onTerm);
     },
   };
 }

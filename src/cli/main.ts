@@ -4,11 +4,13 @@
 // unexpected is 1 with its message. The process exits with the status once output is flushed.
 // Output failures are handled here for every command: stdout and stderr are watched from the
 // start, a failed write of the output (a full disk, a closed or broken stdout) is exit status
-// 1 with one line naming the output and the errno (EPIPE quietly), never a crash.
+// 1 with one line naming the output and the errno (EPIPE quietly), never a crash. What the
+// program takes from the process (streams, signals, exit) comes in as `CliDeps` (context.ts), so
+// tests run `main` in-process; `runCli` is the process entry the bin calls.
 
 import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
-import { isDmIoError } from '../errors.js';
+import { isDmIoError } from '../index.js';
 import { registerCopy } from './commands/copy.js';
 import { registerInfo } from './commands/info.js';
 import { registerBench } from './commands/bench.js';
@@ -16,8 +18,12 @@ import { registerRead } from './commands/read.js';
 import { registerWrite } from './commands/write.js';
 import { registerZero } from './commands/zero.js';
 import { registerServe } from './commands/serve.js';
+import { keepClosedStdoutClosed } from './closed-stdout.js';
 import { OutputError, outputFailureLine, STDOUT_NAME, watchStdio } from './stdout.js';
 import { EXIT_IO_ERROR, EXIT_OK, EXIT_USAGE, UsageError } from './usage.js';
+import { cliContext, tell, type CliContext, type CliDeps, type RunCommand } from './context.js';
+
+export type { CliDeps } from './context.js';
 
 /** Library errors that mean the arguments were wrong, not that I/O failed. */
 const ARGUMENT_CODES = new Set(['DMIO_ERR_INVALID_ARG_TYPE', 'DMIO_ERR_OUT_OF_RANGE',
@@ -25,21 +31,21 @@ const ARGUMENT_CODES = new Set(['DMIO_ERR_INVALID_ARG_TYPE', 'DMIO_ERR_OUT_OF_RA
   'DMIO_ERR_INVALID_DEVICE_SPEC', 'DMIO_ERR_READ_ONLY', 'DMIO_ERR_OPEN_FAILED']);
 
 /** Maps an error thrown by a command to its exit status, printing its message. */
-export function exitStatusOf(error: unknown): number {
+export function exitStatusOf(cli: CliContext, error: unknown): number {
   if (error instanceof OutputError) {
     const line = outputFailureLine(error.outputName, error.failure);
-    if (line !== null) process.stderr.write(line);
+    if (line !== null) tell(cli, line);
     return EXIT_IO_ERROR;
   }
   if (error instanceof UsageError) {
-    process.stderr.write(`dmio: ${error.message}\n`);
+    tell(cli, `dmio: ${error.message}\n`);
     return EXIT_USAGE;
   }
   if (isDmIoError(error) && ARGUMENT_CODES.has(error.code)) {
-    process.stderr.write(`dmio: ${error.message}\n`);
+    tell(cli, `dmio: ${error.message}\n`);
     return EXIT_USAGE;
   }
-  process.stderr.write(`dmio: ${error instanceof Error ? error.message : String(error)}\n`);
+  tell(cli, `dmio: ${error instanceof Error ? error.message : String(error)}\n`);
   return EXIT_IO_ERROR;
 }
 
@@ -52,9 +58,16 @@ export function packageVersion(): string {
   return (JSON.parse(text) as { version: string }).version;
 }
 
-/** Builds the program; `run` receives each command's work. */
-export function buildProgram(run: (work: () => Promise<number>) => void): Command {
+/**
+ * Builds the program; `run` receives each command's work. Help and parse errors go to the
+ * context's stdout and stderr.
+ */
+export function buildProgram(cli: CliContext, run: RunCommand): Command {
   const program = new Command('dmio')
+    .configureOutput({
+      writeOut: (text) => cli.stdout.stream.write(text),
+      writeErr: (text) => tell(cli, text),
+    })
     .description('dm-io and kcopyd for files, block devices, RAM and NBD: copy one region to ' +
       'many, zero, read, write, inspect')
     .version(packageVersion(), '-V, --version', 'print the version and exit')
@@ -73,17 +86,22 @@ export function buildProgram(run: (work: () => Promise<number>) => void): Comman
 
 /**
  * Runs the CLI on `argv` (without node and script) and resolves with the exit status, which is
- * at least 1 when a write to stdout failed.
+ * at least 1 when a write to stdout failed. `deps` replaces what the program takes from the
+ * process (streams, signals, exit, and a wrapper around every device it opens).
+ *
+ * @example
+ * const status = await main(['copy', 'random:1M', 'out.img', '--json'], { stdout, stderr });
  */
-export async function main(argv: readonly string[]): Promise<number> {
-  const stdio = watchStdio();
+export async function main(argv: readonly string[], deps: CliDeps = {}): Promise<number> {
+  const cli = cliContext(deps);
+  const stdio = watchStdio(cli);
   try {
-    const { status, stdoutTold } = await runProgram(argv);
+    const { status, stdoutTold } = await runProgram(cli, argv);
     const failure = await stdio.settle();
     if (failure === null) return status;
     if (!stdoutTold) {
       const line = outputFailureLine(STDOUT_NAME, failure);
-      if (line !== null) process.stderr.write(line);
+      if (line !== null) tell(cli, line);
     }
     return Math.max(status, EXIT_IO_ERROR);
   } finally {
@@ -92,21 +110,21 @@ export async function main(argv: readonly string[]): Promise<number> {
 }
 
 /** The status of the command, and whether a stdout failure was already told on the way. */
-async function runProgram(argv: readonly string[]):
+async function runProgram(cli: CliContext, argv: readonly string[]):
 Promise<{ status: number; stdoutTold: boolean }> {
   try {
-    return { status: await parseAndRun(argv), stdoutTold: false };
+    return { status: await parseAndRun(cli, argv), stdoutTold: false };
   } catch (error) {
     const stdoutTold = error instanceof OutputError && error.outputName === STDOUT_NAME;
-    return { status: exitStatusOf(error), stdoutTold };
+    return { status: exitStatusOf(cli, error), stdoutTold };
   }
 }
 
 /** Parses `argv` and runs the command it names; errors of the command are thrown. */
-async function parseAndRun(argv: readonly string[]): Promise<number> {
+async function parseAndRun(cli: CliContext, argv: readonly string[]): Promise<number> {
   let pending: Promise<number> | null = null;
-  const program = buildProgram((work) => {
-    pending = work();
+  const program = buildProgram(cli, (work) => {
+    pending = work(cli);
   });
   try {
     await program.parseAsync([...argv], { from: 'user' });
@@ -125,8 +143,9 @@ async function parseAndRun(argv: readonly string[]): Promise<number> {
   return await (pending as Promise<number>);
 }
 
-/** Entry point used by bin/dmio.cjs. */
+/** The process entry the `dmio` bin calls: runs `main` on the process's arguments. */
 export async function runCli(): Promise<void> {
+  keepClosedStdoutClosed();
   const status = await main(process.argv.slice(2));
   process.exitCode = status;
 }

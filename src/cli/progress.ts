@@ -7,10 +7,12 @@
 // - `--progress=json`: one JSON object per line on stderr, at most every 250 ms and once at the
 //   end: `{ bytes, totalBytes, bytesPerSecond, destinations: [{ device, state, bytesWritten? }] }`.
 // A progress write that fails (a closed descriptor, a full pipe) is dropped: progress never
-// fails the command. cli-progress is loaded only when a bar is shown.
+// fails the command. cli-progress is loaded only when a bar is shown. Descriptors 1 and 2 are
+// the context's stdout and stderr: when those are streams a test gave, the lines go to them.
 
 import bytes from 'bytes';
 import { fstatSync, writeSync } from 'node:fs';
+import type { CliContext, CliOutput } from './context.js';
 import type { DestinationReport } from './report.js';
 import { UsageError } from './usage.js';
 
@@ -76,51 +78,62 @@ export function parseProgressMode(
 
 /** A progress display of `mode` for a transfer of `totalBytes` to `devices`. */
 export async function createProgress(
-  totalBytes: number, mode: ProgressMode, label: string, devices: readonly string[] = [],
+  cli: CliContext, totalBytes: number, mode: ProgressMode, label: string,
+  devices: readonly string[] = [],
 ): Promise<Progress> {
   switch (mode.kind) {
     case 'none':
       return { update: () => undefined, stop: () => undefined };
     case 'fd':
-      return percentLines(totalBytes, mode.fd);
+      return percentLines(totalBytes, lineWriter(cli, mode.fd));
     case 'json':
-      return jsonLines(totalBytes, devices);
+      return jsonLines(totalBytes, lineWriter(cli, 2), devices);
     case 'auto':
-      if (process.stderr.isTTY !== true || totalBytes === 0) {
+      if (!cli.stderr.isTTY || totalBytes === 0) {
         return { update: () => undefined, stop: () => undefined };
       }
-      return bar(totalBytes, label);
+      return bar(cli.stderr, totalBytes, label);
   }
 }
 
-/** Writes `text` to `fd`, dropping it if the descriptor refuses. */
-function writeQuietly(fd: number, text: string): void {
-  try {
-    writeSync(fd, text);
-  } catch {
-    // Progress is advisory: a reader that went away must not fail the copy.
-  }
+/**
+ * Writes lines to descriptor `fd` (the context's stdout or stderr stream for 1 and 2 when
+ * those are not descriptors), dropping any that the descriptor refuses.
+ */
+function lineWriter(cli: CliContext, fd: number): (text: string) => void {
+  const output = fd === 1 ? cli.stdout : fd === 2 ? cli.stderr : null;
+  if (output !== null && output.fd === null) return (text) => output.stream.write(text);
+  const target = output?.fd ?? fd;
+  return (text) => {
+    try {
+      writeSync(target, text);
+    } catch {
+      // Progress is advisory: a reader that went away must not fail the copy.
+    }
+  };
 }
 
-function percentLines(totalBytes: number, fd: number): Progress {
+function percentLines(totalBytes: number, write: (text: string) => void): Progress {
   let lastPercent = -1;
   const emit = (doneBytes: number): void => {
     const percent = totalBytes === 0 ? 100 : Math.floor((doneBytes * 100) / totalBytes);
     if (percent === lastPercent) return;
     lastPercent = percent;
-    writeQuietly(fd, `${percent}/100\n`);
+    write(`${percent}/100\n`);
   };
   emit(0);
   return { update: emit, stop: () => undefined };
 }
 
-function jsonLines(totalBytes: number, devices: readonly string[]): Progress {
+function jsonLines(
+  totalBytes: number, write: (text: string) => void, devices: readonly string[],
+): Progress {
   const startMs = performance.now();
   let lastMs = -Infinity;
   let doneBytes = 0;
   const line = (destinations: readonly ProgressDestination[]): void => {
     const seconds = (performance.now() - startMs) / 1000;
-    writeQuietly(process.stderr.fd, `${JSON.stringify({
+    write(`${JSON.stringify({
       bytes: doneBytes, totalBytes,
       bytesPerSecond: seconds > 0 ? Math.round(doneBytes / seconds) : 0,
       destinations,
@@ -141,11 +154,11 @@ function jsonLines(totalBytes: number, devices: readonly string[]): Progress {
   };
 }
 
-async function bar(totalBytes: number, label: string): Promise<Progress> {
+async function bar(stderr: CliOutput, totalBytes: number, label: string): Promise<Progress> {
   const { default: cliProgress } = await import('cli-progress');
   const startMs = performance.now();
   const progressBar = new cliProgress.SingleBar({
-    stream: process.stderr,
+    stream: stderr.stream as NodeJS.WritableStream,
     format: `${label} [{bar}] {percentage}% | {doneText}/{totalText} | {rate}/s | ` +
       'ETA {eta_formatted}',
     hideCursor: true,

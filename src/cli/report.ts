@@ -7,6 +7,7 @@
 // turns the outcome into the exit status: 1 when the source or any destination failed, else 0.
 
 import bytes from 'bytes';
+import { tell, type CliContext } from './context.js';
 import { EXIT_IO_ERROR, EXIT_OK, hexBits } from './usage.js';
 
 /** One destination's outcome. */
@@ -59,9 +60,11 @@ export interface ReportText {
 }
 
 /** Prints the outcome and returns the exit status. */
-export function printReport(report: RunReport, json: boolean, text: ReportText): number {
+export function printReport(
+  cli: CliContext, report: RunReport, json: boolean, text: ReportText,
+): number {
   const failed = report.readError || report.destinations.some((d) => !d.ok);
-  const out = text.channel === 'stderr' ? process.stderr : process.stdout;
+  const out = text.channel === 'stderr' ? cli.stderr.stream : cli.stdout.stream;
   if (json) {
     out.write(`${JSON.stringify({
       readError: report.readError,
@@ -86,13 +89,13 @@ export function printReport(report: RunReport, json: boolean, text: ReportText):
       `${report.seconds.toFixed(3)} s (${rate}/s)${verified}${flushed}${interrupted}\n`);
   }
   if (report.readError && text.source !== undefined) {
-    process.stderr.write(`dmio: reading ${text.source.spec} failed: ` +
+    tell(cli, `dmio: reading ${text.source.spec} failed: ` +
       `${text.source.error ?? 'I/O error'}\n`);
   }
   const toldElsewhere = new Set(text.failuresToldElsewhere ?? []);
   for (const [index, destination] of report.destinations.entries()) {
     if (!destination.ok && !toldElsewhere.has(index)) {
-      process.stderr.write(`dmio: ${destination.device} FAILED with ` +
+      tell(cli, `dmio: ${destination.device} FAILED with ` +
         `${writtenText(destination.bytesWritten, report.bytes)}: ${destination.error}\n`);
     }
   }

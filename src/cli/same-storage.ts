@@ -12,8 +12,7 @@ import {
   fstatSync, lstatSync, readlinkSync, realpathSync, statSync, type BigIntStats,
 } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { parseDeviceSpec } from '../devices/open-device.js';
-import { readTableDeviceArgs } from '../stacks/open-table.js';
+import { parseDeviceSpec, readTableDeviceArgs } from '../index.js';
 import { UsageError } from './usage.js';
 
 /** What a local path is, as far as overwriting goes. */

@@ -2,16 +2,19 @@
 // --output, `dmio copy SOURCE -`): stdout must not be the device being read (the output would
 // overwrite what is still to be read), and must not be a block device, which Node turns into a
 // stream that silently drops every write (the command would report bytes that went nowhere).
-// Both are usage errors (exit 2), found before anything is read or written.
+// Both are usage errors (exit 2), found before anything is read or written. The checks look
+// at the descriptor behind the context's stdout; a test's stream has none and is not checked.
 
 import { fstatSync, type BigIntStats } from 'node:fs';
+import type { CliContext } from './context.js';
 import { sameIdentity, statsIdentity, type StorageIdentity } from './same-storage.js';
 import { UsageError } from './usage.js';
 
-/** What descriptor 1 is, or null when it is closed. */
-export function fstatStdout(): BigIntStats | null {
+/** What the descriptor behind stdout is, or null when it is closed or there is none. */
+export function fstatStdout(cli: CliContext): BigIntStats | null {
+  if (cli.stdout.fd === null) return null;
   try {
-    return fstatSync(1, { bigint: true });
+    return fstatSync(cli.stdout.fd, { bigint: true });
   } catch {
     return null;
   }
@@ -22,9 +25,9 @@ export function fstatStdout(): BigIntStats | null {
  * `deviceIdentity`): a block device, or the same storage as the device. Returns what stdout is.
  */
 export function checkStdoutForData(
-  spec: string, deviceIdentity: StorageIdentity | null,
+  cli: CliContext, spec: string, deviceIdentity: StorageIdentity | null,
 ): BigIntStats | null {
-  const stats = fstatStdout();
+  const stats = fstatStdout(cli);
   if (stats === null) return null;
   if (stats.isBlockDevice()) {
     throw new UsageError('stdout is a block device, which Node writes as a stream that drops ' +

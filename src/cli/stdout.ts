@@ -2,7 +2,10 @@
 // becomes (`OutputError`, exit status 1), how such a failure is told (one line naming the
 // output and the errno; EPIPE, a reader that went away, quietly, as other Unix tools do), a
 // write to stdout that resolves once the bytes are out, and the watch `main` keeps on stdout
-// and stderr so that a failed write there never becomes an unhandled 'error' event.
+// and stderr so that a failed write there never becomes an unhandled 'error' event. The
+// streams are the context's (the process's own, or a test's).
+
+import type { CliContext } from './context.js';
 
 /** Writing the command's output (stdout or `--output FILE`) failed: exit status 1. */
 export class OutputError extends Error {
@@ -26,9 +29,9 @@ export function outputFailureLine(outputName: string, failure: NodeJS.ErrnoExcep
 }
 
 /** Writes `bytes` to stdout; resolves once written, rejects with an `OutputError`. */
-export function writeStdout(bytes: Uint8Array): Promise<void> {
+export function writeStdout(cli: CliContext, bytes: Uint8Array): Promise<void> {
   return new Promise((resolve, reject) => {
-    process.stdout.write(bytes, (error) => {
+    cli.stdout.stream.write(bytes, (error) => {
       if (error === null || error === undefined) resolve();
       else reject(new OutputError(STDOUT_NAME, error));
     });
@@ -47,18 +50,20 @@ export interface StdioWatch {
  * Listens for 'error' on stdout (remembering the first) and on stderr (where nothing can be
  * told), so a closed (EBADF), broken (EPIPE) or full (ENOSPC) stream never crashes Node.
  */
-export function watchStdio(): StdioWatch {
+export function watchStdio(cli: CliContext): StdioWatch {
+  const stdout = cli.stdout.stream;
+  const stderr = cli.stderr.stream;
   let first: NodeJS.ErrnoException | null = null;
   const onStdoutError = (error: NodeJS.ErrnoException): void => {
     first ??= error;
   };
   const onStderrError = (): void => undefined;
-  process.stdout.on('error', onStdoutError);
-  process.stderr.on('error', onStderrError);
+  stdout.on('error', onStdoutError);
+  stderr.on('error', onStderrError);
   return {
     settle: () => new Promise((resolve) => {
       // An empty write completes after every write before it, or fails once stdout has.
-      process.stdout.write('', (error?: NodeJS.ErrnoException | null) => {
+      stdout.write('', (error?: NodeJS.ErrnoException | null) => {
         if (error !== null && error !== undefined && error.code !== 'ERR_STREAM_DESTROYED') {
           first ??= error;
         }
@@ -66,8 +71,8 @@ export function watchStdio(): StdioWatch {
       });
     }),
     stop: () => {
-      process.stdout.off('error', onStdoutError);
-      process.stderr.off('error', onStderrError);
+      stdout.off('error', onStdoutError);
+      stderr.off('error', onStderrError);
     },
   };
 }

@@ -2,7 +2,7 @@
 // size parsing, the `--count SECTORS | --length SIZE` choice, and exit codes. Everything here
 // runs before any device is opened for writing, so a bad argument never touches a file.
 
-import { parseSize } from '../size.js';
+import { parseSize, SECTOR_SIZE } from '../index.js';
 
 /** Exit status: everything succeeded. */
 export const EXIT_OK = 0;
@@ -26,7 +26,7 @@ export function parseSector(text: string, flag: string): number {
     throw new UsageError(`${flag}: ${JSON.stringify(text)} is not a sector number`);
   }
   const value = Number(text);
-  if (!Number.isSafeInteger(value * 512)) throw new UsageError(`${flag}: ${text} is too large`);
+  if (!Number.isSafeInteger(value * SECTOR_SIZE)) throw new UsageError(`${flag}: ${text} is too large`);
   return value;
 }
 
@@ -54,11 +54,11 @@ export function parseLengthSectors(options: LengthOptions): number | null {
   if (options.count !== undefined) return parseSector(options.count, '--count');
   if (options.length === undefined) return null;
   const lengthBytes = parseBytes(options.length, '--length');
-  if (lengthBytes % 512 !== 0) {
+  if (lengthBytes % SECTOR_SIZE !== 0) {
     throw new UsageError(`--length: ${lengthBytes} bytes is not a whole number of ` +
-      '512-byte sectors');
+      `${SECTOR_SIZE}-byte sectors`);
   }
-  return lengthBytes / 512;
+  return lengthBytes / SECTOR_SIZE;
 }
 
 /** Parses an integer percent from 0 to 100. */

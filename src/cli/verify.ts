@@ -5,10 +5,9 @@
 // corrupted destination is reported precisely. Memory: 32 bytes per chunk of the copy.
 
 import { createHash } from 'node:crypto';
-import { dmIo } from '../core/dm-io.js';
-import type { DmIoClient } from '../core/client.js';
-import type { BlockDevice } from '../devices/block-device.js';
-import { allocAligned } from '../memory/aligned.js';
+import {
+  allocAligned, dmIo, SECTOR_SIZE, sectorsToBytes, type BlockDevice, type DmIoClient,
+} from '../index.js';
 
 /** Bytes read back per dm-io request during verification (8 MiB). */
 const VERIFY_READ_BYTES = 8 * 1024 * 1024;
@@ -28,7 +27,7 @@ export class SourceHashes {
   readonly onChunkRead = (sourceSector: number, countSectors: number,
     pages: readonly Uint8Array[]): void => {
     const hash = createHash('sha256');
-    let remainingBytes = countSectors * 512;
+    let remainingBytes = sectorsToBytes(countSectors);
     for (const page of pages) {
       if (remainingBytes === 0) break;
       const lengthBytes = Math.min(page.length, remainingBytes);
@@ -53,9 +52,9 @@ export async function verifyDestination(
   hashes: SourceHashes,
 ): Promise<string | null> {
   const chunkSectors = hashes.chunkSectors;
-  const readSectors = Math.max(chunkSectors, Math.floor(VERIFY_READ_BYTES / 512 / chunkSectors) *
-    chunkSectors);
-  const buffer = allocAligned(Math.min(readSectors, Math.max(countSectors, 1)) * 512);
+  const readSectors = Math.max(chunkSectors,
+    Math.floor(VERIFY_READ_BYTES / SECTOR_SIZE / chunkSectors) * chunkSectors);
+  const buffer = allocAligned(sectorsToBytes(Math.min(readSectors, Math.max(countSectors, 1))));
   for (let offset = 0; offset < countSectors; offset += readSectors) {
     const sectors = Math.min(readSectors, countSectors - offset);
     const { errorBits, errors } = await dmIo({
@@ -66,11 +65,12 @@ export async function verifyDestination(
       const chunkCount = Math.min(chunkSectors, sectors - chunk);
       const expected = hashes.get(offset + chunk);
       const actual = createHash('sha256')
-        .update(buffer.subarray(chunk * 512, (chunk + chunkCount) * 512)).digest();
+        .update(buffer.subarray(sectorsToBytes(chunk), sectorsToBytes(chunk + chunkCount)))
+        .digest();
       if (expected === undefined || !expected.equals(actual)) {
-        const firstByte = (offset + chunk) * 512;
+        const firstByte = sectorsToBytes(offset + chunk);
         return `verify: content differs from the source in bytes ${firstByte}-` +
-          `${firstByte + chunkCount * 512 - 1} of the copied range`;
+          `${firstByte + sectorsToBytes(chunkCount) - 1} of the copied range`;
       }
     }
   }

@@ -7,21 +7,25 @@
 
 import type { Command } from 'commander';
 import { performance } from 'node:perf_hooks';
-import { dmIo } from '../../core/dm-io.js';
-import { dmIoClientCreate, dmIoClientDestroy } from '../../core/client.js';
-import type { BlockDevice } from '../../devices/block-device.js';
-import type { DmIoError } from '../../errors.js';
-import { allocAligned } from '../../memory/aligned.js';
+import {
+  allocAligned, dmIo, dmIoClientCreate, dmIoClientDestroy, PAGE_SIZE, SECTOR_SIZE,
+  type BlockDevice, type DmIoError,
+} from '../../index.js';
+import type { CliContext, RunCommand } from '../context.js';
 import { checkSpec, closeAll, openForCli } from '../devices.js';
 import { EXIT_OK, UsageError } from '../usage.js';
 
 /** Longest measurement one run may ask for, so a typo cannot run for hours. */
 const BENCH_SECONDS_MAX = 600;
+/** Bytes of one random request: a page, as applications' small I/O. */
+const RANDOM_BLOCK_BYTES = PAGE_SIZE;
+/** Bytes of one sequential request (1 MiB). */
+const SEQUENTIAL_BLOCK_BYTES = 1024 * 1024;
 
 interface BenchFlags { seconds: string; direct?: boolean; write?: boolean; json?: boolean }
 
 /** Adds `bench` to the program. */
-export function registerBench(program: Command, run: (work: () => Promise<number>) => void): void {
+export function registerBench(program: Command, run: RunCommand): void {
   program.command('bench')
     .description('measure 4K random and 1M sequential I/O on a device through dm-io')
     .argument('<device>', 'device spec (path, file:, mem:, nbd://...)')
@@ -29,46 +33,49 @@ export function registerBench(program: Command, run: (work: () => Promise<number
     .option('--direct', 'open files and block devices with O_DIRECT')
     .option('--write', 'also measure writes: DESTROYS the device\'s data')
     .option('--json', 'print one JSON object')
-    .action((spec: string, flags: BenchFlags) => run(() => bench(spec, flags)));
+    .action((spec: string, flags: BenchFlags) => run((cli) => bench(cli, spec, flags)));
 }
 
-async function bench(spec: string, flags: BenchFlags): Promise<number> {
+async function bench(cli: CliContext, spec: string, flags: BenchFlags): Promise<number> {
   const seconds = Number(flags.seconds);
   if (!(seconds > 0 && seconds <= BENCH_SECONDS_MAX)) {
     throw new UsageError(`--seconds: a number above 0 and at most ${BENCH_SECONDS_MAX}`);
   }
   checkSpec(spec, false);
-  const device = await openForCli({ spec, options: {
+  const device = await openForCli(cli, { spec, options: {
     readOnly: flags.write !== true, direct: flags.direct === true } });
   const results: Record<string, number> = {};
   try {
     for (const op of flags.write === true ? ['read', 'write'] as const : ['read'] as const) {
       for (const depth of [1, 32]) {
-        const rate = await measure(device, op, 4096, depth, seconds);
+        const rate = await measure(device, op, RANDOM_BLOCK_BYTES, depth, seconds);
         results[`4k-rand${op}-qd${depth}-iops`] = rate.opsPerSecond;
       }
-      const sequential = await measure(device, op, 1 << 20, 8, seconds, false);
+      const sequential = await measure(device, op, SEQUENTIAL_BLOCK_BYTES, 8, seconds, false);
       results[`1m-seq${op}-mibps`] = sequential.opsPerSecond;
     }
   } finally {
     await closeAll([device]);
   }
-  report(spec, seconds, results, flags.json === true);
+  report(cli, spec, seconds, results, flags.json === true);
   return EXIT_OK;
 }
 
-function report(spec: string, seconds: number, results: Record<string, number>, json: boolean): void {
+function report(
+  cli: CliContext, spec: string, seconds: number, results: Record<string, number>, json: boolean,
+): void {
+  const out = cli.stdout.stream;
   const engine = process.env['UV_USE_IO_URING'] === '1' ? 'io_uring' : 'threadpool';
   if (json) {
-    process.stdout.write(`${JSON.stringify({ device: spec, engine, seconds, results })}\n`);
+    out.write(`${JSON.stringify({ device: spec, engine, seconds, results })}\n`);
     return;
   }
   for (const [name, value] of Object.entries(results)) {
-    process.stdout.write(`${name.padEnd(24)} ${value.toFixed(0)}\n`);
+    out.write(`${name.padEnd(24)} ${value.toFixed(0)}\n`);
   }
   const hint = engine === 'threadpool' ?
     ' (UV_USE_IO_URING=1 usually multiplies small random I/O; see docs/performance.md)' : '';
-  process.stdout.write(`libuv engine: ${engine}${hint}\n`);
+  out.write(`libuv engine: ${engine}${hint}\n`);
 }
 
 /**
@@ -80,7 +87,7 @@ async function measure(
   device: BlockDevice, op: 'read' | 'write', blockBytes: number, depth: number, seconds: number,
   random = true,
 ): Promise<{ opsPerSecond: number }> {
-  const blockSectors = blockBytes / 512;
+  const blockSectors = blockBytes / SECTOR_SIZE;
   const blocks = Math.floor(device.sizeSectors / blockSectors);
   if (blocks < 1) throw new UsageError(`the device is smaller than ${blockBytes} bytes`);
   const client = dmIoClientCreate({ inflightMax: Math.max(128, depth) });

@@ -1,5 +1,5 @@
 // Owns `dmio copy SOURCE -`: stdout as the one destination of a copy. The region goes through
-// kcopyd like any copy, into a stream sink device over process.stdout (writes issued in offset
+// kcopyd like any copy, into a stream sink device over the context's stdout (writes in offset
 // order with writeSeq, each chunk completed once stdout took it, so a slow reader holds the
 // copy back in kcopyd's bounded pages). What `-` cannot do is refused first (exit 2, nothing
 // opened): another destination with it, `-` as the source too, --verify (stdout cannot be read
@@ -11,7 +11,10 @@
 // has nothing to flush, and the report says so ("flushed": false) rather than claiming one.
 
 import { fdatasync, type BigIntStats } from 'node:fs';
-import { createStreamSinkDevice, type StreamSinkDevice } from '../../devices/stream-sink-device.js';
+import {
+  createStreamSinkDevice, sectorsToBytes, type StreamSinkDevice,
+} from '../../index.js';
+import type { CliContext } from '../context.js';
 import { specIdentity } from '../same-storage.js';
 import { checkStdoutForData } from '../stdout-data.js';
 import type { ProgressMode } from '../progress.js';
@@ -39,7 +42,7 @@ export interface StdoutDestination {
 
 /** Refuses, with exit status 2, every use of `-` as a destination that cannot work. */
 export function refuseStdoutUse(
-  sourceSpec: string, destSpecs: readonly string[], flags: StdoutCopyFlags,
+  cli: CliContext, sourceSpec: string, destSpecs: readonly string[], flags: StdoutCopyFlags,
   progressMode: ProgressMode,
 ): void {
   if (destSpecs.length > 1) {
@@ -58,7 +61,7 @@ export function refuseStdoutUse(
     throw new UsageError('--ignore-errors: stdout is written in offset order (kcopyd\'s ' +
       'write-seq), which turns it off');
   }
-  if (process.stdout.isTTY === true) {
+  if (cli.stdout.isTTY) {
     throw new UsageError('stdout is a terminal: the region would be printed as raw bytes ' +
       '(redirect or pipe it, as in - | xz > image.xz)');
   }
@@ -72,16 +75,17 @@ export function refuseStdoutUse(
  * a regular file behind it gets fdatasync after the last write.
  */
 export function openStdoutDestination(
-  sourceSpec: string, countSectors: number, flush: boolean,
+  cli: CliContext, sourceSpec: string, countSectors: number, flush: boolean,
 ): StdoutDestination {
-  const stats = checkStdoutForData(sourceSpec, specIdentity(sourceSpec));
+  const stats = checkStdoutForData(cli, sourceSpec, specIdentity(sourceSpec));
+  const stdoutFd = cli.stdout.fd;
   const flushes = flush && stats !== null && stats.isFile();
-  const device = createStreamSinkDevice(process.stdout, {
-    sizeBytes: countSectors * 512, name: STDOUT_NAME,
+  const device = createStreamSinkDevice(cli.stdout.stream, {
+    sizeBytes: sectorsToBytes(countSectors), name: STDOUT_NAME,
     // Node's stdout (a socket, pipe, terminal or synchronous file stream) is done with a chunk
     // once it calls back, so it may write kcopyd's pages themselves.
     zeroCopy: true,
-    ...(flushes ? { flush: fdatasyncStdout } : {}),
+    ...(flushes && stdoutFd !== null ? { flush: () => fdatasyncOf(stdoutFd) } : {}),
   });
   return { device, flushes, what: describe(stats) };
 }
@@ -101,9 +105,9 @@ function describe(stats: Stats | null): string {
   return stats.isBlockDevice() ? 'a block device' : 'a regular file';
 }
 
-function fdatasyncStdout(): Promise<void> {
+function fdatasyncOf(fd: number): Promise<void> {
   return new Promise((resolve, reject) => {
-    fdatasync(1, (error) => {
+    fdatasync(fd, (error) => {
       if (error === null) resolve();
       else reject(error);
     });

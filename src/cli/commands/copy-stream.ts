@@ -7,13 +7,15 @@
 // destination is refused (exit 2) before anything is opened. An input ending inside a sector
 // is zero-padded to a whole sector when every destination is a new image file (said on
 // stderr; the files are then cut to its exact length), and otherwise refused (a read error,
-// its last segment not written): padding would overwrite bytes the input never gave.
+// its last segment not written): padding would overwrite bytes the input never gave. Stdin
+// is the context's (a test's stream has no descriptor, so the destination check is skipped).
 
 import { closeSync, fdatasyncSync, ftruncateSync, openSync, statSync } from 'node:fs';
-import { dmIoClientCreate, dmIoClientDestroy } from '../../core/client.js';
-import type { BlockDevice } from '../../devices/block-device.js';
-import { dmKcopydClientCreate, dmKcopydClientDestroy } from '../../kcopyd/kcopyd.js';
-import { dmKcopydCopyStream, type KcopydStreamResult } from '../../kcopyd/stream.js';
+import {
+  dmIoClientCreate, dmIoClientDestroy, dmKcopydClientCreate, dmKcopydClientDestroy,
+  dmKcopydCopyStream, SECTOR_SIZE, sectorsToBytes, type BlockDevice, type KcopydStreamResult,
+} from '../../index.js';
+import { tell, type CliContext } from '../context.js';
 import { closeAll } from '../devices.js';
 import { watchInterrupts } from '../interrupt.js';
 import { kcopydDestinations } from '../kcopyd-outcome.js';
@@ -24,7 +26,7 @@ import { SourceHashes, verifyDestination } from '../verify.js';
 import { destinationIdentity, fdIdentity, sameIdentity } from '../same-storage.js';
 import { UsageError } from '../usage.js';
 import { openDestinations } from './open-regions.js';
-import { reopenForVerify } from './verify-reopen.js';
+import { beforeVerify, reopenForVerify } from './verify-reopen.js';
 
 /**
  * The size new or short image files get while a stream without --length is copied (1 TiB,
@@ -46,26 +48,27 @@ export interface StreamCopyPlan {
 }
 
 /** Copies stdin to the destinations; returns the exit status. */
-export async function copyStream(plan: StreamCopyPlan): Promise<number> {
+export async function copyStream(cli: CliContext, plan: StreamCopyPlan): Promise<number> {
   for (const spec of plan.destSpecs) checkSpec(spec, true);
-  refuseStdinAsDestination(plan.destSpecs);
-  const capSectors = plan.lengthSectors ?? STREAM_IMAGE_CAP_BYTES / 512;
+  refuseStdinAsDestination(cli, plan.destSpecs);
+  const capSectors = plan.lengthSectors ?? STREAM_IMAGE_CAP_BYTES / SECTOR_SIZE;
   const opened: BlockDevice[] = [];
   const grown: GrownFile[] = [];
   try {
-    const dests = await openDestinations(plan.destSpecs, plan.destSector, capSectors,
+    const dests = await openDestinations(cli, plan.destSpecs, plan.destSector, capSectors,
       plan.direct, opened, { sectorFlag: '--dest-sector', growth: 'stream', grown });
     const kc = dmKcopydClientCreate({ subJobSectors: plan.subJobSectors });
     const hashes = plan.verify ? new SourceHashes(0, kc.subJobSectors) : null;
-    const progress = await createProgress(capSectors === STREAM_IMAGE_CAP_BYTES / 512 ? 0 :
-      capSectors * 512, plan.progressMode, 'copy', plan.destSpecs);
+    const progress = await createProgress(cli,
+      plan.lengthSectors === null ? 0 : sectorsToBytes(capSectors), plan.progressMode, 'copy',
+      plan.destSpecs);
     const startMs = performance.now();
-    const interrupts = watchInterrupts();
+    const interrupts = watchInterrupts(cli);
     let result: KcopydStreamResult;
     try {
-      result = await dmKcopydCopyStream(kc, process.stdin,
+      result = await dmKcopydCopyStream(kc, cli.stdin,
         dests.map((device) => ({ device, sector: plan.destSector })), {
-          maxBytes: capSectors * 512, flush: plan.flush,
+          maxBytes: sectorsToBytes(capSectors), flush: plan.flush,
           // Zero padding would overwrite bytes of an existing destination the input never gave.
           partialSector: plan.destSpecs.every((_, index) => grown.some((file) =>
             file.index === index && file.oldSizeBytes === null)) ? 'zero-pad' : 'refuse',
@@ -78,22 +81,23 @@ export async function copyStream(plan: StreamCopyPlan): Promise<number> {
     }
     // A cancelled copy may leave a read of stdin pending (a stalled producer): let it go, so
     // the process exits now rather than when the producer does.
-    if (result.aborted) process.stdin.destroy();
+    if (result.aborted) cli.stdin.destroy();
     const copiedBytes = result.inputBytes + result.paddedBytes;
     const destinations = kcopydDestinations(plan.destSpecs, result, copiedBytes);
     const seconds = (performance.now() - startMs) / 1000;
     const verifying = hashes !== null && !result.aborted && !result.readErr;
     if (verifying) {
-      await verifyAll(plan, dests, opened, destinations, copiedBytes / 512, hashes);
+      await verifyAll(cli, { plan, dests, opened, destinations,
+        countSectors: copiedBytes / SECTOR_SIZE, hashes });
     }
-    cutBack(grown, plan.destSector * 512, result, plan.flush);
+    cutBack(grown, sectorsToBytes(plan.destSector), result, plan.flush);
     if (result.paddedBytes > 0) {
-      process.stderr.write(`dmio: the input ended ${512 - result.paddedBytes} bytes into a ` +
+      tell(cli, `dmio: the input ended ${SECTOR_SIZE - result.paddedBytes} bytes into a ` +
         `sector: its last sector was written padded with ${result.paddedBytes} zero bytes, ` +
         'and the new image files were cut to what was written of the input\n');
     }
     progress.stop(finalStates(destinations));
-    const status = printReport({ readError: result.readErr, writeErrorBits: result.writeErr,
+    const status = printReport(cli, { readError: result.readErr, writeErrorBits: result.writeErr,
       destinations, bytes: result.inputBytes, seconds, flushed: plan.flush,
       interrupted: interrupts.received }, plan.json, {
       verb: 'copied', source: { spec: 'stdin', error: readErrorText(result, grown, plan) },
@@ -109,7 +113,7 @@ function readErrorText(result: KcopydStreamResult, grown: readonly GrownFile[],
   const error = result.readError;
   if (error === undefined) return null;
   const cause = error.cause instanceof Error ? `: ${error.cause.message}` : '';
-  const partial = result.inputBytes % 512 !== 0 && /into a sector/.test(cause);
+  const partial = result.inputBytes % SECTOR_SIZE !== 0 && /into a sector/.test(cause);
   if (!partial) return `${error.message}${cause}`;
   const existing = plan.destSpecs.filter((_, index) =>
     !grown.some((file) => file.index === index && file.oldSizeBytes === null));
@@ -128,8 +132,8 @@ type GrownFile = { readonly index: number; readonly path: string;
  * anything is opened for writing: a destination extended ahead of the input would be read
  * back as input, endlessly, and any other write would overwrite what is still to be read.
  */
-function refuseStdinAsDestination(specs: readonly string[]): void {
-  const stdin = fdIdentity(0);
+function refuseStdinAsDestination(cli: CliContext, specs: readonly string[]): void {
+  const stdin = cli.stdinFd === null ? null : fdIdentity(cli.stdinFd);
   if (stdin === null) return;
   for (const spec of specs) {
     if (!sameIdentity(stdin, destinationIdentity(spec))) continue;
@@ -161,16 +165,25 @@ function cutBack(
   }
 }
 
-async function verifyAll(
-  plan: StreamCopyPlan, dests: BlockDevice[], opened: BlockDevice[],
-  destinations: DestinationReport[], countSectors: number, hashes: SourceHashes,
-): Promise<void> {
+/** What the read-back of a stream copy needs. */
+interface StreamVerify {
+  readonly plan: StreamCopyPlan;
+  readonly dests: BlockDevice[];
+  readonly opened: BlockDevice[];
+  readonly destinations: DestinationReport[];
+  readonly countSectors: number;
+  readonly hashes: SourceHashes;
+}
+
+async function verifyAll(cli: CliContext, verify: StreamVerify): Promise<void> {
+  const { plan, dests, opened, destinations, countSectors, hashes } = verify;
+  await beforeVerify(cli);
   const client = dmIoClientCreate();
   try {
     for (let index = 0; index < dests.length; index += 1) {
       const report = destinations[index]!;
       if (!report.ok) continue;
-      const device = await reopenForVerify(plan.destSpecs[index]!, dests, index, opened);
+      const device = await reopenForVerify(cli, plan.destSpecs[index]!, dests, index, opened);
       const problem = await verifyDestination(client, device, plan.destSector, countSectors,
         hashes);
       if (problem !== null) destinations[index] = { ...report, ok: false, error: problem };

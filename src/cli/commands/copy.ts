@@ -7,14 +7,13 @@
 // on stderr.
 
 import type { Command } from 'commander';
-import { dmIoClientCreate, dmIoClientDestroy } from '../../core/client.js';
-import type { BlockDevice } from '../../devices/block-device.js';
-import { FileDevice } from '../../devices/file-device.js';
-import { dmKcopydClientCreate, dmKcopydClientDestroy } from '../../kcopyd/kcopyd.js';
-import { DM_KCOPYD_MAX_REGIONS, KCOPYD_SUB_JOB_SECTORS_MAX } from '../../kcopyd/constants.js';
-import type { KcopydResult } from '../../kcopyd/job.js';
-import { dmKcopydCopy } from '../../kcopyd/submit.js';
-import { dmKcopydThrottleCreate } from '../../kcopyd/throttle.js';
+import {
+  DM_KCOPYD_MAX_REGIONS, dmIoClientCreate, dmIoClientDestroy, dmKcopydClientCreate,
+  dmKcopydClientDestroy, dmKcopydCopy, dmKcopydThrottleCreate, FileDevice,
+  KCOPYD_SUB_JOB_SECTORS_MAX, PAGE_SIZE, SECTOR_SIZE, sectorsToBytes, type BlockDevice,
+  type KcopydResult,
+} from '../../index.js';
+import type { CliContext, RunCommand } from '../context.js';
 import { openDestinations, openSource, refuseSourceOverlap } from './open-regions.js';
 import { copyStream, refuseStreamFlags } from './copy-stream.js';
 import {
@@ -27,7 +26,7 @@ import { kcopydDestinations } from '../kcopyd-outcome.js';
 import { printReport, type DestinationReport, type RunReport } from '../report.js';
 import { STDOUT_NAME } from '../stdout.js';
 import { SourceHashes, verifyDestination } from '../verify.js';
-import { reopenForVerify, waitForVerifyGate } from './verify-reopen.js';
+import { beforeVerify, reopenForVerify } from './verify-reopen.js';
 import {
   EXIT_IO_ERROR, parseBytes, parseLengthSectors, parsePercent, parseSector, UsageError,
   type LengthOptions,
@@ -50,7 +49,7 @@ interface CopyFlags extends LengthOptions {
 }
 
 /** Adds `copy` to the program. */
-export function registerCopy(program: Command, run: (work: () => Promise<number>) => void): void {
+export function registerCopy(program: Command, run: RunCommand): void {
   program.command('copy')
     .description('copy one region of SOURCE to up to 8 destinations with kcopyd')
     .argument('<source>',
@@ -78,10 +77,12 @@ export function registerCopy(program: Command, run: (work: () => Promise<number>
       'FD: write N/100 lines to that descriptor; json: JSON lines on stderr')
     .option('--no-progress', 'no progress bar even on a terminal')
     .action((source: string, dests: string[], flags: CopyFlags) =>
-      run(() => copy(source, dests, flags)));
+      run((cli) => copy(cli, source, dests, flags)));
 }
 
-async function copy(sourceSpec: string, destSpecs: string[], flags: CopyFlags): Promise<number> {
+async function copy(
+  cli: CliContext, sourceSpec: string, destSpecs: string[], flags: CopyFlags,
+): Promise<number> {
   if (destSpecs.length > DM_KCOPYD_MAX_REGIONS) {
     throw new UsageError(`${destSpecs.length} destinations; at most ${DM_KCOPYD_MAX_REGIONS}`);
   }
@@ -94,26 +95,26 @@ async function copy(sourceSpec: string, destSpecs: string[], flags: CopyFlags): 
   const progressMode = parseProgressMode(flags.progress, flags.json === true);
   const direct = flags.direct === true;
   const toStdout = destSpecs.includes(STDOUT_SPEC);
-  if (toStdout) refuseStdoutUse(sourceSpec, destSpecs, flags, progressMode);
+  if (toStdout) refuseStdoutUse(cli, sourceSpec, destSpecs, flags, progressMode);
   if (sourceSpec === '-') {
     refuseStreamFlags(flags);
-    return copyStream({ destSpecs, destSector, lengthSectors, direct,
+    return copyStream(cli, { destSpecs, destSector, lengthSectors, direct,
       subJobSectors: chosenSubJobSectors ?? CLI_SUB_JOB_SECTORS_DEFAULT,
       verify: flags.verify === true, flush: flags.flush, json: flags.json === true,
       progressMode });
   }
   const devices: BlockDevice[] = [];
   try {
-    const { device: source, countSectors } = await openSource(sourceSpec,
+    const { device: source, countSectors } = await openSource(cli, sourceSpec,
       toStdout ? [] : destSpecs, { sector: sourceSector, lengthSectors, direct }, devices);
     const stdout = toStdout ?
-      openStdoutDestination(sourceSpec, countSectors, flags.flush) : null;
+      openStdoutDestination(cli, sourceSpec, countSectors, flags.flush) : null;
     if (stdout !== null) devices.push(stdout.device);
     else refuseSourceOverlap(sourceSpec, sourceSector, destSpecs, destSector, countSectors);
-    const dests = stdout !== null ? [stdout.device] : await openDestinations(destSpecs,
+    const dests = stdout !== null ? [stdout.device] : await openDestinations(cli, destSpecs,
       destSector, countSectors, direct, devices, { sectorFlag: '--dest-sector' });
     const subJobSectors = chosenSubJobSectors ?? defaultSubJobSectors(source, dests, flags);
-    return await runCopy({ sourceSpec, source, sourceSector,
+    return await runCopy(cli, { sourceSpec, source, sourceSector,
       destSpecs: stdout !== null ? [STDOUT_NAME] : destSpecs, dests, destSector, countSectors,
       throttlePercent, subJobSectors, progressMode, flags, opened: devices, stdout });
   } finally {
@@ -126,7 +127,7 @@ async function copy(sourceSpec: string, destSpecs: string[], flags: CopyFlags): 
  * 1 MiB, as `dd bs=1M`. The library keeps the kernel's 512 KiB; on local files 1 MiB chunks
  * halve the per-chunk hand-offs and measured 10-25% faster here (docs/performance.md).
  */
-const CLI_SUB_JOB_SECTORS_DEFAULT = 2048;
+const CLI_SUB_JOB_SECTORS_DEFAULT = (1024 * 1024) / SECTOR_SIZE;
 
 /**
  * The chunk size when `--sub-job-size` is not given: the largest (4 MiB) when every device is
@@ -146,11 +147,12 @@ function defaultSubJobSectors(
 function parseSubJobSectors(text: string | undefined): number | null {
   if (text === undefined) return null;
   const sizeBytes = parseBytes(text, '--sub-job-size');
-  if (sizeBytes === 0 || sizeBytes % 4096 !== 0 || sizeBytes > KCOPYD_SUB_JOB_SECTORS_MAX * 512) {
+  if (sizeBytes === 0 || sizeBytes % PAGE_SIZE !== 0 ||
+    sizeBytes > sectorsToBytes(KCOPYD_SUB_JOB_SECTORS_MAX)) {
     throw new UsageError(`--sub-job-size: ${sizeBytes} bytes; expected a multiple of 4K ` +
-      `from 4K to ${KCOPYD_SUB_JOB_SECTORS_MAX / 2}K`);
+      `from 4K to ${sectorsToBytes(KCOPYD_SUB_JOB_SECTORS_MAX) / 1024}K`);
   }
-  return sizeBytes / 512;
+  return sizeBytes / SECTOR_SIZE;
 }
 
 interface CopyPlan {
@@ -171,7 +173,7 @@ interface CopyPlan {
   readonly stdout: StdoutDestination | null;
 }
 
-async function runCopy(plan: CopyPlan): Promise<number> {
+async function runCopy(cli: CliContext, plan: CopyPlan): Promise<number> {
   const { flags } = plan;
   const throttle = plan.throttlePercent < 100 ? dmKcopydThrottleCreate(plan.throttlePercent) : null;
   const kc = dmKcopydClientCreate({
@@ -179,10 +181,10 @@ async function runCopy(plan: CopyPlan): Promise<number> {
   });
   const hashes = flags.verify === true ?
     new SourceHashes(plan.sourceSector, kc.subJobSectors) : null;
-  const totalBytes = plan.countSectors * 512;
-  const progress = await createProgress(totalBytes, plan.progressMode, 'copy', plan.destSpecs);
+  const totalBytes = sectorsToBytes(plan.countSectors);
+  const progress = await createProgress(cli, totalBytes, plan.progressMode, 'copy', plan.destSpecs);
   const startMs = performance.now();
-  const interrupts = watchInterrupts();
+  const interrupts = watchInterrupts(cli);
   let result: KcopydResult;
   try {
     result = await dmKcopydCopy(kc, { device: plan.source, sector: plan.sourceSector,
@@ -212,9 +214,9 @@ async function runCopy(plan: CopyPlan): Promise<number> {
   const seconds = (performance.now() - startMs) / 1000;
   const verifying = hashes !== null && !result.aborted &&
     (!result.readErr || flags.ignoreErrors === true);
-  if (verifying) await verifyAll(plan, destinations, hashes);
+  if (verifying) await verifyAll(cli, plan, destinations, hashes);
   progress.stop(finalStates(destinations));
-  const status = reportCopy(plan, { readError: result.readErr, writeErrorBits: result.writeErr,
+  const status = reportCopy(cli, plan, { readError: result.readErr, writeErrorBits: result.writeErr,
     destinations, bytes: totalBytes, seconds, offloadCalls: offloadCalls(plan.dests),
     flushed: flags.flush && (plan.stdout === null || plan.stdout.flushes),
     interrupted: interrupts.received }, result, verifying);
@@ -227,14 +229,14 @@ async function runCopy(plan: CopyPlan): Promise<number> {
  * at all unless --json asked for one, as `dmio read | head` says nothing.
  */
 function reportCopy(
-  plan: CopyPlan, report: RunReport, result: KcopydResult, verifying: boolean,
+  cli: CliContext, plan: CopyPlan, report: RunReport, result: KcopydResult, verifying: boolean,
 ): number {
   const streamError = plan.stdout?.device.streamError ?? null;
   const json = plan.flags.json === true;
   if ((streamError as NodeJS.ErrnoException | null)?.code === 'EPIPE' && !json) {
     return EXIT_IO_ERROR;
   }
-  return printReport(report, json, {
+  return printReport(cli, report, json, {
     verb: 'copied', source: { spec: plan.sourceSpec, error: result.readError?.message ?? null },
     verified: verifying,
     ...(plan.stdout === null ? {} : {
@@ -252,15 +254,15 @@ function offloadCalls(dests: readonly BlockDevice[]): number {
 }
 
 async function verifyAll(
-  plan: CopyPlan, destinations: DestinationReport[], hashes: SourceHashes,
+  cli: CliContext, plan: CopyPlan, destinations: DestinationReport[], hashes: SourceHashes,
 ): Promise<void> {
-  await waitForVerifyGate();
+  await beforeVerify(cli);
   const client = dmIoClientCreate();
   try {
     for (let index = 0; index < plan.dests.length; index += 1) {
       const report = destinations[index]!;
       if (!report.ok) continue;
-      const device = await reopenForVerify(plan.destSpecs[index]!, plan.dests, index,
+      const device = await reopenForVerify(cli, plan.destSpecs[index]!, plan.dests, index,
         plan.opened);
       const problem = await verifyDestination(client, device, plan.destSector,
         plan.countSectors, hashes);

@@ -7,24 +7,25 @@
 
 import type { Command } from 'commander';
 import bytes from 'bytes';
+import { formatTableReport, sectorsToBytes, TableDevice } from '../../index.js';
+import type { CliContext, RunCommand } from '../context.js';
 import { checkSpec, closeAll, openForCli, sizeBytesOf } from '../devices.js';
 import { EXIT_OK } from '../usage.js';
-import { TableDevice } from '../../stacks/table-device.js';
-import { formatTableReport } from '../../stacks/table-status.js';
 
 /** Adds `info` to the program. */
-export function registerInfo(program: Command, run: (work: () => Promise<number>) => void): void {
+export function registerInfo(program: Command, run: RunCommand): void {
   program.command('info')
     .description('show a device\'s size, block sizes, limits and capabilities')
     .argument('<device>', 'device spec')
     .option('--json', 'print one JSON object')
     .action((spec: string, flags: { json?: boolean }) =>
-      run(() => info(spec, flags.json === true)));
+      run((cli) => info(cli, spec, flags.json === true)));
 }
 
-async function info(spec: string, json: boolean): Promise<number> {
+async function info(cli: CliContext, spec: string, json: boolean): Promise<number> {
   checkSpec(spec, false);
-  const device = await openForCli({ spec, options: { readOnly: true } });
+  const out = cli.stdout.stream;
+  const device = await openForCli(cli, { spec, options: { readOnly: true } });
   try {
     const { limits } = device;
     // `info` opens read-only to touch nothing; zero: and random: can never be written.
@@ -52,12 +53,12 @@ async function info(spec: string, json: boolean): Promise<number> {
       ...(device instanceof TableDevice ? { table: tableSummary(device) } : {}),
     };
     if (json) {
-      process.stdout.write(`${JSON.stringify(summary)}\n`);
+      out.write(`${JSON.stringify(summary)}\n`);
       return EXIT_OK;
     }
     const yesNo = (value: boolean): string => (value ? 'yes' : 'no');
-    const tailBytes = summary.sizeBytes - summary.sizeSectors * 512;
-    process.stdout.write([
+    const tailBytes = summary.sizeBytes - sectorsToBytes(summary.sizeSectors);
+    out.write([
       `device:            ${spec} (${device.kind})`,
       `size:              ${summary.sizeBytes} bytes (${bytes(summary.sizeBytes)}), ` +
         `${summary.sizeSectors} sectors` +

@@ -18,9 +18,10 @@ import {
   accessSync, closeSync, constants, existsSync, openSync, readSync, truncateSync, unlinkSync,
 } from 'node:fs';
 import { dirname } from 'node:path';
-import type { BlockDevice } from '../../devices/block-device.js';
-import { parseDeviceSpec } from '../../devices/open-device.js';
-import { errnoOf } from '../../errors.js';
+import {
+  errnoOf, parseDeviceSpec, SECTOR_SIZE, sectorsToBytes, type BlockDevice,
+} from '../../index.js';
+import type { CliContext } from '../context.js';
 import {
   checkSpec, closeAll, isFileSpec, openForCli, requireInside, sizeBytesOf,
 } from '../devices.js';
@@ -39,11 +40,11 @@ export interface SourceRange {
 
 /** Checks every spec, opens the source read-only and resolves the copy length. */
 export async function openSource(
-  sourceSpec: string, destSpecs: readonly string[], range: SourceRange, opened: BlockDevice[],
+  cli: CliContext, sourceSpec: string, destSpecs: readonly string[], range: SourceRange, opened: BlockDevice[],
 ): Promise<{ device: BlockDevice; countSectors: number }> {
   checkSpec(sourceSpec, false);
   for (const spec of destSpecs) checkSpec(spec, true);
-  const device = await openForCli({ spec: sourceSpec, options: { readOnly: true,
+  const device = await openForCli(cli, { spec: sourceSpec, options: { readOnly: true,
     direct: range.direct } });
   opened.push(device);
   refuseSizelessContent(sourceSpec, device);
@@ -132,7 +133,7 @@ interface DestRegion {
  * and allocating the range in front of it would cost space nobody asked for.
  */
 export async function openDestinations(
-  specs: readonly string[], sector: number, countSectors: number, direct: boolean,
+  cli: CliContext, specs: readonly string[], sector: number, countSectors: number, direct: boolean,
   opened: BlockDevice[], options: DestinationOptions = {},
 ): Promise<BlockDevice[]> {
   const region = { sector, countSectors, direct, sectorFlag: options.sectorFlag ?? '--sector' };
@@ -142,11 +143,11 @@ export async function openDestinations(
   const devices = new Array<BlockDevice | undefined>(specs.length).fill(undefined);
   const growing: GrowingFile[] = [];
   for (const [index, spec] of specs.entries()) {
-    const opening = await openExisting(index, spec, region, growth, opened);
+    const opening = await openExisting(cli, { index, spec, region, growth }, opened);
     if ('device' in opening) devices[index] = opening.device;
     else growing.push(opening);
   }
-  for (const [index, device] of await growFiles(growing, endBytes, region, opened)) {
+  for (const [index, device] of await growFiles(cli, growing, endBytes, region, opened)) {
     devices[index] = device;
   }
   for (const file of growing) {
@@ -180,11 +181,11 @@ function refuseRepeatedDestinations(specs: readonly string[]): void {
 
 /** The byte where the region ends, refused when dmio cannot address it. */
 function regionEndBytes(region: DestRegion): number {
-  const endBytes = (region.sector + region.countSectors) * 512;
+  const endBytes = sectorsToBytes(region.sector + region.countSectors);
   if (!Number.isSafeInteger(endBytes)) {
     throw new UsageError(`${region.sectorFlag} ${region.sector}: the region would end at ` +
       `sector ${region.sector + region.countSectors}, past the ` +
-      `${Math.floor(Number.MAX_SAFE_INTEGER / 512)} sectors dmio can address`);
+      `${Math.floor(Number.MAX_SAFE_INTEGER / SECTOR_SIZE)} sectors dmio can address`);
   }
   return endBytes;
 }
@@ -194,7 +195,10 @@ function regionEndBytes(region: DestRegion): number {
  * it is final, or the image file to create or extend in step 4.
  */
 async function openExisting(
-  index: number, spec: string, region: DestRegion, growth: Growth, opened: BlockDevice[],
+  cli: CliContext,
+  { index, spec, region, growth }: { index: number; spec: string; region: DestRegion;
+    growth: Growth },
+  opened: BlockDevice[],
 ): Promise<{ device: BlockDevice } | GrowingFile> {
   const parsed = parseDeviceSpec(spec);
   if (parsed.kind === 'file' && !existsSync(parsed.path)) {
@@ -204,7 +208,8 @@ async function openExisting(
     return { index, spec, path, oldSizeBytes: null, existing: null };
   }
   // A block device is claimed (O_EXCL): one that is mounted or held is refused here.
-  const device = await openForCli({ spec, options: { direct: region.direct, exclusive: true } });
+  const device = await openForCli(cli, { spec,
+    options: { direct: region.direct, exclusive: true } });
   opened.push(device);
   if (device.readOnly) throw new UsageError(`destination ${spec} is read-only`);
   const end = region.sector + region.countSectors;
@@ -232,7 +237,7 @@ function requireWritableDirectory(spec: string, path: string): void {
  * what it opened, removes the files it created, cuts the ones it extended back, and rethrows.
  */
 async function growFiles(
-  files: readonly GrowingFile[], endBytes: number, region: DestRegion, opened: BlockDevice[],
+  cli: CliContext, files: readonly GrowingFile[], endBytes: number, region: DestRegion, opened: BlockDevice[],
 ): Promise<Array<[number, BlockDevice]>> {
   const grown: Array<[number, BlockDevice]> = [];
   const touched: GrowingFile[] = [];
@@ -240,7 +245,7 @@ async function growFiles(
     for (const file of files) {
       await file.existing?.close();
       touched.push(file);
-      const device = await growFile(file, endBytes, region);
+      const device = await growFile(cli, file, endBytes, region);
       opened.push(device);
       grown.push([file.index, device]);
       requireInside(device, region.sector, region.countSectors, 'destination');
@@ -255,10 +260,10 @@ async function growFiles(
 
 /** Opens one image file with `create`; an EFBIG failure names the flag that put the end there. */
 async function growFile(
-  file: GrowingFile, endBytes: number, region: DestRegion,
+  cli: CliContext, file: GrowingFile, endBytes: number, region: DestRegion,
 ): Promise<BlockDevice> {
   try {
-    return await openForCli({ spec: file.spec,
+    return await openForCli(cli, { spec: file.spec,
       options: { direct: region.direct, create: { sizeBytes: endBytes } } });
   } catch (error) {
     const errno = (error as { cause?: { errno?: unknown } }).cause?.errno;
@@ -285,14 +290,15 @@ function undoGrowth(file: GrowingFile): void {
  */
 function refusePartialTail(spec: string, device: BlockDevice, sector: number): void {
   const sizeBytes = sizeBytesOf(device);
-  const wholeBytes = device.sizeSectors * 512;
+  const wholeBytes = sectorsToBytes(device.sizeSectors);
   if (sizeBytes <= wholeBytes) return;
   const blockBytes = device.limits.logicalBlockBytes;
-  const unit = blockBytes === 512 ? '512-byte sectors' : `${blockBytes}-byte blocks`;
+  const unit = blockBytes === SECTOR_SIZE ? `${SECTOR_SIZE}-byte sectors` :
+    `${blockBytes}-byte blocks`;
   const countSectors = Math.max(0, device.sizeSectors - sector);
   throw new UsageError(`${spec} is ${sizeBytes} bytes, not a whole number of ${unit}: ` +
     `copying to its end would drop its last ${sizeBytes - wholeBytes} bytes. To copy the ` +
-    `whole ${unit} only, give --count ${countSectors} (or --length ${countSectors * 512})`);
+    `whole ${unit} only, give --count ${countSectors} (or --length ${sectorsToBytes(countSectors)})`);
 }
 
 /**

@@ -10,10 +10,11 @@ import { constants, statSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Command } from 'commander';
-import { dmIoClientCreate, dmIoClientDestroy, type DmIoClient } from '../../core/client.js';
-import { dmIo } from '../../core/dm-io.js';
-import type { BlockDevice } from '../../devices/block-device.js';
-import { allocAligned } from '../../memory/aligned.js';
+import {
+  allocAligned, dmIo, dmIoClientCreate, dmIoClientDestroy, SECTOR_SIZE, sectorsToBytes,
+  type BlockDevice, type DmIoClient,
+} from '../../index.js';
+import { tell, type CliContext, type RunCommand } from '../context.js';
 import { checkSpec, closeAll, openForCli, requireInside } from '../devices.js';
 import {
   pathIdentity, refuseTableOutput, sameIdentity, specIdentity, type StorageIdentity,
@@ -25,7 +26,7 @@ import {
 } from '../usage.js';
 
 /** Sectors read per dm-io request (1 MiB). */
-const READ_CHUNK_SECTORS = 2048;
+const READ_CHUNK_SECTORS = (1024 * 1024) / SECTOR_SIZE;
 
 interface ReadFlags extends LengthOptions {
   sector?: string;
@@ -40,7 +41,7 @@ interface ReadOutput {
 }
 
 /** Adds `read` to the program. */
-export function registerRead(program: Command, run: (work: () => Promise<number>) => void): void {
+export function registerRead(program: Command, run: RunCommand): void {
   program.command('read')
     .description('read one region of a device to a file or stdout')
     .argument('<device>', 'device spec')
@@ -50,28 +51,28 @@ export function registerRead(program: Command, run: (work: () => Promise<number>
     .option('--output <FILE>',
       'write here instead of stdout (created or truncated; never the device itself)')
     .option('--direct', 'open the device with O_DIRECT')
-    .action((spec: string, flags: ReadFlags) => run(() => read(spec, flags)));
+    .action((spec: string, flags: ReadFlags) => run((cli) => read(cli, spec, flags)));
 }
 
-async function read(spec: string, flags: ReadFlags): Promise<number> {
+async function read(cli: CliContext, spec: string, flags: ReadFlags): Promise<number> {
   const sector = parseSector(flags.sector ?? '', '--sector');
   const countSectors = parseLengthSectors(flags);
   if (countSectors === null) throw new UsageError('read needs --count or --length');
   checkSpec(spec, false);
   const deviceIdentity = specIdentity(spec);
-  if (flags.output === undefined) checkStdoutForData(spec, deviceIdentity);
+  if (flags.output === undefined) checkStdoutForData(cli, spec, deviceIdentity);
   else checkOutputPath(flags.output, spec, deviceIdentity);
-  const device = await openForCli({
+  const device = await openForCli(cli, {
     spec, options: { readOnly: true, direct: flags.direct === true },
   });
   const client = dmIoClientCreate();
   try {
     requireInside(device, sector, countSectors, 'device');
-    const output = flags.output === undefined ? stdoutOutput() :
+    const output = flags.output === undefined ? stdoutOutput(cli) :
       await openOutputFile(flags.output, spec, deviceIdentity);
     let status: number;
     try {
-      status = await copyRegion({ spec, client, device, sector, countSectors, output });
+      status = await copyRegion(cli, { spec, client, device, sector, countSectors, output });
     } catch (error) {
       await output.close().catch(() => undefined);
       throw error;
@@ -95,18 +96,19 @@ interface RegionCopy {
 }
 
 /** Reads the region chunk by chunk into `output`; exit 1 at the first read error. */
-async function copyRegion(plan: RegionCopy): Promise<number> {
+async function copyRegion(cli: CliContext, plan: RegionCopy): Promise<number> {
   const { device, client, sector, countSectors, output } = plan;
-  const buffer = allocAligned(Math.max(1, Math.min(countSectors, READ_CHUNK_SECTORS)) * 512);
+  const buffer = allocAligned(sectorsToBytes(Math.max(1, Math.min(countSectors,
+    READ_CHUNK_SECTORS))));
   for (let done = 0; done < countSectors; done += READ_CHUNK_SECTORS) {
     const sectors = Math.min(READ_CHUNK_SECTORS, countSectors - done);
     const { errorBits, errors } = await dmIo({ op: 'read', mem: { type: 'kmem', data: buffer },
       client }, [{ device, sector: sector + done, count: sectors }]);
     if (errorBits !== 0n) {
-      process.stderr.write(`dmio: reading ${plan.spec} failed: ${errors[0]?.message ?? 'EIO'}\n`);
+      tell(cli, `dmio: reading ${plan.spec} failed: ${errors[0]?.message ?? 'EIO'}\n`);
       return EXIT_IO_ERROR;
     }
-    await output.write(buffer.subarray(0, sectors * 512));
+    await output.write(buffer.subarray(0, sectorsToBytes(sectors)));
   }
   return EXIT_OK;
 }
@@ -196,6 +198,6 @@ function fileOutput(path: string, handle: FileHandle): ReadOutput {
   };
 }
 
-function stdoutOutput(): ReadOutput {
-  return { write: writeStdout, close: () => Promise.resolve() };
+function stdoutOutput(cli: CliContext): ReadOutput {
+  return { write: (bytes) => writeStdout(cli, bytes), close: () => Promise.resolve() };
 }

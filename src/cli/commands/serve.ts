@@ -5,7 +5,8 @@
 // the URI a client should use (or, with --json, one JSON object holding it) — so scripts can
 // wait for it. SIGINT or SIGTERM stops it: no new connections, requests in flight finish,
 // devices are flushed and closed, exit 0. For each `table:` export it reports the tables'
-// `dmsetup status` lines on stderr at the start, when they change, and on SIGUSR1.
+// `dmsetup status` lines on stderr at the start, when they change, and on SIGUSR1. Streams and
+// signals are the context's.
 
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
@@ -14,6 +15,7 @@ import {
   createNbdServer, TableDevice, watchTableStatus, type BlockDevice, type NbdListenAddress,
   type NbdServerTlsOptions, type TableStatusWatch,
 } from '../../index.js';
+import { tell, type CliContext, type RunCommand } from '../context.js';
 import { checkSpec, closeAll, openForCli } from '../devices.js';
 import { EXIT_IO_ERROR, EXIT_OK, UsageError } from '../usage.js';
 
@@ -35,8 +37,11 @@ interface ServeFlags {
 /** The address used without --socket or --listen: loopback only, the IANA NBD port. */
 const DEFAULT_LISTEN = '127.0.0.1:10809';
 
+/** The longest export name, in bytes: the NBD protocol's limit (NBD_MAX_STRING). */
+const EXPORT_NAME_BYTES_MAX = 4 * 1024;
+
 /** Adds `serve` to the program. */
-export function registerServe(program: Command, run: (work: () => Promise<number>) => void): void {
+export function registerServe(program: Command, run: RunCommand): void {
   program.command('serve')
     .description('serve devices over NBD until SIGINT or SIGTERM')
     .argument('<device>', 'device spec of the default export')
@@ -53,7 +58,7 @@ export function registerServe(program: Command, run: (work: () => Promise<number
     .option('--tls-certificates <DIR>', 'x509: ca-cert.pem, server-cert.pem, server-key.pem')
     .option('--tls-psk <FILE>', 'pre-shared keys, one username:hexkey a line')
     .option('--tls-verify-peer', 'x509: require a client certificate signed by the CA')
-    .action((spec: string, flags: ServeFlags) => run(() => serve(spec, flags)));
+    .action((spec: string, flags: ServeFlags) => run((cli) => serve(cli, spec, flags)));
 }
 
 /** One export to open: its name and device spec. */
@@ -62,7 +67,7 @@ interface ExportPlan {
   readonly spec: string;
 }
 
-async function serve(spec: string, flags: ServeFlags): Promise<number> {
+async function serve(cli: CliContext, spec: string, flags: ServeFlags): Promise<number> {
   const plans = exportPlans(spec, flags);
   const address = listenAddress(flags);
   const connectionsMax = parseCount(flags.maxConnections, '--max-connections', 1, 1024);
@@ -71,7 +76,7 @@ async function serve(spec: string, flags: ServeFlags): Promise<number> {
   const devices: BlockDevice[] = [];
   try {
     for (const plan of plans) {
-      devices.push(await openForCli({ spec: plan.spec, options: serveOpenOptions(flags) }));
+      devices.push(await openForCli(cli, { spec: plan.spec, options: serveOpenOptions(flags) }));
     }
     const server = createNbdServer({
       exports: plans.map((plan, index) => ({
@@ -80,10 +85,10 @@ async function serve(spec: string, flags: ServeFlags): Promise<number> {
       })),
       connectionsMax,
       ...(tls === undefined ? {} : { tls }),
-      log: (message) => process.stderr.write(`dmio serve: ${message}\n`),
+      log: (message) => tell(cli, `dmio serve: ${message}\n`),
     });
-    const watch = watchTables(plans, devices);
-    const stopped = stopOnSignal(() => {
+    const watch = watchTables(cli, plans, devices);
+    const stopped = stopOnSignal(cli, () => {
       watch?.stop();
       return server.close();
     });
@@ -95,7 +100,7 @@ async function serve(spec: string, flags: ServeFlags): Promise<number> {
     }
     const boundPort = 'port' in address ? (listener.address() as { port: number }).port : 0;
     const uri = clientUri(address, boundPort, plans[0]?.name ?? '', server.tlsMode !== 'off');
-    process.stdout.write(flags.json === true ?
+    cli.stdout.stream.write(flags.json === true ?
       `${JSON.stringify({ uri, exports: plans.map((plan) => plan.name), tls: server.tlsMode })}\n` :
       `${uri}\n`);
     return await stopped;
@@ -122,35 +127,36 @@ function serveOpenOptions(flags: ServeFlags): { readOnly: boolean; direct: boole
  * Reports the status of every table export on stderr (at once, on change, on SIGUSR1); null,
  * with no SIGUSR1 handler, when no export is a table.
  */
-function watchTables(plans: readonly ExportPlan[], devices: readonly BlockDevice[]):
-  TableStatusWatch | null {
+function watchTables(
+  cli: CliContext, plans: readonly ExportPlan[], devices: readonly BlockDevice[],
+): TableStatusWatch | null {
   const tables = plans.flatMap((plan, index) => {
     const device = devices[index];
     return device instanceof TableDevice ? [{ label: `export '${plan.name}'`, device }] : [];
   });
   if (tables.length === 0) return null;
-  const watch = watchTableStatus(tables, (line) => process.stderr.write(`dmio serve: status ${line}\n`));
+  const watch = watchTableStatus(tables, (line) => tell(cli, `dmio serve: status ${line}\n`));
   const onUsr1 = (): void => watch.report();
-  process.on('SIGUSR1', onUsr1);
+  cli.signals.on('SIGUSR1', onUsr1);
   return { report: watch.report, stop: () => {
-    process.off('SIGUSR1', onUsr1);
+    cli.signals.off('SIGUSR1', onUsr1);
     watch.stop();
   } };
 }
 
 /** Resolves with the exit status once a signal arrived and `close` finished. */
-function stopOnSignal(close: () => Promise<void>): Promise<number> {
+function stopOnSignal(cli: CliContext, close: () => Promise<void>): Promise<number> {
   return new Promise((resolve) => {
     const onSignal = (): void => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      cli.signals.off('SIGINT', onSignal);
+      cli.signals.off('SIGTERM', onSignal);
       close().then(() => resolve(EXIT_OK), (error: unknown) => {
-        process.stderr.write(`dmio serve: ${(error as Error).message}\n`);
+        tell(cli, `dmio serve: ${(error as Error).message}\n`);
         resolve(EXIT_IO_ERROR);
       });
     };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+    cli.signals.on('SIGINT', onSignal);
+    cli.signals.on('SIGTERM', onSignal);
   });
 }
 
@@ -164,7 +170,9 @@ function exportPlans(spec: string, flags: ServeFlags): ExportPlan[] {
   const names = new Set<string>();
   for (const plan of plans) {
     if (names.has(plan.name)) throw new UsageError(`export name '${plan.name}' is given twice`);
-    if (Buffer.byteLength(plan.name) > 4096) throw new UsageError('export names are at most 4096 bytes');
+    if (Buffer.byteLength(plan.name) > EXPORT_NAME_BYTES_MAX) {
+      throw new UsageError(`export names are at most ${EXPORT_NAME_BYTES_MAX} bytes`);
+    }
     names.add(plan.name);
   }
   return plans;

@@ -8,17 +8,18 @@
 // destination, or the 1 GiB cap. A device that fails is dropped from later chunks; the outcome
 // lists every device with the bytes it got, and only a device that got every chunk is ok.
 // Then every device written to is flushed (unless --no-flush) before the outcome is told.
+// Stdin is the context's: read by descriptor when it has one, else as a stream.
 
 import { existsSync, fstatSync, read as fsRead } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
+import type { Readable } from 'node:stream';
 import type { Command } from 'commander';
-import { dmIoClientCreate, dmIoClientDestroy, type DmIoClient } from '../../core/client.js';
-import { DM_IO_MAX_REGIONS } from '../../constants.js';
-import { dmIo } from '../../core/dm-io.js';
-import type { BlockDevice } from '../../devices/block-device.js';
-import { parseDeviceSpec } from '../../open/open-device.js';
-import { allocAligned } from '../../memory/aligned.js';
+import {
+  allocAligned, DM_IO_MAX_REGIONS, dmIo, dmIoClientCreate, dmIoClientDestroy, parseDeviceSpec,
+  SECTOR_SIZE, sectorsToBytes, type BlockDevice, type DmIoClient,
+} from '../../index.js';
+import type { CliContext, RunCommand } from '../context.js';
 import { checkSpec, closeAll, openForCli, requireInside } from '../devices.js';
 import { flushDevices, flushErrorBits, withFlushErrors } from '../flush.js';
 import { printReport, type DestinationReport } from '../report.js';
@@ -42,7 +43,7 @@ interface WriteFlags {
 }
 
 /** Adds `write` to the program. */
-export function registerWrite(program: Command, run: (work: () => Promise<number>) => void): void {
+export function registerWrite(program: Command, run: RunCommand): void {
   program.command('write')
     .description('write the input to the same sector of every device, one dm-io request ' +
       'per 1 MiB')
@@ -54,23 +55,24 @@ export function registerWrite(program: Command, run: (work: () => Promise<number
     .option('--direct', 'open files and block devices with O_DIRECT')
     .option('--no-flush', 'report success without flushing the devices first')
     .option('--json', 'print one JSON object with the outcome')
-    .action((specs: string[], flags: WriteFlags) => run(() => write(specs, flags)));
+    .action((specs: string[], flags: WriteFlags) => run((cli) => write(cli, specs, flags)));
 }
 
-async function write(specs: string[], flags: WriteFlags): Promise<number> {
+async function write(cli: CliContext, specs: string[], flags: WriteFlags): Promise<number> {
   if (specs.length > DM_IO_MAX_REGIONS) {
     throw new UsageError(`${specs.length} devices; at most ${DM_IO_MAX_REGIONS}`);
   }
   const sector = parseSector(flags.sector ?? '', '--sector');
   for (const spec of specs) checkSpec(spec, true);
-  const input = await openInput(flags.input);
+  const input = await openInput(cli, flags.input);
   const opened: BlockDevice[] = [];
   const client = dmIoClientCreate();
   try {
     const direct = flags.direct === true;
-    const chunks = await prepareInput(input, specs, sector, direct);
+    const chunks = await prepareInput(cli, input, specs, sector, direct);
     // Existing destinations must hold the region; missing image files are created.
-    const devices = await openDestinations(specs, sector, chunks.sizeBytes / 512, direct,
+    const devices = await openDestinations(cli, specs, sector, chunks.sizeBytes / SECTOR_SIZE,
+      direct,
       opened, { growth: 'create-only' });
     const startMs = performance.now();
     const outcome = await writeChunks({ chunks, devices, sector, client, fua: flags.fua === true });
@@ -82,7 +84,7 @@ async function write(specs: string[], flags: WriteFlags): Promise<number> {
       destinations = withFlushErrors(destinations, flushErrors);
       errorBits |= flushErrorBits(flushErrors);
     }
-    return printReport({
+    return printReport(cli, {
       readError: outcome.inputError !== null, writeErrorBits: errorBits, destinations,
       bytes: chunks.sizeBytes, seconds: (performance.now() - startMs) / 1000,
       flushed: flags.flush,
@@ -101,7 +103,9 @@ async function write(specs: string[], flags: WriteFlags): Promise<number> {
 interface Input {
   /** `stdin` or the --input path. */
   readonly name: string;
-  readonly fd: number;
+  /** One read of up to `length` bytes at `position` (null: the next bytes of a stream). */
+  read(buffer: Uint8Array, offset: number, length: number, position: number | null):
+    Promise<number>;
   /**
    * The size of a regular file, or null for a stream (stdin, a pipe, a character device, a
    * file whose size is 0).
@@ -132,9 +136,12 @@ interface Room {
 class InputReadError extends Error {}
 
 /** Opens --input (a missing file or a directory is bad usage), or takes stdin. */
-async function openInput(path: string | undefined): Promise<Input> {
+async function openInput(cli: CliContext, path: string | undefined): Promise<Input> {
   if (path === undefined) {
-    return { name: 'stdin', fd: 0, regularSizeBytes: null,
+    const stdinFd = cli.stdinFd;
+    return { name: 'stdin', regularSizeBytes: null,
+      read: stdinFd === null ? streamReader(cli.stdin) :
+        (buffer, offset, length, position) => readSome(stdinFd, buffer, offset, length, position),
       close: () => Promise.resolve() };
   }
   let handle: FileHandle;
@@ -148,7 +155,9 @@ async function openInput(path: string | undefined): Promise<Input> {
     await handle.close();
     throw new UsageError(`--input ${path} is a directory`);
   }
-  return { name: path, fd: handle.fd,
+  return { name: path,
+    read: (buffer, offset, length, position) =>
+      readSome(handle.fd, buffer, offset, length, position),
     // A file that says it holds nothing may still give bytes (/proc): read it as a stream.
     regularSizeBytes: stats.isFile() && stats.size > 0 ? stats.size : null,
     close: () => handle.close() };
@@ -162,7 +171,7 @@ async function openInput(path: string | undefined): Promise<Input> {
  * chunk goes back where it was read from.) A stream is read whole, bounded by the room of the
  * existing destinations.
  */
-async function prepareInput(input: Input, specs: readonly string[], sector: number,
+async function prepareInput(cli: CliContext, input: Input, specs: readonly string[], sector: number,
   direct: boolean): Promise<InputChunks> {
   const sizeBytes = input.regularSizeBytes;
   if (sizeBytes !== null) {
@@ -173,7 +182,7 @@ async function prepareInput(input: Input, specs: readonly string[], sector: numb
     checkWholeSectors(sizeBytes);
     return { sizeBytes, chunks: () => fileChunks(input, sizeBytes) };
   }
-  const room = await probeRoom(specs, sector, direct);
+  const room = await probeRoom(cli, specs, sector, direct);
   const buffered = await bufferStream(input, room).catch((error: unknown) => {
     if (!(error instanceof InputReadError)) throw error;
     throw new Error(`reading ${input.name} failed: ${error.message}; nothing was written`);
@@ -184,9 +193,9 @@ async function prepareInput(input: Input, specs: readonly string[], sector: numb
 }
 
 function checkWholeSectors(sizeBytes: number): void {
-  if (sizeBytes === 0 || sizeBytes % 512 !== 0) {
+  if (sizeBytes === 0 || sizeBytes % SECTOR_SIZE !== 0) {
     throw new UsageError(`the input is ${sizeBytes} bytes; ` +
-      'it must be a positive multiple of 512');
+      `it must be a positive multiple of ${SECTOR_SIZE}`);
   }
 }
 
@@ -249,7 +258,7 @@ async function readInput(input: Input, buffer: Uint8Array, offset: number, lengt
   position: number | null): Promise<number> {
   for (;;) {
     try {
-      return await readSome(input.fd, buffer, offset, length, position);
+      return await input.read(buffer, offset, length, position);
     } catch (error) {
       // stdin may be a non-blocking pipe shared with the shell: wait for data.
       if ((error as NodeJS.ErrnoException).code === 'EAGAIN') {
@@ -259,6 +268,27 @@ async function readInput(input: Input, buffer: Uint8Array, offset: number, lengt
       throw new InputReadError((error as Error).message);
     }
   }
+}
+
+/**
+ * Reads a stream (a test's stdin) as `Input.read` does a descriptor: each call takes up to
+ * `length` bytes of what the stream gave, 0 at its end. Bytes beyond a call wait for the next.
+ */
+function streamReader(stream: Readable): Input['read'] {
+  const chunks = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
+  let pending: Buffer = Buffer.alloc(0);
+  let ended = false;
+  return async (buffer, offset, length) => {
+    while (pending.length === 0 && !ended) {
+      const next = await chunks.next();
+      if (next.done === true) ended = true;
+      else pending = Buffer.from(next.value);
+    }
+    const taken = Math.min(length, pending.length);
+    buffer.set(pending.subarray(0, taken), offset);
+    pending = pending.subarray(taken);
+    return taken;
+  };
 }
 
 function readSome(fd: number, buffer: Uint8Array, offset: number, length: number,
@@ -284,15 +314,15 @@ function isMissingFile(spec: string): boolean {
  * size (the sector must be inside it), then closed; the smallest room from `sector`, or the
  * cap, bounds the input. The devices are opened for writing only once the input is known.
  */
-async function probeRoom(specs: readonly string[], sector: number,
+async function probeRoom(cli: CliContext, specs: readonly string[], sector: number,
   direct: boolean): Promise<Room> {
   let room: Room = { bytes: WRITE_INPUT_BYTES_MAX, limitedBy: null, fromSector: sector };
   for (const spec of specs) {
     if (isMissingFile(spec)) continue;
-    const device = await openForCli({ spec, options: { readOnly: true, direct } });
+    const device = await openForCli(cli, { spec, options: { readOnly: true, direct } });
     try {
       requireInside(device, sector, 0, 'destination');
-      const bytes = (device.sizeSectors - sector) * 512;
+      const bytes = sectorsToBytes(device.sizeSectors - sector);
       if (bytes < room.bytes) room = { bytes, limitedBy: spec, fromSector: sector };
     } finally {
       await closeAll([device]);
@@ -345,7 +375,7 @@ async function writeChunks(plan: WritePlan): Promise<WriteOutcome> {
         op: 'write', mem: { type: 'vm', data: chunk }, client: plan.client,
         flags: { fua: plan.fua },
       }, live.map((index) => ({ device: devicesAt(plan.devices, index),
-        sector: plan.sector + offsetBytes / 512, count: chunk.length / 512 })));
+        sector: plan.sector + offsetBytes / SECTOR_SIZE, count: chunk.length / SECTOR_SIZE })));
       for (const [region, index] of live.entries()) {
         if (((result.errorBits >> BigInt(region)) & 1n) === 1n) {
           errors[index] = result.errors[region]?.message ?? 'EIO';

@@ -3,11 +3,11 @@
 // region runs to the end of the smallest destination; missing image files need a length.
 
 import type { Command } from 'commander';
-import type { BlockDevice } from '../../devices/block-device.js';
-import { DM_KCOPYD_MAX_REGIONS } from '../../kcopyd/constants.js';
-import { dmKcopydClientCreate, dmKcopydClientDestroy } from '../../kcopyd/kcopyd.js';
-import type { KcopydResult } from '../../kcopyd/job.js';
-import { dmKcopydZero } from '../../kcopyd/submit.js';
+import {
+  DM_KCOPYD_MAX_REGIONS, dmKcopydClientCreate, dmKcopydClientDestroy, dmKcopydZero,
+  sectorsToBytes, type BlockDevice, type KcopydResult,
+} from '../../index.js';
+import type { CliContext, RunCommand } from '../context.js';
 import { checkSpec, closeAll, openForCli } from '../devices.js';
 import { createProgress, finalStates, parseProgressMode } from '../progress.js';
 import { watchInterrupts } from '../interrupt.js';
@@ -24,7 +24,7 @@ interface ZeroFlags extends LengthOptions {
 }
 
 /** Adds `zero` to the program. */
-export function registerZero(program: Command, run: (work: () => Promise<number>) => void): void {
+export function registerZero(program: Command, run: RunCommand): void {
   program.command('zero')
     .description('write zeros to one region of up to 8 destinations with kcopyd')
     .argument('<dest...>', `1 to ${DM_KCOPYD_MAX_REGIONS} device specs`)
@@ -37,10 +37,10 @@ export function registerZero(program: Command, run: (work: () => Promise<number>
     .option('--progress <MODE>',
       'FD: write N/100 lines to that descriptor; json: JSON lines on stderr')
     .option('--no-progress', 'no progress bar even on a terminal')
-    .action((dests: string[], flags: ZeroFlags) => run(() => zero(dests, flags)));
+    .action((dests: string[], flags: ZeroFlags) => run((cli) => zero(cli, dests, flags)));
 }
 
-async function zero(specs: string[], flags: ZeroFlags): Promise<number> {
+async function zero(cli: CliContext, specs: string[], flags: ZeroFlags): Promise<number> {
   if (specs.length > DM_KCOPYD_MAX_REGIONS) {
     throw new UsageError(`${specs.length} destinations; at most ${DM_KCOPYD_MAX_REGIONS}`);
   }
@@ -50,14 +50,15 @@ async function zero(specs: string[], flags: ZeroFlags): Promise<number> {
   for (const spec of specs) checkSpec(spec, lengthSectors !== null);
   const opened: BlockDevice[] = [];
   try {
-    const countSectors = lengthSectors ?? await smallestRemaining(specs, sector, opened);
+    const countSectors = lengthSectors ?? await smallestRemaining(cli, specs, sector, opened);
+    const totalBytes = sectorsToBytes(countSectors);
     // Zeroing never grows an existing destination: a region past its end is bad usage.
-    const dests = await openDestinations(specs, sector, countSectors, false, opened,
+    const dests = await openDestinations(cli, specs, sector, countSectors, false, opened,
       { growth: 'create-only' });
-    const progress = await createProgress(countSectors * 512, progressMode, 'zero', specs);
+    const progress = await createProgress(cli, totalBytes, progressMode, 'zero', specs);
     const kc = dmKcopydClientCreate();
     const startMs = performance.now();
-    const interrupts = watchInterrupts();
+    const interrupts = watchInterrupts(cli);
     let result: KcopydResult;
     try {
       const regions = dests.map((device) => ({ device, sector, count: countSectors }));
@@ -76,10 +77,10 @@ async function zero(specs: string[], flags: ZeroFlags): Promise<number> {
       await dmKcopydClientDestroy(kc);
       interrupts.dispose();
     }
-    const destinations = kcopydDestinations(specs, result, countSectors * 512);
+    const destinations = kcopydDestinations(specs, result, totalBytes);
     progress.stop(finalStates(destinations));
-    const status = printReport({ readError: false, writeErrorBits: result.writeErr,
-      destinations, bytes: countSectors * 512, seconds: (performance.now() - startMs) / 1000,
+    const status = printReport(cli, { readError: false, writeErrorBits: result.writeErr,
+      destinations, bytes: totalBytes, seconds: (performance.now() - startMs) / 1000,
       flushed: flags.flush, interrupted: interrupts.received }, flags.json === true,
     { verb: 'zeroed' });
     return interrupts.exitStatus() ?? status;
@@ -90,11 +91,11 @@ async function zero(specs: string[], flags: ZeroFlags): Promise<number> {
 
 /** Sectors from `sector` to the end of the smallest destination, probing each read-only. */
 async function smallestRemaining(
-  specs: readonly string[], sector: number, opened: BlockDevice[],
+  cli: CliContext, specs: readonly string[], sector: number, opened: BlockDevice[],
 ): Promise<number> {
   let smallest = Number.MAX_SAFE_INTEGER;
   for (const spec of specs) {
-    const device = await openForCli({ spec, options: { readOnly: true } });
+    const device = await openForCli(cli, { spec, options: { readOnly: true } });
     opened.push(device);
     smallest = Math.min(smallest, device.sizeSectors);
     await device.close();
