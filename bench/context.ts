@@ -6,7 +6,7 @@ import type { PeerReport } from './peers.js';
 import type { Recorder } from './recorder.js';
 import type { Resources } from './resources.js';
 
-/** How to run `dmio`: the argv prefix (`bin/dmio.cjs`, executed), or why there is none. */
+/** How to run `dmio`: the argv prefix (`bin/dmio.js`, executed), or why there is none. */
 export type DmioCli = { readonly argv: readonly string[] } | { readonly missing: string };
 
 /** Shared by all workloads of one run. */

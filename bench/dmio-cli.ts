@@ -1,9 +1,8 @@
 // Owns building dist/ and finding the `dmio` CLI. Workers and the CLI run the compiled dist/
 // (as a user runs it), never src/ through tsx, whose loader would add time and resident memory
-// to every figure; `buildDist` builds it (library, CLI bundle and code cache) before any
-// workload, and `locateDmioCli` checks that `dmio copy --help` works, saying what is missing
-// if not. The CLI is executed as a user's shell executes it (bin/dmio.cjs itself, through its
-// `#!` line), not as `node bin/dmio.cjs`, which would skip the launcher's shell lines.
+// to every figure; `buildDist` builds it (tsc, as `npm run build`) before any workload, and
+// `locateDmioCli` checks that `dmio copy --help` works, saying what is missing if not. The CLI
+// is executed as a user's shell executes it (bin/dmio.js itself, through its `#!` line).
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -11,28 +10,23 @@ import type { DmioCli } from './context.js';
 import { REPO_ROOT, runCommand } from './proc.js';
 
 /**
- * Builds dist/ as `npm run build` does: the library (tsc), then the CLI's bundle and its code
- * cache (scripts/build-cli.mjs), so neither the workers nor the CLI run a stale build. Returns
- * null on success, else what went wrong.
+ * Builds dist/ as `npm run build` does (tsc), so neither the workers nor the CLI run a stale
+ * build. Returns null on success, else what went wrong.
  */
 export async function buildDist(log: (line: string) => void): Promise<string | null> {
-  log('building dist/ (tsc, then the CLI bundle): the bench measures the compiled library');
+  log('building dist/ (tsc): the bench measures the compiled library and CLI');
   const tsc = path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
-  const steps: ReadonlyArray<readonly string[]> = [[tsc, '-p', 'tsconfig.build.json'],
-    [path.join(REPO_ROOT, 'scripts', 'build-cli.mjs')]];
-  for (const args of steps) {
-    const build = await runCommand(process.execPath, [...args]);
-    if (build.exitCode !== 0) {
-      return `building dist/ failed: ${(build.stdout + build.stderr).trim().slice(0, 300)}`;
-    }
+  const build = await runCommand(process.execPath, [tsc, '-p', 'tsconfig.build.json']);
+  if (build.exitCode !== 0) {
+    return `building dist/ failed: ${(build.stdout + build.stderr).trim().slice(0, 300)}`;
   }
   return null;
 }
 
 /** Returns how to run the built `dmio`, or why it cannot run (dist/ is built by the caller). */
 export async function locateDmioCli(): Promise<DmioCli> {
-  const bin = path.join(REPO_ROOT, 'bin', 'dmio.cjs');
-  if (!fs.existsSync(bin)) return { missing: 'the dmio CLI is not merged yet (no bin/dmio.cjs)' };
+  const bin = path.join(REPO_ROOT, 'bin', 'dmio.js');
+  if (!fs.existsSync(bin)) return { missing: 'the dmio CLI is not built (no bin/dmio.js)' };
   const argv = [bin];
   const probe = await runCommand(bin, ['copy', '--help']);
   if (probe.exitCode !== 0) {

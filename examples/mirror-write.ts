@@ -4,9 +4,9 @@
 
 import { mkdir } from 'node:fs/promises';
 import {
-  createFaultDevice, dmIo, dmIoClientCreate, dmIoClientDestroy, failedRegions, openDevice,
-  type BlockDevice,
+  dmIo, dmIoClientCreate, dmIoClientDestroy, failedRegions, openDevice, type BlockDevice,
 } from '../src/index.js';
+import { createFaultDevice } from '../src/testing.js';
 
 const IMAGE_BYTES = 16 * 1024 * 1024;
 const directory = process.argv[2] ?? 'dmio-example';

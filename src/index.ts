@@ -18,6 +18,7 @@ export { parseSize } from './size.js';
 export {
   ERROR_CODES, DmIoError, InvalidArgTypeError, OutOfRangeError, InvalidRequestError, IoError,
   NotSupportedError, StateError, OpenError, NbdError, AbortedError, TableError, isDmIoError,
+  errnoOf,
 } from './errors.js';
 export type { ErrorCode, IoErrorDetails } from './errors.js';
 
@@ -94,7 +95,7 @@ export type { NbdServerTlsOptions, NbdServerCertificates } from './server/tls.js
 
 export { openTable } from './open/open-table-text.js';
 export type { OpenTableTextOptions } from './open/open-table-text.js';
-export { openTableFile, openTableText } from './stacks/open-table.js';
+export { openTableFile, openTableText, readTableDeviceArgs } from './stacks/open-table.js';
 export type { OpenTableOptions, DeviceOpener } from './stacks/open-table.js';
 export { TableDevice } from './stacks/table-device.js';
 export { MirrorTarget } from './stacks/mirror-target.js';

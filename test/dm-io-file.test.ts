@@ -9,9 +9,10 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import {
-  allocAligned, createFaultDevice, dmIo, dmIoBlocking, dmIoClientCreate, dmIoClientDestroy,
-  openDevice, openFileDevice, type DmIoMemory, type DmIoRegion, type FileDevice,
+  allocAligned, dmIo, dmIoBlocking, dmIoClientCreate, dmIoClientDestroy, openDevice,
+  openFileDevice, type DmIoMemory, type DmIoRegion, type FileDevice,
 } from '../src/index.js';
+import { createFaultDevice } from '../src/testing.js';
 import { pattern } from './helpers/devices.js';
 import { bvecs, fillLogical, pageList, readLogical } from './helpers/memory.js';
 import { tempDir } from './helpers/tmp.js';

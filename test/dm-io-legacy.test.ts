@@ -4,10 +4,10 @@
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { READ, WRITE, type Bvec, type DmIoRegion } from '../src/index.js';
 import {
   dmIoAsync, dmIoAsyncBvec, dmIoAsyncVm, dmIoGet, dmIoPut, dmIoSync, dmIoSyncBvec, dmIoSyncVm,
-  READ, WRITE, type Bvec, type DmIoRegion,
-} from '../src/index.js';
+} from '../src/legacy.js';
 import { CountingDevice, faultyRam, pattern, peek, sleep, thrown } from './helpers/devices.js';
 import { bvecs, fillLogical, pageList, readLogical } from './helpers/memory.js';
 

@@ -6,9 +6,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
-  BIO_MAX_VECS, createFaultDevice, createRamDevice, dmIo, dmIoBlocking, IOPRIO_DEFAULT,
-  NotSupportedError, type DmIoRegion, type FaultDevice, type TraceEntry,
+  BIO_MAX_VECS, createRamDevice, dmIo, dmIoBlocking, IOPRIO_DEFAULT, NotSupportedError,
+  type DmIoRegion,
 } from '../src/index.js';
+import { createFaultDevice, type FaultDevice, type TraceEntry } from '../src/testing.js';
 import { faultyRam, pattern, peek, poke, smallClient } from './helpers/devices.js';
 import { bvecs, fillLogical, pageList } from './helpers/memory.js';
 

@@ -6,10 +6,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
-  createFaultDevice, createRamDevice, createRandomDevice, createZeroDevice, DM_IO_MAX_REGIONS, dmIo, dmIoBlocking,
+  createRamDevice, createRandomDevice, createZeroDevice, DM_IO_MAX_REGIONS, dmIo, dmIoBlocking,
   dmIoClientCreate, dmIoClientDestroy, failedRegions, IoError, openDevice, type BlockDevice,
   type DmIoRegion, type DmIoRequest,
 } from '../src/index.js';
+import { createFaultDevice } from '../src/testing.js';
 import { faultyRam, pattern, peek, smallClient, sleep, thrown } from './helpers/devices.js';
 
 const client = smallClient();

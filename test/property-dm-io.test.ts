@@ -14,10 +14,13 @@ import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import {
-  createFaultDevice, createRamDevice, dmIo, dmIoBlocking, dmIoClientCreate, dmIoClientDestroy,
-  IoError, openFileDevice, SECTOR_SIZE, type BlockDevice, type DeviceOp, type DmIoMemory, type DmIoRegion, type DmIoRequest,
-  type DmIoResult, type FaultDevice, type FaultOp, type FaultRange,
+  createRamDevice, dmIo, dmIoBlocking, dmIoClientCreate, dmIoClientDestroy, IoError,
+  openFileDevice, SECTOR_SIZE, type BlockDevice, type DeviceOp, type DmIoMemory, type DmIoRegion,
+  type DmIoRequest, type DmIoResult,
 } from '../src/index.js';
+import {
+  createFaultDevice, type FaultDevice, type FaultOp, type FaultRange,
+} from '../src/testing.js';
 import { DirectDevice, pattern, peek } from './helpers/devices.js';
 import { tempDir } from './helpers/tmp.js';
 import { attachLoop, detachLoop, requireLoopOrSkip } from './helpers/loop.js';

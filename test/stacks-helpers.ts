@@ -3,9 +3,10 @@
 // device so a test can fail a leg or a cache mid-run.
 
 import {
-  createFaultDevice, createRamDevice, type BlockDevice, type DeviceDone, type DeviceRequest,
-  type FaultDevice, type IoError, type RamDevice,
+  createRamDevice, type BlockDevice, type DeviceDone, type DeviceRequest, type IoError,
+  type RamDevice,
 } from '../src/index.js';
+import { createFaultDevice, type FaultDevice } from '../src/testing.js';
 
 /** A device the table may close without losing the RAM device behind it (a "disk"). */
 export class KeptDevice implements BlockDevice {

@@ -9,10 +9,11 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import {
-  createFaultDevice, createRamDevice, dmIo, dmIoClientCreate, dmIoClientDestroy,
-  formatTableReport, isDmIoError, openDevice, openTable, openTableFile, openTableText,
-  parseDeviceSpec, TableError, type BlockDevice, type FaultDevice, type RamDevice,
+  createRamDevice, dmIo, dmIoClientCreate, dmIoClientDestroy, formatTableReport, isDmIoError,
+  openDevice, openTable, openTableFile, openTableText, parseDeviceSpec, TableError,
+  type BlockDevice, type RamDevice,
 } from '../src/index.js';
+import { createFaultDevice, type FaultDevice } from '../src/testing.js';
 import { stripeLocation } from '../src/stacks/striped-target.js';
 import { parseTableText, splitArgs } from '../src/stacks/table-text.js';
 import { peek, poke } from './helpers/devices.js';

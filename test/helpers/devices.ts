@@ -4,10 +4,10 @@
 // aligned memory like O_DIRECT, a device that counts requests in flight.
 
 import {
-  createFaultDevice, createRamDevice, dmIoClientCreate, type BlockDevice, type DeviceDone,
-  type DeviceLimits, type DeviceRequest, type DmIoClient, type FaultDevice,
-  type FaultDeviceOptions, type IoError, type RamDevice,
+  createRamDevice, dmIoClientCreate, type BlockDevice, type DeviceDone, type DeviceLimits,
+  type DeviceRequest, type DmIoClient, type IoError, type RamDevice,
 } from '../../src/index.js';
+import { createFaultDevice, type FaultDevice, type FaultDeviceOptions } from '../../src/testing.js';
 import { isAlignedView } from '../../src/memory/aligned.js';
 import { requestError } from '../../src/devices/request-error.js';
 

@@ -7,9 +7,9 @@
 // the request, every byte a read leaves in caller memory, and the error bitset.
 
 import {
-  BIO_MAX_VECS, IOPRIO_DEFAULT, PAGE_SIZE, SECTOR_SIZE, type DeviceOp, type FaultOp,
-  type FaultRange, type RequestFlags, type TraceEntry,
+  BIO_MAX_VECS, IOPRIO_DEFAULT, PAGE_SIZE, SECTOR_SIZE, type DeviceOp, type RequestFlags,
 } from '../../src/index.js';
+import { type FaultOp, type FaultRange, type TraceEntry } from '../../src/testing.js';
 
 /** What the model knows about one device. */
 export interface ModelDevice {
