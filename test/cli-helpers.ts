@@ -9,7 +9,9 @@ import { fileURLToPath } from 'node:url';
 import { createRandomDevice } from '../src/devices/pattern-devices.js';
 
 /** The binary under test. */
-export const DMIO_BIN = fileURLToPath(new URL('../bin/dmio.cjs', import.meta.url));
+export const DMIO_BIN = fileURLToPath(new URL(`../${(JSON.parse(readFileSync(
+  new URL('../package.json', import.meta.url), 'utf8')) as { bin: { dmio: string } }).bin.dmio}`,
+import.meta.url));
 
 /** What a run of the binary produced. */
 export interface CliRun {

@@ -4,27 +4,13 @@
 // write, info and --help on every command.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import {
-  closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, statSync, symlinkSync,
-  writeFileSync, writeSync,
+  closeSync, existsSync, openSync, readFileSync, statSync, writeFileSync, writeSync,
 } from 'node:fs';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { tempDir } from './helpers/tmp.js';
-import { DMIO_BIN, fileHash, jsonOf, randomHash, runDmio } from './cli-helpers.js';
-
-/** The built CLI and its code cache (npm run build). */
-const BUNDLE = fileURLToPath(new URL('../dist/cli/dmio.cjs', import.meta.url));
-const CODE_CACHE = fileURLToPath(new URL('../dist/cli/dmio.cache', import.meta.url));
-/** The launcher's names for a bundle build (what scripts/build-cli.mjs writes and checks). */
-const launcher = createRequire(import.meta.url)('../bin/dmio.cjs') as {
-  bundleId(code: Buffer): string | undefined;
-  markBundle(text: string): string;
-  ID_PREFIX: string;
-};
+import { fileHash, jsonOf, randomHash, runDmio } from './cli-helpers.js';
 
 const MIB = 1024 * 1024;
 
@@ -293,90 +279,6 @@ describe('dmio zero, read, write, info, --help', () => {
     const run = await runDmio([]);
     assert.equal(run.status, 2);
     assert.equal(existsSync('n.img'), false);
-  });
-});
-
-describe('the built CLI', () => {
-  it('dist/cli/dmio.cjs (what users run) copies byte-exact, verifies, with its code cache',
-    async (t) => {
-      if (!existsSync(BUNDLE)) {
-        // `npm test` builds first; only a run that skipped the build gets here.
-        if (process.env.CI === 'true') assert.fail('CI must test the built CLI: dist/cli/dmio.cjs');
-        t.skip('dist/cli/dmio.cjs is not built (npm run build)');
-        return;
-      }
-      const dir = await tempDir(t);
-      const images = ['a.img', 'b.img'].map((name) => join(dir, name));
-      const run = await runDmio(['copy', 'random:3M,seed=4', ...images, '--verify', '--json'],
-        { env: { DMIO_CLI_FROM_SOURCE: '0', DMIO_CLI_CODE_CACHE: 'report' } });
-      assert.equal(run.status, 0, run.stderr);
-      assert.match(run.stderr, /code cache used/, 'the build made a cache V8 accepts');
-      assert.equal(jsonOf(run).writeErrorBits, '0x0');
-      const expected = randomHash(4, 3 * 1024 * 1024, 0, 3 * 1024 * 1024);
-      for (const image of images) assert.equal(fileHash(image), expected, image);
-    });
-
-  it('never runs a code cache made from another build of the bundle, even one of the same length',
-    async (t) => {
-      if (!existsSync(BUNDLE) || !existsSync(CODE_CACHE)) {
-        if (process.env.CI === 'true') assert.fail('CI must test the built CLI: dist/cli/dmio.*');
-        t.skip('dist/cli/dmio.cjs is not built (npm run build)');
-        return;
-      }
-      const built = readFileSync(BUNDLE);
-      const id = launcher.bundleId(built);
-      assert.ok(id !== undefined, 'the build names the bundle on its last line');
-      assert.equal(readFileSync(CODE_CACHE).toString('latin1', 0, id.length), id,
-        'the cache starts with the name of the bundle it was made from');
-      // A copy of the package with the bundle rebuilt from a source that differs in one word
-      // of the help text, same length: V8 checks only the length, so it would run the cached
-      // (old) code and print the old word.
-      const dir = await tempDir(t);
-      mkdirSync(join(dir, 'bin'));
-      mkdirSync(join(dir, 'dist', 'cli'), { recursive: true });
-      copyFileSync(DMIO_BIN, join(dir, 'bin', 'dmio.cjs'));
-      copyFileSync(fileURLToPath(new URL('../package.json', import.meta.url)),
-        join(dir, 'package.json'));
-      symlinkSync(fileURLToPath(new URL('../node_modules', import.meta.url)),
-        join(dir, 'node_modules'));
-      copyFileSync(CODE_CACHE, join(dir, 'dist', 'cli', 'dmio.cache'));
-      const text = built.toString('utf8');
-      const unnamed = text.slice(0, text.lastIndexOf(launcher.ID_PREFIX));
-      const changed = launcher.markBundle(unnamed.replace('kcopyd for files', 'kcopyd for FILES'));
-      assert.equal(changed.length, text.length);
-      assert.notEqual(launcher.bundleId(Buffer.from(changed)), id);
-      const run = (bundleText: string) => {
-        writeFileSync(join(dir, 'dist', 'cli', 'dmio.cjs'), bundleText);
-        return spawnSync(process.execPath, [join(dir, 'bin', 'dmio.cjs'), '--help'], {
-          encoding: 'utf8',
-          env: { ...process.env, DMIO_CLI_FROM_SOURCE: '0', DMIO_CLI_CODE_CACHE: 'report' },
-        });
-      };
-      const rebuilt = run(changed);
-      assert.equal(rebuilt.status, 0, rebuilt.stderr);
-      assert.match(rebuilt.stderr, /code cache not used/);
-      assert.match(rebuilt.stdout, /kcopyd for FILES/, 'the bundle on disk ran, not the cache');
-      // The same copy with the original bundle does use the cache: the refusal above was the
-      // name's doing, not the copy's.
-      const original = run(text);
-      assert.equal(original.status, 0, original.stderr);
-      assert.match(original.stderr, /code cache used/);
-      assert.match(original.stdout, /kcopyd for files/);
-    });
-
-  it('executed as a program, starts Node without NODE_EXTRA_CA_CERTS and copies', async (t) => {
-    const dir = await tempDir(t);
-    const image = join(dir, 'a.img');
-    // Node warns at start-up when it cannot load the extra certificates: the warning shows
-    // whether the variable reached Node.
-    const env = { NODE_EXTRA_CA_CERTS: join(dir, 'no-such-certificates.pem') };
-    const throughNode = await runDmio(['--version'], { env });
-    assert.match(throughNode.stderr, /extra certs/, 'node bin/dmio.cjs keeps the variable');
-    const run = await runDmio(['copy', 'random:1M,seed=5', image, '--json'],
-      { env, executed: true });
-    assert.equal(run.status, 0, run.stderr);
-    assert.doesNotMatch(run.stderr, /extra certs/);
-    assert.equal(fileHash(image), randomHash(5, 1024 * 1024, 0, 1024 * 1024));
   });
 });
 

@@ -3,19 +3,19 @@
 // relationships are asserted when the module loads.
 
 import assert from '../assert.js';
-import { PAGE_SECTORS } from '../constants.js';
+import { MIB, PAGE_SECTORS, SECTOR_SIZE } from '../constants.js';
 
 /** Most destinations one copy or zero job may name, as the kernel's `DM_KCOPYD_MAX_REGIONS`. */
 export const DM_KCOPYD_MAX_REGIONS = 8;
 /** Sub-jobs a split job keeps in flight at most (the kernel's `SPLIT_COUNT`). */
 export const KCOPYD_SPLIT_COUNT = 8;
 /** Default sub-job size: 1024 sectors (512 KiB), the kernel's default `kcopyd_subjob_size_kb`. */
-export const KCOPYD_SUB_JOB_SECTORS_DEFAULT = 1024;
+export const KCOPYD_SUB_JOB_SECTORS_DEFAULT = MIB / 2 / SECTOR_SIZE;
 /**
  * Largest sub-job: 8192 sectors (4 MiB). The kernel clamps at 1 MiB; userspace benefits from
  * larger requests, and 4 MiB keeps one client's reserve plus fresh pages near 32 MiB.
  */
-export const KCOPYD_SUB_JOB_SECTORS_MAX = 8192;
+export const KCOPYD_SUB_JOB_SECTORS_MAX = (4 * MIB) / SECTOR_SIZE;
 /** Throttle sleep per attempt, in milliseconds: the kernel's `SLEEP_USEC`, found by experiment. */
 export const KCOPYD_THROTTLE_SLEEP_MS = 100;
 /** Sleeps per I/O submission at most, the kernel's `MAX_SLEEPS`: avoids a livelock. */

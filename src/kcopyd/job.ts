@@ -1,16 +1,18 @@
 // Owns the shape of one kcopyd job. A job is a copy or zero request as the caller made it (a
 // "master"), one of a split master's 8 reusable sub-job slots, or a prepared callback. Its
-// state is the client list it is on (see kcopyd-client.ts); the fields here are what the
-// handlers read and write. Sub-job slots are allocated once per split master and reused for
-// every chunk they take, with their destination regions and page-list nodes, so a long copy
-// allocates nothing per chunk beyond what dm-io itself needs.
+// state is the client list it is on, and only the client (kcopyd-client.ts) moves it; the
+// fields here are what the client and its helpers read and write. A job holds no reference to
+// its client: the client reaches it through closures it made itself (`ioDone`, `fire`), so
+// nothing here imports the client. Sub-job slots are allocated once per split master and
+// reused for every chunk they take, with their destination regions and page-list nodes, so a
+// long copy allocates nothing per chunk beyond what dm-io itself needs.
 
-import type { DmIoNotify, DmIoRegion } from '../core/request.js';
+import type { DmIoRegion } from '../core/request.js';
+import type { DmIoResult } from '../core/io-tracker.js';
 import type { DmIoError } from '../errors.js';
 import type { BlockDevice } from '../devices/block-device.js';
-import type { KmemMemory, PageListMemory, PageListNode } from '../memory/types.js';
+import type { PageListMemory, PageListNode } from '../memory/types.js';
 import type { JobLinks, JobList } from './job-list.js';
-import type { KcopydClient } from './kcopyd-client.js';
 import type { PageGrant } from './page-reserve.js';
 
 /**
@@ -39,7 +41,7 @@ export interface KcopydResult {
   /**
    * `writtenBytes[d]`: bytes of the job whose write to destination *d* succeeded, summed over
    * chunks (a chunk counts once its whole write to *d* succeeded, by pages or offload). So
-   * destination *d* is complete exactly when `writtenBytes[d] === count * 512`; this holds in
+   * destination *d* is complete exactly when `writtenBytes[d] === count * SECTOR_SIZE`; this holds in
    * every mode, whereas a clear `writeErr` bit alone does not say it (a job stopped early by
    * another destination's or the source's error leaves the rest unwritten). With
    * `ignoreError`, a chunk whose read failed counts when written (with zeros where the read
@@ -78,8 +80,6 @@ export class KcopydJob implements JobLinks<KcopydJob> {
   listNext: KcopydJob | null = null;
 
   readonly kind: KcopydJobKind;
-  /** The client the job runs on. */
-  readonly client: KcopydClient;
   /** The job whose callback the caller sees: itself for masters and callbacks. */
   master: KcopydJob;
   ignoreError = false;
@@ -117,10 +117,10 @@ export class KcopydJob implements JobLinks<KcopydJob> {
   nodes: PageListNode[] = [];
   /** The page list over the current grant, reused for every grant this job receives. */
   memory: PageListMemory | null = null;
-  /** The grant as one buffer when its pages are contiguous (the usual case), else null. */
-  contiguous: KmemMemory | null = null;
-  /** The dm-io notify object, made once per job and reused for each of its I/Os. */
-  notify: DmIoNotify<KcopydJob> | null = null;
+  /** The dm-io completion of this job's I/Os, made once by the client and reused. */
+  ioDone: ((result: DmIoResult) => void) | null = null;
+  /** Prepared callbacks: queues the callback on its client (set by the client). */
+  fire: ((readErr: boolean, writeErr: bigint) => void) | null = null;
   fn: KcopydNotifyFn | null = null;
   context: unknown = undefined;
   /** A WRITE_SEQ write taken out of order because its master failed: it fails unissued. */
@@ -140,8 +140,7 @@ export class KcopydJob implements JobLinks<KcopydJob> {
   onProgress: KcopydProgressFn | null = null;
   onChunkRead: KcopydChunkReadFn | null = null;
 
-  constructor(client: KcopydClient, kind: KcopydJobKind, master: KcopydJob | null) {
-    this.client = client;
+  constructor(kind: KcopydJobKind, master: KcopydJob | null) {
     this.kind = kind;
     this.master = master ?? this;
   }

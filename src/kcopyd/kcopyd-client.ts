@@ -1,16 +1,17 @@
-// Owns the kcopyd client: its job lists, its one worker, its pages and its private dm-io
-// client. A job's state is the list it is on:
+// Owns the kcopyd state machine: a client's job lists, its one worker, its pages, its private
+// dm-io client, and every move of a job from one list to another (no other file touches a
+// list). A job's state is the list it is on:
 //   pagesJobs    copy jobs waiting for buffer pages;
 //   ioJobs       jobs that have pages (or write zeros, or offload the copy) and wait to issue
 //                their I/O;
-//   completeJobs jobs whose callback must run (sub-jobs report to their master from here);
-//   callbackJobs jobs completed from outside the worker (prepared callbacks, zero-length jobs),
-//                moved to the tail of completeJobs at the start of every pass, so producers
-//                that keep adding cannot keep one pass running for ever.
-// A pass drains them in this order, and the order matters: completing jobs gives pages back
-// for the pages phase, and the pages phase feeds the I/O phase. Handlers answer 'done' (next
-// job), 'later' (put the job back at the head and stop this list: backpressure) or 'error'
-// (the job failed: it completes, and this list stops for this pass).
+//   completeJobs jobs whose completion must run (a sub-job's completion takes its next chunk);
+//   callbackJobs jobs completed from outside the worker (fired prepared callbacks, zero-length
+//                jobs), moved to the tail of completeJobs at the start of every pass, so
+//                producers that keep adding cannot keep one pass running for ever.
+// A job on no list is in flight (dm-io, an offload, a flush) or waiting for its slot's turn.
+// A pass drains the lists in this order, and the order matters: completing jobs gives pages
+// back for the pages phase, and the pages phase feeds the I/O phase. A job that cannot go on
+// (no pages; WRITE_SEQ out of order) stays in place and its list stops for this pass.
 //
 // The worker is woken by every push from a completion and by every submission. Wakes while a
 // pass runs are coalesced into one more pass; two passes never run at once. Passes start from
@@ -18,22 +19,30 @@
 // of a client runs serially from its worker and never re-entrantly.
 
 import assert from '../assert.js';
-import { PAGE_SIZE } from '../constants.js';
+import { PAGE_SIZE, SECTOR_SIZE } from '../constants.js';
 import { dmIoClientCreate, dmIoClientDestroy, type DmIoClient } from '../core/client.js';
+import { submitPlan } from '../core/dm-io.js';
+import type { DmIoResult } from '../core/io-tracker.js';
+import type { BlockDevice } from '../devices/block-device.js';
 import { StateError } from '../errors.js';
 import { allocAlignedPages } from '../memory/aligned.js';
-import type { PageListNode } from '../memory/types.js';
-import { KCOPYD_SPLIT_COUNT, KCOPYD_WRITE_ERR_ALL } from './constants.js';
+import type { PageListMemory, PageListNode } from '../memory/types.js';
+import { divCeil } from '../units.js';
+import { callUser } from '../call-user.js';
 import {
-  completeCancelled, ioJobBlocked, issueIo, popIoJob, runCompleteJob, runPagesJob,
-} from './job-handlers.js';
+  attachPages, chunkPages, readPlan, recordIoErrors, writePlan, writeSeqBlocked,
+} from './chunk-io.js';
+import {
+  KCOPYD_OFFLOADS_IN_FLIGHT_MAX, KCOPYD_SPLIT_COUNT, KCOPYD_WRITE_ERR_ALL,
+} from './constants.js';
+import { destinationsToFlush, flushPlan, recordFlush } from './flush.js';
 import { JobList } from './job-list.js';
 import type { KcopydJob } from './job.js';
+import { issueOffload, offloadOutcome } from './offload.js';
+import { creditWrites, dropFailedDests, jobCancelled, settleMaster } from './outcome.js';
 import { PageReserve, type KcopydPageSource } from './page-reserve.js';
+import { createSlots, foldChunk, lastSlotRetired, takeChunk } from './split.js';
 import { throttleStart, type KcopydThrottle } from './throttle.js';
-
-/** What a handler answers. */
-export type HandlerResult = 'done' | 'later' | 'error';
 
 /** The validated settings a client is built from. */
 export interface KcopydClientSettings {
@@ -54,16 +63,16 @@ export class KcopydClient {
   readonly jobsMax: number;
   /** The shared throttle, or `null`. */
   readonly throttle: KcopydThrottle | null;
-  /** @internal */ readonly pagesJobs: JobList<KcopydJob>;
-  /** @internal */ readonly ioJobs: JobList<KcopydJob>;
-  /** @internal */ readonly completeJobs: JobList<KcopydJob>;
-  /** @internal */ readonly callbackJobs: JobList<KcopydJob>;
-  /** @internal */ readonly pages: PageReserve;
-  /** @internal */ readonly io: DmIoClient;
-  /** @internal The circular one-page list of zeros that zero jobs write from. */
-  readonly zeroList: PageListNode;
-  /** @internal */ readonly sleep: (ms: number) => Promise<void>;
+  readonly #pagesJobs: JobList<KcopydJob>;
+  readonly #ioJobs: JobList<KcopydJob>;
+  readonly #completeJobs: JobList<KcopydJob>;
+  readonly #callbackJobs: JobList<KcopydJob>;
+  readonly #pages: PageReserve;
+  readonly #io: DmIoClient;
   readonly #ownsIo: boolean;
+  /** A circular list of one zero page: zero jobs write from it, whatever their length. */
+  readonly #zeroMemory: PageListMemory;
+  readonly #sleep: (ms: number) => Promise<void>;
   #masterJobs = 0;
   #jobs = 0;
   #destroyed = false;
@@ -78,21 +87,21 @@ export class KcopydClient {
     this.subJobSectors = settings.subJobSectors;
     this.jobsMax = settings.jobsMax;
     this.throttle = settings.throttle;
-    this.sleep = settings.sleep;
+    this.#sleep = settings.sleep;
     const capacity = settings.jobsMax * (1 + KCOPYD_SPLIT_COUNT);
-    this.pagesJobs = new JobList('pagesJobs', capacity);
-    this.ioJobs = new JobList('ioJobs', capacity);
-    this.completeJobs = new JobList('completeJobs', capacity);
-    this.callbackJobs = new JobList('callbackJobs', capacity);
-    const reservedPages = Math.ceil((settings.subJobSectors * 512) / PAGE_SIZE);
-    this.pages = new PageReserve(reservedPages, settings.freshSource, settings.freshPagesMax);
+    this.#pagesJobs = new JobList('pagesJobs', capacity);
+    this.#ioJobs = new JobList('ioJobs', capacity);
+    this.#completeJobs = new JobList('completeJobs', capacity);
+    this.#callbackJobs = new JobList('callbackJobs', capacity);
+    const reservedPages = divCeil(settings.subJobSectors * SECTOR_SIZE, PAGE_SIZE);
+    this.#pages = new PageReserve(reservedPages, settings.freshSource, settings.freshPagesMax);
     this.#ownsIo = settings.ioClient === null;
-    this.io = settings.ioClient ?? dmIoClientCreate();
+    this.#io = settings.ioClient ?? dmIoClientCreate();
     const zeroPage = allocAlignedPages(1)[0];
     assert.ok(zeroPage !== undefined);
     const zeroList: PageListNode = { page: zeroPage, next: null };
     zeroList.next = zeroList;
-    this.zeroList = zeroList;
+    this.#zeroMemory = { type: 'page-list', list: zeroList, offset: 0 };
   }
 
   /** Jobs counted now: masters, sub-jobs in flight and prepared callbacks. */
@@ -110,6 +119,11 @@ export class KcopydClient {
     return this.#passes;
   }
 
+  /** Buffer pages held by jobs now, from the reserve or the fresh source (diagnostics). */
+  get pagesOut(): number {
+    return this.#pages.pagesOut;
+  }
+
   /** True once `dmKcopydClientDestroy` was called. */
   get destroyed(): boolean {
     return this.#destroyed;
@@ -123,43 +137,36 @@ export class KcopydClient {
     }
   }
 
-  /** @internal Counts a new caller-visible job; the caller checked `jobsMax`. */
-  admitMaster(): void {
-    assert.ok(this.#masterJobs < this.jobsMax);
-    this.#masterJobs += 1;
-    this.#jobs += 1;
-  }
-
-  /** @internal Counts a sub-job dispatched by a split master. */
-  countJob(): void {
-    this.#jobs += 1;
-  }
-
-  /** @internal Queues an unsplit job or a sub-job on the list its phase starts on. */
-  dispatch(job: KcopydJob): void {
-    if (job.countSectors === 0) this.callbackJobs.pushTail(job);
-    else if (job.zero || job.op === 'offload') this.ioJobs.pushTail(job);
-    else this.pagesJobs.pushTail(job);
-    this.wake();
-  }
-
-  /** @internal Asks for a worker pass; coalesced with any pass pending or running. */
-  wake(): void {
-    this.#wakeRequested = true;
-    if (this.#workerActive) return;
-    this.#workerActive = true;
-    setImmediate(() => void this.#work());
-  }
-
-  /** @internal Ends one job's count, after its callback ran. */
-  jobFinished(job: KcopydJob): void {
-    assert.ok(this.#jobs > 0);
-    this.#jobs -= 1;
-    if (job.kind !== 'sub') {
-      assert.ok(this.#masterJobs > 0);
-      this.#masterJobs -= 1;
+  /**
+   * @internal Starts a validated copy or zero master (the caller checked `jobsMax`): counts
+   * it, watches its signal, and queues it whole or as the first chunks of its slots.
+   */
+  submitJob(master: KcopydJob, signal: AbortSignal | null): void {
+    assert.ok(master.kind === 'master' && master.list === null);
+    this.#admit();
+    if (signal !== null) this.#watchSignal(master, signal);
+    if (master.countSectors <= this.subJobSectors) {
+      this.#enqueue(master);
+      return;
     }
-    if (this.#jobs === 0 && this.#drained.length > 0) this.#finishDestroy();
+    for (const slot of createSlots(master, this.subJobSectors)) this.#nextChunk(slot);
+  }
+
+  /** @internal Counts a prepared callback; firing it queues it for the worker. */
+  prepareCallback(token: KcopydJob): void {
+    assert.ok(token.kind === 'callback');
+    this.#admit();
+    token.fire = (readErr, writeErr) => {
+      token.readErr = readErr;
+      token.writeErr = writeErr;
+      this.#callbackJobs.pushTail(token);
+      this.#wake();
+    };
+  }
+
+  /** @internal Flushes `devices` at once (stream copies end with it); never rejects. */
+  flushDevices(devices: readonly BlockDevice[]): Promise<DmIoResult> {
+    return new Promise((resolve) => submitPlan(flushPlan(devices, this.#io), resolve));
   }
 
   /**
@@ -174,12 +181,54 @@ export class KcopydClient {
   /** @internal Stops new work and resolves once every job (prepared callbacks too) is done. */
   destroy(): Promise<void> {
     this.#destroyed = true;
-    if (this.#jobs === 0 && !this.#workerActive) {
-      return this.#teardown();
-    }
+    if (this.#jobs === 0 && !this.#workerActive) return this.#teardown();
     return new Promise((resolve, reject) => {
       this.#drained.push(() => this.#teardown().then(resolve, reject));
     });
+  }
+
+  #admit(): void {
+    assert.ok(this.#masterJobs < this.jobsMax);
+    this.#masterJobs += 1;
+    this.#jobs += 1;
+  }
+
+  /** Queues an unsplit job or a slot's chunk on the list its first phase is. */
+  #enqueue(job: KcopydJob): void {
+    if (job.countSectors === 0) this.#callbackJobs.pushTail(job);
+    else if (job.zero || job.op === 'offload') this.#ioJobs.pushTail(job);
+    else this.#pagesJobs.pushTail(job);
+    this.#wake();
+  }
+
+  /** A slot takes its master's next chunk, or retires; the last to retire ends the master. */
+  #nextChunk(slot: KcopydJob): void {
+    if (takeChunk(slot, this.subJobSectors)) {
+      this.#jobs += 1;
+      this.#enqueue(slot);
+    } else if (lastSlotRetired(slot.master)) {
+      this.#complete(slot.master);
+    }
+  }
+
+  /** Queues `job` for its completion in the worker's next pass. */
+  #complete(job: KcopydJob): void {
+    this.#completeJobs.pushTail(job);
+    this.#wake();
+  }
+
+  /** Marks `job` failed in its current phase and completes it. */
+  #fail(job: KcopydJob): void {
+    if (job.op === 'read') job.readErr = true;
+    else job.writeErr = KCOPYD_WRITE_ERR_ALL;
+    this.#complete(job);
+  }
+
+  #wake(): void {
+    this.#wakeRequested = true;
+    if (this.#workerActive) return;
+    this.#workerActive = true;
+    setImmediate(() => void this.#work());
   }
 
   async #work(): Promise<void> {
@@ -187,10 +236,13 @@ export class KcopydClient {
       while (this.#wakeRequested) {
         this.#wakeRequested = false;
         this.#passes += 1;
-        this.callbackJobs.spliceTo(this.completeJobs);
-        this.#processJobs(this.completeJobs, runCompleteJob);
-        this.#processJobs(this.pagesJobs, runPagesJob);
-        await this.#processIoJobs();
+        this.#callbackJobs.spliceTo(this.#completeJobs);
+        for (let job = this.#completeJobs.popHead(); job !== null;
+          job = this.#completeJobs.popHead()) {
+          this.#runComplete(job);
+        }
+        this.#runPagesJobs();
+        await this.#runIoJobs();
       }
     } finally {
       this.#workerActive = false;
@@ -201,48 +253,246 @@ export class KcopydClient {
     if (this.#jobs === 0 && this.#drained.length > 0) this.#finishDestroy();
   }
 
-  #processJobs(
-    list: JobList<KcopydJob>, handler: (kc: KcopydClient, job: KcopydJob) => HandlerResult,
-  ): void {
-    for (let job = list.popHead(); job !== null; job = list.popHead()) {
-      const result = handler(this, job);
-      if (result === 'done') continue;
-      if (result === 'later') list.pushHead(job);
-      else this.failJob(job);
-      return;
+  /**
+   * Completes `job`: pages back; a master made with `flush: true` flushes first (it comes back
+   * here when the flush is over); progress; a master is settled and its caller's callback runs;
+   * a sub-job's slot takes its next chunk. Then the job is uncounted.
+   */
+  #runComplete(job: KcopydJob): void {
+    if (job.grant !== null) {
+      this.#pages.give(job.grant);
+      job.grant = null;
+    }
+    if (job.kind === 'master' && this.#startFlush(job)) return;
+    this.#reportProgress(job);
+    if (job.kind === 'sub') {
+      foldChunk(job);
+      this.#nextChunk(job);
+    } else {
+      if (job.kind === 'master') settleMaster(job);
+      const fn = job.fn;
+      if (fn !== null) callUser(() => fn(job.readErr, job.writeErr, job.context, job.result()));
+    }
+    this.#jobFinished(job);
+  }
+
+  #reportProgress(job: KcopydJob): void {
+    const master = job.master;
+    if (job.kind === 'callback' || master.onProgress === null) return;
+    if (job.kind === 'master' && master.slots !== null) return;
+    master.doneSectors += job.countSectors;
+    if (job.countSectors === 0 || master.aborted) return;
+    try {
+      master.onProgress(master.doneSectors * SECTOR_SIZE, master.countSectors * SECTOR_SIZE);
+    } catch (error) {
+      this.#abort(master, error);
+    }
+  }
+
+  /** Starts the master's flush when it asked for one and wrote something; true when it did. */
+  #startFlush(master: KcopydJob): boolean {
+    const flushed = destinationsToFlush(master);
+    if (flushed.length === 0) return false;
+    master.flushState = 'flushing';
+    const devices = flushed.map((index) => master.dests[index]!.device);
+    submitPlan(flushPlan(devices, this.#io), (result) => {
+      recordFlush(master, flushed, result);
+      this.#complete(master);
+    });
+    return true;
+  }
+
+  /** Gives pages to the jobs waiting for them, in order, until the pages run out. */
+  #runPagesJobs(): void {
+    for (let job = this.#pagesJobs.head; job !== null; job = this.#pagesJobs.head) {
+      if (jobCancelled(job)) {
+        this.#pagesJobs.remove(job);
+        this.#complete(job);
+        continue;
+      }
+      const grant = this.#pages.take(chunkPages(job));
+      if (grant === null) return;
+      this.#pagesJobs.remove(job);
+      attachPages(job, grant);
+      this.#ioJobs.pushTail(job);
     }
   }
 
   /**
-   * The I/O list. A job whose master was cancelled (or has no destination left) completes
-   * here without I/O; a WRITE_SEQ write whose master already failed fails here without I/O;
-   * any other job passes the throttle gate (awaited only when the throttle makes it sleep) and
-   * is issued. `issueIo` never answers 'later'.
+   * Issues the I/O of the jobs ready for it. A job whose master was cancelled (or has no
+   * destination left) completes without I/O; a WRITE_SEQ write whose master already failed
+   * fails without I/O, and the list stops for this pass; any other job passes the throttle
+   * gate (awaited only when the throttle makes it sleep) and is issued.
    */
-  async #processIoJobs(): Promise<void> {
-    for (let job = popIoJob(this); job !== null; job = popIoJob(this)) {
-      if (completeCancelled(this, job)) continue;
-      if (ioJobBlocked(job)) {
-        this.failJob(job);
+  async #runIoJobs(): Promise<void> {
+    for (let job = this.#takeIoJob(); job !== null; job = this.#takeIoJob()) {
+      if (jobCancelled(job)) {
+        this.#complete(job);
+        continue;
+      }
+      if (writeSeqBlocked(job)) {
+        this.#fail(job);
         return;
       }
       if (this.throttle !== null) {
-        const gate = throttleStart(this.throttle, this.sleep);
+        const gate = throttleStart(this.throttle, this.#sleep);
         if (gate !== null) await gate;
       }
-      if (issueIo(this, job) === 'error') {
-        this.failJob(job);
-        return;
-      }
+      this.#issue(job);
     }
   }
 
-  /** @internal Marks `job` failed in its current phase and completes it. */
-  failJob(job: KcopydJob): void {
-    if (job.op === 'read') job.readErr = true;
-    else job.writeErr = KCOPYD_WRITE_ERR_ALL;
-    this.completeJobs.pushTail(job);
-    this.wake();
+  /**
+   * Takes the next job to issue off ioJobs: any job of a cancelled master (it completes
+   * without I/O), an offloaded copy when its master has room for one, any read, any write that
+   * is not WRITE_SEQ, and a WRITE_SEQ write only when it is next in offset order (its master's
+   * write offset then advances). The kernel stops there; but once a master has failed, a write
+   * behind a chunk that will never be written would wait for ever, so such a write is taken
+   * too, marked cancelled, and fails without I/O (writeErr all ones) instead of hanging the
+   * job. With dropFailedDestinations a write error does not stop the later chunks, so only a
+   * read error does that. An offloaded chunk whose master turned offload off meanwhile goes to
+   * pagesJobs to be read instead.
+   */
+  #takeIoJob(): KcopydJob | null {
+    let next: KcopydJob | null;
+    for (let job = this.#ioJobs.head; job !== null; job = next) {
+      next = job.listNext;
+      if (!this.#mayIssue(job)) continue;
+      this.#ioJobs.remove(job);
+      if (job.op === 'offload' && job.master.op !== 'offload') {
+        job.op = 'read';
+        this.#pagesJobs.pushTail(job);
+        this.#wake();
+        continue;
+      }
+      return job;
+    }
+    return null;
+  }
+
+  /** Whether `job` may leave ioJobs now (see `#takeIoJob`); records what taking it means. */
+  #mayIssue(job: KcopydJob): boolean {
+    const master = job.master;
+    if (jobCancelled(job)) return true;
+    if (job.op === 'offload') {
+      if (master.op !== 'offload') return true;
+      if (master.offloadsInFlight >= KCOPYD_OFFLOADS_IN_FLIGHT_MAX) return false;
+      master.offloadsInFlight += 1;
+      return true;
+    }
+    if (job.op === 'read' || !job.writeSeq) return true;
+    if (job.writeOffsetSectors === master.writeOffsetSectors) {
+      master.writeOffsetSectors += job.countSectors;
+      return true;
+    }
+    if (master.readErr || (!master.dropFailed && master.writeErr !== 0n)) {
+      job.seqCancelled = true;
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Issues the job's read, write or offload; the throttle counted it as started. A data write
+   * first shows its chunk to onChunkRead, which may cancel the job: it then completes without
+   * I/O.
+   */
+  #issue(job: KcopydJob): void {
+    if (job.op === 'write' && !job.zero) this.#reportChunkRead(job);
+    if (jobCancelled(job)) {
+      this.throttle?.ioFinished();
+      if (job.op === 'offload') job.master.offloadsInFlight -= 1;
+      this.#complete(job);
+      return;
+    }
+    if (job.op === 'offload') {
+      dropFailedDests(job);
+      issueOffload(job, (failed, unsupported) => this.#offloadDone(job, failed, unsupported));
+      return;
+    }
+    job.ioDone ??= (result) => this.#ioDone(job, result);
+    if (job.op === 'read') {
+      submitPlan(readPlan(job, this.#io), job.ioDone);
+    } else {
+      dropFailedDests(job);
+      submitPlan(writePlan(job, this.#io, this.#zeroMemory), job.ioDone);
+    }
+  }
+
+  /** Hands the chunk's data to onChunkRead; a throw cancels the job (this chunk is not written). */
+  #reportChunkRead(job: KcopydJob): void {
+    const master = job.master;
+    const onChunkRead = master.onChunkRead;
+    const grant = job.grant;
+    if (onChunkRead === null || grant === null || jobCancelled(job)) return;
+    try {
+      onChunkRead(job.sourceSector, job.countSectors, grant.pages);
+    } catch (error) {
+      this.#abort(master, error);
+    }
+  }
+
+  /**
+   * dm-io's completion of a job's read or write: records errors and written bytes, then moves
+   * the job on. A failed read without ignoreError completes the job, so nothing is written for
+   * that chunk; a read that worked (or whose error is ignored) queues the write.
+   */
+  #ioDone(job: KcopydJob, result: DmIoResult): void {
+    this.throttle?.ioFinished();
+    if (job.op !== 'read') creditWrites(job, result.errorBits);
+    if (result.errorBits !== 0n) recordIoErrors(job, result);
+    if (job.op === 'read' && (result.errorBits === 0n || job.ignoreError)) {
+      job.op = 'write';
+      this.#ioJobs.pushTail(job);
+      this.#wake();
+      return;
+    }
+    this.#complete(job);
+  }
+
+  #offloadDone(job: KcopydJob, failed: boolean, unsupported: boolean): void {
+    this.throttle?.ioFinished();
+    if (offloadOutcome(job, failed, unsupported) === 'written') {
+      this.#complete(job);
+      return;
+    }
+    this.#pagesJobs.pushTail(job);
+    this.#wake();
+  }
+
+  /** Cancels `master` when `signal` fires, until the job completes. */
+  #watchSignal(master: KcopydJob, signal: AbortSignal): void {
+    const listener = (): void => this.#abort(master, signal.reason);
+    master.signal = signal;
+    master.abortListener = listener;
+    signal.addEventListener('abort', listener, { once: true });
+  }
+
+  /**
+   * Cancels `master` with `reason` (the signal's reason, or what a callback threw), unless it is
+   * already cancelled, queued for its completion or flushing after its last write: then the job
+   * is over. It takes effect in the worker's next pass: queued chunks complete without I/O, no
+   * new chunk starts.
+   */
+  #abort(master: KcopydJob, reason: unknown): void {
+    if (master.aborted || master.list === this.#completeJobs ||
+        master.list === this.#callbackJobs || master.flushState !== 'idle') {
+      return;
+    }
+    master.aborted = true;
+    master.abortReason = reason;
+    this.#wake();
+  }
+
+  /** Ends one job's count, after its completion ran. */
+  #jobFinished(job: KcopydJob): void {
+    assert.ok(this.#jobs > 0);
+    this.#jobs -= 1;
+    if (job.kind !== 'sub') {
+      assert.ok(this.#masterJobs > 0);
+      this.#masterJobs -= 1;
+    }
+    if (this.#jobs === 0 && this.#drained.length > 0) this.#finishDestroy();
   }
 
   #finishDestroy(): void {
@@ -254,10 +504,10 @@ export class KcopydClient {
 
   async #teardown(): Promise<void> {
     assert.equal(this.#jobs, 0);
-    for (const list of [this.pagesJobs, this.ioJobs, this.completeJobs, this.callbackJobs]) {
+    for (const list of [this.#pagesJobs, this.#ioJobs, this.#completeJobs, this.#callbackJobs]) {
       assert.equal(list.length, 0, `${list.name} is not empty at destroy`);
     }
-    this.pages.assertAllReturned();
-    if (this.#ownsIo) await dmIoClientDestroy(this.io);
+    this.#pages.assertAllReturned();
+    if (this.#ownsIo) await dmIoClientDestroy(this.#io);
   }
 }

@@ -7,18 +7,21 @@
 // offload off for the rest of the master job, so a pair that never can costs one attempt.
 // With dropFailedDestinations, a destination that already failed has an empty region here
 // (outcome.ts) and is skipped. A chunk copied everywhere credits its bytes to each
-// destination it copied to; a chunk that falls back is credited by its write.
+// destination it copied to; a chunk that falls back is credited by its write. The client
+// (kcopyd-client.ts) starts the offload and queues the job where `offloadOutcome` says.
 
 import type { IoError } from '../errors.js';
-import type { KcopydClient } from './kcopyd-client.js';
 import type { KcopydJob } from './job.js';
 import { creditWrites } from './outcome.js';
 
 /** errno names meaning "this pair of files cannot be copied in the kernel". */
 const UNSUPPORTED_ERRNOS = new Set(['EXDEV', 'EINVAL', 'EOPNOTSUPP', 'ENOSYS', 'EBADF']);
 
-/** Starts the job's offloaded copy on every destination; completes or falls back later. */
-export function issueOffload(kc: KcopydClient, job: KcopydJob): void {
+/** How an offloaded chunk ended: `failed` on any destination, `unsupported` by any pair. */
+export type OffloadDone = (failed: boolean, unsupported: boolean) => void;
+
+/** Starts the job's offloaded copy on every destination; `done` runs once, never inside. */
+export function issueOffload(job: KcopydJob, done: OffloadDone): void {
   const source = job.sourceDevice;
   if (source === null) throw new Error('kcopyd: a zero job cannot offload');
   let pending = 0;
@@ -31,7 +34,7 @@ export function issueOffload(kc: KcopydClient, job: KcopydJob): void {
       if (UNSUPPORTED_ERRNOS.has(error.errno)) unsupported = true;
     }
     pending -= 1;
-    if (pending === 0) finishOffload(kc, job, failed, unsupported);
+    if (pending === 0) done(failed, unsupported);
   };
   for (const dest of job.dests) {
     if (dest.count === 0) continue;
@@ -50,21 +53,22 @@ export function issueOffload(kc: KcopydClient, job: KcopydJob): void {
   }
   // Every destination refused at once: nothing is in flight, so finish on a later turn like
   // any completion.
-  if (pending === 0) setImmediate(() => finishOffload(kc, job, failed, unsupported));
+  if (pending === 0) setImmediate(() => done(failed, unsupported));
 }
 
-function finishOffload(
-  kc: KcopydClient, job: KcopydJob, failed: boolean, unsupported: boolean,
-): void {
-  kc.throttle?.ioFinished();
+/**
+ * Records an offloaded chunk's end: 'written' (its bytes credited) or 'fallback' (the job
+ * reads the chunk through pages next; a pair that cannot offload turns it off for the master).
+ */
+export function offloadOutcome(
+  job: KcopydJob, failed: boolean, unsupported: boolean,
+): 'written' | 'fallback' {
   job.master.offloadsInFlight -= 1;
   if (!failed) {
     creditWrites(job, 0n);
-    kc.completeJobs.pushTail(job);
-  } else {
-    if (unsupported) job.master.op = 'read';
-    job.op = 'read';
-    kc.pagesJobs.pushTail(job);
+    return 'written';
   }
-  kc.wake();
+  if (unsupported) job.master.op = 'read';
+  job.op = 'read';
+  return 'fallback';
 }

@@ -10,6 +10,8 @@
 //   no new chunk and issues no more I/O; what was in flight settles; when it completes, every
 //   destination it did not finish gets its writeErr bit and a DMIO_ERR_ABORTED error, so a
 //   clear bit then means complete. The signal's listener is removed when the job completes.
+// These are pure functions of the job's fields: the client (kcopyd-client.ts) calls them and
+// makes every list transition itself.
 
 import { SECTOR_SIZE } from '../constants.js';
 import { AbortedError } from '../errors.js';
@@ -64,31 +66,6 @@ export function creditWrites(job: KcopydJob, errorBits: bigint): void {
     if (countSectors === 0 || ((errorBits >> BigInt(index)) & 1n) !== 0n) continue;
     written[index] = (written[index] ?? 0) + countSectors * SECTOR_SIZE;
   }
-}
-
-/**
- * Cancels `master` with `reason` (the signal's reason, or what a callback threw), unless it is
- * already cancelled or already queued for its callback. It takes effect in the worker's next
- * pass: queued chunks complete without I/O, no new chunk starts.
- */
-export function abortJob(master: KcopydJob, reason: unknown): void {
-  const kc = master.client;
-  // Once queued for its callback, or flushing after its last write, the job is over.
-  if (master.aborted || master.list === kc.completeJobs || master.list === kc.callbackJobs ||
-      master.flushState !== 'idle') {
-    return;
-  }
-  master.aborted = true;
-  master.abortReason = reason;
-  kc.wake();
-}
-
-/** Cancels `master` when `signal` fires, until the job completes. */
-export function watchSignal(master: KcopydJob, signal: AbortSignal): void {
-  const listener = (): void => abortJob(master, signal.reason);
-  master.signal = signal;
-  master.abortListener = listener;
-  signal.addEventListener('abort', listener, { once: true });
 }
 
 /**

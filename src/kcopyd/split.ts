@@ -1,66 +1,64 @@
-// Owns splitting a large job into sub-jobs. A master longer than the client's sub-job size gets
-// 8 sub-job slots (the kernel's SPLIT_COUNT). Each slot takes the next chunk (in increasing
-// offset order) by calling `segmentComplete`, which is also every sub-job's completion: it
-// folds the chunk's errors into the master and, while the master may go on (`mayTakeChunk`:
-// no error, or ignoreError; with dropFailedDestinations, a destination left and no read
-// error; never once cancelled), takes the next chunk into the same slot. When a slot finds
-// nothing left, it retires; the last slot to retire queues the master for its caller's
-// callback. So at most 8 chunks are in flight per job, and once the job may not go on no new
-// chunk starts while those in flight finish. The first 8 calls run inside the caller's
-// submission; the rest on the worker.
+// Owns how a large job is cut into chunks. A master longer than the client's sub-job size gets
+// 8 sub-job slots (the kernel's SPLIT_COUNT). Each slot takes the next chunk, in increasing
+// offset order, when it starts and each time its chunk completes: the chunk's errors are
+// folded into the master first, then the slot takes the next chunk while the master may go on
+// (`mayTakeChunk`: no error, or ignoreError; with dropFailedDestinations, a destination left
+// and no read error; never once cancelled). A slot that finds nothing left retires; the last
+// one to retire ends the master. So at most 8 chunks are in flight per job, and once the job
+// may not go on no new chunk starts while those in flight finish. These are pure functions of
+// the jobs: the client (kcopyd-client.ts) calls them and queues what they decide.
 
 import assert from '../assert.js';
 import { KCOPYD_SPLIT_COUNT } from './constants.js';
 import { KcopydJob } from './job.js';
-import type { KcopydClient } from './kcopyd-client.js';
 import { mayTakeChunk } from './outcome.js';
 
-/** Starts a split master: its 8 slots each take a first chunk. */
-export function splitJob(kc: KcopydClient, master: KcopydJob): void {
-  assert.ok(master.countSectors > kc.subJobSectors, 'only jobs longer than a sub-job split');
+/** Makes the 8 slots of a split master; each then takes its first chunk (`takeChunk`). */
+export function createSlots(master: KcopydJob, subJobSectors: number): readonly KcopydJob[] {
+  assert.ok(master.countSectors > subJobSectors, 'only jobs longer than a sub-job split');
   master.subJobsActive = KCOPYD_SPLIT_COUNT;
   master.progressSectors = 0;
   master.writeOffsetSectors = 0;
   const slots: KcopydJob[] = [];
-  for (let index = 0; index < KCOPYD_SPLIT_COUNT; index += 1) slots.push(createSlot(kc, master));
+  for (let index = 0; index < KCOPYD_SPLIT_COUNT; index += 1) {
+    const slot = new KcopydJob('sub', master);
+    slot.dests = master.dests.map((dest) => ({ device: dest.device, sector: 0, count: 0 }));
+    slots.push(slot);
+  }
   master.slots = slots;
-  for (const slot of slots) segmentComplete(false, 0n, slot);
+  return slots;
 }
 
-function createSlot(kc: KcopydClient, master: KcopydJob): KcopydJob {
-  const slot = new KcopydJob(kc, 'sub', master);
-  slot.dests = master.dests.map((dest) => ({ device: dest.device, sector: 0, count: 0 }));
-  slot.fn = (readErr, writeErr, context) => segmentComplete(readErr, writeErr, context);
-  slot.context = slot;
-  return slot;
-}
-
-/** A sub-job's completion (and a slot's start): fold errors in, then take the next chunk. */
-export function segmentComplete(readErr: boolean, writeErr: bigint, context: unknown): void {
-  const slot = context as KcopydJob;
+/** Folds a finished chunk's errors into its master (the kernel's `segment_complete`). */
+export function foldChunk(slot: KcopydJob): void {
   const master = slot.master;
-  const kc = slot.client;
   assert.ok(slot.kind === 'sub' && master !== slot);
-  if (readErr) master.readErr = true;
-  master.writeErr |= writeErr;
-  let countSectors = 0;
-  const progressSectors = master.progressSectors;
-  if (mayTakeChunk(master)) {
-    countSectors = Math.min(master.countSectors - progressSectors, kc.subJobSectors);
-    master.progressSectors += countSectors;
+  if (slot.readErr) master.readErr = true;
+  master.writeErr |= slot.writeErr;
+}
+
+/**
+ * Points `slot` at its master's next chunk and answers true, or answers false when the master
+ * may not go on or has nothing left: the slot then retired (see `lastSlotRetired`).
+ */
+export function takeChunk(slot: KcopydJob, subJobSectors: number): boolean {
+  const master = slot.master;
+  const offsetSectors = master.progressSectors;
+  const countSectors = mayTakeChunk(master) ?
+    Math.min(master.countSectors - offsetSectors, subJobSectors) : 0;
+  if (countSectors === 0) {
+    master.subJobsActive -= 1;
+    assert.ok(master.subJobsActive >= 0);
+    return false;
   }
-  if (countSectors > 0) {
-    loadChunk(slot, master, progressSectors, countSectors);
-    kc.countJob();
-    kc.dispatch(slot);
-    return;
-  }
-  master.subJobsActive -= 1;
-  assert.ok(master.subJobsActive >= 0);
-  if (master.subJobsActive === 0) {
-    kc.completeJobs.pushTail(master);
-    kc.wake();
-  }
+  master.progressSectors += countSectors;
+  loadChunk(slot, master, offsetSectors, countSectors);
+  return true;
+}
+
+/** True once every slot of `master` has retired: the master is over. */
+export function lastSlotRetired(master: KcopydJob): boolean {
+  return master.subJobsActive === 0;
 }
 
 /** Points `slot` at the master's chunk `[offsetSectors, offsetSectors + countSectors)`. */

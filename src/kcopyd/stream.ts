@@ -11,12 +11,12 @@
 // caller chose; bytes are never dropped in silence. With `flush`, every destination written to
 // is flushed once at the end.
 
-import { SECTOR_SIZE } from '../constants.js';
-import { dmIo } from '../core/dm-io.js';
+import { MIB, SECTOR_SIZE } from '../constants.js';
 import type { DmIoRegion } from '../core/request.js';
 import type { BlockDevice } from '../devices/block-device.js';
 import { createRamDevice, type RamDevice } from '../devices/ram-device.js';
 import assert from '../assert.js';
+import { bytesToSectorsExact, bytesToSectorsFloor } from '../units.js';
 import {
   AbortedError, DmIoError, InvalidArgTypeError, IoError, OutOfRangeError,
 } from '../errors.js';
@@ -30,7 +30,7 @@ import { dmKcopydCopy } from './submit.js';
  * so each segment keeps kcopyd's 8 chunks in flight at the default sizes; three segments
  * (the two source devices and the read buffer) are the copy's whole memory besides kcopyd's.
  */
-export const KCOPYD_STREAM_SEGMENT_BYTES = 8 * 1024 * 1024;
+export const KCOPYD_STREAM_SEGMENT_BYTES = 8 * MIB;
 
 /** A destination of a stream copy: the input goes to `device` from `sector` on. */
 export interface KcopydStreamDest {
@@ -274,7 +274,8 @@ class StreamCopy {
     const view = this.#staging.subarray(0, paddedLength);
     view.fill(0, bytes);
     if (paddedLength > 0) {
-      const failed = device.submitSync({ op: 'write', sector: 0, countSectors: paddedLength / 512,
+      const failed = device.submitSync({
+        op: 'write', sector: 0, countSectors: bytesToSectorsExact(paddedLength),
         segments: [view], ioprio: 0, flags: { sync: false, preflush: false, fua: false } });
       assert.equal(failed, null, 'a RAM segment takes its write');
     }
@@ -302,7 +303,7 @@ class StreamCopy {
   #failRead(cause: unknown): void {
     this.#readErr = true;
     this.#readError ??= cause instanceof DmIoError ? cause : new IoError({
-      errno: 'EIO', syscall: 'read', device: 'input', sector: Math.floor(this.#inputBytes / 512),
+      errno: 'EIO', syscall: 'read', device: 'input', sector: bytesToSectorsFloor(this.#inputBytes),
       countSectors: 0, regionIndex: 0, cause,
     });
   }
@@ -357,15 +358,13 @@ class StreamCopy {
     return { device: dest.device, sector: dest.sector + offsetSectors, count: sectors };
   }
 
-  /** One pure flush of every destination written to; a failure counts as in `flush.ts`. */
+  /** One flush of every destination written to (flush.ts); a failure counts as for a job. */
   async #flush(): Promise<void> {
     const flushed = this.#dests.flatMap((_, index) =>
       ((this.#writtenBytes[index] ?? 0) > 0 ? [index] : []));
     if (flushed.length === 0) return;
-    const { errorBits, errors } = await dmIo({
-      op: 'write', mem: { type: 'kmem', data: new Uint8Array(0) }, client: this.#kc.io,
-      flags: { preflush: true },
-    }, flushed.map((index) => ({ device: this.#dests[index]!.device, sector: 0, count: 0 })));
+    const { errorBits, errors } = await this.#kc.flushDevices(
+      flushed.map((index) => this.#dests[index]!.device));
     flushed.forEach((destIndex, regionIndex) => {
       if (((errorBits >> BigInt(regionIndex)) & 1n) === 0n) return;
       this.#writeErr |= 1n << BigInt(destIndex);

@@ -1,10 +1,10 @@
 // Owns the public kcopyd job calls: copy, zero, and prepared callbacks. Each validates
 // everything first (a typed error, nothing submitted), then builds the job and hands it to the
-// client: a job no longer than a sub-job is dispatched whole, a longer one is split (split.ts).
+// client (`submitJob`), which queues it whole or splits it.
 // Without `fn`, copy and zero return a Promise of the result; I/O errors never reject it.
 
 import assert from '../assert.js';
-import type { DmIoRegion } from '../core/request.js';
+import { validateRegion, type DmIoRegion } from '../core/request.js';
 import { validateBoolean, validateFunction } from '../validate.js';
 import {
   AbortedError, InvalidArgTypeError, InvalidRequestError, OutOfRangeError,
@@ -12,11 +12,9 @@ import {
 import { KCOPYD_WRITE_ERR_ALL } from './constants.js';
 import { KcopydJob, type KcopydNotifyFn, type KcopydResult } from './job.js';
 import type { KcopydClient } from './kcopyd-client.js';
-import { watchSignal } from './outcome.js';
-import { splitJob } from './split.js';
 import {
-  validateClientForJob, validateDests, validateJobOptions, validateKcopydRegion,
-  validateNotifyFn, type KcopydJobOptions, type ValidJobOptions,
+  validateClientForJob, validateDests, validateJobOptions, validateNotifyFn,
+  type KcopydJobOptions, type ValidJobOptions,
 } from './validate-job.js';
 
 /**
@@ -32,7 +30,7 @@ import {
  * from the client's worker. Without it, returns a Promise of the result (never rejected).
  * `writeErr` bit *d* is destination *d*; all ones when the write phase could not be issued.
  * `result.writtenBytes[d]` is what destination *d* got: it is complete exactly when that
- * equals `count * 512` (a clear bit alone does not say so when the job stopped early).
+ * equals `count * SECTOR_SIZE` (a clear bit alone does not say so when the job stopped early).
  * `result.aborted` tells a job cancelled by `signal` or by a throwing `onProgress` or
  * `onChunkRead`; its unfinished destinations then have their bits set. A throwing `fn` is
  * rethrown on a later tick (an uncaught exception): the job had already completed.
@@ -59,7 +57,7 @@ export function dmKcopydCopy(
   options?: KcopydJobOptions, fn?: KcopydNotifyFn, context?: unknown,
 ): Promise<KcopydResult> | undefined {
   const client = validateClientForJob(kc);
-  const source = validateKcopydRegion(from, 'from', false);
+  const source = validateRegion(from, 'from', 'read');
   const targets = validateDests(dests, source.count);
   const valid = validateJobOptions(options);
   validateNotifyFn(fn);
@@ -127,7 +125,7 @@ function submit(
     throw new AbortedError('kcopyd job', 'the signal was aborted before submission',
       { cause: options.signal.reason });
   }
-  const job = new KcopydJob(kc, 'master', null);
+  const job = new KcopydJob('master', null);
   fill(job);
   job.ignoreError = options.ignoreError;
   job.writeSeq = options.writeSeq;
@@ -146,10 +144,7 @@ function submit(
     job.fn = fn;
     job.context = context;
   }
-  kc.admitMaster();
-  if (options.signal !== null) watchSignal(job, options.signal);
-  if (job.countSectors <= kc.subJobSectors) kc.dispatch(job);
-  else splitJob(kc, job);
+  kc.submitJob(job, options.signal);
   return promise;
 }
 
@@ -171,10 +166,10 @@ export function dmKcopydPrepareCallback<C = unknown>(
 ): KcopydCallbackToken {
   const client = validateClientForJob(kc);
   validateFunction(fn, 'fn');
-  const job = new KcopydJob(client, 'callback', null);
+  const job = new KcopydJob('callback', null);
   job.fn = fn as KcopydNotifyFn;
   job.context = context;
-  client.admitMaster();
+  client.prepareCallback(job);
   return job;
 }
 
@@ -201,10 +196,7 @@ export function dmKcopydDoCallback(
   if (writeErr < 0n || writeErr > KCOPYD_WRITE_ERR_ALL) {
     throw new OutOfRangeError('writeErr', 'from 0n to 2n ** 64n - 1n', writeErr);
   }
+  assert.ok(token.fire !== null && token.list === null);
   token.fired = true;
-  token.readErr = failedRead;
-  token.writeErr = writeErr;
-  assert.equal(token.list, null);
-  token.client.callbackJobs.pushTail(token);
-  token.client.wake();
+  token.fire(failedRead, writeErr);
 }

@@ -2,18 +2,16 @@
 // wrong is found here, before a job exists or anything is submitted. Too many destinations,
 // mismatched counts, bad options (flags are named booleans, never bit numbers; a signal must
 // be an AbortSignal), closed or read-only devices, misaligned regions, a destroyed client, too
-// many outstanding jobs. Overlapping source and destination ranges are not refused, as in the
+// many outstanding jobs. A region is checked by dm-io's one region check (`validateRegion`),
+// once, when the job is submitted: every chunk is a sub-range of it, so chunks go to dm-io
+// without another check. Overlapping source and destination ranges are not refused, as in the
 // kernel: the caller must not ask for them.
 
-import { SECTOR_SIZE } from '../constants.js';
-import type { DmIoRegion } from '../core/request.js';
+import { validateRegion, type DmIoRegion } from '../core/request.js';
 import {
   validateBoolean, validateFunction, validateOptionsObject, validateUnsigned,
 } from '../validate.js';
-import type { BlockDevice } from '../devices/block-device.js';
-import {
-  InvalidArgTypeError, InvalidRequestError, OutOfRangeError, StateError,
-} from '../errors.js';
+import { InvalidArgTypeError, InvalidRequestError, StateError } from '../errors.js';
 import { DM_KCOPYD_MAX_REGIONS } from './constants.js';
 import type { KcopydChunkReadFn, KcopydProgressFn } from './job.js';
 import { KcopydClient } from './kcopyd-client.js';
@@ -149,32 +147,6 @@ function validateSignal(signal: unknown): AbortSignal | null {
   return signal;
 }
 
-/** Validates one region; `write` adds the read-only check. Returns a copy. */
-export function validateKcopydRegion(region: unknown, name: string, write: boolean): DmIoRegion {
-  validateOptionsObject(region, name);
-  const { device, sector, count } = region as Partial<DmIoRegion>;
-  if (typeof device !== 'object' || device === null ||
-      typeof (device as BlockDevice).submit !== 'function') {
-    throw new InvalidArgTypeError(`${name}.device`, 'a BlockDevice', device);
-  }
-  const first = validateUnsigned(sector, `${name}.sector`);
-  const countSectors = validateUnsigned(count, `${name}.count`);
-  if (!Number.isSafeInteger((first + countSectors) * SECTOR_SIZE)) {
-    throw new OutOfRangeError(`${name}.count`, 'a region whose end is a safe byte offset',
-      countSectors);
-  }
-  if (device.closed) throw new StateError('DMIO_ERR_DEVICE_CLOSED', device.name, 'closed');
-  if (write && device.readOnly && countSectors > 0) {
-    throw new StateError('DMIO_ERR_READ_ONLY', device.name, 'the device is read-only');
-  }
-  const blockSectors = device.limits.logicalBlockBytes / SECTOR_SIZE;
-  if (first % blockSectors !== 0 || countSectors % blockSectors !== 0) {
-    throw new InvalidRequestError('DMIO_ERR_MISALIGNED', name,
-      `sector ${first} and count ${countSectors} must be multiples of ${blockSectors}`);
-  }
-  return { device, sector: first, count: countSectors };
-}
-
 /**
  * Validates 1 to 8 destinations whose counts all equal `countSectors`. The kernel ignores
  * destination counts of split jobs but overruns its pages on an unsplit job with mismatched
@@ -190,7 +162,7 @@ export function validateDests(dests: unknown, countSectors: number | null): DmIo
     throw new InvalidRequestError('DMIO_ERR_INVALID_ARG_VALUE', 'dests',
       'at least one destination is needed');
   }
-  const regions = dests.map((dest, index) => validateKcopydRegion(dest, `dests[${index}]`, true));
+  const regions = dests.map((dest, index) => validateRegion(dest, `dests[${index}]`, 'write'));
   const expected = countSectors ?? regions[0]!.count;
   regions.forEach((region, index) => {
     if (region.count !== expected) {
