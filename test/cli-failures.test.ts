@@ -95,9 +95,9 @@ function firstBytesNonZero(path: string): boolean {
 test('copy: a source read error leaves no destination reported complete', async (t) => {
   const dir = await tempDir(t);
   const dests = [join(dir, 'a.img'), join(dir, 'b.img')];
-  const faults = { 'random:64M': { ranges: [{ sector: 20000, countSectors: 8, ops: ['read'] }] } };
+  const faults = { 'random:64M': { ranges: [{ sector: 20000, countSectors: 8, ops: ['read' as const] }] } };
   const run = await runDmio(['copy', 'random:64M', ...dests, '--json'], {
-    env: { DMIO_TEST_FAULTS: JSON.stringify(faults) },
+    faults: faults,
   });
   assert.equal(run.status, 1);
   assert.equal(jsonOf(run).readError, true);
@@ -108,7 +108,7 @@ test('copy: a source read error leaves no destination reported complete', async 
     assert.match(destination.error ?? '', /incomplete: .*reading the source failed/);
   }
   const text = await runDmio(['copy', 'random:64M', ...dests], {
-    env: { DMIO_TEST_FAULTS: JSON.stringify(faults) },
+    faults: faults,
   });
   assert.equal(text.status, 1);
   assert.match(text.stdout, /to 0 of 2 destination\(s\)/);
@@ -120,9 +120,9 @@ test('copy --ignore-errors: every byte written, yet not reported as a faithful c
   async (t) => {
     const dir = await tempDir(t);
     const dest = join(dir, 'a.img');
-    const faults = { 'random:8M': { ranges: [{ sector: 4096, countSectors: 8, ops: ['read'] }] } };
+    const faults = { 'random:8M': { ranges: [{ sector: 4096, countSectors: 8, ops: ['read' as const] }] } };
     const run = await runDmio(['copy', 'random:8M', dest, '--ignore-errors', '--json'], {
-      env: { DMIO_TEST_FAULTS: JSON.stringify(faults) },
+      faults: faults,
     });
     assert.equal(run.status, 1);
     const [a] = destinationsOf(run);
@@ -137,7 +137,7 @@ test('zero: a failing destination is dropped; the other is zeroed whole', async 
   for (const dest of dests) writeFileSync(dest, Buffer.alloc(32 * MIB, 0x77));
   const faults = { [dests[1]!]: { ranges: [{ sector: 8192, countSectors: 8 }] } };
   const run = await runDmio(['zero', ...dests, '--json'], {
-    env: { DMIO_TEST_FAULTS: JSON.stringify(faults) },
+    faults: faults,
   });
   assert.equal(run.status, 1, run.stderr);
   const [a, b] = destinationsOf(run);

@@ -67,7 +67,7 @@ test('copy to a file: fdatasync on the destination after its last write (strace)
   const traced = spawnSync('strace', ['-f', '-qq', '-y', '-o', tracePath, '-e',
     'trace=pwrite64,pwritev,pwritev2,write,writev,copy_file_range,fdatasync,fsync',
     process.execPath, DMIO_BIN, 'copy', 'random:2M', dest, '--no-progress'],
-  { env: { ...process.env, DMIO_CLI_FROM_SOURCE: '1' }, encoding: 'utf8' });
+  { encoding: 'utf8' });
   assert.equal(traced.status, 0, traced.stderr);
   const onDest = readFileSync(tracePath, 'utf8').split('\n').filter((line) =>
     new RegExp(`(pwrite64|pwritev2?|writev?|fdatasync|fsync|copy_file_range)\\(.*\\d+<${dest}>`)
@@ -83,11 +83,10 @@ test('a failed flush fails that destination alone (copy, zero, write): exit 1, i
     const [good, bad] = [join(dir, 'good.img'), join(dir, 'bad.img')];
     const input = join(dir, 'input.bin');
     writeFileSync(input, randomBytes(1024 * 1024));
-    const env = { DMIO_TEST_FAULTS: JSON.stringify({
-      [bad]: { ranges: [{ sector: 0, countSectors: 1, ops: ['flush'] }] } }) };
+    const faults = { [bad]: { ranges: [{ sector: 0, countSectors: 1, ops: ['flush' as const] }] } };
     for (const args of [['copy', 'random:2M', good, bad], ['zero', good, bad, '--length', '1M'],
       ['write', good, bad, '--sector', '0', '--input', input]]) {
-      const run = await runDmio([...args, '--json'], { env });
+      const run = await runDmio([...args, '--json'], { faults });
       assert.equal(run.status, 1, `${args[0]}: ${run.stderr}`);
       const outcome = jsonOf(run);
       assert.equal(outcome.flushed, true);

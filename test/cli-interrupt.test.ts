@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { fileHash, jsonOf, randomHash, runDmio } from './cli-helpers.js';
+import { fileHash, jsonOf, randomHash, runDmioProcess } from './cli-helpers.js';
 import { requireTools, startNbdkit } from './helpers/nbdkit.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -34,7 +34,7 @@ for (const [signal, status] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
     const dir = await tempDir(t);
     const dest = join(dir, 'a.img');
     // Throttled so that the copy lasts long enough to be interrupted midway.
-    const run = await runDmio(['copy', 'random:128M,seed=6', dest, '--throttle', '20',
+    const run = await runDmioProcess(['copy', 'random:128M,seed=6', dest, '--throttle', '20',
       '--progress=2', '--json'], { onSpawn: signalAt(40, signal) });
     assert.equal(run.status, status, run.stderr);
     const outcome = jsonOf(run);
@@ -59,7 +59,7 @@ test('zero: SIGTERM midway exits 143 and reports nothing complete', async (t) =>
   const server = await startNbdkit(['--filter=delay', 'memory', '64M', 'delay-zero=50ms',
     'delay-write=50ms']);
   t.after(() => server.stop());
-  const run = await runDmio(['zero', server.uri, '--progress=2', '--json'],
+  const run = await runDmioProcess(['zero', server.uri, '--progress=2', '--json'],
     { onSpawn: signalAt(10, 'SIGTERM') });
   assert.equal(run.status, 143, run.stderr);
   const outcome = jsonOf(run);

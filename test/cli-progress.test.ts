@@ -57,7 +57,7 @@ test('zero --progress=json reports a failed destination as failed', async (t) =>
   const dir = await tempDir(t);
   const dest = join(dir, 'a.img');
   const run = await runDmio(['zero', dest, 'mem:4M', '--length', '4M', '--progress=json'], {
-    env: { DMIO_TEST_FAULTS: JSON.stringify({ 'mem:4M': { failRate: 1 } }) },
+    faults: { 'mem:4M': { failRate: 1 } },
   });
   assert.equal(run.status, 1);
   const last = JSON.parse(run.stderr.split('\n').filter((line) => line.startsWith('{')).at(-1)!) as {

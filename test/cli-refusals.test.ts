@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { NbdError, OpenError } from '../src/errors.js';
 import { isOpenIoFailure } from '../src/cli/devices.js';
-import { fileHash, randomHash, runDmio, type CliRun, type RunOptions } from './cli-helpers.js';
+import { fileHash, randomHash, runDmio, runDmioProcess, type CliRun, type RunOptions } from './cli-helpers.js';
 import { startFakeServer } from './helpers/fake-nbd-server.js';
 import { requireLoopOrSkip, requireRootOrSkip, withLoopDevice } from './helpers/loop.js';
 import { requireTools, startNbdkit } from './helpers/nbdkit.js';
@@ -33,7 +33,7 @@ const HANG_LIMIT_MS = 15000;
 
 /** Runs dmio, killing it after HANG_LIMIT_MS (its status is then null). */
 function runBounded(args: readonly string[], options: RunOptions = {}): Promise<CliRun> {
-  return runDmio(args, {
+  return runDmioProcess(args, {
     ...options,
     onSpawn: (child) => {
       child.stdin?.end('');

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { DMIO_BIN, jsonOf, runDmio } from './cli-helpers.js';
+import { DMIO_BIN, jsonOf, runDmio, runDmioProcess } from './cli-helpers.js';
 import { requireTools } from './helpers/nbdkit.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -20,7 +20,7 @@ const MIB = 1024 * 1024;
 function piped(producer: string, args: readonly string[], cwd: string): ReturnType<typeof spawnSync> {
   const quoted = args.map((arg) => `'${arg}'`).join(' ');
   return spawnSync('sh', ['-c', `${producer} | '${process.execPath}' '${DMIO_BIN}' copy - ${quoted}`],
-    { cwd, encoding: 'utf8', env: { ...process.env, DMIO_CLI_FROM_SOURCE: '1' } });
+    { cwd, encoding: 'utf8', env: process.env });
 }
 
 test('gzip -dc and xz -dc piped into copy - a.img b.img --verify', async (t) => {
@@ -88,7 +88,7 @@ test('stdin that is a destination is refused (exit 2) before anything is written
     const quoted = ['x.img', ...extra].map((arg) => `'${arg}'`).join(' ');
     const run = spawnSync('sh', ['-c', `timeout 20 '${process.execPath}' '${DMIO_BIN}' copy - ` +
       `${quoted} < x.img`], { cwd: dir, encoding: 'utf8',
-      env: { ...process.env, DMIO_CLI_FROM_SOURCE: '1' } });
+      env: process.env });
     assert.equal(run.status, 2, `${extra.join(' ')}: ${run.stderr}`);
     assert.match(run.stderr, /stdin is x\.img itself/);
     assert.ok(readFileSync(image).equals(data), extra.join(' '));
@@ -101,7 +101,7 @@ test('SIGINT while stdin is stalled ends the copy at once; the image holds what 
     const dir = await tempDir(t);
     const input = randomBytes(9 * MIB);
     let interruptedAt = 0;
-    const run = await runDmio(['copy', '-', join(dir, 'a.img'), '--json'], {
+    const run = await runDmioProcess(['copy', '-', join(dir, 'a.img'), '--json'], {
       onSpawn: (child) => {
         // Nine MiB, then the producer stalls with the pipe open: the second segment never fills.
         child.stdin?.on('error', () => undefined);

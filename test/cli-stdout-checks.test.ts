@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, constants, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { DMIO_BIN, fileHash, jsonOf, runDmio, type CliRun } from './cli-helpers.js';
+import { DMIO_BIN, fileHash, jsonOf, runDmio, runDmioProcess, type CliRun } from './cli-helpers.js';
 import { requireLoopOrSkip, withLoopDevice } from './helpers/loop.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -18,7 +18,7 @@ const MIB = 1024 * 1024;
 function runWithStdout(args: readonly string[], stdoutFd: number): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [DMIO_BIN, ...args], {
-      env: { ...process.env, DMIO_CLI_FROM_SOURCE: '1' }, stdio: ['ignore', stdoutFd, 'pipe'],
+      stdio: ['ignore', stdoutFd, 'pipe'],
     });
     let stderr = '';
     child.stderr?.setEncoding('utf8').on('data', (text: string) => { stderr += text; });
@@ -101,7 +101,7 @@ test('--progress=1 with --json is refused before anything is written', async (t)
 test('one SIGINT delivered twice at once still flushes and reports', async (t) => {
   const dir = await tempDir(t);
   const dest = join(dir, 'a.img');
-  const run = await runDmio(['copy', 'random:128M', dest, '--throttle', '20', '--progress=2',
+  const run = await runDmioProcess(['copy', 'random:128M', dest, '--throttle', '20', '--progress=2',
     '--json'], {
     onSpawn: (child) => {
       child.stdin?.end();

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { DMIO_BIN, randomHash, runDmio } from './cli-helpers.js';
+import { DMIO_BIN, randomHash, runDmio, runDmioProcess } from './cli-helpers.js';
 import { requireTools } from './helpers/nbdkit.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -24,7 +24,7 @@ function shell(args: readonly string[], shellTail: string, cwd?: string) {
   const run = spawnSync('bash', ['-c',
     `'${process.execPath}' '${DMIO_BIN}' ${quoted} ${shellTail}; echo "status=\${PIPESTATUS[0]}" >&2`],
   { cwd, encoding: 'buffer', timeout: RUN_TIMEOUT_MS, maxBuffer: 256 * MIB,
-    env: { ...process.env, DMIO_CLI_FROM_SOURCE: '1' } });
+    env: process.env });
   assert.equal(run.error, undefined, 'the run finished in time');
   const stderr = run.stderr.toString('utf8');
   const match = /status=(\d+)\n$/.exec(stderr);
@@ -116,7 +116,7 @@ test('- with another destination, --verify, - -, --dest-sector, --progress=1: ex
       [['copy', 'random:1M', '-', '--progress=1'], /--progress=1/],
     ];
     for (const [args, message] of cases) {
-      const run = await runDmio(args, { cwd: dir });
+      const run = await runDmioProcess(args, { cwd: dir });
       assert.equal(run.status, 2, `${args.join(' ')}: ${run.stderr}`);
       assert.match(run.stderr, message);
       assert.equal(run.stdout, '');
@@ -129,7 +129,7 @@ test('a terminal as stdout is refused (exit 2): the region would be printed raw'
   const run = spawnSync('script', ['-qec',
     `'${process.execPath}' '${DMIO_BIN}' copy random:1M -; echo "status=$?"`, '/dev/null'],
   { encoding: 'utf8', timeout: RUN_TIMEOUT_MS,
-    env: { ...process.env, DMIO_CLI_FROM_SOURCE: '1' } });
+    env: process.env });
   assert.match(run.stdout, /stdout is a terminal/);
   assert.match(run.stdout, /status=2/);
 });

@@ -29,7 +29,7 @@ function runShell(script: string, args: readonly string[] = [],
   const startMs = performance.now();
   return new Promise((resolve, reject) => {
     const child = spawn('bash', ['-o', 'pipefail', '-c', script, 'bash', ...args], {
-      env: { ...process.env, DMIO_CLI_FROM_SOURCE: '1', DMIO: DMIO_BIN, ...env },
+      env: { ...process.env, DMIO: DMIO_BIN, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -280,7 +280,7 @@ describe('dmio write: the input is bounded, streamed and reported per device', (
       truncateSync(sparse, 512 * MIB);
       const measured = spawnSync('/usr/bin/time', ['-f', '%M', process.execPath, DMIO_BIN,
         'write', 'null:1G', '--sector', '0', '--input', sparse],
-      { env: { ...process.env, DMIO_CLI_FROM_SOURCE: '1' }, encoding: 'utf8' });
+      { encoding: 'utf8' });
       if (measured.error !== undefined) {
         t.diagnostic('/usr/bin/time is missing: memory not measured');
         return;
@@ -298,9 +298,9 @@ describe('dmio write: the input is bounded, streamed and reported per device', (
       const images = [join(dir, 'a.img'), join(dir, 'b.img'), join(dir, 'c.img')];
       // b fails in the third 1 MiB chunk.
       const faults = { [images[1]!]: { ranges: [{ sector: 2048 * 2 + 100, countSectors: 8,
-        ops: ['write'] }] } };
+        ops: ['write' as const] }] } };
       const run = await runDmio(['write', ...images, '--sector', '0', '--input', input,
-        '--json'], { env: { DMIO_TEST_FAULTS: JSON.stringify(faults) } });
+        '--json'], { faults: faults });
       assert.equal(run.status, 1, run.stderr);
       const outcome = jsonOf(run);
       assert.equal(outcome.writeErrorBits, '0x2');

@@ -55,9 +55,9 @@ describe('dmio copy', () => {
   it('one failing destination among three: exit 1, the other two exact, JSON names it', async (t) => {
     const dir = await tempDir(t);
     const images = ['a.img', 'b.img', 'c.img'].map((name) => join(dir, name));
-    const faults = { [images[1]!]: { ranges: [{ sector: 2048, countSectors: 8, ops: ['write'] }] } };
+    const faults = { [images[1]!]: { ranges: [{ sector: 2048, countSectors: 8, ops: ['write' as const] }] } };
     const run = await runDmio(['copy', 'random:4M,seed=5', ...images, '--json'], {
-      env: { DMIO_TEST_FAULTS: JSON.stringify(faults) },
+      faults: faults,
     });
     assert.equal(run.status, 1);
     const outcome = jsonOf(run);
@@ -77,7 +77,7 @@ describe('dmio copy', () => {
     const dir = await tempDir(t);
     const dest = join(dir, 'd.img');
     const run = await runDmio(['copy', 'random:1M', dest, '--json', '--sub-job-size', '64K'], {
-      env: { DMIO_TEST_FAULTS: JSON.stringify({ 'random:1M': { ranges: [{ sector: 0, countSectors: 1 }] } }) },
+      faults: { 'random:1M': { ranges: [{ sector: 0, countSectors: 1 }] } },
     });
     assert.equal(run.status, 1);
     assert.equal(jsonOf(run).readError, true);
@@ -131,18 +131,11 @@ describe('dmio copy', () => {
     const images = ['a.img', 'b.img', 'c.img'].map((name) => join(dir, name));
     const run = await runDmio(['copy', 'random:2M,seed=9', ...images, '--verify', '--json',
       '--sub-job-size', '512K'], {
-      env: { DMIO_TEST_VERIFY_GATE: '1' },
-      onSpawn: (child) => {
-        let seen = '';
-        child.stderr?.on('data', (text: string) => {
-          seen += text;
-          if (!seen.includes('verify gate')) return;
-          seen = '';
-          const fd = openSync(images[2]!, 'r+');
-          writeSync(fd, Buffer.from('corrupt'), 0, 7, 1536 * 1024 + 10);
-          closeSync(fd);
-          child.stdin?.end('go\n');
-        });
+      beforeVerify: () => {
+        const fd = openSync(images[2]!, 'r+');
+        writeSync(fd, Buffer.from('corrupt'), 0, 7, 1536 * 1024 + 10);
+        closeSync(fd);
+        return Promise.resolve();
       },
     });
     assert.equal(run.status, 1, run.stderr);
@@ -154,15 +147,15 @@ describe('dmio copy', () => {
   it('--verify without corruption passes (the gate alone changes nothing)', async (t) => {
     const dir = await tempDir(t);
     const image = join(dir, 'a.img');
+    let gated = 0;
     const run = await runDmio(['copy', 'random:1M', image, '--verify', '--json'], {
-      env: { DMIO_TEST_VERIFY_GATE: '1' },
-      onSpawn: (child) => {
-        child.stderr?.on('data', (text: string) => {
-          if (text.includes('verify gate')) child.stdin?.end('go\n');
-        });
+      beforeVerify: () => {
+        gated += 1;
+        return Promise.resolve();
       },
     });
     assert.equal(run.status, 0, run.stderr);
+    assert.equal(gated, 1, 'the read-back waited for the gate once');
   });
 });
 
@@ -304,7 +297,7 @@ describe('dmio bench', () => {
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /--seconds/);
     const failing = await runDmio(['bench', 'mem:1M', '--seconds', '0.1'], {
-      env: { DMIO_TEST_FAULTS: JSON.stringify({ 'mem:1M': { failRate: 1, errno: 'EIO' } }) },
+      faults: { 'mem:1M': { failRate: 1, errno: 'EIO' } },
     });
     assert.equal(failing.status, 1, failing.stderr);
     assert.match(failing.stderr, /DMIO_ERR_IO: EIO/);

@@ -36,7 +36,7 @@ async function images(t: TestContext, sizes: Record<string, number>): Promise<Re
 /** The mirror segment's `k/N` from `dmio info --json` (the table opened read-only). */
 async function syncCounts(tablePath: string): Promise<{ inSync: number; regions: number; status: string }> {
   const { stdout } = await runToolOk(process.execPath, [DMIO_BIN, 'info', `table:${tablePath}`, '--json'],
-    30_000, { DMIO_CLI_FROM_SOURCE: '1' });
+    30_000);
   const status = (JSON.parse(stdout) as { table: { status: string[] } }).table.status[0] as string;
   const match = / (\d+)\/(\d+) 1 /.exec(status);
   assert.ok(match !== null, status);

@@ -1,4 +1,4 @@
-// Owns starting `dmio serve` for tests: the real binary on the TypeScript source, ready once it
+// Owns starting `dmio serve` for tests: the built binary (npm run build), ready once it
 // printed its URI line, stopped with a signal (SIGKILL after 10 s) and its exit status kept.
 // Also runs external clients (nbdinfo, nbdcopy, qemu-img, ...) with a timeout.
 //
@@ -24,7 +24,7 @@ export interface DmioServe {
 /** Starts `dmio serve ...args`; rejects if it exits or stays silent for `readyTimeoutMs`. */
 export function startDmioServe(args: readonly string[], readyTimeoutMs = 20_000): Promise<DmioServe> {
   const child = spawn(process.execPath, [DMIO_BIN, 'serve', ...args], {
-    env: { ...process.env, DMIO_CLI_FROM_SOURCE: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
   let stderr = '';
