@@ -12,6 +12,7 @@ import type {
   BlockDevice, DeviceDone, DeviceLimits, DeviceOp, DeviceRequest, RequestFlags,
 } from './block-device.js';
 import { requestError } from './request-error.js';
+import { sectorsToBytes } from '../units.js';
 
 /** Operations a fault rule can name; `flush` matches pure flushes and preflush requests. */
 export type FaultOp = DeviceOp | 'flush';
@@ -102,7 +103,7 @@ export class FaultDevice implements BlockDevice {
 
   /** The inner device's true size in bytes (see `BlockDevice.sizeBytes`). */
   get sizeBytes(): number {
-    return this.inner.sizeBytes ?? this.inner.sizeSectors * 512;
+    return this.inner.sizeBytes ?? sectorsToBytes(this.inner.sizeSectors);
   }
 
   get readOnly(): boolean {

@@ -2,10 +2,10 @@
 // past-end checks, completion on a later microtask (never inside `submit`), and the blocking
 // form. Subclasses only say how to read, write and clear bytes.
 
-import { PAGE_SIZE, SECTOR_SIZE } from '../constants.js';
+import { GIB, MIB, PAGE_SIZE, SECTOR_SIZE } from '../constants.js';
 import { InvalidRequestError } from '../errors.js';
 import type { IoError } from '../errors.js';
-import { sectorsToBytes } from '../units.js';
+import { bytesToSectorsExact, sectorsToBytes } from '../units.js';
 import type {
   BlockDevice, DeviceDone, DeviceKind, DeviceLimits, DeviceRequest,
 } from './block-device.js';
@@ -16,10 +16,10 @@ import { pastEndError, requestError } from './request-error.js';
 export const MEMORY_DEVICE_LIMITS: DeviceLimits = {
   logicalBlockBytes: SECTOR_SIZE,
   physicalBlockBytes: PAGE_SIZE,
-  maxSectorsPerRequest: 8192,
+  maxSectorsPerRequest: bytesToSectorsExact(4 * MIB),
   maxSegmentsPerRequest: 256,
-  maxDiscardSectors: 4 * 1024 * 1024,
-  maxWriteZeroesSectors: 4 * 1024 * 1024,
+  maxDiscardSectors: bytesToSectorsExact(2 * GIB),
+  maxWriteZeroesSectors: bytesToSectorsExact(2 * GIB),
   memoryAlignmentBytes: 0,
   flush: false,
   fua: false,

@@ -23,7 +23,7 @@
 // - close() waits for the writes in flight and leaves the stream open: it is the caller's.
 
 import assert from '../assert.js';
-import { PAGE_SIZE, SECTOR_SIZE } from '../constants.js';
+import { MIB, PAGE_SIZE, SECTOR_SIZE } from '../constants.js';
 import { validateBoolean, validateIntegerInRange } from '../validate.js';
 import { InvalidArgTypeError, type IoError } from '../errors.js';
 import {
@@ -32,6 +32,7 @@ import {
 } from './block-device.js';
 import { requireWholeSectors } from './ram-device.js';
 import { pastEndError, requestError } from './request-error.js';
+import { bytesToSectorsExact } from '../units.js';
 
 /** Largest sink (1 PiB): nothing is stored, so only sector arithmetic bounds it. */
 const STREAM_SINK_BYTES_MAX = 2 ** 50;
@@ -74,7 +75,7 @@ export interface StreamSinkDeviceOptions {
  * Most sectors one sink request carries (4 MiB, kcopyd's largest chunk), so a chunk reaches the
  * stream as one write.
  */
-const SINK_REQUEST_SECTORS_MAX = 8192;
+const SINK_REQUEST_SECTORS_MAX = bytesToSectorsExact(4 * MIB);
 
 /** Sink limits: a whole chunk of pages in one request, no special operations. */
 function sinkLimits(flushes: boolean): DeviceLimits {

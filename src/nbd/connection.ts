@@ -67,17 +67,17 @@ const DISCONNECT_WAIT_MS = 2000;
 export class NbdConnection implements ReplySink {
   /** What the handshake negotiated. */
   readonly info: NbdExportInfo;
-  private readonly socket: Socket;
-  private readonly settings: ConnectionSettings;
-  private readonly parser: ReplyParser;
-  private readonly input: SocketInput;
-  private readonly inflight = new Map<number, InFlight>();
-  private nextCookie = 1;
-  private inflightPayloadBytes = 0;
-  private deadError: NbdError | null = null;
-  private disconnecting = false;
-  private shuttingDown = false;
-  private timer: NodeJS.Timeout | null = null;
+  readonly #socket: Socket;
+  readonly #settings: ConnectionSettings;
+  readonly #parser: ReplyParser;
+  readonly #input: SocketInput;
+  readonly #inflight = new Map<number, InFlight>();
+  #nextCookie = 1;
+  #inflightPayloadBytes = 0;
+  #deadError: NbdError | null = null;
+  #disconnecting = false;
+  #shuttingDown = false;
+  #timer: NodeJS.Timeout | null = null;
 
   /**
    * Takes over a socket whose handshake is done: `input` is the socket's `onread` router and
@@ -90,21 +90,21 @@ export class NbdConnection implements ReplySink {
     leftover: Buffer,
     settings: ConnectionSettings,
   ) {
-    this.socket = socket;
-    this.input = input;
+    this.#socket = socket;
+    this.#input = input;
     this.info = info;
-    this.settings = settings;
-    this.parser = new ReplyParser(this, info.structuredReplies, settings.counters);
-    input.attach(this.parser);
-    socket.on('error', (error: Error) => this.die('DMIO_ERR_NBD_DISCONNECTED',
+    this.#settings = settings;
+    this.#parser = new ReplyParser(this, info.structuredReplies, settings.counters);
+    input.attach(this.#parser);
+    socket.on('error', (error: Error) => this.#die('DMIO_ERR_NBD_DISCONNECTED',
       `connection error: ${error.message}`, error));
-    socket.on('close', () => this.die('DMIO_ERR_NBD_DISCONNECTED', 'server closed the connection'));
+    socket.on('close', () => this.#die('DMIO_ERR_NBD_DISCONNECTED', 'server closed the connection'));
     if (settings.requestTimeoutMs > 0) {
       const tickMs = Math.max(10, Math.min(1000, Math.floor(settings.requestTimeoutMs / 4)));
-      this.timer = setInterval(() => this.checkTimeout(), tickMs);
-      this.timer.unref();
+      this.#timer = setInterval(() => this.#checkTimeout(), tickMs);
+      this.#timer.unref();
     }
-    if (leftover.length > 0) this.parser.feed(leftover);
+    if (leftover.length > 0) this.#parser.feed(leftover);
     // The handshake reader may have paused a flooding server; replies are bounded by what was
     // asked for, so reading resumes for good.
     if (socket.isPaused()) socket.resume();
@@ -112,77 +112,77 @@ export class NbdConnection implements ReplySink {
 
   /** Bytes read straight into request memory, without a copy (for tests and diagnostics). */
   get directReadBytes(): number {
-    return this.input.directBytes;
+    return this.#input.directBytes;
   }
 
   /** True once the connection died or began disconnecting: it takes no more commands. */
   get usable(): boolean {
-    return this.deadError === null && !this.disconnecting && !this.shuttingDown;
+    return this.#deadError === null && !this.#disconnecting && !this.#shuttingDown;
   }
 
   /** Commands in flight. */
   get inflightCount(): number {
-    return this.inflight.size;
+    return this.#inflight.size;
   }
 
   /** Bytes written to the socket that the kernel has not taken yet (a WRITE still draining). */
   get queuedWriteBytes(): number {
-    return this.socket.writableLength;
+    return this.#socket.writableLength;
   }
 
   /** Payload bytes in flight. */
   get inflightBytes(): number {
-    return this.inflightPayloadBytes;
+    return this.#inflightPayloadBytes;
   }
 
   /** Sends one command; its `done` runs later, exactly once. */
   send(command: NbdCommand): void {
     assert.ok(this.usable, 'send on an unusable connection');
-    assert.ok(this.nextCookie < NBD_COOKIE_MAX);
-    const cookie = this.nextCookie;
-    this.nextCookie += 1;
+    assert.ok(this.#nextCookie < NBD_COOKIE_MAX);
+    const cookie = this.#nextCookie;
+    this.#nextCookie += 1;
     const readTarget = command.type === NBD_CMD_READ ?
       new ReadTarget(command.segments, command.lengthBytes) : null;
-    this.inflight.set(cookie, { command, type: command.type, offsetBytes: command.offsetBytes,
+    this.#inflight.set(cookie, { command, type: command.type, offsetBytes: command.offsetBytes,
       readTarget, serverError: null, startedMs: performance.now() });
-    this.inflightPayloadBytes += payloadBytesOf(command.type, command.lengthBytes);
+    this.#inflightPayloadBytes += payloadBytesOf(command.type, command.lengthBytes);
     const header = encodeRequest(command.type, command.commandFlags, cookie,
       command.offsetBytes, command.lengthBytes);
-    this.socket.cork();
-    this.socket.write(header);
+    this.#socket.cork();
+    this.#socket.write(header);
     if (command.type === NBD_CMD_WRITE) {
-      for (const segment of command.segments) if (segment.length > 0) this.socket.write(segment);
+      for (const segment of command.segments) if (segment.length > 0) this.#socket.write(segment);
     }
-    this.socket.uncork();
+    this.#socket.uncork();
   }
 
   /** ReplySink: the in-flight state of `cookie`. */
   find(cookie: number): ReplyState | undefined {
-    return this.inflight.get(cookie);
+    return this.#inflight.get(cookie);
   }
 
   /** ReplySink: a command's final reply arrived. */
   finish(cookie: number, error: ServerError | null): void {
-    const entry = this.inflight.get(cookie);
+    const entry = this.#inflight.get(cookie);
     assert.ok(entry !== undefined);
     // ESHUTDOWN: the server is going away; send nothing more, and soft-disconnect once the
     // commands in flight are answered so the server can exit.
-    if (error !== null && error.errorNumber === NBD_ESHUTDOWN) this.shuttingDown = true;
-    this.complete(cookie, entry, error === null ? null : { kind: 'server', error });
-    if (this.shuttingDown && this.inflight.size === 0 && this.deadError === null &&
-      !this.disconnecting) {
-      this.socket.end(encodeRequest(NBD_CMD_DISC, 0, 0, 0, 0));
+    if (error !== null && error.errorNumber === NBD_ESHUTDOWN) this.#shuttingDown = true;
+    this.#complete(cookie, entry, error === null ? null : { kind: 'server', error });
+    if (this.#shuttingDown && this.#inflight.size === 0 && this.#deadError === null &&
+      !this.#disconnecting) {
+      this.#socket.end(encodeRequest(NBD_CMD_DISC, 0, 0, 0, 0));
     }
   }
 
   /** ReplySink: the reply stream broke the protocol. */
   violation(message: string): void {
-    this.die('DMIO_ERR_NBD_PROTOCOL', `protocol violation: ${message}`);
+    this.#die('DMIO_ERR_NBD_PROTOCOL', `protocol violation: ${message}`);
   }
 
   /** Kills the connection at once: every command in flight fails with `error`. */
   abort(error: NbdError): void {
-    this.dieWith(error);
+    this.#dieWith(error);
   }
 
   /**
@@ -190,75 +190,75 @@ export class NbdConnection implements ReplySink {
    * Resolves once the socket closed (or was destroyed after a short wait).
    */
   async disconnect(): Promise<void> {
-    if (this.deadError === null && !this.disconnecting) {
-      this.disconnecting = true;
-      await this.drained();
-      if (this.deadError === null) {
-        this.socket.end(encodeRequest(NBD_CMD_DISC, 0, 0, 0, 0));
+    if (this.#deadError === null && !this.#disconnecting) {
+      this.#disconnecting = true;
+      await this.#drained();
+      if (this.#deadError === null) {
+        this.#socket.end(encodeRequest(NBD_CMD_DISC, 0, 0, 0, 0));
       }
     }
-    await this.closed();
+    await this.#closed();
   }
 
-  private drained(): Promise<void> {
-    if (this.inflight.size === 0 || this.deadError !== null) return Promise.resolve();
+  #drained(): Promise<void> {
+    if (this.#inflight.size === 0 || this.#deadError !== null) return Promise.resolve();
     return new Promise((resolve) => {
       const poll = (): void => {
-        if (this.inflight.size === 0 || this.deadError !== null) resolve();
+        if (this.#inflight.size === 0 || this.#deadError !== null) resolve();
         else setTimeout(poll, 5);
       };
       poll();
     });
   }
 
-  private closed(): Promise<void> {
-    if (this.socket.closed) return Promise.resolve();
+  #closed(): Promise<void> {
+    if (this.#socket.closed) return Promise.resolve();
     return new Promise((resolve) => {
-      const timer = setTimeout(() => this.socket.destroy(), DISCONNECT_WAIT_MS);
-      this.socket.once('close', () => {
+      const timer = setTimeout(() => this.#socket.destroy(), DISCONNECT_WAIT_MS);
+      this.#socket.once('close', () => {
         clearTimeout(timer);
         resolve();
       });
     });
   }
 
-  private complete(cookie: number, entry: InFlight, outcome: CommandOutcome): void {
-    this.inflight.delete(cookie);
+  #complete(cookie: number, entry: InFlight, outcome: CommandOutcome): void {
+    this.#inflight.delete(cookie);
     const command = entry.command;
-    this.inflightPayloadBytes -= payloadBytesOf(command.type, command.lengthBytes);
+    this.#inflightPayloadBytes -= payloadBytesOf(command.type, command.lengthBytes);
     command.done(outcome);
   }
 
-  private checkTimeout(): void {
-    const oldest = this.inflight.values().next();
+  #checkTimeout(): void {
+    const oldest = this.#inflight.values().next();
     if (oldest.done === true) return;
     const waitedMs = performance.now() - oldest.value.startedMs;
-    if (waitedMs >= this.settings.requestTimeoutMs) {
-      this.die('DMIO_ERR_NBD_TIMEOUT',
-        `no reply within ${this.settings.requestTimeoutMs} ms (${this.inflight.size} in flight)`);
+    if (waitedMs >= this.#settings.requestTimeoutMs) {
+      this.#die('DMIO_ERR_NBD_TIMEOUT',
+        `no reply within ${this.#settings.requestTimeoutMs} ms (${this.#inflight.size} in flight)`);
     }
   }
 
-  private die(
+  #die(
     code: 'DMIO_ERR_NBD_DISCONNECTED' | 'DMIO_ERR_NBD_PROTOCOL' | 'DMIO_ERR_NBD_TIMEOUT',
     message: string,
     cause?: unknown,
   ): void {
-    if (this.deadError !== null) return;
-    this.dieWith(new NbdError(code, this.settings.uri, message,
+    if (this.#deadError !== null) return;
+    this.#dieWith(new NbdError(code, this.#settings.uri, message,
       cause === undefined ? {} : { cause }));
   }
 
-  private dieWith(error: NbdError): void {
-    if (this.deadError !== null) return;
-    this.deadError = error;
-    if (this.timer !== null) clearInterval(this.timer);
-    this.socket.destroy();
-    const wasDisconnecting = this.disconnecting;
-    for (const [cookie, entry] of [...this.inflight]) {
-      this.complete(cookie, entry, { kind: 'connection', error });
+  #dieWith(error: NbdError): void {
+    if (this.#deadError !== null) return;
+    this.#deadError = error;
+    if (this.#timer !== null) clearInterval(this.#timer);
+    this.#socket.destroy();
+    const wasDisconnecting = this.#disconnecting;
+    for (const [cookie, entry] of [...this.#inflight]) {
+      this.#complete(cookie, entry, { kind: 'connection', error });
     }
-    if (!wasDisconnecting) this.settings.onDead(this, error);
+    if (!wasDisconnecting) this.#settings.onDead(this, error);
   }
 }
 

@@ -10,9 +10,10 @@
 import assert from '../assert.js';
 import type { Socket } from 'node:net';
 import type { InputSink } from './socket-input.js';
+import { KIB } from '../constants.js';
 
 /** Unread bytes buffered before the socket is paused (128 KiB). */
-const HANDSHAKE_BUFFER_BYTES_MAX = 128 * 1024;
+const HANDSHAKE_BUFFER_BYTES_MAX = 128 * KIB;
 
 interface PendingRead {
   readonly lengthBytes: number;
@@ -22,39 +23,39 @@ interface PendingRead {
 
 /** Reads exact lengths from a socket; fails every read once the socket ends or errors. */
 export class HandshakeReader implements InputSink {
-  private readonly socket: Socket;
-  private chunks: Buffer[] = [];
-  private bufferedBytes = 0;
-  private pending: PendingRead | null = null;
-  private ended: Error | null = null;
-  private readonly onEnd = (): void => this.end(new Error('server closed the connection'));
-  private readonly onError = (error: Error): void => this.end(error);
+  readonly #socket: Socket;
+  #chunks: Buffer[] = [];
+  #bufferedBytes = 0;
+  #pending: PendingRead | null = null;
+  #ended: Error | null = null;
+  readonly #onEnd = (): void => this.#end(new Error('server closed the connection'));
+  readonly #onError = (error: Error): void => this.#end(error);
 
   /** Watches `socket` for its end; bytes arrive through `feed`. */
   constructor(socket: Socket) {
-    this.socket = socket;
-    socket.on('end', this.onEnd);
-    socket.on('close', this.onEnd);
-    socket.on('error', this.onError);
+    this.#socket = socket;
+    socket.on('end', this.#onEnd);
+    socket.on('close', this.#onEnd);
+    socket.on('error', this.#onError);
   }
 
   /** Resolves with exactly `lengthBytes` bytes; rejects if the connection ends first. */
   read(lengthBytes: number): Promise<Buffer> {
-    assert.equal(this.pending, null, 'one handshake read at a time');
+    assert.equal(this.#pending, null, 'one handshake read at a time');
     assert.ok(Number.isSafeInteger(lengthBytes) && lengthBytes >= 0);
     return new Promise((resolve, reject) => {
-      this.pending = { lengthBytes, resolve, reject };
-      this.settle();
+      this.#pending = { lengthBytes, resolve, reject };
+      this.#settle();
     });
   }
 
   /** InputSink: bytes from the socket, copied because the caller may reuse `data`. */
   feed(data: Buffer): void {
     if (data.length === 0) return;
-    this.chunks.push(Buffer.from(data));
-    this.bufferedBytes += data.length;
-    if (this.bufferedBytes > HANDSHAKE_BUFFER_BYTES_MAX) this.socket.pause();
-    this.settle();
+    this.#chunks.push(Buffer.from(data));
+    this.#bufferedBytes += data.length;
+    if (this.#bufferedBytes > HANDSHAKE_BUFFER_BYTES_MAX) this.#socket.pause();
+    this.#settle();
   }
 
   /** InputSink: the handshake never reads into destination memory. */
@@ -72,50 +73,50 @@ export class HandshakeReader implements InputSink {
    * reader paused stays paused: the next owner resumes it once it can take bytes.
    */
   detach(): Buffer {
-    assert.equal(this.pending, null, 'detach with a read pending');
-    this.socket.off('end', this.onEnd);
-    this.socket.off('close', this.onEnd);
-    this.socket.off('error', this.onError);
-    const leftover = Buffer.concat(this.chunks);
-    this.chunks = [];
-    this.bufferedBytes = 0;
+    assert.equal(this.#pending, null, 'detach with a read pending');
+    this.#socket.off('end', this.#onEnd);
+    this.#socket.off('close', this.#onEnd);
+    this.#socket.off('error', this.#onError);
+    const leftover = Buffer.concat(this.#chunks);
+    this.#chunks = [];
+    this.#bufferedBytes = 0;
     return leftover;
   }
 
-  private end(error: Error): void {
-    if (this.ended === null) this.ended = error;
-    this.settle();
+  #end(error: Error): void {
+    if (this.#ended === null) this.#ended = error;
+    this.#settle();
   }
 
-  private settle(): void {
-    const pending = this.pending;
+  #settle(): void {
+    const pending = this.#pending;
     if (pending === null) return;
-    if (this.bufferedBytes >= pending.lengthBytes) {
-      this.pending = null;
-      pending.resolve(this.take(pending.lengthBytes));
-    } else if (this.ended !== null) {
-      this.pending = null;
-      pending.reject(this.ended);
-    } else if (this.socket.isPaused()) {
-      this.socket.resume();
+    if (this.#bufferedBytes >= pending.lengthBytes) {
+      this.#pending = null;
+      pending.resolve(this.#take(pending.lengthBytes));
+    } else if (this.#ended !== null) {
+      this.#pending = null;
+      pending.reject(this.#ended);
+    } else if (this.#socket.isPaused()) {
+      this.#socket.resume();
     }
   }
 
-  private take(lengthBytes: number): Buffer {
+  #take(lengthBytes: number): Buffer {
     const out = Buffer.allocUnsafe(lengthBytes);
     let filledBytes = 0;
     while (filledBytes < lengthBytes) {
-      const head = this.chunks[0];
+      const head = this.#chunks[0];
       assert.ok(head !== undefined);
       const takeBytes = Math.min(head.length, lengthBytes - filledBytes);
       head.copy(out, filledBytes, 0, takeBytes);
       filledBytes += takeBytes;
-      if (takeBytes === head.length) this.chunks.shift();
-      else this.chunks[0] = head.subarray(takeBytes);
+      if (takeBytes === head.length) this.#chunks.shift();
+      else this.#chunks[0] = head.subarray(takeBytes);
     }
-    this.bufferedBytes -= lengthBytes;
-    if (this.bufferedBytes <= HANDSHAKE_BUFFER_BYTES_MAX && this.socket.isPaused()) {
-      this.socket.resume();
+    this.#bufferedBytes -= lengthBytes;
+    if (this.#bufferedBytes <= HANDSHAKE_BUFFER_BYTES_MAX && this.#socket.isPaused()) {
+      this.#socket.resume();
     }
     return out;
   }

@@ -5,7 +5,7 @@
 // up to 2097152 sectors (1 GiB), flush and FUA true.
 
 import { NbdError } from '../errors.js';
-import { BIO_MAX_VECS, SECTOR_SIZE } from '../constants.js';
+import { BIO_MAX_VECS, KIB, SECTOR_SIZE } from '../constants.js';
 import type { DeviceLimits } from '../devices/block-device.js';
 import { alignDown, bytesToSectorsExact } from '../units.js';
 import type { NbdExportInfo } from './handshake.js';
@@ -15,9 +15,9 @@ import {
 } from './protocol.js';
 
 /** The preferred block assumed when the server advertises none (the spec's default). */
-const PREFERRED_BYTES_DEFAULT = 4096;
+const PREFERRED_BYTES_DEFAULT = 4 * KIB;
 /** Cap on the reported physical block (64 KiB): a hint, kept within what dm-io pages handle. */
-const PHYSICAL_BLOCK_BYTES_MAX = 64 * 1024;
+const PHYSICAL_BLOCK_BYTES_MAX = 64 * KIB;
 
 /** Limits plus the device size they imply. */
 export interface NbdGeometry {

@@ -2,7 +2,7 @@
 // maxima, parses the URI, and opens the device. Every bound here has a reason next to it.
 
 import { InvalidArgTypeError, OutOfRangeError } from '../errors.js';
-import { CLIENT_INFLIGHT_MAX } from '../constants.js';
+import { CLIENT_INFLIGHT_MAX, GIB, MIB } from '../constants.js';
 import { NbdDevice, type NbdDeviceSettings } from './nbd-device.js';
 import { NBD_MIN_BLOCK_BYTES_MAX } from './protocol.js';
 import { parseNbdUri } from './uri.js';
@@ -40,9 +40,9 @@ export interface NbdOpenOptions {
 /** Default bound on commands in flight: nbdcopy's per-connection default; QD32 with splits. */
 const INFLIGHT_REQUESTS_DEFAULT = 64;
 /** Default bound on payload bytes in flight (64 MiB): two 32 MiB requests, or 256 × 256 KiB. */
-const INFLIGHT_BYTES_DEFAULT = 64 * 1024 * 1024;
+const INFLIGHT_BYTES_DEFAULT = 64 * MIB;
 /** Upper bound on payload bytes in flight (1 GiB): socket buffers stay a fraction of RAM. */
-const INFLIGHT_BYTES_MAX = 1024 * 1024 * 1024;
+const INFLIGHT_BYTES_MAX = GIB;
 /** Upper bound on waiting commands: 16 clients at dm-io's maximum in flight. */
 const QUEUED_REQUESTS_MAX = 65536;
 /** Upper bound on connections: beyond 16 a client gains nothing and servers limit clients. */

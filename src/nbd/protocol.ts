@@ -4,6 +4,7 @@
 // is used to allocate memory before it is checked against one of the `*_MAX` values here.
 
 import assert from '../assert.js';
+import { GIB, KIB, MIB } from '../constants.js';
 
 /** "NBDMAGIC": the first 8 bytes of every handshake. */
 export const NBD_INIT_MAGIC = 0x4e42444d41474943n;
@@ -128,25 +129,25 @@ export const OPTION_REPLY_HEADER_BYTES = 20;
  * Largest READ or WRITE the client sends (32 MiB): the portable limit every server accepts,
  * qemu-nbd's advertised maximum, and half of nbdkit's hard cap.
  */
-export const NBD_REQUEST_BYTES_MAX = 32 * 1024 * 1024;
+export const NBD_REQUEST_BYTES_MAX = 32 * MIB;
 /** Largest TRIM or WRITE_ZEROES the client sends (1 GiB); the wire allows 4 GiB - 1. */
-export const NBD_SPECIAL_REQUEST_BYTES_MAX = 1024 * 1024 * 1024;
+export const NBD_SPECIAL_REQUEST_BYTES_MAX = GIB;
 /** Largest minimum block size the protocol allows (64 KiB). */
-export const NBD_MIN_BLOCK_BYTES_MAX = 64 * 1024;
+export const NBD_MIN_BLOCK_BYTES_MAX = 64 * KIB;
 /** Longest text (export name, error message) the protocol allows. */
-export const NBD_STRING_BYTES_MAX = 4096;
+export const NBD_STRING_BYTES_MAX = 4 * KIB;
 /**
  * Largest option reply payload accepted (64 KiB). The longest legitimate one this client
  * asks for is an error with a 4096-byte message; the cap keeps a hostile server from making
  * the client buffer gigabytes during the handshake.
  */
-export const OPTION_REPLY_BYTES_MAX = 64 * 1024;
+export const OPTION_REPLY_BYTES_MAX = 64 * KIB;
 /** Most option replies accepted for one option before the server is declared hostile. */
 export const OPTION_REPLIES_MAX = 64;
 /** Largest payload of an error chunk: u32 error, u16 length, message, u64 offset. */
 export const ERROR_CHUNK_BYTES_MAX = 4 + 2 + NBD_STRING_BYTES_MAX + 8;
 /** Largest payload of an unknown error-typed chunk, which the client skips unread (64 KiB). */
-export const UNKNOWN_CHUNK_BYTES_MAX = 64 * 1024;
+export const UNKNOWN_CHUNK_BYTES_MAX = 64 * KIB;
 /**
  * Most separate ranges a READ reply may arrive in before the client gives up on it. In-order
  * chunks merge into one range; the cap bounds the bookkeeping a hostile server can cause.

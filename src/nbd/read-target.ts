@@ -16,21 +16,21 @@ export type CoverResult = 'ok' | 'overlap' | 'outside' | 'too-many-ranges';
 export class ReadTarget {
   /** Bytes the READ asked for. */
   readonly lengthBytes: number;
-  private readonly segments: readonly Uint8Array[];
+  readonly #segments: readonly Uint8Array[];
   /** Byte offset of each segment's first byte inside the request. */
-  private readonly segmentStarts: number[];
-  private segmentHint = 0;
+  readonly #segmentStarts: number[];
+  #segmentHint = 0;
   /** Flat [start0, end0, start1, end1, …] of covered ranges, sorted, disjoint, non-touching. */
-  private readonly ranges: number[] = [];
-  private coveredBytes = 0;
+  readonly #ranges: number[] = [];
+  #coveredBytes = 0;
 
   constructor(segments: readonly Uint8Array[], lengthBytes: number) {
-    this.segments = segments;
+    this.#segments = segments;
     this.lengthBytes = lengthBytes;
-    this.segmentStarts = [];
+    this.#segmentStarts = [];
     let startBytes = 0;
     for (const segment of segments) {
-      this.segmentStarts.push(startBytes);
+      this.#segmentStarts.push(startBytes);
       startBytes += segment.length;
     }
     assert.equal(startBytes, lengthBytes, 'segments must add up to the request');
@@ -38,7 +38,7 @@ export class ReadTarget {
 
   /** True once every byte of the request has been delivered. */
   get complete(): boolean {
-    return this.coveredBytes === this.lengthBytes;
+    return this.#coveredBytes === this.lengthBytes;
   }
 
   /**
@@ -49,7 +49,7 @@ export class ReadTarget {
     const endBytes = offsetBytes + lengthBytes;
     if (offsetBytes < 0 || endBytes > this.lengthBytes) return 'outside';
     if (lengthBytes === 0) return 'ok';
-    const ranges = this.ranges;
+    const ranges = this.#ranges;
     // Index of the first range whose end is ≥ offsetBytes (touching counts, for merging).
     let low = 0;
     let high = ranges.length / 2;
@@ -63,9 +63,9 @@ export class ReadTarget {
     if (nextStart !== undefined && nextStart < endBytes && (ranges[index + 1] ?? 0) > offsetBytes) {
       return 'overlap';
     }
-    this.insertRange(index, offsetBytes, endBytes);
+    this.#insertRange(index, offsetBytes, endBytes);
     if (ranges.length / 2 > READ_REPLY_RANGES_MAX) return 'too-many-ranges';
-    this.coveredBytes += lengthBytes;
+    this.#coveredBytes += lengthBytes;
     return 'ok';
   }
 
@@ -73,9 +73,9 @@ export class ReadTarget {
   copyIn(offsetBytes: number, source: Uint8Array): void {
     let doneBytes = 0;
     while (doneBytes < source.length) {
-      const index = this.locate(offsetBytes + doneBytes);
-      const segment = this.segments[index];
-      const segmentStart = this.segmentStarts[index];
+      const index = this.#locate(offsetBytes + doneBytes);
+      const segment = this.#segments[index];
+      const segmentStart = this.#segmentStarts[index];
       assert.ok(segment !== undefined && segmentStart !== undefined);
       const within = offsetBytes + doneBytes - segmentStart;
       const stepBytes = Math.min(segment.length - within, source.length - doneBytes);
@@ -91,9 +91,9 @@ export class ReadTarget {
   view(offsetBytes: number, lengthBytes: number): Uint8Array {
     assert.ok(offsetBytes >= 0 && offsetBytes + lengthBytes <= this.lengthBytes);
     if (lengthBytes === 0) return new Uint8Array(0);
-    const index = this.locate(offsetBytes);
-    const segment = this.segments[index];
-    const segmentStart = this.segmentStarts[index];
+    const index = this.#locate(offsetBytes);
+    const segment = this.#segments[index];
+    const segmentStart = this.#segmentStarts[index];
     assert.ok(segment !== undefined && segmentStart !== undefined);
     const within = offsetBytes - segmentStart;
     return segment.subarray(within, within + Math.min(segment.length - within, lengthBytes));
@@ -103,9 +103,9 @@ export class ReadTarget {
   zeroFill(offsetBytes: number, lengthBytes: number): void {
     let doneBytes = 0;
     while (doneBytes < lengthBytes) {
-      const index = this.locate(offsetBytes + doneBytes);
-      const segment = this.segments[index];
-      const segmentStart = this.segmentStarts[index];
+      const index = this.#locate(offsetBytes + doneBytes);
+      const segment = this.#segments[index];
+      const segmentStart = this.#segmentStarts[index];
       assert.ok(segment !== undefined && segmentStart !== undefined);
       const within = offsetBytes + doneBytes - segmentStart;
       const stepBytes = Math.min(segment.length - within, lengthBytes - doneBytes);
@@ -120,8 +120,8 @@ export class ReadTarget {
    * Example: ranges [0,4096) [8192,12288); inserting [4096,8192) at index 0 extends the first
    * range to 8192, which then touches the second, so both merge into [0,12288).
    */
-  private insertRange(index: number, startBytes: number, endBytes: number): void {
-    const ranges = this.ranges;
+  #insertRange(index: number, startBytes: number, endBytes: number): void {
+    const ranges = this.#ranges;
     if (ranges[index + 1] === startBytes) {
       ranges[index + 1] = endBytes;
       if (ranges[index + 2] === endBytes) ranges.splice(index + 1, 2);
@@ -132,10 +132,10 @@ export class ReadTarget {
     }
   }
 
-  private locate(offsetBytes: number): number {
-    const starts = this.segmentStarts;
-    const hint = this.segmentHint;
-    const hinted = this.segments[hint];
+  #locate(offsetBytes: number): number {
+    const starts = this.#segmentStarts;
+    const hint = this.#segmentHint;
+    const hinted = this.#segments[hint];
     const hintStart = starts[hint];
     if (hinted !== undefined && hintStart !== undefined &&
       offsetBytes >= hintStart && offsetBytes < hintStart + hinted.length) {
@@ -149,8 +149,8 @@ export class ReadTarget {
       else high = middle - 1;
     }
     // Skip empty segments that share a start with the next one.
-    while ((this.segments[low]?.length ?? 0) === 0 && low < starts.length - 1) low += 1;
-    this.segmentHint = low;
+    while ((this.#segments[low]?.length ?? 0) === 0 && low < starts.length - 1) low += 1;
+    this.#segmentHint = low;
     return low;
   }
 }

@@ -18,6 +18,7 @@ import {
   NBD_STRUCTURED_REPLY_MAGIC, SIMPLE_REPLY_HEADER_BYTES, STRUCTURED_REPLY_HEADER_BYTES,
   UNKNOWN_CHUNK_BYTES_MAX, type NbdCommandType,
 } from './protocol.js';
+import { KIB } from '../constants.js';
 
 /** An error the server reported for one request. */
 export interface ServerError {
@@ -68,7 +69,7 @@ export interface NbdReplyCounters {
  * Below it the bytes go through the staging buffer: one copy of a few KiB costs less than a
  * separate read, and that read can also take the next replies' headers.
  */
-export const DIRECT_READ_BYTES_MIN = 16 * 1024;
+export const DIRECT_READ_BYTES_MIN = 16 * KIB;
 
 /** A zeroed counters object. */
 export function newReplyCounters(): NbdReplyCounters {
@@ -93,50 +94,50 @@ interface ChunkHeader {
 
 /** Decodes replies for one connection. */
 export class ReplyParser implements InputSink {
-  private readonly sink: ReplySink;
-  private readonly structuredReplies: boolean;
-  private readonly header = Buffer.alloc(STRUCTURED_REPLY_HEADER_BYTES);
-  private headerBytes = 0;
-  private readonly small = Buffer.alloc(ERROR_CHUNK_BYTES_MAX);
-  private smallBytes = 0;
-  private chunk: ChunkHeader = { flags: 0, chunkType: 0, cookie: 0, lengthBytes: 0 };
-  private phase: Phase = { kind: 'header' };
-  private readonly counters: NbdReplyCounters;
+  readonly #sink: ReplySink;
+  readonly #structuredReplies: boolean;
+  readonly #header = Buffer.alloc(STRUCTURED_REPLY_HEADER_BYTES);
+  #headerBytes = 0;
+  readonly #small = Buffer.alloc(ERROR_CHUNK_BYTES_MAX);
+  #smallBytes = 0;
+  #chunk: ChunkHeader = { flags: 0, chunkType: 0, cookie: 0, lengthBytes: 0 };
+  #phase: Phase = { kind: 'header' };
+  readonly #counters: NbdReplyCounters;
 
   constructor(sink: ReplySink, structuredReplies: boolean, counters: NbdReplyCounters) {
-    this.sink = sink;
-    this.structuredReplies = structuredReplies;
-    this.counters = counters;
+    this.#sink = sink;
+    this.#structuredReplies = structuredReplies;
+    this.#counters = counters;
   }
 
   /** True when no reply is partly parsed (used to tell a clean EOF from a torn one). */
   get idle(): boolean {
-    return this.phase.kind === 'header' && this.headerBytes === 0;
+    return this.#phase.kind === 'header' && this.#headerBytes === 0;
   }
 
   /** InputSink: consumes bytes the socket read into staging (or a handshake leftover). */
   feed(data: Buffer): void {
     let position = 0;
     while (position < data.length) {
-      const phase = this.phase;
+      const phase = this.#phase;
       switch (phase.kind) {
         case 'header':
-          position = this.feedHeader(data, position);
+          position = this.#feedHeader(data, position);
           break;
         case 'simple-data':
-          position = this.feedSimpleData(phase, data, position);
+          position = this.#feedSimpleData(phase, data, position);
           break;
         case 'chunk-small':
-          position = this.feedChunkSmall(phase, data, position);
+          position = this.#feedChunkSmall(phase, data, position);
           break;
         case 'chunk-data':
-          position = this.feedChunkData(phase, data, position);
+          position = this.#feedChunkData(phase, data, position);
           break;
         case 'chunk-skip': {
           const stepBytes = Math.min(phase.remainingBytes, data.length - position);
           phase.remainingBytes -= stepBytes;
           position += stepBytes;
-          if (phase.remainingBytes === 0) this.endChunk();
+          if (phase.remainingBytes === 0) this.#endChunk();
           break;
         }
         case 'broken':
@@ -150,7 +151,7 @@ export class ReplyParser implements InputSink {
    * at least `DIRECT_READ_BYTES_MIN` contiguous bytes of it are still to come; else null.
    */
   directView(): Uint8Array | null {
-    const phase = this.phase;
+    const phase = this.#phase;
     let target: ReadTarget;
     let remainingBytes: number;
     if (phase.kind === 'simple-data') {
@@ -169,64 +170,64 @@ export class ReplyParser implements InputSink {
 
   /** InputSink: the socket put `lengthBytes` of READ data in place through `directView`. */
   feedDirect(lengthBytes: number): void {
-    const phase = this.phase;
+    const phase = this.#phase;
     assert.ok(lengthBytes > 0);
-    if (phase.kind === 'simple-data') this.advanceSimpleData(phase, lengthBytes);
+    if (phase.kind === 'simple-data') this.#advanceSimpleData(phase, lengthBytes);
     else if (phase.kind === 'chunk-data' && phase.target !== null) {
-      this.advanceChunkData(phase, lengthBytes);
+      this.#advanceChunkData(phase, lengthBytes);
     } else assert.fail(`direct read in phase ${phase.kind}`);
   }
 
-  private feedHeader(data: Buffer, position: number): number {
-    const wantBytes = this.headerBytes < 4 ? 4 : this.headerLength();
-    const stepBytes = Math.min(wantBytes - this.headerBytes, data.length - position);
-    data.copy(this.header, this.headerBytes, position, position + stepBytes);
-    this.headerBytes += stepBytes;
-    if (this.headerBytes === 4) {
-      const magic = this.header.readUInt32BE(0);
-      if (magic === NBD_STRUCTURED_REPLY_MAGIC && !this.structuredReplies) {
-        this.fail('structured reply without STRUCTURED_REPLY negotiated');
+  #feedHeader(data: Buffer, position: number): number {
+    const wantBytes = this.#headerBytes < 4 ? 4 : this.#headerLength();
+    const stepBytes = Math.min(wantBytes - this.#headerBytes, data.length - position);
+    data.copy(this.#header, this.#headerBytes, position, position + stepBytes);
+    this.#headerBytes += stepBytes;
+    if (this.#headerBytes === 4) {
+      const magic = this.#header.readUInt32BE(0);
+      if (magic === NBD_STRUCTURED_REPLY_MAGIC && !this.#structuredReplies) {
+        this.#fail('structured reply without STRUCTURED_REPLY negotiated');
       } else if (magic !== NBD_SIMPLE_REPLY_MAGIC && magic !== NBD_STRUCTURED_REPLY_MAGIC) {
-        this.fail(`bad reply magic 0x${magic.toString(16)}`);
+        this.#fail(`bad reply magic 0x${magic.toString(16)}`);
       }
-    } else if (this.headerBytes === this.headerLength()) {
-      this.headerBytes = 0;
-      if (this.header.readUInt32BE(0) === NBD_SIMPLE_REPLY_MAGIC) this.startSimple();
-      else this.startChunk();
+    } else if (this.#headerBytes === this.#headerLength()) {
+      this.#headerBytes = 0;
+      if (this.#header.readUInt32BE(0) === NBD_SIMPLE_REPLY_MAGIC) this.#startSimple();
+      else this.#startChunk();
     }
     return position + stepBytes;
   }
 
-  private headerLength(): number {
-    return this.header.readUInt32BE(0) === NBD_SIMPLE_REPLY_MAGIC ?
+  #headerLength(): number {
+    return this.#header.readUInt32BE(0) === NBD_SIMPLE_REPLY_MAGIC ?
       SIMPLE_REPLY_HEADER_BYTES : STRUCTURED_REPLY_HEADER_BYTES;
   }
 
-  private readCookie(offset: number): number {
-    const high = this.header.readUInt32BE(offset);
-    const low = this.header.readUInt32BE(offset + 4);
+  #readCookie(offset: number): number {
+    const high = this.#header.readUInt32BE(offset);
+    const low = this.#header.readUInt32BE(offset + 4);
     // Cookies above 2^53 were never issued; they map to a number `find` will not know.
     return high > 0x1fffff ? -1 : high * 0x100000000 + low;
   }
 
-  private startSimple(): void {
-    const errorNumber = this.header.readUInt32BE(4);
-    const cookie = this.readCookie(8);
-    const state = this.sink.find(cookie);
-    if (state === undefined) return this.fail(`simple reply for unknown cookie ${cookie}`);
-    this.counters.simpleReplies += 1;
+  #startSimple(): void {
+    const errorNumber = this.#header.readUInt32BE(4);
+    const cookie = this.#readCookie(8);
+    const state = this.#sink.find(cookie);
+    if (state === undefined) return this.#fail(`simple reply for unknown cookie ${cookie}`);
+    this.#counters.simpleReplies += 1;
     if (errorNumber !== 0 || state.type !== NBD_CMD_READ) {
-      return this.sink.finish(cookie, errorNumber === 0 ? null : { errorNumber, message: '' });
+      return this.#sink.finish(cookie, errorNumber === 0 ? null : { errorNumber, message: '' });
     }
-    if (this.structuredReplies) return this.fail('successful simple reply to READ under SR');
+    if (this.#structuredReplies) return this.#fail('successful simple reply to READ under SR');
     assert.ok(state.readTarget !== null);
     const target = state.readTarget;
-    if (target.cover(0, target.lengthBytes) !== 'ok') return this.fail('READ covered twice');
-    if (target.lengthBytes === 0) return this.sink.finish(cookie, null);
-    this.phase = { kind: 'simple-data', cookie, target, positionBytes: 0 };
+    if (target.cover(0, target.lengthBytes) !== 'ok') return this.#fail('READ covered twice');
+    if (target.lengthBytes === 0) return this.#sink.finish(cookie, null);
+    this.#phase = { kind: 'simple-data', cookie, target, positionBytes: 0 };
   }
 
-  private feedSimpleData(
+  #feedSimpleData(
     phase: Extract<Phase, { kind: 'simple-data' }>,
     data: Buffer,
     position: number,
@@ -234,143 +235,143 @@ export class ReplyParser implements InputSink {
     const remainingBytes = phase.target.lengthBytes - phase.positionBytes;
     const stepBytes = Math.min(remainingBytes, data.length - position);
     phase.target.copyIn(phase.positionBytes, data.subarray(position, position + stepBytes));
-    this.advanceSimpleData(phase, stepBytes);
+    this.#advanceSimpleData(phase, stepBytes);
     return position + stepBytes;
   }
 
   /** `stepBytes` more of a simple reply's data are in place. */
-  private advanceSimpleData(
+  #advanceSimpleData(
     phase: Extract<Phase, { kind: 'simple-data' }>,
     stepBytes: number,
   ): void {
     phase.positionBytes += stepBytes;
     assert.ok(phase.positionBytes <= phase.target.lengthBytes);
     if (phase.positionBytes === phase.target.lengthBytes) {
-      this.phase = { kind: 'header' };
-      this.sink.finish(phase.cookie, null);
+      this.#phase = { kind: 'header' };
+      this.#sink.finish(phase.cookie, null);
     }
   }
 
   /** Validates a chunk header and decides how its payload is consumed. */
-  private startChunk(): void {
+  #startChunk(): void {
     const chunk: ChunkHeader = {
-      flags: this.header.readUInt16BE(4),
-      chunkType: this.header.readUInt16BE(6),
-      cookie: this.readCookie(8),
-      lengthBytes: this.header.readUInt32BE(16),
+      flags: this.#header.readUInt16BE(4),
+      chunkType: this.#header.readUInt16BE(6),
+      cookie: this.#readCookie(8),
+      lengthBytes: this.#header.readUInt32BE(16),
     };
-    this.chunk = chunk;
-    const state = this.sink.find(chunk.cookie);
-    if (state === undefined) return this.fail(`reply chunk for unknown cookie ${chunk.cookie}`);
+    this.#chunk = chunk;
+    const state = this.#sink.find(chunk.cookie);
+    if (state === undefined) return this.#fail(`reply chunk for unknown cookie ${chunk.cookie}`);
     const { chunkType, lengthBytes } = chunk;
     const target = state.readTarget;
-    this.count(chunkType);
+    this.#count(chunkType);
     if (chunkType === NBD_REPLY_TYPE_NONE) {
-      if (lengthBytes !== 0) return this.fail(`NONE chunk with ${lengthBytes} bytes of payload`);
-      if ((chunk.flags & NBD_REPLY_FLAG_DONE) === 0) return this.fail('NONE chunk without DONE');
-      return this.endChunk();
+      if (lengthBytes !== 0) return this.#fail(`NONE chunk with ${lengthBytes} bytes of payload`);
+      if ((chunk.flags & NBD_REPLY_FLAG_DONE) === 0) return this.#fail('NONE chunk without DONE');
+      return this.#endChunk();
     }
     if (chunkType === NBD_REPLY_TYPE_OFFSET_DATA || chunkType === NBD_REPLY_TYPE_OFFSET_HOLE) {
-      if (target === null) return this.fail(`data chunk for a non-READ request ${chunk.cookie}`);
+      if (target === null) return this.#fail(`data chunk for a non-READ request ${chunk.cookie}`);
       const limitBytes = chunkType === NBD_REPLY_TYPE_OFFSET_HOLE ? 12 : 8 + target.lengthBytes;
       const leastBytes = chunkType === NBD_REPLY_TYPE_OFFSET_HOLE ? 12 : 9;
       if (lengthBytes < leastBytes || lengthBytes > limitBytes) {
-        return this.fail(`chunk type ${chunkType} with impossible length ${lengthBytes}`);
+        return this.#fail(`chunk type ${chunkType} with impossible length ${lengthBytes}`);
       }
-      return this.startSmall(chunkType === NBD_REPLY_TYPE_OFFSET_HOLE ? 12 : 8);
+      return this.#startSmall(chunkType === NBD_REPLY_TYPE_OFFSET_HOLE ? 12 : 8);
     }
     if (chunkType === NBD_REPLY_TYPE_ERROR || chunkType === NBD_REPLY_TYPE_ERROR_OFFSET) {
       if (lengthBytes < 6 || lengthBytes > ERROR_CHUNK_BYTES_MAX) {
-        return this.fail(`error chunk with impossible length ${lengthBytes}`);
+        return this.#fail(`error chunk with impossible length ${lengthBytes}`);
       }
-      return this.startSmall(lengthBytes);
+      return this.#startSmall(lengthBytes);
     }
     if ((chunkType & NBD_REPLY_TYPE_ERROR_BIT) !== 0 && lengthBytes <= UNKNOWN_CHUNK_BYTES_MAX) {
       // An unknown error type fails only its request; its payload is skipped unread.
       state.serverError ??= { errorNumber: 5, message: `unknown error chunk type ${chunkType}` };
-      if (lengthBytes === 0) return this.endChunk();
-      this.phase = { kind: 'chunk-skip', remainingBytes: lengthBytes };
+      if (lengthBytes === 0) return this.#endChunk();
+      this.#phase = { kind: 'chunk-skip', remainingBytes: lengthBytes };
       return undefined;
     }
-    return this.fail(`unknown reply chunk type ${chunkType} (${lengthBytes} bytes)`);
+    return this.#fail(`unknown reply chunk type ${chunkType} (${lengthBytes} bytes)`);
   }
 
-  private count(chunkType: number): void {
-    const counters = this.counters;
+  #count(chunkType: number): void {
+    const counters = this.#counters;
     if (chunkType === NBD_REPLY_TYPE_NONE) counters.noneChunks += 1;
     else if (chunkType === NBD_REPLY_TYPE_OFFSET_DATA) counters.dataChunks += 1;
     else if (chunkType === NBD_REPLY_TYPE_OFFSET_HOLE) counters.holeChunks += 1;
     else if ((chunkType & NBD_REPLY_TYPE_ERROR_BIT) !== 0) counters.errorChunks += 1;
   }
 
-  private startSmall(lengthBytes: number): void {
-    this.smallBytes = 0;
-    this.phase = { kind: 'chunk-small', lengthBytes };
+  #startSmall(lengthBytes: number): void {
+    this.#smallBytes = 0;
+    this.#phase = { kind: 'chunk-small', lengthBytes };
   }
 
-  private feedChunkSmall(
+  #feedChunkSmall(
     phase: Extract<Phase, { kind: 'chunk-small' }>,
     data: Buffer,
     position: number,
   ): number {
-    const stepBytes = Math.min(phase.lengthBytes - this.smallBytes, data.length - position);
-    data.copy(this.small, this.smallBytes, position, position + stepBytes);
-    this.smallBytes += stepBytes;
-    if (this.smallBytes === phase.lengthBytes) this.endSmall();
+    const stepBytes = Math.min(phase.lengthBytes - this.#smallBytes, data.length - position);
+    data.copy(this.#small, this.#smallBytes, position, position + stepBytes);
+    this.#smallBytes += stepBytes;
+    if (this.#smallBytes === phase.lengthBytes) this.#endSmall();
     return position + stepBytes;
   }
 
   /** A small payload (or the 8-byte prefix of OFFSET_DATA) is complete. */
-  private endSmall(): void {
-    const chunk = this.chunk;
-    const state = this.sink.find(chunk.cookie);
+  #endSmall(): void {
+    const chunk = this.#chunk;
+    const state = this.#sink.find(chunk.cookie);
     assert.ok(state !== undefined);
-    if (chunk.chunkType === NBD_REPLY_TYPE_OFFSET_DATA) return this.startData(state);
-    if (chunk.chunkType === NBD_REPLY_TYPE_OFFSET_HOLE) return this.applyHole(state);
-    const errorNumber = this.small.readUInt32BE(0);
-    const messageBytes = this.small.readUInt16BE(4);
+    if (chunk.chunkType === NBD_REPLY_TYPE_OFFSET_DATA) return this.#startData(state);
+    if (chunk.chunkType === NBD_REPLY_TYPE_OFFSET_HOLE) return this.#applyHole(state);
+    const errorNumber = this.#small.readUInt32BE(0);
+    const messageBytes = this.#small.readUInt16BE(4);
     const tailBytes = chunk.chunkType === NBD_REPLY_TYPE_ERROR_OFFSET ? 8 : 0;
     if (6 + messageBytes + tailBytes !== chunk.lengthBytes) {
-      return this.fail(`error chunk length ${chunk.lengthBytes} disagrees with its message`);
+      return this.#fail(`error chunk length ${chunk.lengthBytes} disagrees with its message`);
     }
-    if (errorNumber === 0) return this.fail('error chunk with error number 0');
-    const message = this.small.toString('utf8', 6, 6 + messageBytes);
+    if (errorNumber === 0) return this.#fail('error chunk with error number 0');
+    const message = this.#small.toString('utf8', 6, 6 + messageBytes);
     state.serverError ??= { errorNumber, message };
-    return this.endChunk();
+    return this.#endChunk();
   }
 
-  private startData(state: ReplyState): void {
+  #startData(state: ReplyState): void {
     const target = state.readTarget;
     assert.ok(target !== null);
-    const relativeBytes = this.relativeOffset(state);
-    const dataBytes = this.chunk.lengthBytes - 8;
+    const relativeBytes = this.#relativeOffset(state);
+    const dataBytes = this.#chunk.lengthBytes - 8;
     const covered = target.cover(relativeBytes, dataBytes);
-    if (covered !== 'ok') return this.fail(`OFFSET_DATA chunk: ${covered}`);
+    if (covered !== 'ok') return this.#fail(`OFFSET_DATA chunk: ${covered}`);
     // After an error chunk no data of this reply is trusted: skip it.
-    this.phase = { kind: 'chunk-data', target: state.serverError === null ? target : null,
+    this.#phase = { kind: 'chunk-data', target: state.serverError === null ? target : null,
       positionBytes: relativeBytes, remainingBytes: dataBytes };
   }
 
-  private applyHole(state: ReplyState): void {
+  #applyHole(state: ReplyState): void {
     const target = state.readTarget;
     assert.ok(target !== null);
-    const relativeBytes = this.relativeOffset(state);
-    const holeBytes = this.small.readUInt32BE(8);
+    const relativeBytes = this.#relativeOffset(state);
+    const holeBytes = this.#small.readUInt32BE(8);
     const covered = target.cover(relativeBytes, holeBytes);
-    if (covered !== 'ok') return this.fail(`OFFSET_HOLE chunk: ${covered}`);
-    if (holeBytes === 0) return this.fail('OFFSET_HOLE chunk of 0 bytes');
+    if (covered !== 'ok') return this.#fail(`OFFSET_HOLE chunk: ${covered}`);
+    if (holeBytes === 0) return this.#fail('OFFSET_HOLE chunk of 0 bytes');
     if (state.serverError === null) target.zeroFill(relativeBytes, holeBytes);
-    return this.endChunk();
+    return this.#endChunk();
   }
 
   /** The chunk's u64 offset relative to its request; -1 when it lies before the request. */
-  private relativeOffset(state: ReplyState): number {
-    const absolute = this.small.readBigUInt64BE(0);
+  #relativeOffset(state: ReplyState): number {
+    const absolute = this.#small.readBigUInt64BE(0);
     const relative = absolute - BigInt(state.offsetBytes);
     return relative < 0n || relative > BigInt(Number.MAX_SAFE_INTEGER) ? -1 : Number(relative);
   }
 
-  private feedChunkData(
+  #feedChunkData(
     phase: Extract<Phase, { kind: 'chunk-data' }>,
     data: Buffer,
     position: number,
@@ -379,37 +380,37 @@ export class ReplyParser implements InputSink {
     if (phase.target !== null) {
       phase.target.copyIn(phase.positionBytes, data.subarray(position, position + stepBytes));
     }
-    this.advanceChunkData(phase, stepBytes);
+    this.#advanceChunkData(phase, stepBytes);
     return position + stepBytes;
   }
 
   /** `stepBytes` more of an OFFSET_DATA chunk's data are in place (or skipped). */
-  private advanceChunkData(
+  #advanceChunkData(
     phase: Extract<Phase, { kind: 'chunk-data' }>,
     stepBytes: number,
   ): void {
     phase.positionBytes += stepBytes;
     phase.remainingBytes -= stepBytes;
     assert.ok(phase.remainingBytes >= 0);
-    if (phase.remainingBytes === 0) this.endChunk();
+    if (phase.remainingBytes === 0) this.#endChunk();
   }
 
   /** A chunk's payload is consumed; on DONE the request is finished. */
-  private endChunk(): void {
-    this.phase = { kind: 'header' };
-    const chunk = this.chunk;
+  #endChunk(): void {
+    this.#phase = { kind: 'header' };
+    const chunk = this.#chunk;
     if ((chunk.flags & NBD_REPLY_FLAG_DONE) === 0) return;
-    const state = this.sink.find(chunk.cookie);
+    const state = this.#sink.find(chunk.cookie);
     assert.ok(state !== undefined);
     if (state.serverError === null && state.readTarget !== null && !state.readTarget.complete) {
-      return this.fail(`READ reply for cookie ${chunk.cookie} ended before covering the request`);
+      return this.#fail(`READ reply for cookie ${chunk.cookie} ended before covering the request`);
     }
-    this.sink.finish(chunk.cookie, state.serverError);
+    this.#sink.finish(chunk.cookie, state.serverError);
   }
 
-  private fail(message: string): void {
-    if (this.phase.kind === 'broken') return;
-    this.phase = { kind: 'broken' };
-    this.sink.violation(message);
+  #fail(message: string): void {
+    if (this.#phase.kind === 'broken') return;
+    this.#phase = { kind: 'broken' };
+    this.#sink.violation(message);
   }
 }

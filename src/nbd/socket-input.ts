@@ -8,13 +8,14 @@
 
 import assert from '../assert.js';
 import type { OnReadOpts } from 'node:net';
+import { KIB } from '../constants.js';
 
 /**
  * Bytes in the staging buffer (64 KiB, what Node itself allocates per read). It receives
  * headers, small payloads and the first bytes of large ones; a larger buffer would only move
  * more payload through an extra copy before a direct read takes over.
  */
-export const STAGING_BYTES = 64 * 1024;
+export const STAGING_BYTES = 64 * KIB;
 
 /** Receives what the socket reads. */
 export interface InputSink {
@@ -30,19 +31,19 @@ export interface InputSink {
 export class SocketInput {
   /** Pass this as `onread` when creating the socket. */
   readonly onread: OnReadOpts;
-  private readonly staging = Buffer.allocUnsafe(STAGING_BYTES);
+  readonly #staging = Buffer.allocUnsafe(STAGING_BYTES);
   /** Null only between creating the socket and attaching the first sink (no read can happen). */
-  private sink: InputSink | null = null;
+  #sink: InputSink | null = null;
   /** The view handed to the socket for its next read, or null when that is staging. */
-  private direct: Uint8Array | null = null;
-  private directReadBytes = 0;
+  #direct: Uint8Array | null = null;
+  #directReadBytes = 0;
 
   constructor() {
     this.onread = {
-      buffer: () => this.nextBuffer(),
+      buffer: () => this.#nextBuffer(),
       // Returning false would pause the socket; pausing is the sinks' own call (socket.pause).
       callback: (readBytes, buffer) => {
-        this.received(readBytes, buffer);
+        this.#received(readBytes, buffer);
         return true;
       },
     };
@@ -53,13 +54,13 @@ export class SocketInput {
    * `onread` once it wraps another socket): everything goes through the sink's `feed`.
    */
   feedChunk(chunk: Buffer): void {
-    assert.ok(this.sink !== null, 'a chunk before any sink was attached');
-    this.sink.feed(chunk);
+    assert.ok(this.#sink !== null, 'a chunk before any sink was attached');
+    this.#sink.feed(chunk);
   }
 
   /** Bytes the socket has read straight into destination memory so far. */
   get directBytes(): number {
-    return this.directReadBytes;
+    return this.#directReadBytes;
   }
 
   /**
@@ -67,33 +68,33 @@ export class SocketInput {
    * sink handed out no view), so no read can land in memory the new sink does not know.
    */
   attach(sink: InputSink): void {
-    assert.equal(this.direct, null, 'attach while a direct view is out');
-    this.sink = sink;
+    assert.equal(this.#direct, null, 'attach while a direct view is out');
+    this.#sink = sink;
   }
 
   /** Called by Node before each read: the memory the read fills. Never empty. */
-  private nextBuffer(): Uint8Array {
-    const view = this.sink === null ? null : this.sink.directView();
+  #nextBuffer(): Uint8Array {
+    const view = this.#sink === null ? null : this.#sink.directView();
     if (view === null) {
-      this.direct = null;
-      return this.staging;
+      this.#direct = null;
+      return this.#staging;
     }
     assert.ok(view.length > 0, 'a direct view must not be empty');
-    this.direct = view;
+    this.#direct = view;
     return view;
   }
 
   /** Called by Node after each read of `readBytes` > 0 bytes into `buffer`. */
-  private received(readBytes: number, buffer: Uint8Array): void {
-    assert.ok(this.sink !== null, 'a read before any sink was attached');
-    if (buffer === this.staging) {
-      this.sink.feed(this.staging.subarray(0, readBytes));
+  #received(readBytes: number, buffer: Uint8Array): void {
+    assert.ok(this.#sink !== null, 'a read before any sink was attached');
+    if (buffer === this.#staging) {
+      this.#sink.feed(this.#staging.subarray(0, readBytes));
       return;
     }
-    assert.ok(buffer === this.direct, 'a read landed in a view nobody handed out');
+    assert.ok(buffer === this.#direct, 'a read landed in a view nobody handed out');
     assert.ok(readBytes <= buffer.length);
-    this.direct = null;
-    this.directReadBytes += readBytes;
-    this.sink.feedDirect(readBytes);
+    this.#direct = null;
+    this.#directReadBytes += readBytes;
+    this.#sink.feedDirect(readBytes);
   }
 }

@@ -15,12 +15,13 @@ import tls from 'node:tls';
 import type { Socket } from 'node:net';
 import { NbdError } from '../errors.js';
 import type { NbdUri, NbdTlsParams } from './uri.js';
+import { MIB } from '../constants.js';
 
 /** Longest PSK identity accepted (bytes), and longest key (OpenSSL's PSK limit). */
 const PSK_IDENTITY_BYTES_MAX = 128;
 const PSK_KEY_BYTES_MAX = 256;
 /** Largest credential file read (a PEM bundle or a PSK file). */
-const CREDENTIAL_FILE_BYTES_MAX = 1024 * 1024;
+const CREDENTIAL_FILE_BYTES_MAX = MIB;
 
 /** The server name checked against the certificate for a Unix socket. */
 const UNIX_SOCKET_SERVER_NAME = 'localhost';

@@ -14,11 +14,12 @@
 
 import assert from '../assert.js';
 import { allocAligned } from '../memory/aligned.js';
+import { KIB, PAGE_SIZE } from '../constants.js';
 
 /** Smallest size class (one page). */
-const CLASS_BYTES_MIN = 4096;
+const CLASS_BYTES_MIN = PAGE_SIZE;
 /** Classes below this share one aligned slab of this size (a WebAssembly page). */
-const SLAB_BYTES = 64 * 1024;
+const SLAB_BYTES = 64 * KIB;
 const EMPTY = new Uint8Array(0);
 
 /** Reusable aligned request buffers with a cap on what is kept while free. */

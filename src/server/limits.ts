@@ -4,13 +4,14 @@
 
 import assert from '../assert.js';
 import { NBD_REQUEST_BYTES_MAX, NBD_STRING_BYTES_MAX } from '../nbd/protocol.js';
+import { KIB, MIB } from '../constants.js';
 
 /**
  * Largest option payload accepted during the handshake (64 KiB); a larger one closes the
  * connection. The longest real option, a META request with a 4 KiB name and several 4 KiB
  * queries, fits many times over (qemu's CVE-2017-15119 was a 4 GiB option).
  */
-export const SERVER_OPTION_BYTES_MAX = 64 * 1024;
+export const SERVER_OPTION_BYTES_MAX = 64 * KIB;
 /** Most options one connection may send before the server hangs up. */
 export const SERVER_OPTIONS_MAX = 64;
 /** The whole handshake must end within this (qemu's CVE-2024-7409 was an idle handshake). */
@@ -27,7 +28,7 @@ export const SERVER_INFLIGHT_REQUESTS_MAX = 1024;
  * Payload bytes (READ buffers, WRITE payloads, replies not yet taken by the kernel) one
  * connection may hold (64 MiB): two maximal requests. Beyond it the socket is not read.
  */
-export const SERVER_CONNECTION_BYTES_DEFAULT = 64 * 1024 * 1024;
+export const SERVER_CONNECTION_BYTES_DEFAULT = 64 * MIB;
 /** Connections served at once by default; more are closed at accept. */
 export const SERVER_CONNECTIONS_DEFAULT = 16;
 /** Upper end of the configurable connection count. */
@@ -38,24 +39,24 @@ export const SERVER_SHUTDOWN_GRACE_MS_DEFAULT = 5_000;
  * Free request buffers the server keeps for reuse, across connections (64 MiB): enough for
  * four connections each running 64 requests of 256 KiB (nbdcopy's defaults).
  */
-export const SERVER_POOL_RETAINED_BYTES = 64 * 1024 * 1024;
+export const SERVER_POOL_RETAINED_BYTES = 64 * MIB;
 /** Bytes the socket reader buffers ahead of what the parser asked for before pausing. */
-export const SERVER_READ_AHEAD_BYTES = 256 * 1024;
+export const SERVER_READ_AHEAD_BYTES = 256 * KIB;
 /**
  * A WRITE payload with at least this much (16 KiB) still to come is read by the socket
  * straight into the payload's memory; smaller remainders go through the staging buffer.
  */
-export const SERVER_DIRECT_READ_BYTES_MIN = 16 * 1024;
+export const SERVER_DIRECT_READ_BYTES_MIN = 16 * KIB;
 /**
  * Kernel send buffer asked for on Unix sockets (1 MiB; the kernel keeps twice that for its
  * bookkeeping): room for several 256 KiB READ replies per event-loop wake-up, where the
  * default holds less than one. Kernel memory, at most 2 MiB per connection.
  */
-export const SERVER_SEND_BUFFER_BYTES = 1024 * 1024;
+export const SERVER_SEND_BUFFER_BYTES = MIB;
 /** Preferred block size advertised at least (4 KiB), as clients assume without one. */
-export const SERVER_PREFERRED_BLOCK_BYTES_MIN = 4096;
+export const SERVER_PREFERRED_BLOCK_BYTES_MIN = 4 * KIB;
 /** Bytes of one write of zeros when a device cannot write zeroes natively (1 MiB). */
-export const SERVER_ZERO_CHUNK_BYTES = 1024 * 1024;
+export const SERVER_ZERO_CHUNK_BYTES = MIB;
 
 assert.ok(SERVER_CONNECTION_BYTES_DEFAULT >= 2 * SERVER_REQUEST_BYTES_MAX,
   'one maximal request always fits beside the replies of another');

@@ -14,6 +14,7 @@ import {
 import { SERVER_PREFERRED_BLOCK_BYTES_MIN, SERVER_REQUEST_BYTES_MAX } from './limits.js';
 import { RangeLock } from './range-lock.js';
 import type { BlockSizes } from './wire.js';
+import { sectorsToBytes } from '../units.js';
 
 /** One export of an NBD server, as given to `createNbdServer`. */
 export interface NbdExportOptions {
@@ -45,7 +46,7 @@ export class ServedExport {
 
   /** The export's size in bytes. */
   get sizeBytes(): number {
-    return this.device.sizeSectors * 512;
+    return sectorsToBytes(this.device.sizeSectors);
   }
 
   /** The device's logical block: the unit of every request the server sends it. */

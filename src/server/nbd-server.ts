@@ -28,6 +28,7 @@ import {
 } from './limits.js';
 import { ServedExport, type NbdExportOptions } from './nbd-export.js';
 import { createTlsUpgrade, type NbdServerTlsOptions } from './tls.js';
+import { GIB } from '../constants.js';
 
 /** Options of `createNbdServer`. */
 export interface NbdServerOptions {
@@ -82,7 +83,7 @@ export class NbdServer {
     SERVER_INFLIGHT_REQUESTS_MAX);
     const connectionBytesMax = validateIntegerInRange(options.connectionBytesMax ??
       SERVER_CONNECTION_BYTES_DEFAULT, 'options.connectionBytesMax',
-    2 * SERVER_REQUEST_BYTES_MAX, 1024 * 1024 * 1024);
+    2 * SERVER_REQUEST_BYTES_MAX, GIB);
     const handshakeTimeoutMs = validateIntegerInRange(options.handshakeTimeoutMs ??
       SERVER_HANDSHAKE_TIMEOUT_MS_DEFAULT, 'options.handshakeTimeoutMs', 1, 600_000);
     this.#shutdownGraceMs = validateIntegerInRange(options.shutdownGraceMs ??

@@ -17,9 +17,12 @@ import type { OnReadOpts } from 'node:net';
 import type { Duplex } from 'node:stream';
 import assert from '../assert.js';
 import { SERVER_DIRECT_READ_BYTES_MIN, SERVER_READ_AHEAD_BYTES } from './limits.js';
+import { KIB } from '../constants.js';
 
 /** Bytes of the staging buffer an `onread` socket reads into (what Node allocates per read). */
-const STAGING_BYTES = 64 * 1024;
+const STAGING_BYTES = 64 * KIB;
+/** Smallest buffer for bytes kept across reads: the first growth is at least this. */
+const KEPT_BYTES_MIN = 4 * KIB;
 
 /** The stream ended or was stopped before the bytes asked for arrived. */
 export class StreamEndedError extends Error {
@@ -222,7 +225,7 @@ export class SocketReader {
     if (this.#keptEnd + bytes.length > this.#kept.length) {
       const keptBytes = this.bufferedBytes;
       const target = keptBytes + bytes.length > this.#kept.length ?
-        Buffer.allocUnsafe(Math.max(2 * this.#kept.length, keptBytes + bytes.length, 4096)) :
+        Buffer.allocUnsafe(Math.max(2 * this.#kept.length, keptBytes + bytes.length, KEPT_BYTES_MIN)) :
         this.#kept;
       this.#kept.copy(target, 0, this.#keptStart, this.#keptEnd);
       this.#kept = target;

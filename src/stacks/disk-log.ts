@@ -17,6 +17,7 @@ import type { BlockDevice } from '../devices/block-device.js';
 import { TableError } from '../errors.js';
 import { DirtyLog, type SyncMode } from './dirty-log.js';
 import { flushDevice } from './target-io.js';
+import { bytesToSectorsExact } from '../units.js';
 
 const DISK_LOG_MAGIC = 0x4d695272;
 const DISK_LOG_VERSION = 2;
@@ -83,7 +84,7 @@ export class DiskLog extends DirtyLog {
   async #readStoredRegions(): Promise<number> {
     const { device, client } = this.#place;
     const result = await dmIo({ op: 'read', mem: { type: 'vm', data: this.#buffer }, client },
-      [{ device, sector: 0, count: this.#buffer.length / 512 }]);
+      [{ device, sector: 0, count: bytesToSectorsExact(this.#buffer.length) }]);
     if (result.errorBits !== 0n) {
       this.#health = 'D';
       return 0;
@@ -116,7 +117,7 @@ export class DiskLog extends DirtyLog {
     this.#buffer.set(this.clean.bytes, BITMAP_OFFSET_BYTES);
     const { device, client } = this.#place;
     const result = await dmIo({ op: 'write', mem: { type: 'vm', data: this.#buffer }, client },
-      [{ device, sector: 0, count: this.#buffer.length / 512 }]);
+      [{ device, sector: 0, count: bytesToSectorsExact(this.#buffer.length) }]);
     if (result.errorBits !== 0n) this.#health = 'D';
   }
 

@@ -21,6 +21,7 @@ import type {
 import {
   completeLater, copySegments, flushDevice, ioToDevice, targetError,
 } from './target-io.js';
+import { sectorsToBytes } from '../units.js';
 
 /** A fixed-byte corruption: byte `byteNumber` (1-based) of matching pieces becomes `value`. */
 interface CorruptByte {
@@ -129,7 +130,7 @@ export class FlakeyTarget implements Target {
       ioToDevice(this.#client, this.#device, sector, io, done);
       return;
     }
-    const copy = new Uint8Array(io.countSectors * 512);
+    const copy = new Uint8Array(sectorsToBytes(io.countSectors));
     copySegments(io.segments, copy);
     if (fixed !== null) corruptFixed([copy], io.flags, fixed);
     if (random) corruptRandom([copy]);

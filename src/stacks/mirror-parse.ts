@@ -13,6 +13,7 @@ import type { Leg } from './mirror-legs.js';
 import { MirrorTarget, type MirrorFeatures } from './mirror-target.js';
 import { parseNumberArg } from './table-text.js';
 import type { TargetEnv, TargetExtent, TargetLine, TargetPlan } from './target.js';
+import { sectorsToBytes } from '../units.js';
 
 const LEGS_MIN = 2;
 const LEGS_MAX = 9;
@@ -121,7 +122,7 @@ async function createMirror(
     const device = env.devices[offsets.length] as BlockDevice;
     const deviceId = env.deviceIds[offsets.length] as string;
     const bufferBytes = diskLogBufferBytes(regionCount, device.limits.logicalBlockBytes);
-    if (device.sizeSectors * 512 < bufferBytes) {
+    if (sectorsToBytes(device.sizeSectors) < bufferBytes) {
       throw new TableError('DMIO_ERR_INVALID_TABLE', env.source, env.lineNumber,
         `mirror: log device ${deviceId} too small: ${bufferBytes} bytes needed`);
     }

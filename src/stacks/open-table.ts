@@ -21,6 +21,8 @@ import { closeDevices, TableDevice, type TableSegment } from './table-device.js'
 import { parseTableText, type TableLine, type TableSource } from './table-text.js';
 import type { Target, TargetPlan } from './target.js';
 import { TARGET_TYPES } from './target-types.js';
+import { MIB } from '../constants.js';
+import { bytesToSectorsExact } from '../units.js';
 
 /** Opens a device spec that is not a `table:` spec. */
 export type DeviceOpener = (spec: string, readOnly: boolean) => Promise<BlockDevice>;
@@ -44,7 +46,7 @@ export interface OpenTableOptions {
 }
 
 /** Largest table file read, in bytes. */
-const TABLE_FILE_BYTES_MAX = 1024 * 1024;
+const TABLE_FILE_BYTES_MAX = MIB;
 const TABLE_PREFIX = 'table:';
 /** A block device named as the kernel's tables do, `MAJOR:MINOR`. */
 const MAJOR_MINOR = /^\d+:\d+$/;
@@ -215,7 +217,7 @@ function checkExtents(
         fail(`too small for target: sectors ${extent.sector}+${extent.countSectors} ` +
           `beyond its ${device.sizeSectors} sectors`);
       }
-      const blockSectors = device.limits.logicalBlockBytes / 512;
+      const blockSectors = bytesToSectorsExact(device.limits.logicalBlockBytes);
       if (extent.sector % blockSectors !== 0 || extent.countSectors % blockSectors !== 0) {
         fail(`not aligned to its ${device.limits.logicalBlockBytes}-byte logical block: ` +
           `sectors ${extent.sector}+${extent.countSectors}`);
@@ -228,7 +230,7 @@ function checkExtents(
 function checkBlockAlignment(
   segments: readonly TableSegment[], logicalBlockBytes: number, source: TableSource,
 ): void {
-  const blockSectors = logicalBlockBytes / 512;
+  const blockSectors = bytesToSectorsExact(logicalBlockBytes);
   for (const segment of segments) {
     if (segment.startSector % blockSectors !== 0 || segment.lengthSectors % blockSectors !== 0) {
       throw new TableError('DMIO_ERR_INVALID_TABLE', source, segment.lineNumber,

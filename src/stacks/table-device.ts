@@ -12,7 +12,7 @@
 // every segment takes them; a volatile cache (flush) or FUA when any part has one.
 
 import assert from '../assert.js';
-import { SECTOR_SIZE } from '../constants.js';
+import { GIB, MIB, SECTOR_SIZE } from '../constants.js';
 import type { DmIoClient } from '../core/client.js';
 import type {
   BlockDevice, DeviceDone, DeviceLimits, DeviceRequest, RequestFlags,
@@ -22,6 +22,8 @@ import { requestError } from '../devices/request-error.js';
 import { IoError, type DmIoError } from '../errors.js';
 import { SegmentCursor } from './segment-cursor.js';
 import type { Target, TargetIo } from './target.js';
+import { withoutPreflush } from './target-io.js';
+import { bytesToSectorsExact } from '../units.js';
 
 /** One segment of a table: sectors `[startSector, startSector + lengthSectors)`. */
 export interface TableSegment {
@@ -57,10 +59,9 @@ export interface TableParts {
 }
 
 /** Most sectors of a discard or write-zeroes when no part bounds it. */
-const UNBOUNDED_RANGE_SECTORS = 4 * 1024 * 1024;
+const UNBOUNDED_RANGE_SECTORS = bytesToSectorsExact(2 * GIB);
 /** Request bound when no part has one (tables of zero and error targets only). */
-const DEFAULT_MAX_SECTORS = 8192;
-const DATA_FLAGS_CACHE = new Map<string, RequestFlags>();
+const DEFAULT_MAX_SECTORS = bytesToSectorsExact(4 * MIB);
 
 /** A device-mapper table as a BlockDevice. */
 export class TableDevice implements BlockDevice {
@@ -281,14 +282,7 @@ class Join {
 }
 
 function dataFlags(flags: RequestFlags): RequestFlags {
-  if (!flags.preflush) return flags;
-  const key = `${flags.sync}${flags.fua}`;
-  let cached = DATA_FLAGS_CACHE.get(key);
-  if (cached === undefined) {
-    cached = Object.freeze({ sync: flags.sync, preflush: false, fua: flags.fua });
-    DATA_FLAGS_CACHE.set(key, cached);
-  }
-  return cached;
+  return flags.preflush ? withoutPreflush(flags) : flags;
 }
 
 /** The limits of a table: the most restrictive of its targets and their devices. */

@@ -6,6 +6,7 @@
 // every refusal is a TableError naming the line.
 
 import { TableError } from '../errors.js';
+import { sectorsToBytes } from '../units.js';
 
 /** One parsed line of a table. */
 export interface TableLine {
@@ -56,7 +57,7 @@ export function parseTableText(text: string, source: TableSource): TableLine[] {
           `gap in table: starts at sector ${startSector}, expected ${nextSector}`);
     }
     nextSector = startSector + lengthSectors;
-    if (!Number.isSafeInteger(nextSector * 512)) {
+    if (!Number.isSafeInteger(sectorsToBytes(nextSector))) {
       throw new TableError('DMIO_ERR_INVALID_TABLE', source, lineNumber,
         'the segment ends beyond a safe byte offset');
     }

@@ -12,6 +12,8 @@ import { segmentsBytes } from '../devices/block-device.js';
 import { DmIoError, IoError } from '../errors.js';
 import type { DmIoMemory } from '../memory/types.js';
 import type { TargetDone, TargetIo } from './target.js';
+import { SECTOR_SIZE } from '../constants.js';
+import { isAligned } from '../units.js';
 
 /** Flags of an empty flush. */
 const FLUSH_FLAGS: RequestFlags = Object.freeze({ sync: false, preflush: true, fua: false });
@@ -27,12 +29,12 @@ export function ioToDevice(
     });
     return;
   }
-  // One contiguous segment: kmem memory, dm-io's fast path, nothing to copy back.
+  // One contiguous segment: kmem memory (dm-io's single-buffer case), nothing to copy back.
   const regions = [{ device, sector, count: io.countSectors }];
   try {
     dmIo({
       op: io.op, client, ioprio: io.ioprio, mem: { type: 'kmem', data: only },
-      flags: PIECE_FLAGS[(io.flags.sync ? 1 : 0) | (io.flags.fua ? 2 : 0)] as RequestFlags,
+      flags: withoutPreflush(io.flags),
       notify: { fn: (_bits: bigint, _context: unknown, result: RegionsOutcome) => done(result.errors[0] ?? null) },
     }, regions);
   } catch (error) {
@@ -41,9 +43,17 @@ export function ioToDevice(
   }
 }
 
-/** Flags of a piece, shared: index = sync | fua << 1 (a piece never carries preflush). */
-const PIECE_FLAGS: readonly RequestFlags[] = [0, 1, 2, 3].map((bits) =>
+/** The four flag sets without preflush, shared and frozen: index = sync | fua << 1. */
+const NO_PREFLUSH_FLAGS: readonly RequestFlags[] = [0, 1, 2, 3].map((bits) =>
   Object.freeze({ sync: (bits & 1) !== 0, preflush: false, fua: (bits & 2) !== 0 }));
+
+/**
+ * `flags` less preflush, as a shared frozen object (no allocation per request): the flags of a
+ * piece, or of the data part of a request whose flush went first.
+ */
+export function withoutPreflush(flags: RequestFlags): RequestFlags {
+  return NO_PREFLUSH_FLAGS[(flags.sync ? 1 : 0) | (flags.fua ? 2 : 0)] as RequestFlags;
+}
 
 /** What a multi-region piece reports: the error bits and each region's first error. */
 export interface RegionsOutcome {
@@ -128,7 +138,7 @@ function pieceMemory(io: TargetIo): { memory: DmIoMemory | null; finish: () => v
   if (segments.length === 1 && first !== undefined) {
     return { memory: { type: 'kmem', data: first }, finish: nothing };
   }
-  if (segments.every((segment) => segment.length % 512 === 0 && segment.length > 0)) {
+  if (segments.every((segment) => isAligned(segment.length, SECTOR_SIZE) && segment.length > 0)) {
     const bvecs = segments.map((page) => ({ page, offset: 0, len: page.length }));
     return { memory: { type: 'bvec', bvecs }, finish: nothing };
   }

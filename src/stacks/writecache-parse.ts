@@ -19,8 +19,12 @@ import {
   writeSuperblock, type WritecacheLayout,
 } from './writecache-format.js';
 import { WritecacheTarget, type WritecacheOptions } from './writecache-target.js';
+import { KIB, SECTOR_SIZE } from '../constants.js';
+import { bytesToSectorsExact, sectorsToBytes } from '../units.js';
 
 const OPTION_WORDS_MAX = 18;
+/** Largest block size the kernel's writecache takes (4 KiB, its page), also the usual choice. */
+const BLOCK_BYTES_MAX = 4 * KIB;
 
 /** Parses a writecache line's arguments. */
 export function parseWritecache(args: readonly string[], line: TargetLine): TargetPlan {
@@ -35,9 +39,9 @@ export function parseWritecache(args: readonly string[], line: TargetLine): Targ
   const [mode, originArg, cacheArg, blockText, countText] = args as [string, string, string, string, string];
   if (mode === 'p') fail('persistent memory mode (p) is not supported; use s');
   if (mode !== 's') fail(`invalid mode ${JSON.stringify(mode)} (s or p)`);
-  const blockBytes = number(blockText, 'block size', 4096);
-  if (blockBytes < 512 || (blockBytes & (blockBytes - 1)) !== 0) {
-    fail(`invalid block size ${blockBytes} (a power of two from 512 to 4096)`);
+  const blockBytes = number(blockText, 'block size', BLOCK_BYTES_MAX);
+  if (blockBytes < SECTOR_SIZE || (blockBytes & (blockBytes - 1)) !== 0) {
+    fail(`invalid block size ${blockBytes} (a power of two from ${SECTOR_SIZE} to ${BLOCK_BYTES_MAX})`);
   }
   const count = number(countText, 'option count', OPTION_WORDS_MAX);
   const words = args.slice(5);
@@ -110,7 +114,7 @@ async function openWritecache(
     }
   }
   if (startSector >= cache.sizeSectors) fail(`start_sector ${startSector} is beyond the cache device`);
-  const layout = layoutFor((cache.sizeSectors - startSector) * 512, blockBytes, startSector);
+  const layout = layoutFor(sectorsToBytes(cache.sizeSectors - startSector), blockBytes, startSector);
   if (layout.blockCount === 0) fail('invalid device size: the cache device holds no block');
   const loaded = await loadImage(env, cache, layout, fail);
   const target = new WritecacheTarget(env, {
@@ -168,7 +172,7 @@ async function io(
   fail: (reason: string) => never,
 ): Promise<void> {
   const result = await dmIo({ op, client, mem: { type: 'vm', data } },
-    [{ device, sector, count: data.length / 512 }]);
+    [{ device, sector, count: bytesToSectorsExact(data.length) }]);
   const error = result.errors[0];
   if (error !== undefined) fail(`metadata ${op} failed: ${error.message}`);
 }

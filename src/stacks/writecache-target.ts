@@ -33,11 +33,15 @@ import {
   entryOffset, ENTRY_BYTES, setSuperblockSeq, writeEntry, type WritecacheLayout,
 } from './writecache-format.js';
 import { WritecacheWriteback } from './writecache-writeback.js';
+import { GIB, KIB } from '../constants.js';
+import { bytesToSectorsExact } from '../units.js';
 
 /** Most sectors one discard covers (the table cuts larger ones). */
-const DISCARD_SECTORS_MAX = 1024 * 1024;
+const DISCARD_SECTORS_MAX = bytesToSectorsExact(GIB / 2);
+/** Least bytes of a superblock commit write: the kernel's `max(4096U, wc->block_size)`. */
+const SUPERBLOCK_WRITE_BYTES_MIN = 4 * KIB;
 /** Bytes of one metadata chunk written as a unit. */
-const METADATA_CHUNK_BYTES = 64 * 1024;
+const METADATA_CHUNK_BYTES = 64 * KIB;
 
 /** The options of a writecache line (dm-writecache names), after parsing. */
 export interface WritecacheOptions {
@@ -147,7 +151,7 @@ export class WritecacheTarget implements Target {
     this.#client = env.ioClient;
     this.#now = env.now;
     this.#readOnly = env.readOnly;
-    this.#blockSectors = parts.layout.blockBytes / 512;
+    this.#blockSectors = bytesToSectorsExact(parts.layout.blockBytes);
     // Discards are the target's own work (free the cached blocks, then pass it on); one
     // discard covers at most this many sectors, so its metadata stays small.
     this.limits = { logicalBlockBytes: parts.layout.blockBytes, maxDiscardSectors: DISCARD_SECTORS_MAX,
@@ -210,7 +214,7 @@ export class WritecacheTarget implements Target {
 
   /** Cache device sector of block `index`'s data. */
   dataSector(index: number): number {
-    return this.layout.startSector + (this.layout.metadataBytes + index * this.layout.blockBytes) / 512;
+    return this.layout.startSector + bytesToSectorsExact(this.layout.metadataBytes + index * this.layout.blockBytes);
   }
 
   setUnderWriteback(index: number, value: boolean): void {
@@ -296,7 +300,8 @@ export class WritecacheTarget implements Target {
     let missSegments: Uint8Array[] = [];
     const flushMiss = (): void => {
       if (missStart < 0) return;
-      const countSectors = missSegments.reduce((total, segment) => total + segment.length, 0) / 512;
+      const countSectors = bytesToSectorsExact(
+        missSegments.reduce((total, segment) => total + segment.length, 0));
       ioToDevice(this.#client, this.origin, missStart,
         { ...io, sector: missStart, countSectors, segments: missSegments }, join.piece());
       missStart = -1;
@@ -516,7 +521,7 @@ export class WritecacheTarget implements Target {
     await this.#waitEpochs(epoch);
     await this.#flushCache();
     setSuperblockSeq(this.#image, epoch + 1);
-    const superBytes = Math.min(Math.max(4096, this.layout.blockBytes), this.layout.metadataBytes);
+    const superBytes = Math.min(Math.max(SUPERBLOCK_WRITE_BYTES_MIN, this.layout.blockBytes), this.layout.metadataBytes);
     await this.#writeImage(0, superBytes, true);
     if (this.#error !== null) throw this.#error;
     this.#committedSeq = epoch + 1;
@@ -582,7 +587,8 @@ export class WritecacheTarget implements Target {
     const result = await dmIo({
       op: 'write', client: this.#client, flags: { fua },
       mem: { type: 'vm', data: this.#image.subarray(startBytes, startBytes + lengthBytes) },
-    }, [{ device: this.cache, sector: this.layout.startSector + startBytes / 512, count: lengthBytes / 512 }]);
+    }, [{ device: this.cache, sector: this.layout.startSector + bytesToSectorsExact(startBytes),
+      count: bytesToSectorsExact(lengthBytes) }]);
     const error = result.errors[0];
     if (error !== undefined) this.setError(error);
   }

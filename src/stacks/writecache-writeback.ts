@@ -15,6 +15,7 @@ import { dmKcopydCopy } from '../kcopyd/submit.js';
 import { dmKcopydThrottleCreate } from '../kcopyd/throttle.js';
 import { flushDevice } from './target-io.js';
 import type { WritecacheTarget } from './writecache-target.js';
+import { bytesToSectorsExact } from '../units.js';
 
 /** Largest run of blocks one kcopyd job copies. */
 const RUN_BLOCKS_MAX = 256;
@@ -160,7 +161,7 @@ export class WritecacheWriteback {
   /** Copies the batch to the origin in runs, then flushes the origin; false on any error. */
   async #copy(batch: readonly number[]): Promise<boolean> {
     const target = this.#target;
-    const blockSectors = target.layout.blockBytes / 512;
+    const blockSectors = bytesToSectorsExact(target.layout.blockBytes);
     const sorted = [...batch].sort((a, b) => target.blockSector(a) - target.blockSector(b));
     const runs: number[][] = [];
     for (const index of sorted) {
