@@ -4,6 +4,13 @@
 
 import assert from './assert.js';
 
+/** Bytes in one kibibyte: sizes are written `64 * KIB`, never as a bare product of 1024s. */
+export const KIB = 1024;
+/** Bytes in one mebibyte. */
+export const MIB = 1024 * KIB;
+/** Bytes in one gibibyte. */
+export const GIB = 1024 * MIB;
+
 /** Bytes in one sector. Regions always count in 512-byte sectors, whatever the device. */
 export const SECTOR_SIZE = 512;
 /** `log2(SECTOR_SIZE)`. */
