@@ -39,6 +39,13 @@ export const CLIENT_RESERVED_PAGES_MAX = 65536;
 export const CLIENT_INFLIGHT_DEFAULT = 128;
 /** Upper bound on in-flight device requests per client. */
 export const CLIENT_INFLIGHT_MAX = 4096;
+/**
+ * Default device requests a client lets wait beyond its in-flight limit: a 64 GiB request in
+ * 1 MiB pieces, about 16 MiB of queue bookkeeping at most; more is refused, not queued.
+ */
+export const CLIENT_QUEUED_DEFAULT = 65536;
+/** Upper bound on a client's waiting device requests, so a typo cannot unbound the queue. */
+export const CLIENT_QUEUED_MAX = 1024 * 1024;
 /** Legacy `dm_io_get`: in-flight requests granted per page, as the kernel's `pages_to_ios`. */
 export const LEGACY_IOS_PER_PAGE = 4;
 
@@ -68,5 +75,6 @@ assert.equal(PAGE_SIZE % SECTOR_SIZE, 0, 'a page must hold whole sectors');
 assert.ok(DM_IO_MAX_REGIONS <= 64, 'error bits are a 64-bit bigint');
 assert.ok(CLIENT_RESERVED_PAGES_DEFAULT <= CLIENT_RESERVED_PAGES_MAX);
 assert.ok(CLIENT_INFLIGHT_DEFAULT <= CLIENT_INFLIGHT_MAX);
+assert.ok(CLIENT_QUEUED_DEFAULT <= CLIENT_QUEUED_MAX);
 assert.equal(RAM_CHUNK_BYTES % PAGE_SIZE, 0, 'RAM chunks hold whole pages');
 assert.ok(BIO_MAX_VECS <= IOV_MAX, 'one request must fit one vectored call');

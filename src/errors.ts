@@ -18,6 +18,7 @@ export const ERROR_CODES = [
   'DMIO_ERR_OPEN_FAILED',
   'DMIO_ERR_DEVICE_CLOSED',
   'DMIO_ERR_CLIENT_DESTROYED',
+  'DMIO_ERR_CLIENT_BUSY',
   'DMIO_ERR_READ_ONLY',
   'DMIO_ERR_CANNOT_BLOCK',
   'DMIO_ERR_NO_LEGACY_POOL',
@@ -190,6 +191,7 @@ export class NotSupportedError extends IoError {
 type LifecycleCode =
   | 'DMIO_ERR_DEVICE_CLOSED'
   | 'DMIO_ERR_CLIENT_DESTROYED'
+  | 'DMIO_ERR_CLIENT_BUSY'
   | 'DMIO_ERR_KCOPYD_DESTROYED'
   | 'DMIO_ERR_KCOPYD_BUSY'
   | 'DMIO_ERR_NO_LEGACY_POOL'
@@ -198,7 +200,7 @@ type LifecycleCode =
 
 /**
  * The call cannot run on this object in its current state: a closed device, a destroyed
- * client, legacy calls without `dmIoGet`, a blocking call on a device that cannot block, a
+ * client, a client whose waiting queue cannot hold the request, legacy calls without `dmIoGet`, a blocking call on a device that cannot block, a
  * write to a read-only device. Thrown at the boundary; nothing was submitted.
  */
 export class StateError extends DmIoError {

@@ -1,10 +1,9 @@
 // NBD pieces that need no server: URI parsing, option validation, the READ coverage
-// bookkeeping, the in-flight limiter, and the geometry derived from an advertisement.
+// bookkeeping and the geometry derived from an advertisement.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isDmIoError } from '../src/errors.js';
-import { InflightLimiter } from '../src/inflight-limiter.js';
 import { nbdGeometry } from '../src/nbd/nbd-limits.js';
 import { openNbdDevice, resolveNbdOptions } from '../src/nbd/open-nbd.js';
 import { ReadTarget } from '../src/nbd/read-target.js';
@@ -70,28 +69,6 @@ describe('ReadTarget', () => {
     target.zeroFill(2, 2);
     assert.equal(target.complete, true);
     assert.deepEqual([...a, ...c], [0, 1, 0, 0, 4, 5, 6, 7]);
-  });
-});
-
-describe('InflightLimiter', () => {
-  test('bounds requests and bytes, starts waiters in FIFO order, refuses overflow', () => {
-    const limiter = new InflightLimiter({ requestsMax: 2, bytesMax: 100, waitingMax: 2 });
-    const started: string[] = [];
-    const entry = (name: string, payloadBytes: number) => ({ payloadBytes,
-      start: () => started.push(name), reject: () => started.push(`x${name}`) });
-    assert.ok(limiter.admit(entry('a', 60)));
-    assert.ok(limiter.admit(entry('b', 60)));  // waits: bytes
-    assert.ok(limiter.admit(entry('c', 10)));  // waits: FIFO, though it would fit
-    assert.equal(limiter.admit(entry('d', 10)), false);
-    assert.deepEqual(started, ['a']);
-    limiter.release(60);
-    assert.deepEqual(started, ['a', 'b', 'c']);
-    assert.equal(limiter.requests, 2);
-    // A request larger than bytesMax still runs alone.
-    limiter.release(60);
-    limiter.release(10);
-    assert.ok(limiter.admit(entry('big', 1000)));
-    assert.deepEqual(started.at(-1), 'big');
   });
 });
 

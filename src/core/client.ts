@@ -1,20 +1,31 @@
 // Owns the dm-io client: the bounded resources every request draws on, reserved up front. A
 // client holds an aligned page pool (bounce pages for O_DIRECT devices when caller memory is
-// not aligned) and a limit on device requests in flight. Requests beyond either limit wait in
-// FIFO order and start as earlier ones complete; memory never grows with load.
+// not aligned) and one `InflightLimiter` over its device requests: at most `inflightMax` in
+// flight and the pool's bytes held by bounce buffers, at most `queuedMax` waiting in FIFO order.
 //
-// Invariants: `#inflight <= inflightMax`; a waiting request starts only when everything queued
-// before it has started (no overtaking); every bounce page goes back to the pool before the
-// request's `done` runs; `destroy` resolves only when nothing is in flight or waiting.
+// One submit path: `submit` starts a device request at once when the limiter has room and
+// nothing waits, or queues it; queued requests start, in arrival order, as earlier ones
+// finish. Whether a request needs bounce pages is decided when it is planned (dispatch.ts), so
+// the client never re-examines memory.
+//
+// When the queue is full: `assertRoom` is asked for all device requests of one dm-io request
+// before the first is submitted, and throws `DMIO_ERR_CLIENT_BUSY` (a StateError) when they
+// could not all be started or queued. So a request is refused whole and synchronously, with
+// nothing submitted; memory stays bounded by `inflightMax + queuedMax` device requests.
+//
+// Invariants: a waiting request starts only when everything queued before it has started (no
+// overtaking); every bounce page goes back to the pool before the request's `done` runs;
+// `done` never runs inside `submit`; `destroy` resolves only when nothing is in flight or waiting.
 
 import assert from '../assert.js';
 import {
-  CLIENT_INFLIGHT_DEFAULT, CLIENT_INFLIGHT_MAX, CLIENT_RESERVED_PAGES_DEFAULT,
-  CLIENT_RESERVED_PAGES_MAX, PAGE_SIZE,
+  CLIENT_INFLIGHT_DEFAULT, CLIENT_INFLIGHT_MAX, CLIENT_QUEUED_DEFAULT, CLIENT_QUEUED_MAX,
+  CLIENT_RESERVED_PAGES_DEFAULT, CLIENT_RESERVED_PAGES_MAX, PAGE_SIZE,
 } from '../constants.js';
 import type { BlockDevice, DeviceDone, DeviceRequest } from '../devices/block-device.js';
 import { segmentsBytes } from '../devices/block-device.js';
 import { InvalidArgTypeError, StateError } from '../errors.js';
+import { InflightLimiter } from '../inflight-limiter.js';
 import { allocAlignedPages, isAlignedView } from '../memory/aligned.js';
 import { PagePool } from '../memory/page-pool.js';
 import { divCeil } from '../units.js';
@@ -26,15 +37,24 @@ export interface DmIoClientOptions {
   reservedPages?: number;
   /** Device requests this client keeps in flight at most (default 128, 1 to 4096). */
   inflightMax?: number;
+  /**
+   * Device requests that may wait beyond `inflightMax` (default 65536, 0 to 1048576). A
+   * dm-io request whose device requests would not all fit is refused with
+   * `DMIO_ERR_CLIENT_BUSY`, nothing of it submitted.
+   */
+  queuedMax?: number;
 }
 
-/** A request waiting for an in-flight slot or for bounce pages. */
-interface PendingRequest {
+/** One device request as the client takes it: planned, with its bounce need decided. */
+export interface ClientRequest {
   readonly device: BlockDevice;
   readonly request: DeviceRequest;
-  readonly done: DeviceDone;
+  /** Pool pages the request needs as a bounce buffer; 0 when its memory goes as it is. */
   readonly bouncePages: number;
 }
+
+/** Waiting requests are never taken back (destroy drains them), so none is ever rejected. */
+const neverRejected = (): void => undefined;
 
 /**
  * The resources dm-io requests draw on. Create with `dmIoClientCreate`, release with
@@ -45,28 +65,32 @@ export class DmIoClient {
   readonly reservedPages: number;
   /** Most device requests in flight at once. */
   readonly inflightMax: number;
+  /** Most device requests waiting at once. */
+  readonly queuedMax: number;
   readonly #pool: PagePool;
-  readonly #pending: PendingRequest[] = [];
-  #pendingHead = 0;
-  #inflight = 0;
+  readonly #limiter: InflightLimiter;
   #destroyed = false;
   #drained: (() => void) | null = null;
 
   /** @internal Use `dmIoClientCreate`. */
-  constructor(reservedPages: number, inflightMax: number) {
+  constructor(reservedPages: number, inflightMax: number, queuedMax: number) {
     this.reservedPages = reservedPages;
     this.inflightMax = inflightMax;
+    this.queuedMax = queuedMax;
     this.#pool = new PagePool(reservedPages);
+    this.#limiter = new InflightLimiter({
+      requestsMax: inflightMax, bytesMax: reservedPages * PAGE_SIZE, waitingMax: queuedMax,
+    });
   }
 
   /** Device requests in flight now. */
   get inflight(): number {
-    return this.#inflight;
+    return this.#limiter.requests;
   }
 
   /** Device requests waiting for a slot or for pages. */
   get queued(): number {
-    return this.#pending.length - this.#pendingHead;
+    return this.#limiter.waitingCount;
   }
 
   /** Pool pages free now. */
@@ -96,34 +120,48 @@ export class DmIoClient {
   }
 
   /**
-   * @internal Starts `request` on `device` now or queues it; `done` runs once. `aligned`: the
-   * caller already checked that the memory needs no bounce (dm-io's fast path does).
+   * @internal Throws `DMIO_ERR_CLIENT_BUSY` unless `requests`, submitted now in order, would
+   * all start or wait without overflowing the queue. Call it before submitting the first.
    */
-  submit(device: BlockDevice, request: DeviceRequest, done: DeviceDone, aligned = false): void {
-    const bounce = !aligned && needsBounce(device, request);
-    if (!bounce && this.#inflight < this.inflightMax && this.queued === 0) {
-      this.#submitDirect(device, request, done);
-      return;
-    }
-    const bouncePages = bounce ? divCeil(segmentsBytes(request.segments), PAGE_SIZE) : 0;
-    assert.ok(bouncePages <= this.reservedPages, 'dispatch caps requests to the pool');
-    const pending: PendingRequest = { device, request, done, bouncePages };
-    if (this.queued === 0 && this.#tryStart(pending)) return;
-    this.#pending.push(pending);
+  assertRoom(requests: readonly ClientRequest[]): void {
+    // At most every request waits: no simulation needed while that still fits.
+    if (this.#limiter.waitingCount + requests.length <= this.queuedMax) return;
+    const heldBytes = requests.map((entry) => entry.bouncePages * PAGE_SIZE);
+    if (this.#limiter.admitsAll(heldBytes)) return;
+    throw new StateError('DMIO_ERR_CLIENT_BUSY', 'client',
+      `${requests.length} device requests do not fit: ${this.queued} of at most ` +
+      `${this.queuedMax} already wait behind ${this.inflight} in flight (nothing submitted; ` +
+      'retry after completions, split the request, or raise queuedMax)');
   }
 
   /**
-   * @internal Runs `request` on `device` on the calling thread. Bounce pages come from the
-   * pool; when asynchronous requests hold them, one request's worth of aligned memory is
-   * allocated for this call and dropped after it, so the blocking path never waits. `aligned`
-   * as for `submit`.
+   * @internal Starts `entry` now or queues it (after `assertRoom`); `done` runs once, never
+   * inside this call. A device whose `submit` throws took nothing: its slot and pages come
+   * back and the throw propagates.
    */
-  submitBlocking(device: BlockDevice, request: DeviceRequest, aligned = false): DeviceDoneError {
+  submit(entry: ClientRequest, done: DeviceDone): void {
+    const heldBytes = entry.bouncePages * PAGE_SIZE;
+    if (this.#limiter.tryAcquire(heldBytes)) {
+      this.#start(entry, done);
+      return;
+    }
+    const queued = this.#limiter.admit({
+      heldBytes, start: () => this.#start(entry, done), reject: neverRejected,
+    });
+    assert.ok(queued, 'assertRoom admitted every request before the first was submitted');
+  }
+
+  /**
+   * @internal Runs `entry` on the calling thread. Bounce pages come from the pool; when
+   * asynchronous requests hold them, one request's worth of aligned memory is allocated for
+   * this call and dropped after it, so the blocking path never waits.
+   */
+  submitBlocking(entry: ClientRequest): DeviceDoneError {
+    const { device, request, bouncePages } = entry;
     assert.ok(device.submitSync !== undefined);
-    if (aligned || !needsBounce(device, request)) return device.submitSync(request);
-    const pageCount = divCeil(segmentsBytes(request.segments), PAGE_SIZE);
-    const pooled = this.#pool.tryTake(pageCount);
-    const pages = pooled ?? allocAlignedPages(pageCount);
+    if (bouncePages === 0) return device.submitSync(request);
+    const pooled = this.#pool.tryTake(bouncePages);
+    const pages = pooled ?? allocAlignedPages(bouncePages);
     try {
       const error = device.submitSync(bounceRequest(request, pages));
       if (error === null && request.op === 'read') copySegments(pages, request.segments);
@@ -136,7 +174,7 @@ export class DmIoClient {
   /** @internal Marks the client destroyed; resolves when all its work has completed. */
   destroy(): Promise<void> {
     this.#destroyed = true;
-    if (this.#inflight === 0 && this.queued === 0) {
+    if (this.inflight === 0 && this.queued === 0) {
       this.#pool.assertAllReturned();
       return Promise.resolve();
     }
@@ -149,68 +187,44 @@ export class DmIoClient {
     });
   }
 
-  #tryStart(pending: PendingRequest): boolean {
-    if (this.#inflight >= this.inflightMax) return false;
-    if (pending.bouncePages === 0) {
-      this.#inflight += 1;
-      this.#submitTo(pending, pending.request, null);
-      return true;
-    }
-    const pages = this.#pool.tryTake(pending.bouncePages);
-    if (pages === null) return false;
-    this.#inflight += 1;
-    this.#submitTo(pending, bounceRequest(pending.request, pages), pages);
-    return true;
-  }
-
   /**
-   * Hands `request` to the device. A device that breaks the contract and completes inside
-   * `submit` would re-enter `#pump` while the entry being started is still at the queue's head
-   * and start it again, endlessly; such a completion is deferred to a microtask instead.
+   * Hands an admitted request to its device, over bounce pages when it needs them. A device
+   * that breaks the contract and completes inside `submit` gets its completion deferred to a
+   * microtask, so `done` never runs inside `submit` and the queue is never re-entered.
    */
-  #submitTo(pending: PendingRequest, request: DeviceRequest, pages: Uint8Array[] | null): void {
+  #start(entry: ClientRequest, done: DeviceDone): void {
+    let pages: Uint8Array[] | null = null;
+    let request = entry.request;
+    if (entry.bouncePages > 0) {
+      pages = this.#pool.tryTake(entry.bouncePages);
+      assert.ok(pages !== null, 'the limiter admits bounce requests only while pages are free');
+      request = bounceRequest(request, pages);
+    }
     let submitting = true;
     try {
-      pending.device.submit(request, (error) => {
-        if (submitting) queueMicrotask(() => this.#finish(pending, pages, error));
-        else this.#finish(pending, pages, error);
+      entry.device.submit(request, (error) => {
+        if (submitting) queueMicrotask(() => this.#finish(entry, pages, done, error));
+        else this.#finish(entry, pages, done, error);
       });
     } catch (error) {
-      // A device that throws from `submit` took nothing: its slot and pages come back.
-      this.#inflight -= 1;
       if (pages !== null) this.#pool.give(pages);
+      this.#limiter.release(entry.bouncePages * PAGE_SIZE);
       throw error;
     } finally {
       submitting = false;
     }
   }
 
-  /**
-   * Starts a request that needs no bounce pages while a slot is free and nothing waits: the
-   * common case, with one closure and no queue record. A completion inside `submit` (a device
-   * breaking the contract) is deferred, as in `#submitTo`.
-   */
-  #submitDirect(device: BlockDevice, request: DeviceRequest, done: DeviceDone): void {
-    this.#inflight += 1;
-    let submitting = true;
-    try {
-      device.submit(request, (error) => {
-        if (submitting) queueMicrotask(() => this.#finishDirect(done, error));
-        else this.#finishDirect(done, error);
-      });
-    } catch (error) {
-      // A device that throws from `submit` (a broken invariant) took nothing in flight.
-      this.#inflight -= 1;
-      throw error;
-    } finally {
-      submitting = false;
+  #finish(
+    entry: ClientRequest, pages: Uint8Array[] | null, done: DeviceDone, error: DeviceDoneError,
+  ): void {
+    if (pages !== null) {
+      if (error === null && entry.request.op === 'read') {
+        copySegments(pages, entry.request.segments);
+      }
+      this.#pool.give(pages);
     }
-  }
-
-  #finishDirect(done: DeviceDone, error: DeviceDoneError): void {
-    assert.ok(this.#inflight > 0);
-    this.#inflight -= 1;
-    this.#pump();
+    this.#limiter.release(entry.bouncePages * PAGE_SIZE);
     try {
       done(error);
     } finally {
@@ -218,39 +232,8 @@ export class DmIoClient {
     }
   }
 
-  #finish(pending: PendingRequest, pages: Uint8Array[] | null, error: DeviceDoneError): void {
-    assert.ok(this.#inflight > 0);
-    this.#inflight -= 1;
-    if (pages !== null) {
-      if (error === null && pending.request.op === 'read') {
-        copySegments(pages, pending.request.segments);
-      }
-      this.#pool.give(pages);
-    }
-    this.#pump();
-    try {
-      pending.done(error);
-    } finally {
-      this.#checkDrained();
-    }
-  }
-
-  #pump(): void {
-    while (this.queued > 0) {
-      const next = this.#pending[this.#pendingHead];
-      assert.ok(next !== undefined);
-      if (!this.#tryStart(next)) break;
-      this.#pending[this.#pendingHead] = undefined as unknown as PendingRequest;
-      this.#pendingHead += 1;
-    }
-    if (this.#pendingHead > 1024 && this.#pendingHead * 2 > this.#pending.length) {
-      this.#pending.splice(0, this.#pendingHead);
-      this.#pendingHead = 0;
-    }
-  }
-
   #checkDrained(): void {
-    if (!this.#destroyed || this.#inflight !== 0 || this.queued !== 0) return;
+    if (!this.#destroyed || this.inflight !== 0 || this.queued !== 0) return;
     const drained = this.#drained;
     if (drained === null) return;
     this.#drained = null;
@@ -261,16 +244,23 @@ export class DmIoClient {
 
 type DeviceDoneError = Parameters<DeviceDone>[0];
 
-/** True when a request's memory cannot go to the device as it is (O_DIRECT alignment). */
-function needsBounce(device: BlockDevice, request: DeviceRequest): boolean {
+/**
+ * @internal Pool pages a request of `requestBytes` over `segments` needs to reach `device`:
+ * 0 when the device takes any memory or every segment is aligned and whole logical blocks
+ * (O_DIRECT), else enough pages for the whole request.
+ */
+export function bouncePagesFor(
+  device: BlockDevice, segments: readonly Uint8Array[], requestBytes: number,
+): number {
   const alignmentBytes = device.limits.memoryAlignmentBytes;
-  if (alignmentBytes === 0 || request.segments.length === 0) return false;
+  if (alignmentBytes === 0 || segments.length === 0) return 0;
   const blockBytes = device.limits.logicalBlockBytes;
-  for (const segment of request.segments) {
-    if (!isAlignedView(segment, alignmentBytes)) return true;
-    if (segment.length % blockBytes !== 0) return true;
+  for (const segment of segments) {
+    if (!isAlignedView(segment, alignmentBytes) || segment.length % blockBytes !== 0) {
+      return divCeil(requestBytes, PAGE_SIZE);
+    }
   }
-  return false;
+  return 0;
 }
 
 /** The same request over pool pages; a write's bytes are copied in first. */
@@ -309,7 +299,8 @@ function copySegments(from: readonly Uint8Array[], to: readonly Uint8Array[]): v
 }
 
 /**
- * Creates a dm-io client that reserves its bounce pages and in-flight budget up front.
+ * Creates a dm-io client that reserves its bounce pages, in-flight budget and queue bound up
+ * front.
  *
  * @throws OutOfRangeError (`DMIO_ERR_OUT_OF_RANGE`) for limits outside their range.
  * @example
@@ -323,7 +314,9 @@ export function dmIoClientCreate(options: DmIoClientOptions = {}): DmIoClient {
     CLIENT_RESERVED_PAGES_DEFAULT, 'options.reservedPages', 1, CLIENT_RESERVED_PAGES_MAX);
   const inflightMax = validateIntegerInRange(options.inflightMax ?? CLIENT_INFLIGHT_DEFAULT,
     'options.inflightMax', 1, CLIENT_INFLIGHT_MAX);
-  return new DmIoClient(reservedPages, inflightMax);
+  const queuedMax = validateIntegerInRange(options.queuedMax ?? CLIENT_QUEUED_DEFAULT,
+    'options.queuedMax', 0, CLIENT_QUEUED_MAX);
+  return new DmIoClient(reservedPages, inflightMax, queuedMax);
 }
 
 /**

@@ -1,11 +1,17 @@
-// Owns the region loop: it turns a validated plan into device requests. Every region starts
-// from a fresh clone of the memory cursor, so all regions of a multi-region write carry the
-// same bytes from the buffer's start. A region is cut into requests by its device's limits
-// (sectors per request, at most BIO_MAX_VECS and the device's segments, whole logical blocks),
-// each piece carrying the request's full flags and ioprio; memory that continues the previous
-// segment extends it rather than opening a new one. Skipped regions (count 0 without
-// preflush) produce nothing; a zero-count region with preflush produces exactly one pure flush;
-// discard or write-zeroes on a device whose limit is 0 is reported as that region's failure.
+// Owns the region loop: it turns a validated plan into the device requests the client runs.
+// Every region starts from a fresh clone of the memory cursor, so all regions of a multi-region
+// write carry the same bytes from the buffer's start. A region is cut into requests by its
+// device's limits (sectors per request, at most BIO_MAX_VECS and the device's segments, whole
+// logical blocks), each piece carrying the request's full flags and ioprio and its bounce need
+// (pool pages, decided here once); memory that continues the previous segment extends it
+// rather than opening a new one. The common case, a region the memory hands out as one view
+// that fits one request, is one branch: one request, one segment, no splitting. Skipped
+// regions (count 0 without preflush) produce nothing; a zero-count region with preflush
+// produces exactly one pure flush; discard or write-zeroes on a device whose limit is 0, or a
+// region that cannot be cut into whole blocks, is a failure of that region with no request.
+//
+// The loop only plans: it returns the whole list before anything is submitted, so the client
+// can refuse a request whole (its queue bound) and kcopyd's chunks can go through it too.
 
 import assert from '../assert.js';
 import { BIO_MAX_VECS, SECTOR_SIZE } from '../constants.js';
@@ -13,32 +19,55 @@ import type { BlockDevice, DeviceRequest } from '../devices/block-device.js';
 import { IoError, NotSupportedError } from '../errors.js';
 import { createCursor, type MemoryCursor } from '../memory/cursor.js';
 import { alignDown, bytesToSectorsExact } from '../units.js';
+import { bouncePagesFor, type ClientRequest } from './client.js';
 import type { DmIoPlan, DmIoRegion } from './request.js';
 
-/** Where the region loop sends its output. */
-export interface DispatchSink {
-  /** Issue `request` to `device` on behalf of region `regionIndex`. */
-  submit(regionIndex: number, device: BlockDevice, request: DeviceRequest): void;
-  /** Region `regionIndex` failed without a request being issued. */
-  fail(regionIndex: number, error: IoError): void;
+/** One device request of a plan, on behalf of region `regionIndex`. */
+export interface PlannedRequest extends ClientRequest {
+  readonly regionIndex: number;
 }
 
-/** Runs the region loop of `plan`, sending every device request to `sink`. */
-export function dispatchRegions(plan: DmIoPlan, sink: DispatchSink): void {
+/** A region that failed without a device request being issued. */
+export interface RegionFailure {
+  readonly regionIndex: number;
+  readonly error: IoError;
+  /** Caller memory of a read that no request will fill: zeroed when the failure is reported. */
+  readonly unread?: readonly Uint8Array[];
+}
+
+/** What the region loop makes of a plan, in region order. */
+export interface Dispatched {
+  readonly requests: PlannedRequest[];
+  readonly failures: RegionFailure[];
+}
+
+/** Runs the region loop of `plan`: every device request and every failed region, in order. */
+export function dispatchRegions(plan: DmIoPlan): Dispatched {
+  const out: Dispatched = { requests: [], failures: [] };
   const start = plan.memory === null ? null : createCursor(plan.memory);
-  for (let regionIndex = 0; regionIndex < plan.regions.length; regionIndex += 1) {
+  const lastIndex = plan.regions.length - 1;
+  for (let regionIndex = 0; regionIndex <= lastIndex; regionIndex += 1) {
     const region = plan.regions[regionIndex];
     assert.ok(region !== undefined);
     if (region.count === 0 && !plan.flags.preflush) continue;
     if (region.count === 0) {
-      sink.submit(regionIndex, region.device, flushRequest(plan, region));
+      out.requests.push(planned(regionIndex, region.device, flushRequest(plan, region), 0));
     } else if (plan.op === 'discard' || plan.op === 'write-zeroes') {
-      dispatchDataless(plan, regionIndex, region, sink);
+      dispatchDataless(plan, regionIndex, region, out);
     } else {
       assert.ok(start !== null, 'validated: data ops with sectors carry memory');
-      dispatchData(plan, regionIndex, region, start.clone(), sink);
+      // The last region may walk the original cursor: nothing rewinds to it afterwards.
+      dispatchData(plan, regionIndex, region, regionIndex === lastIndex ? start : start.clone(),
+        out);
     }
   }
+  return out;
+}
+
+function planned(
+  regionIndex: number, device: BlockDevice, request: DeviceRequest, bouncePages: number,
+): PlannedRequest {
+  return { regionIndex, device, request, bouncePages };
 }
 
 function flushRequest(plan: DmIoPlan, region: DmIoRegion): DeviceRequest {
@@ -50,7 +79,7 @@ function flushRequest(plan: DmIoPlan, region: DmIoRegion): DeviceRequest {
 
 /** Discard or write-zeroes: data-less requests of at most the device's special limit. */
 function dispatchDataless(
-  plan: DmIoPlan, regionIndex: number, region: DmIoRegion, sink: DispatchSink,
+  plan: DmIoPlan, regionIndex: number, region: DmIoRegion, out: Dispatched,
 ): void {
   const { device } = region;
   const limitSectors = plan.op === 'discard' ? device.limits.maxDiscardSectors :
@@ -58,18 +87,18 @@ function dispatchDataless(
   const blockSectors = device.limits.logicalBlockBytes / SECTOR_SIZE;
   const pieceSectorsMax = alignDown(limitSectors, blockSectors);
   if (pieceSectorsMax === 0) {
-    sink.fail(regionIndex, new NotSupportedError({
+    out.failures.push({ regionIndex, error: new NotSupportedError({
       syscall: plan.op, device: device.name, sector: region.sector,
       countSectors: region.count, regionIndex,
-    }));
+    }) });
     return;
   }
   for (let doneSectors = 0; doneSectors < region.count;) {
     const countSectors = Math.min(pieceSectorsMax, region.count - doneSectors);
-    sink.submit(regionIndex, device, {
+    out.requests.push(planned(regionIndex, device, {
       op: plan.op, sector: region.sector + doneSectors, countSectors, segments: [],
       flags: plan.flags, ioprio: plan.ioprio,
-    });
+    }, 0));
     doneSectors += countSectors;
   }
 }
@@ -87,37 +116,59 @@ function requestLimits(plan: DmIoPlan, device: BlockDevice): [number, number] {
 }
 
 /**
- * Read or write: walks the memory into requests. A view longer than the request still needs
- * is split and its tail kept for the next request; when the segment limit ends a request off
- * a logical-block boundary, the tail bytes are handed back the same way.
+ * Read or write: walks the memory into requests. When the memory hands out the whole region
+ * as one view that fits one request (one contiguous buffer, the common 4 KiB case), that view
+ * is the request's one segment. Otherwise a view longer than the request still needs is split
+ * and its tail kept for the next request; when the segment limit ends a request off a
+ * logical-block boundary, the tail bytes are handed back the same way.
  */
 function dispatchData(
   plan: DmIoPlan, regionIndex: number, region: DmIoRegion, cursor: MemoryCursor,
-  sink: DispatchSink,
+  out: Dispatched,
 ): void {
   const { device } = region;
   const [requestBytesMax, segmentsMax] = requestLimits(plan, device);
-  const blockBytes = Math.max(device.limits.logicalBlockBytes, SECTOR_SIZE);
   const totalBytes = region.count * SECTOR_SIZE;
   const leftovers: Uint8Array[] = [];
+  if (totalBytes <= requestBytesMax) {
+    const view = cursor.take(totalBytes);
+    if (view.length === totalBytes) {
+      out.requests.push(dataRequest(plan, regionIndex, region, 0, [view], totalBytes));
+      return;
+    }
+    leftovers.push(view);
+  }
+  const blockBytes = Math.max(device.limits.logicalBlockBytes, SECTOR_SIZE);
   let doneBytes = 0;
   while (doneBytes < totalBytes) {
     const wantBytes = Math.min(requestBytesMax, totalBytes - doneBytes);
     const segments = gatherSegments(cursor, leftovers, wantBytes, segmentsMax);
     const requestBytes = trimToBlock(segments, leftovers, blockBytes);
     if (requestBytes === 0) {
-      // A failed read leaves no stale bytes, even where nothing was sent to the device.
-      if (plan.op === 'read') zeroUnread(cursor, leftovers, totalBytes - doneBytes);
-      sink.fail(regionIndex, unsplittableError(device, region, regionIndex, doneBytes));
+      out.failures.push({
+        regionIndex, error: unsplittableError(device, region, regionIndex, doneBytes),
+        // A failed read leaves no stale bytes, even where nothing was sent to the device.
+        unread: plan.op === 'read' ? unreadViews(cursor, leftovers, totalBytes - doneBytes) : [],
+      });
       return;
     }
-    sink.submit(regionIndex, device, {
-      op: plan.op, sector: region.sector + bytesToSectorsExact(doneBytes),
-      countSectors: bytesToSectorsExact(requestBytes), segments, flags: plan.flags,
-      ioprio: plan.ioprio,
-    });
+    out.requests.push(dataRequest(plan, regionIndex, region, doneBytes, segments, requestBytes));
     doneBytes += requestBytes;
   }
+}
+
+/** The read or write request of `requestBytes` over `segments`, `doneBytes` into `region`. */
+function dataRequest(
+  plan: DmIoPlan, regionIndex: number, region: DmIoRegion, doneBytes: number,
+  segments: Uint8Array[], requestBytes: number,
+): PlannedRequest {
+  const request: DeviceRequest = {
+    op: plan.op, sector: region.sector + bytesToSectorsExact(doneBytes),
+    countSectors: bytesToSectorsExact(requestBytes), segments, flags: plan.flags,
+    ioprio: plan.ioprio,
+  };
+  return planned(regionIndex, region.device, request,
+    bouncePagesFor(region.device, segments, requestBytes));
 }
 
 /**
@@ -192,15 +243,19 @@ function trimToBlock(segments: Uint8Array[], leftovers: Uint8Array[], blockBytes
   return bytes;
 }
 
-/** Zero-fills the next `remainingBytes` of the walk: what was handed back, then the rest. */
-function zeroUnread(cursor: MemoryCursor, leftovers: Uint8Array[], remainingBytes: number): void {
-  for (let zeroedBytes = 0; zeroedBytes < remainingBytes;) {
-    const wantBytes = remainingBytes - zeroedBytes;
+/** The next `remainingBytes` of the walk, as views: what was handed back, then the rest. */
+function unreadViews(
+  cursor: MemoryCursor, leftovers: Uint8Array[], remainingBytes: number,
+): Uint8Array[] {
+  const views: Uint8Array[] = [];
+  for (let takenBytes = 0; takenBytes < remainingBytes;) {
+    const wantBytes = remainingBytes - takenBytes;
     const view = leftovers.pop() ?? cursor.take(wantBytes);
     const piece = view.length > wantBytes ? view.subarray(0, wantBytes) : view;
-    piece.fill(0);
-    zeroedBytes += piece.length;
+    views.push(piece);
+    takenBytes += piece.length;
   }
+  return views;
 }
 
 function unsplittableError(

@@ -1,14 +1,20 @@
-// Owns the dm-io entry points: `dmIo` (asynchronous engine, with a Promise or a notify
-// callback) and `dmIoBlocking` (the same region loop run to completion on the calling thread
-// for devices that can block). Both validate first, so an argument error throws before
-// anything is submitted. The Promise form is the notify form with an internal callback, as the
-// kernel's sync_io is async_io plus a completion; it also adds the sync flag.
+// Owns the dm-io entry points and the one path every request takes, as the kernel's
+// dm_io → dp_init → async_io → dispatch_io → do_region → submit_bio:
+//   planRequest (request.ts: validated once) → dispatchRegions (dispatch.ts: every device
+//   request planned, before any is submitted) → DmIoClient.assertRoom (the whole request
+//   fits the client's queue, else DMIO_ERR_CLIENT_BUSY) → DmIoClient.submit → device.
+// `dmIo` runs it with a Promise or a notify callback (the Promise form is the notify form with
+// an internal callback, as sync_io is async_io plus a completion, and it adds the sync flag);
+// `dmIoBlocking` runs the same plan on the calling thread through `submitBlocking`; kcopyd's
+// chunks enter at `submitPlan` with a plan built from jobs it validated when they arrived.
+// A request of one region that came to one device request completes without a tracker: its
+// result is that request's outcome.
 
 import assert from '../assert.js';
-import type { BlockDevice, DeviceDone, DeviceRequest } from '../devices/block-device.js';
+import type { DeviceDone } from '../devices/block-device.js';
 import { StateError } from '../errors.js';
-import { dispatchRegions, type DispatchSink } from './dispatch.js';
-import { planFast, runFast, runFastBlocking } from './fast-path.js';
+import type { DmIoClient } from './client.js';
+import { dispatchRegions, type Dispatched, type PlannedRequest } from './dispatch.js';
 import { failedRequest, IoTracker, type DmIoResult } from './io-tracker.js';
 import {
   planRequest, validateNotify, type DmIoNotify, type DmIoPlan, type DmIoRegion, type DmIoRequest,
@@ -44,38 +50,24 @@ export function dmIo(
   request: DmIoRequest, regions: readonly DmIoRegion[],
 ): Promise<DmIoResult> | undefined {
   const notify = validateNotify((request as { notify?: unknown } | null)?.notify);
-  const fast = planFast(request, regions, notify === null);
-  if (fast !== null) {
-    if (notify === null) return new Promise((resolve) => runFast(fast, resolve));
-    runFast(fast, (result) => notify.fn(result.errorBits, notify.context, result));
-    return undefined;
-  }
   const plan = planRequest(request, regions, notify === null);
+  const dispatched = admitted(plan);
   if (notify !== null) {
-    submitPlan(plan, (result) => notify.fn(result.errorBits, notify.context, result));
+    start(plan, dispatched, (result) => notify.fn(result.errorBits, notify.context, result));
     return undefined;
   }
-  return new Promise((resolve) => submitPlan(plan, resolve));
+  // A device whose submit throws (a broken contract) rejects the Promise.
+  return new Promise((resolve) => start(plan, dispatched, resolve));
 }
 
 /**
  * @internal Starts an already validated `plan` (the entry kcopyd uses for its chunks: its jobs
  * were validated when they were submitted); `complete` runs once, never before this returns.
+ * @throws StateError `DMIO_ERR_CLIENT_BUSY`, with nothing submitted, when the client's queue
+ * cannot hold the plan's device requests.
  */
 export function submitPlan(plan: DmIoPlan, complete: (result: DmIoResult) => void): void {
-  let dispatching = true;
-  const tracker = new IoTracker(plan.regions.length, (result) => {
-    if (dispatching) queueMicrotask(() => complete(result));
-    else complete(result);
-  });
-  const sink = trackingSink(tracker, (device, deviceRequest, done) =>
-    plan.client.submit(device, deviceRequest, done));
-  dispatchRegions(plan, sink);
-  // The bias is dropped while still "dispatching": when nothing was submitted (no regions,
-  // only skipped or unsupported ones) this drop completes the request, and the callback must
-  // still be deferred until after dmIo has returned.
-  tracker.dropBias();
-  dispatching = false;
+  start(plan, admitted(plan), complete);
 }
 
 /**
@@ -95,11 +87,6 @@ export function dmIoBlocking(request: DmIoRequest, regions: readonly DmIoRegion[
     throw new StateError('DMIO_ERR_CANNOT_BLOCK', 'request',
       'a blocking request takes no notify callback');
   }
-  const fast = planFast(request, regions, true);
-  if (fast !== null &&
-      fast.devices.every((device) => device.canBlock && device.submitSync !== undefined)) {
-    return runFastBlocking(fast);
-  }
   const plan = planRequest(request, regions, true);
   for (const region of plan.regions) {
     if (!region.device.canBlock || region.device.submitSync === undefined) {
@@ -107,37 +94,80 @@ export function dmIoBlocking(request: DmIoRequest, regions: readonly DmIoRegion[
         'the device cannot complete requests without awaiting; use dmIo');
     }
   }
+  const { client } = plan;
+  const dispatched = dispatchRegions(plan);
+  const only = onlyRequest(plan, dispatched);
+  if (only !== null) return oneRequestResult(only, client.submitBlocking(only));
   let outcome: DmIoResult | null = null;
   const tracker = new IoTracker(plan.regions.length, (result) => {
     outcome = result;
   });
-  const sink = trackingSink(tracker, (device, deviceRequest, done) =>
-    done(plan.client.submitBlocking(device, deviceRequest)));
-  dispatchRegions(plan, sink);
-  tracker.dropBias();
+  issueTracked(dispatched, tracker, (entry, done) => done(client.submitBlocking(entry)));
   assert.ok(outcome !== null, 'a blocking request completes before it returns');
   return outcome;
 }
 
-/** Issues one device request and reports its outcome through `done`, exactly once. */
-type Issue = (device: BlockDevice, request: DeviceRequest, done: DeviceDone) => void;
+/** The plan's device requests, once the client has room for all of them (else it throws). */
+function admitted(plan: DmIoPlan): Dispatched {
+  const dispatched = dispatchRegions(plan);
+  plan.client.assertRoom(dispatched.requests);
+  return dispatched;
+}
+
+/** Submits admitted requests; `complete` runs once, never before this returns. */
+function start(
+  plan: DmIoPlan, dispatched: Dispatched, complete: (result: DmIoResult) => void,
+): void {
+  const client: DmIoClient = plan.client;
+  const only = onlyRequest(plan, dispatched);
+  if (only !== null) {
+    // The client never calls `done` inside `submit`, so this completion is already deferred.
+    client.submit(only, (error) => complete(oneRequestResult(only, error)));
+    return;
+  }
+  let issuing = true;
+  const tracker = new IoTracker(plan.regions.length, (result) => {
+    if (issuing) queueMicrotask(() => complete(result));
+    else complete(result);
+  });
+  issueTracked(dispatched, tracker, (entry, done) => client.submit(entry, done));
+  issuing = false;
+}
+
+/** Issues one planned request; `done` reports its outcome exactly once. */
+type Issue = (entry: PlannedRequest, done: DeviceDone) => void;
 
 /**
- * The dispatch sink both engines share: each device request holds one tracker reference, a
- * failed read is zero-filled before its reference drops, and errors name their region.
+ * Reports the failed regions, then issues every request holding one tracker reference; a
+ * failed read is zero-filled before its reference drops and errors name their region. The
+ * bias is dropped last: when nothing was issued (no regions, only skipped or unsupported
+ * ones) that drop completes the request. A device whose submit throws stops the loop: the
+ * requests already out complete, but the request never does (the throw is the answer).
  */
-function trackingSink(tracker: IoTracker, issue: Issue): DispatchSink {
-  return {
-    submit(regionIndex, device, deviceRequest) {
-      tracker.take();
-      issue(device, deviceRequest, (error) => {
-        tracker.drop(regionIndex,
-          error === null ? null : failedRequest(deviceRequest, error, regionIndex));
-      });
-    },
-    fail(regionIndex, error) {
-      tracker.take();
-      tracker.drop(regionIndex, error);
-    },
-  };
+function issueTracked(dispatched: Dispatched, tracker: IoTracker, issue: Issue): void {
+  for (const failure of dispatched.failures) {
+    for (const view of failure.unread ?? []) view.fill(0);
+    tracker.take();
+    tracker.drop(failure.regionIndex, failure.error);
+  }
+  for (const entry of dispatched.requests) {
+    tracker.take();
+    issue(entry, (error) => {
+      tracker.drop(entry.regionIndex,
+        error === null ? null : failedRequest(entry.request, error, entry.regionIndex));
+    });
+  }
+  tracker.dropBias();
+}
+
+/** The one device request of a one-region plan that came to exactly one, else null. */
+function onlyRequest(plan: DmIoPlan, dispatched: Dispatched): PlannedRequest | null {
+  if (plan.regions.length !== 1 || dispatched.failures.length !== 0) return null;
+  return dispatched.requests.length === 1 ? dispatched.requests[0] ?? null : null;
+}
+
+/** The result of a one-region request from its one device request's outcome. */
+function oneRequestResult(entry: PlannedRequest, error: Parameters<DeviceDone>[0]): DmIoResult {
+  if (error === null) return { errorBits: 0n, errors: [undefined] };
+  return { errorBits: 1n, errors: [failedRequest(entry.request, error, 0)] };
 }

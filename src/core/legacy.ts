@@ -1,9 +1,11 @@
 // Owns the original (2.6-era) dm-io interface: `dmIoGet`/`dmIoPut` size one shared pool, and
 // six calls take positional arguments in the documented order. They are thin wrappers over
-// `dmIo` on a client that this module keeps; that client is the only module-level state in
-// the library, because the legacy interface is defined as global.
-
-import { LEGACY_IOS_PER_PAGE, READ, WRITE } from '../constants.js';
+// `dmIo` on the client of a `LegacyPool`. The interface is global by definition (the kernel's
+// dm_io_get/dm_io_put size one pool for every caller), so one default instance,
+// `defaultLegacyPool`, is the only module-level state here; everything else is per call.
+import {
+  CLIENT_INFLIGHT_MAX, CLIENT_RESERVED_PAGES_MAX, LEGACY_IOS_PER_PAGE, READ, WRITE,
+} from '../constants.js';
 import { InvalidArgTypeError, OutOfRangeError, StateError } from '../errors.js';
 import type { Bvec, DmIoMemory, PageListNode } from '../memory/types.js';
 import { DmIoClient, dmIoClientCreate } from './client.js';
@@ -14,10 +16,52 @@ import { validateFunction, validateIntegerInRange } from '../validate.js';
 /** The legacy notify callback: `fn(errorBits, context)`. */
 export type LegacyNotifyFn<C> = (errorBits: bigint, context: C) => void;
 
-/** Pages granted by `dmIoGet` and not yet returned by `dmIoPut`. */
-let legacyPages = 0;
-/** The client the six calls use; replaced when the pool is resized. */
-let legacyClient: DmIoClient | null = null;
+/** Most pages the legacy pool grows to, as a client's reserve (`CLIENT_RESERVED_PAGES_MAX`). */
+const LEGACY_PAGES_MAX = CLIENT_RESERVED_PAGES_MAX;
+
+/**
+ * The pages granted by `dmIoGet` and not yet returned by `dmIoPut`, and the client sized from
+ * them (replaced on every resize; the old one is destroyed once its requests complete).
+ */
+class LegacyPool {
+  #pages = 0;
+  #client: DmIoClient | null = null;
+
+  /** Grows the pool by `pages`. */
+  get(pages: number): void {
+    this.#resize(this.#pages + pages);
+  }
+
+  /** Shrinks the pool by `pages`; throws when more are put than were got. */
+  put(pages: number, argument: unknown): void {
+    if (pages > this.#pages) {
+      throw new OutOfRangeError('numPages', `at most the ${this.#pages} pages got`, argument);
+    }
+    this.#resize(this.#pages - pages);
+  }
+
+  /** The client the legacy calls use; throws `DMIO_ERR_NO_LEGACY_POOL` before `dmIoGet`. */
+  client(): DmIoClient {
+    if (this.#client === null) {
+      throw new StateError('DMIO_ERR_NO_LEGACY_POOL', 'legacy pool',
+        'call dmIoGet(numPages) before the legacy dm-io calls');
+    }
+    return this.#client;
+  }
+
+  #resize(pages: number): void {
+    const previous = this.#client;
+    this.#pages = pages;
+    this.#client = pages === 0 ? null : dmIoClientCreate({
+      reservedPages: Math.min(pages, LEGACY_PAGES_MAX),
+      inflightMax: Math.min(pages * LEGACY_IOS_PER_PAGE, CLIENT_INFLIGHT_MAX),
+    });
+    if (previous !== null) void previous.destroy();
+  }
+}
+
+/** The one pool the six legacy calls share: the interface is global by definition. */
+const defaultLegacyPool = new LegacyPool();
 
 /**
  * Grows the shared legacy pool by `numPages` pages (and `4 × numPages` in-flight requests).
@@ -26,8 +70,7 @@ let legacyClient: DmIoClient | null = null;
  * @throws OutOfRangeError for a page count outside 1 to 65536.
  */
 export function dmIoGet(numPages: number): void {
-  const pages = validateIntegerInRange(numPages, 'numPages', 1, 65536);
-  resize(legacyPages + pages);
+  defaultLegacyPool.get(validateIntegerInRange(numPages, 'numPages', 1, LEGACY_PAGES_MAX));
 }
 
 /**
@@ -37,29 +80,8 @@ export function dmIoGet(numPages: number): void {
  * @throws OutOfRangeError when more pages are put than were got.
  */
 export function dmIoPut(numPages: number): void {
-  const pages = validateIntegerInRange(numPages, 'numPages', 1, 65536);
-  if (pages > legacyPages) {
-    throw new OutOfRangeError('numPages', `at most the ${legacyPages} pages got`, numPages);
-  }
-  resize(legacyPages - pages);
-}
-
-function resize(pages: number): void {
-  const previous = legacyClient;
-  legacyPages = pages;
-  legacyClient = pages === 0 ? null : dmIoClientCreate({
-    reservedPages: Math.min(pages, 65536),
-    inflightMax: Math.min(pages * LEGACY_IOS_PER_PAGE, 4096),
-  });
-  if (previous !== null) void previous.destroy();
-}
-
-function client(): DmIoClient {
-  if (legacyClient === null) {
-    throw new StateError('DMIO_ERR_NO_LEGACY_POOL', 'legacy pool',
-      'call dmIoGet(numPages) before the legacy dm-io calls');
-  }
-  return legacyClient;
+  defaultLegacyPool.put(validateIntegerInRange(numPages, 'numPages', 1, LEGACY_PAGES_MAX),
+    numPages);
 }
 
 function direction(rw: unknown): 'read' | 'write' {
@@ -79,7 +101,7 @@ function regionsOf(numRegions: unknown, where: unknown): DmIoRegion[] {
 function syncCall(
   numRegions: number, where: readonly DmIoRegion[], rw: number, mem: DmIoMemory,
 ): Promise<bigint> {
-  const request = { op: direction(rw), mem, client: client() };
+  const request = { op: direction(rw), mem, client: defaultLegacyPool.client() };
   return dmIo(request, regionsOf(numRegions, where)).then((result) => result.errorBits);
 }
 
@@ -89,7 +111,7 @@ function asyncCall<C>(
 ): void {
   const notifyFn = validateFunction<LegacyNotifyFn<C>>(fn, 'fn');
   dmIo({
-    op: direction(rw), mem, client: client(),
+    op: direction(rw), mem, client: defaultLegacyPool.client(),
     notify: { fn: (errorBits: bigint, ctx: C) => notifyFn(errorBits, ctx), context },
   }, regionsOf(numRegions, where));
 }

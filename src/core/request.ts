@@ -3,6 +3,7 @@
 // region count, multi-region reads, closed devices, read-only devices, logical-block
 // alignment, memory shape and length. The result is a plan the region loop trusts.
 
+import assert from '../assert.js';
 import { DM_IO_MAX_REGIONS, IOPRIO_DEFAULT, SECTOR_SIZE } from '../constants.js';
 import type { BlockDevice, DeviceOp, RequestFlags } from '../devices/block-device.js';
 import {
@@ -82,6 +83,10 @@ export interface DmIoPlan {
   readonly client: DmIoClient;
 }
 
+/** `regions[i]`, the name region i has in errors, built once. */
+const REGION_NAMES: readonly string[] = Array.from({ length: DM_IO_MAX_REGIONS },
+  (_, index) => `regions[${index}]`);
+
 /** Validates `request` and `regions` for `dmIo`; throws a typed error, submitting nothing. */
 export function planRequest(request: unknown, regions: unknown, sync: boolean): DmIoPlan {
   validateOptionsObject(request, 'request');
@@ -92,7 +97,8 @@ export function planRequest(request: unknown, regions: unknown, sync: boolean): 
   const flags = validateFlags(fields.flags, sync);
   const ioprio = fields.ioprio === undefined ? IOPRIO_DEFAULT :
     validateIoprio(fields.ioprio, 'request.ioprio');
-  const copied = regionList.map((region, index) => validateRegion(region, `regions[${index}]`, op));
+  const copied = regionList.map((region, index) =>
+    validateRegion(region, REGION_NAMES[index] ?? `regions[${index}]`, op));
   const memory = validateMemoryFor(fields.mem, op, copied);
   return { op, flags, ioprio, memory, regions: copied, client };
 }
@@ -126,15 +132,24 @@ function validateClient(client: unknown): DmIoClient {
   return client;
 }
 
+/** Every flag combination, frozen and shared by all requests: index sync | preflush << 1 | fua << 2. */
+const FLAG_SETS: readonly RequestFlags[] = Array.from({ length: 8 }, (_, bits) => Object.freeze({
+  sync: (bits & 1) !== 0, preflush: (bits & 2) !== 0, fua: (bits & 4) !== 0,
+}));
+
+function flagSet(sync: boolean, preflush: boolean, fua: boolean): RequestFlags {
+  const flags = FLAG_SETS[(sync ? 1 : 0) | (preflush ? 2 : 0) | (fua ? 4 : 0)];
+  assert.ok(flags !== undefined);
+  return flags;
+}
+
 function validateFlags(flags: unknown, sync: boolean): RequestFlags {
-  if (flags === undefined) return { sync, preflush: false, fua: false };
+  if (flags === undefined) return flagSet(sync, false, false);
   validateOptionsObject(flags, 'request.flags');
   const given = flags as DmIoFlags;
-  return {
-    sync: validateBoolean(given.sync, 'request.flags.sync', false) || sync,
-    preflush: validateBoolean(given.preflush, 'request.flags.preflush', false),
-    fua: validateBoolean(given.fua, 'request.flags.fua', false),
-  };
+  return flagSet(validateBoolean(given.sync, 'request.flags.sync', false) || sync,
+    validateBoolean(given.preflush, 'request.flags.preflush', false),
+    validateBoolean(given.fua, 'request.flags.fua', false));
 }
 
 /**

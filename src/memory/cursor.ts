@@ -110,6 +110,8 @@ class LinearCursor implements MemoryCursor {
     const lengthBytes = Math.min(lengthBytesMax, this.#data.length - start);
     assert.ok(lengthBytes > 0, 'buffer ran out: the boundary checks its length');
     this.#positionBytes += lengthBytes;
+    // The whole buffer is handed out as it is: a view costs more than the rest of a request.
+    if (start === 0 && lengthBytes === this.#data.length) return this.#data;
     return this.#data.subarray(start, start + lengthBytes);
   }
 

@@ -107,7 +107,7 @@ export class NbdDevice implements BlockDevice {
   readonly negotiation: 'go' | 'export-name';
 
   private readonly settings: NbdDeviceSettings;
-  private readonly limiter: InflightLimiter;
+  private readonly limiter: InflightLimiter<NbdError>;
   private connections: NbdConnection[] = [];
   private connectionsWanted = 1;
   private readonly parked: Array<() => void> = [];
@@ -137,7 +137,7 @@ export class NbdDevice implements BlockDevice {
     this.structuredReplies = info.structuredReplies;
     this.blockSizes = info.blockSizes;
     this.negotiation = info.negotiation;
-    this.limiter = new InflightLimiter({ requestsMax: settings.inflightRequestsMax,
+    this.limiter = new InflightLimiter<NbdError>({ requestsMax: settings.inflightRequestsMax,
       bytesMax: settings.inflightBytesMax, waitingMax: settings.queuedRequestsMax });
   }
 
@@ -342,7 +342,7 @@ export class NbdDevice implements BlockDevice {
     const payloadBytes = payloadBytesOf(step.type, step.lengthBytes);
     const flushCovers = this.writeAckSequence;
     const admitted = this.limiter.admit({
-      payloadBytes,
+      heldBytes: payloadBytes,
       start: () => this.dispatch(request, step, payloadBytes, (outcome) => {
         this.limiter.release(payloadBytes);
         if (outcome === null) this.noteSuccess(step, flushCovers);
