@@ -38,9 +38,8 @@ assert.ok(DM_KCOPYD_MAX_REGIONS <= 64, 'writeErr bits fit the 64-bit bitset');
 assert.ok(KCOPYD_JOBS_DEFAULT <= KCOPYD_JOBS_MAX);
 
 /**
- * Offloaded chunks (copy_file_range) of one job in flight at once. Measured on 1 GiB copies
- * between files: with 1, each chunk waits for its slowest destination and 3 destinations took
- * twice as long as with 2; with 4 or 8, chunks of one file contend for its lock and cost more
- * CPU for no speed.
+ * Offloaded chunks (copy_file_range) of one job in flight at once: one leaves each chunk
+ * waiting for its slowest destination, more make chunks of one file contend for its lock
+ * (measurements in docs/performance.md).
  */
 export const KCOPYD_OFFLOADS_IN_FLIGHT_MAX = 2;

@@ -90,7 +90,9 @@ export class JobList<T extends JobLinks<T>> {
 
   #admit(item: T): void {
     if (item.list !== null) assert.fail(`${this.name}: the item is already on a list`);
-    if (this.#length >= this.capacity) assert.fail(`${this.name}: more than ${this.capacity} items`);
+    if (this.#length >= this.capacity) {
+      assert.fail(`${this.name}: more than ${this.capacity} items`);
+    }
     item.list = this;
     this.#length += 1;
   }

@@ -41,8 +41,8 @@ export interface KcopydResult {
   /**
    * `writtenBytes[d]`: bytes of the job whose write to destination *d* succeeded, summed over
    * chunks (a chunk counts once its whole write to *d* succeeded, by pages or offload). So
-   * destination *d* is complete exactly when `writtenBytes[d] === count * SECTOR_SIZE`; this holds in
-   * every mode, whereas a clear `writeErr` bit alone does not say it (a job stopped early by
+   * destination *d* is complete exactly when `writtenBytes[d] === count * SECTOR_SIZE`; this
+   * holds in every mode, whereas a clear `writeErr` bit alone does not say it (a job stopped early by
    * another destination's or the source's error leaves the rest unwritten). With
    * `ignoreError`, a chunk whose read failed counts when written (with zeros where the read
    * failed; `readErr` tells). Empty for prepared callbacks.

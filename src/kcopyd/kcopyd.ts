@@ -1,6 +1,6 @@
-// Owns kcopyd client creation, flushing and destruction at the public boundary: options are validated
-// into the settings a client is built from (sub-job size, job bound, fresh pages or an injected
-// page source, throttle, sleep), and destroy waits for every job.
+// Owns kcopyd client creation, flushing and destruction at the public boundary: options are
+// validated into the settings a client is built from (sub-job size, job bound, fresh pages or
+// an injected page source, throttle, sleep), and destroy waits for every job.
 
 import { DmIoClient } from '../core/client.js';
 import {
