@@ -22,7 +22,7 @@
 
 import assert from '../assert.js';
 import { IoError, NbdError, NotSupportedError, StateError } from '../errors.js';
-import { SECTOR_SIZE } from '../constants.js';
+import { MIB, SECTOR_SIZE } from '../constants.js';
 import { pastEndError } from '../devices/request-error.js';
 import {
   requestPastEnd, segmentsBytes, type BlockDevice, type DeviceDone,
@@ -70,7 +70,7 @@ type StepDone = (error: IoError | null) => void;
  * Payload bytes in flight on one connection before the next command prefers another (16 MiB:
  * nbdcopy's per-connection default of 64 requests of 256 KiB).
  */
-const CONNECTION_INFLIGHT_BYTES_TARGET = 16 * 1024 * 1024;
+const CONNECTION_INFLIGHT_BYTES_TARGET = 16 * MIB;
 
 /**
  * Commands in flight on one connection before multi-conn fills the next: commands without a
@@ -106,27 +106,27 @@ export class NbdDevice implements BlockDevice {
   /** How the export was selected: `NBD_OPT_GO` or the legacy `NBD_OPT_EXPORT_NAME`. */
   readonly negotiation: 'go' | 'export-name';
 
-  private readonly settings: NbdDeviceSettings;
-  private readonly limiter: InflightLimiter<NbdError>;
-  private connections: NbdConnection[] = [];
-  private connectionsWanted = 1;
-  private readonly parked: Array<() => void> = [];
-  private activeRequests = 0;
-  private idleWaiters: Array<() => void> = [];
-  private closing = false;
-  private closePromise: Promise<void> | null = null;
-  private brokenBy: NbdError | null = null;
-  private reconnectPromise: Promise<void> | null = null;
-  private writeAckSequence = 0;
-  private flushedSequence = 0;
-  private writebackLost = false;
-  private connectSettings: ConnectSettings | null = null;
-  private replyCounters: NbdReplyCounters = newReplyCounters();
+  readonly #settings: NbdDeviceSettings;
+  readonly #limiter: InflightLimiter<NbdError>;
+  #connections: NbdConnection[] = [];
+  #connectionsWanted = 1;
+  readonly #parked: Array<() => void> = [];
+  #activeRequests = 0;
+  #idleWaiters: Array<() => void> = [];
+  #closing = false;
+  #closePromise: Promise<void> | null = null;
+  #brokenBy: NbdError | null = null;
+  #reconnectPromise: Promise<void> | null = null;
+  #writeAckSequence = 0;
+  #flushedSequence = 0;
+  #writebackLost = false;
+  #connectSettings: ConnectSettings | null = null;
+  #replyCounters: NbdReplyCounters = newReplyCounters();
 
   private constructor(settings: NbdDeviceSettings, info: NbdExportInfo) {
     const target = settings.target;
     const geometry = nbdGeometry(target.uri, info, settings.inflightBytesMax);
-    this.settings = settings;
+    this.#settings = settings;
     this.name = target.uri;
     this.exportName = target.exportName;
     this.sizeBytes = info.sizeBytes;
@@ -137,7 +137,7 @@ export class NbdDevice implements BlockDevice {
     this.structuredReplies = info.structuredReplies;
     this.blockSizes = info.blockSizes;
     this.negotiation = info.negotiation;
-    this.limiter = new InflightLimiter<NbdError>({ requestsMax: settings.inflightRequestsMax,
+    this.#limiter = new InflightLimiter<NbdError>({ requestsMax: settings.inflightRequestsMax,
       bytesMax: settings.inflightBytesMax, waitingMax: settings.queuedRequestsMax });
   }
 
@@ -152,7 +152,9 @@ export class NbdDevice implements BlockDevice {
       connectTimeoutMs: settings.connectTimeoutMs,
       requestTimeoutMs: settings.requestTimeoutMs,
       structuredReplies: settings.structuredReplies,
-      onDead: (connection, error) => device?.connectionDied(connection, error),
+      onDead: (connection, error) => {
+        if (device !== null) device.#connectionDied(connection, error);
+      },
       counters: newReplyCounters(),
     };
     const first = await connectNbd(settings.target, connectSettings);
@@ -162,17 +164,17 @@ export class NbdDevice implements BlockDevice {
       await first.disconnect();
       throw error;
     }
-    device.connections.push(first);
-    device.connectSettings = connectSettings;
-    device.replyCounters = connectSettings.counters;
+    device.#connections.push(first);
+    device.#connectSettings = connectSettings;
+    device.#replyCounters = connectSettings.counters;
     const multi = (first.info.transmissionFlags & NBD_FLAG_CAN_MULTI_CONN) !== 0;
-    device.connectionsWanted = multi ? settings.connections : 1;
+    device.#connectionsWanted = multi ? settings.connections : 1;
     try {
-      const extra = Array.from({ length: device.connectionsWanted - 1 },
+      const extra = Array.from({ length: device.#connectionsWanted - 1 },
         () => connectNbd(settings.target, connectSettings));
       for (const result of await Promise.allSettled(extra)) {
         if (result.status === 'rejected') throw result.reason;
-        if (!device.adopt(result.value)) throw device.mismatchError();
+        if (!device.#adopt(result.value)) throw device.#mismatchError();
       }
     } catch (error) {
       await device.close();
@@ -183,47 +185,47 @@ export class NbdDevice implements BlockDevice {
 
   /** True after `close()` began. */
   get closed(): boolean {
-    return this.closing;
+    return this.#closing;
   }
 
   /** True once a connection failure broke the device; every later submit fails at once. */
   get broken(): boolean {
-    return this.brokenBy !== null;
+    return this.#brokenBy !== null;
   }
 
   /** Why the device broke (DMIO_ERR_NBD_BROKEN, with the original failure as cause), or null. */
   get brokenError(): NbdError | null {
-    return this.brokenBy;
+    return this.#brokenBy;
   }
 
   /** Connections currently open. */
   get connectionCount(): number {
-    return this.connections.length;
+    return this.#connections.length;
   }
 
   /** Replies received so far, by kind (simple replies, data/hole/error/none chunks). */
   get replies(): Readonly<NbdReplyCounters> {
-    return { ...this.replyCounters };
+    return { ...this.#replyCounters };
   }
 
   /** NBD commands in flight plus those waiting for room. */
   get inflightCommands(): number {
-    return this.limiter.requests + this.limiter.waitingCount;
+    return this.#limiter.requests + this.#limiter.waitingCount;
   }
 
   /** Starts one request; `done` runs exactly once, never synchronously. */
   submit(request: DeviceRequest, done: DeviceDone): void {
-    const refusal = this.refusal(request);
+    const refusal = this.#refusal(request);
     if (refusal !== null) {
       process.nextTick(done, refusal);
       return;
     }
-    this.activeRequests += 1;
-    this.runSteps(request, this.plan(request), 0, (error) => {
-      this.activeRequests -= 1;
-      assert.ok(this.activeRequests >= 0);
+    this.#activeRequests += 1;
+    this.#runSteps(request, this.#plan(request), 0, (error) => {
+      this.#activeRequests -= 1;
+      assert.ok(this.#activeRequests >= 0);
       process.nextTick(done, error);
-      if (this.activeRequests === 0) this.wakeIdle();
+      if (this.#activeRequests === 0) this.#wakeIdle();
     });
   }
 
@@ -232,28 +234,28 @@ export class NbdDevice implements BlockDevice {
    * Idempotent: later calls return the same promise.
    */
   close(): Promise<void> {
-    if (this.closePromise !== null) return this.closePromise;
-    this.closing = true;
-    this.closePromise = (async () => {
-      await this.idle();
-      if (this.reconnectPromise !== null) await this.reconnectPromise;
-      const connections = this.connections;
-      this.connections = [];
+    if (this.#closePromise !== null) return this.#closePromise;
+    this.#closing = true;
+    this.#closePromise = (async () => {
+      await this.#idle();
+      if (this.#reconnectPromise !== null) await this.#reconnectPromise;
+      const connections = this.#connections;
+      this.#connections = [];
       await Promise.all(connections.map((connection) => connection.disconnect()));
     })();
-    return this.closePromise;
+    return this.#closePromise;
   }
 
   /** The error a request gets without being sent, or null when it may go ahead. */
-  private refusal(request: DeviceRequest): IoError | null {
+  #refusal(request: DeviceRequest): IoError | null {
     const fail = (errno: string, cause?: unknown): IoError => new IoError({ errno,
       syscall: nbdCommandName(commandTypeOf(request)), device: this.name,
       sector: request.sector, countSectors: request.countSectors,
       ...(cause === undefined ? {} : { cause }) });
-    if (this.closing) {
+    if (this.#closing) {
       return fail('EIO', new StateError('DMIO_ERR_DEVICE_CLOSED', this.name, 'device is closed'));
     }
-    if (this.brokenBy !== null) return fail('EIO', this.brokenBy);
+    if (this.#brokenBy !== null) return fail('EIO', this.#brokenBy);
     const writes = request.op !== 'read';
     if (writes && request.countSectors > 0 && this.readOnly) {
       return fail('EROFS', new StateError('DMIO_ERR_READ_ONLY', this.name,
@@ -268,10 +270,10 @@ export class NbdDevice implements BlockDevice {
     if (request.sector % blockSectors !== 0 || request.countSectors % blockSectors !== 0) {
       return fail('EINVAL');
     }
-    return this.limitRefusal(request, fail);
+    return this.#limitRefusal(request, fail);
   }
 
-  private limitRefusal(request: DeviceRequest, fail: (errno: string) => IoError): IoError | null {
+  #limitRefusal(request: DeviceRequest, fail: (errno: string) => IoError): IoError | null {
     const details = { syscall: nbdCommandName(commandTypeOf(request)), device: this.name,
       sector: request.sector, countSectors: request.countSectors };
     switch (request.op) {
@@ -296,7 +298,7 @@ export class NbdDevice implements BlockDevice {
   }
 
   /** The NBD commands for one request, in the order they must complete. */
-  private plan(request: DeviceRequest): Step[] {
+  #plan(request: DeviceRequest): Step[] {
     const flags = this.transmissionFlags;
     const steps: Step[] = [];
     const flush: Step = { type: NBD_CMD_FLUSH, commandFlags: 0, offsetBytes: 0, lengthBytes: 0,
@@ -318,37 +320,37 @@ export class NbdDevice implements BlockDevice {
     return steps;
   }
 
-  private runSteps(request: DeviceRequest, steps: Step[], index: number, done: StepDone): void {
+  #runSteps(request: DeviceRequest, steps: Step[], index: number, done: StepDone): void {
     const step = steps[index];
     if (step === undefined) {
       done(null);
       return;
     }
-    this.runCommand(request, step, (error) => {
+    this.#runCommand(request, step, (error) => {
       if (error !== null) done(error);
-      else this.runSteps(request, steps, index + 1, done);
+      else this.#runSteps(request, steps, index + 1, done);
     });
   }
 
   /** Admits one command through the limiter and sends it when there is room. */
-  private runCommand(request: DeviceRequest, step: Step, done: StepDone): void {
-    if (step.type === NBD_CMD_FLUSH && this.writebackLost) {
-      this.writebackLost = false;
-      this.flushedSequence = this.writeAckSequence;
-      done(this.connectionError(request, step, new NbdError('DMIO_ERR_NBD_DISCONNECTED', this.name,
+  #runCommand(request: DeviceRequest, step: Step, done: StepDone): void {
+    if (step.type === NBD_CMD_FLUSH && this.#writebackLost) {
+      this.#writebackLost = false;
+      this.#flushedSequence = this.#writeAckSequence;
+      done(this.#connectionError(request, step, new NbdError('DMIO_ERR_NBD_DISCONNECTED', this.name,
         'a connection was lost while acknowledged writes were unflushed; they may be lost')));
       return;
     }
     const payloadBytes = payloadBytesOf(step.type, step.lengthBytes);
-    const flushCovers = this.writeAckSequence;
-    const admitted = this.limiter.admit({
+    const flushCovers = this.#writeAckSequence;
+    const admitted = this.#limiter.admit({
       heldBytes: payloadBytes,
-      start: () => this.dispatch(request, step, payloadBytes, (outcome) => {
-        this.limiter.release(payloadBytes);
-        if (outcome === null) this.noteSuccess(step, flushCovers);
-        done(this.outcomeError(request, step, outcome));
+      start: () => this.#dispatch(request, step, payloadBytes, (outcome) => {
+        this.#limiter.release(payloadBytes);
+        if (outcome === null) this.#noteSuccess(step, flushCovers);
+        done(this.#outcomeError(request, step, outcome));
       }),
-      reject: (error) => done(this.connectionError(request, step, error)),
+      reject: (error) => done(this.#connectionError(request, step, error)),
     });
     if (!admitted) {
       done(new IoError({ errno: 'EAGAIN', syscall: nbdCommandName(step.type), device: this.name,
@@ -357,19 +359,19 @@ export class NbdDevice implements BlockDevice {
   }
 
   /** Sends an admitted command, or parks it until a connection is back. */
-  private dispatch(
+  #dispatch(
     request: DeviceRequest,
     step: Step,
     payloadBytes: number,
     done: (outcome: CommandOutcome) => void,
   ): void {
-    if (this.brokenBy !== null) {
-      done({ kind: 'connection', error: this.brokenBy });
+    if (this.#brokenBy !== null) {
+      done({ kind: 'connection', error: this.#brokenBy });
       return;
     }
-    const connection = this.pickConnection();
+    const connection = this.#pickConnection();
     if (connection === null) {
-      this.parked.push(() => this.dispatch(request, step, payloadBytes, done));
+      this.#parked.push(() => this.#dispatch(request, step, payloadBytes, done));
       return;
     }
     connection.send({ ...step, done });
@@ -387,8 +389,8 @@ export class NbdDevice implements BlockDevice {
    * about a quarter less CPU, than when spread evenly. When every connection is backed up or
    * full, the command goes to the one with the fewest bytes in flight.
    */
-  private pickConnection(): NbdConnection | null {
-    for (const connection of this.connections) {
+  #pickConnection(): NbdConnection | null {
+    for (const connection of this.#connections) {
       if (connection.usable && connection.queuedWriteBytes === 0 &&
         connection.inflightBytes < CONNECTION_INFLIGHT_BYTES_TARGET &&
         connection.inflightCount < CONNECTION_INFLIGHT_COMMANDS_TARGET) {
@@ -396,7 +398,7 @@ export class NbdDevice implements BlockDevice {
       }
     }
     let best: NbdConnection | null = null;
-    for (const connection of this.connections) {
+    for (const connection of this.#connections) {
       if (!connection.usable) continue;
       if (best === null || connection.inflightBytes < best.inflightBytes ||
         (connection.inflightBytes === best.inflightBytes &&
@@ -407,21 +409,21 @@ export class NbdDevice implements BlockDevice {
     return best;
   }
 
-  private noteSuccess(step: Step, flushCovers: number): void {
+  #noteSuccess(step: Step, flushCovers: number): void {
     if (step.type === NBD_CMD_FLUSH) {
-      this.flushedSequence = Math.max(this.flushedSequence, flushCovers);
+      this.#flushedSequence = Math.max(this.#flushedSequence, flushCovers);
     } else if (step.type !== NBD_CMD_READ && (step.commandFlags & NBD_CMD_FLAG_FUA) === 0) {
-      this.writeAckSequence += 1;
+      this.#writeAckSequence += 1;
     }
   }
 
-  private outcomeError(
+  #outcomeError(
     request: DeviceRequest,
     step: Step,
     outcome: CommandOutcome,
   ): IoError | null {
     if (outcome === null) return null;
-    if (outcome.kind === 'connection') return this.connectionError(request, step, outcome.error);
+    if (outcome.kind === 'connection') return this.#connectionError(request, step, outcome.error);
     const { errorNumber, message } = outcome.error;
     const errno = nbdErrnoName(errorNumber);
     const command = nbdCommandName(step.type);
@@ -433,71 +435,71 @@ export class NbdDevice implements BlockDevice {
       countSectors: request.countSectors, cause });
   }
 
-  private connectionError(request: DeviceRequest, step: Step, error: NbdError): IoError {
+  #connectionError(request: DeviceRequest, step: Step, error: NbdError): IoError {
     return new IoError({ errno: error.code === 'DMIO_ERR_NBD_TIMEOUT' ? 'ETIMEDOUT' : 'EIO',
       syscall: nbdCommandName(step.type), device: this.name, sector: request.sector,
       countSectors: request.countSectors, cause: error });
   }
 
   /** A connection died on its own (not through `close()`). */
-  private connectionDied(connection: NbdConnection, error: NbdError): void {
-    if (!this.connections.includes(connection)) return;
-    this.connections = this.connections.filter((candidate) => candidate !== connection);
-    if (this.limits.flush && this.writeAckSequence > this.flushedSequence) {
-      this.writebackLost = true;
+  #connectionDied(connection: NbdConnection, error: NbdError): void {
+    if (!this.#connections.includes(connection)) return;
+    this.#connections = this.#connections.filter((candidate) => candidate !== connection);
+    if (this.limits.flush && this.#writeAckSequence > this.#flushedSequence) {
+      this.#writebackLost = true;
     }
-    if (this.brokenBy !== null) return;
-    if (this.settings.reconnect === null) {
-      this.becomeBroken(error);
+    if (this.#brokenBy !== null) return;
+    if (this.#settings.reconnect === null) {
+      this.#becomeBroken(error);
       return;
     }
-    this.reconnectPromise ??= this.reconnectLoop(this.settings.reconnect).finally(() => {
-      this.reconnectPromise = null;
+    this.#reconnectPromise ??= this.#reconnectLoop(this.#settings.reconnect).finally(() => {
+      this.#reconnectPromise = null;
     });
   }
 
-  private becomeBroken(reason: NbdError): void {
-    if (this.brokenBy !== null) return;
-    this.brokenBy = new NbdError('DMIO_ERR_NBD_BROKEN', this.name,
+  #becomeBroken(reason: NbdError): void {
+    if (this.#brokenBy !== null) return;
+    this.#brokenBy = new NbdError('DMIO_ERR_NBD_BROKEN', this.name,
       `device is broken: ${reason.message}`, { cause: reason });
-    const connections = this.connections;
-    this.connections = [];
-    for (const connection of connections) connection.abort(this.brokenBy);
-    for (const entry of this.limiter.takeWaiting()) entry.reject(this.brokenBy);
-    this.runParked();
+    const connections = this.#connections;
+    this.#connections = [];
+    for (const connection of connections) connection.abort(this.#brokenBy);
+    for (const entry of this.#limiter.takeWaiting()) entry.reject(this.#brokenBy);
+    this.#runParked();
   }
 
-  private runParked(): void {
-    const parked = this.parked.splice(0, this.parked.length);
+  #runParked(): void {
+    const parked = this.#parked.splice(0, this.#parked.length);
     for (const resume of parked) resume();
   }
 
   /** Reopens connections until `connectionsWanted` are open or `attemptsMax` tries fail. */
-  private async reconnectLoop(policy: { attemptsMax: number; delayMs: number }): Promise<void> {
-    const connectSettings = this.connectSettings;
+  async #reconnectLoop(policy: { attemptsMax: number; delayMs: number }): Promise<void> {
+    const connectSettings = this.#connectSettings;
     assert.ok(connectSettings !== null);
     let failures = 0;
-    while (this.brokenBy === null && this.connections.length < this.connectionsWanted) {
-      if (this.closing && this.parked.length === 0 && this.limiter.waitingCount === 0) return;
+    while (this.#brokenBy === null && this.#connections.length < this.#connectionsWanted) {
+      if (this.#closing && this.#parked.length === 0 && this.#limiter.waitingCount === 0) return;
       await new Promise((resolve) => setTimeout(resolve, policy.delayMs));
       let connection: NbdConnection;
       try {
-        connection = await connectNbd(this.settings.target, connectSettings);
+        connection = await connectNbd(this.#settings.target, connectSettings);
       } catch (error) {
         failures += 1;
-        if (failures >= policy.attemptsMax && this.connections.length === 0) {
-          this.becomeBroken(new NbdError('DMIO_ERR_NBD_DISCONNECTED', this.name,
+        if (failures >= policy.attemptsMax && this.#connections.length === 0) {
+          this.#becomeBroken(new NbdError('DMIO_ERR_NBD_DISCONNECTED', this.name,
             `reconnect failed ${failures} times`, { cause: error }));
         }
         if (failures >= policy.attemptsMax) return;
         continue;
       }
-      if (!this.adopt(connection)) {
-        this.becomeBroken(this.mismatchError());
+      if (!this.#adopt(connection)) {
+        this.#becomeBroken(this.#mismatchError());
         return;
       }
       failures = 0;
-      this.runParked();
+      this.#runParked();
     }
   }
 
@@ -505,30 +507,30 @@ export class NbdDevice implements BlockDevice {
    * Adds a new connection if it serves the export the device was built for; otherwise closes
    * it and returns false.
    */
-  private adopt(connection: NbdConnection): boolean {
+  #adopt(connection: NbdConnection): boolean {
     const info = connection.info;
     if (info.sizeBytes !== this.sizeBytes || info.transmissionFlags !== this.transmissionFlags ||
       info.structuredReplies !== this.structuredReplies) {
       void connection.disconnect();
       return false;
     }
-    this.connections.push(connection);
+    this.#connections.push(connection);
     return true;
   }
 
-  private mismatchError(): NbdError {
+  #mismatchError(): NbdError {
     return new NbdError('DMIO_ERR_NBD_SERVER', this.name,
       'export changed between connections (size or flags differ)');
   }
 
-  private idle(): Promise<void> {
-    if (this.activeRequests === 0) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  #idle(): Promise<void> {
+    if (this.#activeRequests === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
-  private wakeIdle(): void {
-    const waiters = this.idleWaiters;
-    this.idleWaiters = [];
+  #wakeIdle(): void {
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
     for (const wake of waiters) wake();
   }
 }
