@@ -1,5 +1,5 @@
 // The client's bounded resources: the in-flight limit (shared by every request on the client),
-// the bounce pool for devices that need aligned memory (O_DIRECT), the leak check, and bounded
+// the waiting-queue bound (a request refused whole, typed, nothing submitted), the bounce pool for devices that need aligned memory (O_DIRECT), the leak check, and bounded
 // memory under load; plus dmIoBlocking: parity with dmIo, its bounce path, and its refusal of
 // devices that cannot block.
 
@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import {
   allocAligned, createRamDevice, dmIo, dmIoBlocking, dmIoClientCreate, dmIoClientDestroy, type DmIoRegion,
-  type BlockDevice, type DmIoRequest,
+  type BlockDevice, type DmIoRequest, StateError,
 } from '../src/index.js';
 import {
   CountingDevice, DirectDevice, faultyRam, NonBlockingDevice, pattern, peek, poke, sleep, thrown,
@@ -69,6 +69,103 @@ describe('in-flight limit', () => {
     assert.equal(thrown(() => dmIo({ op: 'discard', client },
       [{ device: dev, sector: 0, count: 1 }])).code, 'DMIO_ERR_CLIENT_DESTROYED');
   });
+});
+
+describe('the waiting queue bound (queuedMax)', () => {
+  test('a request whose pieces would overflow the queue is refused whole, synchronously',
+    async () => {
+      const client = dmIoClientCreate({ inflightMax: 2, queuedMax: 3, reservedPages: 1 });
+      const { dev } = faultyRam(64, { delayMs: 3, limits: { maxSectorsPerRequest: 1 } });
+      const data = pattern(8 * 512);
+      const first = dmIo({ op: 'write', mem: { type: 'vm', data }, client },
+        [{ device: dev, sector: 0, count: 5 }]);
+      assert.equal(client.inflight, 2);
+      assert.equal(client.queued, 3, 'the bound is reached, not exceeded');
+      const traced = dev.trace.length;
+      let called = false;
+      const forms = [
+        () => dmIo({ op: 'write', mem: { type: 'vm', data }, client },
+          [{ device: dev, sector: 8, count: 1 }]),
+        () => dmIo({ op: 'write', mem: { type: 'vm', data }, client,
+          notify: { fn: () => { called = true; } } }, [{ device: dev, sector: 8, count: 1 }]),
+        () => dmIo({ op: 'discard', client }, [{ device: dev, sector: 16, count: 1 }]),
+      ];
+      for (const form of forms) {
+        const error = thrown(form);
+        assert.ok(error instanceof StateError, 'a StateError, thrown, not a rejection');
+        assert.equal(error.code, 'DMIO_ERR_CLIENT_BUSY');
+        assert.equal((error as StateError).target, 'client');
+        assert.match(error.message, /queuedMax/);
+      }
+      assert.equal(dev.trace.length, traced, 'nothing of a refused request was submitted');
+      assert.equal(client.queued, 3);
+      assert.equal((await first).errorBits, 0n);
+      await sleep(1);
+      assert.equal(called, false, 'a refused request never completes');
+      // Once the queue drained, the same request is taken.
+      assert.equal((await dmIo({ op: 'write', mem: { type: 'vm', data }, client },
+        [{ device: dev, sector: 8, count: 1 }])).errorBits, 0n);
+      await dmIoClientDestroy(client);
+    });
+
+  test('more pieces than in flight plus the bound is refused even on an idle client; '
+    + 'a multi-region write counts every region', async () => {
+    const client = dmIoClientCreate({ inflightMax: 2, queuedMax: 3, reservedPages: 1 });
+    const { dev } = faultyRam(64, { limits: { maxSectorsPerRequest: 1 } });
+    const data = pattern(8 * 512);
+    assert.equal(thrown(() => dmIo({ op: 'write', mem: { type: 'vm', data }, client },
+      [{ device: dev, sector: 0, count: 6 }])).code, 'DMIO_ERR_CLIENT_BUSY');
+    assert.equal(thrown(() => dmIo({ op: 'write', mem: { type: 'vm', data }, client },
+      [{ device: dev, sector: 0, count: 3 }, { device: dev, sector: 8, count: 3 }])).code,
+    'DMIO_ERR_CLIENT_BUSY');
+    assert.equal(dev.trace.length, 0);
+    assert.equal((await dmIo({ op: 'write', mem: { type: 'vm', data }, client },
+      [{ device: dev, sector: 0, count: 5 }])).errorBits, 0n, 'exactly the bound fits');
+    // The blocking form never queues, so the bound never refuses it.
+    const client0 = dmIoClientCreate({ inflightMax: 1, queuedMax: 0 });
+    assert.equal(dmIoBlocking({ op: 'write', mem: { type: 'vm', data }, client: client0 },
+      [{ device: dev, sector: 0, count: 8 }]).errorBits, 0n);
+    await dmIoClientDestroy(client);
+    await dmIoClientDestroy(client0);
+  });
+
+  test('queuedMax is validated: 0 to 1048576', () => {
+    assert.equal(dmIoClientCreate({ queuedMax: 0 }).queuedMax, 0);
+    assert.equal(dmIoClientCreate().queuedMax, 65536);
+    for (const queuedMax of [-1, 1.5, 1048577]) {
+      assert.equal(thrown(() => dmIoClientCreate({ queuedMax })).code, 'DMIO_ERR_OUT_OF_RANGE');
+    }
+  });
+
+  test('bounce-page admission is FIFO: a request that needs no pages waits behind one that does',
+    async () => {
+      const client = dmIoClientCreate({ inflightMax: 8, reservedPages: 2 });
+      const { dev } = faultyRam(256, { delayMs: 3 });
+      const direct = new DirectDevice(dev);
+      const unaligned = (seed: number) => pattern(8192 + 512, seed).subarray(512);
+      const order: number[] = [];
+      const all = [
+        // Takes both pool pages.
+        dmIo({ op: 'write', mem: { type: 'vm', data: unaligned(1) }, client },
+          [{ device: direct, sector: 0, count: 16 }]),
+        // Waits for pages.
+        dmIo({ op: 'write', mem: { type: 'vm', data: unaligned(2) }, client },
+          [{ device: direct, sector: 16, count: 16 }]),
+        // Aligned: needs no page, and a slot is free, but must not overtake.
+        dmIo({ op: 'write', mem: { type: 'vm', data: allocAligned(8192) }, client },
+          [{ device: direct, sector: 32, count: 16 }]),
+      ];
+      assert.equal(client.inflight, 1);
+      assert.equal(client.queued, 2);
+      all.forEach((pending, index) => void pending.then(() => order.push(index)));
+      await Promise.all(all);
+      assert.deepEqual(dev.trace.map((entry) => entry.sector), [0, 16, 32],
+        'submitted in arrival order');
+      assert.deepEqual(order, [0, 1, 2]);
+      assert.equal(client.freePages, 2);
+      assert.equal(direct.misaligned, 0);
+      await dmIoClientDestroy(client);
+    });
 });
 
 describe('devices that break the completion contract', () => {
