@@ -9,9 +9,9 @@
 //   pages) is thus held while the stream pushes back, and is free at `done` whatever the
 //   stream keeps (a PassThrough keeps the very chunk): memory is the writes in flight, twice,
 //   plus what the stream itself buffers. With `zeroCopy` the stream gets views of the
-//   caller's memory instead (no allocation; a fresh buffer per chunk costs page faults and
-//   GC that cut a copy to stdout to a third of its rate), which is right only for streams
-//   done with a chunk once they called back.
+//   caller's memory instead (no allocation: a fresh buffer per chunk costs page faults and
+//   GC, see docs/performance.md, "Stream sink"), which is right only for streams done with a
+//   chunk once they called back.
 // - The stream's first error (EPIPE when the reader went away, ENOSPC on a full disk) fails
 //   that write and every later one with the same errno. An 'error' listener keeps the error
 //   from crashing the process; it stays on a stream that failed.

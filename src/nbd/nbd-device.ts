@@ -384,10 +384,9 @@ export class NbdDevice implements BlockDevice {
    * commands in flight. WRITE payloads back a socket up while they
    * drain, so writes still spread over every connection; READ requests are 28 bytes, so a
    * moderate read queue stays on one connection. That keeps the server's threads (and their
-   * competition with the client for the cores) fewer: against nbdkit on two shared cores,
-   * 1 MiB reads 16 in flight over four connections ran about 5-10% faster, and nbdkit used
-   * about a quarter less CPU, than when spread evenly. When every connection is backed up or
-   * full, the command goes to the one with the fewest bytes in flight.
+   * competition with the client for the cores) fewer (measured in docs/performance.md, "NBD
+   * connections filled in order"). When every connection is backed up or full, the command
+   * goes to the one with the fewest bytes in flight.
    */
   #pickConnection(): NbdConnection | null {
     for (const connection of this.#connections) {
