@@ -1,10 +1,17 @@
 // The copy slots on their own: at most COPY_SLOTS_MAX pieces of work run, the rest start in
 // submission order as slots are released, a release given twice frees one slot, and work that
-// throws when started at once gives its slot back and the throw reaches the caller.
+// throws when started at once gives its slot back and the throw reaches the caller; an instance
+// of its own is independent of the default one.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { COPY_SLOTS_MAX, copySlotsInUse, withCopySlot, type ReleaseSlot } from './copy-slots.js';
+import {
+  COPY_SLOTS_MAX, CopySlots, copySlotsInUse, defaultCopySlots, type ReleaseSlot,
+} from './copy-slots.js';
+import { isDmIoError } from '../errors.js';
+
+const slots = defaultCopySlots();
+const withCopySlot = (work: (release: ReleaseSlot) => void): void => slots.run(work);
 
 describe('copy slots', () => {
   it('runs at most COPY_SLOTS_MAX at once and starts the rest in submission order', () => {
@@ -47,5 +54,22 @@ describe('copy slots', () => {
     });
     assert.equal(ran, true);
     assert.deepEqual(copySlotsInUse(), { running: 0, waiting: 0 });
+  });
+
+  it('an instance of its own bounds only its own work; bad sizes are typed errors', () => {
+    const own = new CopySlots(1);
+    const releases: ReleaseSlot[] = [];
+    own.run((release) => releases.push(release));
+    own.run((release) => releases.push(release));
+    assert.deepEqual(own.inUse, { running: 1, waiting: 1 });
+    assert.deepEqual(copySlotsInUse(), { running: 0, waiting: 0 }, 'the default is untouched');
+    releases[0]!();
+    assert.deepEqual(own.inUse, { running: 1, waiting: 0 });
+    releases[1]!();
+    assert.deepEqual(own.inUse, { running: 0, waiting: 0 });
+    for (const bad of [0, 1.5, -1]) {
+      assert.throws(() => new CopySlots(bad), (error: unknown) =>
+        isDmIoError(error) && error.code === 'DMIO_ERR_OUT_OF_RANGE');
+    }
   });
 });

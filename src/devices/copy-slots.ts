@@ -10,6 +10,7 @@
 
 import { availableParallelism } from 'node:os';
 import { InflightLimiter } from '../inflight-limiter.js';
+import { validateIntegerInRange } from '../validate.js';
 
 /** Most `copy_file_range` calls running at once in the default slots. */
 export const COPY_SLOTS_MAX = Math.max(2, availableParallelism());
@@ -32,11 +33,12 @@ export class CopySlots {
   readonly slotsMax: number;
   readonly #limiter: InflightLimiter;
 
-  /** Slots for at most `slotsMax` calls at once (default COPY_SLOTS_MAX). */
+  /**
+   * Slots for at most `slotsMax` calls at once (default COPY_SLOTS_MAX).
+   * @throws InvalidArgTypeError, OutOfRangeError when `slotsMax` is not a positive integer.
+   */
   constructor(slotsMax: number = COPY_SLOTS_MAX) {
-    if (!Number.isSafeInteger(slotsMax) || slotsMax < 1) {
-      throw new RangeError(`slotsMax must be a positive integer, not ${slotsMax}`);
-    }
+    validateIntegerInRange(slotsMax, 'slotsMax', 1, Number.MAX_SAFE_INTEGER);
     this.slotsMax = slotsMax;
     this.#limiter = new InflightLimiter({
       requestsMax: slotsMax, bytesMax: Number.MAX_SAFE_INTEGER,

@@ -3,14 +3,14 @@
 // page cache to page cache, so the data never passes through this process. A call that
 // copies nothing before the end fails the copy with EIO; any error names the destination and
 // the range, and the caller (kcopyd) falls back to reading and writing, which tells a source
-// error from a destination error. Each call holds one of the process's copy slots
+// error from a destination error. Each call holds one of the device's copy slots
 // (copy-slots.ts) while it runs.
 
-import { SECTOR_SIZE } from '../constants.js';
 import { IoError } from '../errors.js';
+import { sectorsToBytes } from '../units.js';
 import { copyFileRangeAsync, libcAvailable, type SysError } from '../sys/libc.js';
 import type { DeviceDone } from './block-device.js';
-import { withCopySlot } from './copy-slots.js';
+import type { CopySlots } from './copy-slots.js';
 import type { FileDeviceStats } from './file-special-ops.js';
 
 /** One copy between two open descriptors. */
@@ -27,14 +27,16 @@ export interface CopyRange {
  * Copies `range` inside the kernel; `done` runs once, from a threadpool completion. Throws,
  * having started nothing, when the first call cannot be made (no libc bindings).
  */
-export function copyRangeAsync(range: CopyRange, stats: FileDeviceStats, done: DeviceDone): void {
+export function copyRangeAsync(
+  slots: CopySlots, range: CopyRange, stats: FileDeviceStats, done: DeviceDone,
+): void {
   if (!libcAvailable()) throw new Error('copy_file_range: no libc bindings on this system');
-  const totalBytes = range.countSectors * SECTOR_SIZE;
+  const totalBytes = sectorsToBytes(range.countSectors);
   let starting = true;
-  const step = (copiedBytes: number): void => withCopySlot((release) => {
+  const step = (copiedBytes: number): void => slots.run((release) => {
     try {
-      copyFileRangeAsync(range.sourceFd, range.sourceSector * SECTOR_SIZE + copiedBytes,
-        range.destFd, range.destSector * SECTOR_SIZE + copiedBytes, totalBytes - copiedBytes,
+      copyFileRangeAsync(range.sourceFd, sectorsToBytes(range.sourceSector) + copiedBytes,
+        range.destFd, sectorsToBytes(range.destSector) + copiedBytes, totalBytes - copiedBytes,
         (error, stepBytes) => {
           release();
           if (error !== null || stepBytes === 0) return done(copyError(range, error));

@@ -1,29 +1,31 @@
 // Owns the local backend: a `BlockDevice` over a regular file (`kind: 'file'`) or a Linux block
-// device such as a loop device (`kind: 'block'`), through one file descriptor. Request semantics
-// live in file-request.ts and run unchanged through `submit` (dmio's own io_uring for plain
-// transfers, file-ring.ts; else the threadpool with callback `fs` calls) and `submitSync` (blocking
-// calls); where the ring is not used, small reads of cached data are served inline without a
-// threadpool trip (file-inline-read.ts). The device counts requests in flight so that `close()` can
-// wait for them before it closes the descriptor; `closed` turns true as soon as `close()` begins,
-// and requests submitted after that fail with EBADF without a syscall.
+// device such as a loop device (`kind: 'block'`), through one file descriptor and one engine
+// chosen when it opens (file-engine.ts: the io_uring engine by default, or the threadpool).
+// Request semantics live in file-request.ts and run unchanged through `submit` and
+// `submitSync`. The device counts requests in flight so that `close()` can wait for them before
+// it closes the descriptor; `closed` turns true as soon as `close()` begins, and requests
+// submitted after that fail with EBADF without a syscall.
 
 import fs from 'node:fs';
+import { isMainThread } from 'node:worker_threads';
 import { IoError, errnoOf } from '../errors.js';
 import type {
   BlockDevice, DeviceDone, DeviceLimits, DeviceRequest,
 } from './block-device.js';
 import { withoutDiscard, type QueueLimits } from './file-limits.js';
 import { type FileDeviceOptions, openLocalDevice, validateFileDeviceOptions } from './file-open.js';
-import { type FileRequestContext, runFileRequest } from './file-request.js';
+import type { FileRequestContext } from './file-request.js';
 import {
   emptyStats, type FileDeviceStats, initialMethods, type SpecialMethods, type ZeroMethod,
   type DiscardMethod,
 } from './file-special-ops.js';
-import { submitFast, submitFastSync } from './file-fast-path.js';
-import { submitRing } from './file-ring.js';
-import { InlineReads } from './file-inline-read.js';
-import { runStepsAsync, runStepsSync } from './file-syscalls.js';
 import { copyRangeAsync } from './file-copy-range.js';
+import {
+  type FileEngine, type FileTarget, submitFileRequest, submitFileRequestSync,
+} from './file-engine.js';
+import { IoUringEngine } from './file-ring.js';
+import { ThreadpoolEngine } from './file-threadpool-engine.js';
+import { type CopySlots, defaultCopySlots } from './copy-slots.js';
 
 /** The context with `closed` writable: the device's one closing flag, set in `close()`. */
 type DeviceContext = Omit<FileRequestContext, 'closed'> & { closed: boolean };
@@ -60,8 +62,9 @@ export class FileDevice implements BlockDevice {
   #closePromise: Promise<void> | undefined;
   #inflightCount = 0;
   #drained: (() => void) | undefined;
-  readonly #inline: InlineReads;
-  readonly #ioUring: boolean;
+  readonly #engine: FileEngine;
+  readonly #target: FileTarget;
+  readonly #copySlots: CopySlots;
 
   /** @internal Use `openFileDevice`. */
   constructor(name: string, opened: {
@@ -69,7 +72,7 @@ export class FileDevice implements BlockDevice {
     limits: DeviceLimits;
     queue: QueueLimits | undefined; readOnly: boolean; direct: boolean;
     disableMethods: FileDeviceOptions['disableMethods']; inlineCachedReads: boolean;
-    ioUring: boolean;
+    engine: FileEngine; copySlots: CopySlots;
   }) {
     this.name = name;
     this.kind = opened.kind;
@@ -80,22 +83,34 @@ export class FileDevice implements BlockDevice {
     this.queue = opened.queue;
     this.#fd = opened.fd;
     this.#limits = opened.limits;
-    this.#inline = new InlineReads(opened.inlineCachedReads);
-    this.#ioUring = opened.ioUring;
+    this.#engine = opened.engine;
+    this.#copySlots = opened.copySlots;
     const stats = emptyStats();
     this.stats = stats;
+    this.#target = {
+      fd: opened.fd, direct: opened.direct, inlineReads: opened.inlineCachedReads, stats,
+    };
     this.#methods = initialMethods(opened.kind, opened.disableMethods ?? [],
       opened.limits.maxDiscardSectors > 0);
-    // A plain field (set by close()), not a getter: the fast paths read it on every request.
+    // A plain field (set by close()), not a getter: `isPlainTransfer` reads it on every request.
     this.#context = {
       name, sizeSectors: this.sizeSectors, readOnly: this.readOnly, methods: this.#methods, stats,
       closed: false,
     };
   }
 
-  /** Whether small cached reads are still served inline (preadv2 RWF_NOWAIT). */
+  /**
+   * Whether this device lets its engine serve small cached reads inline (preadv2 RWF_NOWAIT):
+   * the threadpool engine's shortcut, for buffered devices opened without
+   * `inlineCachedReads: false`. The io_uring engine sends reads to its ring instead.
+   */
   get inlineCachedReads(): boolean {
-    return this.#inline.enabled;
+    return this.#target.inlineReads;
+  }
+
+  /** The engine that runs this device's steps. */
+  get engine(): FileEngine {
+    return this.#engine;
   }
 
   /** Current limits; discard drops to 0 once the kernel has refused it. */
@@ -126,15 +141,7 @@ export class FileDevice implements BlockDevice {
       done(error);
     };
     try {
-      if (this.#ioUring &&
-          submitRing(this.#context, this.#fd, this.direct, request, complete)) {
-        return;
-      }
-      if (this.#inline.tryRead(this.#context, this.#fd, request, complete, this.#inflightCount)) {
-        return;
-      }
-      if (submitFast(this.#context, this.#fd, request, complete)) return;
-      runStepsAsync(this.#fd, runFileRequest(this.#context, request), complete);
+      submitFileRequest(this.#engine, this.#target, this.#context, request, complete);
     } catch (error) {
       // A malformed request fails an assertion before any syscall; it is not in flight.
       this.#inflightCount -= 1;
@@ -163,7 +170,7 @@ export class FileDevice implements BlockDevice {
       this.#uncount();
     };
     try {
-      copyRangeAsync({
+      copyRangeAsync(this.#copySlots, {
         sourceFd: source.#fd, sourceSector, destFd: this.#fd, destName: this.name,
         destSector: sector, countSectors,
       }, this.#context.stats, (error) => {
@@ -193,9 +200,7 @@ export class FileDevice implements BlockDevice {
 
   /** Runs one request to completion with blocking calls. */
   submitSync(request: DeviceRequest): IoError | null {
-    const fast = submitFastSync(this.#context, this.#fd, request);
-    if (fast !== undefined) return fast;
-    return runStepsSync(this.#fd, runFileRequest(this.#context, request));
+    return submitFileRequestSync(this.#target, this.#context, request);
   }
 
   /** Waits for requests in flight, then closes the descriptor. Idempotent. */
@@ -247,11 +252,40 @@ export async function openFileDevice(
     direct: options.direct === true,
     disableMethods: options.disableMethods,
     inlineCachedReads: options.direct !== true && options.inlineCachedReads !== false,
-    ioUring: options.ioUring !== false,
+    engine: chooseEngine(options),
+    copySlots: options.copySlots ?? defaultCopySlots(),
   });
 }
 
+/** The default engine of this thread, made on first use (see `defaultFileEngine`). */
+let defaultEngine: FileEngine | undefined;
+
+/**
+ * The engine file devices share unless given their own (`FileDeviceOptions.engine`): an
+ * `IoUringEngine` with its default options on the main thread, a `ThreadpoolEngine` on worker
+ * threads (where no ring is made). Where the kernel refuses io_uring, the io_uring engine runs
+ * every step on the threadpool. Made on first use and never closed: idle rings keep nothing
+ * alive, and the buffered ring's polling thread sleeps RING_SQPOLL_IDLE_MS after its last read.
+ * A caller who wants no polling thread passes `engine: 'threadpool'` or its own
+ * `new IoUringEngine({ sqPollIdleMs: 0 })`.
+ */
+export function defaultFileEngine(): FileEngine {
+  defaultEngine ??= isMainThread ? new IoUringEngine() : new ThreadpoolEngine();
+  return defaultEngine;
+}
+
+function chooseEngine(options: FileDeviceOptions): FileEngine {
+  const choice = options.engine ?? (options.ioUring === false ? 'threadpool' : 'io_uring');
+  if (choice === 'io_uring') return defaultFileEngine();
+  if (choice === 'threadpool') return new ThreadpoolEngine();
+  return choice;
+}
+
 export type { FileDeviceOptions } from './file-open.js';
+export type { FileEngine, FileEngineKind, FileTarget, StepCallback } from './file-engine.js';
+export { IoUringEngine, type IoUringEngineOptions } from './file-ring.js';
+export { ThreadpoolEngine } from './file-threadpool-engine.js';
+export { CopySlots } from './copy-slots.js';
 export type {
   FileDeviceStats, SpecialMethod, ZeroMethod, DiscardMethod,
 } from './file-special-ops.js';

@@ -1,11 +1,14 @@
 // Inline reads of cached data: served on the calling thread by preadv2(RWF_NOWAIT) and
 // completed on a later turn; data that is not cached, a direct device, an opt-out or anything
-// unusual takes the threadpool path; and a closed loop of inline reads never starves the
-// event loop.
+// unusual takes the threadpool path; libuv's own engine makes no difference; and a closed loop
+// of inline reads never starves the event loop.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { describe, test } from 'node:test';
 import { allocAligned } from '../memory/aligned.js';
 import { openFileDevice } from './file-device.js';
@@ -13,8 +16,9 @@ import { tempDir } from '../../test/helpers/tmp.js';
 import { deviceRequest, pattern, submitted } from '../../test/helpers/requests.js';
 
 const MIB = 1024 * 1024;
-/** These tests are about the threadpool and inline paths: keep dmio's io_uring out. */
-const NO_RING = { ioUring: false } as const;
+/** These tests are about the threadpool engine and its inline reads. */
+const NO_RING = { engine: 'threadpool' } as const;
+const CHILD = fileURLToPath(new URL('../../test/fixtures/inline-reads-child.ts', import.meta.url));
 
 /** A file whose first MiB was written with O_DIRECT, so none of it is in the page cache. */
 async function uncachedFile(directory: string): Promise<{ path: string; data: Uint8Array }> {
@@ -46,7 +50,7 @@ describe('inline cached reads', () => {
     const again = new Uint8Array(4096);
     assert.equal(await submitted(device, deviceRequest('read', 16, 8, [again])), null);
     assert.deepEqual(again, first);
-    assert.deepEqual([device.stats.inlineReads, device.stats.reads], [1, 1], 'now cached: inline');
+    assert.deepEqual([device.stats.inlineReads, device.stats.reads], [1, 2], 'now cached: inline');
   });
 
   test('large reads, opted-out devices and O_DIRECT devices never read inline', async (t) => {
@@ -103,6 +107,16 @@ describe('inline cached reads', () => {
     assert.ok(reads > 10, `${reads} reads before the timer`);
     assert.equal(device.stats.inlineReads, reads, 'every read was served inline');
   });
+});
+
+describe('inline reads and libuv', () => {
+  test('libuv running its own io_uring (UV_USE_IO_URING=1) changes nothing: all inline',
+    async (t) => {
+      const env = { ...process.env, UV_USE_IO_URING: '1' };
+      const { stdout } = await promisify(execFile)(process.execPath,
+        ['--import', 'tsx', CHILD, await tempDir(t)], { env });
+      assert.deepEqual(JSON.parse(stdout), { inline: 16, libuv: 0, intact: true });
+    });
 });
 
 describe('inline read batches', () => {

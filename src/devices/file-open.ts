@@ -23,6 +23,8 @@ import {
 } from './file-limits.js';
 import type { SpecialMethod } from './file-special-ops.js';
 import { validateBoolean } from '../validate.js';
+import { CopySlots } from './copy-slots.js';
+import type { FileEngine } from './file-engine.js';
 import { fallocateSync } from '../sys/libc.js';
 
 /** Options of `openFileDevice`. */
@@ -44,17 +46,31 @@ export interface FileDeviceOptions {
   /** Special methods never to try, e.g. `['zero-range']` to start the zero cascade lower. */
   readonly disableMethods?: readonly SpecialMethod[];
   /**
-   * Serve small reads of cached data on the calling thread with preadv2(RWF_NOWAIT), falling
-   * back to the threadpool for anything not cached (default true; never with `direct`).
+   * What runs the device's system calls, chosen now and kept while it is open:
+   * - `'io_uring'` (the default): the thread's default engine (`defaultFileEngine`), dmio's own
+   *   io_uring for reads and O_DIRECT writes, the threadpool for the rest, and for everything
+   *   where the kernel refuses io_uring or on worker threads;
+   * - `'threadpool'`: libuv's threadpool only;
+   * - an engine of the caller's (`new IoUringEngine({ sqPollIdleMs: 0 })`, say), which the caller
+   *   closes once every device using it is closed.
+   */
+  readonly engine?: 'io_uring' | 'threadpool' | FileEngine;
+  /**
+   * Shorthand kept for `engine`: false means `engine: 'threadpool'` (default true). Ignored when
+   * `engine` is given.
+   */
+  readonly ioUring?: boolean;
+  /**
+   * On the threadpool engine, serve small reads of cached data on the calling thread with
+   * preadv2(RWF_NOWAIT), falling back to the threadpool for anything not cached (default true;
+   * never with `direct`; the io_uring engine reads through its ring instead).
    */
   readonly inlineCachedReads?: boolean;
   /**
-   * Send plain reads and writes through dmio's own io_uring where the kernel allows it (default
-   * true): on an O_DIRECT device reads and writes, to a ring whose kernel thread submits them;
-   * on a buffered one reads only, batched per event-loop turn. Buffered writes, flags, discards
-   * and write-zeroes always take the threadpool. False keeps every request off the ring.
+   * The bound on copy offload calls running at once (`copyFrom` into this device); default
+   * the thread's shared `defaultCopySlots()`.
    */
-  readonly ioUring?: boolean;
+  readonly copySlots?: CopySlots;
 }
 
 /** Everything learnt while opening. */
@@ -81,6 +97,10 @@ export function validateFileDeviceOptions(path: unknown, options: FileDeviceOpti
   validateBoolean(options.exclusive, 'options.exclusive', false);
   validateBoolean(options.inlineCachedReads, 'options.inlineCachedReads', false);
   validateBoolean(options.ioUring, 'options.ioUring', false);
+  validateEngine(options.engine);
+  if (options.copySlots !== undefined && !(options.copySlots instanceof CopySlots)) {
+    throw new InvalidArgTypeError('options.copySlots', 'a CopySlots', options.copySlots);
+  }
   if (options.create !== undefined) {
     const sizeBytes: unknown = options.create.sizeBytes;
     if (typeof sizeBytes !== 'number') {
@@ -104,6 +124,16 @@ export function validateFileDeviceOptions(path: unknown, options: FileDeviceOpti
       throw new InvalidRequestError('DMIO_ERR_INVALID_ARG_VALUE', 'options.disableMethods',
         `unknown or required method ${JSON.stringify(method)}`);
     }
+  }
+}
+
+function validateEngine(engine: unknown): void {
+  if (engine === undefined || engine === 'io_uring' || engine === 'threadpool') return;
+  const candidate = engine as Partial<FileEngine> | null;
+  if (typeof candidate !== 'object' || candidate === null ||
+      typeof candidate.runStep !== 'function' || typeof candidate.close !== 'function') {
+    throw new InvalidArgTypeError('options.engine',
+      "'io_uring', 'threadpool' or a FileEngine", engine);
   }
 }
 

@@ -1,9 +1,11 @@
-// Local devices on dmio's own io_uring: a request's ioprio in the entry, which requests take it (buffered reads; O_DIRECT reads and
-// writes; nothing with flags, long vectors, buffered writes or `ioUring: false`), that the data is
+// Local devices on the io_uring engine: a request's ioprio in the entry, which steps take the ring
+// (buffered reads; O_DIRECT reads and writes, inside flagged requests too; never long vectors,
+// buffered writes, flushes, or devices on the threadpool engine), how an engine is chosen (the
+// default, the threadpool, one of the caller's without a polling thread), that the data is
 // right both ways, that a short read continues in the general loop with its usual EIO, that a burst
 // larger than the ring overflows to the other paths, that close waits for the ring, that worker
-// threads stay off it (and exit cleanly), and a loop block device with O_DIRECT through the ring's
-// kernel polling thread. Where CI=true the kernel must offer io_uring: this path is the default and
+// threads stay off it (and exit cleanly), and a loop block device with O_DIRECT through the
+// direct ring. Where CI=true the kernel must offer io_uring: this path is the default and
 // must be tested.
 
 import assert from 'node:assert/strict';
@@ -15,11 +17,19 @@ import { describe, test, type TestContext } from 'node:test';
 import { isDmIoError } from '../errors.js';
 import { allocAligned } from '../memory/aligned.js';
 import { openFileDevice, type FileDevice, type FileDeviceOptions } from './file-device.js';
-import { deviceRing, RING_ENTRIES, ringIoprio } from './file-ring.js';
+import { IoUringEngine, RING_ENTRIES, ringIoprio } from './file-ring.js';
+import { ThreadpoolEngine } from './file-threadpool-engine.js';
+import { defaultFileEngine } from './file-device.js';
 import { IOPRIO_DEFAULT } from '../constants.js';
 import { tempDir } from '../../test/helpers/tmp.js';
 import { deviceRequest, pattern, splitInto, submitted } from '../../test/helpers/requests.js';
 import { requireLoopOrSkip, withLoopDevice } from '../../test/helpers/loop.js';
+
+/** The default engine's ring for buffered or O_DIRECT devices; undefined where there is none. */
+function deviceRing(direct: boolean): ReturnType<IoUringEngine['ring']> {
+  const engine = defaultFileEngine();
+  return engine instanceof IoUringEngine ? engine.ring(direct) : undefined;
+}
 
 const MIB = 1024 * 1024;
 
@@ -30,6 +40,12 @@ function ringsOrSkip(t: TestContext): boolean {
   assert.notEqual(process.env['CI'], 'true', 'CI must run the io_uring path');
   t.skip('io_uring is refused here');
   return false;
+}
+
+/** Kernel SQPOLL threads of this process (the kernel names them iou-sqp-PID). */
+function sqpollThreads(): number {
+  return fs.readdirSync('/proc/self/task').filter((task) =>
+    fs.readFileSync(`/proc/self/task/${task}/comm`, 'utf8').startsWith('iou-sqp-')).length;
 }
 
 async function openImage(
@@ -83,7 +99,8 @@ describe('file devices on dmio io_uring', () => {
     assert.equal((error as { errno?: string }).errno, 'EINVAL');
   });
 
-  test('O_DIRECT: reads and writes take the ring; flags do not', async (t) => {
+  test('O_DIRECT: reads and writes take the ring, a FUA write\'s too; its flush does not',
+    async (t) => {
     if (!ringsOrSkip(t)) return;
     const { device, path, data } = await openImage(t, { direct: true });
     const back = allocAligned(64 * 1024);
@@ -95,7 +112,9 @@ describe('file devices on dmio io_uring', () => {
     assert.equal(device.stats.ringTransfers, 2);
     assert.equal(await submitted(device, deviceRequest('write', 80, 16, [written], { fua: true })),
       null);
-    assert.equal(device.stats.ringTransfers, 2, 'a FUA write takes the general path');
+    // The step program runs on the engine: the FUA write's transfer step goes to the ring, its
+    // fdatasync after it to the threadpool.
+    assert.equal(device.stats.ringTransfers, 3);
     assert.equal(device.stats.fdatasyncs, 1);
     const onDisk = fs.readFileSync(path);
     assert.deepEqual(onDisk.subarray(64 * 512, 96 * 512),
@@ -108,6 +127,34 @@ describe('file devices on dmio io_uring', () => {
     assert.equal(await submitted(device, deviceRequest('read', 8, 8, [back])), null);
     assert.deepEqual(back, data.subarray(4096, 8192));
     assert.equal(device.stats.ringTransfers, 0);
+  });
+
+  test('engines: the shared default, the threadpool, and one of the caller\'s', async (t) => {
+    if (!ringsOrSkip(t)) return;
+    const first = await openImage(t);
+    const second = await openImage(t, { direct: true });
+    assert.equal(first.device.engine, defaultFileEngine());
+    assert.equal(second.device.engine, first.device.engine, 'devices share the default');
+    const pooled = await openImage(t, { engine: 'threadpool' });
+    assert.ok(pooled.device.engine instanceof ThreadpoolEngine);
+    // Our own engine without a polling thread: it makes a ring, and no new iou-sqp thread.
+    assert.equal(await submitted(first.device, deviceRequest('read', 0, 8,
+      [new Uint8Array(4096)])), null); // the default buffered ring (and its thread) exist now
+    const pollers = sqpollThreads();
+    const own = new IoUringEngine({ sqPollIdleMs: 0 });
+    const mine = await openImage(t, { engine: own });
+    const back = new Uint8Array(4096);
+    assert.equal(await submitted(mine.device, deviceRequest('read', 8, 8, [back])), null);
+    assert.deepEqual(back, mine.data.subarray(4096, 8192));
+    assert.equal(mine.device.stats.ringTransfers, 1);
+    assert.equal(sqpollThreads(), pollers, 'sqPollIdleMs: 0 starts no polling thread');
+    own.close();
+    own.close(); // idempotent
+    // A closed engine's steps go to the threadpool: still correct, no longer on a ring.
+    assert.equal(await submitted(mine.device, deviceRequest('read', 8, 8, [back])), null);
+    assert.deepEqual([mine.device.stats.ringTransfers, mine.device.stats.reads], [1, 2]);
+    await assert.rejects(openFileDevice(mine.path, { engine: 'uring' as 'io_uring' }),
+      (error: unknown) => isDmIoError(error) && error.code === 'DMIO_ERR_INVALID_ARG_TYPE');
   });
 
   test('a read the file no longer holds continues in the general loop: EIO', async (t) => {
@@ -163,7 +210,7 @@ describe('file devices on dmio io_uring', () => {
     assert.equal(exitCode, 0);
   });
 
-  test('a loop block device with O_DIRECT through the polling ring', async (t) => {
+  test('a loop block device with O_DIRECT through the direct ring', async (t) => {
     if (!requireLoopOrSkip(t) || !ringsOrSkip(t)) return;
     const imagePath = join(await tempDir(t), 'loop-backing.img');
     fs.writeFileSync(imagePath, pattern(8 * MIB, 13));

@@ -1,35 +1,31 @@
-// Owns the io_uring path of local devices: which of this thread's two rings a plain read or write
-// goes to, and how its completion joins the request logic. Both rings have a kernel polling thread
-// (SQPOLL) that takes each entry as it is published and completes it while the event loop runs
-// JavaScript. A device opened with O_DIRECT sends its reads and writes to one; a buffered device
-// sends its reads to the other, whose wake-ups also busy-wait briefly for the next completion
-// (cached reads complete within microseconds; O_DIRECT ones measured no faster that way).
-// Buffered writes stay on the threadpool: ext4 hands a buffered write from io_uring to a kernel
-// worker, measured slower than the threadpool (docs/performance.md). Both rings are made on first
-// use; a kernel or sandbox that refuses io_uring turns the path off for the process, worker threads
-// never use it (see makeRing), and a full ring sends the request to the other paths. A call that
-// comes back short or failed continues in the general transfer loop, exactly as on the fast path,
-// so the semantics stay those of file-request.ts. The request's I/O priority goes into the
-// entry's ioprio field, so the kernel schedules ring I/O with it; requests on the other paths
-// (the threadpool, whose threads are shared, and the calling thread's own system calls) run
-// at the process's priority.
+// Owns the io_uring engine of local devices: read and write steps go to one of its two rings of
+// dmio's own (sys/io-uring.ts), every other step, and any transfer a ring does not take (more
+// than URING_IOVECS_PER_ENTRY_MAX buffers, memory that could move, a full ring), to the
+// threadpool engine it holds. A device opened with O_DIRECT sends its reads and writes to the
+// direct ring; a buffered device sends its reads to the buffered ring and its writes to the
+// threadpool (ext4 hands a buffered write from io_uring to a kernel worker, slower than the
+// threadpool). The buffered ring has a kernel polling thread (SQPOLL) that takes each entry as
+// it is published and whose wake-ups busy-wait briefly for the next completion: cached reads
+// complete within microseconds. The direct ring has none by default: a batch is submitted with
+// one io_uring_enter per event-loop task, which leaves the second core to the device (a loop
+// device's worker). Both are made on first use; a ring the kernel refuses leaves its steps on
+// the threadpool. The step's I/O priority goes into the entry's ioprio field.
+// Measurements behind these choices: docs/performance.md.
 
 import { isMainThread } from 'node:worker_threads';
 import { IOPRIO_DEFAULT } from '../constants.js';
-import { sectorsToBytes } from '../units.js';
-import type { IoError } from '../errors.js';
-import { IoUring, URING_IOVECS_PER_ENTRY_MAX } from '../sys/io-uring.js';
+import { IoUring } from '../sys/io-uring.js';
 import { SysError } from '../sys/libc.js';
-import type { DeviceRequest } from './block-device.js';
-import { finishFastCall, takesFastPath } from './file-fast-path.js';
-import type { FileRequestContext } from './file-request.js';
+import type { FileEngine, FileTarget, StepCallback } from './file-engine.js';
+import type { Step } from './file-steps.js';
+import { ThreadpoolEngine } from './file-threadpool-engine.js';
 
-/** Entries of each ring: requests in flight on it, over all devices of this thread. */
+/** Entries of each ring: steps in flight on it, over all devices of the engine. */
 export const RING_ENTRIES = 128;
 
 /**
- * How long each ring's kernel thread keeps polling after its last request. While it polls it
- * occupies a core; after that a new batch costs one wake-up call.
+ * How long a ring's kernel polling thread keeps polling after its last request. While it polls
+ * it occupies a core; after that a new batch costs one wake-up call.
  */
 export const RING_SQPOLL_IDLE_MS = 10;
 
@@ -39,19 +35,19 @@ export const RING_SQPOLL_IDLE_MS = 10;
  */
 export const BUFFERED_RING_SPIN_US = 20;
 
-/** The two rings of this thread: undefined until first asked for, null once refused. */
-const rings: { direct?: IoUring | null; buffered?: IoUring | null } = {};
-
-function makeRing(direct: boolean): IoUring | null {
-  // A worker thread's loop is torn down with koffi's poll handle still on it, which crashes
-  // the process when the worker exits (seen on Node 20): rings live on the main thread only.
-  if (!isMainThread) return null;
-  try {
-    return IoUring.create(RING_ENTRIES,
-      { sqPollIdleMs: RING_SQPOLL_IDLE_MS, spinUs: direct ? 0 : BUFFERED_RING_SPIN_US });
-  } catch {
-    return null; // ENOSYS, EPERM (seccomp, io_uring_disabled), no bindings: use the others.
-  }
+/** How an io_uring engine sets up its rings. */
+export interface IoUringEngineOptions {
+  /**
+   * Milliseconds the buffered ring's kernel polling thread (SQPOLL) keeps polling after its
+   * last request (default RING_SQPOLL_IDLE_MS); 0 sets that ring up without a polling thread,
+   * so no core ever spins for it (cached reads then cost one system call per batch).
+   */
+  readonly sqPollIdleMs?: number;
+  /**
+   * Milliseconds the direct (O_DIRECT) ring's polling thread keeps polling; 0, the default,
+   * gives it none.
+   */
+  readonly directSqPollIdleMs?: number;
 }
 
 /**
@@ -63,38 +59,90 @@ export function ringIoprio(ioprio: number): number {
   return ioprio === IOPRIO_DEFAULT ? 0 : ioprio;
 }
 
-/** The ring for a device opened with or without O_DIRECT; undefined where there is none. */
-export function deviceRing(direct: boolean): IoUring | undefined {
-  const key = direct ? 'direct' : 'buffered';
-  let ring = rings[key];
-  if (ring === undefined) {
-    ring = makeRing(direct);
-    rings[key] = ring;
+/** Runs read and write steps on dmio's own io_uring, everything else on the threadpool. */
+export class IoUringEngine implements FileEngine {
+  /** Always `io_uring`. */
+  readonly kind = 'io_uring' as const;
+  readonly #threadpool = new ThreadpoolEngine();
+  readonly #sqPollIdleMs: number;
+  readonly #directSqPollIdleMs: number;
+  /** The rings: undefined until first asked for, null once refused. */
+  #direct: IoUring | null | undefined;
+  #buffered: IoUring | null | undefined;
+  #closed = false;
+
+  /**
+   * An engine whose rings are made on first use. Call `close()` when done with it (the default
+   * engine is never closed).
+   */
+  constructor(options: IoUringEngineOptions = {}) {
+    this.#sqPollIdleMs = options.sqPollIdleMs ?? RING_SQPOLL_IDLE_MS;
+    this.#directSqPollIdleMs = options.directSqPollIdleMs ?? 0;
   }
-  return ring ?? undefined;
+
+  /**
+   * The ring for devices opened with or without O_DIRECT, made now if needed; undefined where
+   * the kernel refuses io_uring or the engine is closed.
+   */
+  ring(direct: boolean): IoUring | undefined {
+    if (this.#closed) return undefined;
+    let ring = direct ? this.#direct : this.#buffered;
+    if (ring === undefined) {
+      ring = makeRing(direct ? this.#directSqPollIdleMs : this.#sqPollIdleMs, !direct);
+      if (direct) this.#direct = ring;
+      else this.#buffered = ring;
+    }
+    return ring ?? undefined;
+  }
+
+  /** Runs `step`: on a ring when it is a transfer the ring takes, else on the threadpool. */
+  runStep(target: FileTarget, step: Step, ioprio: number, callback: StepCallback): void {
+    if ((step.kind === 'read' || (step.kind === 'write' && target.direct)) &&
+        this.#tryRing(target, step, ioprio, callback)) {
+      return;
+    }
+    this.#threadpool.runStep(target, step, ioprio, callback);
+  }
+
+  #tryRing(
+    target: FileTarget, step: Extract<Step, { kind: 'read' | 'write' }>, ioprio: number,
+    callback: StepCallback,
+  ): boolean {
+    const ring = this.ring(target.direct);
+    if (ring === undefined) return false;
+    let stepBytes = 0;
+    for (const buffer of step.buffers) stepBytes += buffer.length;
+    const op = step.kind;
+    return ring.prepareTransfer(target.fd, op, step.buffers, step.positionBytes,
+      ringIoprio(ioprio), (result) => {
+        if (result === stepBytes) target.stats.ringTransfers += 1;
+        callback(result >= 0 ? { bytes: result, error: null } :
+          { bytes: 0, error: new SysError(-result, op) });
+      });
+  }
+
+  /**
+   * Completes what is on the rings, then releases them; later steps run on the threadpool.
+   * Idempotent; not from inside a completion callback.
+   */
+  close(): void {
+    this.#closed = true;
+    this.#direct?.close();
+    this.#buffered?.close();
+    this.#direct = null;
+    this.#buffered = null;
+  }
 }
 
-/**
- * Issues `request` through the device's ring when it can; returns false, having done nothing,
- * when it must take another path. `done` runs exactly once, after this returns (from the ring's
- * poll callback or, on the buffered ring, from a later microtask's wait for completions).
- */
-export function submitRing(
-  context: FileRequestContext, fd: number, direct: boolean, request: DeviceRequest,
-  done: (error: IoError | null) => void,
-): boolean {
-  if (!direct && request.op !== 'read') return false;
-  if (request.segments.length > URING_IOVECS_PER_ENTRY_MAX) return false;
-  if (!takesFastPath(context, request)) return false;
-  const ring = deviceRing(direct);
-  if (ring === undefined) return false;
-  const lengthBytes = sectorsToBytes(request.countSectors);
-  // takesFastPath admitted only reads and writes.
-  const op = request.op as 'read' | 'write';
-  return ring.prepareTransfer(fd, op, request.segments, sectorsToBytes(request.sector),
-    ringIoprio(request.ioprio), (result) => {
-      if (result === lengthBytes) context.stats.ringTransfers += 1;
-      if (result >= 0) finishFastCall(context, fd, request, result, null, done);
-      else finishFastCall(context, fd, request, 0, new SysError(-result, op), done);
+function makeRing(sqPollIdleMs: number, spin: boolean): IoUring | null {
+  // A worker thread's loop is torn down with koffi's poll handle still on it, which crashes
+  // the process when the worker exits (seen on Node 20): rings live on the main thread only.
+  if (!isMainThread) return null;
+  try {
+    return IoUring.create(RING_ENTRIES, {
+      sqPollIdleMs, spinUs: spin && sqPollIdleMs > 0 ? BUFFERED_RING_SPIN_US : 0,
     });
+  } catch {
+    return null; // ENOSYS, EPERM (seccomp, io_uring_disabled), no bindings: the threadpool.
+  }
 }

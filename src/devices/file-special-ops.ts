@@ -29,7 +29,10 @@ const ZERO_BUFFERS_PER_CALL = 16;
 export interface FileDeviceStats {
   /** read/readv calls that completed without error (a 0-byte read included). */
   reads: number;
-  /** Reads served inline from the page cache by preadv2(RWF_NOWAIT), with no threadpool trip. */
+  /**
+   * Reads served inline from the page cache by preadv2(RWF_NOWAIT), with no threadpool trip
+   * (also counted in reads).
+   */
   inlineReads: number;
   /** Reads and writes that dmio's own io_uring moved whole (also counted in reads/writes). */
   ringTransfers: number;
@@ -171,7 +174,10 @@ function disableZeroMethod(context: SpecialOpContext, method: ZeroMethod): void 
   context.stats.refusals += 1;
 }
 
-/** The shared zero buffer; only ever written from, so one copy serves every device. */
+/**
+ * The default instance of the zero buffer: made on first use, only ever written from, so one
+ * copy serves every device of the thread.
+ */
 let zeroBuffer: Uint8Array | undefined;
 
 function sharedZeroBuffer(): Uint8Array {

@@ -1,16 +1,14 @@
-// Owns running step programs against a file descriptor: `runStepsAsync` issues each step as a
-// callback-style `fs` call or a threadpool libc call (never a FileHandle promise, which costs
-// 3-4x more per operation), resuming the program from the completion callback; `runStepsSync`
-// issues the same steps with blocking calls. One segment uses `fs.read`/`fs.write`, several use
-// `fs.readv`/`fs.writev`.
+// Owns the system calls behind a step (file-steps.ts): `runStepAsync` issues one step on the
+// threadpool as a callback-style `fs` call or a libc call (never a FileHandle promise, which
+// costs 3-4x more per operation), for the threadpool engine and for the steps the io_uring
+// engine's ring does not take; `runStepSync` issues the same step with a blocking call, for the
+// one blocking path. One buffer uses `fs.read`/`fs.write`, several use `fs.readv`/`fs.writev`.
 
-import assert from '../assert.js';
 import fs from 'node:fs';
 import {
   blockRangeIoctlAsync, blockRangeIoctlSync, fallocateAsync, fallocateSync, SysError,
-  libcAvailable, transferOneSync,
 } from '../sys/libc.js';
-import type { Step, StepProgram, StepResult } from './file-steps.js';
+import type { Step, StepResult } from './file-steps.js';
 
 const NO_DATA_OK: StepResult = Object.freeze({ bytes: 0, error: null });
 
@@ -40,20 +38,11 @@ export function transferAsync(
   }
 }
 
-/**
- * `transferAsync` with blocking calls: returns the bytes moved; a failed call throws. One buffer
- * goes straight to `pread64`/`pwrite64` (libc.ts) where those load (`libcAvailable`, decided
- * once), which costs less than `fs.readSync`; elsewhere `fs` does it.
- */
+/** `transferAsync` with blocking calls: returns the bytes moved; a failed call throws. */
 export function transferSync(
   fd: number, op: 'read' | 'write', buffers: readonly Uint8Array[], positionBytes: number,
 ): number {
   const only = buffers.length === 1 ? buffers[0] : undefined;
-  if (only !== undefined && libcAvailable()) {
-    const result = transferOneSync(fd, op, only, positionBytes);
-    if (typeof result !== 'number') throw result;
-    return result;
-  }
   if (op === 'read') {
     return only !== undefined ? fs.readSync(fd, only, 0, only.length, positionBytes) :
       fs.readvSync(fd, buffers, positionBytes);
@@ -63,7 +52,7 @@ export function transferSync(
 }
 
 /** Runs one step on the threadpool; `callback` always runs on a later turn. */
-function runStepAsync(fd: number, step: Step, callback: (result: StepResult) => void): void {
+export function runStepAsync(fd: number, step: Step, callback: (result: StepResult) => void): void {
   const byteCallback: TransferCallback = (error, bytes) => {
     callback(error === null ? { bytes, error: null } : failed(error));
   };
@@ -103,7 +92,7 @@ function runLibcStepAsync(
 }
 
 /** Runs one step on the calling thread. */
-function runStepSync(fd: number, step: Step): StepResult {
+export function runStepSync(fd: number, step: Step): StepResult {
   try {
     switch (step.kind) {
       case 'read':
@@ -128,59 +117,4 @@ function runStepSync(fd: number, step: Step): StepResult {
     if (typeof (error as { code?: unknown }).code !== 'string') throw error;
     return failed(error);
   }
-}
-
-/**
- * Runs `program` asynchronously and hands its result to `done` on a later turn, also when the
- * program finishes without issuing any step.
- */
-export function runStepsAsync<T>(
-  fd: number, program: StepProgram<T>, done: (value: T) => void,
-): void {
-  const first = program.next();
-  if (first.done === true) {
-    process.nextTick(done, first.value);
-    return;
-  }
-  const resume = (result: StepResult): void => {
-    const next = program.next(result);
-    if (next.done === true) done(next.value);
-    else runStepAsync(fd, next.value, resume);
-  };
-  runStepAsync(fd, first.value, resume);
-}
-
-/**
- * Continues `program`, whose first step the caller already ran: `firstResult` is that step's
- * result. The program must yield that step first (the caller issued exactly it).
- */
-export function resumeStepsAsync<T>(
-  fd: number, program: StepProgram<T>, firstResult: StepResult, done: (value: T) => void,
-): void {
-  const first = program.next();
-  assert.ok(first.done !== true, 'the program must start with the step already run');
-  const resume = (result: StepResult): void => {
-    const next = program.next(result);
-    if (next.done === true) done(next.value);
-    else runStepAsync(fd, next.value, resume);
-  };
-  resume(firstResult);
-}
-
-/** `resumeStepsAsync` for the calling thread. */
-export function resumeStepsSync<T>(
-  fd: number, program: StepProgram<T>, firstResult: StepResult,
-): T {
-  const first = program.next();
-  assert.ok(first.done !== true, 'the program must start with the step already run');
-  let next = program.next(firstResult);
-  while (next.done !== true) next = program.next(runStepSync(fd, next.value));
-  return next.value;
-}
-
-/** Runs `program` to completion on the calling thread. */
-export function runStepsSync<T>(fd: number, program: StepProgram<T>): T {
-  let next = program.next();
-  while (next.done !== true) next = program.next(runStepSync(fd, next.value));
-  return next.value;
 }

@@ -98,10 +98,8 @@ interface UringBindings {
   readonly close: NativeFunction;
 }
 
-let loaded: UringBindings | undefined;
-
+/** The system calls a ring needs, bound once per ring (rings are few and long-lived). */
 function bindings(): UringBindings {
-  if (loaded !== undefined) return loaded;
   const { koffi, library } = libcLibrary();
   // syscall(2) is variadic; fixed prototypes are safe on x86-64 and arm64 Linux, where the
   // variadic integer arguments travel in the same registers.
@@ -112,8 +110,7 @@ function bindings(): UringBindings {
     'void *mmap(void *address, size_t length, int prot, int flags, int fd, int64_t offset)');
   const munmap = library.func('int munmap(void *address, size_t length)');
   const close = library.func('int close(int fd)');
-  loaded = { koffi, setup, enter, mmap, munmap, close };
-  return loaded;
+  return { koffi, setup, enter, mmap, munmap, close };
 }
 
 function failure(native: UringBindings, syscall: string): SysError {
@@ -155,6 +152,13 @@ export class IoUring {
   readonly #memory: Array<unknown>;
   readonly #freeSlots: number[];
   readonly #poll: PollHandle;
+  /**
+   * Start addresses of the ArrayBuffers seen so far. A buffer's memory never moves while it is
+   * alive (sector-sized and larger buffers live outside V8's moving heap; a transferred buffer
+   * is a new object), so one native call per buffer is enough: pool pages and callers' slabs
+   * are reused for every request.
+   */
+  readonly #bufferAddresses = new WeakMap<ArrayBufferLike, number>();
   #sqTail: number;
   #unsubmitted = 0;
   #flushScheduled = false;
@@ -257,6 +261,15 @@ export class IoUring {
     }
   }
 
+  /** The address of `buffer`'s first byte. */
+  #addressOf(buffer: Uint8Array): number {
+    const base = this.#bufferAddresses.get(buffer.buffer);
+    if (base !== undefined) return base + buffer.byteOffset;
+    const address = Number(this.#native.koffi.address(buffer) as number | bigint);
+    this.#bufferAddresses.set(buffer.buffer, address - buffer.byteOffset);
+    return address;
+  }
+
   #map(lengthBytes: number, offset: number): ArrayBuffer {
     const pointer: unknown = this.#native.mmap(null, lengthBytes, PROT_READ_WRITE,
       MAP_SHARED_POPULATE, this.#fd, offset);
@@ -310,7 +323,7 @@ export class IoUring {
     if (count === 1) {
       const only = buffers[0] as Uint8Array;
       opcode = op === 'read' ? IORING_OP_READ : IORING_OP_WRITE;
-      address = addressOf(this.#native, only);
+      address = this.#addressOf(only);
       length = only.length;
       this.#memory[slot] = only;
     } else {
@@ -318,7 +331,7 @@ export class IoUring {
       const firstWord = slot * URING_IOVECS_PER_ENTRY_MAX * 4;
       for (let index = 0; index < count; index += 1) {
         const buffer = buffers[index] as Uint8Array;
-        const bufferAddress = addressOf(this.#native, buffer);
+        const bufferAddress = this.#addressOf(buffer);
         const word = firstWord + index * 4;
         this.#iovecs[word] = bufferAddress % TWO_TO_32;
         this.#iovecs[word + 1] = Math.floor(bufferAddress / TWO_TO_32);
@@ -565,23 +578,6 @@ function rethrowLater(error: unknown): void {
   process.nextTick(() => {
     throw error;
   });
-}
-
-/**
- * Start addresses of the ArrayBuffers seen so far. A buffer's memory never moves while it is
- * alive (sector-sized and larger buffers live outside V8's moving heap; a transferred buffer
- * is a new object), so one native call per buffer is enough: pool pages and callers' slabs
- * are reused for every request.
- */
-const bufferAddresses = new WeakMap<ArrayBufferLike, number>();
-
-/** The address of `buffer`'s first byte. */
-function addressOf(native: UringBindings, buffer: Uint8Array): number {
-  const base = bufferAddresses.get(buffer.buffer);
-  if (base !== undefined) return base + buffer.byteOffset;
-  const address = Number(native.koffi.address(buffer) as number | bigint);
-  bufferAddresses.set(buffer.buffer, address - buffer.byteOffset);
-  return address;
 }
 
 /**

@@ -13,7 +13,7 @@ import { tempDir } from '../../test/helpers/tmp.js';
 import { errnoName, errnoNumber } from './errno-name.js';
 import {
   blockDeviceSizeBytesSync, blockRangeIoctlAsync, blockRangeIoctlSync, FALLOC_FL,
-  fallocateAsync, fallocateSync, SysError, transferOneSync,
+  fallocateAsync, fallocateSync, SysError,
 } from './libc.js';
 
 test('errno names: both directions, with the preferred alias', () => {
@@ -91,33 +91,4 @@ test('many async calls in flight each get their own errno', async (t) => {
       fallocateAsync(target, mode, index * 4096, 4096, (error) => resolve(error?.code ?? null));
     })));
   outcomes.forEach((code, index) => assert.equal(code, index % 2 === 0 ? null : 'EBADF'));
-});
-
-test('pread64/pwrite64 move bytes at an offset, through views, and name the errno', async (t) => {
-  const path = join(await tempDir(t), 'f.img');
-  const fd = openSync(path, 'w+');
-  t.after(() => closeSync(fd));
-  const backing = new Uint8Array(8192).fill(1);
-  const view = backing.subarray(4096, 6144).fill(7);
-  assert.equal(transferOneSync(fd, 'write', view, 1024), 2048);
-  const onDisk = readFileSync(path);
-  assert.equal(onDisk.length, 3072);
-  assert.ok(onDisk.subarray(1024).every((byte) => byte === 7));
-  assert.ok(onDisk.subarray(0, 1024).every((byte) => byte === 0));
-  const into = new Uint8Array(8192);
-  assert.equal(transferOneSync(fd, 'read', into.subarray(512, 4608), 512), 2560, 'short at EOF');
-  assert.ok(into.subarray(512, 1024).every((byte) => byte === 0));
-  assert.ok(into.subarray(1024, 3072).every((byte) => byte === 7));
-  assert.ok(into.subarray(3072).every((byte) => byte === 0), 'nothing past the read');
-  assert.equal(into[511], 0);
-  const readOnly = openSync(path, 'r');
-  t.after(() => closeSync(readOnly));
-  const refused = transferOneSync(readOnly, 'write', view, 0);
-  assert.ok(refused instanceof SysError);
-  assert.equal(refused.code, 'EBADF');
-  assert.equal(refused.syscall, 'pwrite64');
-  assert.equal(refused.errno, -9);
-  assert.equal(errnoOf(refused), 'EBADF');
-  const badRead = transferOneSync(-1, 'read', into, 0);
-  assert.ok(badRead instanceof SysError && badRead.syscall === 'pread64');
 });

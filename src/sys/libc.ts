@@ -1,13 +1,12 @@
 // Owns the few libc calls Node does not expose: `ioctl` on block devices (size, block sizes,
 // discard, zero-out), `fallocate` (punch hole, zero range), `preadv2` with RWF_NOWAIT (a
 // read from the page cache that never blocks), `copy_file_range` (a copy between files
-// inside the kernel) and plain `pread64`/`pwrite64` (the blocking fast path: the same call
-// as `fs.readSync` without its argument checks). Bindings go through koffi and
-// are loaded on first use, so code that never touches a local device never loads the native
-// addon. Every call has a blocking form (for open-time probes and `submitSync`) and, but for
-// `pread64`/`pwrite64` (the event loop uses dmio's io_uring or `fs` for those), a
-// callback form that runs the call on the libuv threadpool (for the event-loop path, where a
-// long discard must not stall everything else). A failed call becomes a `SysError` shaped like
+// inside the kernel), `setsockopt`/`getsockopt` (socket-options.ts). Reads and writes go through Node's `fs` or dmio's io_uring, not here.
+// Bindings go through koffi and are loaded on first use, so code that never touches a local
+// device never loads the native addon; the one loaded library is this module's default
+// instance, shared with the io_uring bindings. Every call has a blocking form (for open-time
+// probes and `submitSync`) and a callback form that runs the call on the libuv threadpool (for
+// the event-loop path, where a long discard must not stall everything else). A failed call becomes a `SysError` shaped like
 // Node's own system errors (`code` is the errno name), so `errnoOf` reads it unchanged.
 //
 // koffi captures errno on the worker thread right after an async call and restores it while
@@ -78,12 +77,9 @@ interface LibcBindings {
   readonly fallocate: NativeFunction;
   readonly preadv2: NativeFunction;
   readonly copyFileRange: NativeFunction;
-  readonly pread: NativeFunction;
-  readonly pwrite: NativeFunction;
+  readonly setsockopt: NativeFunction;
+  readonly getsockopt: NativeFunction;
 }
-
-/** The loaded bindings; set once on first use (a cache, not state that changes behaviour). */
-let loadedBindings: LibcBindings | undefined;
 
 /** koffi and the C library, as loaded once and shared with the io_uring bindings. */
 interface LoadedLibrary {
@@ -91,22 +87,43 @@ interface LoadedLibrary {
   readonly library: ReturnType<Koffi['load']>;
 }
 
-/** koffi and the C library, loaded once; shared with the io_uring bindings. */
-let loadedLibrary: LoadedLibrary | undefined;
+/**
+ * The default instance: the C library and its bindings, loaded on first use; null where they
+ * cannot load (not Linux/glibc, no koffi build). A cache of a fact fixed for the process.
+ */
+let loaded: { readonly library: LoadedLibrary; readonly bindings: LibcBindings } | null |
+  undefined;
 
-/** koffi and libc.so.6 on first use. @throws SysError (ENOSYS) off Linux. */
-export function libcLibrary(): LoadedLibrary {
-  if (loadedLibrary !== undefined) return loadedLibrary;
-  if (process.platform !== 'linux') {
+/** Loads the library and its bindings once; throws (every time) where they cannot load. */
+function load(): { readonly library: LoadedLibrary; readonly bindings: LibcBindings } {
+  if (loaded === undefined) {
+    try {
+      loaded = bindLibc();
+    } catch (error) {
+      loaded = null;
+      throw error;
+    }
+  }
+  if (loaded === null) {
     throw new SysError(errnoNumber('ENOSYS') ?? 38, `libc on ${process.platform}`);
   }
-  loadedLibrary = { koffi, library: koffi.load('libc.so.6') };
-  return loadedLibrary;
+  return loaded;
+}
+
+/** koffi and libc.so.6 on first use. @throws SysError (ENOSYS) where they cannot load. */
+export function libcLibrary(): LoadedLibrary {
+  return load().library;
 }
 
 function libc(): LibcBindings {
-  if (loadedBindings !== undefined) return loadedBindings;
-  const { koffi, library } = libcLibrary();
+  return load().bindings;
+}
+
+function bindLibc(): { readonly library: LoadedLibrary; readonly bindings: LibcBindings } {
+  if (process.platform !== 'linux') {
+    throw new SysError(errnoNumber('ENOSYS') ?? 38, `libc on ${process.platform}`);
+  }
+  const library = koffi.load('libc.so.6');
   // ioctl is variadic in C; declaring the one pointer argument as fixed is safe on the
   // x86-64 and arm64 Linux ABIs, where a variadic pointer travels in the same register.
   const ioctl = library.func('int ioctl(int fd, unsigned long request, void *argument)');
@@ -115,12 +132,19 @@ function libc(): LibcBindings {
     'intptr_t preadv2(int fd, void *iov, int iovcnt, int64_t offset, int flags)');
   const copyFileRange = library.func('intptr_t copy_file_range(int fd_in, int64_t *off_in, ' +
     'int fd_out, int64_t *off_out, size_t len, unsigned int flags)');
-  const pread = library.func(
-    'intptr_t pread64(int fd, void *buffer, size_t count, int64_t offset)');
-  const pwrite = library.func(
-    'intptr_t pwrite64(int fd, const void *buffer, size_t count, int64_t offset)');
-  loadedBindings = { koffi, ioctl, fallocate, preadv2, copyFileRange, pread, pwrite };
-  return loadedBindings;
+  const setsockopt = library.func(
+    'int setsockopt(int fd, int level, int name, const int *value, uint32_t valueBytes)');
+  const getsockopt = library.func(
+    'int getsockopt(int fd, int level, int name, _Out_ int *value, _Inout_ uint32_t *valueBytes)');
+  return {
+    library: { koffi, library },
+    bindings: { koffi, ioctl, fallocate, preadv2, copyFileRange, setsockopt, getsockopt },
+  };
+}
+
+/** `setsockopt` and `getsockopt` (socket-options.ts), or null where libc does not load. */
+export function socketOptionCalls(): Pick<LibcBindings, 'setsockopt' | 'getsockopt'> | null {
+  return libcAvailable() ? libc() : null;
 }
 
 /** Loads the bindings now; throws a SysError when the platform has none. */
@@ -197,9 +221,6 @@ export function blockRangeIoctlAsync(
 /** `preadv2` flag: fail with EAGAIN rather than wait for I/O (data not in the page cache). */
 export const RWF_NOWAIT = 0x08;
 
-/** One iovec (`{ base, length }`), reused by every call: the calls are synchronous. */
-const nowaitIovec = new BigUint64Array(2);
-
 /**
  * `preadv2(fd, [buffer], 1, positionBytes, RWF_NOWAIT)` on the calling thread: copies from the
  * page cache, or fails at once (EAGAIN) where that would need I/O; it never blocks. Returns
@@ -213,44 +234,21 @@ export function preadNowaitSync(
   // larger buffer lives outside it, so its address stays valid for the call.
   assert.ok(buffer.length >= 512, 'a read of at least one sector');
   const bindings = libc();
+  const nowaitIovec = new BigUint64Array(2); // One iovec: `{ base, length }`.
   nowaitIovec[0] = BigInt(bindings.koffi.address(buffer) as number | bigint);
   nowaitIovec[1] = BigInt(buffer.length);
   const result = Number(bindings.preadv2(fd, nowaitIovec, 1, positionBytes, RWF_NOWAIT));
   return result >= 0 ? result : lastError(bindings, 'preadv2');
 }
 
-/**
- * One `pread64` or `pwrite64` of `buffer` at `positionBytes` on the calling thread: the bytes
- * moved, or the error. The same system call as `fs.readSync`/`fs.writeSync` without their
- * argument checks (the callers have checked), about 0.2 µs less per call.
- */
-export function transferOneSync(
-  fd: number, op: 'read' | 'write', buffer: Uint8Array, positionBytes: number,
-): number | SysError {
-  const bindings = libc();
-  const call = op === 'read' ? bindings.pread : bindings.pwrite;
-  for (;;) {
-    const result = call(fd, buffer, buffer.length, positionBytes) as number;
-    if (result >= 0) return result;
-    const error = lastError(bindings, op === 'read' ? 'pread64' : 'pwrite64');
-    if (error.code !== 'EINTR') return error; // A signal before any byte moved: call again.
-  }
-}
-
-/** Whether the bindings load here (koffi and libc.so.6); tried once, remembered. */
-let libcLoads: boolean | undefined;
-
 /** True when the libc bindings are usable; false (never a throw) where they cannot load. */
 export function libcAvailable(): boolean {
-  if (libcLoads === undefined) {
-    try {
-      libc();
-      libcLoads = true;
-    } catch {
-      libcLoads = false; // Not Linux/glibc, or no koffi build for this platform.
-    }
+  try {
+    load();
+    return true;
+  } catch {
+    return false; // Not Linux/glibc, or no koffi build for this platform.
   }
-  return libcLoads;
 }
 
 /** The size of a block device in bytes (`BLKGETSIZE64`). @throws SysError */

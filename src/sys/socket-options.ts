@@ -1,42 +1,16 @@
 // Owns the one socket option Node does not expose for stream sockets: the kernel send buffer
 // size (SO_SNDBUF) of a Unix-domain socket, set through koffi's libc like the calls of
-// libc.ts. Node offers `setSendBufferSize` only on UDP sockets. The bindings load on first
-// use; a platform without them (or a descriptor that is not a Unix socket) is left as it is.
+// libc.ts (whose bindings these are). Node offers `setSendBufferSize` only on UDP sockets. The
+// bindings load on first use; a platform without them (or a descriptor that is not a Unix
+// socket) is left as it is.
 
-import { libcLibrary } from './libc.js';
-
-type Koffi = typeof import('koffi').default;
-type NativeFunction = ReturnType<ReturnType<Koffi['load']>['func']>;
+import { socketOptionCalls } from './libc.js';
 
 /** `<sys/socket.h>` and `<asm/socket.h>` values, the same on x86-64 and arm64 Linux. */
 const SOL_SOCKET = 1;
 const SO_SNDBUF = 7;
 const SO_DOMAIN = 39;
 const AF_UNIX = 1;
-
-interface SocketBindings {
-  readonly setsockopt: NativeFunction;
-  readonly getsockopt: NativeFunction;
-}
-
-/** The bindings once loaded, `null` once they could not be (a cache, not behaviour). */
-let loaded: SocketBindings | null | undefined;
-
-function bindings(): SocketBindings | null {
-  if (loaded !== undefined) return loaded;
-  try {
-    const { library } = libcLibrary();
-    loaded = {
-      setsockopt: library.func(
-        'int setsockopt(int fd, int level, int name, const int *value, uint32_t valueBytes)'),
-      getsockopt: library.func(
-        'int getsockopt(int fd, int level, int name, _Out_ int *value, _Inout_ uint32_t *valueBytes)'),
-    };
-  } catch {
-    loaded = null; // Not Linux, or koffi cannot load: sockets keep the kernel's defaults.
-  }
-  return loaded;
-}
 
 /**
  * Asks for a send buffer of `bytes` on `fd` when it is a Unix-domain stream socket (the kernel
@@ -49,7 +23,7 @@ export function setUnixSendBufferBytes(fd: number, bytes: number): boolean {
   if (!Number.isSafeInteger(fd) || fd < 0 || !Number.isSafeInteger(bytes) || bytes <= 0) {
     return false;
   }
-  const native = bindings();
+  const native = socketOptionCalls();
   if (native === null) return false;
   const domain = [0];
   const domainBytes = [4];
@@ -62,7 +36,7 @@ export function setUnixSendBufferBytes(fd: number, bytes: number): boolean {
 
 /** The send buffer the kernel keeps for `fd` (SO_SNDBUF as read back), or null. */
 export function sendBufferBytes(fd: number): number | null {
-  const native = bindings();
+  const native = socketOptionCalls();
   if (native === null) return null;
   const value = [0];
   const valueBytes = [4];
