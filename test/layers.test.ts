@@ -45,6 +45,13 @@ const UPPER_LAYERS = ['core', 'kcopyd', 'nbd', 'server', 'stacks', 'open', 'cli'
 const DEFAULT_INSTANCES: ReadonlyArray<{ file: string; name: string; why: string }> = [
   { file: 'src/core/legacy.ts', name: 'defaultLegacyPool',
     why: 'dm_io_get/dm_io_put and the six legacy calls share one pool: the interface is global' },
+  { file: 'src/devices/file-device.ts', name: 'defaultEngine',
+    why: 'defaultFileEngine(): the engine file devices share unless given their own' },
+  { file: 'src/devices/copy-slots.ts', name: 'defaultSlots',
+    why: 'defaultCopySlots(): the copy offload bound devices share unless given their own' },
+  { file: 'src/devices/file-special-ops.ts', name: 'zeroBuffer',
+    why: 'the read-only zero buffer every device writes zeros from, made on first use' },
+  { file: 'src/sys/libc.ts', name: 'loaded', why: 'the C library and its bindings, loaded once' },
 ];
 
 /** The public entry files: package.json `exports` targets, mapped from dist/ back to src/. */
