@@ -11,7 +11,6 @@ import { IOPRIO_DEFAULT, PAGE_SECTORS } from '../constants.js';
 import type { DmIoClient } from '../core/client.js';
 import type { DmIoResult } from '../core/io-tracker.js';
 import type { DmIoPlan } from '../core/request.js';
-import { IoError } from '../errors.js';
 import type { PageListMemory, PageListNode } from '../memory/types.js';
 import { divCeil } from '../units.js';
 import type { KcopydJob } from './job.js';
@@ -84,25 +83,4 @@ export function recordIoErrors(job: KcopydJob, result: DmIoResult): void {
       master.writeErrors[index] ??= result.errors[index];
     }
   }
-}
-
-/**
- * True when a WRITE_SEQ write must not be issued: its master already has a write error (the
- * kernel's check; with dropFailedDestinations the write goes on to the other destinations), or
- * it was taken out of order because its master failed. The job then carries its master's
- * errors and every destination without an error is recorded as never written (ECANCELED).
- */
-export function writeSeqBlocked(job: KcopydJob): boolean {
-  if (!job.writeSeq || job.op === 'read') return false;
-  if (!job.seqCancelled && (job.master.writeErr === 0n || job.master.dropFailed)) return false;
-  job.seqCancelled = false;
-  job.writeErr = job.master.writeErr;
-  const master = job.master;
-  job.dests.forEach((dest, index) => {
-    master.writeErrors[index] ??= new IoError({
-      errno: 'ECANCELED', syscall: `kcopyd ${job.op}`, device: dest.device.name,
-      sector: dest.sector, countSectors: dest.count, regionIndex: index,
-    });
-  });
-  return true;
 }

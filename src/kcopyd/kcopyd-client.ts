@@ -29,15 +29,12 @@ import { allocAlignedPages } from '../memory/aligned.js';
 import type { PageListMemory, PageListNode } from '../memory/types.js';
 import { divCeil } from '../units.js';
 import { callUser } from '../call-user.js';
-import {
-  attachPages, chunkPages, readPlan, recordIoErrors, writePlan, writeSeqBlocked,
-} from './chunk-io.js';
-import {
-  KCOPYD_OFFLOADS_IN_FLIGHT_MAX, KCOPYD_SPLIT_COUNT, KCOPYD_WRITE_ERR_ALL,
-} from './constants.js';
+import { attachPages, chunkPages, readPlan, recordIoErrors, writePlan } from './chunk-io.js';
+import { KCOPYD_SPLIT_COUNT, KCOPYD_WRITE_ERR_ALL } from './constants.js';
 import { destinationsToFlush, flushPlan, recordFlush } from './flush.js';
 import { JobList } from './job-list.js';
 import type { KcopydJob } from './job.js';
+import { mayLeaveIoList, writeSeqBlocked } from './io-order.js';
 import { issueOffload, offloadOutcome } from './offload.js';
 import { creditWrites, dropFailedDests, jobCancelled, settleMaster } from './outcome.js';
 import { PageReserve, type KcopydPageSource } from './page-reserve.js';
@@ -343,21 +340,15 @@ export class KcopydClient {
   }
 
   /**
-   * Takes the next job to issue off ioJobs: any job of a cancelled master (it completes
-   * without I/O), an offloaded copy when its master has room for one, any read, any write that
-   * is not WRITE_SEQ, and a WRITE_SEQ write only when it is next in offset order (its master's
-   * write offset then advances). The kernel stops there; but once a master has failed, a write
-   * behind a chunk that will never be written would wait for ever, so such a write is taken
-   * too, marked cancelled, and fails without I/O (writeErr all ones) instead of hanging the
-   * job. With dropFailedDestinations a write error does not stop the later chunks, so only a
-   * read error does that. An offloaded chunk whose master turned offload off meanwhile goes to
-   * pagesJobs to be read instead.
+   * Takes the next job that may be issued off ioJobs, in list order (`mayLeaveIoList` says
+   * which may: io-order.ts). An offloaded chunk whose master turned offload off meanwhile goes
+   * to pagesJobs to be read instead, and the scan goes on.
    */
   #takeIoJob(): KcopydJob | null {
     let next: KcopydJob | null;
     for (let job = this.#ioJobs.head; job !== null; job = next) {
       next = job.listNext;
-      if (!this.#mayIssue(job)) continue;
+      if (!mayLeaveIoList(job)) continue;
       this.#ioJobs.remove(job);
       if (job.op === 'offload' && job.master.op !== 'offload') {
         job.op = 'read';
@@ -368,28 +359,6 @@ export class KcopydClient {
       return job;
     }
     return null;
-  }
-
-  /** Whether `job` may leave ioJobs now (see `#takeIoJob`); records what taking it means. */
-  #mayIssue(job: KcopydJob): boolean {
-    const master = job.master;
-    if (jobCancelled(job)) return true;
-    if (job.op === 'offload') {
-      if (master.op !== 'offload') return true;
-      if (master.offloadsInFlight >= KCOPYD_OFFLOADS_IN_FLIGHT_MAX) return false;
-      master.offloadsInFlight += 1;
-      return true;
-    }
-    if (job.op === 'read' || !job.writeSeq) return true;
-    if (job.writeOffsetSectors === master.writeOffsetSectors) {
-      master.writeOffsetSectors += job.countSectors;
-      return true;
-    }
-    if (master.readErr || (!master.dropFailed && master.writeErr !== 0n)) {
-      job.seqCancelled = true;
-      return true;
-    }
-    return false;
   }
 
   /**
