@@ -8,7 +8,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import {
-  cyclesOf, importGraph, importsOf, layerOf, moduleStateOf, sourceFiles, type ImportEdge,
+  cyclesOf, exportedNames, importedNames, importGraph, importsOf, layerOf, moduleStateOf,
+  sourceFiles, type ImportEdge,
 } from './helpers/source-graph.js';
 
 const ROOT = 'src';
@@ -32,6 +33,17 @@ const LAYER_RANKS: ReadonlyMap<string, number> = new Map([
   ['cli', 8],        // the dmio command, on the public API only
 ]);
 const ENTRY_RANK = 7;
+
+/**
+ * Layers built on the library as a user would be: what they take from the engine layers below
+ * must be public API (exported by an entry file). The exceptions are named with their reason.
+ */
+const PUBLIC_API_USERS = ['stacks', 'server'];
+const ENGINE_LAYERS = ['core', 'kcopyd', 'memory', 'devices', 'nbd', 'sys'];
+const PAST_THE_API_ALLOWED: ReadonlyMap<string, string> = new Map([
+  ['src/nbd/protocol.ts', 'the NBD wire constants, shared by the client and the server'],
+  ['src/sys/socket-options.ts', 'the server sizes its Unix sockets\' send buffer (SO_SNDBUF)'],
+]);
 
 /** Layers that know nothing of the engines, protocols and tools built on them. */
 const FOUNDATION_LAYERS = ['devices', 'memory', 'sys'];
@@ -125,6 +137,27 @@ describe('the checker itself', () => {
     assert.deepEqual(names, ['cache', 'counter', 'limiter', 'scratch', 'state']);
   });
 
+  test('reads the names imported from a module and the names an entry file exports', () => {
+    const imports = importedNames('src/stacks/x.ts', [
+      "import { dmIo, type DmIoRequest as Request } from '../core/dm-io.js';",
+      "import assert from '../assert.js';",
+      "import * as kcopyd from '../kcopyd/kcopyd.js';",
+    ].join('\n'));
+    assert.deepEqual(imports, [
+      { to: 'src/core/dm-io.ts', names: ['dmIo', 'DmIoRequest'] },
+      { to: 'src/assert.ts', names: ['default'] },
+      { to: 'src/kcopyd/kcopyd.ts', names: ['*'] },
+    ]);
+    const exported = exportedNames('src/index.ts', [
+      "export { dmIo, type DmIoRequest } from './core/dm-io.js';",
+      "export type { BlockDevice } from './devices/block-device.js';",
+      'export const VERSION = 1;',
+      'export function helper(): void {}',
+      'function hidden(): void {}',
+    ].join('\n'));
+    assert.deepEqual([...exported].sort(), ['BlockDevice', 'DmIoRequest', 'VERSION', 'dmIo', 'helper']);
+  });
+
   test('finds cycles, and only cycles', () => {
     assert.deepEqual(cyclesOf([['a', 'b'], ['b', 'c'], ['c', 'a'], ['c', 'd'], ['d', 'd']]),
       [['a', 'b', 'c']]);
@@ -186,6 +219,22 @@ describe('imports flow one way', () => {
     const wrong = openers.filter((edge) =>
       !entries.has(edge.from) && layerOf(ROOT, edge.from) !== 'open');
     assert.deepEqual(describeEdges(wrong), '');
+  });
+
+  test('stacks and server take from the engine layers only public API', () => {
+    const publicNames = new Set([...entries].flatMap((entry) =>
+      [...exportedNames(entry, readFileSync(entry, 'utf8'))]));
+    assert.ok(publicNames.has('dmIo') && publicNames.has('BlockDevice'), 'entry exports read');
+    const wrong: string[] = [];
+    for (const file of sourceFiles(ROOT)) {
+      if (!PUBLIC_API_USERS.includes(layerOf(ROOT, file))) continue;
+      for (const { to, names } of importedNames(file, readFileSync(file, 'utf8'))) {
+        if (!ENGINE_LAYERS.includes(layerOf(ROOT, to)) || PAST_THE_API_ALLOWED.has(to)) continue;
+        const internal = names.filter((name) => !publicNames.has(name));
+        if (internal.length > 0) wrong.push(`${file} -> ${to}: ${internal.join(', ')}`);
+      }
+    }
+    assert.deepEqual(wrong, []);
   });
 
   test('the CLI imports only the public entry files and itself', () => {

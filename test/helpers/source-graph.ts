@@ -74,6 +74,51 @@ export function importsOf(file: string, text: string): ImportEdge[] {
   return edges;
 }
 
+/** The names a file imports from each relative module (value and type names alike). */
+export function importedNames(file: string, text: string): Array<{ to: string; names: string[] }> {
+  const found: Array<{ to: string; names: string[] }> = [];
+  for (const statement of parse(file, text).statements) {
+    if (!ts.isImportDeclaration(statement) || !ts.isStringLiteral(statement.moduleSpecifier)) continue;
+    const specifier = statement.moduleSpecifier.text;
+    if (!specifier.startsWith('.')) continue;
+    const clause = statement.importClause;
+    const names: string[] = [];
+    if (clause?.name !== undefined) names.push('default');
+    const bindings = clause?.namedBindings;
+    if (bindings !== undefined && ts.isNamespaceImport(bindings)) names.push('*');
+    if (bindings !== undefined && ts.isNamedImports(bindings)) {
+      for (const element of bindings.elements) names.push((element.propertyName ?? element.name).text);
+    }
+    const to = path.normalize(path.join(path.dirname(file), specifier)).replace(/\.js$/, '.ts');
+    found.push({ to, names });
+  }
+  return found;
+}
+
+/** The names an entry file exports (`export { a, type B } from ...`, `export function f`...). */
+export function exportedNames(file: string, text: string): Set<string> {
+  const names = new Set<string>();
+  for (const statement of parse(file, text).statements) {
+    if (ts.isExportDeclaration(statement) && statement.exportClause !== undefined &&
+      ts.isNamedExports(statement.exportClause)) {
+      for (const element of statement.exportClause.elements) names.add(element.name.text);
+      continue;
+    }
+    const modifiers = ts.canHaveModifiers(statement) ? ts.getModifiers(statement) ?? [] : [];
+    if (!modifiers.some((modifier) => modifier.kind === ts.SyntaxKind.ExportKeyword)) continue;
+    if (ts.isVariableStatement(statement)) {
+      for (const declaration of statement.declarationList.declarations) {
+        if (ts.isIdentifier(declaration.name)) names.add(declaration.name.text);
+      }
+    } else if ((ts.isFunctionDeclaration(statement) || ts.isClassDeclaration(statement) ||
+      ts.isInterfaceDeclaration(statement) || ts.isTypeAliasDeclaration(statement)) &&
+      statement.name !== undefined) {
+      names.add(statement.name.text);
+    }
+  }
+  return names;
+}
+
 /** Every import edge of every source file under `root`. */
 export function importGraph(root: string): ImportEdge[] {
   return sourceFiles(root).flatMap((file) => importsOf(file, readFileSync(file, 'utf8')));
