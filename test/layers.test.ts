@@ -64,6 +64,9 @@ const DEFAULT_INSTANCES: ReadonlyArray<{ file: string; name: string; why: string
   { file: 'src/devices/file-special-ops.ts', name: 'zeroBuffer',
     why: 'the read-only zero buffer every device writes zeros from, made on first use' },
   { file: 'src/sys/libc.ts', name: 'loaded', why: 'the C library and its bindings, loaded once' },
+  { file: 'src/memory/aligned.ts', name: 'alignedBuffers',
+    why: 'a WeakSet brand of the ArrayBuffers allocAligned made (only it adds, nothing removes): ' +
+      'a fact about each buffer that no client can change, not state shared between clients' },
 ];
 
 /** The public entry files: package.json `exports` targets, mapped from dist/ back to src/. */
