@@ -8,10 +8,10 @@
 // errors are forgotten (status back to all `A`).
 
 import type { DmIoClient } from '../core/client.js';
-import { dmKcopydClientCreate, dmKcopydClientDestroy } from '../kcopyd/kcopyd.js';
+import { dmKcopydClientDestroy } from '../kcopyd/kcopyd.js';
 import type { KcopydClient } from '../kcopyd/kcopyd-client.js';
 import { dmKcopydCopy } from '../kcopyd/submit.js';
-import { dmKcopydThrottleCreate } from '../kcopyd/throttle.js';
+import { createBackgroundKcopyd } from './background-kcopyd.js';
 import type { DirtyLog } from './dirty-log.js';
 import { failLeg, resetLegs, writable, type Leg } from './mirror-legs.js';
 
@@ -141,13 +141,7 @@ export class MirrorRecovery {
   }
 
   #kcopydClient(): KcopydClient {
-    if (this.#kcopyd === null) {
-      const percent = this.#parts.throttlePercent;
-      this.#kcopyd = dmKcopydClientCreate({
-        ioClient: this.#parts.client,
-        ...(percent < 100 ? { throttle: dmKcopydThrottleCreate(percent) } : {}),
-      });
-    }
+    this.#kcopyd ??= createBackgroundKcopyd(this.#parts.client, this.#parts.throttlePercent);
     return this.#kcopyd;
   }
 

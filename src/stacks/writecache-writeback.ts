@@ -9,10 +9,10 @@
 // failed copy sets the target's sticky error and stops writeback; the blocks stay cached.
 
 import type { DmIoClient } from '../core/client.js';
-import { dmKcopydClientCreate, dmKcopydClientDestroy } from '../kcopyd/kcopyd.js';
+import { dmKcopydClientDestroy } from '../kcopyd/kcopyd.js';
 import type { KcopydClient } from '../kcopyd/kcopyd-client.js';
 import { dmKcopydCopy } from '../kcopyd/submit.js';
-import { dmKcopydThrottleCreate } from '../kcopyd/throttle.js';
+import { createBackgroundKcopyd } from './background-kcopyd.js';
 import { flushDevice } from './target-io.js';
 import type { WritecacheTarget } from './writecache-target.js';
 import { bytesToSectorsExact } from '../units.js';
@@ -196,13 +196,7 @@ export class WritecacheWriteback {
   }
 
   #client(): KcopydClient {
-    if (this.#kcopyd === null) {
-      const percent = this.#parts.throttlePercent;
-      this.#kcopyd = dmKcopydClientCreate({
-        ioClient: this.#parts.client,
-        ...(percent < 100 ? { throttle: dmKcopydThrottleCreate(percent) } : {}),
-      });
-    }
+    this.#kcopyd ??= createBackgroundKcopyd(this.#parts.client, this.#parts.throttlePercent);
     return this.#kcopyd;
   }
 }
