@@ -32,9 +32,9 @@ export const BIO_MAX_VECS = 256;
 export const IOV_MAX = 1024;
 
 /** Default pages a client reserves for bounce buffers (1 MiB): one default kcopyd sub-job. */
-export const CLIENT_RESERVED_PAGES_DEFAULT = 256;
+export const CLIENT_RESERVED_PAGES_DEFAULT = MIB / PAGE_SIZE;
 /** Upper bound on a client's reserve (256 MiB), so a typo cannot reserve all memory. */
-export const CLIENT_RESERVED_PAGES_MAX = 65536;
+export const CLIENT_RESERVED_PAGES_MAX = 256 * MIB / PAGE_SIZE;
 /** Default device requests a client keeps in flight; 128 covers queue depth 32 with splits. */
 export const CLIENT_INFLIGHT_DEFAULT = 128;
 /** Upper bound on in-flight device requests per client. */
@@ -45,19 +45,19 @@ export const CLIENT_INFLIGHT_MAX = 4096;
  */
 export const CLIENT_QUEUED_DEFAULT = 65536;
 /** Upper bound on a client's waiting device requests, so a typo cannot unbound the queue. */
-export const CLIENT_QUEUED_MAX = 1024 * 1024;
+export const CLIENT_QUEUED_MAX = 2 ** 20;
 /** Legacy `dm_io_get`: in-flight requests granted per page, as the kernel's `pages_to_ios`. */
 export const LEGACY_IOS_PER_PAGE = 4;
 
 /** Largest device request a file backend issues by default (1 MiB), like `max_sectors_kb`. */
-export const FILE_MAX_SECTORS_PER_REQUEST = 2048;
+export const FILE_MAX_SECTORS_PER_REQUEST = MIB / SECTOR_SIZE;
 /** Largest discard or write-zeroes a file backend issues in one call (1 GiB). */
-export const FILE_MAX_SPECIAL_SECTORS = 2 * 1024 * 1024;
+export const FILE_MAX_SPECIAL_SECTORS = GIB / SECTOR_SIZE;
 
 /** Largest size a RAM device may be given (64 GiB): pages are allocated only when written. */
-export const RAM_DEVICE_BYTES_MAX = 64 * 1024 * 1024 * 1024;
+export const RAM_DEVICE_BYTES_MAX = 64 * GIB;
 /** Granule in which a RAM device allocates and frees memory (64 KiB). */
-export const RAM_CHUNK_BYTES = 64 * 1024;
+export const RAM_CHUNK_BYTES = 64 * KIB;
 
 /** Largest 16-bit I/O priority value; the kernel accepts only some below it (`isIoprio`). */
 export const IOPRIO_MAX = 0xffff;
