@@ -45,6 +45,12 @@ export { openFileDevice, FileDevice } from './devices/file-device.js';
 export type {
   FileDeviceOptions, FileDeviceStats, SpecialMethod, ZeroMethod, DiscardMethod,
 } from './devices/file-device.js';
+export {
+  defaultFileEngine, IoUringEngine, ThreadpoolEngine, CopySlots,
+} from './devices/file-device.js';
+export type {
+  FileEngine, FileEngineKind, FileTarget, StepCallback, IoUringEngineOptions, Step, StepResult,
+} from './devices/file-device.js';
 export type { QueueLimits } from './devices/file-limits.js';
 export { openNbdDevice } from './nbd/open-nbd.js';
 export type { NbdOpenOptions, NbdReconnectOptions } from './nbd/open-nbd.js';

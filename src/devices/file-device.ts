@@ -283,6 +283,7 @@ function chooseEngine(options: FileDeviceOptions): FileEngine {
 
 export type { FileDeviceOptions } from './file-open.js';
 export type { FileEngine, FileEngineKind, FileTarget, StepCallback } from './file-engine.js';
+export type { Step, StepResult } from './file-steps.js';
 export { IoUringEngine, type IoUringEngineOptions } from './file-ring.js';
 export { ThreadpoolEngine } from './file-threadpool-engine.js';
 export { CopySlots } from './copy-slots.js';

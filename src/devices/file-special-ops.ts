@@ -7,6 +7,7 @@
 // refused, discard is switched off for the device and the request fails with EOPNOTSUPP.
 
 import assert from '../assert.js';
+import { MIB } from '../constants.js';
 import { allocAligned } from '../memory/aligned.js';
 import { FALLOC_FL } from '../sys/libc.js';
 import {
@@ -21,7 +22,7 @@ export type DiscardMethod = 'punch-hole' | 'blkdiscard';
 export type SpecialMethod = ZeroMethod | 'blkdiscard';
 
 /** Bytes in the shared zero buffer (1 MiB): one write call carries up to 16 views of it. */
-export const ZERO_BUFFER_BYTES = 1024 * 1024;
+export const ZERO_BUFFER_BYTES = MIB;
 /** Views of the zero buffer in one fallback write call (16 MiB per call). */
 const ZERO_BUFFERS_PER_CALL = 16;
 

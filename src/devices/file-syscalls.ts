@@ -52,24 +52,23 @@ export function transferSync(
 }
 
 /** Runs one step on the threadpool; `callback` always runs on a later turn. */
-export function runStepAsync(fd: number, step: Step, callback: (result: StepResult) => void): void {
-  const byteCallback: TransferCallback = (error, bytes) => {
-    callback(error === null ? { bytes, error: null } : failed(error));
-  };
-  const plainCallback = (error: unknown): void => {
-    callback(error === null ? NO_DATA_OK : failed(error));
-  };
+export function runStepAsync(
+  fd: number, step: Step, callback: (result: StepResult) => void,
+): void {
+  // One closure per step, of the kind the call completes with.
   switch (step.kind) {
     case 'read':
     case 'write':
-      transferAsync(fd, step.kind, step.buffers, step.positionBytes, byteCallback);
+      transferAsync(fd, step.kind, step.buffers, step.positionBytes, (error, bytes) => {
+        callback(error === null ? { bytes, error: null } : failed(error));
+      });
       return;
     case 'fdatasync':
-      fs.fdatasync(fd, plainCallback);
+      fs.fdatasync(fd, (error) => callback(error === null ? NO_DATA_OK : failed(error)));
       return;
     case 'fallocate':
     case 'ioctl':
-      runLibcStepAsync(fd, step, plainCallback);
+      runLibcStepAsync(fd, step, (error) => callback(error === null ? NO_DATA_OK : failed(error)));
       return;
   }
 }

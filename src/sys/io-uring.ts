@@ -68,6 +68,9 @@ const SPIN_US_MAX = 1000;
 /** Completion-ring checks between two reads of the clock while spinning. */
 const SPIN_POLLS_PER_CLOCK = 64;
 
+/** The most submission entries a ring is set up with here. */
+const URING_ENTRIES_MAX = 4096;
+
 /** Iovecs one entry can carry; vectors longer than this go elsewhere. */
 export const URING_IOVECS_PER_ENTRY_MAX = 16;
 
@@ -236,7 +239,7 @@ export class IoUring {
    * @throws SysError when the kernel or a sandbox refuses io_uring (ENOSYS, EPERM, EINVAL).
    */
   static create(entries: number, options: IoUringOptions = {}): IoUring {
-    assert.ok(Number.isInteger(entries) && entries >= 1 && entries <= 4096, 'entries');
+    assert.ok(Number.isInteger(entries) && entries >= 1 && entries <= URING_ENTRIES_MAX, 'entries');
     const sqPollIdleMs = options.sqPollIdleMs ?? 0;
     assert.ok(Number.isInteger(sqPollIdleMs) && sqPollIdleMs >= 0, 'sqPollIdleMs');
     const spinUs = options.spinUs ?? 0;

@@ -14,6 +14,7 @@
 // and only when the call returned -1 (errno is not cleared on success).
 
 import assert from '../assert.js';
+import { SECTOR_SIZE } from '../constants.js';
 import { errnoName, errnoNumber } from './errno-name.js';
 import koffi from 'koffi';
 
@@ -232,7 +233,7 @@ export function preadNowaitSync(
   assertRange(positionBytes, buffer.length);
   // V8 keeps only typed arrays of at most 64 bytes inside its moving heap; a sector-sized or
   // larger buffer lives outside it, so its address stays valid for the call.
-  assert.ok(buffer.length >= 512, 'a read of at least one sector');
+  assert.ok(buffer.length >= SECTOR_SIZE, 'a read of at least one sector');
   const bindings = libc();
   const nowaitIovec = new BigUint64Array(2); // One iovec: `{ base, length }`.
   nowaitIovec[0] = BigInt(bindings.koffi.address(buffer) as number | bigint);
@@ -269,7 +270,7 @@ export function blockSizeBytesSync(fd: number, request: 'BLKSSZGET' | 'BLKPBSZGE
   const result = bindings.ioctl(fd, BLOCK_IOCTL[request], output) as number;
   if (result !== 0) throw lastError(bindings, `ioctl ${request}`);
   const blockBytes = output[0] ?? 0;
-  assert.ok(blockBytes >= 512, `${request} gave ${blockBytes}`);
+  assert.ok(blockBytes >= SECTOR_SIZE, `${request} gave ${blockBytes}`);
   return blockBytes;
 }
 
