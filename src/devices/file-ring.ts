@@ -1,5 +1,5 @@
 // Owns the io_uring engine of local devices: read and write steps go to one of its two rings of
-// dmio's own (sys/io-uring.ts), every other step, and any transfer a ring does not take (more
+// dmio's own (sys/io-uring.ts); every other step, and any transfer a ring does not take (more
 // than URING_IOVECS_PER_ENTRY_MAX buffers, memory that could move, a full ring), to the
 // threadpool engine it holds. A device opened with O_DIRECT sends its reads and writes to the
 // direct ring; a buffered device sends its reads to the buffered ring and its writes to the
@@ -59,7 +59,7 @@ export function ringIoprio(ioprio: number): number {
   return ioprio === IOPRIO_DEFAULT ? 0 : ioprio;
 }
 
-/** Runs read and write steps on dmio's own io_uring, everything else on the threadpool. */
+/** Runs reads and O_DIRECT writes on dmio's own io_uring, everything else on the threadpool. */
 export class IoUringEngine implements FileEngine {
   /** Always `io_uring`. */
   readonly kind = 'io_uring' as const;
@@ -95,12 +95,10 @@ export class IoUringEngine implements FileEngine {
     return ring ?? undefined;
   }
 
-  /** Runs `step`: on a ring when it is a transfer the ring takes, else on the threadpool. */
+  /** Runs `step`: on a ring when it is a transfer a ring takes, else on the threadpool. */
   runStep(target: FileTarget, step: Step, ioprio: number, callback: StepCallback): void {
-    if ((step.kind === 'read' || (step.kind === 'write' && target.direct)) &&
-        this.#tryRing(target, step, ioprio, callback)) {
-      return;
-    }
+    const ringTakes = step.kind === 'read' || (step.kind === 'write' && target.direct);
+    if (ringTakes && this.#tryRing(target, step, ioprio, callback)) return;
     this.#threadpool.runStep(target, step, ioprio, callback);
   }
 
