@@ -1,6 +1,6 @@
 // Owns building dist/ and finding the `dmio` CLI. Workers and the CLI run the compiled dist/
 // (as a user runs it), never src/ through tsx, whose loader would add time and resident memory
-// to every figure; `buildDist` builds it (tsc, as `npm run build`) before any workload, and
+// to every figure; `buildDist` builds it (`npm run build`) before any workload, and
 // `locateDmioCli` checks that `dmio copy --help` works, saying what is missing if not. The CLI
 // is executed as a user's shell executes it (bin/dmio.js itself, through its `#!` line).
 
@@ -10,13 +10,12 @@ import type { DmioCli } from './context.js';
 import { REPO_ROOT, runCommand } from './proc.js';
 
 /**
- * Builds dist/ as `npm run build` does (tsc), so neither the workers nor the CLI run a stale
- * build. Returns null on success, else what went wrong.
+ * Builds dist/ with `npm run build` (tsc, then the CLI's one-file bundle), so neither the
+ * workers nor the CLI run a stale build. Returns null on success, else what went wrong.
  */
 export async function buildDist(log: (line: string) => void): Promise<string | null> {
-  log('building dist/ (tsc): the bench measures the compiled library and CLI');
-  const tsc = path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
-  const build = await runCommand(process.execPath, [tsc, '-p', 'tsconfig.build.json']);
+  log('building dist/ (npm run build): the bench measures the compiled library and CLI');
+  const build = await runCommand('npm', ['run', '--silent', 'build']);
   if (build.exitCode !== 0) {
     return `building dist/ failed: ${(build.stdout + build.stderr).trim().slice(0, 300)}`;
   }

@@ -5,9 +5,11 @@
 // would on the closed descriptor, and fd 1 stays taken, so no file the command opens later can
 // land there and receive stdout's bytes.
 //
-// Node's stand-in is told apart from a user's `>/dev/null` by its access mode: a shell opens
-// `>/dev/null` write-only (O_WRONLY), Node opens O_RDWR (/proc/self/fdinfo/1 says which). The
-// rare `1<>/dev/null` looks the same as Node's stand-in and is treated as closed.
+// Node's stand-in is told from a user's `>/dev/null` by its access mode (/proc/self/fdinfo/1):
+// a shell opens `>/dev/null` write-only, Node opens read-write. Nothing else tells them apart
+// (Node sets close-on-exec on fd 1 either way), so a caller that passes /dev/null opened
+// read-write is treated as a closed stdout: `1<>/dev/null`, and Node's `spawn` with stdout
+// 'ignore' (libuv opens /dev/null read-write). docs/cli.md says so.
 
 import { closeSync, openSync, readFileSync, readlinkSync } from 'node:fs';
 
