@@ -9,7 +9,8 @@ import { InflightLimiter, type LimiterEntry } from './inflight-limiter.js';
 function recorder() {
   const started: string[] = [];
   const entry = (name: string, heldBytes: number): LimiterEntry => ({ heldBytes,
-    start: () => started.push(name), reject: (error) => started.push(`x${name}:${error.message}`) });
+    start: () => started.push(name),
+    reject: (error) => started.push(`x${name}:${error.message}`) });
   return { started, entry };
 }
 

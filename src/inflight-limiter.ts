@@ -156,7 +156,8 @@ export class InflightLimiter<E = Error> {
 
   /** Drops the consumed prefix of the FIFO once it dominates the array. */
   #compact(): void {
-    if (this.#waitingHead >= COMPACT_AFTER_ENTRIES && this.#waitingHead * 2 >= this.#waiting.length) {
+    if (this.#waitingHead >= COMPACT_AFTER_ENTRIES &&
+        this.#waitingHead * 2 >= this.#waiting.length) {
       this.#waiting.splice(0, this.#waitingHead);
       this.#waitingHead = 0;
     }

@@ -1,5 +1,6 @@
 // The client's bounded resources: the in-flight limit (shared by every request on the client),
-// the waiting-queue bound (a request refused whole, typed, nothing submitted), the bounce pool for devices that need aligned memory (O_DIRECT), the leak check, and bounded
+// the waiting-queue bound (a request refused whole, typed, nothing submitted), the bounce pool
+// for devices that need aligned memory (O_DIRECT), FIFO admission, the leak check, and bounded
 // memory under load; plus dmIoBlocking: parity with dmIo, its bounce path, and its refusal of
 // devices that cannot block.
 

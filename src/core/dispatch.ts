@@ -4,9 +4,9 @@
 // device's limits (sectors per request, at most BIO_MAX_VECS and the device's segments, whole
 // logical blocks), each piece carrying the request's full flags and ioprio and its bounce need
 // (pool pages, decided here once); memory that continues the previous segment extends it
-// rather than opening a new one. The common case, a region the memory hands out as one view
-// that fits one request, is one branch: one request, one segment, no splitting. Skipped
-// regions (count 0 without preflush) produce nothing; a zero-count region with preflush
+// rather than opening a new one. The common case, one contiguous buffer and a region that
+// fits one request, is one branch (`dispatchOneView`): one request, one segment, no cursor.
+// Skipped regions (count 0 without preflush) produce nothing; a zero-count region with preflush
 // produces exactly one pure flush; discard or write-zeroes on a device whose limit is 0, or a
 // region that cannot be cut into whole blocks, is a failure of that region with no request.
 //
@@ -17,7 +17,8 @@ import assert from '../assert.js';
 import { BIO_MAX_VECS, SECTOR_SIZE } from '../constants.js';
 import type { BlockDevice, DeviceRequest } from '../devices/block-device.js';
 import { IoError, NotSupportedError } from '../errors.js';
-import { createCursor, type MemoryCursor } from '../memory/cursor.js';
+import { createCursor, linearView, type MemoryCursor } from '../memory/cursor.js';
+import type { DmIoMemory } from '../memory/types.js';
 import { alignDown, bytesToSectorsExact } from '../units.js';
 import { bouncePagesFor, type ClientRequest } from './client.js';
 import type { DmIoPlan, DmIoRegion } from './request.js';
@@ -38,13 +39,21 @@ export interface RegionFailure {
 /** What the region loop makes of a plan, in region order. */
 export interface Dispatched {
   readonly requests: PlannedRequest[];
-  readonly failures: RegionFailure[];
+  /** Shared and empty until a region fails (most requests have no failure to record). */
+  failures: readonly RegionFailure[];
+}
+
+const NO_FAILURES: readonly RegionFailure[] = Object.freeze([]);
+
+function recordFailure(out: Dispatched, failure: RegionFailure): void {
+  out.failures = [...out.failures, failure];
 }
 
 /** Runs the region loop of `plan`: every device request and every failed region, in order. */
 export function dispatchRegions(plan: DmIoPlan): Dispatched {
-  const out: Dispatched = { requests: [], failures: [] };
-  const start = plan.memory === null ? null : createCursor(plan.memory);
+  const out: Dispatched = { requests: [], failures: NO_FAILURES };
+  // Made on the first region that needs a walk; every region walks a clone from the start.
+  let start: MemoryCursor | null = null;
   const lastIndex = plan.regions.length - 1;
   for (let regionIndex = 0; regionIndex <= lastIndex; regionIndex += 1) {
     const region = plan.regions[regionIndex];
@@ -55,7 +64,9 @@ export function dispatchRegions(plan: DmIoPlan): Dispatched {
     } else if (plan.op === 'discard' || plan.op === 'write-zeroes') {
       dispatchDataless(plan, regionIndex, region, out);
     } else {
-      assert.ok(start !== null, 'validated: data ops with sectors carry memory');
+      assert.ok(plan.memory !== null, 'validated: data ops with sectors carry memory');
+      if (dispatchOneView(plan, plan.memory, regionIndex, region, out)) continue;
+      start ??= createCursor(plan.memory);
       // The last region may walk the original cursor: nothing rewinds to it afterwards.
       dispatchData(plan, regionIndex, region, regionIndex === lastIndex ? start : start.clone(),
         out);
@@ -87,7 +98,7 @@ function dispatchDataless(
   const blockSectors = device.limits.logicalBlockBytes / SECTOR_SIZE;
   const pieceSectorsMax = alignDown(limitSectors, blockSectors);
   if (pieceSectorsMax === 0) {
-    out.failures.push({ regionIndex, error: new NotSupportedError({
+    recordFailure(out, { regionIndex, error: new NotSupportedError({
       syscall: plan.op, device: device.name, sector: region.sector,
       countSectors: region.count, regionIndex,
     }) });
@@ -103,41 +114,49 @@ function dispatchDataless(
   }
 }
 
-/** The byte and segment limits one read or write request to `device` may reach. */
-function requestLimits(plan: DmIoPlan, device: BlockDevice): [number, number] {
+/** The most bytes one read or write request to `device` may carry (whole logical blocks). */
+function requestBytesMaxOf(plan: DmIoPlan, device: BlockDevice): number {
   const { limits } = device;
   const bytesMax = Math.min(limits.maxSectorsPerRequest * SECTOR_SIZE,
     plan.client.bounceLimitBytes(device));
   const requestBytesMax = alignDown(bytesMax, Math.max(limits.logicalBlockBytes, SECTOR_SIZE));
-  const segmentsMax = Math.min(BIO_MAX_VECS, limits.maxSegmentsPerRequest);
   if (requestBytesMax <= 0) assert.fail(`${device.name}: a request must hold a logical block`);
-  if (segmentsMax <= 0) assert.fail(`${device.name}: a request must hold a segment`);
-  return [requestBytesMax, segmentsMax];
+  if (limits.maxSegmentsPerRequest <= 0) {
+    assert.fail(`${device.name}: a request must hold a segment`);
+  }
+  return requestBytesMax;
 }
 
 /**
- * Read or write: walks the memory into requests. When the memory hands out the whole region
- * as one view that fits one request (one contiguous buffer, the common 4 KiB case), that view
- * is the request's one segment. Otherwise a view longer than the request still needs is split
- * and its tail kept for the next request; when the segment limit ends a request off a
- * logical-block boundary, the tail bytes are handed back the same way.
+ * The cheap case of a read or write: contiguous memory (`vm`, `kmem`) and a region that fits
+ * one request are one request whose one segment is the region's view of the buffer, exactly
+ * what the walk below would build, without a cursor. False, having planned nothing, otherwise.
+ */
+function dispatchOneView(
+  plan: DmIoPlan, memory: DmIoMemory, regionIndex: number, region: DmIoRegion, out: Dispatched,
+): boolean {
+  const totalBytes = region.count * SECTOR_SIZE;
+  if (totalBytes > requestBytesMaxOf(plan, region.device)) return false;
+  const view = linearView(memory, totalBytes);
+  if (view === null) return false;
+  out.requests.push(dataRequest(plan, regionIndex, region, 0, [view], totalBytes));
+  return true;
+}
+
+/**
+ * Read or write: walks the memory into requests. A view longer than the request still needs
+ * is split and its tail kept for the next request; when the segment limit ends a request off
+ * a logical-block boundary, the tail bytes are handed back the same way.
  */
 function dispatchData(
   plan: DmIoPlan, regionIndex: number, region: DmIoRegion, cursor: MemoryCursor,
   out: Dispatched,
 ): void {
   const { device } = region;
-  const [requestBytesMax, segmentsMax] = requestLimits(plan, device);
+  const requestBytesMax = requestBytesMaxOf(plan, device);
   const totalBytes = region.count * SECTOR_SIZE;
   const leftovers: Uint8Array[] = [];
-  if (totalBytes <= requestBytesMax) {
-    const view = cursor.take(totalBytes);
-    if (view.length === totalBytes) {
-      out.requests.push(dataRequest(plan, regionIndex, region, 0, [view], totalBytes));
-      return;
-    }
-    leftovers.push(view);
-  }
+  const segmentsMax = Math.min(BIO_MAX_VECS, device.limits.maxSegmentsPerRequest);
   const blockBytes = Math.max(device.limits.logicalBlockBytes, SECTOR_SIZE);
   let doneBytes = 0;
   while (doneBytes < totalBytes) {
@@ -145,7 +164,7 @@ function dispatchData(
     const segments = gatherSegments(cursor, leftovers, wantBytes, segmentsMax);
     const requestBytes = trimToBlock(segments, leftovers, blockBytes);
     if (requestBytes === 0) {
-      out.failures.push({
+      recordFailure(out, {
         regionIndex, error: unsplittableError(device, region, regionIndex, doneBytes),
         // A failed read leaves no stale bytes, even where nothing was sent to the device.
         unread: plan.op === 'read' ? unreadViews(cursor, leftovers, totalBytes - doneBytes) : [],

@@ -97,8 +97,10 @@ export function planRequest(request: unknown, regions: unknown, sync: boolean): 
   const flags = validateFlags(fields.flags, sync);
   const ioprio = fields.ioprio === undefined ? IOPRIO_DEFAULT :
     validateIoprio(fields.ioprio, 'request.ioprio');
-  const copied = regionList.map((region, index) =>
-    validateRegion(region, REGION_NAMES[index] ?? `regions[${index}]`, op));
+  const copied = new Array<DmIoRegion>(regionList.length);
+  for (let index = 0; index < regionList.length; index += 1) {
+    copied[index] = validateRegion(regionList[index], REGION_NAMES[index] ?? 'regions', op);
+  }
   const memory = validateMemoryFor(fields.mem, op, copied);
   return { op, flags, ioprio, memory, regions: copied, client };
 }
@@ -132,7 +134,7 @@ function validateClient(client: unknown): DmIoClient {
   return client;
 }
 
-/** Every flag combination, frozen and shared by all requests: index sync | preflush << 1 | fua << 2. */
+/** Every flag combination, frozen and shared: index sync | preflush << 1 | fua << 2. */
 const FLAG_SETS: readonly RequestFlags[] = Array.from({ length: 8 }, (_, bits) => Object.freeze({
   sync: (bits & 1) !== 0, preflush: (bits & 2) !== 0, fua: (bits & 4) !== 0,
 }));
@@ -160,9 +162,10 @@ function validateFlags(flags: unknown, sync: boolean): RequestFlags {
 export function validateRegion(region: unknown, name: string, op: DmIoOp): DmIoRegion {
   validateOptionsObject(region, name);
   const { device, sector, count } = region as Partial<DmIoRegion>;
-  validateDevice(device, `${name}.device`);
-  const first = validateUnsigned(sector, `${name}.sector`);
-  const countSectors = validateUnsigned(count, `${name}.count`);
+  validateDevice(device, name);
+  // Argument names are built only for the error: a request's check stays allocation-free.
+  const first = isUnsigned(sector) ? sector : validateUnsigned(sector, `${name}.sector`);
+  const countSectors = isUnsigned(count) ? count : validateUnsigned(count, `${name}.count`);
   if (!Number.isSafeInteger((first + countSectors) * SECTOR_SIZE)) {
     throw new OutOfRangeError(`${name}.count`, 'a region whose end is a safe byte offset',
       countSectors);
@@ -178,12 +181,18 @@ export function validateRegion(region: unknown, name: string, op: DmIoOp): DmIoR
   return { device, sector: first, count: countSectors };
 }
 
-function validateDevice(device: unknown, name: string): asserts device is BlockDevice {
+/** Checks `device`, the device of region `regionName`. */
+function validateDevice(device: unknown, regionName: string): asserts device is BlockDevice {
   if (typeof device !== 'object' || device === null ||
       typeof (device as BlockDevice).submit !== 'function' ||
       typeof (device as BlockDevice).limits !== 'object') {
-    throw new InvalidArgTypeError(name, 'a BlockDevice', device);
+    throw new InvalidArgTypeError(`${regionName}.device`, 'a BlockDevice', device);
   }
+}
+
+/** What `validateUnsigned` accepts, without building its argument name. */
+function isUnsigned(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 }
 
 function validateBlockAlignment(

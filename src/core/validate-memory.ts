@@ -95,8 +95,10 @@ function validateBvec(bvec: unknown, name: string): number {
 }
 
 function validateLinear(data: unknown, offset: unknown, name: string, bytesNeeded: number): void {
-  const bytes = validateBytes(data, `${name}.data`);
-  const offsetBytes = validateIntegerInRange(offset, `${name}.offset`, 0, bytes.length);
+  // Argument names are built only for an error: the common request allocates none.
+  const bytes = data instanceof Uint8Array ? data : validateBytes(data, `${name}.data`);
+  const offsetBytes = offset === 0 ? 0 :
+    validateIntegerInRange(offset, `${name}.offset`, 0, bytes.length);
   if (bytes.length - offsetBytes < bytesNeeded) {
     throw new InvalidRequestError('DMIO_ERR_BUFFER_TOO_SHORT', `${name}.data`,
       `${bytes.length - offsetBytes} bytes from offset ${offsetBytes}, ` +

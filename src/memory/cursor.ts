@@ -120,6 +120,20 @@ class LinearCursor implements MemoryCursor {
   }
 }
 
+/**
+ * The first `lengthBytes` of validated contiguous memory (`vm`, `kmem`) as one view, with no
+ * cursor: what a fresh cursor's first `take(lengthBytes)` returns. Null for the other kinds,
+ * which are walked with a cursor. The whole buffer is handed out as it is.
+ */
+export function linearView(memory: DmIoMemory, lengthBytes: number): Uint8Array | null {
+  if (memory.type !== 'vm' && memory.type !== 'kmem') return null;
+  const startBytes = memory.type === 'kmem' ? memory.offset ?? 0 : 0;
+  const { data } = memory;
+  assert.ok(data.length - startBytes >= lengthBytes, 'the boundary checks the buffer length');
+  if (startBytes === 0 && lengthBytes === data.length) return data;
+  return data.subarray(startBytes, startBytes + lengthBytes);
+}
+
 /** Creates the cursor for validated memory, positioned at the transfer's first byte. */
 export function createCursor(memory: DmIoMemory): MemoryCursor {
   switch (memory.type) {
