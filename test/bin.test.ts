@@ -27,8 +27,8 @@ const COPY_BYTES = 6144 * SECTOR_SIZE;
 /** Fails (never skips) when the build is missing: what this file tests is the build. */
 function requireBuild(): void {
   assert.ok(existsSync(BIN), `${PACKAGE.bin.dmio} is missing`);
-  assert.ok(existsSync(join(ROOT, 'dist', 'cli', 'dmio.js')),
-    'dist/cli/dmio.js is missing: run `npm run build` before this test');
+  assert.ok(existsSync(join(ROOT, 'dist', 'bundle', 'dmio.js')),
+    'dist/bundle/dmio.js is missing: run `npm run build` before this test');
 }
 
 /** Runs `program args` with a clean environment and utf8 output. */
@@ -41,7 +41,7 @@ describe('the dmio bin', () => {
     requireBuild();
     const text = readFileSync(BIN, 'utf8');
     assert.match(text, /^#!\/usr\/bin\/env node\n/);
-    assert.match(text, /^import \{ runCli \} from '\.\.\/dist\/cli\/dmio\.js';$/m);
+    assert.match(text, /^import \{ runCli \} from '\.\.\/dist\/bundle\/dmio\.js';$/m);
     assert.ok(text.split('\n').length <= 10, 'the bin stays a few lines');
     assert.doesNotMatch(text, /process\.env/, 'the bin reads no environment variable');
   });
@@ -74,7 +74,7 @@ describe('the dmio bin', () => {
     cpSync(join(ROOT, 'package.json'), join(dir, 'package.json'));
     cpSync(join(ROOT, 'dist'), join(dir, 'dist'), { recursive: true });
     symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
-    const bundle = join(dir, 'dist', 'cli', 'dmio.js');
+    const bundle = join(dir, 'dist', 'bundle', 'dmio.js');
     const original = readFileSync(bundle, 'utf8');
     assert.ok(original.includes('kcopyd for files'), 'the help text this test changes');
     const help = () => run(process.execPath, [join(dir, PACKAGE.bin.dmio), '--help']);

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { tempDir } from './helpers/tmp.js';
 import { fileHash, jsonOf, randomHash, runDmio } from './cli-helpers.js';
+import { commandsNeeded } from '../src/cli/main.js';
 
 const MIB = 1024 * 1024;
 
@@ -272,6 +273,40 @@ describe('dmio zero, read, write, info, --help', () => {
     const run = await runDmio([]);
     assert.equal(run.status, 2);
     assert.equal(existsSync('n.img'), false);
+  });
+
+  it('--help and `help` list every command; `help NAME` shows that command', async () => {
+    for (const argv of [['--help'], ['help']]) {
+      const run = await runDmio(argv);
+      assert.equal(run.status, 0, run.stderr);
+      for (const name of ['copy', 'zero', 'read', 'write', 'info', 'bench', 'serve']) {
+        assert.match(run.stdout, new RegExp(`^  ${name}\\b`, 'm'), `${argv[0]} lists ${name}`);
+      }
+    }
+    const help = await runDmio(['help', 'serve']);
+    assert.equal(help.status, 0, help.stderr);
+    assert.match(help.stdout, /Usage: dmio serve/);
+  });
+
+  it('an unknown command exits 2 and suggests the nearest one', async () => {
+    const run = await runDmio(['cpy', 'a', 'b']);
+    assert.equal(run.status, 2);
+    assert.match(run.stderr, /unknown command 'cpy'/);
+    assert.match(run.stderr, /Did you mean copy\?/);
+  });
+
+  it('commandsNeeded: the named command, none for --version alone, else all', () => {
+    const all = ['copy', 'zero', 'read', 'write', 'info', 'bench', 'serve'];
+    assert.deepEqual(commandsNeeded(['copy', 'a', 'b', '--json']), ['copy']);
+    assert.deepEqual(commandsNeeded(['--json', 'info', 'x']), ['info']);
+    assert.deepEqual(commandsNeeded(['help', 'zero']), ['zero']);
+    assert.deepEqual(commandsNeeded(['--version']), []);
+    assert.deepEqual(commandsNeeded(['-V']), []);
+    assert.deepEqual(commandsNeeded(['-V', '--help']), all);
+    assert.deepEqual(commandsNeeded([]), all);
+    assert.deepEqual(commandsNeeded(['help']), all);
+    assert.deepEqual(commandsNeeded(['cpy']), all);
+    assert.deepEqual(commandsNeeded(['help', 'cpy']), all);
   });
 });
 

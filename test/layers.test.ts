@@ -57,7 +57,7 @@ const UPPER_LAYERS = ['core', 'kcopyd', 'nbd', 'server', 'stacks', 'open', 'cli'
 const DEFAULT_INSTANCES: ReadonlyArray<{ file: string; name: string; why: string }> = [
   { file: 'src/core/legacy.ts', name: 'defaultLegacyPool',
     why: 'dm_io_get/dm_io_put and the six legacy calls share one pool: the interface is global' },
-  { file: 'src/devices/file-device.ts', name: 'defaultEngine',
+  { file: 'src/devices/file-engine.ts', name: 'defaultEngine',
     why: 'defaultFileEngine(): the engine file devices share unless given their own' },
   { file: 'src/devices/copy-slots.ts', name: 'defaultSlots',
     why: 'defaultCopySlots(): the copy offload bound devices share unless given their own' },

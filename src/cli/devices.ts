@@ -14,7 +14,7 @@ import {
   type OpenDeviceOptions,
 } from '../index.js';
 import type { CliContext } from './context.js';
-import { UsageError } from './usage.js';
+import { UsageError } from './exit-status.js';
 
 /** How one device is to be opened. */
 export interface DeviceOpenPlan {

@@ -10,17 +10,9 @@
 
 import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
-import { isDmIoError } from '../index.js';
-import { registerCopy } from './commands/copy.js';
-import { registerInfo } from './commands/info.js';
-import { registerBench } from './commands/bench.js';
-import { registerRead } from './commands/read.js';
-import { registerWrite } from './commands/write.js';
-import { registerZero } from './commands/zero.js';
-import { registerServe } from './commands/serve.js';
 import { keepClosedStdoutClosed } from './closed-stdout.js';
 import { OutputError, outputFailureLine, STDOUT_NAME, watchStdio } from './stdout.js';
-import { EXIT_IO_ERROR, EXIT_OK, EXIT_USAGE, UsageError } from './usage.js';
+import { EXIT_IO_ERROR, EXIT_OK, EXIT_USAGE, UsageError } from './exit-status.js';
 import { cliContext, tell, type CliContext, type CliDeps, type RunCommand } from './context.js';
 
 export type { CliDeps } from './context.js';
@@ -29,6 +21,16 @@ export type { CliDeps } from './context.js';
 const ARGUMENT_CODES = new Set(['DMIO_ERR_INVALID_ARG_TYPE', 'DMIO_ERR_OUT_OF_RANGE',
   'DMIO_ERR_INVALID_ARG_VALUE', 'DMIO_ERR_MISALIGNED', 'DMIO_ERR_TOO_MANY_REGIONS',
   'DMIO_ERR_INVALID_DEVICE_SPEC', 'DMIO_ERR_READ_ONLY', 'DMIO_ERR_OPEN_FAILED']);
+
+/**
+ * The `code` of a thrown error, or ''. Library errors' codes are permanent strings, so the
+ * entry needs no library class to recognise them (and does not load the library for it).
+ */
+function errorCodeOf(error: unknown): string {
+  const code = typeof error === 'object' && error !== null ?
+    (error as { code?: unknown }).code : undefined;
+  return typeof code === 'string' ? code : '';
+}
 
 /** Maps an error thrown by a command to its exit status, printing its message. */
 export function exitStatusOf(cli: CliContext, error: unknown): number {
@@ -41,16 +43,12 @@ export function exitStatusOf(cli: CliContext, error: unknown): number {
     tell(cli, `dmio: ${error.message}\n`);
     return EXIT_USAGE;
   }
-  if (isDmIoError(error) && ARGUMENT_CODES.has(error.code)) {
-    tell(cli, `dmio: ${error.message}\n`);
-    return EXIT_USAGE;
-  }
   tell(cli, `dmio: ${error instanceof Error ? error.message : String(error)}\n`);
-  return EXIT_IO_ERROR;
+  return ARGUMENT_CODES.has(errorCodeOf(error)) ? EXIT_USAGE : EXIT_IO_ERROR;
 }
 
 /**
- * The package's version. The source (src/cli) and the bundle (dist/cli) both sit two levels
+ * The package's version. The source (src/cli) and the bundle (dist/bundle) both sit two levels
  * below package.json.
  */
 export function packageVersion(): string {
@@ -58,11 +56,51 @@ export function packageVersion(): string {
   return (JSON.parse(text) as { version: string }).version;
 }
 
+/** Adds one command, its options and its action to the program. */
+type Register = (program: Command, run: RunCommand) => void;
+
 /**
- * Builds the program; `run` receives each command's work. Help and parse errors go to the
- * context's stdout and stderr.
+ * Each command's module, in the order help lists them. A command's module (and the library it
+ * needs: devices, kcopyd, NBD, koffi) is loaded only when that command runs or help lists it,
+ * so `dmio --version` loads none of them (docs/cli.md, Start-up).
  */
-export function buildProgram(cli: CliContext, run: RunCommand): Command {
+const COMMANDS: ReadonlyArray<readonly [string, () => Promise<Register>]> = [
+  ['copy', async () => (await import('./commands/copy.js')).registerCopy],
+  ['zero', async () => (await import('./commands/zero.js')).registerZero],
+  ['read', async () => (await import('./commands/read.js')).registerRead],
+  ['write', async () => (await import('./commands/write.js')).registerWrite],
+  ['info', async () => (await import('./commands/info.js')).registerInfo],
+  ['bench', async () => (await import('./commands/bench.js')).registerBench],
+  ['serve', async () => (await import('./commands/serve.js')).registerServe],
+];
+
+/**
+ * The commands `argv` needs registered: the one it names (`dmio NAME …`, `dmio help NAME`),
+ * none for `--version` alone, and every one otherwise (help, no command, an unknown one, so
+ * that commander lists them or suggests the nearest).
+ */
+export function commandsNeeded(argv: readonly string[]): readonly string[] {
+  const all = COMMANDS.map(([name]) => name);
+  const positionals = argv.filter((arg) => !arg.startsWith('-'));
+  const named = positionals[0] === 'help' ? positionals[1] : positionals[0];
+  if (named !== undefined) return all.includes(named) ? [named] : all;
+  if (positionals.length === 0 && argv.some((arg) => arg === '-V' || arg === '--version') &&
+      !argv.some((arg) => arg === '-h' || arg === '--help')) {
+    return [];
+  }
+  return all;
+}
+
+/**
+ * Builds the program with the commands `argv` needs (`commandsNeeded`); `run` receives each
+ * command's work. Help and parse errors go to the context's stdout and stderr.
+ */
+export async function buildProgram(
+  cli: CliContext, run: RunCommand, argv: readonly string[],
+): Promise<Command> {
+  const needed = commandsNeeded(argv);
+  const registers = await Promise.all(COMMANDS.filter(([name]) => needed.includes(name))
+    .map(async ([, load]) => await load()));
   const program = new Command('dmio')
     .configureOutput({
       writeOut: (text) => cli.stdout.stream.write(text),
@@ -73,13 +111,7 @@ export function buildProgram(cli: CliContext, run: RunCommand): Command {
     .version(packageVersion(), '-V, --version', 'print the version and exit')
     .exitOverride()
     .showHelpAfterError('(run with --help for usage)');
-  registerCopy(program, run);
-  registerZero(program, run);
-  registerRead(program, run);
-  registerWrite(program, run);
-  registerInfo(program, run);
-  registerBench(program, run);
-  registerServe(program, run);
+  for (const register of registers) register(program, run);
   for (const command of program.commands) command.exitOverride();
   return program;
 }
@@ -123,9 +155,9 @@ Promise<{ status: number; stdoutTold: boolean }> {
 /** Parses `argv` and runs the command it names; errors of the command are thrown. */
 async function parseAndRun(cli: CliContext, argv: readonly string[]): Promise<number> {
   let pending: Promise<number> | null = null;
-  const program = buildProgram(cli, (work) => {
+  const program = await buildProgram(cli, (work) => {
     pending = work(cli);
-  });
+  }, argv);
   try {
     await program.parseAsync([...argv], { from: 'user' });
   } catch (error) {

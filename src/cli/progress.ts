@@ -14,7 +14,7 @@ import bytes from 'bytes';
 import { fstatSync, writeSync } from 'node:fs';
 import type { CliContext, CliOutput } from './context.js';
 import type { DestinationReport } from './report.js';
-import { UsageError } from './usage.js';
+import { UsageError } from './exit-status.js';
 
 /** How progress is shown. */
 export type ProgressMode =

@@ -8,7 +8,8 @@
 
 import bytes from 'bytes';
 import { tell, type CliContext } from './context.js';
-import { EXIT_IO_ERROR, EXIT_OK, hexBits } from './usage.js';
+import { hexBits } from './usage.js';
+import { EXIT_IO_ERROR, EXIT_OK } from './exit-status.js';
 
 /** One destination's outcome. */
 export interface DestinationReport {

@@ -13,7 +13,7 @@ import {
 } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { parseDeviceSpec, readTableDeviceArgs } from '../index.js';
-import { UsageError } from './usage.js';
+import { UsageError } from './exit-status.js';
 
 /** What a local path is, as far as overwriting goes. */
 export type StorageIdentity =

@@ -8,7 +8,7 @@
 import { fstatSync, type BigIntStats } from 'node:fs';
 import type { CliContext } from './context.js';
 import { sameIdentity, statsIdentity, type StorageIdentity } from './same-storage.js';
-import { UsageError } from './usage.js';
+import { UsageError } from './exit-status.js';
 
 /** What the descriptor behind stdout is, or null when it is closed or there is none. */
 export function fstatStdout(cli: CliContext): BigIntStats | null {

@@ -1,24 +1,9 @@
-// Owns the CLI's argument rules shared by every command: the usage error (exit 2), sector and
-// size parsing, the `--count SECTORS | --length SIZE` choice, and exit codes. Everything here
-// runs before any device is opened for writing, so a bad argument never touches a file.
+// Owns the CLI's argument rules shared by every command: sector and size parsing, the
+// `--count SECTORS | --length SIZE` choice. Everything here runs before any device is opened
+// for writing, so a bad argument never touches a file (a UsageError, exit-status.ts).
 
 import { parseSize, SECTOR_SIZE } from '../index.js';
-
-/** Exit status: everything succeeded. */
-export const EXIT_OK = 0;
-/** Exit status: an I/O error on the source or a destination (the others still completed). */
-export const EXIT_IO_ERROR = 1;
-/** Exit status: bad usage or arguments, detected before anything was written. */
-export const EXIT_USAGE = 2;
-
-/** Bad usage: the message names the problem; the CLI exits with status 2. */
-export class UsageError extends Error {
-  /** `options.cause` keeps the library error behind the message, for callers that look. */
-  constructor(message: string, options: ErrorOptions = {}) {
-    super(message, options);
-    this.name = 'UsageError';
-  }
-}
+import { UsageError } from './exit-status.js';
 
 /** Parses a non-negative sector number given as a decimal integer. */
 export function parseSector(text: string, flag: string): number {

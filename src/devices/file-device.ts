@@ -1,30 +1,35 @@
 // Owns the local backend: a `BlockDevice` over a regular file (`kind: 'file'`) or a Linux block
 // device such as a loop device (`kind: 'block'`), through one file descriptor and one engine
-// chosen when it opens (file-engine.ts: the io_uring engine by default, or the threadpool).
-// Request semantics live in file-request.ts and run unchanged through `submit` and
-// `submitSync`. The device counts requests in flight so that `close()` can wait for them before
-// it closes the descriptor; `closed` turns true as soon as `close()` begins, and requests
-// submitted after that fail with EBADF without a syscall.
+// chosen when it opens (file-engine.ts: the io_uring engine by default, or the threadpool), and
+// the one request path onto that engine. `isPlainTransfer` is its one check: a plain read or
+// write goes to the engine as its single transfer step; anything else, or a transfer that came
+// back short or failed, runs (or resumes) the step program of file-request.ts, whose semantics
+// `submit` and `submitSync` share. The device counts requests in flight so that `close()` can
+// wait for them before it closes the descriptor; `closed` turns true as soon as `close()`
+// begins, and requests submitted after that fail with EBADF without a syscall.
 
 import fs from 'node:fs';
-import { isMainThread } from 'node:worker_threads';
+import { IOV_MAX } from '../constants.js';
 import { IoError, errnoOf } from '../errors.js';
-import type {
-  BlockDevice, DeviceDone, DeviceLimits, DeviceRequest,
+import { sectorsToBytes } from '../units.js';
+import {
+  type BlockDevice, type DeviceDone, type DeviceLimits, type DeviceRequest, segmentsBytes,
 } from './block-device.js';
 import { withoutDiscard, type QueueLimits } from './file-limits.js';
 import { type FileDeviceOptions, openLocalDevice, validateFileDeviceOptions } from './file-open.js';
-import type { FileRequestContext } from './file-request.js';
+import {
+  type FileRequestContext, runFileRequest, runPlainTransfer,
+} from './file-request.js';
 import {
   emptyStats, type FileDeviceStats, initialMethods, type SpecialMethods, type ZeroMethod,
   type DiscardMethod,
 } from './file-special-ops.js';
 import { copyRangeAsync } from './file-copy-range.js';
 import {
-  type FileEngine, type FileTarget, submitFileRequest, submitFileRequestSync,
+  chooseFileEngine, type FileEngine, type FileTarget, resumeProgram, runProgram, runProgramSync,
 } from './file-engine.js';
-import { IoUringEngine } from './file-ring.js';
-import { ThreadpoolEngine } from './file-threadpool-engine.js';
+import type { Step, StepResult } from './file-steps.js';
+import { runStepSync } from './file-syscalls.js';
 import { type CopySlots, defaultCopySlots } from './copy-slots.js';
 
 /** The context with `closed` writable: the device's one closing flag, set in `close()`. */
@@ -141,7 +146,7 @@ export class FileDevice implements BlockDevice {
       done(error);
     };
     try {
-      submitFileRequest(this.#engine, this.#target, this.#context, request, complete);
+      this.#run(request, complete);
     } catch (error) {
       // A malformed request fails an assertion before any syscall; it is not in flight.
       this.#inflightCount -= 1;
@@ -193,6 +198,34 @@ export class FileDevice implements BlockDevice {
     return this.kind === 'file' && !this.direct && !this.#context.closed;
   }
 
+  /** The one asynchronous path: the plain transfer as one step, else the step program. */
+  #run(request: DeviceRequest, done: (error: IoError | null) => void): void {
+    const engine = this.#engine;
+    const target = this.#target;
+    const { ioprio } = request;
+    if (!isPlainTransfer(this.#context, request)) {
+      runProgram(engine, target, ioprio, runFileRequest(this.#context, request), done);
+      return;
+    }
+    engine.runStep(target, transferStep(request), ioprio, (result) => {
+      if (this.#movedAll(request, result)) done(null);
+      else {
+        resumeProgram(engine, target, ioprio, runPlainTransfer(this.#context, request), result,
+          done);
+      }
+    });
+  }
+
+  /** True, counting the call, when a plain transfer's one step moved all its bytes. */
+  #movedAll(request: DeviceRequest, result: StepResult): boolean {
+    if (result.error !== null || result.bytes !== sectorsToBytes(request.countSectors)) {
+      return false;
+    }
+    if (request.op === 'read') this.#context.stats.reads += 1;
+    else this.#context.stats.writes += 1;
+    return true;
+  }
+
   #uncount(): void {
     this.#inflightCount -= 1;
     if (this.#inflightCount === 0) this.#drained?.();
@@ -200,7 +233,13 @@ export class FileDevice implements BlockDevice {
 
   /** Runs one request to completion with blocking calls. */
   submitSync(request: DeviceRequest): IoError | null {
-    return submitFileRequestSync(this.#target, this.#context, request);
+    const fd = this.#fd;
+    if (!isPlainTransfer(this.#context, request)) {
+      return runProgramSync(fd, runFileRequest(this.#context, request));
+    }
+    const result = runStepSync(fd, transferStep(request));
+    if (this.#movedAll(request, result)) return null;
+    return runProgramSync(fd, runPlainTransfer(this.#context, request), result);
   }
 
   /** Waits for requests in flight, then closes the descriptor. Idempotent. */
@@ -224,6 +263,32 @@ export class FileDevice implements BlockDevice {
       });
     });
   }
+}
+
+/**
+ * True when `request` is a plain read or write that the step program would run as exactly one
+ * transfer step of its own segments: no flags, not empty, at most IOV_MAX segments covering the
+ * request, inside the device, the device open, and a write only to a writable device. Such a
+ * request goes to the engine as that step alone; if it comes back short or failed, the rest
+ * runs in `runPlainTransfer`. A request whose segments do not cover it is not plain: the
+ * program's assertion reports it.
+ */
+function isPlainTransfer(context: FileRequestContext, request: DeviceRequest): boolean {
+  if (request.op !== 'read' && request.op !== 'write') return false;
+  if (request.flags.preflush || request.flags.fua || context.closed) return false;
+  const segmentCount = request.segments.length;
+  if (request.countSectors === 0 || segmentCount === 0 || segmentCount > IOV_MAX) return false;
+  if (request.op === 'write' && context.readOnly) return false;
+  if (request.sector + request.countSectors > context.sizeSectors) return false;
+  return segmentsBytes(request.segments) === sectorsToBytes(request.countSectors);
+}
+
+/** The one transfer step of a plain read or write. */
+function transferStep(request: DeviceRequest): Step {
+  return {
+    kind: request.op as 'read' | 'write', buffers: request.segments,
+    positionBytes: sectorsToBytes(request.sector),
+  };
 }
 
 /** True when `[sector, sector + countSectors)` is a non-empty range inside `sizeSectors`. */
@@ -252,37 +317,15 @@ export async function openFileDevice(
     direct: options.direct === true,
     disableMethods: options.disableMethods,
     inlineCachedReads: options.direct !== true && options.inlineCachedReads !== false,
-    engine: chooseEngine(options),
+    engine: chooseFileEngine(options),
     copySlots: options.copySlots ?? defaultCopySlots(),
   });
 }
 
-/** The default engine of this thread, made on first use (see `defaultFileEngine`). */
-let defaultEngine: FileEngine | undefined;
-
-/**
- * The engine file devices share unless given their own (`FileDeviceOptions.engine`): an
- * `IoUringEngine` with its default options on the main thread, a `ThreadpoolEngine` on worker
- * threads (where no ring is made). Where the kernel refuses io_uring, the io_uring engine runs
- * every step on the threadpool. Made on first use and never closed: idle rings keep nothing
- * alive, and the buffered ring's polling thread sleeps RING_SQPOLL_IDLE_MS after its last read.
- * A caller who wants no polling thread passes `engine: 'threadpool'` or its own
- * `new IoUringEngine({ sqPollIdleMs: 0 })`.
- */
-export function defaultFileEngine(): FileEngine {
-  defaultEngine ??= isMainThread ? new IoUringEngine() : new ThreadpoolEngine();
-  return defaultEngine;
-}
-
-function chooseEngine(options: FileDeviceOptions): FileEngine {
-  const choice = options.engine ?? (options.ioUring === false ? 'threadpool' : 'io_uring');
-  if (choice === 'io_uring') return defaultFileEngine();
-  if (choice === 'threadpool') return new ThreadpoolEngine();
-  return choice;
-}
-
 export type { FileDeviceOptions } from './file-open.js';
-export type { FileEngine, FileEngineKind, FileTarget, StepCallback } from './file-engine.js';
+export {
+  defaultFileEngine, type FileEngine, type FileEngineKind, type FileTarget, type StepCallback,
+} from './file-engine.js';
 export type { Step, StepResult } from './file-steps.js';
 export { IoUringEngine, type IoUringEngineOptions } from './file-ring.js';
 export { ThreadpoolEngine } from './file-threadpool-engine.js';

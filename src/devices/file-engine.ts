@@ -1,23 +1,18 @@
-// Owns the one request path of a local device (regular file or block device) and the contract of
-// the engine under it. A `FileEngine` runs one step of a request's step program (file-steps.ts,
-// written once in file-request.ts) at a time: the threadpool engine with callback `fs` and libc
-// calls, the io_uring engine through dmio's own ring. A device is given its engine when it opens
-// and keeps it. `submitFileRequest` and `submitFileRequestSync` are the only drivers: a plain
-// read or write (`isPlainTransfer`, the one eligibility check) is issued as its single transfer
-// step without building the program, and anything else, or a transfer that came back short or
-// failed, runs (or resumes) the program. So the semantics stay those of file-request.ts
-// whichever engine runs the steps.
-//
-// Which engine a device gets is decided in file-device.ts (`defaultFileEngine`).
+// Owns the contract of a local device's engine and the running of step programs on one. A
+// `FileEngine` runs one step (file-steps.ts) at a time: the threadpool engine with callback `fs`
+// and libc calls (file-threadpool-engine.ts), the io_uring engine through dmio's own ring
+// (file-ring.ts). A device is given its engine when it opens (`chooseFileEngine`) and keeps it;
+// the engine never looks at a request, only at a step. `runProgram`, `resumeProgram` and
+// `runProgramSync` drive a request's step program (file-request.ts) on an engine or on the
+// calling thread; which requests need a program at all is decided by the device (file-device.ts,
+// its one check `isPlainTransfer`).
 
-import type { IoError } from '../errors.js';
-import { sectorsToBytes } from '../units.js';
-import type { DeviceRequest } from './block-device.js';
-import {
-  type FileRequestContext, isPlainTransfer, runFileRequest, runPlainTransfer,
-} from './file-request.js';
+import { isMainThread } from 'node:worker_threads';
+import type { FileDeviceOptions } from './file-open.js';
 import type { Step, StepProgram, StepResult } from './file-steps.js';
 import { runStepSync } from './file-syscalls.js';
+import { IoUringEngine } from './file-ring.js';
+import { ThreadpoolEngine } from './file-threadpool-engine.js';
 
 /** Which engine runs a device's steps. */
 export type FileEngineKind = 'threadpool' | 'io_uring';
@@ -59,70 +54,36 @@ export interface FileEngine {
   close(): void;
 }
 
+/** The default engine of this thread, made on first use (see `defaultFileEngine`). */
+let defaultEngine: FileEngine | undefined;
+
 /**
- * Runs `request` on `engine`: the one asynchronous path of a local device. `done` runs exactly
- * once, on a later turn. A malformed request fails an assertion here, before any step.
+ * The engine file devices share unless given their own (`FileDeviceOptions.engine`): an
+ * `IoUringEngine` with its default options on the main thread, a `ThreadpoolEngine` on worker
+ * threads (where no ring is made). Where the kernel refuses io_uring, the io_uring engine runs
+ * every step on the threadpool. Made on first use and never closed: idle rings keep nothing
+ * alive, and the buffered ring's polling thread sleeps RING_SQPOLL_IDLE_MS after its last read.
+ * A caller who wants no polling thread passes `engine: 'threadpool'` or its own
+ * `new IoUringEngine({ sqPollIdleMs: 0 })`.
  */
-export function submitFileRequest(
-  engine: FileEngine, target: FileTarget, context: FileRequestContext, request: DeviceRequest,
-  done: (error: IoError | null) => void,
-): void {
-  if (!isPlainTransfer(context, request)) {
-    runSteps(engine, target, request.ioprio, runFileRequest(context, request), done);
-    return;
-  }
-  const step: Step = {
-    kind: request.op as 'read' | 'write', buffers: request.segments,
-    positionBytes: sectorsToBytes(request.sector),
-  };
-  engine.runStep(target, step, request.ioprio, (result) => {
-    if (result.error === null && result.bytes === sectorsToBytes(request.countSectors)) {
-      countTransfer(context, request);
-      done(null);
-    } else {
-      resumeSteps(engine, target, request.ioprio, runPlainTransfer(context, request), result,
-        done);
-    }
-  });
+export function defaultFileEngine(): FileEngine {
+  defaultEngine ??= isMainThread ? new IoUringEngine() : new ThreadpoolEngine();
+  return defaultEngine;
 }
 
-/** Runs `request` to completion on the calling thread: the one blocking path. */
-export function submitFileRequestSync(
-  target: FileTarget, context: FileRequestContext, request: DeviceRequest,
-): IoError | null {
-  if (!isPlainTransfer(context, request)) {
-    const program = runFileRequest(context, request);
-    let next = program.next();
-    while (next.done !== true) next = program.next(runStepSync(target.fd, next.value));
-    return next.value;
-  }
-  const result = runStepSync(target.fd, {
-    kind: request.op as 'read' | 'write', buffers: request.segments,
-    positionBytes: sectorsToBytes(request.sector),
-  });
-  if (result.error === null && result.bytes === sectorsToBytes(request.countSectors)) {
-    countTransfer(context, request);
-    return null;
-  }
-  const program = runPlainTransfer(context, request);
-  const first = program.next();
-  if (first.done === true) return first.value;
-  let next = program.next(result);
-  while (next.done !== true) next = program.next(runStepSync(target.fd, next.value));
-  return next.value;
-}
-
-/** Counts the one call that moved all of a plain request's data. */
-function countTransfer(context: FileRequestContext, request: DeviceRequest): void {
-  if (request.op === 'read') context.stats.reads += 1;
-  else context.stats.writes += 1;
+/** The engine a device opened with `options` runs on. */
+export function chooseFileEngine(options: FileDeviceOptions): FileEngine {
+  const choice = options.engine ?? (options.ioUring === false ? 'threadpool' : 'io_uring');
+  if (choice === 'io_uring') return defaultFileEngine();
+  if (choice === 'threadpool') return new ThreadpoolEngine();
+  return choice;
 }
 
 /**
  * Runs `program` on `engine` and hands its result to `done` on a later turn, also when the
  * program finishes without issuing any step.
  */
-function runSteps<T>(
+export function runProgram<T>(
   engine: FileEngine, target: FileTarget, ioprio: number, program: StepProgram<T>,
   done: (value: T) => void,
 ): void {
@@ -131,18 +92,14 @@ function runSteps<T>(
     process.nextTick(done, first.value);
     return;
   }
-  const resume = (result: StepResult): void => {
-    const next = program.next(result);
-    if (next.done === true) done(next.value);
-    else engine.runStep(target, next.value, ioprio, resume);
-  };
-  engine.runStep(target, first.value, ioprio, resume);
+  engine.runStep(target, first.value, ioprio, resumer(engine, target, ioprio, program, done));
 }
 
 /**
- * Continues `program`, whose first step (the plain transfer) already ran with `firstResult`.
+ * Continues `program`, whose first step already ran on a later turn with `firstResult` (a
+ * plain transfer that came back short or failed); `done` runs on this turn or a later one.
  */
-function resumeSteps<T>(
+export function resumeProgram<T>(
   engine: FileEngine, target: FileTarget, ioprio: number, program: StepProgram<T>,
   firstResult: StepResult, done: (value: T) => void,
 ): void {
@@ -151,10 +108,28 @@ function resumeSteps<T>(
     done(first.value);
     return;
   }
+  resumer(engine, target, ioprio, program, done)(firstResult);
+}
+
+/** Runs `program` to completion on the calling thread, its first step result `firstResult`. */
+export function runProgramSync<T>(
+  fd: number, program: StepProgram<T>, firstResult?: StepResult,
+): T {
+  let next = program.next();
+  if (next.done !== true && firstResult !== undefined) next = program.next(firstResult);
+  while (next.done !== true) next = program.next(runStepSync(fd, next.value));
+  return next.value;
+}
+
+/** The step callback that feeds each result to `program` and runs its next step. */
+function resumer<T>(
+  engine: FileEngine, target: FileTarget, ioprio: number, program: StepProgram<T>,
+  done: (value: T) => void,
+): StepCallback {
   const resume = (result: StepResult): void => {
     const next = program.next(result);
     if (next.done === true) done(next.value);
     else engine.runStep(target, next.value, ioprio, resume);
   };
-  resume(firstResult);
+  return resume;
 }

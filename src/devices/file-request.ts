@@ -2,11 +2,11 @@
 // file-steps.ts) and run by both `submit` and `submitSync`. Order: refuse what must never reach
 // the kernel (closed device, past the end, a write to a read-only device), then the preflush
 // (fdatasync), then the operation itself, then, for FUA, an fdatasync that makes the write
-// durable before completion. Stats count only syscalls that completed. `isPlainTransfer` is the
-// one eligibility check for issuing a request as its single transfer step (file-engine.ts).
+// durable before completion. Stats count only syscalls that completed. A plain read or write
+// skips the program (file-device.ts `isPlainTransfer`) unless its one step comes back short or
+// failed; `runPlainTransfer` then finishes it.
 
 import assert from '../assert.js';
-import { IOV_MAX } from '../constants.js';
 import type { IoError } from '../errors.js';
 import { sectorsToBytes } from '../units.js';
 import { type DeviceRequest, segmentsBytes } from './block-device.js';
@@ -43,24 +43,6 @@ export function* runFileRequest(
     context.stats.fdatasyncs += 1;
   }
   return null;
-}
-
-/**
- * True when `request` is a plain read or write that the program would run as exactly one
- * transfer step of its own segments: no flags, not empty, at most IOV_MAX segments covering the
- * request, inside the device, the device open, and a write only to a writable device. Such a
- * request may be issued as that step alone; if it comes back short or failed, the rest runs in
- * `runPlainTransfer`. A request whose segments do not cover it is not plain: the program's
- * assertion reports it.
- */
-export function isPlainTransfer(context: FileRequestContext, request: DeviceRequest): boolean {
-  if (request.op !== 'read' && request.op !== 'write') return false;
-  if (request.flags.preflush || request.flags.fua || context.closed) return false;
-  const segmentCount = request.segments.length;
-  if (request.countSectors === 0 || segmentCount === 0 || segmentCount > IOV_MAX) return false;
-  if (request.op === 'write' && context.readOnly) return false;
-  if (request.sector + request.countSectors > context.sizeSectors) return false;
-  return segmentsBytes(request.segments) === sectorsToBytes(request.countSectors);
 }
 
 /** Failures decided before any syscall; they complete the request without touching the fd. */
@@ -113,7 +95,7 @@ function* transferData(
 
 /**
  * The data transfer of a plain read or write alone (no refusal checks, no flags): what is left
- * of a request issued as its one transfer step (`isPlainTransfer`), once that step came back
+ * of a request issued as its one transfer step (file-device.ts `isPlainTransfer`), once that step came back
  * short or failed. Its first step is that same step.
  */
 export function* runPlainTransfer(

@@ -13,7 +13,7 @@ import {
 } from '../../index.js';
 import type { CliContext, RunCommand } from '../context.js';
 import { checkSpec, closeAll, openForCli } from '../devices.js';
-import { EXIT_OK, UsageError } from '../usage.js';
+import { EXIT_OK, UsageError } from '../exit-status.js';
 
 /** Longest measurement one run may ask for, so a typo cannot run for hours. */
 const BENCH_SECONDS_MAX = 600;

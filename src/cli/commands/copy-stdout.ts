@@ -19,7 +19,7 @@ import { specIdentity } from '../same-storage.js';
 import { checkStdoutForData } from '../stdout-data.js';
 import type { ProgressMode } from '../progress.js';
 import { STDOUT_NAME } from '../stdout.js';
-import { UsageError } from '../usage.js';
+import { UsageError } from '../exit-status.js';
 
 /** The destination spec that means stdout. */
 export const STDOUT_SPEC = '-';

@@ -24,7 +24,7 @@ import { printReport, type DestinationReport } from '../report.js';
 import { checkSpec } from '../devices.js';
 import { SourceHashes, verifyDestination } from '../verify.js';
 import { destinationIdentity, fdIdentity, sameIdentity } from '../same-storage.js';
-import { UsageError } from '../usage.js';
+import { UsageError } from '../exit-status.js';
 import { openDestinations } from './open-regions.js';
 import { beforeVerify, reopenForVerify } from './verify-reopen.js';
 

@@ -28,9 +28,9 @@ import { STDOUT_NAME } from '../stdout.js';
 import { SourceHashes, verifyDestination } from '../verify.js';
 import { beforeVerify, reopenForVerify } from './verify-reopen.js';
 import {
-  EXIT_IO_ERROR, parseBytes, parseLengthSectors, parsePercent, parseSector, UsageError,
-  type LengthOptions,
+  parseBytes, parseLengthSectors, parsePercent, parseSector, type LengthOptions,
 } from '../usage.js';
+import { EXIT_IO_ERROR, UsageError } from '../exit-status.js';
 
 /** The flags of `dmio copy`, as commander hands them over. */
 interface CopyFlags extends LengthOptions {

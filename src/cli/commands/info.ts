@@ -10,7 +10,7 @@ import bytes from 'bytes';
 import { formatTableReport, sectorsToBytes, TableDevice } from '../../index.js';
 import type { CliContext, RunCommand } from '../context.js';
 import { checkSpec, closeAll, openForCli, sizeBytesOf } from '../devices.js';
-import { EXIT_OK } from '../usage.js';
+import { EXIT_OK } from '../exit-status.js';
 
 /** Adds `info` to the program. */
 export function registerInfo(program: Command, run: RunCommand): void {

@@ -29,7 +29,7 @@ import {
   destinationIdentity, missingFilePath, rangesOverlap, sameIdentity, sharesStorageThroughTable,
   specIdentity,
 } from '../same-storage.js';
-import { UsageError } from '../usage.js';
+import { UsageError } from '../exit-status.js';
 
 /** Where the source region starts and how long it is, when given. */
 export interface SourceRange {

@@ -21,9 +21,8 @@ import {
 } from '../same-storage.js';
 import { OutputError, writeStdout } from '../stdout.js';
 import { checkStdoutForData } from '../stdout-data.js';
-import {
-  EXIT_IO_ERROR, EXIT_OK, parseLengthSectors, parseSector, UsageError, type LengthOptions,
-} from '../usage.js';
+import { parseLengthSectors, parseSector, type LengthOptions } from '../usage.js';
+import { EXIT_IO_ERROR, EXIT_OK, UsageError } from '../exit-status.js';
 
 /** Sectors read per dm-io request (1 MiB). */
 const READ_CHUNK_SECTORS = (1024 * 1024) / SECTOR_SIZE;

@@ -17,7 +17,7 @@ import {
 } from '../../index.js';
 import { tell, type CliContext, type RunCommand } from '../context.js';
 import { checkSpec, closeAll, openForCli } from '../devices.js';
-import { EXIT_IO_ERROR, EXIT_OK, UsageError } from '../usage.js';
+import { EXIT_IO_ERROR, EXIT_OK, UsageError } from '../exit-status.js';
 
 interface ServeFlags {
   socket?: string;

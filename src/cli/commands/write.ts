@@ -23,7 +23,8 @@ import type { CliContext, RunCommand } from '../context.js';
 import { checkSpec, closeAll, openForCli, requireInside } from '../devices.js';
 import { flushDevices, flushErrorBits, withFlushErrors } from '../flush.js';
 import { printReport, type DestinationReport } from '../report.js';
-import { parseSector, UsageError } from '../usage.js';
+import { parseSector } from '../usage.js';
+import { UsageError } from '../exit-status.js';
 import { openDestinations } from './open-regions.js';
 
 /** Largest input `dmio write` takes (1 GiB): a stream input is held in memory until written. */

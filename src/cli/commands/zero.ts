@@ -13,7 +13,8 @@ import { createProgress, finalStates, parseProgressMode } from '../progress.js';
 import { watchInterrupts } from '../interrupt.js';
 import { kcopydDestinations } from '../kcopyd-outcome.js';
 import { printReport } from '../report.js';
-import { parseLengthSectors, parseSector, UsageError, type LengthOptions } from '../usage.js';
+import { parseLengthSectors, parseSector, type LengthOptions } from '../usage.js';
+import { UsageError } from '../exit-status.js';
 import { openDestinations } from './open-regions.js';
 
 interface ZeroFlags extends LengthOptions {
