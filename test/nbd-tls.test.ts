@@ -2,15 +2,18 @@
 // `dmio serve --tls=require`, `nbdkit --tls=require` and `qemu-nbd --tls-creds`, with
 // credentials made by the test with openssl; a server without TLS, a plain URI to a server
 // that requires TLS, a wrong key and a missing client certificate are all refused, and the
-// client never goes on in plaintext. Also the server's --tls-verify-peer.
+// client never goes on in plaintext. Also the server's --tls-verify-peer, and nbds+unix URIs
+// through `openDevice` (the generic opener the CLI uses) against nbdkit.
 
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { NbdError } from '../src/errors.js';
+import type { BlockDevice } from '../src/devices/block-device.js';
 import { openNbdDevice } from '../src/nbd/open-nbd.js';
 import { parseNbdUri } from '../src/nbd/uri.js';
+import { openDevice } from '../src/open/open-device.js';
 import { pattern, request, submit } from './helpers/device-io.js';
 import { startDmioServe } from './helpers/dmio-serve.js';
 import { makeTempDir, requireTools, startNbdkit, startQemuNbd } from './helpers/nbdkit.js';
@@ -18,9 +21,14 @@ import { makeCertificates, makePskFile } from './helpers/tls-certs.js';
 
 const BYTES = 256 * 1024;
 
-/** Writes a pattern through `uri`, reads it back, closes. */
-async function roundTrip(uri: string): Promise<void> {
-  const device = await openNbdDevice(uri, { connectTimeoutMs: 10_000 });
+/**
+ * Writes a pattern through `uri`, reads it back, closes. `open` is the NBD opener by default,
+ * or `openDevice`, the generic opener the CLI uses.
+ */
+async function roundTrip(uri: string,
+  open: (uri: string, options: { connectTimeoutMs: number }) => Promise<BlockDevice> = openNbdDevice,
+): Promise<void> {
+  const device = await open(uri, { connectTimeoutMs: 10_000 });
   try {
     const data = pattern(0, BYTES, 7);
     assert.equal(await submit(device, request('write', 8, BYTES / 512, [data])), null);
@@ -119,7 +127,8 @@ test('dmio serve --tls-verify-peer: a client certificate signed by the CA is req
   }
 });
 
-test('nbdkit --tls=require: x509 and PSK; an nbds URI to a server without TLS is refused', async (t) => {
+test('nbdkit --tls=require: x509 and PSK, also through openDevice; nbds to plain nbdkit refused',
+  async (t) => {
   if (!requireTools(t, 'nbdkit')) return;
   const creds = await credentials(t);
   if (creds === null) return;
@@ -128,7 +137,9 @@ test('nbdkit --tls=require: x509 and PSK; an nbds URI to a server without TLS is
     const x509 = await startNbdkit(['--tls=require', `--tls-certificates=${creds.pki}`, 'memory', '8M'],
       { dir: makeTempDir('dmio-nbd-tls-x509-') });
     try {
-      await roundTrip(`nbds+unix:///?socket=${x509.socketPath}&tls-certificates=${creds.pki}`);
+      const uri = `nbds+unix:///?socket=${x509.socketPath}&tls-certificates=${creds.pki}`;
+      await roundTrip(uri);
+      await roundTrip(uri, openDevice);
       await refused(x509.uri, /requires TLS/);
     } finally {
       await x509.stop();
@@ -136,7 +147,9 @@ test('nbdkit --tls=require: x509 and PSK; an nbds URI to a server without TLS is
     const psk = await startNbdkit(['--tls=require', `--tls-psk=${creds.psk}`, 'memory', '8M'],
       { dir: makeTempDir('dmio-nbd-tls-psk-') });
     try {
-      await roundTrip(`nbds+unix://alice@/?socket=${psk.socketPath}&tls-psk-file=${creds.psk}`);
+      const uri = `nbds+unix://alice@/?socket=${psk.socketPath}&tls-psk-file=${creds.psk}`;
+      await roundTrip(uri);
+      await roundTrip(uri, openDevice);
     } finally {
       await psk.stop();
     }

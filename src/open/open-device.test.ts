@@ -15,6 +15,11 @@ test('the grammar', () => {
   assert.deepEqual(parseDeviceSpec('file:mem:1M'), { kind: 'file', path: 'mem:1M' });
   assert.deepEqual(parseDeviceSpec('nbd://localhost:10809/x'), { kind: 'nbd',
     uri: 'nbd://localhost:10809/x' });
+  // Every NBD scheme reaches the NBD opener, the TLS ones too (nbd/uri.ts checks the rest).
+  for (const uri of ['nbd+unix:///x?socket=/s', 'nbds://h/x?tls-certificates=/pki',
+    'nbds+unix://alice@/?socket=/s&tls-psk-file=/k']) {
+    assert.deepEqual(parseDeviceSpec(uri), { kind: 'nbd', uri }, uri);
+  }
 });
 
 test('malformed specs → DMIO_ERR_INVALID_DEVICE_SPEC', () => {

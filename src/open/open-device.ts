@@ -6,6 +6,7 @@
 //   null:SIZE                 reads zeros, drops writes
 //   random:SIZE[,seed=N]      read-only deterministic pseudo-random bytes
 //   nbd://HOST[:PORT][/EXPORT], nbd+unix:///EXPORT?socket=PATH   NBD export
+//   nbds://…, nbds+unix://…   NBD export over TLS (nbd/uri.ts: the full URI grammar)
 //   table:PATH                device-mapper table file (src/stacks; its devices are opened
 //                             with these same options, less `create`)
 // It sits above every layer that provides a device (devices/, nbd/, stacks/), so none of them
@@ -46,6 +47,9 @@ export interface OpenDeviceOptions {
   nbd?: NbdOpenOptions;
 }
 
+/** The schemes of NBD URIs (nbd/uri.ts parses the rest): nbd, nbd+unix and their TLS forms. */
+const NBD_SCHEME = /^nbds?(\+unix)?:\/\//;
+
 /** A parsed device spec. */
 export type DeviceSpec =
   | { kind: 'file'; path: string }
@@ -62,7 +66,7 @@ export type DeviceSpec =
 export function parseDeviceSpec(spec: string): DeviceSpec {
   if (typeof spec !== 'string') throw new InvalidArgTypeError('spec', 'a string', spec);
   if (spec.length === 0) throw specError(spec, 'the spec is empty');
-  if (spec.startsWith('nbd://') || spec.startsWith('nbd+unix://')) return { kind: 'nbd', uri: spec };
+  if (NBD_SCHEME.test(spec)) return { kind: 'nbd', uri: spec };
   if (spec.startsWith('file:')) return { kind: 'file', path: requirePath(spec, spec.slice(5)) };
   if (spec.startsWith('table:')) return { kind: 'table', path: requirePath(spec, spec.slice(6)) };
   const match = /^(mem|zero|null|random):(.*)$/.exec(spec);
