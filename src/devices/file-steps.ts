@@ -1,7 +1,9 @@
 // Owns the vocabulary between a local device's request logic and the code that runs syscalls.
 // Request logic is written once, as a generator that yields one `Step` (one syscall) at a time
-// and receives its `StepResult`; an async driver runs each step on the threadpool and a sync
-// driver runs it on the calling thread. So `submit` and `submitSync` cannot drift apart.
+// and receives its `StepResult`. `submit` runs each step on the device's engine, io_uring or
+// threadpool (file-device.ts calls `engine.runStep`; file-engine.ts `runProgram` drives a
+// program there), `submitSync` on the calling thread (file-engine.ts `runProgramSync` with
+// file-syscalls.ts `runStepSync`). So `submit` and `submitSync` cannot drift apart.
 //
 // This file also owns the data-transfer loop: a read or write of many segments is issued as
 // vectored calls of at most `buffersPerCallMax` buffers (IOV_MAX, 1024, by default), and a

@@ -1,8 +1,10 @@
 // Owns how targets pass pieces down: every piece goes to its device(s) through dm-io, on the
 // table's client, as the kernel's targets remap bios. One contiguous segment goes as `kmem`
-// memory (dm-io's fast path); several sector-multiple segments as bio vectors; anything else
-// through one bounce buffer (copied back after a read). An argument error that dm-io throws
-// (a closed device, a misaligned piece) becomes the piece's error, delivered asynchronously.
+// memory, which dm-io's region loop plans as one request with one segment and no cursor
+// (`dispatchOneView`) when the piece fits one device request; several sector-multiple segments
+// as bio vectors; anything else through one bounce buffer (copied back after a read). An
+// argument error that dm-io throws (a closed device, a misaligned piece) becomes the piece's
+// error, delivered asynchronously.
 
 import type { DmIoClient } from '../core/client.js';
 import { dmIo } from '../core/dm-io.js';
