@@ -21,7 +21,7 @@ import { DMIO_BIN, fileHash, jsonOf, randomHash, runDmio, type CliRun } from './
 const MIB = 1024 * 1024;
 
 /**
- * Runs a bash script with `$DMIO` naming the launcher (on the TypeScript source) under
+ * Runs a bash script with `$DMIO` naming the built bin (`DMIO_BIN`, after `npm run build`) under
  * `set -o pipefail`, so a pipeline's status is dmio's when dmio failed. `$@` holds `args`.
  */
 function runShell(script: string, args: readonly string[] = [],
