@@ -1,6 +1,7 @@
 // dmio's own io_uring against real files: data in and out of one buffer and of iovecs, the
 // kernel's results (bytes, 0 at the end of the file, negated errnos) passed on unchanged,
-// batches, the ioprio field read by the kernel, a full ring refusing more, completions never inside `prepareTransfer`, a throwing
+// batches, the ioprio field read by the kernel, a full ring refusing more, completions never
+// inside `prepareTransfer`, COOP_TASKRUN on rings without a polling thread, a throwing
 // callback that does not stall the ring, the kernel polling thread waking again after it slept
 // and taking each entry as soon as it is prepared, spinning for completions (chains of callbacks
 // and of promises, the event loop still turning), close, and a child process that waits for its
@@ -10,6 +11,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { describe, test, type TestContext } from 'node:test';
@@ -93,6 +95,32 @@ describe('IoUring', () => {
       'at the end of the file a read moves 0 bytes');
     assert.equal(await transfer(ring, fd, 'read', [new Uint8Array(4096)], 62 * 1024), 2048,
       'short at the end of the file');
+  });
+
+  test('a ring without a polling thread takes COOP_TASKRUN (5.19+): completions still arrive ' +
+    'after JavaScript that made no system call, and while the loop sleeps', async (t) => {
+    const ring = ringOrSkip(t);
+    if (ring === null) return;
+    const [major = 0, minor = 0] = os.release().split('.').map(Number);
+    if (major > 5 || (major === 5 && minor >= 19)) assert.equal(ring.coopTaskrun, true);
+    const polled = ringOrSkip(t, { sqPollIdleMs: 5 });
+    assert.equal(polled?.coopTaskrun, false, 'a polling ring completes on its own thread');
+    const { path } = await dataFile(t, 64 * 1024);
+    const fd = openFor(t, path, 'r');
+    const expected = pattern(64 * 1024, 3);
+    const buffers = Array.from({ length: 8 }, () => new Uint8Array(4096));
+    const pending = buffers.map((buffer, index) => transfer(ring, fd, 'read', [buffer],
+      index * 4096));
+    // Hold the thread for a while without a system call: the completions wait for the next one.
+    const untilMs = performance.now() + 20;
+    while (performance.now() < untilMs);
+    assert.deepEqual(await Promise.all(pending), buffers.map(() => 4096));
+    buffers.forEach((buffer, index) => assert.deepEqual(buffer,
+      expected.subarray(index * 4096, (index + 1) * 4096)));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const buffer = new Uint8Array(4096);
+    assert.equal(await transfer(ring, fd, 'read', [buffer], 8192), 4096, 'from an idle loop');
+    assert.deepEqual(buffer, expected.subarray(8192, 12288));
   });
 
   test('failures come back as negated errnos, one request at a time', async (t) => {
