@@ -43,3 +43,18 @@ assert.ok(KCOPYD_JOBS_DEFAULT <= KCOPYD_JOBS_MAX);
  * (measurements in docs/performance.md).
  */
 export const KCOPYD_OFFLOADS_IN_FLIGHT_MAX = 2;
+
+/**
+ * First wait, in milliseconds, before kcopyd retries I/O its dm-io client refused as busy
+ * (DMIO_ERR_CLIENT_BUSY: a shared client's waiting queue full of other users' requests). The
+ * completions of kcopyd's own I/O on that client usually retry sooner; the timer covers a
+ * client where none is in flight.
+ */
+export const KCOPYD_BUSY_RETRY_MS_MIN = 1;
+/**
+ * Longest wait between such retries: the wait doubles per refusal up to here (the throttle's
+ * sleep), so a client that stays full costs about ten worker passes a second, never a spin.
+ */
+export const KCOPYD_BUSY_RETRY_MS_MAX = KCOPYD_THROTTLE_SLEEP_MS;
+
+assert.ok(KCOPYD_BUSY_RETRY_MS_MIN >= 1 && KCOPYD_BUSY_RETRY_MS_MIN <= KCOPYD_BUSY_RETRY_MS_MAX);

@@ -6,8 +6,11 @@
 // will never be written would wait for ever, so such a write is let out too, marked
 // cancelled, and fails without I/O (writeErr all ones) instead of hanging the job. With
 // dropFailedDestinations a write error does not stop the later chunks, so only a read error
-// does that. Pure functions of the jobs: the client (kcopyd-client.ts) moves them.
+// does that. A write let out whose I/O the dm-io client then refused as busy goes back on the
+// list and gives its turn back (`restoreIoOrder`), so no later write overtakes it. Pure
+// functions of the jobs: the client (kcopyd-client.ts) moves them.
 
+import assert from '../assert.js';
 import { IoError } from '../errors.js';
 import { KCOPYD_OFFLOADS_IN_FLIGHT_MAX } from './constants.js';
 import type { KcopydJob } from './job.js';
@@ -59,4 +62,21 @@ export function writeSeqBlocked(job: KcopydJob): boolean {
     });
   });
   return true;
+}
+
+/**
+ * Undoes what `mayLeaveIoList` took for `job`, whose read or write the dm-io client refused as
+ * busy, so it goes back on the list: a WRITE_SEQ write gives its turn in offset order back and
+ * is again the next write its master may issue. Reads and ordinary writes took nothing; an
+ * offload never reaches dm-io, and a cancelled job or one taken out of order (`seqCancelled`)
+ * completes without I/O.
+ */
+export function restoreIoOrder(job: KcopydJob): void {
+  assert.ok(job.op !== 'offload' && !job.seqCancelled && !jobCancelled(job));
+  if (job.op === 'read' || !job.writeSeq) return;
+  const master = job.master;
+  master.writeOffsetSectors -= job.countSectors;
+  // An unsplit master is its own job: its offset field is the one that advanced.
+  assert.ok(job === master || master.writeOffsetSectors === job.writeOffsetSectors,
+    'the refused write was the last one let out');
 }

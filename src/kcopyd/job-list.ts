@@ -1,9 +1,10 @@
 // Owns the intrusive job list: the kcopyd state machine keeps a job's state as the list it is
-// on, so a job is on at most one list at a time (asserted). Pushing at the tail, popping the
-// head and removing from the middle (the I/O phase takes the first job that may go, past
-// WRITE_SEQ writes and offloads that must wait) are O(1) and allocate nothing; a job that
-// cannot go on stays in place. Splicing a whole list onto another's tail moves items one by one. Each list has a capacity: the
-// client's job bound makes it finite.
+// on, so a job is on at most one list at a time (asserted). Pushing at either end (at the head:
+// a job whose I/O a busy dm-io client refused goes back first in line), popping the head and
+// removing from the middle (the I/O phase takes the first job that may go, past WRITE_SEQ
+// writes and offloads that must wait) are O(1) and allocate nothing; a job that cannot go on
+// stays in place. Splicing a whole list onto another's tail moves items one by one. Each list
+// has a capacity: the client's job bound makes it finite.
 
 import assert from '../assert.js';
 
@@ -51,6 +52,16 @@ export class JobList<T extends JobLinks<T>> {
     if (this.#tail === null) this.#head = item;
     else this.#tail.listNext = item;
     this.#tail = item;
+  }
+
+  /** Puts `item` first (a job the dm-io client refused as busy keeps its place in line). */
+  pushHead(item: T): void {
+    this.#admit(item);
+    item.listPrev = null;
+    item.listNext = this.#head;
+    if (this.#head === null) this.#tail = item;
+    else this.#head.listPrev = item;
+    this.#head = item;
   }
 
   /** Removes and returns the first item, or `null` when empty. */

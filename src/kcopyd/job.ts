@@ -125,6 +125,11 @@ export class KcopydJob implements JobLinks<KcopydJob> {
   context: unknown = undefined;
   /** A WRITE_SEQ write taken out of order because its master failed: it fails unissued. */
   seqCancelled = false;
+  /**
+   * True once onChunkRead saw this chunk: a write the busy dm-io client refused is retried
+   * without showing its chunk again. Cleared when the chunk completes.
+   */
+  chunkShown = false;
   /** Used once by a prepared callback: it may fire only once. */
   fired = false;
 

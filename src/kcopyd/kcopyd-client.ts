@@ -6,12 +6,21 @@
 //                their I/O;
 //   completeJobs jobs whose completion must run (a sub-job's completion takes its next chunk);
 //   callbackJobs jobs completed from outside the worker (fired prepared callbacks, zero-length
-//                jobs), moved to the tail of completeJobs at the start of every pass, so
-//                producers that keep adding cannot keep one pass running for ever.
+//                jobs) and masters whose flush the dm-io client refused as busy, moved to the
+//                tail of completeJobs at the start of every pass, so producers that keep
+//                adding cannot keep one pass running for ever.
 // A job on no list is in flight (dm-io, an offload, a flush) or waiting for its slot's turn.
 // A pass drains the lists in this order, and the order matters: completing jobs gives pages
 // back for the pages phase, and the pages phase feeds the I/O phase. A job that cannot go on
 // (no pages; WRITE_SEQ out of order) stays in place and its list stops for this pass.
+//
+// A busy dm-io client (DMIO_ERR_CLIENT_BUSY: a shared `ioClient` whose queue other users
+// filled) is back-pressure, not an error (busy-retry.ts): the job whose read or write it
+// refused goes back to the head of ioJobs, its throttle count and WRITE_SEQ turn given back,
+// and that list stops for this pass; a refused flush waits on callbackJobs. The worker retries
+// on its next wake: any completion of kcopyd's own, or a timer whose wait doubles per refusal
+// up to KCOPYD_BUSY_RETRY_MS_MAX, one timer at a time. Nothing fails and nothing spins: a job
+// waits until the client takes its I/O, or until it is cancelled.
 //
 // The worker is woken by every push from a completion and by every submission. Wakes while a
 // pass runs are coalesced into one more pass; two passes never run at once. Passes start from
@@ -21,20 +30,21 @@
 import assert from '../assert.js';
 import { PAGE_SIZE, SECTOR_SIZE } from '../constants.js';
 import { dmIoClientCreate, dmIoClientDestroy, type DmIoClient } from '../core/client.js';
-import { submitPlan } from '../core/dm-io.js';
 import type { DmIoResult } from '../core/io-tracker.js';
+import type { DmIoPlan } from '../core/request.js';
 import type { BlockDevice } from '../devices/block-device.js';
 import { StateError } from '../errors.js';
 import { allocAlignedPages } from '../memory/aligned.js';
 import type { PageListMemory, PageListNode } from '../memory/types.js';
 import { divCeil } from '../units.js';
 import { callUser } from '../call-user.js';
+import { nextBusyRetryMs, trySubmitPlan } from './busy-retry.js';
 import { attachPages, chunkPages, readPlan, recordIoErrors, writePlan } from './chunk-io.js';
 import { KCOPYD_SPLIT_COUNT, KCOPYD_WRITE_ERR_ALL } from './constants.js';
 import { destinationsToFlush, flushPlan, recordFlush } from './flush.js';
 import { JobList } from './job-list.js';
 import type { KcopydJob } from './job.js';
-import { mayLeaveIoList, writeSeqBlocked } from './io-order.js';
+import { mayLeaveIoList, restoreIoOrder, writeSeqBlocked } from './io-order.js';
 import { issueOffload, offloadOutcome } from './offload.js';
 import { creditWrites, dropFailedDests, jobCancelled, settleMaster } from './outcome.js';
 import { PageReserve, type KcopydPageSource } from './page-reserve.js';
@@ -78,6 +88,9 @@ export class KcopydClient {
   #wakeRequested = false;
   #workerActive = false;
   #passes = 0;
+  /** The wait before the next retry on a busy dm-io client; 0 once the client took I/O. */
+  #busyRetryMs = 0;
+  #busyRetryArmed = false;
 
   /** @internal Use `dmKcopydClientCreate`. */
   constructor(settings: KcopydClientSettings) {
@@ -161,9 +174,18 @@ export class KcopydClient {
     };
   }
 
-  /** @internal Flushes `devices` at once (stream copies end with it); never rejects. */
-  flushDevices(devices: readonly BlockDevice[]): Promise<DmIoResult> {
-    return new Promise((resolve) => submitPlan(flushPlan(devices, this.#io), resolve));
+  /**
+   * @internal Flushes `devices` at once (stream copies end with it); never rejects. While the
+   * dm-io client is busy it retries after waits that double up to KCOPYD_BUSY_RETRY_MS_MAX.
+   */
+  async flushDevices(devices: readonly BlockDevice[]): Promise<DmIoResult> {
+    for (let waitMs = nextBusyRetryMs(0); ; waitMs = nextBusyRetryMs(waitMs)) {
+      const result = await new Promise<DmIoResult | null>((resolve) => {
+        if (!trySubmitPlan(flushPlan(devices, this.#io), resolve)) resolve(null);
+      });
+      if (result !== null) return result;
+      await this.#sleep(waitMs);
+    }
   }
 
   /**
@@ -256,6 +278,7 @@ export class KcopydClient {
    * a sub-job's slot takes its next chunk. Then the job is uncounted.
    */
   #runComplete(job: KcopydJob): void {
+    job.chunkShown = false;
     if (job.grant !== null) {
       this.#pages.give(job.grant);
       job.grant = null;
@@ -286,16 +309,24 @@ export class KcopydClient {
     }
   }
 
-  /** Starts the master's flush when it asked for one and wrote something; true when it did. */
+  /**
+   * Starts the master's flush when it asked for one and wrote something; true when it did or
+   * when the busy dm-io client refused it: the master then waits on callbackJobs, back among
+   * the completions of a later pass, and tries again.
+   */
   #startFlush(master: KcopydJob): boolean {
     const flushed = destinationsToFlush(master);
     if (flushed.length === 0) return false;
     master.flushState = 'flushing';
     const devices = flushed.map((index) => master.dests[index]!.device);
-    submitPlan(flushPlan(devices, this.#io), (result) => {
+    const issued = this.#trySubmit(flushPlan(devices, this.#io), (result) => {
       recordFlush(master, flushed, result);
       this.#complete(master);
     });
+    if (!issued) {
+      master.flushState = 'idle';
+      this.#callbackJobs.pushTail(master);
+    }
     return true;
   }
 
@@ -319,7 +350,8 @@ export class KcopydClient {
    * Issues the I/O of the jobs ready for it. A job whose master was cancelled (or has no
    * destination left) completes without I/O; a WRITE_SEQ write whose master already failed
    * fails without I/O, and the list stops for this pass; any other job passes the throttle
-   * gate (awaited only when the throttle makes it sleep) and is issued.
+   * gate (awaited only when the throttle makes it sleep) and is issued. A job the busy dm-io
+   * client refused goes back first in line, and the list stops for this pass.
    */
   async #runIoJobs(): Promise<void> {
     for (let job = this.#takeIoJob(); job !== null; job = this.#takeIoJob()) {
@@ -335,7 +367,11 @@ export class KcopydClient {
         const gate = throttleStart(this.throttle, this.#sleep);
         if (gate !== null) await gate;
       }
-      this.#issue(job);
+      if (!this.#issue(job)) {
+        restoreIoOrder(job);
+        this.#ioJobs.pushHead(job);
+        return;
+      }
     }
   }
 
@@ -363,29 +399,63 @@ export class KcopydClient {
 
   /**
    * Issues the job's read, write or offload; the throttle counted it as started. A data write
-   * first shows its chunk to onChunkRead, which may cancel the job: it then completes without
-   * I/O.
+   * first shows its chunk to onChunkRead (once, even when retried), which may cancel the job:
+   * it then completes without I/O. Returns false, with nothing issued and the throttle's count
+   * given back, when the busy dm-io client refused the read or write; else true.
    */
-  #issue(job: KcopydJob): void {
-    if (job.op === 'write' && !job.zero) this.#reportChunkRead(job);
+  #issue(job: KcopydJob): boolean {
+    if (job.op === 'write' && !job.zero && !job.chunkShown) {
+      job.chunkShown = true;
+      this.#reportChunkRead(job);
+    }
     if (jobCancelled(job)) {
       this.throttle?.ioFinished();
       if (job.op === 'offload') job.master.offloadsInFlight -= 1;
       this.#complete(job);
-      return;
+      return true;
     }
     if (job.op === 'offload') {
       dropFailedDests(job);
       issueOffload(job, (failed, unsupported) => this.#offloadDone(job, failed, unsupported));
-      return;
+      return true;
     }
     job.ioDone ??= (result) => this.#ioDone(job, result);
-    if (job.op === 'read') {
-      submitPlan(readPlan(job, this.#io), job.ioDone);
-    } else {
-      dropFailedDests(job);
-      submitPlan(writePlan(job, this.#io, this.#zeroMemory), job.ioDone);
+    if (job.op !== 'read') dropFailedDests(job);
+    const plan = job.op === 'read' ? readPlan(job, this.#io) :
+      writePlan(job, this.#io, this.#zeroMemory);
+    if (this.#trySubmit(plan, job.ioDone)) return true;
+    this.throttle?.ioFinished();
+    return false;
+  }
+
+  /**
+   * Submits `plan` to the dm-io client; false, nothing submitted, when the client is busy: a
+   * retry is then due (`#retryWhenRoom`).
+   */
+  #trySubmit(plan: DmIoPlan, complete: (result: DmIoResult) => void): boolean {
+    if (trySubmitPlan(plan, complete)) {
+      this.#busyRetryMs = 0;
+      return true;
     }
+    this.#retryWhenRoom();
+    return false;
+  }
+
+  /**
+   * Makes sure the worker runs again after the busy client refused I/O. A completion of
+   * kcopyd's own I/O wakes it anyway; for a client that only other users fill, a timer wakes it
+   * after a wait that doubles with every refusal (nextBusyRetryMs) and starts over once the
+   * client takes I/O. One timer at a time; it wakes nothing once every job is gone.
+   */
+  #retryWhenRoom(): void {
+    this.#busyRetryMs = nextBusyRetryMs(this.#busyRetryMs);
+    if (this.#busyRetryArmed) return;
+    this.#busyRetryArmed = true;
+    const retry = (): void => {
+      this.#busyRetryArmed = false;
+      if (this.#jobs > 0) this.#wake();
+    };
+    void this.#sleep(this.#busyRetryMs).then(retry, retry);
   }
 
   /** Hands the chunk's data to onChunkRead; a throw cancels the job (this chunk is not written). */

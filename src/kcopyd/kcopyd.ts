@@ -31,9 +31,15 @@ export interface KcopydClientOptions {
   freshPages?: number;
   /** Replaces the fresh pool, e.g. with one that fails, to test page exhaustion. */
   pageSource?: KcopydPageSource;
-  /** A dm-io client to issue I/O on (default a private one, destroyed with the client). */
+  /**
+   * A dm-io client to issue I/O on (default a private one, destroyed with the client). When
+   * other users fill a shared one (DMIO_ERR_CLIENT_BUSY), jobs wait for room and retry.
+   */
   ioClient?: DmIoClient;
-  /** The throttle's sleep (default a timer); tests pass one that advances a virtual clock. */
+  /**
+   * The throttle's sleep and the wait between retries on a busy `ioClient` (default a timer);
+   * tests pass one that advances a virtual clock.
+   */
   sleep?: (ms: number) => Promise<void>;
 }
 
