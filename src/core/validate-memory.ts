@@ -11,27 +11,27 @@ import { validateBytes, validateIntegerInRange, validateOptionsObject } from '..
 /** Validates `memory` for a transfer of up to `bytesNeeded` bytes and returns it typed. */
 export function validateMemory(memory: unknown, name: string, bytesNeeded: number): DmIoMemory {
   validateOptionsObject(memory, name);
-  const type = (memory as { type?: unknown }).type;
-  if (!(MEMORY_TYPES as readonly unknown[]).includes(type)) {
-    throw new InvalidRequestError('DMIO_ERR_UNKNOWN_MEMORY_TYPE', `${name}.type`,
-      `unknown memory type ${JSON.stringify(type)}; expected one of ${MEMORY_TYPES.join(', ')}`);
-  }
   const typed = memory as DmIoMemory;
+  // One switch over MEMORY_TYPES: its default is the unknown type.
   switch (typed.type) {
     case 'page-list':
       validatePageList(typed.list, typed.offset, name, bytesNeeded);
-      break;
+      return typed;
     case 'bvec':
       validateBvecs(typed.bvecs, name, bytesNeeded);
-      break;
+      return typed;
     case 'vm':
       validateLinear(typed.data, 0, name, bytesNeeded);
-      break;
+      return typed;
     case 'kmem':
       validateLinear(typed.data, typed.offset ?? 0, name, bytesNeeded);
-      break;
+      return typed;
+    default: {
+      const type: unknown = (memory as { type?: unknown }).type;
+      throw new InvalidRequestError('DMIO_ERR_UNKNOWN_MEMORY_TYPE', `${name}.type`,
+        `unknown memory type ${JSON.stringify(type)}; expected one of ${MEMORY_TYPES.join(', ')}`);
+    }
   }
-  return typed;
 }
 
 function validatePageList(

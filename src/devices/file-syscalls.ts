@@ -2,11 +2,13 @@
 // threadpool as a callback-style `fs` call or a libc call (never a FileHandle promise, which
 // costs 3-4x more per operation), for the threadpool engine and for the steps the io_uring
 // engine's ring does not take; `runStepSync` issues the same step with a blocking call, for the
-// one blocking path. One buffer uses `fs.read`/`fs.write`, several use `fs.readv`/`fs.writev`.
+// one blocking path. On the threadpool one buffer uses `fs.read`/`fs.write`, several use
+// `fs.readv`/`fs.writev`; blocking, one buffer uses libc's `pread64`/`pwrite64`.
 
 import fs from 'node:fs';
 import {
-  blockRangeIoctlAsync, blockRangeIoctlSync, fallocateAsync, fallocateSync, SysError,
+  blockRangeIoctlAsync, blockRangeIoctlSync, fallocateAsync, fallocateSync, libcAvailable,
+  SysError, transferOneSync,
 } from '../sys/libc.js';
 import type { Step, StepResult } from './file-steps.js';
 
@@ -38,11 +40,21 @@ export function transferAsync(
   }
 }
 
-/** `transferAsync` with blocking calls: returns the bytes moved; a failed call throws. */
+/**
+ * `transferAsync` with blocking calls: returns the bytes moved; a failed call throws. One buffer
+ * goes to `pread64`/`pwrite64` through koffi (libc.ts), which costs less than `fs.readSync`
+ * (docs/performance.md, workload 1's blocking rows); several go to `fs.readvSync`/`writevSync`,
+ * as does everything where the libc bindings do not load.
+ */
 export function transferSync(
   fd: number, op: 'read' | 'write', buffers: readonly Uint8Array[], positionBytes: number,
 ): number {
   const only = buffers.length === 1 ? buffers[0] : undefined;
+  if (only !== undefined && libcAvailable()) {
+    const result = transferOneSync(fd, op, only, positionBytes);
+    if (typeof result !== 'number') throw result;
+    return result;
+  }
   if (op === 'read') {
     return only !== undefined ? fs.readSync(fd, only, 0, only.length, positionBytes) :
       fs.readvSync(fd, buffers, positionBytes);

@@ -13,7 +13,7 @@ import { tempDir } from '../../test/helpers/tmp.js';
 import { errnoName, errnoNumber } from './errno-name.js';
 import {
   blockDeviceSizeBytesSync, blockRangeIoctlAsync, blockRangeIoctlSync, FALLOC_FL,
-  fallocateAsync, fallocateSync, SysError,
+  fallocateAsync, fallocateSync, SysError, transferOneSync,
 } from './libc.js';
 
 test('errno names: both directions, with the preferred alias', () => {
@@ -23,6 +23,29 @@ test('errno names: both directions, with the preferred alias', () => {
   assert.equal(errnoName(100000), 'EIO', 'unknown numbers still get a name');
   assert.equal(errnoNumber('ENOTTY'), 25);
   assert.equal(errnoNumber('ENOTANERRNO'), undefined);
+});
+
+test('pread64/pwrite64: bytes moved, a short read at the end, errors named like fs', async (t) => {
+  const path = join(await tempDir(t), 'rw.img');
+  const fd = openSync(path, 'w+');
+  const written = new Uint8Array(8192).map((_, index) => index % 251);
+  assert.equal(transferOneSync(fd, 'write', written, 4096), 8192);
+  assert.deepEqual(readFileSync(path).subarray(4096), Buffer.from(written));
+  const read = new Uint8Array(8192);
+  assert.equal(transferOneSync(fd, 'read', read, 8192), 4096, 'short: the file ends');
+  assert.deepEqual(read.subarray(0, 4096), written.subarray(4096));
+  closeSync(fd);
+  const refused = transferOneSync(fd, 'read', read, 0);
+  assert.ok(refused instanceof SysError);
+  assert.equal(refused.code, 'EBADF');
+  assert.equal(refused.syscall, 'pread64');
+  assert.equal(errnoOf(refused), 'EBADF');
+  const readOnly = openSync(path, 'r');
+  t.after(() => closeSync(readOnly));
+  const notWritable = transferOneSync(readOnly, 'write', written, 0);
+  assert.ok(notWritable instanceof SysError);
+  assert.equal(notWritable.code, 'EBADF');
+  assert.equal(notWritable.syscall, 'pwrite64');
 });
 
 test('fallocate punches a real hole; the error form names the errno', async (t) => {
