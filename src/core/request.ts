@@ -145,8 +145,12 @@ function flagSet(sync: boolean, preflush: boolean, fua: boolean): RequestFlags {
   return flags;
 }
 
+/** The flags of a request without `flags`: only `sync`, or nothing. */
+const SYNC_ONLY = flagSet(true, false, false);
+const NO_FLAGS = flagSet(false, false, false);
+
 function validateFlags(flags: unknown, sync: boolean): RequestFlags {
-  if (flags === undefined) return flagSet(sync, false, false);
+  if (flags === undefined) return sync ? SYNC_ONLY : NO_FLAGS;
   validateOptionsObject(flags, 'request.flags');
   const given = flags as DmIoFlags;
   return flagSet(validateBoolean(given.sync, 'request.flags.sync', false) || sync,
