@@ -79,6 +79,28 @@ export interface DeviceLimits {
 export type DeviceKind =
   'file' | 'block' | 'ram' | 'zero' | 'null' | 'random' | 'nbd' | 'fault' | 'table' | 'stream';
 
+/**
+ * One run of sectors and what the backend knows of it, with the meaning of NBD's
+ * `base:allocation` flags. `hole` and `zero` both false: data (what a device without
+ * `extents` reports for everything).
+ */
+export interface DeviceExtent {
+  /** First sector. */
+  readonly sector: number;
+  /** Sectors in the run; at least 1. */
+  readonly countSectors: number;
+  /** Unallocated (a file's hole, an NBD `HOLE`): leaving it unwritten keeps it so. */
+  readonly hole: boolean;
+  /** Reads as zeros (a hole of a file, an NBD `ZERO`, RAM never written). */
+  readonly zero: boolean;
+}
+
+/** Completion of `BlockDevice.extents`: the error, or the extents (empty only on error). */
+export type ExtentsDone = (error: IoError | null, extents: readonly DeviceExtent[]) => void;
+
+/** The most extents one `extents` answer holds; a caller asks again from where they end. */
+export const EXTENTS_PER_QUERY_MAX = 1024;
+
 /** A device dm-io can address. */
 export interface BlockDevice {
   /** A name for messages and errors: a path, a spec such as `mem:64M`, or an NBD URI. */
@@ -116,6 +138,14 @@ export interface BlockDevice {
     source: BlockDevice, sourceSector: number, sector: number, countSectors: number,
     done: DeviceDone,
   ): boolean;
+  /**
+   * Optional: how `[sector, sector + countSectors)` is allocated (both ends inside the device,
+   * `countSectors` at least 1). `done` is called exactly once, never synchronously, with
+   * extents in order and contiguous, the first starting at `sector`, together covering at
+   * least its first sector and at most the range, at most EXTENTS_PER_QUERY_MAX of them: a
+   * bounded answer, never a list of the whole device. A device without it is all data.
+   */
+  extents?(sector: number, countSectors: number, done: ExtentsDone): void;
   /** Releases the device. Idempotent; waits for requests in flight. */
   close(): Promise<void>;
 }
