@@ -3,8 +3,11 @@
 // the series, and every series says how the page cache was prepared and how it was timed, so
 // the table and the JSON file can never show a figure without its conditions.
 
-/** The five workloads of issue 5, and workload 6 (`dmio serve`, issue 18). */
-export type WorkloadId = 1 | 2 | 3 | 4 | 5 | 6;
+/**
+ * The five workloads of issue 5, workload 6 (`dmio serve`, issue 18) and workload 7 (device
+ * stacks through `dmio serve`, issue 19).
+ */
+export type WorkloadId = 1 | 2 | 3 | 4 | 5 | 6 | 7;
 
 /** Units a series may be in. IOPS and MiB/s: higher is better; MiB of RSS: lower is better. */
 export type Unit = 'IOPS' | 'MiB/s' | 'MiB';

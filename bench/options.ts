@@ -39,7 +39,7 @@ export interface BenchOptions {
 
 export const USAGE = `usage: npm run bench -- [options]
   --quick               small and short: 64M, 1 repetition, 250 ms runs (about 1-3 minutes)
-  --workloads 1,2,3,4,5,6 which workloads (default all; 6 is dmio serve)
+  --workloads 1,2,3,4,5,6,7 which workloads (default all; 6 is dmio serve, 7 device stacks)
   --reps N              repetitions per variant; the table shows medians (default 3, quick 1)
   --size SIZE           data size of workloads 1-4 and 6 (default 1G, quick 64M)
   --duration-ms MS      workload 1: measured time per run (default 500, quick 250)
@@ -99,9 +99,9 @@ export function parseBenchArgs(argv: readonly string[]): BenchOptions | null {
     return null;
   }
   const quick = values.quick === true;
-  const workloads = list(values.workloads, ['1', '2', '3', '4', '5', '6']).map(Number);
+  const workloads = list(values.workloads, ['1', '2', '3', '4', '5', '6', '7']).map(Number);
   for (const id of workloads) {
-    if (![1, 2, 3, 4, 5, 6].includes(id)) throw new Error(`--workloads: no workload ${id}`);
+    if (![1, 2, 3, 4, 5, 6, 7].includes(id)) throw new Error(`--workloads: no workload ${id}`);
   }
   return {
     quick,

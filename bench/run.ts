@@ -24,10 +24,11 @@ import { runNbdWorkload } from './workloads/nbd.js';
 import { runRandomIoWorkload } from './workloads/random-io.js';
 import { runRssWorkload } from './workloads/rss.js';
 import { runServeWorkload } from './workloads/serve.js';
+import { runStacksWorkload } from './workloads/stacks.js';
 
 const WORKLOADS: Readonly<Record<WorkloadId, (context: BenchContext) => Promise<void>>> = {
   1: runRandomIoWorkload, 2: runMirrorWriteWorkload, 3: runCopyWorkload, 4: runNbdWorkload,
-  5: runRssWorkload, 6: runServeWorkload,
+  5: runRssWorkload, 6: runServeWorkload, 7: runStacksWorkload,
 };
 
 const log = (line: string): void => {

@@ -8,6 +8,7 @@ import { formatValue } from './recorder.js';
 import { median, ratioDmioOver } from './stats.js';
 import { randomCaseName } from './workloads/random-io.js';
 import { SERVE_CASES, SERVE_DMIO_VARIANT } from './workloads/serve.js';
+import { STACK_CASES, STACK_VARIANTS } from './workloads/stacks.js';
 
 /**
  * Most peak RSS `dmio serve` may reach with 16 connections writing and reading (MiB): the
@@ -139,6 +140,25 @@ function serveTargets(index: SeriesIndex): TargetCheck[] {
   return checks;
 }
 
+/** Issue 19's rows: linear and mirror against the raw file, the writecache against its origin. */
+function stackTargets(index: SeriesIndex): TargetCheck[] {
+  const checks: TargetCheck[] = [];
+  for (const caseName of [STACK_CASES.write, STACK_CASES.read]) {
+    if (!index.cases(7).includes(caseName)) continue;
+    const raw = index.find(7, caseName, STACK_VARIANTS.raw);
+    checks.push(ratioCheck(7, `linear / raw file, ${caseName}`,
+      index.find(7, caseName, STACK_VARIANTS.linear), raw, 0.9, 'raw file'));
+    checks.push(ratioCheck(7, `2-leg mirror / raw file, ${caseName}`,
+      index.find(7, caseName, STACK_VARIANTS.mirror), raw, 0.8, 'raw file'));
+  }
+  if (index.cases(7).includes(STACK_CASES.writecache)) {
+    checks.push(ratioCheck(7, `writecache / origin alone, ${STACK_CASES.writecache}`,
+      index.find(7, STACK_CASES.writecache, STACK_VARIANTS.writecache),
+      index.find(7, STACK_CASES.writecache, STACK_VARIANTS.origin), 5, 'origin alone'));
+  }
+  return checks;
+}
+
 function rssTargets(index: SeriesIndex): TargetCheck[] {
   const sizes = index.cases(5).map((caseName) => index.find(5, caseName, 'dmio copy'))
     .filter((series): series is Series => series !== null);
@@ -169,5 +189,6 @@ export function checkTargets(all: readonly Series[]): TargetCheck[] {
   }
   checks.push(...rssTargets(index));
   checks.push(...serveTargets(index));
+  checks.push(...stackTargets(index));
   return checks;
 }

@@ -43,7 +43,7 @@ test('the bench harness runs in tiny mode and reports a table, targets and JSON'
     assert.ok(results.machine.cpuCount >= 1);
     assert.equal(results.options.reps, 1);
     assert.equal(results.options.sizeBytes, 8 * 1024 * 1024);
-    assert.deepEqual(results.options.workloads, [1, 2, 3, 4, 5, 6]);
+    assert.deepEqual(results.options.workloads, [1, 2, 3, 4, 5, 6, 7]);
     for (const series of results.series) {
       assert.ok(['dmio', 'peer', 'diagnostic'].includes(series.role), series.variant);
       assert.ok(['IOPS', 'MiB/s', 'MiB'].includes(series.unit), series.variant);
@@ -62,6 +62,10 @@ test('the bench harness runs in tiny mode and reports a table, targets and JSON'
       results.skips.some((s) => s.workload === 4), 'workload 4 ran or said why not');
     assert.ok(results.series.some((s) => s.workload === 6) ||
       results.skips.some((s) => s.workload === 6), 'workload 6 ran or said why not');
+    for (const caseName of ['write', 'read', 'randwrite'].map((word) => new RegExp(word))) {
+      assert.ok(results.series.some((s) => s.workload === 7 && caseName.test(s.caseName)) ||
+        results.skips.some((s) => s.workload === 7), `workload 7 ${String(caseName)} ran or said why not`);
+    }
     assert.ok(Array.isArray(results.targets));
     assert.equal(fs.readdirSync(dir).filter((name) => name.startsWith('dmio-bench-')).length, 0,
       'the scratch directory is removed');
