@@ -113,6 +113,8 @@ export class ProbeDevice implements BlockDevice {
     this.canBlock = inner.canBlock;
   }
 
+  /** The device this probe wraps (to read or fill it without logging). */
+  get inner(): BlockDevice { return this.#inner; }
   get name(): string { return `probe(${this.#inner.name})`; }
   get sizeSectors(): number { return this.#inner.sizeSectors; }
   get readOnly(): boolean { return this.#inner.readOnly; }

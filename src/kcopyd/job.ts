@@ -14,12 +14,14 @@ import type { BlockDevice } from '../devices/block-device.js';
 import type { PageListMemory, PageListNode } from '../memory/types.js';
 import type { JobLinks, JobList } from './job-list.js';
 import type { PageGrant } from './page-reserve.js';
+import type { ExtentCache, SparseStep, ValidSparse } from './sparse.js';
 
 /**
  * The phase a job's next I/O is in. `offload` is a copy the destinations do themselves
- * (`BlockDevice.copyFrom`), with no pages; when it fails the job falls back to `read`.
+ * (`BlockDevice.copyFrom`), with no pages; when it fails the job falls back to `read`. `map`
+ * is a sparse copy's look at the source's extents before the chunk is read (sparse.ts).
  */
-export type KcopydOp = 'read' | 'write' | 'write-zeroes' | 'offload';
+export type KcopydOp = 'read' | 'write' | 'write-zeroes' | 'offload' | 'map';
 
 /** What a finished copy, zero or prepared callback reports. */
 export interface KcopydResult {
@@ -132,6 +134,23 @@ export class KcopydJob implements JobLinks<KcopydJob> {
   chunkShown = false;
   /** Used once by a prepared callback: it may fire only once. */
   fired = false;
+
+  // Sparse copies (sparse.ts).
+  /** Masters: the validated `sparse` option, or null. */
+  sparse: ValidSparse | null = null;
+  /** Masters: the source's last extents answer. */
+  extentCache: ExtentCache | null = null;
+  /** Masters: the source's extents failed once; chunks are no longer looked up. */
+  extentsOff = false;
+  /** A chunk being looked up: the op it takes when it is data (`read` or `offload`). */
+  afterMap: KcopydOp = 'read';
+  /** The chunk reads as zeros and was not read: it has no pages. */
+  neverRead = false;
+  /** A chunk with holes: its write steps, the next one, and their folded outcome. */
+  steps: SparseStep[] | null = null;
+  stepIndex = 0;
+  stepErrorBits = 0n;
+  stepErrors: Array<DmIoError | undefined> = [];
 
   // Split bookkeeping, on masters only.
   subJobsActive = 0;

@@ -32,7 +32,7 @@ import { PAGE_SIZE, SECTOR_SIZE } from '../constants.js';
 import { dmIoClientCreate, dmIoClientDestroy, type DmIoClient } from '../core/client.js';
 import type { DmIoResult } from '../core/io-tracker.js';
 import type { DmIoPlan } from '../core/request.js';
-import type { BlockDevice } from '../devices/block-device.js';
+import type { BlockDevice, DeviceExtent } from '../devices/block-device.js';
 import { StateError } from '../errors.js';
 import { allocAlignedPages } from '../memory/aligned.js';
 import type { PageListMemory, PageListNode } from '../memory/types.js';
@@ -47,6 +47,9 @@ import type { KcopydJob } from './job.js';
 import { mayLeaveIoList, restoreIoOrder, writeSeqBlocked } from './io-order.js';
 import { issueOffload, offloadOutcome } from './offload.js';
 import { creditWrites, dropFailedDests, jobCancelled, settleMaster } from './outcome.js';
+import {
+  cacheExtents, classifyChunk, foldStepResult, sparseSteps, stepPlan, stepsResult, zeroRuns,
+} from './sparse.js';
 import { PageReserve, type KcopydPageSource } from './page-reserve.js';
 import { createSlots, foldChunk, lastSlotRetired, takeChunk } from './split.js';
 import { throttleStart, type KcopydThrottle } from './throttle.js';
@@ -60,6 +63,22 @@ export interface KcopydClientSettings {
   readonly freshPagesMax: number;
   readonly ioClient: DmIoClient | null;
   readonly sleep: (ms: number) => Promise<void>;
+}
+
+/** True when `job` is a sparse copy's chunk to look up in its source's extents first. */
+function looksUpExtents(job: KcopydJob): boolean {
+  const master = job.master;
+  return master.sparse !== null && !master.extentsOff && !job.zero &&
+    job.sourceDevice?.extents !== undefined && (job.op === 'read' || job.op === 'offload');
+}
+
+/** Clears a chunk's sparse state when it completes (a slot's next chunk starts afresh). */
+function endSparseChunk(job: KcopydJob): void {
+  job.neverRead = false;
+  job.steps = null;
+  job.stepIndex = 0;
+  job.stepErrorBits = 0n;
+  job.stepErrors = [];
 }
 
 /** A kcopyd client. Create with `dmKcopydClientCreate`, release with `dmKcopydClientDestroy`. */
@@ -212,11 +231,22 @@ export class KcopydClient {
     this.#jobs += 1;
   }
 
-  /** Queues an unsplit job or a slot's chunk on the list its first phase is. */
+  /**
+   * Queues an unsplit job or a slot's chunk on the list its first phase is. A sparse copy whose
+   * source reports extents looks the chunk up first (`map`, on ioJobs).
+   */
   #enqueue(job: KcopydJob): void {
-    if (job.countSectors === 0) this.#callbackJobs.pushTail(job);
-    else if (job.zero || job.op === 'offload') this.#ioJobs.pushTail(job);
-    else this.#pagesJobs.pushTail(job);
+    if (job.countSectors === 0) {
+      this.#callbackJobs.pushTail(job);
+    } else if (looksUpExtents(job)) {
+      job.afterMap = job.op;
+      job.op = 'map';
+      this.#ioJobs.pushTail(job);
+    } else if (job.zero || job.op === 'offload') {
+      this.#ioJobs.pushTail(job);
+    } else {
+      this.#pagesJobs.pushTail(job);
+    }
     this.#wake();
   }
 
@@ -279,6 +309,7 @@ export class KcopydClient {
    */
   #runComplete(job: KcopydJob): void {
     job.chunkShown = false;
+    endSparseChunk(job);
     if (job.grant !== null) {
       this.#pages.give(job.grant);
       job.grant = null;
@@ -404,6 +435,10 @@ export class KcopydClient {
    * given back, when the busy dm-io client refused the read or write; else true.
    */
   #issue(job: KcopydJob): boolean {
+    if (job.op === 'map') {
+      this.#lookUpChunk(job);
+      return true;
+    }
     if (job.op === 'write' && !job.zero && !job.chunkShown) {
       job.chunkShown = true;
       this.#reportChunkRead(job);
@@ -421,8 +456,10 @@ export class KcopydClient {
     }
     job.ioDone ??= (result) => this.#ioDone(job, result);
     if (job.op !== 'read') dropFailedDests(job);
+    const step = job.op === 'write' ? job.steps?.[job.stepIndex] : undefined;
     const plan = job.op === 'read' ? readPlan(job, this.#io) :
-      writePlan(job, this.#io, this.#zeroMemory);
+      step !== undefined ? stepPlan(job, step, this.#io, this.#zeroMemory) :
+        writePlan(job, this.#io, this.#zeroMemory);
     if (this.#trySubmit(plan, job.ioDone)) return true;
     this.throttle?.ioFinished();
     return false;
@@ -458,14 +495,18 @@ export class KcopydClient {
     void this.#sleep(this.#busyRetryMs).then(retry, retry);
   }
 
-  /** Hands the chunk's data to onChunkRead; a throw cancels the job (this chunk is not written). */
+  /**
+   * Hands the chunk's data to onChunkRead (a chunk never read because it is a hole shows the
+   * zero page in each of its pages); a throw cancels the job (this chunk is not written).
+   */
   #reportChunkRead(job: KcopydJob): void {
     const master = job.master;
     const onChunkRead = master.onChunkRead;
-    const grant = job.grant;
-    if (onChunkRead === null || grant === null || jobCancelled(job)) return;
+    const pages = job.neverRead ?
+      new Array<Uint8Array>(chunkPages(job)).fill(this.#zeroMemory.list.page) : job.grant?.pages;
+    if (onChunkRead === null || pages === undefined || jobCancelled(job)) return;
     try {
-      onChunkRead(job.sourceSector, job.countSectors, grant.pages);
+      onChunkRead(job.sourceSector, job.countSectors, pages);
     } catch (error) {
       this.#abort(master, error);
     }
@@ -476,17 +517,111 @@ export class KcopydClient {
    * the job on. A failed read without ignoreError completes the job, so nothing is written for
    * that chunk; a read that worked (or whose error is ignored) queues the write.
    */
-  #ioDone(job: KcopydJob, result: DmIoResult): void {
+  #ioDone(job: KcopydJob, stepOrChunk: DmIoResult): void {
     this.throttle?.ioFinished();
+    let result = stepOrChunk;
+    const step = job.op === 'write' ? job.steps?.[job.stepIndex] : undefined;
+    if (step !== undefined && job.steps !== null) {
+      foldStepResult(job, step, result);
+      job.stepIndex += 1;
+      if (job.stepIndex < job.steps.length) {
+        this.#ioJobs.pushTail(job);
+        this.#wake();
+        return;
+      }
+      result = stepsResult(job);
+    }
     if (job.op !== 'read') creditWrites(job, result.errorBits);
     if (result.errorBits !== 0n) recordIoErrors(job, result);
     if (job.op === 'read' && (result.errorBits === 0n || job.ignoreError)) {
       job.op = 'write';
+      this.#planSparseWrite(job);
+      if (job.steps?.length === 0) {
+        this.#holeWithoutWrites(job);
+        return;
+      }
       this.#ioJobs.pushTail(job);
       this.#wake();
       return;
     }
     this.#complete(job);
+  }
+
+  /**
+   * A sparse chunk that is all hole for destinations that all skip holes: shown to
+   * onChunkRead, credited as written (the destinations read zeros there), and complete.
+   */
+  #holeWithoutWrites(job: KcopydJob): void {
+    if (!job.chunkShown) {
+      job.chunkShown = true;
+      this.#reportChunkRead(job);
+    }
+    dropFailedDests(job);
+    if (!jobCancelled(job)) creditWrites(job, 0n);
+    this.#complete(job);
+  }
+
+  /** A sparse copy's chunk that was read: its write steps when it holds zero blocks. */
+  #planSparseWrite(job: KcopydJob): void {
+    const sparse = job.master.sparse;
+    if (sparse === null || job.grant === null) return;
+    job.steps = sparseSteps(sparse, job.countSectors,
+      zeroRuns(job.grant.pages, job.countSectors, sparse.blockBytes), false);
+  }
+
+  /**
+   * A sparse copy's chunk before it is read: classified from the master's cached extents of
+   * the source, or from a new bounded query from the chunk to the job's end. A query that
+   * fails turns lookups off for the job: its chunks are read as without extents.
+   */
+  #lookUpChunk(job: KcopydJob): void {
+    const master = job.master;
+    const known = classifyChunk(master.extentCache, job.sourceSector, job.countSectors);
+    const source = job.sourceDevice;
+    if (known !== null || master.extentsOff || source?.extents === undefined) {
+      this.throttle?.ioFinished();
+      this.#afterLookUp(job, known ?? 'data');
+      return;
+    }
+    const endSector = master.sourceSector + master.countSectors;
+    const answered = (error: unknown, extents: readonly DeviceExtent[]): void => {
+      this.throttle?.ioFinished();
+      if (error !== null || extents.length === 0) master.extentsOff = true;
+      else master.extentCache = cacheExtents(job.sourceSector, extents);
+      this.#afterLookUp(job, master.extentsOff ? 'data' :
+        classifyChunk(master.extentCache, job.sourceSector, job.countSectors) ?? 'mixed');
+    };
+    try {
+      source.extents(job.sourceSector, endSector - job.sourceSector, answered);
+    } catch (error) {
+      // A device that throws broke its contract; the chunk is read as without extents.
+      setImmediate(answered, error, []);
+    }
+  }
+
+  /**
+   * Moves a looked-up chunk on: data goes the way it came (read, or offload); a mixed chunk is
+   * read so its zero blocks are found; a hole is written in steps from no pages, or, when
+   * every destination skips holes, is complete at once.
+   */
+  #afterLookUp(job: KcopydJob, kind: 'hole' | 'data' | 'mixed'): void {
+    const sparse = job.master.sparse;
+    if (kind === 'hole' && sparse !== null) {
+      job.op = 'write';
+      job.neverRead = true;
+      dropFailedDests(job);
+      job.steps = sparseSteps(sparse, job.countSectors, null, true);
+      if (job.steps === null || job.steps.length === 0) {
+        this.#holeWithoutWrites(job);
+        return;
+      }
+      this.#ioJobs.pushTail(job);
+    } else {
+      job.op = kind === 'mixed' ? 'read' : job.afterMap;
+      if (job.op === 'offload') this.#ioJobs.pushTail(job);
+      else this.#pagesJobs.pushTail(job);
+    }
+    this.#wake();
   }
 
   #offloadDone(job: KcopydJob, failed: boolean, unsupported: boolean): void {

@@ -11,6 +11,7 @@ import {
 } from '../errors.js';
 import { KCOPYD_WRITE_ERR_ALL } from './constants.js';
 import { KcopydJob, type KcopydNotifyFn, type KcopydResult } from './job.js';
+import { validateSparse } from './sparse.js';
 import type { KcopydClient } from './kcopyd-client.js';
 import {
   validateClientForJob, validateDests, validateJobOptions, validateNotifyFn,
@@ -60,11 +61,14 @@ export function dmKcopydCopy(
   const source = validateRegion(from, 'from', 'read');
   const targets = validateDests(dests, source.count);
   const valid = validateJobOptions(options);
+  const sparse = valid.writeSeq ? null :
+    validateSparse((options as { sparse?: unknown } | undefined)?.sparse, targets, source.device);
   validateNotifyFn(fn);
   const offload = valid.copyOffload && !valid.writeSeq && valid.onChunkRead === null &&
     targets.every((dest) => typeof dest.device.copyFrom === 'function');
   return submit(client, (job) => {
     job.op = offload ? 'offload' : 'read';
+    job.sparse = sparse;
     job.sourceDevice = source.device;
     job.sourceSector = source.sector;
     job.countSectors = source.count;
@@ -103,6 +107,10 @@ export function dmKcopydZero(
   if (valid.copyOffload) {
     throw new InvalidRequestError('DMIO_ERR_INVALID_ARG_VALUE', 'options.copyOffload',
       'a zero job copies nothing');
+  }
+  if ((options as { sparse?: unknown } | undefined)?.sparse !== undefined) {
+    throw new InvalidRequestError('DMIO_ERR_INVALID_ARG_VALUE', 'options.sparse',
+      'a zero job has no holes to keep');
   }
   validateNotifyFn(fn);
   const writeZeroes = targets.every((dest) => dest.device.limits.maxWriteZeroesSectors > 0);

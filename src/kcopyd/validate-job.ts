@@ -14,6 +14,7 @@ import {
 import { InvalidArgTypeError, InvalidRequestError, StateError } from '../errors.js';
 import { DM_KCOPYD_MAX_REGIONS } from './constants.js';
 import type { KcopydChunkReadFn, KcopydProgressFn } from './job.js';
+import type { KcopydSparseOptions } from './sparse.js';
 import { KcopydClient } from './kcopyd-client.js';
 
 /** Options of `dmKcopydCopy` and `dmKcopydZero`. */
@@ -71,6 +72,16 @@ export interface KcopydJobOptions {
    * destination is not complete.
    */
   flush?: boolean;
+  /**
+   * Copies only: keep holes (sparse.ts). `true` is `{}`: zero blocks of 4096 bytes and the
+   * source's extents are holes, and every destination gets write-zeroes for them (plain zeros
+   * where it has no write-zeroes). `{ blockBytes, holes }` sets the zero-detection block (0:
+   * extents only) and, for all destinations or each, 'skip' (write nothing: a new file, a device
+   * known to read zeros), 'write-zeroes' or 'write' (allocated zeros). Bytes read from a hole
+   * are zeros either way, so `writtenBytes` and the result do not change. Turned off by
+   * `writeSeq`, which gets every byte in order.
+   */
+  sparse?: boolean | KcopydSparseOptions;
 }
 
 /** Options after validation. */
@@ -87,7 +98,7 @@ export interface ValidJobOptions {
 
 const JOB_OPTION_KEYS = new Set([
   'ignoreError', 'writeSeq', 'onProgress', 'onChunkRead', 'copyOffload', 'dropFailedDestinations',
-  'signal', 'flush',
+  'signal', 'flush', 'sparse',
 ]);
 
 /** Returns `kc` when it is a live client with room for one more job. */
