@@ -11,8 +11,9 @@ import {
   DM_KCOPYD_MAX_REGIONS, dmIoClientCreate, dmIoClientDestroy, dmKcopydClientCreate,
   dmKcopydClientDestroy, dmKcopydCopy, dmKcopydThrottleCreate, FileDevice,
   KCOPYD_SUB_JOB_SECTORS_MAX, PAGE_SIZE, SECTOR_SIZE, sectorsToBytes, type BlockDevice,
-  type KcopydResult,
+  type KcopydResult, type KcopydSparseOptions,
 } from '../../index.js';
+import { parseSparseBytes, sparseOption, type GrownFile, type SparseFlags } from '../sparse-choice.js';
 import type { CliContext, RunCommand } from '../context.js';
 import { openDestinations, openSource, refuseSourceOverlap } from './open-regions.js';
 import { copyStream, refuseStreamFlags } from './copy-stream.js';
@@ -33,7 +34,7 @@ import {
 import { EXIT_IO_ERROR, UsageError } from '../exit-status.js';
 
 /** The flags of `dmio copy`, as commander hands them over. */
-interface CopyFlags extends LengthOptions {
+interface CopyFlags extends LengthOptions, SparseFlags {
   sourceSector: string;
   destSector: string;
   ignoreErrors?: boolean;
@@ -46,6 +47,7 @@ interface CopyFlags extends LengthOptions {
   progress?: string | boolean;
   offload: boolean;
   flush: boolean;
+  preallocate?: boolean;
 }
 
 /** Adds `copy` to the program. */
@@ -69,6 +71,12 @@ export function registerCopy(program: Command, run: RunCommand): void {
       'chunk size, a multiple of 4K up to 4M (default 1M; 4M when copying file to file)')
     .option('--direct', 'open files and block devices with O_DIRECT')
     .option('--verify', 'read every destination back (bypassing the page cache) and compare')
+    .option('--sparse <SIZE>', 'keep holes: the source\'s holes and zero blocks of SIZE are ' +
+      'not written as data (new files keep them as holes, others get write-zeroes); 0 writes ' +
+      'every byte', '4K')
+    .option('--allocated', 'write holes as zeros: fully allocated destinations')
+    .option('--target-is-zero', 'the destinations already read zeros: write nothing over holes')
+    .option('--preallocate', 'allocate new and extended image files in full before copying')
     .option('--no-offload',
       'always copy through memory; by default file-to-file chunks use copy_file_range')
     .option('--no-flush', 'report success without flushing the destinations first')
@@ -94,6 +102,7 @@ async function copy(
   const chosenSubJobSectors = parseSubJobSectors(flags.subJobSize);
   const progressMode = parseProgressMode(flags.progress, flags.json === true);
   const direct = flags.direct === true;
+  parseSparseBytes(flags);
   const toStdout = destSpecs.includes(STDOUT_SPEC);
   if (toStdout) refuseStdoutUse(cli, sourceSpec, destSpecs, flags, progressMode);
   if (sourceSpec === '-') {
@@ -111,12 +120,16 @@ async function copy(
       openStdoutDestination(cli, sourceSpec, countSectors, flags.flush) : null;
     if (stdout !== null) devices.push(stdout.device);
     else refuseSourceOverlap(sourceSpec, sourceSector, destSpecs, destSector, countSectors);
+    const grown: GrownFile[] = [];
     const dests = stdout !== null ? [stdout.device] : await openDestinations(cli, destSpecs,
-      destSector, countSectors, direct, devices, { sectorFlag: '--dest-sector' });
+      destSector, countSectors, direct, devices, { sectorFlag: '--dest-sector', grown,
+        preallocate: flags.preallocate === true });
     const subJobSectors = chosenSubJobSectors ?? defaultSubJobSectors(source, dests, flags);
+    const sparse = stdout !== null ? undefined :
+      sparseOption(flags, destSpecs, dests, destSector, grown);
     return await runCopy(cli, { sourceSpec, source, sourceSector,
       destSpecs: stdout !== null ? [STDOUT_NAME] : destSpecs, dests, destSector, countSectors,
-      throttlePercent, subJobSectors, progressMode, flags, opened: devices, stdout });
+      throttlePercent, subJobSectors, progressMode, flags, opened: devices, stdout, sparse });
   } finally {
     await closeAll(devices);
   }
@@ -171,6 +184,8 @@ interface CopyPlan {
   readonly opened: BlockDevice[];
   /** Stdout, when it is the one destination (`dests` is then its sink device). */
   readonly stdout: StdoutDestination | null;
+  /** What each destination does with holes, or undefined to write every byte. */
+  readonly sparse: KcopydSparseOptions | undefined;
 }
 
 async function runCopy(cli: CliContext, plan: CopyPlan): Promise<number> {
@@ -194,6 +209,7 @@ async function runCopy(cli: CliContext, plan: CopyPlan): Promise<number> {
       // A stream takes its bytes in order: kcopyd issues the writes in offset order.
       writeSeq: flags.writeSeq === true || plan.stdout !== null,
       copyOffload: flags.offload,
+      ...(plan.sparse === undefined ? {} : { sparse: plan.sparse }),
       // A failed destination is dropped and the healthy ones are still finished.
       dropFailedDestinations: true,
       // Durable before success: kcopyd flushes every destination it wrote to (a failed or

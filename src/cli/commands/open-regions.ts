@@ -103,6 +103,8 @@ export interface DestinationOptions {
   readonly sectorFlag?: string;
   /** Default `create-or-extend`. */
   readonly growth?: Growth;
+  /** Allocate the blocks of created and extended image files at once (`--preallocate`). */
+  readonly preallocate?: boolean;
   /** Receives every image file created (`oldSizeBytes` null) or extended, to cut back later. */
   readonly grown?: Array<{ readonly index: number; readonly path: string;
     readonly oldSizeBytes: number | null }>;
@@ -125,18 +127,20 @@ interface DestRegion {
   readonly countSectors: number;
   readonly direct: boolean;
   readonly sectorFlag: string;
+  readonly preallocate: boolean;
 }
 
 /**
  * Opens destinations for writing `countSectors` from `sector` (steps 2-4 above). Image files
- * are created or extended as sparse files: every byte of the region is about to be written,
- * and allocating the range in front of it would cost space nobody asked for.
+ * are created or extended as sparse files (allocated at once only with `preallocate`): a
+ * sparse copy leaves the source's holes unwritten there.
  */
 export async function openDestinations(
   cli: CliContext, specs: readonly string[], sector: number, countSectors: number, direct: boolean,
   opened: BlockDevice[], options: DestinationOptions = {},
 ): Promise<BlockDevice[]> {
-  const region = { sector, countSectors, direct, sectorFlag: options.sectorFlag ?? '--sector' };
+  const region = { sector, countSectors, direct, sectorFlag: options.sectorFlag ?? '--sector',
+    preallocate: options.preallocate === true };
   const growth = options.growth ?? 'create-or-extend';
   refuseRepeatedDestinations(specs);
   const endBytes = regionEndBytes(region);
@@ -264,7 +268,8 @@ async function growFile(
 ): Promise<BlockDevice> {
   try {
     return await openForCli(cli, { spec: file.spec,
-      options: { direct: region.direct, create: { sizeBytes: endBytes } } });
+      options: { direct: region.direct,
+        create: { sizeBytes: endBytes, preallocate: region.preallocate } } });
   } catch (error) {
     const errno = (error as { cause?: { errno?: unknown } }).cause?.errno;
     if (!(error instanceof UsageError) || errno !== 'EFBIG') throw error;
