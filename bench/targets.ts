@@ -8,6 +8,7 @@ import { formatValue } from './recorder.js';
 import { median, ratioDmioOver } from './stats.js';
 import { randomCaseName } from './workloads/random-io.js';
 import { SERVE_CASES, SERVE_DMIO_VARIANT } from './workloads/serve.js';
+import { SPARSE_CASES, SPARSE_DMIO_VARIANT } from './workloads/sparse-copy.js';
 import { STACK_CASES, STACK_VARIANTS } from './workloads/stacks.js';
 
 /**
@@ -120,6 +121,30 @@ function copyTargets(index: SeriesIndex): TargetCheck[] {
     checks.push(plainCheck(3, 'dmio copy: time for 3 dests / time for 1 dest', value, '<=', 1.5,
       `${describe(one, 'dmio copy → 1')} vs ${describe(three, 'dmio copy → 3')} ` +
       '(source MiB/s)'));
+  }
+  checks.push(...sparseCopyTargets(index));
+  return checks;
+}
+
+/** Issue 17's sparse image row: dmio at least as fast as nbdcopy and cp, allocating as little. */
+function sparseCopyTargets(index: SeriesIndex): TargetCheck[] {
+  const checks: TargetCheck[] = [];
+  const isHolePeer = (series: Series): boolean => isPeer(series) &&
+    (series.variant === 'nbdcopy' || series.variant.startsWith('cp '));
+  if (index.cases(3).includes(SPARSE_CASES.time)) {
+    checks.push(ratioCheck(3, `dmio copy / faster of nbdcopy and cp, ${SPARSE_CASES.time}`,
+      index.find(3, SPARSE_CASES.time, SPARSE_DMIO_VARIANT),
+      index.best(3, SPARSE_CASES.time, isHolePeer), 1.0, 'faster of nbdcopy and cp'));
+  }
+  const dmio = index.find(3, SPARSE_CASES.allocated, SPARSE_DMIO_VARIANT);
+  const peers = index.cases(3).includes(SPARSE_CASES.allocated) ?
+    ['nbdcopy', 'cp --sparse=always'].map((variant) => index.find(3, SPARSE_CASES.allocated, variant))
+      .filter((series): series is Series => series !== null) : [];
+  if (dmio !== null && peers.length > 0) {
+    const least = Math.min(...peers.map((series) => median(series.samples)));
+    checks.push(plainCheck(3, 'sparse image: MiB dmio allocates beyond the least of nbdcopy and cp',
+      median(dmio.samples) - least, '<=', 1,
+      `${describe(dmio, 'dmio copy')} vs ${peers.map((series) => describe(series, '')).join(', ')}`));
   }
   return checks;
 }

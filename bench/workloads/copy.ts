@@ -6,6 +6,7 @@
 // after the run (dropping their dirty pages unwritten) and the file system is synced untimed.
 // Times are whole commands (wall) for the
 // programs, including `dmio copy` with its Node start-up; figures are MiB/s of source data.
+// Each repetition ends with the sparse image case (sparse-copy.ts).
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -16,6 +17,7 @@ import { warmFile } from '../page-cache.js';
 import { repetitionOrder } from '../order.js';
 import { runChecked, runWorker } from '../proc.js';
 import { isWorkerError } from '../workers/jobs.js';
+import { runSparseCopyCase } from './sparse-copy.js';
 
 const CHUNK_BYTES = 1024 * 1024;
 const CACHE_NOTE = 'source read whole before each run; destinations removed before and after';
@@ -56,6 +58,7 @@ export async function runCopyWorkload(context: BenchContext): Promise<void> {
         (_, i) => resources.file(`w3-dest-${i}.img`));
       await runCopyCase(context, source, targets, rep);
     }
+    await runSparseCopyCase(context, rep);
   }
 }
 
