@@ -58,6 +58,11 @@ export const FILE_MAX_SPECIAL_SECTORS = GIB / SECTOR_SIZE;
 export const RAM_DEVICE_BYTES_MAX = 64 * GIB;
 /** Granule in which a RAM device allocates and frees memory (64 KiB). */
 export const RAM_CHUNK_BYTES = 64 * KIB;
+/**
+ * Most chunks one RAM extent query looks at (65536: 4 GiB of the device), so a query of a
+ * large, mostly empty device does bounded work; the caller asks again from where it ended.
+ */
+export const RAM_EXTENT_CHUNKS_MAX = 65536;
 
 /** Largest 16-bit I/O priority value; the kernel accepts only some below it (`isIoprio`). */
 export const IOPRIO_MAX = 0xffff;

@@ -39,7 +39,10 @@ export type {
 
 export type {
   BlockDevice, DeviceLimits, DeviceRequest, DeviceDone, DeviceOp, DeviceKind, RequestFlags,
+  DeviceExtent, ExtentsDone,
 } from './devices/block-device.js';
+export { EXTENTS_PER_QUERY_MAX } from './devices/block-device.js';
+export { deviceExtents } from './devices/device-extents.js';
 export { openDevice, parseDeviceSpec } from './open/open-device.js';
 export { openFileDevice, FileDevice } from './devices/file-device.js';
 export type {

@@ -1,7 +1,8 @@
 // Tests the local backend on real Linux block devices: loop devices over image files, attached
 // with losetup for each test and always detached. Needs root; skipped elsewhere, failed in CI.
 // Every expectation is checked against an independent source: sysfs read here, the image file
-// read through the filesystem, or the kernel's own refusal.
+// read through the filesystem, or the kernel's own refusal. A block device reports no holes:
+// its extents are all data, even over a sparse image.
 
 import assert from 'node:assert/strict';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -15,6 +16,7 @@ import type { FileDeviceOptions } from '../src/devices/file-open.js';
 import { requireLoopOrSkip, withLoopDevice, type LoopOptions } from './helpers/loop.js';
 import { tempDir } from './helpers/tmp.js';
 import { allZero, deviceRequest, pattern, submitted } from './helpers/requests.js';
+import { extentsOf, writeSparseFile } from './helpers/extents.js';
 
 const MIB = 1024 * 1024;
 const IMAGE_BYTES = 16 * MIB;
@@ -218,6 +220,22 @@ describe('file device on loop devices', () => {
       const fits = await openFileDevice(loopPath, { create: { sizeBytes: IMAGE_BYTES } });
       assert.equal(fits.sizeSectors, IMAGE_BYTES / 512);
       await fits.close();
+    });
+  });
+
+  test('a block device reports all data, even over a sparse image', async (t) => {
+    if (!requireLoopOrSkip(t)) return;
+    const imagePath = join(await tempDir(t), 'sparse.img');
+    writeSparseFile(imagePath, 4 * MIB, [{ offsetBytes: MIB, lengthBytes: 64 * 1024 }]);
+    await withLoopDevice(imagePath, {}, async (loopPath) => {
+      const device = await openFileDevice(loopPath, { readOnly: true });
+      try {
+        assert.equal(device.kind, 'block');
+        assert.deepEqual(await extentsOf(device, 8, device.sizeSectors - 8),
+          [{ sector: 8, countSectors: device.sizeSectors - 8, hole: false, zero: false }]);
+      } finally {
+        await device.close();
+      }
     });
   });
 });

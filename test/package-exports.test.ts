@@ -28,7 +28,8 @@ async function namesOf(specifier: string): Promise<string[]> {
 const LEGACY = ['dmIoAsync', 'dmIoAsyncBvec', 'dmIoAsyncVm', 'dmIoGet', 'dmIoPut', 'dmIoSync',
   'dmIoSyncBvec', 'dmIoSyncVm'];
 const TESTING = ['FaultDevice', 'createFaultDevice'];
-const DEVICE_KIT = ['IoError', 'NotSupportedError', 'PAGE_SIZE', 'SECTOR_SHIFT', 'SECTOR_SIZE',
+const DEVICE_KIT = ['EXTENTS_PER_QUERY_MAX', 'IoError', 'NotSupportedError', 'PAGE_SIZE',
+  'SECTOR_SHIFT', 'SECTOR_SIZE',
   'allocAligned', 'bytesToSectorsCeil', 'bytesToSectorsFloor', 'isAlignedView', 'pastEndError',
   'requestError', 'requestPastEnd', 'sectorsToBytes', 'segmentsBytes'];
 
@@ -63,7 +64,7 @@ describe('package exports', () => {
     assert.deepEqual(await namesOf(`${PACKAGE.name}/devices`), DEVICE_KIT);
     const types = readFileSync(join(ROOT, 'dist', 'devices.d.ts'), 'utf8');
     for (const name of ['BlockDevice', 'DeviceLimits', 'DeviceRequest', 'DeviceDone',
-      'RequestFlags']) {
+      'RequestFlags', 'DeviceExtent', 'ExtentsDone']) {
       assert.match(types, new RegExp(`\\b${name}\\b`), name);
     }
   });
@@ -74,7 +75,7 @@ describe('package exports', () => {
       'DmIoClient', 'failedRegions', 'openDevice', 'openFileDevice', 'createRamDevice',
       'openNbdDevice', 'openTable', 'dmKcopydClientCreate', 'dmKcopydCopy', 'dmKcopydZero',
       'KcopydClient', 'createNbdServer', 'DmIoError', 'IoError', 'ERROR_CODES', 'isDmIoError',
-      'SECTOR_SIZE', 'parseSize']) {
+      'SECTOR_SIZE', 'parseSize', 'deviceExtents']) {
       assert.ok(names.includes(name), `dmio exports ${name}`);
     }
     for (const name of [...LEGACY, ...TESTING, 'requestError', 'pastEndError', 'requestPastEnd',

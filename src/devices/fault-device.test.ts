@@ -1,12 +1,14 @@
 // Unit tests of the fault device: ranges by op (flush included), down, flakey periods on an
-// injected clock, seeded fail rates, delays, the bounded trace, limit overrides, spec checks.
+// injected clock, seeded fail rates, delays, the bounded trace, limit overrides, spec checks,
+// and extent queries passed through (present only when the wrapped device has them).
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { IoError } from '../errors.js';
-import type { DeviceOp, DeviceRequest } from './block-device.js';
+import type { BlockDevice, DeviceOp, DeviceRequest } from './block-device.js';
 import { createFaultDevice } from './fault-device.js';
 import { createRamDevice } from './ram-device.js';
+import { extentsOf } from '../../test/helpers/extents.js';
 
 function request(op: DeviceOp, sector: number, countSectors: number,
   preflush = false): DeviceRequest {
@@ -139,4 +141,19 @@ test('bad fault specs are refused', () => {
     { code: 'DMIO_ERR_OUT_OF_RANGE' });
   assert.throws(() => createFaultDevice(ram(), { ranges: [{ sector: 0, countSectors: 0 }] }),
     { code: 'DMIO_ERR_OUT_OF_RANGE' });
+});
+
+test('extents pass through to the wrapped device, and exist only when it has them', async () => {
+  const inner = ram();
+  inner.submitSync(request('write', 0, 8));
+  const device = createFaultDevice(inner, { down: true });
+  assert.deepEqual(await extentsOf(device, 0, 64),
+    [{ sector: 0, countSectors: 64, hole: false, zero: false }], 'a 64 KiB chunk');
+  assert.equal(device.trace.length, 0, 'queries are not traced');
+  const bare: BlockDevice = {
+    name: 'bare', kind: 'ram', sizeSectors: 64, readOnly: false, limits: inner.limits,
+    closed: false, canBlock: false, submit: (req, done) => inner.submit(req, done),
+    close: () => inner.close(),
+  };
+  assert.equal(createFaultDevice(bare).extents, undefined);
 });

@@ -3,13 +3,15 @@
 // seeded fraction of requests, goes down and up on a period, and delays completions. A failed
 // request never reaches the wrapped device, so nothing is written. Every request is recorded in
 // a bounded trace, so tests can assert exactly what dm-io submitted (or that nothing was).
+// Extent queries pass through to the wrapped device unchanged (no faults, no trace); the fault
+// device has `extents` exactly when the wrapped device has.
 
 import assert from '../assert.js';
 import type { IoError } from '../errors.js';
 import { InvalidRequestError } from '../errors.js';
 import { validateIntegerInRange } from '../validate.js';
 import type {
-  BlockDevice, DeviceDone, DeviceLimits, DeviceOp, DeviceRequest, RequestFlags,
+  BlockDevice, DeviceDone, DeviceLimits, DeviceOp, DeviceRequest, ExtentsDone, RequestFlags,
 } from './block-device.js';
 import { requestError } from './request-error.js';
 import { sectorsToBytes } from '../units.js';
@@ -80,6 +82,8 @@ export class FaultDevice implements BlockDevice {
   readonly inner: BlockDevice;
   readonly limits: DeviceLimits;
   readonly trace: TraceEntry[] = [];
+  /** The wrapped device's `extents`, present only when it has one. */
+  readonly extents?: (sector: number, countSectors: number, done: ExtentsDone) => void;
   readonly #traceMax: number;
   readonly #now: () => number;
   readonly #startMs: number;
@@ -95,6 +99,12 @@ export class FaultDevice implements BlockDevice {
     this.#startMs = this.#now();
     this.#randomState = (options.seed ?? 1) >>> 0 || 1;
     this.#spec = validateSpec(options);
+    const innerExtents = inner.extents;
+    if (innerExtents !== undefined) {
+      this.extents = (sector, countSectors, done) => {
+        innerExtents.call(inner, sector, countSectors, done);
+      };
+    }
   }
 
   get sizeSectors(): number {

@@ -6,15 +6,23 @@
 // back short or failed, runs (or resumes) the step program of file-request.ts, whose semantics
 // `submit` and `submitSync` share. The device counts requests in flight so that `close()` can
 // wait for them before it closes the descriptor; `closed` turns true as soon as `close()`
-// begins, and requests submitted after that fail with EBADF without a syscall.
+// begins, and requests submitted after that fail with EBADF without a syscall. Extent queries
+// (`extents`) are counted the same way: a regular file answers from SEEK_DATA/SEEK_HOLE
+// (file-extents.ts); a block device reports all data.
 
 import fs from 'node:fs';
+import assert from '../assert.js';
 import { IOV_MAX } from '../constants.js';
 import { IoError, errnoOf } from '../errors.js';
 import { sectorsToBytes } from '../units.js';
 import {
-  type BlockDevice, type DeviceDone, type DeviceLimits, type DeviceRequest, segmentsBytes,
+  type BlockDevice, type DeviceDone, type DeviceLimits, type DeviceRequest, type ExtentsDone,
+  segmentsBytes,
 } from './block-device.js';
+import { DATA } from './extent-list.js';
+import { walkFileExtents } from './file-extents.js';
+import { extentsError } from './request-error.js';
+import { libcAvailable, seekAsync } from '../sys/libc.js';
 import { withoutDiscard, type QueueLimits } from './file-limits.js';
 import { type FileDeviceOptions, openLocalDevice, validateFileDeviceOptions } from './file-open.js';
 import {
@@ -188,6 +196,34 @@ export class FileDevice implements BlockDevice {
       return false;
     }
     return true;
+  }
+
+  /**
+   * How `[sector, sector + countSectors)` is allocated (see `BlockDevice.extents`). A regular
+   * file answers from `lseek` SEEK_DATA/SEEK_HOLE on the threadpool, O_DIRECT or not; a block
+   * device, or a system without the libc bindings, reports the range as one data extent. The
+   * query counts in flight, so `close()` waits for it; on a closed device it fails with EBADF.
+   */
+  extents(sector: number, countSectors: number, done: ExtentsDone): void {
+    assert.ok(isRange(sector, countSectors, this.sizeSectors), 'an extent query inside the device');
+    if (this.#context.closed) {
+      const error = extentsError(this, sector, countSectors, 'EBADF', 'lseek');
+      queueMicrotask(() => done(error, []));
+      return;
+    }
+    if (this.kind === 'block' || !libcAvailable()) {
+      const data = [{ sector, countSectors, ...DATA }];
+      queueMicrotask(() => done(null, data));
+      return;
+    }
+    this.#inflightCount += 1;
+    const fd = this.#fd;
+    walkFileExtents((offsetBytes, whence, callback) => seekAsync(fd, offsetBytes, whence, callback),
+      sector, countSectors, (error, extents) => {
+        this.#uncount();
+        if (error === null) done(null, extents);
+        else done(extentsError(this, sector, countSectors, error, error.syscall), []);
+      });
   }
 
   /**

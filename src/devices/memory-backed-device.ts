@@ -1,16 +1,19 @@
 // Owns what every in-process device shares: limits with test overrides, the closed and
-// past-end checks, completion on a later microtask (never inside `submit`), and the blocking
-// form. Subclasses only say how to read, write and clear bytes.
+// past-end checks, completion on a later microtask (never inside `submit` or `extents`), and
+// the blocking form. Subclasses only say how to read, write and clear bytes, and which of
+// their sectors are data (`fillExtents`).
 
+import assert from '../assert.js';
 import { GIB, MIB, PAGE_SIZE, SECTOR_SIZE } from '../constants.js';
 import { InvalidRequestError } from '../errors.js';
 import type { IoError } from '../errors.js';
 import { bytesToSectorsExact, sectorsToBytes } from '../units.js';
 import type {
-  BlockDevice, DeviceDone, DeviceKind, DeviceLimits, DeviceRequest,
+  BlockDevice, DeviceDone, DeviceKind, DeviceLimits, DeviceRequest, ExtentsDone,
 } from './block-device.js';
 import { requestPastEnd } from './block-device.js';
-import { pastEndError, requestError } from './request-error.js';
+import { ExtentList } from './extent-list.js';
+import { extentsError, pastEndError, requestError } from './request-error.js';
 
 /** Limits of in-process devices unless a caller overrides them (tests do, to force splits). */
 export const MEMORY_DEVICE_LIMITS: DeviceLimits = {
@@ -92,6 +95,25 @@ export abstract class MemoryBackedDevice implements BlockDevice {
     return null;
   }
 
+  /**
+   * How `[sector, sector + countSectors)` is allocated (see `BlockDevice.extents`), answered
+   * on a later microtask; EBADF once closed.
+   */
+  extents(sector: number, countSectors: number, done: ExtentsDone): void {
+    assert.ok(Number.isSafeInteger(sector) && sector >= 0, 'sector');
+    assert.ok(Number.isSafeInteger(countSectors) && countSectors >= 1, 'countSectors');
+    assert.ok(sector + countSectors <= this.sizeSectors, 'an extent query inside the device');
+    if (this.#closed) {
+      const error = extentsError(this, sector, countSectors, 'EBADF');
+      queueMicrotask(() => done(error, []));
+      return;
+    }
+    const list = new ExtentList(sector, countSectors);
+    this.fillExtents(list);
+    assert.ok(list.extents.length > 0, 'an answer covers at least the first sector');
+    queueMicrotask(() => done(null, list.extents));
+  }
+
   close(): Promise<void> {
     this.#closed = true;
     return Promise.resolve();
@@ -103,4 +125,6 @@ export abstract class MemoryBackedDevice implements BlockDevice {
   protected abstract writeSegments(offsetBytes: number, segments: readonly Uint8Array[]): void;
   /** Makes `lengthBytes` from `offsetBytes` read back as zeros. */
   protected abstract clearRange(offsetBytes: number, lengthBytes: number): void;
+  /** Adds runs to `list` from its first sector, bounded work, until it is finished or enough. */
+  protected abstract fillExtents(list: ExtentList): void;
 }

@@ -1,12 +1,14 @@
 // Owns the synthetic devices whose bytes are computed, not stored: `zero:` (reads zeros,
 // read-only), `null:` (reads zeros, accepts and drops every write) and `random:` (read-only,
 // deterministic pseudo-random bytes: the same seed and sector always give the same bytes,
-// whatever the read's offset or length).
+// whatever the read's offset or length). `zero:` and `null:` are one hole that reads as zeros;
+// `random:` is all data.
 
 import assert from '../assert.js';
 import { PAGE_SIZE, SECTOR_SIZE } from '../constants.js';
 import { validateIntegerInRange } from '../validate.js';
 import type { DeviceLimits } from './block-device.js';
+import { DATA, type ExtentList, HOLE_ZERO } from './extent-list.js';
 import { MemoryBackedDevice, memoryDeviceLimits } from './memory-backed-device.js';
 import { requireWholeSectors } from './ram-device.js';
 
@@ -42,6 +44,11 @@ export class ZeroDevice extends MemoryBackedDevice {
 
   protected clearRange(): void {
     assert.ok(this.kind === 'null', 'zero: is read-only');
+  }
+
+  /** Nothing is stored: the whole range is one hole that reads as zeros. */
+  protected fillExtents(list: ExtentList): void {
+    list.add(list.endSector, HOLE_ZERO);
   }
 }
 
@@ -81,6 +88,11 @@ export class RandomDevice extends MemoryBackedDevice {
 
   protected clearRange(): void {
     assert.fail('random: is read-only');
+  }
+
+  /** Every byte is generated data. */
+  protected fillExtents(list: ExtentList): void {
+    list.add(list.endSector, DATA);
   }
 
   /** Fills the scratch page with page `pageIndex`'s bytes (xorshift32 seeded per page). */

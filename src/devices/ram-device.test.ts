@@ -1,12 +1,14 @@
 // Unit tests of the in-process devices: sparse RAM storage, discard freeing chunks, the
-// past-end rule (fail whole, never truncate), closed and read-only refusals, pure flushes.
+// past-end rule (fail whole, never truncate), closed and read-only refusals, pure flushes, and
+// their extents (RAM chunks, zero:/null: holes, random: data, the per-query chunk bound).
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { RAM_CHUNK_BYTES } from '../constants.js';
+import { RAM_CHUNK_BYTES, RAM_EXTENT_CHUNKS_MAX } from '../constants.js';
 import type { DeviceOp, DeviceRequest } from './block-device.js';
 import { createRandomDevice, createZeroDevice } from './pattern-devices.js';
 import { createRamDevice } from './ram-device.js';
+import { extentsOf, queryExtents } from '../../test/helpers/extents.js';
 
 function request(op: DeviceOp, sector: number, segments: Uint8Array[] | number,
   preflush = false): DeviceRequest {
@@ -97,4 +99,61 @@ test('sizes and limits are validated', () => {
     8 } }), { code: 'DMIO_ERR_INVALID_ARG_VALUE' });
   assert.throws(() => createRamDevice({ sizeBytes: 4096, limits: { logicalBlockBytes: 4096,
     maxSectorsPerRequest: 4 } }), { code: 'DMIO_ERR_INVALID_ARG_VALUE' });
+});
+
+const CHUNK_SECTORS = RAM_CHUNK_BYTES / 512;
+const holeZero = (sector: number, countSectors: number): object =>
+  ({ sector, countSectors, hole: true, zero: true });
+const data = (sector: number, countSectors: number): object =>
+  ({ sector, countSectors, hole: false, zero: false });
+
+test('RAM extents: written chunks are data, others holes; discards free whole chunks', async () => {
+  const device = createRamDevice({ sizeBytes: 16 * RAM_CHUNK_BYTES });
+  assert.deepEqual(await extentsOf(device, 0, device.sizeSectors),
+    [holeZero(0, 16 * CHUNK_SECTORS)], 'never written');
+  // One sector at 127 and one at 128 allocate chunks 0 and 1; sector 700 chunk 5.
+  device.submitSync(request('write', 127, [new Uint8Array(1024).fill(1)]));
+  device.submitSync(request('write', 700, [new Uint8Array(512).fill(1)]));
+  assert.deepEqual(await extentsOf(device, 0, device.sizeSectors), [data(0, 256),
+    holeZero(256, 384), data(640, 128), holeZero(768, 1280)]);
+  assert.deepEqual(await extentsOf(device, 200, 500), [data(200, 56), holeZero(256, 384),
+    data(640, 60)], 'clipped to the query');
+  // A partial discard zeroes but keeps the chunk (data); a whole-chunk one frees it.
+  device.submitSync(request('discard', 0, 64));
+  device.submitSync(request('discard', 128, 128));
+  device.submitSync(request('write-zeroes', 640, 128));
+  assert.deepEqual(await extentsOf(device, 0, device.sizeSectors), [data(0, 128),
+    holeZero(128, 1920)]);
+});
+
+test('RAM extents look at a bounded number of chunks per query', async () => {
+  const device = createRamDevice({ sizeBytes: 64 * 1024 * 1024 * 1024 });
+  const boundSectors = RAM_EXTENT_CHUNKS_MAX * CHUNK_SECTORS;
+  assert.ok(boundSectors < device.sizeSectors);
+  assert.deepEqual(await extentsOf(device, 0, device.sizeSectors), [holeZero(0, boundSectors)]);
+  assert.deepEqual(await extentsOf(device, 10, device.sizeSectors - 10),
+    [holeZero(10, boundSectors - 10)], 'the bound counts chunks from the first one touched');
+});
+
+test('zero: and null: are one hole reading zeros, written or not; random: is data', async () => {
+  const nullDevice = createZeroDevice('null', { sizeBytes: 1 << 20 });
+  nullDevice.submitSync(request('write', 8, [new Uint8Array(4096).fill(7)]));
+  for (const device of [createZeroDevice('zero', { sizeBytes: 2 ** 50 }), nullDevice]) {
+    assert.deepEqual(await extentsOf(device, 0, device.sizeSectors),
+      [holeZero(0, device.sizeSectors)], device.name);
+    assert.deepEqual(await extentsOf(device, 5, 3), [holeZero(5, 3)], device.name);
+  }
+  const random = createRandomDevice({ sizeBytes: 1 << 20 });
+  assert.deepEqual(await extentsOf(random, 1, 2047), [data(1, 2047)]);
+});
+
+test('closed in-process devices answer extents with EBADF, on a later turn', async () => {
+  for (const device of [createRamDevice({ sizeBytes: 4096 }),
+    createZeroDevice('zero', { sizeBytes: 4096 }), createRandomDevice({ sizeBytes: 4096 })]) {
+    await device.close();
+    const { error, extents } = await queryExtents(device, 0, 8);
+    assert.equal(error?.errno, 'EBADF', device.name);
+    assert.equal(error?.syscall, 'extents');
+    assert.deepEqual(extents, []);
+  }
 });

@@ -1,8 +1,14 @@
 // Owns the RAM device (`mem:SIZE`): a sparse store that allocates 64 KiB chunks only when they
-// are written and frees whole chunks on discard, so `mem:16G` costs nothing until used.
+// are written and frees whole chunks on discard and write-zeroes, so `mem:16G` costs nothing
+// until used. Its extents follow the chunks: an allocated chunk is data (even when a partial
+// discard zeroed some of it), a chunk never written or freed again is a hole reading as zeros.
 
-import { RAM_CHUNK_BYTES, RAM_DEVICE_BYTES_MAX, SECTOR_SIZE } from '../constants.js';
+import {
+  RAM_CHUNK_BYTES, RAM_DEVICE_BYTES_MAX, RAM_EXTENT_CHUNKS_MAX, SECTOR_SIZE,
+} from '../constants.js';
+import { bytesToSectorsExact } from '../units.js';
 import type { DeviceLimits } from './block-device.js';
+import { DATA, type ExtentList, HOLE_ZERO } from './extent-list.js';
 import { MemoryBackedDevice, memoryDeviceLimits } from './memory-backed-device.js';
 import { validateIntegerInRange } from '../validate.js';
 import { InvalidRequestError } from '../errors.js';
@@ -58,6 +64,15 @@ export class RamDevice extends MemoryBackedDevice {
       if (pieceBytes === RAM_CHUNK_BYTES) this.#chunks.delete(index);
       else chunk.fill(0, chunkOffset, chunkOffset + pieceBytes);
     });
+  }
+
+  /** Chunk by chunk from the list's first sector, at most RAM_EXTENT_CHUNKS_MAX chunks. */
+  protected fillExtents(list: ExtentList): void {
+    const chunkSectors = bytesToSectorsExact(RAM_CHUNK_BYTES);
+    for (let looked = 0; looked < RAM_EXTENT_CHUNKS_MAX && !list.finished; looked += 1) {
+      const chunkIndex = Math.floor(list.nextSector / chunkSectors);
+      list.add((chunkIndex + 1) * chunkSectors, this.#chunks.has(chunkIndex) ? DATA : HOLE_ZERO);
+    }
   }
 
   #chunkForWrite(index: number): Uint8Array {

@@ -1,8 +1,9 @@
 // Owns the `linear` target: `linear DEV OFFSET` maps sector S of the segment to DEV at
-// OFFSET + S, unchanged in length; flushes go to DEV; no status.
+// OFFSET + S, unchanged in length; flushes go to DEV; no status. Extent queries go to DEV's
+// `extents`, shifted by OFFSET (a DEV without one is data).
 
 import type { DmIoClient } from '../core/client.js';
-import type { BlockDevice } from '../devices/block-device.js';
+import type { BlockDevice, DeviceExtent, ExtentsDone } from '../devices/block-device.js';
 import { TableError } from '../errors.js';
 import { parseNumberArg } from './table-text.js';
 import type {
@@ -38,6 +39,21 @@ export class LinearTarget implements Target {
 
   flush(done: TargetDone): void {
     flushDevice(this.#client, this.#device, this.#inflight.track(done));
+  }
+
+  extents(sector: number, countSectors: number, done: ExtentsDone): void {
+    const device = this.#device;
+    if (device.extents === undefined) {
+      const data = [{ sector, countSectors, hole: false, zero: false }];
+      queueMicrotask(() => done(null, data));
+      return;
+    }
+    const offsetSectors = this.#offsetSectors;
+    device.extents(offsetSectors + sector, countSectors, this.#inflight.track((error, extents) => {
+      done(error, extents.map((extent): DeviceExtent => ({
+        ...extent, sector: extent.sector - offsetSectors,
+      })));
+    }));
   }
 
   status(): string {

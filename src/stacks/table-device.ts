@@ -7,6 +7,10 @@
 // waits for requests in flight, closes the devices the table opened and destroys its dm-io
 // client.
 //
+// An extent query is answered by the segment holding its first sector, up to that segment's
+// end (the caller asks again for the next): by the target's `extents` (zero: a hole; linear:
+// its device's, shifted), or as data for targets without one.
+//
 // Limits are the most restrictive of its parts: the largest logical and physical block and
 // memory alignment, the smallest request and segment bounds, discard and write-zeroes only when
 // every segment takes them; a volatile cache (flush) or FUA when any part has one.
@@ -15,7 +19,7 @@ import assert from '../assert.js';
 import { GIB, MIB, SECTOR_SIZE } from '../constants.js';
 import type { DmIoClient } from '../core/client.js';
 import type {
-  BlockDevice, DeviceDone, DeviceLimits, DeviceRequest, RequestFlags,
+  BlockDevice, DeviceDone, DeviceExtent, DeviceLimits, DeviceRequest, ExtentsDone, RequestFlags,
 } from '../devices/block-device.js';
 import { requestPastEnd } from '../devices/block-device.js';
 import { requestError } from '../devices/request-error.js';
@@ -117,8 +121,7 @@ export class TableDevice implements BlockDevice {
     }
     this.#inflight += 1;
     const finish = (error: DmIoError | null): void => {
-      this.#inflight -= 1;
-      if (this.#inflight === 0 && this.#idle !== null) this.#idle();
+      this.#uncount();
       done(error === null ? null : this.#wrap(request, error));
     };
     if (!request.flags.preflush) {
@@ -129,6 +132,45 @@ export class TableDevice implements BlockDevice {
       if (error !== null || request.countSectors === 0) finish(error);
       else this.#submitData(request, finish);
     });
+  }
+
+  /** How a range is allocated, from the segment holding `sector` (see the file header). */
+  extents(sector: number, countSectors: number, done: ExtentsDone): void {
+    assert.ok(Number.isSafeInteger(sector) && sector >= 0, 'sector');
+    assert.ok(Number.isSafeInteger(countSectors) && countSectors >= 1, 'countSectors');
+    assert.ok(sector + countSectors <= this.sizeSectors, 'an extent query inside the device');
+    if (this.#closed) {
+      const error = new IoError({ errno: 'EBADF', syscall: 'extents', device: this.name, sector,
+        countSectors });
+      queueMicrotask(() => done(error, []));
+      return;
+    }
+    const segment = this.#segments[this.#segmentIndex(sector)] as TableSegment;
+    const offsetSectors = sector - segment.startSector;
+    const pieceSectors = Math.min(countSectors, segment.lengthSectors - offsetSectors);
+    const { target } = segment;
+    if (target.extents === undefined) {
+      const data = [{ sector, countSectors: pieceSectors, hole: false, zero: false }];
+      queueMicrotask(() => done(null, data));
+      return;
+    }
+    this.#inflight += 1;
+    target.extents(offsetSectors, pieceSectors, (error, extents) => {
+      this.#uncount();
+      if (error !== null) {
+        done(new IoError({ errno: error.errno, syscall: 'extents', device: this.name, sector,
+          countSectors, cause: error }), []);
+        return;
+      }
+      done(null, extents.map((extent): DeviceExtent => ({
+        ...extent, sector: extent.sector + segment.startSector,
+      })));
+    });
+  }
+
+  #uncount(): void {
+    this.#inflight -= 1;
+    if (this.#inflight === 0 && this.#idle !== null) this.#idle();
   }
 
   #refusal(request: DeviceRequest): IoError | null {

@@ -5,14 +5,16 @@
 // opened. Each target type (linear, striped, ...) lives in its own file and implements these.
 //
 // Rules every target keeps:
-// - `map` and `flush` never call `done` synchronously.
+// - `map`, `flush` and `extents` never call `done` synchronously.
 // - Data pieces never carry `preflush`: the table device turns a flush with data into an empty
 //   flush of every target followed by the data (as dm core does).
 // - `stop` ends background work (timers, resync, writeback) and waits for it; the table device
 //   closes the devices afterwards. Nothing is submitted by a target after `stop` resolved.
 
 import type { DmIoClient } from '../core/client.js';
-import type { BlockDevice, DeviceOp, RequestFlags } from '../devices/block-device.js';
+import type {
+  BlockDevice, DeviceOp, ExtentsDone, RequestFlags,
+} from '../devices/block-device.js';
 import type { DmIoError } from '../errors.js';
 import type { TableSource } from './table-text.js';
 
@@ -57,6 +59,12 @@ export interface Target {
   map(io: TargetIo, done: TargetDone): void;
   /** Handles an empty flush (sent to every target); `done` runs once, never synchronously. */
   flush(done: TargetDone): void;
+  /**
+   * Optional: how `[sector, sector + countSectors)` of the segment is allocated, sectors
+   * relative to the segment's start, with `BlockDevice.extents`' rules. Without it the
+   * segment is data.
+   */
+  extents?(sector: number, countSectors: number, done: ExtentsDone): void;
   /** The runtime state, as `dmsetup status` prints it after `START LENGTH TYPE `. */
   status(): string;
   /** The canonical arguments, as `dmsetup table` prints them after `START LENGTH TYPE `. */

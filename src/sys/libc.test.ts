@@ -1,6 +1,7 @@
 // Tests the libc bindings against the real kernel: fallocate on real files (ext4 and tmpfs),
 // the range ioctls refused on a regular file, errno names, and the async forms completing on
-// a later turn with the same outcome as the blocking forms.
+// a later turn with the same outcome as the blocking forms; lseek SEEK_DATA/SEEK_HOLE on a
+// sparse file, off the event loop.
 
 import assert from 'node:assert/strict';
 import {
@@ -13,7 +14,7 @@ import { tempDir } from '../../test/helpers/tmp.js';
 import { errnoName, errnoNumber } from './errno-name.js';
 import {
   blockDeviceSizeBytesSync, blockRangeIoctlAsync, blockRangeIoctlSync, FALLOC_FL,
-  fallocateAsync, fallocateSync, SysError, transferOneSync,
+  fallocateAsync, fallocateSync, seekAsync, SysError, transferOneSync,
 } from './libc.js';
 
 test('errno names: both directions, with the preferred alias', () => {
@@ -114,4 +115,30 @@ test('many async calls in flight each get their own errno', async (t) => {
       fallocateAsync(target, mode, index * 4096, 4096, (error) => resolve(error?.code ?? null));
     })));
   outcomes.forEach((code, index) => assert.equal(code, index % 2 === 0 ? null : 'EBADF'));
+});
+
+test('lseek SEEK_DATA/SEEK_HOLE: data and holes, on a later turn; ENXIO past data', async (t) => {
+  const fd = openSync(join(await tempDir(t), 's.img'), 'w+');
+  t.after(() => closeSync(fd));
+  ftruncateSync(fd, 1024 * 1024);
+  writeSync(fd, Buffer.alloc(65536, 1), 0, 65536, 262144);
+  const seek = (offsetBytes: number, whence: 'SEEK_DATA' | 'SEEK_HOLE') =>
+    new Promise<[string | null, number]>((resolve) => {
+      let returned = false;
+      seekAsync(fd, offsetBytes, whence, (error, foundBytes) => {
+        assert.ok(returned, 'the callback runs after seekAsync returned');
+        resolve([error?.code ?? null, foundBytes]);
+      });
+      returned = true;
+    });
+  assert.deepEqual(await seek(0, 'SEEK_DATA'), [null, 262144]);
+  assert.deepEqual(await seek(262144, 'SEEK_HOLE'), [null, 327680]);
+  assert.deepEqual(await seek(0, 'SEEK_HOLE'), [null, 0]);
+  assert.deepEqual(await seek(327680, 'SEEK_DATA'), ['ENXIO', 0]);
+  assert.deepEqual(await seek(2 * 1024 * 1024, 'SEEK_HOLE'), ['ENXIO', 0], 'past the end');
+  const closed = await new Promise<SysError | null>((resolve) => {
+    seekAsync(99999, 0, 'SEEK_DATA', (error) => resolve(error));
+  });
+  assert.equal(closed?.code, 'EBADF');
+  assert.equal(closed?.syscall, 'lseek SEEK_DATA');
 });

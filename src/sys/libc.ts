@@ -1,8 +1,9 @@
 // Owns the few libc calls Node does not expose: `ioctl` on block devices (size, block sizes,
 // discard, zero-out), `fallocate` (punch hole, zero range), `preadv2` with RWF_NOWAIT (a
 // read from the page cache that never blocks), `copy_file_range` (a copy between files
-// inside the kernel), `setsockopt`/`getsockopt` (socket-options.ts), and `pread64`/`pwrite64`
-// for the blocking engine's one-buffer transfer (cheaper than `fs.readSync`). Reads and writes on
+// inside the kernel), `setsockopt`/`getsockopt` (socket-options.ts), `pread64`/`pwrite64`
+// for the blocking engine's one-buffer transfer (cheaper than `fs.readSync`), and `lseek` with
+// SEEK_DATA/SEEK_HOLE (where a file holds data, for extent queries). Reads and writes on
 // the event loop go through Node's `fs` or dmio's io_uring, not here.
 // Bindings go through koffi and are loaded on first use, so code that never touches a local
 // device never loads the native addon; the one loaded library is this module's default
@@ -83,6 +84,7 @@ interface LibcBindings {
   readonly pread: NativeFunction;
   readonly pwrite: NativeFunction;
   readonly copyFileRange: NativeFunction;
+  readonly lseek: NativeFunction;
   readonly setsockopt: NativeFunction;
   readonly getsockopt: NativeFunction;
 }
@@ -141,6 +143,7 @@ function bindLibc(): { readonly library: LoadedLibrary; readonly bindings: LibcB
     'intptr_t pwrite64(int fd, const void *buffer, size_t count, int64_t offset)');
   const copyFileRange = library.func('intptr_t copy_file_range(int fd_in, int64_t *off_in, ' +
     'int fd_out, int64_t *off_out, size_t len, unsigned int flags)');
+  const lseek = library.func('int64_t lseek(int fd, int64_t offset, int whence)');
   const setsockopt = library.func(
     'int setsockopt(int fd, int level, int name, const int *value, uint32_t valueBytes)');
   const getsockopt = library.func(
@@ -148,7 +151,8 @@ function bindLibc(): { readonly library: LoadedLibrary; readonly bindings: LibcB
   return {
     library: { koffi, library },
     bindings: {
-      koffi, ioctl, fallocate, preadv2, pread, pwrite, copyFileRange, setsockopt, getsockopt,
+      koffi, ioctl, fallocate, preadv2, pread, pwrite, copyFileRange, lseek, setsockopt,
+      getsockopt,
     },
   };
 }
@@ -352,4 +356,34 @@ export function copyFileRangeAsync(
     release();
     throw error;
   }
+}
+
+/** `lseek` whence values that find allocation, from `<unistd.h>` (Linux 3.1+). */
+export const SEEK_WHENCE = {
+  /** The first offset at or after the given one that holds data; ENXIO when none does. */
+  SEEK_DATA: 3,
+  /** The first offset at or after the given one inside a hole (end of file counts as one). */
+  SEEK_HOLE: 4,
+} as const;
+
+/** Completion of `seekAsync`: the offset found, or the error (ENXIO: none past the offset). */
+export type SeekCallback = (error: SysError | null, foundBytes: number) => void;
+
+/**
+ * `lseek(fd, offsetBytes, SEEK_DATA | SEEK_HOLE)` on a threadpool thread: a filesystem may
+ * walk its extent tree to answer, so the event loop does not wait for it. The descriptor's
+ * own position moves, which no dmio path reads (transfers are positioned).
+ */
+export function seekAsync(
+  fd: number, offsetBytes: number, whence: keyof typeof SEEK_WHENCE, callback: SeekCallback,
+): void {
+  assert.ok(Number.isSafeInteger(offsetBytes) && offsetBytes >= 0, 'offsetBytes');
+  const bindings = libc();
+  bindings.lseek.async(fd, offsetBytes, SEEK_WHENCE[whence],
+    (failure: unknown, result: number | bigint) => {
+      assert.equal(failure, null, 'koffi could not run lseek');
+      const foundBytes = Number(result);
+      if (foundBytes < 0) callback(lastError(bindings, `lseek ${whence}`), 0);
+      else callback(null, foundBytes);
+    });
 }

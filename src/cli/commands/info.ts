@@ -3,7 +3,8 @@
 // request limits, and which of discard, write-zeroes, flush and FUA it supports — as text or as
 // one JSON object. For a `table:` device also each segment's `dmsetup status` and `dmsetup
 // table` line (the table is opened read-only: a mirror does not resync, a writecache writes no
-// metadata, so the status is what the files hold).
+// metadata, so the status is what the files hold). With `--map`, the device's allocation
+// instead (extent-map.ts), as `nbdinfo --map` prints it.
 
 import type { Command } from 'commander';
 import bytes from 'bytes';
@@ -11,22 +12,28 @@ import { formatTableReport, sectorsToBytes, TableDevice } from '../../index.js';
 import type { CliContext, RunCommand } from '../context.js';
 import { checkSpec, closeAll, openForCli, sizeBytesOf } from '../devices.js';
 import { EXIT_OK } from '../exit-status.js';
+import { writeExtentMap } from '../extent-map.js';
 
 /** Adds `info` to the program. */
 export function registerInfo(program: Command, run: RunCommand): void {
   program.command('info')
     .description('show a device\'s size, block sizes, limits and capabilities')
     .argument('<device>', 'device spec')
-    .option('--json', 'print one JSON object')
-    .action((spec: string, flags: { json?: boolean }) =>
-      run((cli) => info(cli, spec, flags.json === true)));
+    .option('--json', 'print one JSON object (with --map: one array)')
+    .option('--map', 'print which ranges hold data, hole or zeros, as nbdinfo --map')
+    .action((spec: string, flags: { json?: boolean; map?: boolean }) =>
+      run((cli) => info(cli, spec, flags.json === true, flags.map === true)));
 }
 
-async function info(cli: CliContext, spec: string, json: boolean): Promise<number> {
+async function info(cli: CliContext, spec: string, json: boolean, map: boolean): Promise<number> {
   checkSpec(spec, false);
   const out = cli.stdout.stream;
   const device = await openForCli(cli, { spec, options: { readOnly: true } });
   try {
+    if (map) {
+      await writeExtentMap(cli, device, json);
+      return EXIT_OK;
+    }
     const { limits } = device;
     // `info` opens read-only to touch nothing; zero: and random: can never be written.
     const writable = device.kind !== 'zero' && device.kind !== 'random';
