@@ -14,7 +14,7 @@ import type { BlockDevice } from '../devices/block-device.js';
 import type { PageListMemory, PageListNode } from '../memory/types.js';
 import type { JobLinks, JobList } from './job-list.js';
 import type { PageGrant } from './page-reserve.js';
-import type { ExtentCache, SparseStep, ValidSparse } from './sparse.js';
+import type { ExtentCache, Run, SparseStep, ValidSparse } from './sparse.js';
 
 /**
  * The phase a job's next I/O is in. `offload` is a copy the destinations do themselves
@@ -146,6 +146,10 @@ export class KcopydJob implements JobLinks<KcopydJob> {
   afterMap: KcopydOp = 'read';
   /** The chunk reads as zeros and was not read: it has no pages. */
   neverRead = false;
+  /** A mixed chunk: its runs from the source's extents; only the data runs are read. */
+  knownRuns: Run[] | null = null;
+  /** The next data run of `knownRuns` to read. */
+  readRunIndex = 0;
   /** A chunk with holes: its write steps, the next one, and their folded outcome. */
   steps: SparseStep[] | null = null;
   stepIndex = 0;

@@ -48,7 +48,8 @@ import { mayLeaveIoList, restoreIoOrder, writeSeqBlocked } from './io-order.js';
 import { issueOffload, offloadOutcome } from './offload.js';
 import { creditWrites, dropFailedDests, jobCancelled, settleMaster } from './outcome.js';
 import {
-  cacheExtents, classifyChunk, foldStepResult, sparseSteps, stepPlan, stepsResult, zeroRuns,
+  cacheExtents, classifyChunk, extentRuns, foldStepResult, readRunPlan, sparseSteps, stepPlan,
+  stepsResult, zeroFillHoles, zeroRuns,
 } from './sparse.js';
 import { PageReserve, type KcopydPageSource } from './page-reserve.js';
 import { createSlots, foldChunk, lastSlotRetired, takeChunk } from './split.js';
@@ -72,9 +73,18 @@ function looksUpExtents(job: KcopydJob): boolean {
     job.sourceDevice?.extents !== undefined && (job.op === 'read' || job.op === 'offload');
 }
 
+/** Moves a mixed chunk's read to its next data run; false when none is left. */
+function nextDataRun(job: KcopydJob): boolean {
+  const runs = job.knownRuns ?? [];
+  do job.readRunIndex += 1; while (runs[job.readRunIndex]?.zero === true);
+  return job.readRunIndex < runs.length;
+}
+
 /** Clears a chunk's sparse state when it completes (a slot's next chunk starts afresh). */
 function endSparseChunk(job: KcopydJob): void {
   job.neverRead = false;
+  job.knownRuns = null;
+  job.readRunIndex = 0;
   job.steps = null;
   job.stepIndex = 0;
   job.stepErrorBits = 0n;
@@ -373,6 +383,8 @@ export class KcopydClient {
       if (grant === null) return;
       this.#pagesJobs.remove(job);
       attachPages(job, grant);
+      // A mixed sparse chunk reads only its data runs: its holes are zeros in the pages.
+      if (job.knownRuns !== null) zeroFillHoles(job, job.knownRuns);
       this.#ioJobs.pushTail(job);
     }
   }
@@ -457,9 +469,11 @@ export class KcopydClient {
     job.ioDone ??= (result) => this.#ioDone(job, result);
     if (job.op !== 'read') dropFailedDests(job);
     const step = job.op === 'write' ? job.steps?.[job.stepIndex] : undefined;
-    const plan = job.op === 'read' ? readPlan(job, this.#io) :
-      step !== undefined ? stepPlan(job, step, this.#io, this.#zeroMemory) :
-        writePlan(job, this.#io, this.#zeroMemory);
+    const readRun = job.op === 'read' ? job.knownRuns?.[job.readRunIndex] : undefined;
+    const plan = readRun !== undefined ? readRunPlan(job, readRun, this.#io) :
+      job.op === 'read' ? readPlan(job, this.#io) :
+        step !== undefined ? stepPlan(job, step, this.#io, this.#zeroMemory) :
+          writePlan(job, this.#io, this.#zeroMemory);
     if (this.#trySubmit(plan, job.ioDone)) return true;
     this.throttle?.ioFinished();
     return false;
@@ -534,6 +548,11 @@ export class KcopydClient {
     if (job.op !== 'read') creditWrites(job, result.errorBits);
     if (result.errorBits !== 0n) recordIoErrors(job, result);
     if (job.op === 'read' && (result.errorBits === 0n || job.ignoreError)) {
+      if (job.knownRuns !== null && nextDataRun(job)) {
+        this.#ioJobs.pushTail(job);
+        this.#wake();
+        return;
+      }
       job.op = 'write';
       this.#planSparseWrite(job);
       if (job.steps?.length === 0) {
@@ -566,7 +585,7 @@ export class KcopydClient {
     const sparse = job.master.sparse;
     if (sparse === null || job.grant === null) return;
     job.steps = sparseSteps(sparse, job.countSectors,
-      zeroRuns(job.grant.pages, job.countSectors, sparse.blockBytes), false);
+      zeroRuns(job.grant.pages, job.countSectors, sparse.blockBytes, job.knownRuns), false);
   }
 
   /**
@@ -618,6 +637,13 @@ export class KcopydClient {
       this.#ioJobs.pushTail(job);
     } else {
       job.op = kind === 'mixed' ? 'read' : job.afterMap;
+      const cache = job.master.extentCache;
+      if (kind === 'mixed' && cache !== null &&
+          classifyChunk(cache, job.sourceSector, job.countSectors) === 'mixed') {
+        job.knownRuns = extentRuns(cache, job.sourceSector, job.countSectors);
+        job.readRunIndex = -1;
+        nextDataRun(job);
+      }
       if (job.op === 'offload') this.#ioJobs.pushTail(job);
       else this.#pagesJobs.pushTail(job);
     }

@@ -49,7 +49,7 @@ export interface ValidSparse {
 }
 
 /** A run of a chunk, in sectors from the chunk's start. */
-interface Run {
+export interface Run {
   readonly offsetSectors: number;
   readonly countSectors: number;
   readonly zero: boolean;
@@ -163,23 +163,78 @@ export function cacheExtents(sector: number, extents: readonly DeviceExtent[]): 
 }
 
 /**
+ * The runs of `[sector, sector + countSectors)` in the source extents of `cache` (which covers
+ * it: `classifyChunk` said 'mixed'), in sectors from `sector`, merged.
+ */
+export function extentRuns(cache: ExtentCache, sector: number, countSectors: number): Run[] {
+  const runs: Run[] = [];
+  const endSector = sector + countSectors;
+  for (const extent of cache.extents) {
+    const start = Math.max(extent.sector, sector);
+    const end = Math.min(extent.sector + extent.countSectors, endSector);
+    if (start < end) appendRun(runs, start - sector, end - start, extent.zero);
+  }
+  return runs;
+}
+
+/**
  * The runs of a chunk that was read: data and zero blocks of `blockBytes` (the last block may
- * be shorter), merged. Null when no block is zero: the chunk is written as one plan.
+ * be shorter), merged. `known` are runs the source's extents gave (zero runs there are not
+ * read nor scanned; data runs are scanned); null: the whole chunk is scanned. Null when no block
+ * is zero: the chunk is written as one plan.
  */
 export function zeroRuns(
   pages: readonly Uint8Array[], countSectors: number, blockBytes: number,
+  known: readonly Run[] | null = null,
 ): Run[] | null {
-  if (blockBytes === 0) return null;
-  const totalBytes = countSectors * SECTOR_SIZE;
+  const spans = known ?? [{ offsetSectors: 0, countSectors, zero: false }];
   const runs: Run[] = [];
   let anyZero = false;
-  for (let offsetBytes = 0; offsetBytes < totalBytes; offsetBytes += blockBytes) {
-    const lengthBytes = Math.min(blockBytes, totalBytes - offsetBytes);
-    const zero = isZero(pages, offsetBytes, lengthBytes);
-    anyZero ||= zero;
-    appendRun(runs, offsetBytes / SECTOR_SIZE, lengthBytes / SECTOR_SIZE, zero);
+  for (const span of spans) {
+    if (span.zero || blockBytes === 0) {
+      anyZero ||= span.zero;
+      appendRun(runs, span.offsetSectors, span.countSectors, span.zero);
+      continue;
+    }
+    const startBytes = span.offsetSectors * SECTOR_SIZE;
+    const endBytes = startBytes + span.countSectors * SECTOR_SIZE;
+    for (let offsetBytes = startBytes; offsetBytes < endBytes; offsetBytes += blockBytes) {
+      const lengthBytes = Math.min(blockBytes, endBytes - offsetBytes);
+      const zero = isZero(pages, offsetBytes, lengthBytes);
+      anyZero ||= zero;
+      appendRun(runs, offsetBytes / SECTOR_SIZE, lengthBytes / SECTOR_SIZE, zero);
+    }
   }
   return anyZero ? runs : null;
+}
+
+/** Zeros the parts of the job's pages that `runs` says are zero (they are not read). */
+export function zeroFillHoles(job: KcopydJob, runs: readonly Run[]): void {
+  const pages = job.grant?.pages ?? [];
+  for (const run of runs) {
+    if (!run.zero) continue;
+    let at = run.offsetSectors * SECTOR_SIZE;
+    const endBytes = at + run.countSectors * SECTOR_SIZE;
+    while (at < endBytes) {
+      const page = pages[Math.floor(at / PAGE_SIZE)];
+      if (page === undefined) return;
+      const inPage = at % PAGE_SIZE;
+      const pieceBytes = Math.min(PAGE_SIZE - inPage, endBytes - at);
+      page.fill(0, inPage, inPage + pieceBytes);
+      at += pieceBytes;
+    }
+  }
+}
+
+/** The plan reading one data run of a mixed chunk into the job's pages at its offset. */
+export function readRunPlan(job: KcopydJob, run: Run, io: DmIoClient): DmIoPlan {
+  if (job.sourceDevice === null) throw new Error('kcopyd: only a copy job reads');
+  return {
+    op: 'read', flags: STEP_FLAGS, ioprio: IOPRIO_DEFAULT, client: io,
+    memory: pagesAt(job, run.offsetSectors),
+    regions: [{ device: job.sourceDevice, sector: job.sourceSector + run.offsetSectors,
+      count: run.countSectors }],
+  };
 }
 
 function isZero(pages: readonly Uint8Array[], offsetBytes: number, lengthBytes: number): boolean {
