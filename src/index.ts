@@ -39,6 +39,7 @@ export type {
 
 export type {
   BlockDevice, DeviceLimits, DeviceRequest, DeviceDone, DeviceOp, DeviceKind, RequestFlags,
+  DeviceExtent, ExtentsDone,
 } from './devices/block-device.js';
 export { openDevice, parseDeviceSpec } from './open/open-device.js';
 export { openFileDevice, FileDevice } from './devices/file-device.js';
