@@ -258,10 +258,12 @@ describe('hostile server: handshake', () => {
 
   test('GO acknowledged without NBD_INFO_EXPORT', async () => {
     const error = await handshakeFailure((socket) => {
+      // SR and SET_META_CONTEXT (selecting nothing) acknowledged, then GO.
       socket.write(Buffer.concat([greeting(), optionReply(8, 1, Buffer.alloc(0)),
-        optionReply(7, 1, Buffer.alloc(0))]));
+        optionReply(10, 1, Buffer.alloc(0)), optionReply(7, 1, Buffer.alloc(0))]));
     });
     assert.ok(isDmIoError(error, 'DMIO_ERR_NBD_PROTOCOL'), String(error));
+    assert.match(String((error as Error).message), /without NBD_INFO_EXPORT/);
   });
 
   test('invalid advertised block sizes', async () => {
@@ -272,7 +274,7 @@ describe('hostile server: handshake', () => {
       info.writeUInt32BE(4096, 6);
       info.writeUInt32BE(65536, 10);
       socket.write(Buffer.concat([greeting(), optionReply(8, 1, Buffer.alloc(0)),
-        optionReply(7, 3, info)]));
+        optionReply(10, 1, Buffer.alloc(0)), optionReply(7, 3, info)]));
     });
     assert.ok(isDmIoError(error, 'DMIO_ERR_NBD_PROTOCOL'), String(error));
     assert.match(String((error as Error).message), /minimum block size 3/);

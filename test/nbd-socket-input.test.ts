@@ -28,11 +28,12 @@ class RecordingSink implements ReplySink {
   read(cookie: number, offsetBytes: number, segments: readonly Uint8Array[]): void {
     const lengthBytes = segments.reduce((sum, segment) => sum + segment.length, 0);
     this.inflight.set(cookie, { type: NBD_CMD_READ, offsetBytes,
-      readTarget: new ReadTarget(segments, lengthBytes), serverError: null });
+      readTarget: new ReadTarget(segments, lengthBytes), statusTarget: null, serverError: null });
   }
 
   other(cookie: number, type: NbdCommandType): void {
-    this.inflight.set(cookie, { type, offsetBytes: 0, readTarget: null, serverError: null });
+    this.inflight.set(cookie, { type, offsetBytes: 0, readTarget: null, statusTarget: null,
+      serverError: null });
   }
 
   find(cookie: number): ReplyState | undefined {

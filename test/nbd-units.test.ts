@@ -75,20 +75,21 @@ describe('ReadTarget', () => {
 describe('nbdGeometry', () => {
   test('qemu-style advertisement and a server without block sizes', () => {
     const qemu = nbdGeometry('u', { sizeBytes: 64 * 2 ** 20 + 100, transmissionFlags: 0x0ded,
-      structuredReplies: true, negotiation: 'go',
+      structuredReplies: true, negotiation: 'go', baseAllocationContextId: null,
       blockSizes: { minimumBytes: 1, preferredBytes: 4096, maximumBytes: 32 * 2 ** 20 } }, 64 * 2 ** 20);
     assert.equal(qemu.sizeSectors, 131072, 'a partial last sector is not addressable');
     assert.equal(qemu.limits.maxSectorsPerRequest, 65536);
     assert.equal(qemu.limits.physicalBlockBytes, 4096);
     const bare = nbdGeometry('u', { sizeBytes: 2 ** 20, transmissionFlags: 0x1,
-      structuredReplies: false, negotiation: 'export-name', blockSizes: null }, 2 ** 20);
+      structuredReplies: false, negotiation: 'export-name', blockSizes: null,
+      baseAllocationContextId: null }, 2 ** 20);
     assert.equal(bare.limits.maxDiscardSectors, 0);
     assert.equal(bare.limits.maxWriteZeroesSectors, 0);
     assert.equal(bare.limits.flush, false);
     assert.equal(bare.limits.fua, false);
     assert.equal(bare.limits.maxSectorsPerRequest, 2048, 'capped by inflightBytesMax');
     assert.throws(() => nbdGeometry('u', { sizeBytes: 2 ** 20, transmissionFlags: 1,
-      structuredReplies: true, negotiation: 'go',
+      structuredReplies: true, negotiation: 'go', baseAllocationContextId: null,
       blockSizes: { minimumBytes: 1, preferredBytes: 256, maximumBytes: 256 } }, 2 ** 20),
     (error: unknown) => isDmIoError(error, 'DMIO_ERR_NBD_PROTOCOL'));
   });

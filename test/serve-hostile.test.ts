@@ -7,7 +7,6 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
 import path from 'node:path';
 import { rmSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
@@ -18,156 +17,15 @@ import {
 import {
   NBD_CMD_BLOCK_STATUS, NBD_CMD_READ, NBD_CMD_WRITE, NBD_CMD_WRITE_ZEROES, NBD_EINVAL,
   NBD_ENOSPC, NBD_OPT_EXPORT_NAME, NBD_OPT_GO, NBD_OPT_INFO, NBD_OPT_LIST,
-  NBD_OPT_SET_META_CONTEXT, NBD_OPT_STARTTLS, NBD_OPT_STRUCTURED_REPLY, NBD_OPTS_MAGIC,
+  NBD_OPT_SET_META_CONTEXT, NBD_OPT_STARTTLS, NBD_OPT_STRUCTURED_REPLY,
   NBD_REP_ACK, NBD_REP_ERR_INVALID, NBD_REP_ERR_POLICY, NBD_REP_ERR_UNKNOWN, NBD_REP_ERR_UNSUP,
   NBD_REP_INFO, NBD_REPLY_TYPE_ERROR, NBD_REPLY_TYPE_NONE, NBD_REPLY_TYPE_OFFSET_DATA,
-  NBD_REQUEST_MAGIC,
 } from '../src/nbd/protocol.js';
 import { makeTempDir } from './helpers/nbdkit.js';
+import { infoPayload, metaPayload, RawClient, u32 } from './helpers/raw-nbd-client.js';
 
 const MiB = 1024 * 1024;
 const EXPORT_BYTES = 64 * MiB;
-
-/** A raw NBD client: exact reads with a deadline, and a way to see the server hang up. */
-class RawClient {
-  readonly socket: net.Socket;
-  #buffered = Buffer.alloc(0);
-  #closed = false;
-  #waiter: (() => void) | null = null;
-
-  private constructor(socket: net.Socket) {
-    this.socket = socket;
-    socket.on('data', (chunk: Buffer) => {
-      this.#buffered = Buffer.concat([this.#buffered, chunk]);
-      this.#waiter?.();
-    });
-    socket.on('close', () => {
-      this.#closed = true;
-      this.#waiter?.();
-    });
-    socket.on('error', () => undefined);
-  }
-
-  static connect(socketPath: string): Promise<RawClient> {
-    return new Promise((resolve, reject) => {
-      const socket = net.createConnection({ path: socketPath }, () => resolve(new RawClient(socket)));
-      socket.once('error', reject);
-    });
-  }
-
-  /** Greeting read, flags sent: ready for options. */
-  static async negotiating(socketPath: string, flags = 3): Promise<RawClient> {
-    const client = await RawClient.connect(socketPath);
-    const greeting = await client.read(18);
-    assert.equal(greeting.readBigUInt64BE(8), NBD_OPTS_MAGIC);
-    client.send(u32(flags));
-    return client;
-  }
-
-  /** After SR, SET_META base:allocation and GO for "": in transmission. */
-  static async transmitting(socketPath: string): Promise<RawClient> {
-    const client = await RawClient.negotiating(socketPath);
-    client.option(NBD_OPT_STRUCTURED_REPLY);
-    assert.equal((await client.optionReply()).type, NBD_REP_ACK);
-    client.option(NBD_OPT_GO, infoPayload('', []));
-    for (;;) {
-      const reply = await client.optionReply();
-      if (reply.type === NBD_REP_ACK) break;
-      assert.equal(reply.type, NBD_REP_INFO);
-    }
-    return client;
-  }
-
-  send(data: Uint8Array): void {
-    this.socket.write(data);
-  }
-
-  option(option: number, payload: Uint8Array = Buffer.alloc(0), lengthBytes = payload.length): void {
-    const header = Buffer.alloc(16);
-    header.writeBigUInt64BE(NBD_OPTS_MAGIC, 0);
-    header.writeUInt32BE(option, 8);
-    header.writeUInt32BE(lengthBytes, 12);
-    this.send(Buffer.concat([header, payload]));
-  }
-
-  async optionReply(): Promise<{ option: number; type: number; data: Buffer }> {
-    const header = await this.read(20);
-    const data = await this.read(header.readUInt32BE(16));
-    return { option: header.readUInt32BE(8), type: header.readUInt32BE(12), data };
-  }
-
-  request(type: number, offset: bigint, lengthBytes: number, flags = 0, cookie = 1n): void {
-    const header = Buffer.alloc(28);
-    header.writeUInt32BE(NBD_REQUEST_MAGIC, 0);
-    header.writeUInt16BE(flags, 4);
-    header.writeUInt16BE(type, 6);
-    header.writeBigUInt64BE(cookie, 8);
-    header.writeBigUInt64BE(offset, 16);
-    header.writeUInt32BE(lengthBytes, 24);
-    this.send(header);
-  }
-
-  /** One structured chunk: type, flags, cookie and payload. */
-  async chunk(): Promise<{ type: number; flags: number; cookie: bigint; payload: Buffer }> {
-    const header = await this.read(20);
-    const payload = await this.read(header.readUInt32BE(16));
-    return { flags: header.readUInt16BE(4), type: header.readUInt16BE(6),
-      cookie: header.readBigUInt64BE(8), payload };
-  }
-
-  async read(lengthBytes: number, timeoutMs = 5000): Promise<Buffer> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.#buffered.length < lengthBytes) {
-      if (this.#closed) throw new Error('closed');
-      if (Date.now() > deadline) throw new Error('timed out');
-      await new Promise<void>((resolve) => {
-        this.#waiter = resolve;
-        setTimeout(resolve, 50);
-      });
-    }
-    const out = this.#buffered.subarray(0, lengthBytes);
-    this.#buffered = this.#buffered.subarray(lengthBytes);
-    return out;
-  }
-
-  /** Resolves true when the server closes the connection within `timeoutMs`. */
-  async closedBy(timeoutMs = 3000): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
-    while (!this.#closed && Date.now() < deadline) {
-      await new Promise<void>((resolve) => {
-        this.#waiter = resolve;
-        setTimeout(resolve, 50);
-      });
-    }
-    return this.#closed;
-  }
-
-  destroy(): void {
-    this.socket.destroy();
-  }
-}
-
-function u32(value: number): Buffer {
-  const out = Buffer.alloc(4);
-  out.writeUInt32BE(value, 0);
-  return out;
-}
-
-function infoPayload(name: string, infoTypes: number[]): Buffer {
-  const nameBytes = Buffer.from(name);
-  const out = Buffer.alloc(4 + nameBytes.length + 2 + 2 * infoTypes.length);
-  out.writeUInt32BE(nameBytes.length, 0);
-  nameBytes.copy(out, 4);
-  out.writeUInt16BE(infoTypes.length, 4 + nameBytes.length);
-  infoTypes.forEach((type, index) => out.writeUInt16BE(type, 4 + nameBytes.length + 2 + 2 * index));
-  return out;
-}
-
-function metaPayload(name: string, queries: string[]): Buffer {
-  const parts = [u32(Buffer.byteLength(name)), Buffer.from(name), u32(queries.length)];
-  for (const query of queries) parts.push(u32(Buffer.byteLength(query)), Buffer.from(query));
-  return Buffer.concat(parts);
-}
 
 describe('NBD server against hostile clients', () => {
   let dir = '';

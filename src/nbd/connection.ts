@@ -11,14 +11,15 @@ import assert from '../assert.js';
 import type { Socket } from 'node:net';
 import { NbdError } from '../errors.js';
 import { ReadTarget } from './read-target.js';
+import type { StatusTarget } from './status-target.js';
 import {
   ReplyParser, type NbdReplyCounters, type ReplySink, type ReplyState, type ServerError,
 } from './reply-parser.js';
 import type { NbdExportInfo } from './handshake.js';
 import type { SocketInput } from './socket-input.js';
 import {
-  NBD_CMD_DISC, NBD_CMD_READ, NBD_CMD_WRITE, NBD_COOKIE_MAX, NBD_ESHUTDOWN, NBD_REQUEST_MAGIC,
-  REQUEST_HEADER_BYTES, payloadBytesOf, type NbdCommandType,
+  NBD_CMD_BLOCK_STATUS, NBD_CMD_DISC, NBD_CMD_READ, NBD_CMD_WRITE, NBD_COOKIE_MAX, NBD_ESHUTDOWN,
+  NBD_REQUEST_MAGIC, REQUEST_HEADER_BYTES, payloadBytesOf, type NbdCommandType,
 } from './protocol.js';
 
 /** How a command ended: null on success. */
@@ -39,6 +40,8 @@ export interface NbdCommand {
   readonly lengthBytes: number;
   /** READ destination or WRITE source; empty for other commands. */
   readonly segments: readonly Uint8Array[];
+  /** Where a BLOCK_STATUS reply's descriptors go; only (and always) for BLOCK_STATUS. */
+  readonly statusTarget?: StatusTarget;
   /** Called exactly once when the command ends. */
   readonly done: (outcome: CommandOutcome) => void;
 }
@@ -94,7 +97,8 @@ export class NbdConnection implements ReplySink {
     this.#input = input;
     this.info = info;
     this.#settings = settings;
-    this.#parser = new ReplyParser(this, info.structuredReplies, settings.counters);
+    this.#parser = new ReplyParser(this, info.structuredReplies, settings.counters,
+      info.baseAllocationContextId);
     input.attach(this.#parser);
     socket.on('error', (error: Error) => this.#die('DMIO_ERR_NBD_DISCONNECTED',
       `connection error: ${error.message}`, error));
@@ -143,8 +147,12 @@ export class NbdConnection implements ReplySink {
     this.#nextCookie += 1;
     const readTarget = command.type === NBD_CMD_READ ?
       new ReadTarget(command.segments, command.lengthBytes) : null;
+    const statusTarget = command.statusTarget ?? null;
+    assert.equal(statusTarget !== null, command.type === NBD_CMD_BLOCK_STATUS);
+    assert.ok(statusTarget === null || this.info.baseAllocationContextId !== null,
+      'BLOCK_STATUS needs base:allocation');
     this.#inflight.set(cookie, { command, type: command.type, offsetBytes: command.offsetBytes,
-      readTarget, serverError: null, startedMs: performance.now() });
+      readTarget, statusTarget, serverError: null, startedMs: performance.now() });
     this.#inflightPayloadBytes += payloadBytesOf(command.type, command.lengthBytes);
     const header = encodeRequest(command.type, command.commandFlags, cookie,
       command.offsetBytes, command.lengthBytes);

@@ -1,8 +1,10 @@
 // Owns the fixed-newstyle handshake, from the server's greeting to the transmission phase:
-//   greeting → client flags → STRUCTURED_REPLY (if wanted) → GO asking for BLOCK_SIZE
+//   greeting → client flags → STRUCTURED_REPLY (if wanted) → SET_META_CONTEXT base:allocation
+//   (once structured replies are agreed) → GO asking for BLOCK_SIZE
 // falling back to EXPORT_NAME when the server answers GO with ERR_UNSUP or does not speak
-// fixed newstyle at all. Every length from the server is checked before it is read; every
-// refusal becomes an `NbdError` that says what the server refused and why.
+// fixed newstyle at all. A server that refuses the meta context, or selects none, is fine:
+// the connection then has no block status. Every length from the server is checked before
+// it is read; every refusal becomes an `NbdError` that says what the server refused and why.
 
 import type { Socket } from 'node:net';
 import { NbdError } from '../errors.js';
@@ -10,10 +12,10 @@ import type { HandshakeReader } from './handshake-reader.js';
 import {
   NBD_CLISERV_MAGIC, NBD_FLAG_FIXED_NEWSTYLE, NBD_FLAG_HAS_FLAGS, NBD_FLAG_NO_ZEROES,
   NBD_INFO_BLOCK_SIZE, NBD_INFO_EXPORT, NBD_INIT_MAGIC, NBD_MIN_BLOCK_BYTES_MAX,
-  NBD_OPT_ABORT, NBD_OPT_EXPORT_NAME, NBD_OPT_GO, NBD_OPT_STARTTLS, NBD_OPT_STRUCTURED_REPLY,
-  NBD_OPTS_MAGIC,
+  NBD_META_BASE_ALLOCATION, NBD_OPT_ABORT, NBD_OPT_EXPORT_NAME, NBD_OPT_GO,
+  NBD_OPT_SET_META_CONTEXT, NBD_OPT_STARTTLS, NBD_OPT_STRUCTURED_REPLY, NBD_OPTS_MAGIC,
   NBD_REP_ACK, NBD_REP_ERR_TLS_REQD, NBD_REP_ERR_UNKNOWN, NBD_REP_ERR_UNSUP,
-  NBD_REP_FLAG_ERROR, NBD_REP_INFO, NBD_REP_MAGIC, OPTION_REPLIES_MAX,
+  NBD_REP_FLAG_ERROR, NBD_REP_INFO, NBD_REP_MAGIC, NBD_REP_META_CONTEXT, OPTION_REPLIES_MAX,
   OPTION_REPLY_BYTES_MAX, OPTION_REPLY_HEADER_BYTES, optionReplyName,
 } from './protocol.js';
 
@@ -37,6 +39,8 @@ export interface NbdExportInfo {
   readonly structuredReplies: boolean;
   /** Advertised block sizes, or null when the server sent none. */
   readonly blockSizes: NbdBlockSizes | null;
+  /** The id the server gave `base:allocation`, or null when it selected none. */
+  readonly baseAllocationContextId: number | null;
   /** How the export was selected. */
   readonly negotiation: 'go' | 'export-name';
 }
@@ -98,7 +102,7 @@ export async function negotiate(
   }
   if ((serverFlags & NBD_FLAG_FIXED_NEWSTYLE) === 0) {
     // Plain newstyle: an unknown option would make the server hang up, so only EXPORT_NAME.
-    return exportNameFallback(socket, read, request, false, noZeroes);
+    return exportNameFallback(socket, read, request, false, null, noZeroes);
   }
   let structuredReplies = false;
   if (request.structuredReplies) {
@@ -109,8 +113,46 @@ export async function negotiate(
       protocol(request, `STRUCTURED_REPLY answered with ${optionReplyName(reply.replyType)}`);
     }
   }
-  const info = await optionGo(socket, read, request, structuredReplies);
-  return info ?? exportNameFallback(socket, read, request, structuredReplies, noZeroes);
+  const contextId = structuredReplies ? await optionSetMetaContext(socket, read, request) : null;
+  const info = await optionGo(socket, read, request, structuredReplies, contextId);
+  return info ??
+    exportNameFallback(socket, read, request, structuredReplies, contextId, noZeroes);
+}
+
+/**
+ * NBD_OPT_SET_META_CONTEXT for `base:allocation` on the export GO will name (the server ties
+ * the selection to that name). Resolves with the context id the server chose, or null when it
+ * selected nothing or refused the option (any error reply).
+ */
+async function optionSetMetaContext(
+  socket: Socket,
+  read: (lengthBytes: number) => Promise<Buffer>,
+  request: HandshakeRequest,
+): Promise<number | null> {
+  const name = Buffer.from(request.exportName, 'utf8');
+  const query = Buffer.from(NBD_META_BASE_ALLOCATION, 'utf8');
+  const data = Buffer.alloc(4 + name.length + 4 + 4 + query.length);
+  data.writeUInt32BE(name.length, 0);
+  name.copy(data, 4);
+  data.writeUInt32BE(1, 4 + name.length);
+  data.writeUInt32BE(query.length, 8 + name.length);
+  query.copy(data, 12 + name.length);
+  sendOption(socket, NBD_OPT_SET_META_CONTEXT, data);
+  let contextId: number | null = null;
+  for (let replies = 0; replies < OPTION_REPLIES_MAX; replies += 1) {
+    const reply = await readOptionReply(read, request, NBD_OPT_SET_META_CONTEXT);
+    if (reply.replyType === NBD_REP_ACK) return contextId;
+    if ((reply.replyType & NBD_REP_FLAG_ERROR) !== 0) return null;
+    if (reply.replyType !== NBD_REP_META_CONTEXT || reply.payload.length < 4) {
+      protocol(request, `SET_META_CONTEXT answered with ${optionReplyName(reply.replyType)} ` +
+        `of ${reply.payload.length} bytes`);
+    }
+    // Contexts not asked for are ignored; only base:allocation's id is kept.
+    if (reply.payload.toString('utf8', 4) === NBD_META_BASE_ALLOCATION) {
+      contextId = reply.payload.readUInt32BE(0);
+    }
+  }
+  return protocol(request, `more than ${OPTION_REPLIES_MAX} replies to SET_META_CONTEXT`);
 }
 
 /** NBD_OPT_GO; resolves null when the server does not support it. */
@@ -119,6 +161,7 @@ async function optionGo(
   read: (lengthBytes: number) => Promise<Buffer>,
   request: HandshakeRequest,
   structuredReplies: boolean,
+  baseAllocationContextId: number | null,
 ): Promise<NbdExportInfo | null> {
   const name = Buffer.from(request.exportName, 'utf8');
   const data = Buffer.alloc(4 + name.length + 2 + 2);
@@ -140,7 +183,8 @@ async function optionGo(
     }
     if (reply.replyType === NBD_REP_ACK) {
       if (exportInfo === null) protocol(request, 'GO succeeded without NBD_INFO_EXPORT');
-      return { ...exportInfo, structuredReplies, blockSizes, negotiation: 'go' };
+      return { ...exportInfo, structuredReplies, blockSizes, baseAllocationContextId,
+        negotiation: 'go' };
     }
     if (reply.replyType === NBD_REP_ERR_UNSUP) return null;
     refuse(socket, request, 'GO', reply);
@@ -153,6 +197,7 @@ async function exportNameFallback(
   read: (lengthBytes: number) => Promise<Buffer>,
   request: HandshakeRequest,
   structuredReplies: boolean,
+  baseAllocationContextId: number | null,
   noZeroes: boolean,
 ): Promise<NbdExportInfo> {
   sendOption(socket, NBD_OPT_EXPORT_NAME, Buffer.from(request.exportName, 'utf8'));
@@ -169,7 +214,7 @@ async function exportNameFallback(
   const transmissionFlags = reply.readUInt16BE(8);
   checkTransmissionFlags(request, transmissionFlags);
   return { sizeBytes, transmissionFlags, structuredReplies, blockSizes: null,
-    negotiation: 'export-name' };
+    baseAllocationContextId, negotiation: 'export-name' };
 }
 
 async function reader10(read: (n: number) => Promise<Buffer>, noZeroes: boolean): Promise<Buffer> {

@@ -19,14 +19,20 @@
 //   while new commands wait; if acknowledged writes were not yet flushed when a connection
 //   died, the next flush reports EIO, since they may have been lost with the server's cache.
 // - `done` always runs from a later turn (process.nextTick at the latest).
+//
+// Extents: `extents` sends NBD_CMD_BLOCK_STATUS through the same limiter and connections as
+// every other command, when the handshake selected `base:allocation` (`blockStatus`); the
+// reply streams into a `StatusTarget` (status-target.ts), which rounds and bounds it. Without
+// the context the method stays, and answers the whole range as one data extent without
+// sending anything: what the contract says of a device that cannot tell.
 
 import assert from '../assert.js';
 import { IoError, NbdError, NotSupportedError, StateError } from '../errors.js';
 import { MIB, SECTOR_SIZE } from '../constants.js';
 import { pastEndError } from '../devices/request-error.js';
 import {
-  requestPastEnd, segmentsBytes, type BlockDevice, type DeviceDone,
-  type DeviceLimits, type DeviceRequest,
+  requestPastEnd, segmentsBytes, type BlockDevice, type DeviceDone, type DeviceExtent,
+  type DeviceLimits, type DeviceRequest, type ExtentsDone,
 } from '../devices/block-device.js';
 import { connectNbd, type ConnectSettings } from './connect.js';
 import type { CommandOutcome, NbdConnection } from './connection.js';
@@ -34,10 +40,12 @@ import type { NbdBlockSizes, NbdExportInfo } from './handshake.js';
 import { InflightLimiter } from '../inflight-limiter.js';
 import { newReplyCounters, type NbdReplyCounters } from './reply-parser.js';
 import { nbdGeometry } from './nbd-limits.js';
+import { planBlockStatus, type StatusTarget } from './status-target.js';
 import {
-  NBD_CMD_FLAG_FUA, NBD_CMD_FLUSH, NBD_CMD_READ, NBD_CMD_TRIM, NBD_CMD_WRITE,
-  NBD_CMD_WRITE_ZEROES, NBD_FLAG_CAN_MULTI_CONN, NBD_FLAG_READ_ONLY, NBD_FLAG_SEND_FLUSH,
-  NBD_FLAG_SEND_FUA, nbdCommandName, nbdErrnoName, payloadBytesOf, type NbdCommandType,
+  NBD_CMD_BLOCK_STATUS, NBD_CMD_FLAG_FUA, NBD_CMD_FLUSH, NBD_CMD_READ, NBD_CMD_TRIM,
+  NBD_CMD_WRITE, NBD_CMD_WRITE_ZEROES, NBD_FLAG_CAN_MULTI_CONN, NBD_FLAG_READ_ONLY,
+  NBD_FLAG_SEND_FLUSH, NBD_FLAG_SEND_FUA, nbdCommandName, nbdErrnoName, payloadBytesOf,
+  type NbdCommandType,
 } from './protocol.js';
 import type { NbdUri } from './uri.js';
 
@@ -62,7 +70,12 @@ interface Step {
   readonly offsetBytes: number;
   readonly lengthBytes: number;
   readonly segments: readonly Uint8Array[];
+  /** BLOCK_STATUS only: where the reply's descriptors go. */
+  readonly statusTarget?: StatusTarget;
 }
+
+/** The sectors a command works for: what its errors name. */
+type Scope = Pick<DeviceRequest, 'sector' | 'countSectors'>;
 
 type StepDone = (error: IoError | null) => void;
 
@@ -105,6 +118,11 @@ export class NbdDevice implements BlockDevice {
   readonly blockSizes: NbdBlockSizes | null;
   /** How the export was selected: `NBD_OPT_GO` or the legacy `NBD_OPT_EXPORT_NAME`. */
   readonly negotiation: 'go' | 'export-name';
+  /**
+   * True when the server selected `base:allocation`: `extents` then asks it with
+   * NBD_CMD_BLOCK_STATUS; otherwise `extents` answers data without asking.
+   */
+  readonly blockStatus: boolean;
 
   readonly #settings: NbdDeviceSettings;
   readonly #limiter: InflightLimiter<NbdError>;
@@ -137,6 +155,7 @@ export class NbdDevice implements BlockDevice {
     this.structuredReplies = info.structuredReplies;
     this.blockSizes = info.blockSizes;
     this.negotiation = info.negotiation;
+    this.blockStatus = info.baseAllocationContextId !== null;
     this.#limiter = new InflightLimiter<NbdError>({ requestsMax: settings.inflightRequestsMax,
       bytesMax: settings.inflightBytesMax, waitingMax: settings.queuedRequestsMax });
   }
@@ -222,11 +241,69 @@ export class NbdDevice implements BlockDevice {
     }
     this.#activeRequests += 1;
     this.#runSteps(request, this.#plan(request), 0, (error) => {
-      this.#activeRequests -= 1;
-      assert.ok(this.#activeRequests >= 0);
+      this.#requestEnded();
       process.nextTick(done, error);
-      if (this.#activeRequests === 0) this.#wakeIdle();
     });
+  }
+
+  /**
+   * How `[sector, sector + countSectors)` is allocated (see `BlockDevice.extents`): one
+   * NBD_CMD_BLOCK_STATUS over the range, widened to whole logical blocks and cut at
+   * NBD_BLOCK_STATUS_BYTES_MAX; the server may describe less, and the answer is then a prefix
+   * (at least the first sector). Without `blockStatus`, one data extent for the whole range.
+   * Errors are `IoError`s with syscall `NBD_CMD_BLOCK_STATUS`, as for other commands.
+   */
+  extents(sector: number, countSectors: number, done: ExtentsDone): void {
+    const scope: Scope = { sector, countSectors };
+    const refusal = this.#extentsRefusal(scope);
+    if (refusal !== null) {
+      process.nextTick(done, refusal, []);
+      return;
+    }
+    if (!this.blockStatus) {
+      const whole: DeviceExtent = { sector, countSectors, hole: false, zero: false };
+      process.nextTick(done, null, [whole]);
+      return;
+    }
+    const step = this.#blockStatusStep(sector, countSectors);
+    const target = step.statusTarget;
+    assert.ok(target !== undefined);
+    this.#activeRequests += 1;
+    this.#runCommand(scope, step, (error) => {
+      this.#requestEnded();
+      process.nextTick(done, error, error === null ? target.finish() : []);
+    });
+  }
+
+  /** The BLOCK_STATUS for a sector range (see `planBlockStatus`). */
+  #blockStatusStep(sector: number, countSectors: number): Step {
+    const plan = planBlockStatus(sector, countSectors, this.limits.logicalBlockBytes);
+    return { type: NBD_CMD_BLOCK_STATUS, commandFlags: 0, offsetBytes: plan.offsetBytes,
+      lengthBytes: plan.lengthBytes, segments: [], statusTarget: plan.target };
+  }
+
+  /** The error an `extents` query gets without being sent, or null. */
+  #extentsRefusal(scope: Scope): IoError | null {
+    const fail = (errno: string, cause?: unknown): IoError => new IoError({ errno,
+      syscall: nbdCommandName(NBD_CMD_BLOCK_STATUS), device: this.name, ...scope,
+      ...(cause === undefined ? {} : { cause }) });
+    if (this.#closing) {
+      return fail('EIO', new StateError('DMIO_ERR_DEVICE_CLOSED', this.name, 'device is closed'));
+    }
+    if (this.#brokenBy !== null) return fail('EIO', this.#brokenBy);
+    const { sector, countSectors } = scope;
+    if (!Number.isSafeInteger(sector) || sector < 0 || !Number.isSafeInteger(countSectors) ||
+      countSectors < 1) {
+      return fail('EINVAL');
+    }
+    return sector + countSectors > this.sizeSectors ? fail('EIO') : null;
+  }
+
+  /** A request or query finished: waiters for idleness run once none is left. */
+  #requestEnded(): void {
+    this.#activeRequests -= 1;
+    assert.ok(this.#activeRequests >= 0);
+    if (this.#activeRequests === 0) this.#wakeIdle();
   }
 
   /**
@@ -333,7 +410,7 @@ export class NbdDevice implements BlockDevice {
   }
 
   /** Admits one command through the limiter and sends it when there is room. */
-  #runCommand(request: DeviceRequest, step: Step, done: StepDone): void {
+  #runCommand(request: Scope, step: Step, done: StepDone): void {
     if (step.type === NBD_CMD_FLUSH && this.#writebackLost) {
       this.#writebackLost = false;
       this.#flushedSequence = this.#writeAckSequence;
@@ -360,7 +437,7 @@ export class NbdDevice implements BlockDevice {
 
   /** Sends an admitted command, or parks it until a connection is back. */
   #dispatch(
-    request: DeviceRequest,
+    request: Scope,
     step: Step,
     payloadBytes: number,
     done: (outcome: CommandOutcome) => void,
@@ -411,13 +488,14 @@ export class NbdDevice implements BlockDevice {
   #noteSuccess(step: Step, flushCovers: number): void {
     if (step.type === NBD_CMD_FLUSH) {
       this.#flushedSequence = Math.max(this.#flushedSequence, flushCovers);
-    } else if (step.type !== NBD_CMD_READ && (step.commandFlags & NBD_CMD_FLAG_FUA) === 0) {
+    } else if (step.type !== NBD_CMD_READ && step.type !== NBD_CMD_BLOCK_STATUS &&
+      (step.commandFlags & NBD_CMD_FLAG_FUA) === 0) {
       this.#writeAckSequence += 1;
     }
   }
 
   #outcomeError(
-    request: DeviceRequest,
+    request: Scope,
     step: Step,
     outcome: CommandOutcome,
   ): IoError | null {
@@ -434,7 +512,7 @@ export class NbdDevice implements BlockDevice {
       countSectors: request.countSectors, cause });
   }
 
-  #connectionError(request: DeviceRequest, step: Step, error: NbdError): IoError {
+  #connectionError(request: Scope, step: Step, error: NbdError): IoError {
     return new IoError({ errno: error.code === 'DMIO_ERR_NBD_TIMEOUT' ? 'ETIMEDOUT' : 'EIO',
       syscall: nbdCommandName(step.type), device: this.name, sector: request.sector,
       countSectors: request.countSectors, cause: error });
@@ -509,7 +587,8 @@ export class NbdDevice implements BlockDevice {
   #adopt(connection: NbdConnection): boolean {
     const info = connection.info;
     if (info.sizeBytes !== this.sizeBytes || info.transmissionFlags !== this.transmissionFlags ||
-      info.structuredReplies !== this.structuredReplies) {
+      info.structuredReplies !== this.structuredReplies ||
+      (info.baseAllocationContextId !== null) !== this.blockStatus) {
       void connection.disconnect();
       return false;
     }
@@ -519,7 +598,7 @@ export class NbdDevice implements BlockDevice {
 
   #mismatchError(): NbdError {
     return new NbdError('DMIO_ERR_NBD_SERVER', this.name,
-      'export changed between connections (size or flags differ)');
+      'export changed between connections (size, flags or meta context differ)');
   }
 
   #idle(): Promise<void> {

@@ -88,7 +88,8 @@ export type NbdCommandType =
   | typeof NBD_CMD_WRITE
   | typeof NBD_CMD_FLUSH
   | typeof NBD_CMD_TRIM
-  | typeof NBD_CMD_WRITE_ZEROES;
+  | typeof NBD_CMD_WRITE_ZEROES
+  | typeof NBD_CMD_BLOCK_STATUS;
 
 /** Command flag: force unit access. */
 export const NBD_CMD_FLAG_FUA = 1 << 0;
@@ -103,6 +104,10 @@ export const NBD_CMD_FLAG_FAST_ZERO = 1 << 4;
 
 /** The meta context of allocation status, the one every server may offer. */
 export const NBD_META_BASE_ALLOCATION = 'base:allocation';
+/** `base:allocation` status flag: the extent is unallocated. */
+export const NBD_STATE_HOLE = 1 << 0;
+/** `base:allocation` status flag: the extent reads as zeros. */
+export const NBD_STATE_ZERO = 1 << 1;
 
 /** Structured reply chunk flag: the last chunk of a request. */
 export const NBD_REPLY_FLAG_DONE = 1 << 0;
@@ -134,6 +139,19 @@ export const NBD_REQUEST_BYTES_MAX = 32 * MIB;
 export const NBD_SPECIAL_REQUEST_BYTES_MAX = GIB;
 /** Largest minimum block size the protocol allows (64 KiB). */
 export const NBD_MIN_BLOCK_BYTES_MAX = 64 * KIB;
+/**
+ * Largest BLOCK_STATUS length the client asks for (4 GiB - 64 KiB): the u32 length field of
+ * a compact request, rounded down to the largest minimum block so it stays block-aligned.
+ * The server's maximum block size does not bound it: BLOCK_STATUS carries no payload the
+ * client controls, and the spec lets such commands exceed the maximum.
+ */
+export const NBD_BLOCK_STATUS_BYTES_MAX = 2 ** 32 - NBD_MIN_BLOCK_BYTES_MAX;
+/**
+ * Largest BLOCK_STATUS chunk accepted (a context id and 2^20 descriptors, 8 MiB + 4 bytes),
+ * the spec's bound on descriptors per chunk. The client streams descriptors rather than
+ * buffering them, so the cap bounds the work a hostile server can cause, not memory.
+ */
+export const BLOCK_STATUS_CHUNK_BYTES_MAX = 4 + 8 * 2 ** 20;
 /** Longest text (export name, error message) the protocol allows. */
 export const NBD_STRING_BYTES_MAX = 4 * KIB;
 /**
@@ -197,6 +215,8 @@ export function nbdCommandName(type: NbdCommandType): string {
       return 'NBD_CMD_TRIM';
     case NBD_CMD_WRITE_ZEROES:
       return 'NBD_CMD_WRITE_ZEROES';
+    case NBD_CMD_BLOCK_STATUS:
+      return 'NBD_CMD_BLOCK_STATUS';
   }
 }
 
@@ -210,6 +230,7 @@ export function optionReplyName(replyType: number): string {
   const names: Record<number, string> = {
     [NBD_REP_ACK]: 'NBD_REP_ACK',
     [NBD_REP_INFO]: 'NBD_REP_INFO',
+    [NBD_REP_META_CONTEXT]: 'NBD_REP_META_CONTEXT',
     [NBD_REP_ERR_UNSUP]: 'NBD_REP_ERR_UNSUP',
     [NBD_REP_ERR_POLICY]: 'NBD_REP_ERR_POLICY',
     [NBD_REP_ERR_INVALID]: 'NBD_REP_ERR_INVALID',
@@ -225,4 +246,6 @@ export function optionReplyName(replyType: number): string {
 
 assert.ok(NBD_REQUEST_BYTES_MAX % NBD_MIN_BLOCK_BYTES_MAX === 0, 'max request holds whole blocks');
 assert.ok(NBD_SPECIAL_REQUEST_BYTES_MAX < 2 ** 32, 'special requests fit a u32 length');
+assert.ok(NBD_BLOCK_STATUS_BYTES_MAX < 2 ** 32, 'block status fits a u32 length');
+assert.ok(NBD_BLOCK_STATUS_BYTES_MAX % NBD_MIN_BLOCK_BYTES_MAX === 0, 'block status is aligned');
 assert.ok(ERROR_CHUNK_BYTES_MAX <= OPTION_REPLY_BYTES_MAX);

@@ -3,20 +3,23 @@
 // order. It is a push parser driven by socket reads (it is the `InputSink` of the socket's
 // `SocketInput`): headers and small payloads gather in fixed buffers, READ data is copied from
 // the staging buffer into the request's segments, or, once at least `DIRECT_READ_BYTES_MIN` of
-// it remains, read by the socket straight into them (`directView`), and an unknown error chunk
-// is skipped unread, so memory stays bounded whatever the server sends. Any reply that breaks
+// it remains, read by the socket straight into them (`directView`), BLOCK_STATUS descriptors
+// stream one at a time into the request's `StatusTarget`, and an unknown error chunk is
+// skipped unread, so memory stays bounded whatever the server sends. Any reply that breaks
 // the protocol calls `violation` once and the parser stops; the owner then tears the connection
 // down.
 
 import assert from '../assert.js';
 import type { ReadTarget } from './read-target.js';
+import type { StatusTarget } from './status-target.js';
 import type { InputSink } from './socket-input.js';
 import {
-  ERROR_CHUNK_BYTES_MAX, NBD_CMD_READ, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR,
-  NBD_REPLY_TYPE_ERROR_BIT, NBD_REPLY_TYPE_ERROR_OFFSET, NBD_REPLY_TYPE_NONE,
-  NBD_REPLY_TYPE_OFFSET_DATA, NBD_REPLY_TYPE_OFFSET_HOLE, NBD_SIMPLE_REPLY_MAGIC,
-  NBD_STRUCTURED_REPLY_MAGIC, SIMPLE_REPLY_HEADER_BYTES, STRUCTURED_REPLY_HEADER_BYTES,
-  UNKNOWN_CHUNK_BYTES_MAX, type NbdCommandType,
+  BLOCK_STATUS_CHUNK_BYTES_MAX, ERROR_CHUNK_BYTES_MAX, NBD_CMD_READ, NBD_REPLY_FLAG_DONE,
+  NBD_REPLY_TYPE_BLOCK_STATUS, NBD_REPLY_TYPE_ERROR, NBD_REPLY_TYPE_ERROR_BIT,
+  NBD_REPLY_TYPE_ERROR_OFFSET, NBD_REPLY_TYPE_NONE, NBD_REPLY_TYPE_OFFSET_DATA,
+  NBD_REPLY_TYPE_OFFSET_HOLE, NBD_SIMPLE_REPLY_MAGIC, NBD_STRUCTURED_REPLY_MAGIC,
+  SIMPLE_REPLY_HEADER_BYTES, STRUCTURED_REPLY_HEADER_BYTES, UNKNOWN_CHUNK_BYTES_MAX,
+  type NbdCommandType,
 } from './protocol.js';
 import { KIB } from '../constants.js';
 
@@ -36,6 +39,8 @@ export interface ReplyState {
   readonly offsetBytes: number;
   /** Where READ data goes; null for other commands. */
   readonly readTarget: ReadTarget | null;
+  /** Where BLOCK_STATUS descriptors go; null for other commands. */
+  readonly statusTarget: StatusTarget | null;
   /** The first error chunk seen for this request (structured replies). */
   serverError: ServerError | null;
 }
@@ -62,6 +67,8 @@ export interface NbdReplyCounters {
   errorChunks: number;
   /** NONE chunks. */
   noneChunks: number;
+  /** BLOCK_STATUS chunks. */
+  statusChunks: number;
 }
 
 /**
@@ -73,7 +80,8 @@ export const DIRECT_READ_BYTES_MIN = 16 * KIB;
 
 /** A zeroed counters object. */
 export function newReplyCounters(): NbdReplyCounters {
-  return { simpleReplies: 0, dataChunks: 0, holeChunks: 0, errorChunks: 0, noneChunks: 0 };
+  return { simpleReplies: 0, dataChunks: 0, holeChunks: 0, errorChunks: 0, noneChunks: 0,
+    statusChunks: 0 };
 }
 
 type Phase =
@@ -82,6 +90,7 @@ type Phase =
   | { kind: 'chunk-small'; lengthBytes: number }
   | { kind: 'chunk-data'; target: ReadTarget | null; positionBytes: number; remainingBytes: number }
   | { kind: 'chunk-skip'; remainingBytes: number }
+  | { kind: 'chunk-status'; target: StatusTarget | null; remainingBytes: number }
   | { kind: 'broken' };
 
 /** A structured chunk header, kept while its payload streams in. */
@@ -96,6 +105,7 @@ interface ChunkHeader {
 export class ReplyParser implements InputSink {
   readonly #sink: ReplySink;
   readonly #structuredReplies: boolean;
+  readonly #metaContextId: number | null;
   readonly #header = Buffer.alloc(STRUCTURED_REPLY_HEADER_BYTES);
   #headerBytes = 0;
   readonly #small = Buffer.alloc(ERROR_CHUNK_BYTES_MAX);
@@ -104,10 +114,20 @@ export class ReplyParser implements InputSink {
   #phase: Phase = { kind: 'header' };
   readonly #counters: NbdReplyCounters;
 
-  constructor(sink: ReplySink, structuredReplies: boolean, counters: NbdReplyCounters) {
+  /**
+   * `metaContextId` is the id the server gave `base:allocation` on this connection, or null
+   * when none was negotiated (a BLOCK_STATUS chunk is then a violation).
+   */
+  constructor(
+    sink: ReplySink,
+    structuredReplies: boolean,
+    counters: NbdReplyCounters,
+    metaContextId: number | null = null,
+  ) {
     this.#sink = sink;
     this.#structuredReplies = structuredReplies;
     this.#counters = counters;
+    this.#metaContextId = metaContextId;
   }
 
   /** True when no reply is partly parsed (used to tell a clean EOF from a torn one). */
@@ -132,6 +152,9 @@ export class ReplyParser implements InputSink {
           break;
         case 'chunk-data':
           position = this.#feedChunkData(phase, data, position);
+          break;
+        case 'chunk-status':
+          position = this.#feedChunkStatus(phase, data, position);
           break;
         case 'chunk-skip': {
           const stepBytes = Math.min(phase.remainingBytes, data.length - position);
@@ -216,6 +239,9 @@ export class ReplyParser implements InputSink {
     const state = this.#sink.find(cookie);
     if (state === undefined) return this.#fail(`simple reply for unknown cookie ${cookie}`);
     this.#counters.simpleReplies += 1;
+    if (errorNumber === 0 && state.statusTarget !== null) {
+      return this.#fail('successful simple reply to BLOCK_STATUS carries no status');
+    }
     if (errorNumber !== 0 || state.type !== NBD_CMD_READ) {
       return this.#sink.finish(cookie, errorNumber === 0 ? null : { errorNumber, message: '' });
     }
@@ -280,6 +306,9 @@ export class ReplyParser implements InputSink {
       }
       return this.#startSmall(chunkType === NBD_REPLY_TYPE_OFFSET_HOLE ? 12 : 8);
     }
+    if (chunkType === NBD_REPLY_TYPE_BLOCK_STATUS) {
+      return this.#startStatusChunk(state, lengthBytes);
+    }
     if (chunkType === NBD_REPLY_TYPE_ERROR || chunkType === NBD_REPLY_TYPE_ERROR_OFFSET) {
       if (lengthBytes < 6 || lengthBytes > ERROR_CHUNK_BYTES_MAX) {
         return this.#fail(`error chunk with impossible length ${lengthBytes}`);
@@ -301,6 +330,7 @@ export class ReplyParser implements InputSink {
     if (chunkType === NBD_REPLY_TYPE_NONE) counters.noneChunks += 1;
     else if (chunkType === NBD_REPLY_TYPE_OFFSET_DATA) counters.dataChunks += 1;
     else if (chunkType === NBD_REPLY_TYPE_OFFSET_HOLE) counters.holeChunks += 1;
+    else if (chunkType === NBD_REPLY_TYPE_BLOCK_STATUS) counters.statusChunks += 1;
     else if ((chunkType & NBD_REPLY_TYPE_ERROR_BIT) !== 0) counters.errorChunks += 1;
   }
 
@@ -328,6 +358,7 @@ export class ReplyParser implements InputSink {
     assert.ok(state !== undefined);
     if (chunk.chunkType === NBD_REPLY_TYPE_OFFSET_DATA) return this.#startData(state);
     if (chunk.chunkType === NBD_REPLY_TYPE_OFFSET_HOLE) return this.#applyHole(state);
+    if (chunk.chunkType === NBD_REPLY_TYPE_BLOCK_STATUS) return this.#startDescriptors(state);
     const errorNumber = this.#small.readUInt32BE(0);
     const messageBytes = this.#small.readUInt16BE(4);
     const tailBytes = chunk.chunkType === NBD_REPLY_TYPE_ERROR_OFFSET ? 8 : 0;
@@ -395,6 +426,62 @@ export class ReplyParser implements InputSink {
     if (phase.remainingBytes === 0) this.#endChunk();
   }
 
+  /**
+   * Validates a BLOCK_STATUS chunk header: it answers a BLOCK_STATUS, and its length is a
+   * context id plus at least one whole 8-byte descriptor, within BLOCK_STATUS_CHUNK_BYTES_MAX.
+   * The context id is read next.
+   */
+  #startStatusChunk(state: ReplyState, lengthBytes: number): void {
+    if (state.statusTarget === null) {
+      return this.#fail(`BLOCK_STATUS chunk for a request that is not BLOCK_STATUS`);
+    }
+    const wellFormed = lengthBytes >= 12 && (lengthBytes - 4) % 8 === 0;
+    if (!wellFormed || lengthBytes > BLOCK_STATUS_CHUNK_BYTES_MAX) {
+      return this.#fail(`BLOCK_STATUS chunk with impossible length ${lengthBytes}`);
+    }
+    return this.#startSmall(4);
+  }
+
+  /** The context id is in: descriptors follow, streamed into the request's target. */
+  #startDescriptors(state: ReplyState): void {
+    const target = state.statusTarget;
+    assert.ok(target !== null);
+    const contextId = this.#small.readUInt32BE(0);
+    if (this.#metaContextId === null || contextId !== this.#metaContextId) {
+      return this.#fail(`BLOCK_STATUS chunk for context ${contextId}, which was not selected`);
+    }
+    if (!target.beginChunk()) return this.#fail('a second BLOCK_STATUS chunk for one context');
+    this.#smallBytes = 0;
+    // After an error chunk the status is not trusted: the descriptors are checked, not kept.
+    this.#phase = { kind: 'chunk-status', target: state.serverError === null ? target : null,
+      remainingBytes: this.#chunk.lengthBytes - 4 };
+  }
+
+  #feedChunkStatus(
+    phase: Extract<Phase, { kind: 'chunk-status' }>,
+    data: Buffer,
+    position: number,
+  ): number {
+    let at = position;
+    while (at < data.length && phase.remainingBytes > 0) {
+      const stepBytes = Math.min(8 - this.#smallBytes, data.length - at);
+      data.copy(this.#small, this.#smallBytes, at, at + stepBytes);
+      this.#smallBytes += stepBytes;
+      phase.remainingBytes -= stepBytes;
+      at += stepBytes;
+      if (this.#smallBytes < 8) continue;
+      this.#smallBytes = 0;
+      const extentBytes = this.#small.readUInt32BE(0);
+      if (extentBytes === 0) {
+        this.#fail('BLOCK_STATUS descriptor of 0 bytes');
+        return data.length;
+      }
+      phase.target?.add(extentBytes, this.#small.readUInt32BE(4));
+    }
+    if (phase.remainingBytes === 0) this.#endChunk();
+    return at;
+  }
+
   /** A chunk's payload is consumed; on DONE the request is finished. */
   #endChunk(): void {
     this.#phase = { kind: 'header' };
@@ -404,6 +491,10 @@ export class ReplyParser implements InputSink {
     assert.ok(state !== undefined);
     if (state.serverError === null && state.readTarget !== null && !state.readTarget.complete) {
       return this.#fail(`READ reply for cookie ${chunk.cookie} ended before covering the request`);
+    }
+    if (state.serverError === null && state.statusTarget !== null &&
+      !state.statusTarget.chunkSeen) {
+      return this.#fail(`BLOCK_STATUS reply for cookie ${chunk.cookie} ended without a status`);
     }
     this.#sink.finish(chunk.cookie, state.serverError);
   }

@@ -55,6 +55,16 @@ export const SERVER_DIRECT_READ_BYTES_MIN = 16 * KIB;
 export const SERVER_SEND_BUFFER_BYTES = MIB;
 /** Preferred block size advertised at least (4 KiB), as clients assume without one. */
 export const SERVER_PREFERRED_BLOCK_BYTES_MIN = 4 * KIB;
+/**
+ * Most descriptors in one BLOCK_STATUS reply (1024, an 8 KiB chunk): one device answer's worth
+ * (EXTENTS_PER_QUERY_MAX). A longer range gets a prefix, as the protocol allows.
+ */
+export const SERVER_STATUS_DESCRIPTORS_MAX = 1024;
+/**
+ * Most device `extents` queries one BLOCK_STATUS makes (16): a device that answers in small
+ * pieces still fills a reply, and a slow one cannot hold a request for long.
+ */
+export const SERVER_STATUS_QUERIES_MAX = 16;
 /** Bytes of one write of zeros when a device cannot write zeroes natively (1 MiB). */
 export const SERVER_ZERO_CHUNK_BYTES = MIB;
 
@@ -63,3 +73,5 @@ assert.ok(SERVER_CONNECTION_BYTES_DEFAULT >= 2 * SERVER_REQUEST_BYTES_MAX,
 assert.ok(SERVER_OPTION_BYTES_MAX >= 4 + SERVER_STRING_BYTES_MAX + 4 + 4 + SERVER_STRING_BYTES_MAX);
 assert.ok(SERVER_INFLIGHT_REQUESTS_DEFAULT <= SERVER_INFLIGHT_REQUESTS_MAX);
 assert.ok(SERVER_CONNECTIONS_DEFAULT <= SERVER_CONNECTIONS_MAX);
+assert.ok(4 + 8 * SERVER_STATUS_DESCRIPTORS_MAX <= SERVER_REQUEST_BYTES_MAX,
+  'a status chunk stays within the advertised maximum payload');

@@ -20,6 +20,7 @@ import {
 } from '../nbd/protocol.js';
 import type { NbdFailure } from './errno-map.js';
 import type { BufferPool } from './buffer-pool.js';
+import { blockStatus } from './block-status.js';
 import { flushDevice, readBytes, trimBytes, writeBytes, zeroBytes } from './export-io.js';
 import { BASE_ALLOCATION_CONTEXT_ID, type Negotiated } from './handshake.js';
 import { SERVER_REQUEST_BYTES_MAX } from './limits.js';
@@ -236,7 +237,7 @@ export class Transmission {
             }));
           return;
         default:
-          this.#replyBlockStatus(request);
+          await this.#replyBlockStatus(request);
       }
     } catch (error) {
       // Not a device error (those come back as failures): a bug, answered rather than hung.
@@ -260,12 +261,16 @@ export class Transmission {
     }
   }
 
-  /** Every byte is reported as allocated data until the device reports extents. */
-  #replyBlockStatus(request: Request): void {
-    const remainingBytes = this.#negotiated.served.sizeBytes - Number(request.offsetBytes);
-    const lengthBytes = Math.min(request.lengthBytes, remainingBytes);
-    this.#send(blockStatusChunk(request.cookie, BASE_ALLOCATION_CONTEXT_ID,
-      [{ lengthBytes, flags: 0 }]));
+  /** Answers from the device's extents (all data when it has none); see block-status.ts. */
+  async #replyBlockStatus(request: Request): Promise<void> {
+    const reqOne = (request.flags & NBD_CMD_FLAG_REQ_ONE) !== 0;
+    const answer = await blockStatus(this.#negotiated.served.device, Number(request.offsetBytes),
+      request.lengthBytes, reqOne);
+    if (answer.kind === 'failure') {
+      this.#replyStatus(request, answer.failure);
+      return;
+    }
+    this.#send(blockStatusChunk(request.cookie, BASE_ALLOCATION_CONTEXT_ID, answer.descriptors));
   }
 
   /** Success or an error without data: an ERROR chunk under structured replies (with text). */

@@ -1,8 +1,10 @@
 // Owns a scriptable NBD server for tests, on a Unix socket in a temporary directory. By default
 // it behaves like a small, correct RAM export (fixed newstyle, structured replies, GO with
 // INFO_EXPORT); every step can be overridden to misbehave: refuse GO, corrupt the handshake,
-// or answer requests with arbitrary bytes through `onRequest`. Wire helpers build simple replies
-// and structured chunks so a test states the bytes it sends, not how to encode them.
+// or answer requests with arbitrary bytes through `onRequest`. SET_META_CONTEXT is refused
+// (ERR_UNSUP) unless `metaContext` says to select base:allocation or to select nothing. Wire
+// helpers build simple replies and structured chunks (BLOCK_STATUS too) so a test states the
+// bytes it sends, not how to encode them.
 
 import { once } from 'node:events';
 import net from 'node:net';
@@ -11,9 +13,11 @@ import { rmSync } from 'node:fs';
 import { HandshakeReader } from '../../src/nbd/handshake-reader.js';
 import {
   NBD_CMD_DISC, NBD_CMD_READ, NBD_CMD_WRITE, NBD_INFO_EXPORT, NBD_INIT_MAGIC,
-  NBD_OPT_EXPORT_NAME, NBD_OPT_GO, NBD_OPT_STRUCTURED_REPLY, NBD_OPTS_MAGIC, NBD_REP_ACK,
-  NBD_REP_ERR_UNSUP, NBD_REP_INFO, NBD_REP_MAGIC, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR,
-  NBD_REPLY_TYPE_OFFSET_DATA, NBD_REPLY_TYPE_OFFSET_HOLE, NBD_SIMPLE_REPLY_MAGIC,
+  NBD_META_BASE_ALLOCATION, NBD_OPT_EXPORT_NAME, NBD_OPT_GO, NBD_OPT_SET_META_CONTEXT,
+  NBD_OPT_STRUCTURED_REPLY, NBD_OPTS_MAGIC, NBD_REP_ACK, NBD_REP_ERR_UNSUP, NBD_REP_INFO,
+  NBD_REP_META_CONTEXT, NBD_REP_MAGIC, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR,
+  NBD_REPLY_TYPE_BLOCK_STATUS, NBD_REPLY_TYPE_OFFSET_DATA, NBD_REPLY_TYPE_OFFSET_HOLE,
+  NBD_SIMPLE_REPLY_MAGIC,
   NBD_STRUCTURED_REPLY_MAGIC,
 } from '../../src/nbd/protocol.js';
 import { makeTempDir, unixUri } from './nbdkit.js';
@@ -42,6 +46,13 @@ export interface FakeServerOptions {
   readonly transmissionFlags?: number;
   /** Answer STRUCTURED_REPLY with ACK (default true). */
   readonly structured?: boolean;
+  /**
+   * SET_META_CONTEXT: a number selects base:allocation with that context id, 'none' answers
+   * ACK selecting nothing, 'unsupported' (the default) answers ERR_UNSUP.
+   */
+  readonly metaContext?: number | 'none' | 'unsupported';
+  /** Sees every option the client sends in the handshake, with its payload. */
+  readonly handshakeOption?: (option: number, payload: Buffer) => void;
   /** Answer GO with ERR_UNSUP, forcing the EXPORT_NAME fallback. */
   readonly refuseGo?: boolean;
   /** Replaces the whole handshake: write whatever bytes the test wants. */
@@ -141,8 +152,18 @@ async function handshake(
   for (;;) {
     const header = await reader.read(16);
     const option = header.readUInt32BE(8);
-    await reader.read(header.readUInt32BE(12));
-    if (option === NBD_OPT_STRUCTURED_REPLY) {
+    const payload = await reader.read(header.readUInt32BE(12));
+    options.handshakeOption?.(option, payload);
+    if (option === NBD_OPT_SET_META_CONTEXT && options.metaContext !== undefined &&
+      options.metaContext !== 'unsupported') {
+      if (typeof options.metaContext === 'number') {
+        const context = Buffer.alloc(4);
+        context.writeUInt32BE(options.metaContext, 0);
+        socket.write(optionReply(option, NBD_REP_META_CONTEXT,
+          Buffer.concat([context, Buffer.from(NBD_META_BASE_ALLOCATION)])));
+      }
+      socket.write(optionReply(option, NBD_REP_ACK, Buffer.alloc(0)));
+    } else if (option === NBD_OPT_STRUCTURED_REPLY) {
       structured = options.structured ?? true;
       socket.write(optionReply(option, structured ? NBD_REP_ACK : NBD_REP_ERR_UNSUP, Buffer.alloc(0)));
     } else if (option === NBD_OPT_GO && options.refuseGo !== true) {
@@ -243,4 +264,20 @@ export function errorChunk(cookie: Buffer, errorNumber: number, message: string,
   payload.writeUInt16BE(text.length, 4);
   text.copy(payload, 6);
   return chunk(cookie, done ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE_ERROR, payload);
+}
+
+/** A BLOCK_STATUS chunk: a context id and (length, flags) descriptors. */
+export function blockStatusChunk(
+  cookie: Buffer,
+  contextId: number,
+  descriptors: ReadonlyArray<readonly [number, number]>,
+  done: boolean,
+): Buffer {
+  const payload = Buffer.alloc(4 + 8 * descriptors.length);
+  payload.writeUInt32BE(contextId, 0);
+  descriptors.forEach(([lengthBytes, flags], index) => {
+    payload.writeUInt32BE(lengthBytes, 4 + 8 * index);
+    payload.writeUInt32BE(flags, 8 + 8 * index);
+  });
+  return chunk(cookie, done ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE_BLOCK_STATUS, payload);
 }
