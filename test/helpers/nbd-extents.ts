@@ -1,6 +1,6 @@
 // Owns the extent helpers of the block-status tests (NBD client and server): one query as a
-// promise that checks the contract (done once, never synchronously, extents in order, contiguous, from the
-// first sector, within the range and the per-query bound), a walk of a whole range query after
+// promise that checks the contract (done once, never synchronously, extents in order,
+// contiguous, from the first sector, within the range and the per-query bound), a walk of a whole range query after
 // query, and the same map from `nbdinfo --map --json`, both as merged byte runs so they can be
 // compared with deepEqual.
 
