@@ -18,6 +18,7 @@ import {
   NBD_REPLY_TYPE_BLOCK_STATUS, NBD_REPLY_TYPE_ERROR,
 } from '../src/nbd/protocol.js';
 import type { RamDevice } from '../src/devices/ram-device.js';
+import type { BlockDevice } from '../src/devices/block-device.js';
 import { pattern, request, submit } from './helpers/device-io.js';
 import { ExtentRamDevice, PAGE_SECTORS } from './helpers/extent-ram-device.js';
 import {
@@ -61,6 +62,18 @@ async function writePages(device: NbdDevice, pages: readonly number[]): Promise<
   assert.deepEqual(errors.filter((error) => error !== null), []);
 }
 
+/** `device` seen through a BlockDevice that has no `extents` (RAM devices have them). */
+function withoutExtents(device: RamDevice): BlockDevice {
+  return {
+    name: device.name, kind: device.kind, sizeSectors: device.sizeSectors,
+    readOnly: device.readOnly, limits: device.limits, canBlock: device.canBlock,
+    get closed() { return device.closed; },
+    submit: (request, done) => device.submit(request, done),
+    submitSync: (request) => device.submitSync(request),
+    close: () => device.close(),
+  };
+}
+
 describe('NBD server: BLOCK_STATUS from device extents', () => {
   let dir = '';
   let socketPath = '';
@@ -69,13 +82,13 @@ describe('NBD server: BLOCK_STATUS from device extents', () => {
   const short = new ExtentRamDevice({ sizeBytes: 8 * MiB, name: 'short', extentsPerAnswerMax: 3 });
   const many = new ExtentRamDevice({ sizeBytes: 16 * MiB, name: 'many' });
   const failing = new ExtentRamDevice({ sizeBytes: MiB, name: 'failing' });
-  let plain: RamDevice | null = null;
+  let plain: BlockDevice | null = null;
   const uri = (name: string): string => unixUri(socketPath, name);
 
   before(async () => {
     dir = makeTempDir('dmio-serve-status-');
     socketPath = path.join(dir, 's.sock');
-    plain = createRamDevice({ sizeBytes: 4 * MiB, name: 'plain' });
+    plain = withoutExtents(createRamDevice({ sizeBytes: 4 * MiB, name: 'plain' }));
     failing.failExtents = 'EIO';
     server = createNbdServer({ exports: [{ name: 'disk', device: disk },
       { name: 'short', device: short }, { name: 'many', device: many },
