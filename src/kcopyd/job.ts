@@ -142,6 +142,8 @@ export class KcopydJob implements JobLinks<KcopydJob> {
   extentCache: ExtentCache | null = null;
   /** Masters: the source's extents failed once; chunks are no longer looked up. */
   extentsOff = false;
+  /** Masters: while one extents query is in flight, the chunks waiting for its answer. */
+  extentWaiters: KcopydJob[] | null = null;
   /** A chunk being looked up: the op it takes when it is data (`read` or `offload`). */
   afterMap: KcopydOp = 'read';
   /** The chunk reads as zeros and was not read: it has no pages. */

@@ -73,6 +73,12 @@ function looksUpExtents(job: KcopydJob): boolean {
     job.sourceDevice?.extents !== undefined && (job.op === 'read' || job.op === 'offload');
 }
 
+/** True when a sparse chunk's holes are read from its pages: written as data, or shown. */
+function holesReadFromPages(job: KcopydJob): boolean {
+  const master = job.master;
+  return master.onChunkRead !== null || master.sparse?.actions.includes('write') === true;
+}
+
 /** Moves a mixed chunk's read to its next data run; false when none is left. */
 function nextDataRun(job: KcopydJob): boolean {
   const runs = job.knownRuns ?? [];
@@ -383,8 +389,9 @@ export class KcopydClient {
       if (grant === null) return;
       this.#pagesJobs.remove(job);
       attachPages(job, grant);
-      // A mixed sparse chunk reads only its data runs: its holes are zeros in the pages.
-      if (job.knownRuns !== null) zeroFillHoles(job, job.knownRuns);
+      // A mixed sparse chunk reads only its data runs; its holes are zeroed in the pages only
+      // for what reads them there (a destination writing holes as data, onChunkRead).
+      if (job.knownRuns !== null && holesReadFromPages(job)) zeroFillHoles(job, job.knownRuns);
       this.#ioJobs.pushTail(job);
     }
   }
@@ -602,13 +609,23 @@ export class KcopydClient {
       this.#afterLookUp(job, known ?? 'data');
       return;
     }
+    if (master.extentWaiters !== null) {
+      // One query per job at a time: its answer usually covers this chunk too.
+      this.throttle?.ioFinished();
+      master.extentWaiters.push(job);
+      return;
+    }
+    master.extentWaiters = [];
     const endSector = master.sourceSector + master.countSectors;
     const answered = (error: unknown, extents: readonly DeviceExtent[]): void => {
       this.throttle?.ioFinished();
       if (error !== null || extents.length === 0) master.extentsOff = true;
       else master.extentCache = cacheExtents(job.sourceSector, extents);
+      const waiters = master.extentWaiters ?? [];
+      master.extentWaiters = null;
       this.#afterLookUp(job, master.extentsOff ? 'data' :
         classifyChunk(master.extentCache, job.sourceSector, job.countSectors) ?? 'mixed');
+      for (const waiting of waiters) this.#afterWaiting(waiting);
     };
     try {
       source.extents(job.sourceSector, endSector - job.sourceSector, answered);
@@ -616,6 +633,18 @@ export class KcopydClient {
       // A device that throws broke its contract; the chunk is read as without extents.
       setImmediate(answered, error, []);
     }
+  }
+
+  /** A chunk that waited for another chunk's query: decided now, or looked up again. */
+  #afterWaiting(job: KcopydJob): void {
+    const master = job.master;
+    const known = classifyChunk(master.extentCache, job.sourceSector, job.countSectors);
+    if (known !== null || master.extentsOff) {
+      this.#afterLookUp(job, known ?? 'data');
+      return;
+    }
+    this.#ioJobs.pushTail(job);
+    this.#wake();
   }
 
   /**
