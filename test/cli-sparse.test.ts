@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { jsonOf, runDmio } from './cli-helpers.js';
+import { requireLoopOrSkip, withLoopDevice } from './helpers/loop.js';
 import { requireTools, startNbdkit } from './helpers/nbdkit.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -164,5 +165,54 @@ test('to a server without write-zeroes: holes are written as zeros and the copy 
     assert.ok(sameBytes(source, back));
   } finally {
     await server.stop();
+  }
+});
+
+test('to a loop device holding old data: holes become zeros (BLKZEROOUT), with --direct too', async (t) => {
+  if (!requireLoopOrSkip(t)) return;
+  const dir = await tempDir(t);
+  const source = sparseSource(dir);
+  const backing = path.join(dir, 'backing.img');
+  for (const flags of [[], ['--direct']]) {
+    fs.writeFileSync(backing, Buffer.alloc(SOURCE_BYTES, 0x99));
+    await withLoopDevice(backing, {}, async (loop) => {
+      await copyOk([source, loop, '--verify', ...flags]);
+    });
+    assert.ok(sameBytes(source, backing), flags.join(' '));
+  }
+});
+
+test('a source with a punched hole: the copy keeps the hole', async (t) => {
+  const dir = await tempDir(t);
+  const source = path.join(dir, 'punched.img');
+  fs.writeFileSync(source, Buffer.alloc(8 * MiB, 0x42));
+  execFileSync('fallocate', ['--punch-hole', '--offset', String(MiB), '--length', String(6 * MiB),
+    source]);
+  const copy = path.join(dir, 'copy.img');
+  await copyOk([source, copy]);
+  assert.ok(sameBytes(source, copy));
+  assert.ok(allocatedBytes(copy) <= 2 * MiB + 64 * 1024, `${allocatedBytes(copy)} bytes allocated`);
+});
+
+test('from nbdkit sparse-random and data exports: allocation as small as nbdcopy makes it', async (t) => {
+  if (!requireTools(t, 'nbdkit', 'nbdcopy')) return;
+  const dir = await tempDir(t);
+  const exports: Array<[string, string[]]> = [
+    ['sparse-random', ['sparse-random', `${64 * MiB}`, 'percent=2', 'runlength=65536', 'seed=7']],
+    ['data', ['data', `data=@${MiB} 1 2 3 @${17 * MiB} "hello" @${40 * MiB} 9`, `size=${48 * MiB}`]],
+  ];
+  for (const [name, args] of exports) {
+    const server = await startNbdkit(args);
+    try {
+      const copy = path.join(dir, `${name}-dmio.img`);
+      const peer = path.join(dir, `${name}-nbdcopy.img`);
+      await copyOk([server.uri, copy]);
+      execFileSync('nbdcopy', [server.uri, peer]);
+      assert.ok(sameBytes(copy, peer), `${name}: the same bytes as nbdcopy's copy`);
+      assert.ok(allocatedBytes(copy) <= allocatedBytes(peer) + MiB,
+        `${name}: dmio ${allocatedBytes(copy)} bytes allocated, nbdcopy ${allocatedBytes(peer)}`);
+    } finally {
+      await server.stop();
+    }
   }
 });
