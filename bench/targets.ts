@@ -9,6 +9,7 @@ import { median, ratioDmioOver } from './stats.js';
 import { randomCaseName } from './workloads/random-io.js';
 import { SERVE_CASES, SERVE_DMIO_VARIANT } from './workloads/serve.js';
 import { SPARSE_CASES, SPARSE_DMIO_VARIANT } from './workloads/sparse-copy.js';
+import { DURABLE_DMIO_VARIANT, durableCaseName } from './workloads/durable-copy.js';
 import { STACK_CASES, STACK_VARIANTS } from './workloads/stacks.js';
 
 /**
@@ -122,7 +123,23 @@ function copyTargets(index: SeriesIndex): TargetCheck[] {
       `${describe(one, 'dmio copy → 1')} vs ${describe(three, 'dmio copy → 3')} ` +
       '(source MiB/s)'));
   }
-  checks.push(...sparseCopyTargets(index));
+  checks.push(...sparseCopyTargets(index), ...durableCopyTargets(index));
+  return checks;
+}
+
+/**
+ * Issue 17's durable rows: to 1 destination dmio at least as fast as the fastest peer; to 3,
+ * dmio's time at most the fastest peer's for the same three copies (the same ratio, >= 1).
+ */
+function durableCopyTargets(index: SeriesIndex): TargetCheck[] {
+  const checks: TargetCheck[] = [];
+  for (const targetCount of [1, 3]) {
+    const caseName = durableCaseName(targetCount);
+    if (!index.cases(3).includes(caseName)) continue;
+    checks.push(ratioCheck(3, `dmio copy / fastest peer, ${caseName}`,
+      index.find(3, caseName, DURABLE_DMIO_VARIANT), index.best(3, caseName, isPeer), 1.0,
+      'fastest peer'));
+  }
   return checks;
 }
 

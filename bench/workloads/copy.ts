@@ -6,7 +6,8 @@
 // after the run (dropping their dirty pages unwritten) and the file system is synced untimed.
 // Times are whole commands (wall) for the
 // programs, including `dmio copy` with its Node start-up; figures are MiB/s of source data.
-// Each repetition ends with the sparse image case (sparse-copy.ts).
+// Each destination count is also copied durably (durable-copy.ts), and each repetition ends
+// with the sparse image case (sparse-copy.ts).
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -17,6 +18,7 @@ import { warmFile } from '../page-cache.js';
 import { repetitionOrder } from '../order.js';
 import { runChecked, runWorker } from '../proc.js';
 import { isWorkerError } from '../workers/jobs.js';
+import { runDurableCopyCase } from './durable-copy.js';
 import { runSparseCopyCase } from './sparse-copy.js';
 
 const CHUNK_BYTES = 1024 * 1024;
@@ -57,6 +59,7 @@ export async function runCopyWorkload(context: BenchContext): Promise<void> {
       const targets = Array.from({ length: targetCount },
         (_, i) => resources.file(`w3-dest-${i}.img`));
       await runCopyCase(context, source, targets, rep);
+      await runDurableCopyCase(context, source, targetCount, rep);
     }
     await runSparseCopyCase(context, rep);
   }
