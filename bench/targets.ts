@@ -228,6 +228,9 @@ export function checkTargets(all: readonly Series[]): TargetCheck[] {
   for (const caseName of index.cases(4)) {
     checks.push(ratioCheck(4, `best dmio / nbdcopy, ${caseName}`, index.best(4, caseName, isDmio),
       index.find(4, caseName, 'nbdcopy'), 0.8, 'nbdcopy'));
+    // Issue 17: the command against the command, both timed by the wall clock.
+    checks.push(ratioCheck(4, `dmio copy / nbdcopy, ${caseName}`,
+      index.find(4, caseName, 'dmio copy'), index.find(4, caseName, 'nbdcopy'), 0.9, 'nbdcopy'));
   }
   checks.push(...rssTargets(index));
   checks.push(...serveTargets(index));
