@@ -167,14 +167,14 @@ export function cacheExtents(sector: number, extents: readonly DeviceExtent[]): 
  * it: `classifyChunk` said 'mixed'), in sectors from `sector`, merged.
  */
 export function extentRuns(cache: ExtentCache, sector: number, countSectors: number): Run[] {
-  const runs: Run[] = [];
+  const runs = new RunBuilder();
   const endSector = sector + countSectors;
   for (const extent of cache.extents) {
     const start = Math.max(extent.sector, sector);
     const end = Math.min(extent.sector + extent.countSectors, endSector);
-    if (start < end) appendRun(runs, start - sector, end - start, extent.zero);
+    if (start < end) runs.add(start - sector, end - start, extent.zero);
   }
-  return runs;
+  return runs.done();
 }
 
 /**
@@ -188,24 +188,54 @@ export function zeroRuns(
   known: readonly Run[] | null = null,
 ): Run[] | null {
   const spans = known ?? [{ offsetSectors: 0, countSectors, zero: false }];
-  const runs: Run[] = [];
-  let anyZero = false;
+  const runs = new RunBuilder();
   for (const span of spans) {
     if (span.zero || blockBytes === 0) {
-      anyZero ||= span.zero;
-      appendRun(runs, span.offsetSectors, span.countSectors, span.zero);
+      runs.add(span.offsetSectors, span.countSectors, span.zero);
       continue;
     }
     const startBytes = span.offsetSectors * SECTOR_SIZE;
     const endBytes = startBytes + span.countSectors * SECTOR_SIZE;
     for (let offsetBytes = startBytes; offsetBytes < endBytes; offsetBytes += blockBytes) {
       const lengthBytes = Math.min(blockBytes, endBytes - offsetBytes);
-      const zero = isZero(pages, offsetBytes, lengthBytes);
-      anyZero ||= zero;
-      appendRun(runs, offsetBytes / SECTOR_SIZE, lengthBytes / SECTOR_SIZE, zero);
+      runs.add(offsetBytes / SECTOR_SIZE, lengthBytes / SECTOR_SIZE,
+        isZero(pages, offsetBytes, lengthBytes));
     }
   }
-  return anyZero ? runs : null;
+  return runs.anyZero ? runs.done() : null;
+}
+
+/** Builds merged runs from consecutive pieces, allocating only when the kind changes. */
+class RunBuilder {
+  anyZero = false;
+  readonly #runs: Run[] = [];
+  #offsetSectors = 0;
+  #countSectors = 0;
+  #zero = false;
+
+  add(offsetSectors: number, countSectors: number, zero: boolean): void {
+    this.anyZero ||= zero;
+    if (this.#countSectors > 0 && zero === this.#zero) {
+      this.#countSectors += countSectors;
+      return;
+    }
+    this.#flush();
+    this.#offsetSectors = offsetSectors;
+    this.#countSectors = countSectors;
+    this.#zero = zero;
+  }
+
+  done(): Run[] {
+    this.#flush();
+    return this.#runs;
+  }
+
+  #flush(): void {
+    if (this.#countSectors === 0) return;
+    this.#runs.push({ offsetSectors: this.#offsetSectors, countSectors: this.#countSectors,
+      zero: this.#zero });
+    this.#countSectors = 0;
+  }
 }
 
 /** Zeros the parts of the job's pages that `runs` says are zero (they are not read). */
@@ -255,14 +285,6 @@ function isZero(pages: readonly Uint8Array[], offsetBytes: number, lengthBytes: 
   return true;
 }
 
-function appendRun(runs: Run[], offsetSectors: number, countSectors: number, zero: boolean): void {
-  const last = runs[runs.length - 1];
-  if (last !== undefined && last.zero === zero) {
-    runs[runs.length - 1] = { ...last, countSectors: last.countSectors + countSectors };
-  } else {
-    runs.push({ offsetSectors, countSectors, zero });
-  }
-}
 
 /**
  * The steps of a chunk with holes: destinations that write holes as data get the whole chunk
