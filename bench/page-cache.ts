@@ -33,3 +33,20 @@ export function flushFile(path: string): void {
     fs.closeSync(fd);
   }
 }
+
+/**
+ * Prepares one nbdcopy run through a server of `image` at `uri`, and returns its source and
+ * destination: a write copies the cached `source` into the export (the image's dirty pages
+ * written back first), a read copies the export, its image cached, to `null:`.
+ */
+export function prepareNbdcopyRun(
+  op: 'write' | 'read', source: string, image: string, uri: string,
+): [from: string, to: string] {
+  if (op === 'write') {
+    warmFile(source);
+    flushFile(image);
+    return [source, uri];
+  }
+  warmFile(image);
+  return [uri, 'null:'];
+}

@@ -37,6 +37,8 @@ export interface MainOptions {
   readonly beforeVerify?: () => Promise<void>;
   /** Signals to deliver to the run: emit 'SIGINT' etc. on it. */
   readonly signals?: EventEmitter;
+  /** Wraps every opened device (after `faults`, which it replaces when both are given). */
+  readonly wrapDevice?: CliDeps['wrapDevice'];
 }
 
 /** Runs `main(args, deps)` in-process and resolves with its status and captured output. */
@@ -61,6 +63,7 @@ export async function runDmio(args: readonly string[], options: MainOptions = {}
         return spec_ === undefined ? device : createFaultDevice(device, { ...spec_, name: spec });
       },
     }),
+    ...(options.wrapDevice === undefined ? {} : { wrapDevice: options.wrapDevice }),
     ...(options.beforeVerify === undefined ? {} : { beforeVerify: options.beforeVerify }),
   };
   const status = await main(args, deps);

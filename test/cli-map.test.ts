@@ -8,11 +8,8 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { EventEmitter } from 'node:events';
-import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
 import { type BlockDevice, EXTENTS_PER_QUERY_MAX, IoError } from '../src/index.js';
-import { main } from '../src/cli/main.js';
 import { runDmio } from './cli-helpers.js';
 import { runToolOk } from './helpers/dmio-serve.js';
 import { writeSparseFile } from './helpers/extents.js';
@@ -108,19 +105,12 @@ describe('dmio info --map', () => {
     const runs = Array.from({ length: 700 }, (_, index) =>
       ({ offsetBytes: index * 128 * KIB, lengthBytes: 64 * KIB }));
     writeSparseFile(image, 700 * 128 * KIB, runs);
-    const stdout = new PassThrough();
-    const stderr = new PassThrough();
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    stdout.on('data', (chunk: Buffer) => out.push(chunk));
-    stderr.on('data', (chunk: Buffer) => err.push(chunk));
-    const status = await main(['info', image, '--map'], {
-      stdout, stderr, signals: new EventEmitter(), wrapDevice: (device) => failSecondQuery(device),
-    });
-    assert.equal(status, 1);
-    const lines = Buffer.concat(out).toString('utf8').split('\n').filter((line) => line !== '');
+    const run = await runDmio(['info', image, '--map'],
+      { wrapDevice: (device) => failSecondQuery(device) });
+    assert.equal(run.status, 1);
+    const lines = run.stdout.split('\n').filter((line) => line !== '');
     assert.equal(lines.length, EXTENTS_PER_QUERY_MAX - 1, 'the last extent waited for a merge');
-    assert.match(Buffer.concat(err).toString('utf8'), /^dmio: DMIO_ERR_IO: EIO, lseek /);
+    assert.match(run.stderr, /^dmio: DMIO_ERR_IO: EIO, lseek /);
   });
 });
 

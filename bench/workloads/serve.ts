@@ -15,7 +15,7 @@ import type { BenchContext } from '../context.js';
 import { peerMissing } from '../context.js';
 import type { Role } from '../model.js';
 import { repetitionOrder } from '../order.js';
-import { flushFile, warmFile } from '../page-cache.js';
+import { prepareNbdcopyRun, warmFile } from '../page-cache.js';
 import { runChecked } from '../proc.js';
 import type { StartedServer } from '../resources.js';
 
@@ -131,13 +131,7 @@ async function runThroughput(
   const cache = op === 'write' ?
     'source read whole and the image written back before each run' :
     'image read whole before each run';
-  if (op === 'write') {
-    warmFile(source);
-    flushFile(image);
-  } else {
-    warmFile(image);
-  }
-  const [from, to] = op === 'write' ? [source, server.uri] : [server.uri, 'null:'];
+  const [from, to] = prepareNbdcopyRun(op, source, image, server.uri);
   try {
     const ticksBefore = cpuTicks(server.pid);
     const startMs = performance.now();

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import type { BenchContext } from '../context.js';
 import { peerMissing } from '../context.js';
 import { repetitionOrder } from '../order.js';
-import { flushFile, warmFile } from '../page-cache.js';
+import { prepareNbdcopyRun } from '../page-cache.js';
 import { runChecked, runCommand } from '../proc.js';
 import type { StartedServer } from '../resources.js';
 
@@ -95,13 +95,7 @@ async function nbdcopyRow(
   source: string, image: string, imageBytes: number,
 ): Promise<void> {
   const caseName = STACK_CASES[op];
-  if (op === 'write') {
-    warmFile(source);
-    flushFile(image);
-  } else {
-    warmFile(image);
-  }
-  const [from, to] = op === 'write' ? [source, server.uri] : [server.uri, 'null:'];
+  const [from, to] = prepareNbdcopyRun(op, source, image, server.uri);
   try {
     const startMs = performance.now();
     await runChecked('nbdcopy', [`--connections=${CONNECTIONS}`, from, to]);
