@@ -48,8 +48,9 @@ import { mayLeaveIoList, restoreIoOrder, writeSeqBlocked } from './io-order.js';
 import { issueOffload, offloadOutcome } from './offload.js';
 import { creditWrites, dropFailedDests, jobCancelled, settleMaster } from './outcome.js';
 import {
-  cacheExtents, classifyChunk, extentRuns, foldStepResult, readRunPlan, sparseSteps, stepPlan,
-  stepsResult, zeroFillHoles, zeroRuns,
+  cacheExtents, classifyChunk, endSparseChunk, extentRuns, foldStepResult, holesReadFromPages,
+  looksUpExtents, nextDataRun, readRunPlan, sparseSteps, stepPlan, stepsResult, zeroFillHoles,
+  zeroRuns,
 } from './sparse.js';
 import { PageReserve, type KcopydPageSource } from './page-reserve.js';
 import { createSlots, foldChunk, lastSlotRetired, takeChunk } from './split.js';
@@ -64,37 +65,6 @@ export interface KcopydClientSettings {
   readonly freshPagesMax: number;
   readonly ioClient: DmIoClient | null;
   readonly sleep: (ms: number) => Promise<void>;
-}
-
-/** True when `job` is a sparse copy's chunk to look up in its source's extents first. */
-function looksUpExtents(job: KcopydJob): boolean {
-  const master = job.master;
-  return master.sparse !== null && !master.extentsOff && !job.zero &&
-    job.sourceDevice?.extents !== undefined && (job.op === 'read' || job.op === 'offload');
-}
-
-/** True when a sparse chunk's holes are read from its pages: written as data, or shown. */
-function holesReadFromPages(job: KcopydJob): boolean {
-  const master = job.master;
-  return master.onChunkRead !== null || master.sparse?.actions.includes('write') === true;
-}
-
-/** Moves a mixed chunk's read to its next data run; false when none is left. */
-function nextDataRun(job: KcopydJob): boolean {
-  const runs = job.knownRuns ?? [];
-  do job.readRunIndex += 1; while (runs[job.readRunIndex]?.zero === true);
-  return job.readRunIndex < runs.length;
-}
-
-/** Clears a chunk's sparse state when it completes (a slot's next chunk starts afresh). */
-function endSparseChunk(job: KcopydJob): void {
-  job.neverRead = false;
-  job.knownRuns = null;
-  job.readRunIndex = 0;
-  job.steps = null;
-  job.stepIndex = 0;
-  job.stepErrorBits = 0n;
-  job.stepErrors = [];
 }
 
 /** A kcopyd client. Create with `dmKcopydClientCreate`, release with `dmKcopydClientDestroy`. */

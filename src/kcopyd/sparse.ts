@@ -374,3 +374,34 @@ export function foldStepResult(job: KcopydJob, step: SparseStep, result: DmIoRes
 export function stepsResult(job: KcopydJob): DmIoResult {
   return { errorBits: job.stepErrorBits, errors: job.stepErrors };
 }
+
+/** True when `job` is a sparse copy's chunk to look up in its source's extents first. */
+export function looksUpExtents(job: KcopydJob): boolean {
+  const master = job.master;
+  return master.sparse !== null && !master.extentsOff && !job.zero &&
+    job.sourceDevice?.extents !== undefined && (job.op === 'read' || job.op === 'offload');
+}
+
+/** True when a sparse chunk's holes are read from its pages: written as data, or shown. */
+export function holesReadFromPages(job: KcopydJob): boolean {
+  const master = job.master;
+  return master.onChunkRead !== null || master.sparse?.actions.includes('write') === true;
+}
+
+/** Moves a mixed chunk's read to its next data run; false when none is left. */
+export function nextDataRun(job: KcopydJob): boolean {
+  const runs = job.knownRuns ?? [];
+  do job.readRunIndex += 1; while (runs[job.readRunIndex]?.zero === true);
+  return job.readRunIndex < runs.length;
+}
+
+/** Clears a chunk's sparse state when it completes (a slot's next chunk starts afresh). */
+export function endSparseChunk(job: KcopydJob): void {
+  job.neverRead = false;
+  job.knownRuns = null;
+  job.readRunIndex = 0;
+  job.steps = null;
+  job.stepIndex = 0;
+  job.stepErrorBits = 0n;
+  job.stepErrors = [];
+}
