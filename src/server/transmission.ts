@@ -22,11 +22,12 @@ import type { NbdFailure } from './errno-map.js';
 import type { BufferPool } from './buffer-pool.js';
 import { blockStatus } from './block-status.js';
 import { flushDevice, readBytes, trimBytes, writeBytes, zeroBytes } from './export-io.js';
+import { readPieces, type ReadPiece } from './read-reply.js';
 import { BASE_ALLOCATION_CONTEXT_ID, type Negotiated } from './handshake.js';
 import { SERVER_REQUEST_BYTES_MAX } from './limits.js';
 import { StreamEndedError, type SocketReader } from './socket-reader.js';
 import {
-  blockStatusChunk, errorChunk, noneChunk, offsetDataHeader, simpleReply,
+  blockStatusChunk, errorChunk, noneChunk, offsetDataHeader, offsetHoleChunk, simpleReply,
 } from './wire.js';
 
 /** A parsed request header. */
@@ -257,8 +258,39 @@ export class Transmission {
     } else if (data.length === 0) {
       this.#send(noneChunk(request.cookie));
     } else {
-      this.#send(offsetDataHeader(request.cookie, Number(request.offsetBytes), data.length), data);
+      this.#sendPieces(request, data,
+        readPieces(data, (request.flags & NBD_CMD_FLAG_DF) === 0));
     }
+  }
+
+  /**
+   * A READ's structured reply in pieces (read-reply.ts): OFFSET_DATA chunks with their data,
+   * OFFSET_HOLE chunks for long runs of zeros, the last one final. `data` goes back to the pool
+   * once the stream is done with all of it.
+   */
+  #sendPieces(request: Request, data: Uint8Array, pieces: readonly ReadPiece[]): void {
+    const stream = this.#stream;
+    if (stream.destroyed || !stream.writable) {
+      this.#pool.give(data);
+      return;
+    }
+    const startBytes = Number(request.offsetBytes);
+    const giveBack = (): void => this.#pool.give(data);
+    stream.cork();
+    pieces.forEach((piece, index) => {
+      const final = index === pieces.length - 1;
+      // Writes complete in order: once the final one is done, so is every piece of `data`.
+      const done = final ? giveBack : undefined;
+      const offsetBytes = startBytes + piece.offsetBytes;
+      if (piece.hole) {
+        stream.write(offsetHoleChunk(request.cookie, offsetBytes, piece.lengthBytes, final), done);
+      } else {
+        stream.write(offsetDataHeader(request.cookie, offsetBytes, piece.lengthBytes, final));
+        stream.write(piece.lengthBytes === data.length ? data :
+          data.subarray(piece.offsetBytes, piece.offsetBytes + piece.lengthBytes), done);
+      }
+    });
+    stream.uncork();
   }
 
   /** Answers from the device's extents (all data when it has none); see block-status.ts. */

@@ -7,7 +7,8 @@ import {
   NBD_FLAG_FIXED_NEWSTYLE, NBD_FLAG_NO_ZEROES, NBD_INFO_BLOCK_SIZE, NBD_INFO_EXPORT,
   NBD_INIT_MAGIC, NBD_OPTS_MAGIC, NBD_REP_INFO, NBD_REP_MAGIC, NBD_REP_META_CONTEXT,
   NBD_REP_SERVER, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS, NBD_REPLY_TYPE_ERROR,
-  NBD_REPLY_TYPE_NONE, NBD_REPLY_TYPE_OFFSET_DATA, NBD_SIMPLE_REPLY_MAGIC,
+  NBD_REPLY_TYPE_NONE, NBD_REPLY_TYPE_OFFSET_DATA, NBD_REPLY_TYPE_OFFSET_HOLE,
+  NBD_SIMPLE_REPLY_MAGIC,
   NBD_STRUCTURED_REPLY_MAGIC, OPTION_REPLY_HEADER_BYTES, SIMPLE_REPLY_HEADER_BYTES,
   STRUCTURED_REPLY_HEADER_BYTES,
 } from '../nbd/protocol.js';
@@ -128,10 +129,24 @@ export function chunkHeader(
  * The header of a final `OFFSET_DATA` chunk plus its 8-byte offset (28 bytes); the data
  * (`dataBytes` long) must be written right after it.
  */
-export function offsetDataHeader(cookie: bigint, offsetBytes: number, dataBytes: number): Buffer {
+export function offsetDataHeader(
+  cookie: bigint, offsetBytes: number, dataBytes: number, final = true,
+): Buffer {
   const out = Buffer.allocUnsafe(STRUCTURED_REPLY_HEADER_BYTES + 8);
-  writeChunkHeader(out, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA, cookie, 8 + dataBytes);
+  writeChunkHeader(out, final ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE_OFFSET_DATA, cookie,
+    8 + dataBytes);
   out.writeBigUInt64BE(BigInt(offsetBytes), STRUCTURED_REPLY_HEADER_BYTES);
+  return out;
+}
+
+/** An `OFFSET_HOLE` chunk: `lengthBytes` from `offsetBytes` read as zeros (32 bytes). */
+export function offsetHoleChunk(
+  cookie: bigint, offsetBytes: number, lengthBytes: number, final: boolean,
+): Buffer {
+  const out = Buffer.allocUnsafe(STRUCTURED_REPLY_HEADER_BYTES + 12);
+  writeChunkHeader(out, final ? NBD_REPLY_FLAG_DONE : 0, NBD_REPLY_TYPE_OFFSET_HOLE, cookie, 12);
+  out.writeBigUInt64BE(BigInt(offsetBytes), STRUCTURED_REPLY_HEADER_BYTES);
+  out.writeUInt32BE(lengthBytes, STRUCTURED_REPLY_HEADER_BYTES + 8);
   return out;
 }
 
