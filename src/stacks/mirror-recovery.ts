@@ -130,7 +130,9 @@ export class MirrorRecovery {
     const result = await dmKcopydCopy(this.#kcopydClient(),
       { device: source.device, sector: source.offsetSectors + firstSector, count },
       dests.map((leg) => ({ device: leg.device, sector: leg.offsetSectors + firstSector, count })),
-      { signal: this.#abort.signal });
+      // The primary's holes and zero blocks reach the other legs as write-zeroes (the same
+      // bytes; a sparse leg stays sparse), as kcopyd's sparse option does for any copy.
+      { signal: this.#abort.signal, sparse: { holes: 'write-zeroes' } });
     if (result.aborted) return false;
     if (result.readErr) failLeg(source, 'S');
     dests.forEach((leg, index) => {
