@@ -2,7 +2,8 @@
 // copied to new files (allocation compared with `cp --sparse=always` of the same source), to
 // existing files holding old data (holes become zeros), to an `nbdkit memory` export behind
 // `--filter=log` (no WRITE over a hole: ZERO, or nothing with --target-is-zero), and to a
-// server without write-zeroes; `--sparse=0`, `--allocated` and `--preallocate` allocate.
+// server without write-zeroes, and to a 4K-sector loop device from an offset that is not 4K;
+// `--sparse=0`, `--allocated` and `--preallocate` allocate.
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -215,4 +216,29 @@ test('from nbdkit sparse-random and data exports: allocation as small as nbdcopy
       await server.stop();
     }
   }
+});
+
+test('to a 4K-sector loop device from a 512-byte offset: holes rounded in to whole 4K blocks', async (t) => {
+  if (!requireLoopOrSkip(t)) return;
+  const dir = await tempDir(t);
+  const source = sparseSource(dir);
+  // Data 100 bytes long at 5 MiB + 1000: a sector-sized run inside a 4K block of the source.
+  const fd = fs.openSync(source, 'r+');
+  fs.writeSync(fd, Buffer.alloc(100, 0x77), 0, 100, 5 * MiB + 1000);
+  fs.closeSync(fd);
+  const backing = path.join(dir, 'backing.img');
+  fs.writeFileSync(backing, Buffer.alloc(SOURCE_BYTES, 0xee));
+  const countSectors = SOURCE_BYTES / 512 - 8;
+  await withLoopDevice(backing, { sectorSize: 4096 }, async (loop) => {
+    for (const flags of [[], ['--direct']]) {
+      await copyOk([source, loop, '--source-sector=1', `--count=${countSectors}`, '--verify',
+        ...flags]);
+      const copied = Buffer.alloc(countSectors * 512);
+      const loopFd = fs.openSync(loop, 'r');
+      fs.readSync(loopFd, copied, 0, copied.length, 0);
+      fs.closeSync(loopFd);
+      assert.ok(copied.equals(fs.readFileSync(source).subarray(512, 512 + copied.length)),
+        flags.join(' '));
+    }
+  });
 });

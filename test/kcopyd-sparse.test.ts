@@ -226,6 +226,58 @@ describe('kcopyd sparse copies', () => {
     }
   });
 
+  it('holes from 512-byte extents are rounded in to a 4K destination\'s blocks, written whole', async () => {
+    // Data in sectors 0-2 and 200-511: on a 4K destination, holes keep only whole blocks.
+    const bytes = sparseBytes().subarray(0, 512 * SECTOR);
+    bytes.fill(0, 3 * SECTOR, 200 * SECTOR);
+    const source = new MappedSource(bytes, [DATA(0, 3), HOLE(3, 197), DATA(200, 312)]);
+    for (const blockBytes of [4096, 0]) {
+      const dest = probe(512, 'dest', { logicalBlockBytes: 4096 });
+      writeAll(dest, new Uint8Array(bytes.length).fill(0xee));
+      const result = await copy(source, [dest], { blockBytes });
+      assert.equal(result.writeErr, 0n, String(result.writeErrors[0]));
+      assert.deepEqual(result.writtenBytes, [bytes.length]);
+      for (const [start, end] of [...writesOf(dest, 'write'), ...writesOf(dest, 'write-zeroes')]) {
+        assert.ok(start % 8 === 0 && end % 8 === 0, `${start}-${end} is whole 4K blocks`);
+      }
+      assert.deepEqual(readBytes(dest, 0, 512), bytes);
+    }
+  });
+
+  it('an extents answer that breaks its contract is believed only as far as it holds', async () => {
+    // Real layout: data 0-64, hole 64-128, data 128-512.
+    const bytes = sparseBytes().subarray(0, 512 * SECTOR);
+    bytes.fill(0, 64 * SECTOR, 128 * SECTOR);
+    const layout = [DATA(0, 64), HOLE(64, 64), DATA(128, 384)];
+    const truthful = new MappedSource(bytes, layout);
+    const answers: Record<string, (sector: number, countSectors: number, done: ExtentsDone) => void> = {
+      'starting past the sector asked': (sector, _count, done) =>
+        setImmediate(done, null, [HOLE(sector + 100, 28)]),
+      'with a gap': (sector, countSectors, done) => setImmediate(done, null,
+        [DATA(sector, 10), HOLE(sector + 20, 10), DATA(sector + 40, countSectors - 40)]),
+      'overlapping': (sector, countSectors, done) => setImmediate(done, null,
+        [DATA(sector, 64), HOLE(sector, countSectors)]),
+      'twice': (sector, countSectors, done) => {
+        truthful.extents(sector, countSectors, done);
+        truthful.extents(sector, countSectors, done);
+      },
+      'then throwing': (sector, countSectors, done) => {
+        truthful.extents(sector, countSectors, done);
+        throw new Error('broken device');
+      },
+    };
+    for (const [name, answer] of Object.entries(answers)) {
+      const source = new MappedSource(bytes, layout);
+      source.extents = answer;
+      const dest = probe(512, 'dest');
+      writeAll(dest, new Uint8Array(bytes.length).fill(0xee));
+      const result = await copy(source, [dest], {}, 128);
+      assert.equal(result.writeErr, 0n, name);
+      assert.deepEqual(result.writtenBytes, [bytes.length], name);
+      assert.deepEqual(readBytes(dest, 0, 512), bytes, name);
+    }
+  });
+
   it('a real sparse file copied to a new file keeps its holes (as cp --sparse=always)', async (t) => {
     const dir = await tempDir(t);
     const sourcePath = path.join(dir, 'source.img');

@@ -587,10 +587,15 @@ export class KcopydClient {
     }
     master.extentWaiters = [];
     const endSector = master.sourceSector + master.countSectors;
+    let settled = false;
     const answered = (error: unknown, extents: readonly DeviceExtent[]): void => {
+      // A device that answers twice (or throws after answering) broke its contract: once only.
+      if (settled) return;
+      settled = true;
       this.throttle?.ioFinished();
-      if (error !== null || extents.length === 0) master.extentsOff = true;
-      else master.extentCache = cacheExtents(job.sourceSector, extents);
+      const cache = error === null ? cacheExtents(job.sourceSector, extents) : null;
+      if (cache === null) master.extentsOff = true;
+      else master.extentCache = cache;
       const waiters = master.extentWaiters ?? [];
       master.extentWaiters = null;
       this.#afterLookUp(job, master.extentsOff ? 'data' :
@@ -639,7 +644,8 @@ export class KcopydClient {
       const cache = job.master.extentCache;
       if (kind === 'mixed' && cache !== null &&
           classifyChunk(cache, job.sourceSector, job.countSectors) === 'mixed') {
-        job.knownRuns = extentRuns(cache, job.sourceSector, job.countSectors);
+        job.knownRuns = extentRuns(cache, job.sourceSector, job.countSectors,
+          job.master.sparse?.blockSectors ?? 1);
         job.readRunIndex = -1;
         nextDataRun(job);
       }

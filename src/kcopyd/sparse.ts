@@ -44,6 +44,11 @@ export interface KcopydSparseOptions {
 /** The `sparse` option after validation, for a job's destinations. */
 export interface ValidSparse {
   readonly blockBytes: number;
+  /**
+   * The largest logical block of the job's devices, in sectors: the source's holes are
+   * rounded in to it, so every run is whole blocks everywhere, even with `blockBytes` 0.
+   */
+  readonly blockSectors: number;
   /** One action per destination, fallbacks applied. */
   readonly actions: readonly KcopydHoleAction[];
 }
@@ -131,7 +136,8 @@ function resolveSparse(
   const logicalBytes = Math.max(source.limits.logicalBlockBytes,
     ...dests.map((dest) => dest.device.limits.logicalBlockBytes));
   return {
-    blockBytes: blockBytes === 0 ? 0 : Math.max(blockBytes, logicalBytes), actions,
+    blockBytes: blockBytes === 0 ? 0 : Math.max(blockBytes, logicalBytes),
+    blockSectors: logicalBytes / SECTOR_SIZE, actions,
   };
 }
 
@@ -155,26 +161,53 @@ export function classifyChunk(
   return zero && data ? 'mixed' : zero ? 'hole' : 'data';
 }
 
-/** The cache made from an extents answer for a query starting at `sector`. */
-export function cacheExtents(sector: number, extents: readonly DeviceExtent[]): ExtentCache {
-  const last = extents[extents.length - 1];
-  return { startSector: sector, endSector: last === undefined ? sector :
-    last.sector + last.countSectors, extents };
+/**
+ * The cache made from an extents answer for a query starting at `sector`: the answer's extents
+ * that are contiguous from `sector` (a device breaking that contract is believed no further);
+ * null when none is.
+ */
+export function cacheExtents(sector: number, extents: readonly DeviceExtent[]): ExtentCache | null {
+  let endSector = sector;
+  let valid = 0;
+  for (const extent of extents) {
+    if (extent.sector !== endSector || !Number.isSafeInteger(extent.countSectors) ||
+        extent.countSectors < 1) {
+      break;
+    }
+    endSector += extent.countSectors;
+    valid += 1;
+  }
+  return valid === 0 ? null :
+    { startSector: sector, endSector, extents: extents.slice(0, valid) };
 }
 
 /**
  * The runs of `[sector, sector + countSectors)` in the source extents of `cache` (which covers
- * it: `classifyChunk` said 'mixed'), in sectors from `sector`, merged.
+ * it: `classifyChunk` said 'mixed'), in sectors from `sector`, merged. A zero extent keeps only
+ * its whole blocks of `blockSectors` from the chunk's start; the rest is data, read and copied.
  */
-export function extentRuns(cache: ExtentCache, sector: number, countSectors: number): Run[] {
+export function extentRuns(
+  cache: ExtentCache, sector: number, countSectors: number, blockSectors: number,
+): Run[] {
   const runs = new RunBuilder();
   const endSector = sector + countSectors;
+  let dataFrom = 0;
   for (const extent of cache.extents) {
-    const start = Math.max(extent.sector, sector);
-    const end = Math.min(extent.sector + extent.countSectors, endSector);
-    if (start < end) runs.add(start - sector, end - start, extent.zero);
+    if (!extent.zero) continue;
+    const start = alignUp(Math.max(extent.sector - sector, 0), blockSectors);
+    const end = extent.sector + extent.countSectors >= endSector ? countSectors :
+      Math.floor((extent.sector + extent.countSectors - sector) / blockSectors) * blockSectors;
+    if (start >= end) continue;
+    if (start > dataFrom) runs.add(dataFrom, start - dataFrom, false);
+    runs.add(start, end - start, true);
+    dataFrom = end;
   }
+  if (dataFrom < countSectors) runs.add(dataFrom, countSectors - dataFrom, false);
   return runs.done();
+}
+
+function alignUp(value: number, block: number): number {
+  return Math.ceil(value / block) * block;
 }
 
 /**
