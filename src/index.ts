@@ -87,6 +87,7 @@ export {
 export type { KcopydCallbackToken } from './kcopyd/submit.js';
 export type { KcopydJobOptions } from './kcopyd/validate-job.js';
 export type { KcopydSparseOptions, KcopydHoleAction } from './kcopyd/sparse.js';
+export { isSparseBlockBytes } from './kcopyd/sparse.js';
 export { dmKcopydCopyStream, KCOPYD_STREAM_SEGMENT_BYTES } from './kcopyd/stream.js';
 export type {
   KcopydStreamDest, KcopydStreamOptions, KcopydStreamResult,

@@ -75,7 +75,7 @@ describe('package exports', () => {
       'DmIoClient', 'failedRegions', 'openDevice', 'openFileDevice', 'createRamDevice',
       'openNbdDevice', 'openTable', 'dmKcopydClientCreate', 'dmKcopydCopy', 'dmKcopydZero',
       'KcopydClient', 'createNbdServer', 'DmIoError', 'IoError', 'ERROR_CODES', 'isDmIoError',
-      'SECTOR_SIZE', 'parseSize', 'deviceExtents']) {
+      'SECTOR_SIZE', 'parseSize', 'deviceExtents', 'isSparseBlockBytes']) {
       assert.ok(names.includes(name), `dmio exports ${name}`);
     }
     for (const name of [...LEGACY, ...TESTING, 'requestError', 'pastEndError', 'requestPastEnd',

@@ -6,7 +6,7 @@
 // block device, NBD WRITE_ZEROES), which kcopyd turns into plain zeros where a device has none.
 
 import {
-  parseDeviceSpec, sectorsToBytes, type BlockDevice, type KcopydHoleAction,
+  isSparseBlockBytes, parseDeviceSpec, sectorsToBytes, type BlockDevice, type KcopydHoleAction,
   type KcopydSparseOptions,
 } from '../index.js';
 import { UsageError } from './exit-status.js';
@@ -30,8 +30,7 @@ export interface GrownFile {
 /** The zero-detection block size `--sparse` asks for (0: holes are not kept at all). */
 export function parseSparseBytes(flags: SparseFlags): number {
   const blockBytes = parseBytes(flags.sparse, '--sparse');
-  if (blockBytes !== 0 && (blockBytes % 512 !== 0 || blockBytes > 1024 * 1024 ||
-    (4096 % blockBytes !== 0 && blockBytes % 4096 !== 0))) {
+  if (!isSparseBlockBytes(blockBytes)) {
     throw new UsageError(`--sparse: ${blockBytes} bytes; expected 0 (off), or 512 to 1M: a ` +
       'multiple of 512 that divides 4K or a multiple of 4K');
   }

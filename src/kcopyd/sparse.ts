@@ -109,7 +109,11 @@ export function validateSparse(
   return resolveSparse(blockBytes, given.holes ?? 'write-zeroes', dests, source);
 }
 
-function isSparseBlockBytes(value: unknown): value is number {
+/**
+ * True when `value` is a zero-detection block size `sparse.blockBytes` takes: 0 (off), or a
+ * multiple of 512 up to 1 MiB that divides 4096 or is a multiple of it.
+ */
+export function isSparseBlockBytes(value: unknown): value is number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) return false;
   if (value === 0) return true;
   if (value % SECTOR_SIZE !== 0 || value > SPARSE_BLOCK_BYTES_MAX) return false;
