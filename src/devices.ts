@@ -4,8 +4,9 @@
  * completion, and the optional extent query with its bound `EXTENTS_PER_QUERY_MAX`) and the
  * helpers a backend needs to keep the contract's rules: the bytes a request carries
  * (`segmentsBytes`), the check that fails a request past the end whole (`requestPastEnd`,
- * `pastEndError`), the `IoError` a failed request reports (`requestError`), sector units and
- * aligned buffers. The rules every backend keeps are listed in
+ * `pastEndError`), the `IoError` a failed request reports (`requestError`), sector units,
+ * aligned buffers, and `isZeroRange` (is a range all zero: for answering extents or holes).
+ * The rules every backend keeps are listed in
  * src/devices/block-device.ts and docs/design.md. Ready-made devices (files, block devices,
  * RAM, patterns, NBD, tables) come from the main entry, `dmio`.
  *
@@ -30,3 +31,4 @@ export type { IoErrorDetails } from './errors.js';
 export { SECTOR_SIZE, SECTOR_SHIFT, PAGE_SIZE } from './constants.js';
 export { sectorsToBytes, bytesToSectorsCeil, bytesToSectorsFloor } from './units.js';
 export { allocAligned, isAlignedView } from './memory/aligned.js';
+export { isZeroRange } from './memory/zeros.js';

@@ -30,7 +30,8 @@ const LEGACY = ['dmIoAsync', 'dmIoAsyncBvec', 'dmIoAsyncVm', 'dmIoGet', 'dmIoPut
 const TESTING = ['FaultDevice', 'createFaultDevice'];
 const DEVICE_KIT = ['EXTENTS_PER_QUERY_MAX', 'IoError', 'NotSupportedError', 'PAGE_SIZE',
   'SECTOR_SHIFT', 'SECTOR_SIZE',
-  'allocAligned', 'bytesToSectorsCeil', 'bytesToSectorsFloor', 'isAlignedView', 'pastEndError',
+  'allocAligned', 'bytesToSectorsCeil', 'bytesToSectorsFloor', 'isAlignedView', 'isZeroRange',
+  'pastEndError',
   'requestError', 'requestPastEnd', 'sectorsToBytes', 'segmentsBytes'];
 
 describe('package exports', () => {

@@ -18,6 +18,7 @@ import type { BlockDevice, DeviceExtent } from '../devices/block-device.js';
 import type { DmIoError } from '../errors.js';
 import { InvalidArgTypeError, InvalidRequestError } from '../errors.js';
 import type { PageListMemory, PageListNode } from '../memory/types.js';
+import { isZeroRange } from '../memory/zeros.js';
 import { validateOptionsObject } from '../validate.js';
 import type { KcopydJob } from './job.js';
 
@@ -83,8 +84,6 @@ const SPARSE_KEYS = new Set(['blockBytes', 'holes']);
 const SPARSE_BLOCK_BYTES_DEFAULT = 4096;
 /** The largest zero-detection block: a sub-job is at most 4 MiB, a block must fit one. */
 const SPARSE_BLOCK_BYTES_MAX = 1024 * 1024;
-/** Zeros compared against, one page long (blocks are checked a page at most at a time). */
-const ZEROS = Buffer.alloc(PAGE_SIZE);
 
 /** Validates `options.sparse` for `dests` (and the source's logical block); null when absent. */
 export function validateSparse(
@@ -280,17 +279,32 @@ export function zeroFillHoles(job: KcopydJob, runs: readonly Run[]): void {
   const pages = job.grant?.pages ?? [];
   for (const run of runs) {
     if (!run.zero) continue;
-    let at = run.offsetSectors * SECTOR_SIZE;
-    const endBytes = at + run.countSectors * SECTOR_SIZE;
-    while (at < endBytes) {
-      const page = pages[Math.floor(at / PAGE_SIZE)];
-      if (page === undefined) return;
-      const inPage = at % PAGE_SIZE;
-      const pieceBytes = Math.min(PAGE_SIZE - inPage, endBytes - at);
-      page.fill(0, inPage, inPage + pieceBytes);
-      at += pieceBytes;
-    }
+    everyPagePiece(pages, run.offsetSectors * SECTOR_SIZE, run.countSectors * SECTOR_SIZE,
+      (page, inPage, pieceBytes) => {
+        page.fill(0, inPage, inPage + pieceBytes);
+        return true;
+      });
   }
+}
+
+/**
+ * Calls `visit` with each page's piece of `[offsetBytes, offsetBytes + lengthBytes)` of a chunk
+ * held in `pages`, in order, while it answers true; true when every piece was visited.
+ */
+function everyPagePiece(
+  pages: readonly Uint8Array[], offsetBytes: number, lengthBytes: number,
+  visit: (page: Uint8Array, inPage: number, pieceBytes: number) => boolean,
+): boolean {
+  const endBytes = offsetBytes + lengthBytes;
+  for (let at = offsetBytes; at < endBytes;) {
+    const page = pages[Math.floor(at / PAGE_SIZE)];
+    if (page === undefined) return false;
+    const inPage = at % PAGE_SIZE;
+    const pieceBytes = Math.min(PAGE_SIZE - inPage, endBytes - at);
+    if (!visit(page, inPage, pieceBytes)) return false;
+    at += pieceBytes;
+  }
+  return true;
 }
 
 /** The plan reading one data run of a mixed chunk into the job's pages at its offset. */
@@ -305,21 +319,7 @@ export function readRunPlan(job: KcopydJob, run: Run, io: DmIoClient): DmIoPlan 
 }
 
 function isZero(pages: readonly Uint8Array[], offsetBytes: number, lengthBytes: number): boolean {
-  for (let doneBytes = 0; doneBytes < lengthBytes;) {
-    const at = offsetBytes + doneBytes;
-    const page = pages[Math.floor(at / PAGE_SIZE)];
-    if (page === undefined) return false;
-    const inPage = at % PAGE_SIZE;
-    const pieceBytes = Math.min(PAGE_SIZE - inPage, lengthBytes - doneBytes);
-    // Data usually shows in its first or last byte: no comparison (and no view) for it.
-    if (page[inPage] !== 0 || page[inPage + pieceBytes - 1] !== 0) return false;
-    const piece = pieceBytes === page.length ? page : page.subarray(inPage, inPage + pieceBytes);
-    if (!(pieceBytes === PAGE_SIZE ? ZEROS : ZEROS.subarray(0, pieceBytes)).equals(piece)) {
-      return false;
-    }
-    doneBytes += pieceBytes;
-  }
-  return true;
+  return everyPagePiece(pages, offsetBytes, lengthBytes, isZeroRange);
 }
 
 

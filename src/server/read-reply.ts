@@ -6,6 +6,7 @@
 // A request with the DF flag, a short one, or one without such a run is one OFFSET_DATA chunk.
 
 import { PAGE_SIZE } from '../constants.js';
+import { isZeroRange } from '../memory/zeros.js';
 
 /** The smallest run of zeros sent as a hole. */
 export const READ_HOLE_BYTES_MIN = 64 * 1024;
@@ -17,8 +18,6 @@ export interface ReadPiece {
   readonly hole: boolean;
 }
 
-const ZEROS = Buffer.alloc(PAGE_SIZE);
-
 /** The pieces of a READ reply for `data`; one data piece when there is no long run of zeros. */
 export function readPieces(data: Uint8Array, mayFragment: boolean): ReadPiece[] {
   const whole: ReadPiece[] = [{ offsetBytes: 0, lengthBytes: data.length, hole: false }];
@@ -28,7 +27,7 @@ export function readPieces(data: Uint8Array, mayFragment: boolean): ReadPiece[] 
   let zeroStart = -1;
   for (let at = 0; at < data.length; at += PAGE_SIZE) {
     const blockBytes = Math.min(PAGE_SIZE, data.length - at);
-    if (isZeroBlock(data, at, blockBytes)) {
+    if (isZeroRange(data, at, blockBytes)) {
       if (zeroStart < 0) zeroStart = at;
       continue;
     }
@@ -52,10 +51,4 @@ function pushPieces(pieces: ReadPiece[], runStart: number, zeroStart: number, en
     pieces.push({ offsetBytes: runStart, lengthBytes: zeroStart - runStart, hole: false });
   }
   pieces.push({ offsetBytes: zeroStart, lengthBytes: end - zeroStart, hole: true });
-}
-
-function isZeroBlock(data: Uint8Array, at: number, lengthBytes: number): boolean {
-  if (data[at] !== 0 || data[at + lengthBytes - 1] !== 0) return false;
-  return (lengthBytes === PAGE_SIZE ? ZEROS : ZEROS.subarray(0, lengthBytes))
-    .equals(data.subarray(at, at + lengthBytes));
 }
