@@ -1,9 +1,12 @@
 // Owns deliberate page-cache preparation. The kernel on the reference machine evicts pages left
 // untouched for about a minute, so every measured run first reads its files whole ("warm"):
 // a cached read of 1 GiB into aligned memory takes about 0.15 s. Reading into page-aligned
-// memory matters: unaligned Buffers read cached data about 5x slower.
+// memory matters: unaligned Buffers read cached data about 5x slower. Also what runs leave
+// behind: destinations removed and the file system synced between runs (`removeAndSettle`).
 
 import fs from 'node:fs';
+import path from 'node:path';
+import { runChecked } from './proc.js';
 import { allocAligned } from '../src/index.js';
 
 const WARM_CHUNK_BYTES = 1024 * 1024;
@@ -49,4 +52,20 @@ export function prepareNbdcopyRun(
   }
   warmFile(image);
   return [uri, 'null:'];
+}
+
+/** Removes `paths` (those that exist). */
+export function removeAll(paths: readonly string[]): void {
+  for (const filePath of paths) fs.rmSync(filePath, { force: true });
+}
+
+/**
+ * Removes the destinations and commits the file system (`sync -f`), so the freed blocks (and
+ * the discards a `discard`-mounted ext4 sends for them) settle before the next measured run
+ * instead of during it.
+ */
+export async function removeAndSettle(paths: readonly string[]): Promise<void> {
+  removeAll(paths);
+  const [first] = paths;
+  if (first !== undefined) await runChecked('sync', ['-f', path.dirname(first)]);
 }

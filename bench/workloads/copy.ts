@@ -9,12 +9,10 @@
 // Each destination count is also copied durably (durable-copy.ts), and each repetition ends
 // with the sparse image case (sparse-copy.ts).
 
-import fs from 'node:fs';
-import path from 'node:path';
 import type { BenchContext } from '../context.js';
 import { peerMissing } from '../context.js';
 import type { Role, Timer } from '../model.js';
-import { warmFile } from '../page-cache.js';
+import { removeAll, removeAndSettle, warmFile } from '../page-cache.js';
 import { repetitionOrder } from '../order.js';
 import { runChecked, runWorker } from '../proc.js';
 import { isWorkerError } from '../workers/jobs.js';
@@ -171,19 +169,4 @@ async function runNodeCopy(
       record(label, 'peer', 'in-process', result.elapsedMs / 1000, result.cpuUs);
     }
   }
-}
-
-function removeAll(paths: readonly string[]): void {
-  for (const filePath of paths) fs.rmSync(filePath, { force: true });
-}
-
-/**
- * Removes the destinations and commits the file system (`sync -f`), so the freed blocks (and
- * the discards a `discard`-mounted ext4 sends for them) settle before the next measured run
- * instead of during it.
- */
-async function removeAndSettle(paths: readonly string[]): Promise<void> {
-  removeAll(paths);
-  const [first] = paths;
-  if (first !== undefined) await runChecked('sync', ['-f', path.dirname(first)]);
 }

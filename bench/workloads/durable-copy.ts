@@ -5,13 +5,11 @@
 // source data by the wall clock (dmio's Node start-up included); destinations are removed
 // before and after each run and the file system synced untimed, as in the other copy cases.
 
-import fs from 'node:fs';
-import path from 'node:path';
 import type { BenchContext } from '../context.js';
 import { peerMissing } from '../context.js';
 import type { Role } from '../model.js';
 import { repetitionOrder } from '../order.js';
-import { warmFile } from '../page-cache.js';
+import { removeAndSettle, warmFile } from '../page-cache.js';
 import { runChecked } from '../proc.js';
 
 const MiB = 1024 * 1024;
@@ -78,18 +76,12 @@ async function timed(
   source: string, targets: readonly string[], commands: readonly string[][],
 ): Promise<number> {
   warmFile(source);
-  await removeAndSync(targets);
+  await removeAndSettle(targets);
   try {
     const startMs = performance.now();
     for (const [file = '', ...args] of commands) await runChecked(file, args);
     return (performance.now() - startMs) / 1000;
   } finally {
-    await removeAndSync(targets);
+    await removeAndSettle(targets);
   }
-}
-
-async function removeAndSync(targets: readonly string[]): Promise<void> {
-  for (const target of targets) fs.rmSync(target, { force: true });
-  const [first] = targets;
-  if (first !== undefined) await runChecked('sync', ['-f', path.dirname(first)]);
 }
