@@ -3,14 +3,15 @@
 // existing files holding old data (holes become zeros), to an `nbdkit memory` export behind
 // `--filter=log` (no WRITE over a hole: ZERO, or nothing with --target-is-zero), and to a
 // server without write-zeroes, and to a 4K-sector loop device from an offset that is not 4K;
-// `--sparse=0`, `--allocated` and `--preallocate` allocate.
+// `--sparse=0`, `--allocated` and `--preallocate` allocate. A sparse image piped into the real
+// binary on stdin comes out sparse too.
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
-import { jsonOf, runDmio } from './cli-helpers.js';
+import { DMIO_BIN, jsonOf, runDmio } from './cli-helpers.js';
 import { requireLoopOrSkip, withLoopDevice } from './helpers/loop.js';
 import { requireTools, startNbdkit } from './helpers/nbdkit.js';
 import { tempDir } from './helpers/tmp.js';
@@ -79,6 +80,39 @@ test('an existing file with old data: the holes read as zeros afterwards', async
   fs.writeFileSync(dest, Buffer.alloc(SOURCE_BYTES, 0xcc));
   await copyOk([source, dest, '--no-offload']);
   assert.ok(sameBytes(source, dest));
+});
+
+/** Runs `cat SOURCE | dmio copy - DEST ARGS...` with the built binary; resolves with its status. */
+function pipeCopy(source: string, dest: string, args: readonly string[]): Promise<number | null> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('bash', ['-o', 'pipefail', '-c',
+      'cat "$1" | "$DMIO" copy - "$2" --no-progress "${@:3}" >/dev/null', 'bash', source, dest,
+      ...args], { env: { ...process.env, DMIO: DMIO_BIN }, stdio: ['ignore', 'ignore', 'inherit'] });
+    child.on('error', reject);
+    child.on('close', resolve);
+  });
+}
+
+test('a sparse image piped on stdin: a new file keeps its holes, an old one gets zeros', async (t) => {
+  const dir = await tempDir(t);
+  const source = sparseSource(dir);
+  const cp = path.join(dir, 'cp.img');
+  execFileSync('cp', ['--sparse=always', source, cp]);
+  const piped = path.join(dir, 'piped.img');
+  assert.equal(await pipeCopy(source, piped, []), 0);
+  assert.ok(sameBytes(source, piped));
+  assert.ok(allocatedBytes(piped) <= allocatedBytes(cp) + MiB,
+    `dmio ${allocatedBytes(piped)} bytes allocated, cp ${allocatedBytes(cp)}`);
+  const dense = path.join(dir, 'dense.img');
+  assert.equal(await pipeCopy(source, dense, ['--sparse=0']), 0);
+  assert.ok(sameBytes(source, dense));
+  assert.ok(allocatedBytes(dense) >= SOURCE_BYTES, '--sparse=0 writes every block');
+  const old = path.join(dir, 'old.img');
+  fs.writeFileSync(old, Buffer.alloc(SOURCE_BYTES, 0xcc));
+  const run = await runDmio(['copy', '-', old, '--json', '--no-progress'],
+    { input: fs.readFileSync(source) });
+  assert.equal(run.status, 0, run.stderr);
+  assert.ok(sameBytes(source, old));
 });
 
 test('--target-is-zero writes nothing over holes, even where the destination is not zero', async (t) => {

@@ -1,7 +1,8 @@
 // dmKcopydCopyStream: an input of unknown length copied with kcopyd segment by segment, ending
 // exactly at EOF or maxBytes; a destination too small fails with ENOSPC keeping what it got
 // while the others complete; a partial last sector is refused or zero-padded; chunk hashes
-// arrive at input offsets; a throwing input is a read error.
+// arrive at input offsets; a throwing input is a read error; with `sparse`, zero blocks of the
+// input are skipped on a destination that reads zeros and zeroed on one that holds old data.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -95,5 +96,37 @@ describe('dmKcopydCopyStream', () => {
     assert.equal(result.readErr, false);
     assert.equal(result.writtenBytes[0], KCOPYD_STREAM_SEGMENT_BYTES);
     assert.equal(result.writeErr, 1n);
+  });
+  it('sparse: zero blocks skip a zero destination, zero an old one; bad holes refused unread', async (t) => {
+    const kc = dmKcopydClientCreate({ subJobSectors: 2048 });
+    t.after(() => dmKcopydClientDestroy(kc));
+    // 20 MiB of input, three segments: data at 1 MiB, 9 MiB and the last 64 KiB, zeros elsewhere.
+    const input = Buffer.alloc(20 * MIB);
+    for (const atBytes of [MIB, 9 * MIB, 20 * MIB - 64 * 1024]) {
+      randomBytes(64 * 1024).copy(input, atBytes);
+    }
+    const fresh = ramDevice(input.length / 512, 'fresh');
+    const old = ramDevice(input.length / 512, 'old');
+    old.writeSegments(0, [Buffer.alloc(input.length, 0xcc)]);
+    const result = await dmKcopydCopyStream(kc, piecesOf(input),
+      [{ device: fresh, sector: 0 }, { device: old, sector: 0 }],
+      { sparse: { holes: ['skip', 'write-zeroes'] } });
+    assert.equal(result.writeErr, 0n);
+    assert.deepEqual(result.writtenBytes, [input.length, input.length]);
+    assert.ok(Buffer.from(readBytes(fresh, 0, input.length / 512)).equals(input));
+    assert.ok(Buffer.from(readBytes(old, 0, input.length / 512)).equals(input));
+    assert.ok(fresh.allocatedBytes <= 3 * 64 * 1024,
+      `${fresh.allocatedBytes} bytes allocated for 192 KiB of data`);
+
+    let pulled = false;
+    async function* watched(): AsyncGenerator<Uint8Array> {
+      pulled = true;
+      yield input;
+    }
+    await assert.rejects(dmKcopydCopyStream(kc, watched(), [{ device: fresh, sector: 0 }],
+      { sparse: { holes: ['skip', 'skip'] } }), { code: 'DMIO_ERR_INVALID_ARG_VALUE' });
+    await assert.rejects(dmKcopydCopyStream(kc, watched(), [{ device: fresh, sector: 0 }],
+      { sparse: { blockBytes: 3000 } }), { code: 'DMIO_ERR_INVALID_ARG_VALUE' });
+    assert.equal(pulled, false, 'nothing read from an input whose copy was refused');
   });
 });

@@ -9,7 +9,9 @@
 // (keeping what it got), and the others go on. A last segment that ends inside a sector is
 // refused (readErr, nothing of that segment written) or zero-padded to a whole sector, as the
 // caller chose; bytes are never dropped in silence. With `flush`, every destination written to
-// is flushed once at the end.
+// is flushed once at the end. With `sparse`, each segment's job keeps holes as any sparse
+// copy does (sparse.ts: zero blocks found in what was read skip, or become write-zeroes on, each
+// destination), so a stream of a mostly empty image makes a sparse image too.
 
 import { MIB, SECTOR_SIZE } from '../constants.js';
 import type { DmIoRegion } from '../core/request.js';
@@ -23,6 +25,7 @@ import {
 import { KCOPYD_SUB_JOB_SECTORS_MAX } from './constants.js';
 import type { KcopydChunkReadFn, KcopydResult } from './job.js';
 import { KcopydClient } from './kcopyd-client.js';
+import { validateSparse, type KcopydSparseOptions, type ValidSparse } from './sparse.js';
 import { dmKcopydCopy } from './submit.js';
 
 /**
@@ -56,6 +59,11 @@ export interface KcopydStreamOptions {
   onProgress?: (doneBytes: number) => void;
   /** Called with each chunk's data before it is written; sectors count from the input's start. */
   onChunkRead?: KcopydChunkReadFn;
+  /**
+   * Keep holes, as `dmKcopydCopy`'s `sparse` option (the input has no extents: zero detection
+   * finds them); `holes` given per destination are in the order of `dests`.
+   */
+  sparse?: boolean | KcopydSparseOptions;
 }
 
 /** What a stream copy reports: a copy's result plus what the input held. */
@@ -97,6 +105,7 @@ export async function dmKcopydCopyStream(
     throw new OutOfRangeError('options.maxBytes', 'a non-negative safe integer', maxBytes);
   }
   const copy = new StreamCopy(kc, new InputReader(input), dests, options, maxBytes);
+  copy.validateSparse();
   return copy.run();
 }
 
@@ -195,6 +204,8 @@ class StreamCopy {
   #inputBytes = 0;
   #paddedBytes = 0;
   #truncated = false;
+  /** The validated `sparse` option for all the destinations, or null. */
+  #sparse: ValidSparse | null = null;
 
   constructor(kc: KcopydClient, reader: InputReader, dests: readonly KcopydStreamDest[],
     options: KcopydStreamOptions, maxBytes: number) {
@@ -208,6 +219,15 @@ class StreamCopy {
     const segmentBytes = KCOPYD_STREAM_SEGMENT_BYTES;
     this.#devices = [createRamDevice({ sizeBytes: segmentBytes, name: 'stream' }),
       createRamDevice({ sizeBytes: segmentBytes, name: 'stream' })];
+  }
+
+  /**
+   * Checks `options.sparse` against every destination before any input is read (each segment's
+   * job checks it again for the destinations it writes).
+   */
+  validateSparse(): void {
+    const regions = this.#dests.map((_, index) => this.#region(index, 0, 1));
+    this.#sparse = validateSparse(this.#options.sparse, regions, this.#devices[0]);
   }
 
   async run(): Promise<KcopydStreamResult> {
@@ -319,9 +339,11 @@ class StreamCopy {
     if (live.length === 0) return;
     const doneBefore = offsetSectors * SECTOR_SIZE;
     const { onProgress, onChunkRead, signal } = this.#options;
+    const sparse = this.#segmentSparse(live);
     const result = await dmKcopydCopy(this.#kc, { device: segment.device, sector: 0,
       count: sectors }, live.map((index) => this.#region(index, offsetSectors, sectors)), {
       dropFailedDestinations: true,
+      ...(sparse === null ? {} : { sparse }),
       ...(signal === undefined ? {} : { signal }),
       ...(onProgress === undefined ? {} :
         { onProgress: (doneBytes: number) => onProgress(doneBefore + doneBytes) }),
@@ -351,6 +373,13 @@ class StreamCopy {
       });
       return [];
     });
+  }
+
+  /** The `sparse` option of one segment's job: the actions of the destinations it writes. */
+  #segmentSparse(live: readonly number[]): KcopydSparseOptions | null {
+    const sparse = this.#sparse;
+    if (sparse === null) return null;
+    return { blockBytes: sparse.blockBytes, holes: live.map((index) => sparse.actions[index]!) };
   }
 
   #region(index: number, offsetSectors: number, sectors: number): DmIoRegion {

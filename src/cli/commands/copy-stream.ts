@@ -9,6 +9,8 @@
 // stderr; the files are then cut to its exact length), and otherwise refused (a read error,
 // its last segment not written): padding would overwrite bytes the input never gave. Stdin
 // is the context's (a test's stream has no descriptor, so the destination check is skipped).
+// Holes are kept as in a copy from a device (sparse-choice.ts): zero blocks of the input are
+// not written to new image files, and become write-zeroes on the others.
 
 import { closeSync, fdatasyncSync, ftruncateSync, openSync, statSync } from 'node:fs';
 import {
@@ -26,6 +28,7 @@ import { SourceHashes, verifyDestination } from '../verify.js';
 import { destinationIdentity, fdIdentity, sameIdentity } from '../same-storage.js';
 import { UsageError } from '../exit-status.js';
 import { openDestinations } from './open-regions.js';
+import { sparseOption, type GrownFile, type SparseFlags } from '../sparse-choice.js';
 import { beforeVerify, reopenForVerify } from './verify-reopen.js';
 
 /**
@@ -45,6 +48,8 @@ export interface StreamCopyPlan {
   readonly flush: boolean;
   readonly json: boolean;
   readonly progressMode: ProgressMode;
+  /** What to do with holes (sparse-choice.ts), as for a copy from a device. */
+  readonly sparseFlags: SparseFlags;
 }
 
 /** Copies stdin to the destinations; returns the exit status. */
@@ -57,6 +62,7 @@ export async function copyStream(cli: CliContext, plan: StreamCopyPlan): Promise
   try {
     const dests = await openDestinations(cli, plan.destSpecs, plan.destSector, capSectors,
       plan.direct, opened, { sectorFlag: '--dest-sector', growth: 'stream', grown });
+    const sparse = sparseOption(plan.sparseFlags, plan.destSpecs, dests, plan.destSector, grown);
     const kc = dmKcopydClientCreate({ subJobSectors: plan.subJobSectors });
     const hashes = plan.verify ? new SourceHashes(0, kc.subJobSectors) : null;
     const progress = await createProgress(cli,
@@ -74,6 +80,7 @@ export async function copyStream(cli: CliContext, plan: StreamCopyPlan): Promise
             file.index === index && file.oldSizeBytes === null)) ? 'zero-pad' : 'refuse',
           signal: interrupts.signal, onProgress: (doneBytes) => progress.update(doneBytes),
           ...(hashes === null ? {} : { onChunkRead: hashes.onChunkRead }),
+          ...(sparse === undefined ? {} : { sparse }),
         });
     } finally {
       await dmKcopydClientDestroy(kc);
@@ -121,10 +128,6 @@ function readErrorText(result: KcopydStreamResult, grown: readonly GrownFile[],
     `destination (${existing.join(', ')}), whose bytes past the input would be lost; the ` +
     'input\'s last segment was not written (give a whole number of sectors, or a new file)';
 }
-
-/** An image file the copy created (`oldSizeBytes` null) or extended, by destination index. */
-type GrownFile = { readonly index: number; readonly path: string;
-  readonly oldSizeBytes: number | null };
 
 
 /**

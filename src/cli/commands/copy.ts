@@ -110,7 +110,7 @@ async function copy(
     return copyStream(cli, { destSpecs, destSector, lengthSectors, direct,
       subJobSectors: chosenSubJobSectors ?? CLI_SUB_JOB_SECTORS_DEFAULT,
       verify: flags.verify === true, flush: flags.flush, json: flags.json === true,
-      progressMode });
+      progressMode, sparseFlags: flags });
   }
   const devices: BlockDevice[] = [];
   try {
