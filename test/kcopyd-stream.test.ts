@@ -10,7 +10,7 @@ import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { dmKcopydClientCreate, dmKcopydClientDestroy } from '../src/kcopyd/kcopyd.js';
 import { dmKcopydCopyStream, KCOPYD_STREAM_SEGMENT_BYTES } from '../src/kcopyd/stream.js';
-import { ramDevice, readBytes } from './kcopyd-helpers.js';
+import { ramDevice, readBytes, request } from './kcopyd-helpers.js';
 
 const MIB = 1024 * 1024;
 
@@ -107,7 +107,8 @@ describe('dmKcopydCopyStream', () => {
     }
     const fresh = ramDevice(input.length / 512, 'fresh');
     const old = ramDevice(input.length / 512, 'old');
-    old.writeSegments(0, [Buffer.alloc(input.length, 0xcc)]);
+    assert.equal(old.submitSync(request('write', 0, input.length / 512,
+      [Buffer.alloc(input.length, 0xcc)])), null);
     const result = await dmKcopydCopyStream(kc, piecesOf(input),
       [{ device: fresh, sector: 0 }, { device: old, sector: 0 }],
       { sparse: { holes: ['skip', 'write-zeroes'] } });
