@@ -105,7 +105,6 @@ export async function dmKcopydCopyStream(
     throw new OutOfRangeError('options.maxBytes', 'a non-negative safe integer', maxBytes);
   }
   const copy = new StreamCopy(kc, new InputReader(input), dests, options, maxBytes);
-  copy.validateSparse();
   return copy.run();
 }
 
@@ -204,8 +203,11 @@ class StreamCopy {
   #inputBytes = 0;
   #paddedBytes = 0;
   #truncated = false;
-  /** The validated `sparse` option for all the destinations, or null. */
-  #sparse: ValidSparse | null = null;
+  /**
+   * The `sparse` option checked against every destination when the copy is made, before any
+   * input is read (each segment's job checks it again for the destinations it writes), or null.
+   */
+  readonly #sparse: ValidSparse | null;
 
   constructor(kc: KcopydClient, reader: InputReader, dests: readonly KcopydStreamDest[],
     options: KcopydStreamOptions, maxBytes: number) {
@@ -219,15 +221,8 @@ class StreamCopy {
     const segmentBytes = KCOPYD_STREAM_SEGMENT_BYTES;
     this.#devices = [createRamDevice({ sizeBytes: segmentBytes, name: 'stream' }),
       createRamDevice({ sizeBytes: segmentBytes, name: 'stream' })];
-  }
-
-  /**
-   * Checks `options.sparse` against every destination before any input is read (each segment's
-   * job checks it again for the destinations it writes).
-   */
-  validateSparse(): void {
-    const regions = this.#dests.map((_, index) => this.#region(index, 0, 1));
-    this.#sparse = validateSparse(this.#options.sparse, regions, this.#devices[0]);
+    this.#sparse = validateSparse(options.sparse,
+      this.#dests.map((_, index) => this.#region(index, 0, 1)), this.#devices[0]);
   }
 
   async run(): Promise<KcopydStreamResult> {
