@@ -68,6 +68,8 @@ export class Transmission {
   #inflightBytes = 0;
   #stopping = false;
   #wake: (() => void) | null = null;
+  /** The stream is corked until this turn ends (`#holdRepliesForTurn`). */
+  #heldForTurn = false;
 
   constructor(
     reader: SocketReader, stream: Duplex, client: DmIoClient, negotiated: Negotiated,
@@ -276,7 +278,7 @@ export class Transmission {
     }
     const startBytes = Number(request.offsetBytes);
     const giveBack = (): void => this.#pool.give(data);
-    stream.cork();
+    this.#holdRepliesForTurn(stream);
     pieces.forEach((piece, index) => {
       const final = index === pieces.length - 1;
       // Writes complete in order: once the final one is done, so is every piece of `data`.
@@ -290,7 +292,6 @@ export class Transmission {
           data.subarray(piece.offsetBytes, piece.offsetBytes + piece.lengthBytes), done);
       }
     });
-    stream.uncork();
   }
 
   /** Answers from the device's extents (all data when it has none); see block-status.ts. */
@@ -323,14 +324,25 @@ export class Transmission {
       if (data !== undefined) this.#pool.give(data);
       return;
     }
-    if (data === undefined || data.length === 0) {
-      stream.write(header);
-      return;
-    }
-    stream.cork();
+    this.#holdRepliesForTurn(stream);
     stream.write(header);
-    stream.write(data, () => this.#pool.give(data));
-    stream.uncork();
+    if (data !== undefined && data.length > 0) stream.write(data, () => this.#pool.give(data));
+  }
+
+  /**
+   * Corks the stream until the current turn's microtasks and ticks have run, so the replies of
+   * every request completed in this turn (a batch of ring completions resolves many at once)
+   * reach the kernel in one `writev` and wake the client once, where each used to be its own
+   * system call. A reply's header and data stay back to back either way.
+   */
+  #holdRepliesForTurn(stream: Duplex): void {
+    if (this.#heldForTurn) return;
+    this.#heldForTurn = true;
+    stream.cork();
+    process.nextTick(() => {
+      this.#heldForTurn = false;
+      stream.uncork();
+    });
   }
 
   #hasRoom(): boolean {
