@@ -1,6 +1,7 @@
 // Local devices on the io_uring engine: a request's ioprio in the entry, which steps take the ring
-// (reads; O_DIRECT writes, inside flagged requests too; never long vectors, buffered writes,
-// flushes, or devices on the threadpool engine), how an engine is chosen (the
+// (reads; O_DIRECT writes, inside flagged requests too; buffered writes only on an engine
+// without a polling thread; never long vectors, flushes, or devices on the threadpool engine),
+// how an engine is chosen (the
 // default, the threadpool, one of the caller's without a polling thread), that the data is
 // right both ways, that a short read continues in the general loop with its usual EIO, that a burst
 // larger than the ring overflows to the other paths, that close waits for the ring, that worker
@@ -118,6 +119,34 @@ describe('file devices on dmio io_uring', () => {
       const onDisk = fs.readFileSync(path);
       assert.deepEqual(onDisk.subarray(64 * 512, 96 * 512),
         Buffer.concat([Buffer.from(written), Buffer.from(written)]));
+    });
+
+  test('without a polling thread the buffered ring takes buffered writes, a FUA write\'s too',
+    async (t) => {
+      if (!ringsOrSkip(t)) return;
+      const own = new IoUringEngine({ sqPollIdleMs: 0 });
+      t.after(() => own.close());
+      const { device, path, data } = await openImage(t, { engine: own });
+      const written = allocAligned(3 * 4096);
+      written.set(pattern(written.length, 8));
+      assert.equal(await submitted(device, deviceRequest('write', 16, 24, [written])), null);
+      assert.equal(device.stats.ringTransfers, 1);
+      assert.equal(await submitted(device, deviceRequest('write', 64, 24, [written],
+        { fua: true })), null);
+      // The FUA write's transfer step goes to the ring, its fdatasync to the threadpool.
+      assert.deepEqual([device.stats.ringTransfers, device.stats.writes, device.stats.fdatasyncs],
+        [2, 2, 1]);
+      const onDisk = fs.readFileSync(path);
+      assert.deepEqual(onDisk.subarray(16 * 512, 40 * 512), Buffer.from(written));
+      assert.deepEqual(onDisk.subarray(64 * 512, 88 * 512), Buffer.from(written));
+      assert.deepEqual(onDisk.subarray(40 * 512, 64 * 512), Buffer.from(data.subarray(40 * 512,
+        64 * 512)), 'nothing written between them');
+      // A write past what the ring takes (17 segments) still lands, through the threadpool.
+      const long = pattern(17 * 512, 9);
+      const pieces = splitInto(long, new Array(17).fill(512));
+      assert.equal(await submitted(device, deviceRequest('write', 128, 17, pieces)), null);
+      assert.deepEqual([device.stats.ringTransfers, device.stats.writes], [2, 3]);
+      assert.deepEqual(fs.readFileSync(path).subarray(128 * 512, 145 * 512), Buffer.from(long));
     });
 
   test('ioUring: false keeps every request off the ring', async (t) => {

@@ -2,14 +2,20 @@
 // dmio's own (sys/io-uring.ts); every other step, and any transfer a ring does not take (more
 // than URING_IOVECS_PER_ENTRY_MAX buffers, memory that could move, a full ring), to the
 // threadpool engine it holds. A device opened with O_DIRECT sends its reads and writes to the
-// direct ring; a buffered device sends its reads to the buffered ring and its writes to the
-// threadpool (ext4 hands a buffered write from io_uring to a kernel worker, slower than the
-// threadpool). The buffered ring has a kernel polling thread (SQPOLL) that takes each entry as
-// it is published and whose wake-ups busy-wait briefly for the next completion: cached reads
-// complete within microseconds. The direct ring has none by default: a batch is submitted with
-// one io_uring_enter per event-loop task, which leaves the second core to the device (a loop
-// device's worker). Both are made on first use; a ring the kernel refuses leaves its steps on
-// the threadpool. The step's I/O priority goes into the entry's ioprio field.
+// direct ring; a buffered device sends its reads to the buffered ring, and its writes to the
+// threadpool while that ring has a polling thread (the default: ext4 hands a buffered write
+// from io_uring to a kernel worker, and a lone small write waits longer that way than on the
+// threadpool), to the buffered ring when it has none (`sqPollIdleMs: 0`, the server's engine):
+// a batch of writes then costs one io_uring_enter instead of a thread wake-up per write and an
+// event-loop wake-up per completion, and the kernel's worker writes one file's entries in turn,
+// as ext4's inode lock serialises the threadpool's writes to one file anyway (measured in
+// docs/performance.md, "Serve writes"). The buffered ring's default kernel polling thread
+// (SQPOLL) takes each entry as it is published and whose wake-ups busy-wait briefly for the
+// next completion: cached reads complete within microseconds. The direct ring has none by
+// default: a batch is submitted with one io_uring_enter per event-loop task, which leaves the
+// second core to the device (a loop device's worker). Both are made on first use; a ring the
+// kernel refuses leaves its steps on the threadpool. The step's I/O priority goes into the
+// entry's ioprio field.
 // Measurements behind these choices: docs/performance.md.
 
 import { isMainThread } from 'node:worker_threads';
@@ -40,7 +46,8 @@ export interface IoUringEngineOptions {
   /**
    * Milliseconds the buffered ring's kernel polling thread (SQPOLL) keeps polling after its
    * last request (default RING_SQPOLL_IDLE_MS); 0 sets that ring up without a polling thread,
-   * so no core ever spins for it (cached reads then cost one system call per batch).
+   * so no core ever spins for it (cached reads then cost one system call per batch), and
+   * sends buffered writes to that ring too instead of the threadpool.
    */
   readonly sqPollIdleMs?: number;
   /**
@@ -59,7 +66,10 @@ export function ringIoprio(ioprio: number): number {
   return ioprio === IOPRIO_DEFAULT ? 0 : ioprio;
 }
 
-/** Runs reads and O_DIRECT writes on dmio's own io_uring, everything else on the threadpool. */
+/**
+ * Runs reads and O_DIRECT writes on dmio's own io_uring (buffered writes too when the buffered
+ * ring has no polling thread), everything else on the threadpool.
+ */
 export class IoUringEngine implements FileEngine {
   /** Always `io_uring`. */
   readonly kind = 'io_uring' as const;
@@ -97,7 +107,8 @@ export class IoUringEngine implements FileEngine {
 
   /** Runs `step`: on a ring when it is a transfer a ring takes, else on the threadpool. */
   runStep(target: FileTarget, step: Step, ioprio: number, callback: StepCallback): void {
-    const ringTakes = step.kind === 'read' || (step.kind === 'write' && target.direct);
+    const ringTakes = step.kind === 'read' ||
+      (step.kind === 'write' && (target.direct || this.#sqPollIdleMs === 0));
     if (ringTakes && this.#tryRing(target, step, ioprio, callback)) return;
     this.#threadpool.runStep(target, step, ioprio, callback);
   }

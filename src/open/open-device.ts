@@ -18,7 +18,7 @@ import { parseSize } from '../size.js';
 import { isAligned } from '../units.js';
 import { validateBoolean, validateOptionsObject } from '../validate.js';
 import type { BlockDevice } from '../devices/block-device.js';
-import { openFileDevice } from '../devices/file-device.js';
+import { openFileDevice, type FileDeviceOptions } from '../devices/file-device.js';
 import { createRamDevice } from '../devices/ram-device.js';
 import { createRandomDevice, createZeroDevice } from '../devices/pattern-devices.js';
 import { openNbdDevice, type NbdOpenOptions } from '../nbd/open-nbd.js';
@@ -39,6 +39,11 @@ export interface OpenDeviceOptions {
   exclusive?: boolean;
   /** Files and block devices: use dmio's own io_uring (default true; `FileDeviceOptions`). */
   ioUring?: boolean;
+  /**
+   * Files and block devices: the engine that runs their steps (`FileDeviceOptions.engine`;
+   * wins over `ioUring`). An engine of the caller's stays the caller's to close.
+   */
+  engine?: NonNullable<FileDeviceOptions['engine']>;
   /** NBD: connection timeout in milliseconds. */
   connectTimeoutMs?: number;
   /** NBD: per-request timeout in milliseconds. */

@@ -48,7 +48,7 @@ export class SocketReader {
   #usesDataEvents = false;
   #staging: Buffer | null = null;
   /** Kept bytes live in `#kept[#keptStart, #keptEnd)`. */
-  #kept = Buffer.allocUnsafe(0);
+  #kept: Buffer = Buffer.allocUnsafe(0);
   #keptStart = 0;
   #keptEnd = 0;
   #pending: PendingRead | null = null;
@@ -180,7 +180,7 @@ export class SocketReader {
   /** Called by Node after each read of `readBytes` > 0 bytes of an `onread` socket. */
   #received(readBytes: number, buffer: Uint8Array): void {
     if (buffer === this.#staging) {
-      this.#push(this.#staging.subarray(0, readBytes));
+      this.#push(this.#staging.subarray(0, readBytes), true);
       return;
     }
     assert.ok(buffer === this.#direct, 'a read landed in a view nobody handed out');
@@ -195,8 +195,11 @@ export class SocketReader {
     }
   }
 
-  /** New bytes: into the waiting read first, the rest kept (copied: `chunk` may be reused). */
-  #push(chunk: Uint8Array): void {
+  /**
+   * New bytes: into the waiting read first, the rest kept (copied: `chunk` may be reused, except
+   * a chunk of the staging buffer, which `#keep` may take over instead).
+   */
+  #push(chunk: Uint8Array, staged = false): void {
     if (this.#ended !== null) return;
     let usedBytes = 0;
     const pending = this.#pending;
@@ -210,10 +213,32 @@ export class SocketReader {
         pending.resolve();
       }
     }
-    if (usedBytes < chunk.length) this.#keep(chunk.subarray(usedBytes));
+    if (usedBytes < chunk.length) {
+      const rest = chunk.subarray(usedBytes);
+      if (!staged || !this.#adoptStaging(rest)) this.#keep(rest);
+    }
     if (this.#pending === null && this.bufferedBytes >= SERVER_READ_AHEAD_BYTES) {
       this.#stream?.pause();
     }
+  }
+
+  /**
+   * Keeps `rest`, the end of what the last read put in the staging buffer, without copying it
+   * when nothing else is kept: the staging buffer becomes the kept one and the old kept buffer
+   * (or a new one, once) the staging buffer. A read that stopped inside a WRITE payload leaves
+   * up to a staging buffer of it behind its header, which is then copied once, into the
+   * payload, instead of twice. Returns false, having done nothing, when bytes are kept already.
+   */
+  #adoptStaging(rest: Uint8Array): boolean {
+    const staging = this.#staging;
+    if (staging === null || this.bufferedBytes > 0) return false;
+    const previous = this.#kept;
+    this.#kept = staging;
+    this.#keptStart = rest.byteOffset - staging.byteOffset;
+    this.#keptEnd = this.#keptStart + rest.length;
+    this.#staging = previous.length >= STAGING_BYTES ? previous.subarray(0, STAGING_BYTES) :
+      Buffer.allocUnsafe(STAGING_BYTES);
+    return true;
   }
 
   /**

@@ -12,8 +12,8 @@ import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
-  createNbdServer, TableDevice, watchTableStatus, type BlockDevice, type NbdListenAddress,
-  type NbdServerTlsOptions, type TableStatusWatch,
+  createNbdServer, IoUringEngine, TableDevice, watchTableStatus, type BlockDevice, type FileEngine,
+  type NbdListenAddress, type NbdServerTlsOptions, type TableStatusWatch,
 } from '../../index.js';
 import { tell, type CliContext, type RunCommand } from '../context.js';
 import { checkSpec, closeAll, openForCli } from '../devices.js';
@@ -74,9 +74,12 @@ async function serve(cli: CliContext, spec: string, flags: ServeFlags): Promise<
   const tls = tlsOptions(flags);
   for (const plan of plans) checkSpec(plan.spec, false);
   const devices: BlockDevice[] = [];
+  const engine = new IoUringEngine({ sqPollIdleMs: 0 });
   try {
     for (const plan of plans) {
-      devices.push(await openForCli(cli, { spec: plan.spec, options: serveOpenOptions(flags) }));
+      devices.push(await openForCli(cli, {
+        spec: plan.spec, options: serveOpenOptions(flags, engine),
+      }));
     }
     const server = createNbdServer({
       exports: plans.map((plan, index) => ({
@@ -106,21 +109,22 @@ async function serve(cli: CliContext, spec: string, flags: ServeFlags): Promise<
     return await stopped;
   } finally {
     await closeAll(devices);
+    engine.close();
   }
 }
 
 /**
- * How exports are opened. Buffered files and block devices keep their reads off dmio's
- * io_uring: an NBD READ is large (nbdcopy asks 256 KiB) and copying it from the page cache
- * costs the same wherever it runs, but on the ring it runs in a kernel polling thread that
- * also occupies a core, where the client needs it (docs/performance.md, "Serve"); read on
- * the event loop with preadv2 (RWF_NOWAIT), the server used half the CPU per MiB. O_DIRECT
- * exports keep the ring (no copy there; the ring is their asynchronous path).
+ * How exports are opened: files and block devices on the server's own io_uring engine, whose
+ * rings have no kernel polling thread (`engine`, closed by the caller after the devices). An
+ * NBD READ is large (nbdcopy asks 256 KiB) and copying it from the page cache costs the same
+ * wherever it runs, but with a polling thread it runs there, on a core the client needs; without
+ * one the copy runs inside the one io_uring_enter that submits a batch (docs/performance.md,
+ * "Serve"). Buffered WRITEs go to that ring as well rather than a threadpool thread each ("Serve
+ * writes"). O_DIRECT exports use the same engine's direct ring.
  */
-function serveOpenOptions(flags: ServeFlags): { readOnly: boolean; direct: boolean;
-  ioUring: boolean } {
-  const direct = flags.direct === true;
-  return { readOnly: flags.readOnly === true, direct, ioUring: direct };
+function serveOpenOptions(flags: ServeFlags, engine: FileEngine): { readOnly: boolean;
+  direct: boolean; engine: FileEngine } {
+  return { readOnly: flags.readOnly === true, direct: flags.direct === true, engine };
 }
 
 /**
