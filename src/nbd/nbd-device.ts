@@ -141,9 +141,9 @@ export class NbdDevice implements BlockDevice {
   #connectSettings: ConnectSettings | null = null;
   #replyCounters: NbdReplyCounters = newReplyCounters();
 
-  private constructor(settings: NbdDeviceSettings, info: NbdExportInfo) {
+  private constructor(settings: NbdDeviceSettings, info: NbdExportInfo, connections: number) {
     const target = settings.target;
-    const geometry = nbdGeometry(target.uri, info, settings.inflightBytesMax);
+    const geometry = nbdGeometry(target.uri, info, settings.inflightBytesMax, connections);
     this.#settings = settings;
     this.name = target.uri;
     this.exportName = target.exportName;
@@ -177,8 +177,10 @@ export class NbdDevice implements BlockDevice {
       counters: newReplyCounters(),
     };
     const first = await connectNbd(settings.target, connectSettings);
+    const multi = (first.info.transmissionFlags & NBD_FLAG_CAN_MULTI_CONN) !== 0;
+    const connectionsWanted = multi ? settings.connections : 1;
     try {
-      device = new NbdDevice(settings, first.info);
+      device = new NbdDevice(settings, first.info, connectionsWanted);
     } catch (error) {
       await first.disconnect();
       throw error;
@@ -186,8 +188,7 @@ export class NbdDevice implements BlockDevice {
     device.#connections.push(first);
     device.#connectSettings = connectSettings;
     device.#replyCounters = connectSettings.counters;
-    const multi = (first.info.transmissionFlags & NBD_FLAG_CAN_MULTI_CONN) !== 0;
-    device.#connectionsWanted = multi ? settings.connections : 1;
+    device.#connectionsWanted = connectionsWanted;
     try {
       const extra = Array.from({ length: device.#connectionsWanted - 1 },
         () => connectNbd(settings.target, connectSettings));

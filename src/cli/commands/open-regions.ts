@@ -38,14 +38,30 @@ export interface SourceRange {
   readonly direct: boolean;
 }
 
-/** Checks every spec, opens the source read-only and resolves the copy length. */
+/**
+ * Whether a copy reads a file source through dmio's io_uring: not a buffered file when a
+ * destination is an NBD export. The buffered ring's polling thread spins on a core for as
+ * long as reads keep coming, which in a copy to a socket is the whole copy, and there the NBD
+ * client, the socket copies and the server need the cores: sent over NBD, a cached file read
+ * on the event loop (`preadv2` RWF_NOWAIT, falling back to the threadpool) took half the CPU
+ * per MiB (docs/performance.md, "NBD copies"), as `dmio serve` found for its exports. The
+ * O_DIRECT ring has no polling thread and stays.
+ */
+function sourceUsesRing(destSpecs: readonly string[], direct: boolean): boolean {
+  return direct || !destSpecs.some((spec) => parseDeviceSpec(spec).kind === 'nbd');
+}
+
+/**
+ * Checks every spec, opens the source read-only (a buffered file through the ring unless a
+ * destination is an NBD export: `sourceUsesRing`) and resolves the copy length.
+ */
 export async function openSource(
   cli: CliContext, sourceSpec: string, destSpecs: readonly string[], range: SourceRange, opened: BlockDevice[],
 ): Promise<{ device: BlockDevice; countSectors: number }> {
   checkSpec(sourceSpec, false);
   for (const spec of destSpecs) checkSpec(spec, true);
   const device = await openForCli(cli, { spec: sourceSpec, options: { readOnly: true,
-    direct: range.direct } });
+    direct: range.direct, ioUring: sourceUsesRing(destSpecs, range.direct) } });
   opened.push(device);
   refuseSizelessContent(sourceSpec, device);
   if (range.sector > device.sizeSectors) {
