@@ -73,8 +73,8 @@ export { createStreamSinkDevice, StreamSinkDevice } from './devices/stream-sink-
 export type { StreamSinkDeviceOptions, SinkWritable } from './devices/stream-sink-device.js';
 
 export {
-  DM_KCOPYD_MAX_REGIONS, KCOPYD_INFLIGHT_BYTES_MAX, KCOPYD_SPLIT_COUNT, KCOPYD_SPLIT_COUNT_MAX,
-  KCOPYD_SUB_JOB_SECTORS_DEFAULT, KCOPYD_SUB_JOB_SECTORS_MAX, KCOPYD_WRITE_ERR_ALL,
+  DM_KCOPYD_MAX_REGIONS, KCOPYD_SPLIT_COUNT, KCOPYD_SUB_JOB_SECTORS_DEFAULT,
+  KCOPYD_SUB_JOB_SECTORS_MAX, KCOPYD_WRITE_ERR_ALL,
 } from './kcopyd/constants.js';
 export {
   dmKcopydClientCreate, dmKcopydClientDestroy, dmKcopydClientFlush,

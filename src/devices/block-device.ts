@@ -73,13 +73,6 @@ export interface DeviceLimits {
   readonly flush: boolean;
   /** The device honours `fua` natively or by flushing after the write. */
   readonly fua: boolean;
-  /**
-   * Optional: bytes in flight that keep the device busy when a caller streams through it
-   * (a network device's pipeline: an NBD device says what its connections take). A copy
-   * engine keeps about this much in flight to or from the device, within its own memory
-   * bound (kcopyd: `KCOPYD_INFLIGHT_BYTES_MAX`). Absent: the caller's default depth.
-   */
-  readonly streamInflightBytes?: number;
 }
 
 /** Kinds of backend, for display and for code that must know (the CLI's `info`). */

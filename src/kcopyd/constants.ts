@@ -7,22 +7,8 @@ import { MIB, PAGE_SECTORS, SECTOR_SIZE } from '../constants.js';
 
 /** Most destinations one copy or zero job may name, as the kernel's `DM_KCOPYD_MAX_REGIONS`. */
 export const DM_KCOPYD_MAX_REGIONS = 8;
-/**
- * Sub-jobs a split job keeps in flight (the kernel's `SPLIT_COUNT`), unless one of its devices
- * streams best with more bytes in flight (`DeviceLimits.streamInflightBytes`; split.ts).
- */
+/** Sub-jobs a split job keeps in flight at most (the kernel's `SPLIT_COUNT`). */
 export const KCOPYD_SPLIT_COUNT = 8;
-/**
- * Most sub-jobs one split job keeps in flight for such a device: nbdcopy's 64 requests per
- * connection. Job lists are sized for it.
- */
-export const KCOPYD_SPLIT_COUNT_MAX = 64;
-/**
- * Most bytes of chunks one split job keeps in flight beyond the kernel's 8 (32 MiB): a device
- * asking for more gets this much, so a copy of any length through memory holds at most 32 MiB
- * of pages (8 chunks of the 4 MiB maximum, or 32 of 1 MiB).
- */
-export const KCOPYD_INFLIGHT_BYTES_MAX = 32 * MIB;
 /** Default sub-job size: 1024 sectors (512 KiB), the kernel's default `kcopyd_subjob_size_kb`. */
 export const KCOPYD_SUB_JOB_SECTORS_DEFAULT = MIB / 2 / SECTOR_SIZE;
 /**
@@ -42,25 +28,14 @@ export const KCOPYD_WRITE_ERR_ALL = (1n << 64n) - 1n;
 export const KCOPYD_JOBS_DEFAULT = 1024;
 /** Upper bound on `jobsMax`, so a typo cannot make the job lists unbounded in practice. */
 export const KCOPYD_JOBS_MAX = 65536;
+/** Default fresh pages beyond the reserve: enough for the other 7 sub-jobs of one split job. */
+export const KCOPYD_FRESH_SUB_JOBS_DEFAULT = KCOPYD_SPLIT_COUNT - 1;
 
 assert.equal(KCOPYD_SUB_JOB_SECTORS_DEFAULT % PAGE_SECTORS, 0, 'sub-jobs hold whole pages');
 assert.equal(KCOPYD_SUB_JOB_SECTORS_MAX % PAGE_SECTORS, 0, 'sub-jobs hold whole pages');
 assert.ok(KCOPYD_SUB_JOB_SECTORS_DEFAULT <= KCOPYD_SUB_JOB_SECTORS_MAX);
 assert.ok(DM_KCOPYD_MAX_REGIONS <= 64, 'writeErr bits fit the 64-bit bitset');
 assert.ok(KCOPYD_JOBS_DEFAULT <= KCOPYD_JOBS_MAX);
-assert.ok(KCOPYD_SPLIT_COUNT <= KCOPYD_SPLIT_COUNT_MAX);
-assert.equal(KCOPYD_INFLIGHT_BYTES_MAX, KCOPYD_SPLIT_COUNT * KCOPYD_SUB_JOB_SECTORS_MAX * SECTOR_SIZE,
-  'the largest sub-jobs keep the kernel\'s 8 in flight within the bound');
-
-/**
- * Most sub-jobs a split job of `subJobSectors` chunks keeps in flight: KCOPYD_SPLIT_COUNT_MAX,
- * or fewer so their pages stay within KCOPYD_INFLIGHT_BYTES_MAX, never below KCOPYD_SPLIT_COUNT.
- */
-export function kcopydSplitCountMax(subJobSectors: number): number {
-  const chunkBytes = subJobSectors * SECTOR_SIZE;
-  return Math.max(KCOPYD_SPLIT_COUNT,
-    Math.min(KCOPYD_SPLIT_COUNT_MAX, Math.floor(KCOPYD_INFLIGHT_BYTES_MAX / chunkBytes)));
-}
 
 /**
  * Offloaded chunks (copy_file_range) of one job in flight at once: one leaves each chunk

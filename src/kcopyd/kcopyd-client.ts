@@ -40,7 +40,7 @@ import { divCeil } from '../units.js';
 import { callUser } from '../call-user.js';
 import { nextBusyRetryMs, trySubmitPlan } from './busy-retry.js';
 import { attachPages, chunkPages, readPlan, recordIoErrors, writePlan } from './chunk-io.js';
-import { KCOPYD_SPLIT_COUNT_MAX, KCOPYD_WRITE_ERR_ALL } from './constants.js';
+import { KCOPYD_SPLIT_COUNT, KCOPYD_WRITE_ERR_ALL } from './constants.js';
 import { destinationsToFlush, flushPlan, recordFlush } from './flush.js';
 import { JobList } from './job-list.js';
 import type { KcopydJob } from './job.js';
@@ -103,7 +103,7 @@ export class KcopydClient {
     this.jobsMax = settings.jobsMax;
     this.throttle = settings.throttle;
     this.#sleep = settings.sleep;
-    const capacity = settings.jobsMax * (1 + KCOPYD_SPLIT_COUNT_MAX);
+    const capacity = settings.jobsMax * (1 + KCOPYD_SPLIT_COUNT);
     this.#pagesJobs = new JobList('pagesJobs', capacity);
     this.#ioJobs = new JobList('ioJobs', capacity);
     this.#completeJobs = new JobList('completeJobs', capacity);

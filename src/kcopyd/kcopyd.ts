@@ -9,8 +9,8 @@ import {
 import { InvalidArgTypeError, InvalidRequestError } from '../errors.js';
 import { PAGE_SECTORS } from '../constants.js';
 import {
-  KCOPYD_JOBS_DEFAULT, KCOPYD_JOBS_MAX, KCOPYD_SUB_JOB_SECTORS_DEFAULT,
-  KCOPYD_SUB_JOB_SECTORS_MAX, kcopydSplitCountMax,
+  KCOPYD_FRESH_SUB_JOBS_DEFAULT, KCOPYD_JOBS_DEFAULT, KCOPYD_JOBS_MAX,
+  KCOPYD_SUB_JOB_SECTORS_DEFAULT, KCOPYD_SUB_JOB_SECTORS_MAX,
 } from './constants.js';
 import { KcopydClient } from './kcopyd-client.js';
 import { defaultFreshSource, type KcopydPageSource } from './page-reserve.js';
@@ -25,10 +25,8 @@ export interface KcopydClientOptions {
   /** Most outstanding copies, zeroes and prepared callbacks (default 1024, at most 65536). */
   jobsMax?: number;
   /**
-   * Fresh pages beyond the one-sub-job reserve, allocated with the client (default: what one
-   * split job keeps in flight at most besides the reserve's chunk, `kcopydSplitCountMax`
-   * sub-jobs less one: 7 of 4 MiB, 31 of 1 MiB, 63 of 512 KiB, so at most 32 MiB; pages are
-   * touched only when a job uses them); 0 leaves only the reserve.
+   * Fresh pages beyond the one-sub-job reserve, allocated with the client (default 7
+   * sub-jobs' worth, so one split job keeps 8 chunks in flight); 0 leaves only the reserve.
    */
   freshPages?: number;
   /** Replaces the fresh pool, e.g. with one that fails, to test page exhaustion. */
@@ -73,7 +71,7 @@ export function dmKcopydClientCreate(
   }
   const reservePages = subJobSectors / PAGE_SECTORS;
   const freshPages = validateIntegerInRange(given.freshPages ??
-    reservePages * (kcopydSplitCountMax(subJobSectors) - 1), 'options.freshPages', 0,
+    reservePages * KCOPYD_FRESH_SUB_JOBS_DEFAULT, 'options.freshPages', 0,
   reservePages * 64);
   const pageSource = given.pageSource ?? null;
   if (pageSource !== null && (typeof pageSource.tryTake !== 'function' ||

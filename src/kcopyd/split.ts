@@ -1,46 +1,26 @@
 // Owns how a large job is cut into chunks. A master longer than the client's sub-job size gets
-// 8 sub-job slots (the kernel's SPLIT_COUNT), or more when one of its devices streams best with
-// more bytes in flight (`splitCount`: an NBD export over several connections says so in its
-// limits), within kcopyd's in-flight bound. Each slot takes the next chunk, in increasing
+// 8 sub-job slots (the kernel's SPLIT_COUNT). Each slot takes the next chunk, in increasing
 // offset order, when it starts and each time its chunk completes: the chunk's errors are
 // folded into the master first, then the slot takes the next chunk while the master may go on
 // (`mayTakeChunk`: no error, or ignoreError; with dropFailedDestinations, a destination left
 // and no read error; never once cancelled). A slot that finds nothing left retires; the last
-// one to retire ends the master. So at most that many chunks are in flight per job, and once the job
+// one to retire ends the master. So at most 8 chunks are in flight per job, and once the job
 // may not go on no new chunk starts while those in flight finish. These are pure functions of
 // the jobs: the client (kcopyd-client.ts) calls them and queues what they decide.
 
 import assert from '../assert.js';
-import { SECTOR_SIZE } from '../constants.js';
-import { divCeil } from '../units.js';
-import { KCOPYD_SPLIT_COUNT, kcopydSplitCountMax } from './constants.js';
+import { KCOPYD_SPLIT_COUNT } from './constants.js';
 import { KcopydJob } from './job.js';
 import { mayTakeChunk } from './outcome.js';
 
-/**
- * The slots a split master gets: KCOPYD_SPLIT_COUNT, or enough chunks to keep the largest
- * `limits.streamInflightBytes` of its devices in flight, at most `kcopydSplitCountMax`.
- * Worked example: a file to an NBD export over 4 connections (32 MiB) in 1 MiB chunks gets
- * 32 slots; in 4 MiB chunks, 8.
- */
-export function splitCount(master: KcopydJob, subJobSectors: number): number {
-  let streamBytes = master.sourceDevice?.limits.streamInflightBytes ?? 0;
-  for (const dest of master.dests) {
-    streamBytes = Math.max(streamBytes, dest.device.limits.streamInflightBytes ?? 0);
-  }
-  const wanted = divCeil(streamBytes, subJobSectors * SECTOR_SIZE);
-  return Math.min(Math.max(wanted, KCOPYD_SPLIT_COUNT), kcopydSplitCountMax(subJobSectors));
-}
-
-/** Makes the slots of a split master; each then takes its first chunk (`takeChunk`). */
+/** Makes the 8 slots of a split master; each then takes its first chunk (`takeChunk`). */
 export function createSlots(master: KcopydJob, subJobSectors: number): readonly KcopydJob[] {
   assert.ok(master.countSectors > subJobSectors, 'only jobs longer than a sub-job split');
-  const slotCount = splitCount(master, subJobSectors);
-  master.subJobsActive = slotCount;
+  master.subJobsActive = KCOPYD_SPLIT_COUNT;
   master.progressSectors = 0;
   master.writeOffsetSectors = 0;
   const slots: KcopydJob[] = [];
-  for (let index = 0; index < slotCount; index += 1) {
+  for (let index = 0; index < KCOPYD_SPLIT_COUNT; index += 1) {
     const slot = new KcopydJob('sub', master);
     slot.dests = master.dests.map((dest) => ({ device: dest.device, sector: 0, count: 0 }));
     slots.push(slot);

@@ -141,9 +141,9 @@ export class NbdDevice implements BlockDevice {
   #connectSettings: ConnectSettings | null = null;
   #replyCounters: NbdReplyCounters = newReplyCounters();
 
-  private constructor(settings: NbdDeviceSettings, info: NbdExportInfo, connections: number) {
+  private constructor(settings: NbdDeviceSettings, info: NbdExportInfo) {
     const target = settings.target;
-    const geometry = nbdGeometry(target.uri, info, settings.inflightBytesMax, connections);
+    const geometry = nbdGeometry(target.uri, info, settings.inflightBytesMax);
     this.#settings = settings;
     this.name = target.uri;
     this.exportName = target.exportName;
@@ -177,10 +177,8 @@ export class NbdDevice implements BlockDevice {
       counters: newReplyCounters(),
     };
     const first = await connectNbd(settings.target, connectSettings);
-    const multi = (first.info.transmissionFlags & NBD_FLAG_CAN_MULTI_CONN) !== 0;
-    const connectionsWanted = multi ? settings.connections : 1;
     try {
-      device = new NbdDevice(settings, first.info, connectionsWanted);
+      device = new NbdDevice(settings, first.info);
     } catch (error) {
       await first.disconnect();
       throw error;
@@ -188,7 +186,8 @@ export class NbdDevice implements BlockDevice {
     device.#connections.push(first);
     device.#connectSettings = connectSettings;
     device.#replyCounters = connectSettings.counters;
-    device.#connectionsWanted = connectionsWanted;
+    const multi = (first.info.transmissionFlags & NBD_FLAG_CAN_MULTI_CONN) !== 0;
+    device.#connectionsWanted = multi ? settings.connections : 1;
     try {
       const extra = Array.from({ length: device.#connectionsWanted - 1 },
         () => connectNbd(settings.target, connectSettings));

@@ -2,11 +2,10 @@
 // sizes) into the `DeviceLimits` dm-io plans with. Worked example, qemu-nbd advertising
 // 1 / 4096 / 33554432 with TRIM, WRITE_ZEROES, FLUSH and FUA: logical block 512 (the sector
 // floor), physical block 4096, 65536 sectors per READ/WRITE (32 MiB), discard and write-zeroes
-// up to 2097152 sectors (1 GiB), flush and FUA true; over 4 connections (multi-conn) and the
-// default 64 MiB in-flight bound, 32 MiB in flight for a caller streaming through the device.
+// up to 2097152 sectors (1 GiB), flush and FUA true.
 
 import { NbdError } from '../errors.js';
-import { BIO_MAX_VECS, KIB, MIB, SECTOR_SIZE } from '../constants.js';
+import { BIO_MAX_VECS, KIB, SECTOR_SIZE } from '../constants.js';
 import type { DeviceLimits } from '../devices/block-device.js';
 import { alignDown, bytesToSectorsExact } from '../units.js';
 import type { NbdExportInfo } from './handshake.js';
@@ -20,14 +19,6 @@ const PREFERRED_BYTES_DEFAULT = 4 * KIB;
 /** Cap on the reported physical block (64 KiB): a hint, kept within what dm-io pages handle. */
 const PHYSICAL_BLOCK_BYTES_MAX = 64 * KIB;
 
-/**
- * Bytes each connection is given in flight when a caller streams through the device (8 MiB;
- * nbdcopy keeps 64 requests of 256 KiB, 16 MiB, per connection). A copy engine over one
- * connection then keeps eight 1 MiB chunks in flight, as kcopyd always did, and more over
- * multi-conn, where the server works on the connections in parallel (docs/performance.md).
- */
-export const NBD_STREAM_INFLIGHT_BYTES_PER_CONNECTION = 8 * MIB;
-
 /** Limits plus the device size they imply. */
 export interface NbdGeometry {
   /** Usable size in 512-byte sectors: the export size rounded down to the logical block. */
@@ -38,15 +29,13 @@ export interface NbdGeometry {
 
 /**
  * Computes the device geometry. `inflightBytesMax` caps READ/WRITE size so one request always
- * fits the in-flight byte bound, and the streaming depth (`streamInflightBytes`) with it;
- * `connections` is how many the device opens.
+ * fits the in-flight byte bound.
  * @throws NbdError DMIO_ERR_NBD_PROTOCOL when the server's maximum is below one logical block.
  */
 export function nbdGeometry(
   uri: string,
   info: NbdExportInfo,
   inflightBytesMax: number,
-  connections = 1,
 ): NbdGeometry {
   const flags = info.transmissionFlags;
   const minimumBytes = info.blockSizes?.minimumBytes ?? 1;
@@ -74,8 +63,6 @@ export function nbdGeometry(
     flush: (flags & NBD_FLAG_SEND_FLUSH) !== 0,
     // Without SEND_FUA the device emulates FUA with a FLUSH after the write.
     fua: (flags & (NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_FLUSH)) !== 0,
-    streamInflightBytes: Math.min(inflightBytesMax,
-      connections * NBD_STREAM_INFLIGHT_BYTES_PER_CONNECTION),
   };
   const sizeSectors = bytesToSectorsExact(alignDown(info.sizeBytes, logicalBlockBytes));
   return { sizeSectors, limits };
