@@ -39,6 +39,11 @@ export interface OpenDeviceOptions {
   exclusive?: boolean;
   /** Files and block devices: use dmio's own io_uring (default true; `FileDeviceOptions`). */
   ioUring?: boolean;
+  /**
+   * Files and block devices on the threadpool engine: serve cached reads on the calling thread
+   * (default true; `FileDeviceOptions`); false leaves every read to the threadpool.
+   */
+  inlineCachedReads?: boolean;
   /** NBD: connection timeout in milliseconds. */
   connectTimeoutMs?: number;
   /** NBD: per-request timeout in milliseconds. */

@@ -39,21 +39,25 @@ export interface SourceRange {
 }
 
 /**
- * Whether a copy reads a file source through dmio's io_uring: not a buffered file when a
- * destination is an NBD export. The buffered ring's polling thread spins on a core for as
- * long as reads keep coming, which in a copy to a socket is the whole copy, and there the NBD
- * client, the socket copies and the server need the cores: sent over NBD, a cached file read
- * on the event loop (`preadv2` RWF_NOWAIT, falling back to the threadpool) took half the CPU
- * per MiB (docs/performance.md, "NBD copies"), as `dmio serve` found for its exports. The
+ * How a copy reads a file source: through dmio's io_uring, unless it is a buffered file and a
+ * destination is an NBD export; then on libuv's threadpool, every read. The buffered ring's
+ * polling thread spins on a core for as long as reads keep coming, which in a copy to a
+ * socket is the whole copy, while the event loop (the NBD client, its socket copies) and the
+ * server need the cores; reads served on the event loop (`preadv2` RWF_NOWAIT) would add their
+ * page-cache copies to the busiest thread. On the threadpool a 1 GiB copy to NBD took half the
+ * CPU of the ring, and the least event-loop time (docs/performance.md, "NBD copies"). The
  * O_DIRECT ring has no polling thread and stays.
  */
-function sourceUsesRing(destSpecs: readonly string[], direct: boolean): boolean {
-  return direct || !destSpecs.some((spec) => parseDeviceSpec(spec).kind === 'nbd');
+function sourceEngine(
+  destSpecs: readonly string[], direct: boolean,
+): { ioUring: boolean; inlineCachedReads?: boolean } {
+  const toNbd = destSpecs.some((spec) => parseDeviceSpec(spec).kind === 'nbd');
+  return direct || !toNbd ? { ioUring: true } : { ioUring: false, inlineCachedReads: false };
 }
 
 /**
- * Checks every spec, opens the source read-only (a buffered file through the ring unless a
- * destination is an NBD export: `sourceUsesRing`) and resolves the copy length.
+ * Checks every spec, opens the source read-only (a buffered file on the threadpool when a
+ * destination is an NBD export: `sourceEngine`) and resolves the copy length.
  */
 export async function openSource(
   cli: CliContext, sourceSpec: string, destSpecs: readonly string[], range: SourceRange, opened: BlockDevice[],
@@ -61,7 +65,7 @@ export async function openSource(
   checkSpec(sourceSpec, false);
   for (const spec of destSpecs) checkSpec(spec, true);
   const device = await openForCli(cli, { spec: sourceSpec, options: { readOnly: true,
-    direct: range.direct, ioUring: sourceUsesRing(destSpecs, range.direct) } });
+    direct: range.direct, ...sourceEngine(destSpecs, range.direct) } });
   opened.push(device);
   refuseSizelessContent(sourceSpec, device);
   if (range.sector > device.sizeSectors) {
