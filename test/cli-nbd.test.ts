@@ -1,12 +1,14 @@
 // The dmio command on NBD exports served by a real nbdkit on a Unix socket: `info` reports
 // what the server negotiated, and `copy` moves data between a local image file and an export
-// in both directions, checked byte-exact with the real `nbdcopy` client.
+// in both directions, checked byte-exact with the real `nbdcopy` client; a file source copied
+// to an export is read on the threadpool, every read, and one copied to a file is not.
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { FileDevice, type BlockDevice } from '../src/index.js';
 import { fileHash, jsonOf, runDmio } from './cli-helpers.js';
 import { pattern } from './helpers/device-io.js';
 import { requireTools, startNbdkit } from './helpers/nbdkit.js';
@@ -79,4 +81,35 @@ test('dmio copy to a failing export and a good image: exit 1, the image still ex
   const expected = await runDmio(['copy', 'random:4M,seed=9', join(directory, 'again.img')]);
   assert.equal(expected.status, 0, expected.stderr);
   assert.equal(fileHash(good), fileHash(join(directory, 'again.img')));
+});
+
+test('dmio copy reads a file source on the threadpool when a destination is NBD', async (t) => {
+  if (!requireTools(t, 'nbdkit')) return;
+  const directory = await tempDir(t);
+  const server = await startNbdkit(['memory', '8M']);
+  t.after(() => server.stop());
+  const source = join(directory, 'source.img');
+  writeFileSync(source, pattern(0, 8 * MiB, 11));
+  const opened = new Map<string, BlockDevice>();
+  const wrapDevice = (device: BlockDevice, spec: string): BlockDevice => {
+    opened.set(spec, device);
+    return device;
+  };
+
+  const up = await runDmio(['copy', source, server.uri, '--verify'], { wrapDevice });
+  assert.equal(up.status, 0, up.stderr);
+  const toNbd = opened.get(source);
+  assert.ok(toNbd instanceof FileDevice);
+  assert.equal(toNbd.engine.kind, 'threadpool', 'no polling ring beside the NBD client');
+  assert.equal(toNbd.inlineCachedReads, false, 'page-cache copies off the event loop');
+
+  opened.clear();
+  const copy = join(directory, 'copy.img');
+  const local = await runDmio(['copy', source, copy], { wrapDevice });
+  assert.equal(local.status, 0, local.stderr);
+  const toFile = opened.get(source);
+  assert.ok(toFile instanceof FileDevice);
+  assert.equal(toFile.engine, (opened.get(copy) as FileDevice).engine,
+    'file to file: both on the default engine');
+  assert.equal(fileHash(copy), fileHash(source));
 });

@@ -44,6 +44,11 @@ export interface OpenDeviceOptions {
    * wins over `ioUring`). An engine of the caller's stays the caller's to close.
    */
   engine?: NonNullable<FileDeviceOptions['engine']>;
+  /**
+   * Files and block devices on the threadpool engine: serve cached reads on the calling thread
+   * (default true; `FileDeviceOptions`); false leaves every read to the threadpool.
+   */
+  inlineCachedReads?: boolean;
   /** NBD: connection timeout in milliseconds. */
   connectTimeoutMs?: number;
   /** NBD: per-request timeout in milliseconds. */

@@ -4,6 +4,7 @@
 // bindings load on first use; a platform without them (or a descriptor that is not a Unix
 // socket) is left as it is.
 
+import type { Socket } from 'node:net';
 import { socketOptionCalls } from './libc.js';
 
 /** `<sys/socket.h>` and `<asm/socket.h>` values, the same on x86-64 and arm64 Linux. */
@@ -32,6 +33,16 @@ export function setUnixSendBufferBytes(fd: number, bytes: number): boolean {
     return false;
   }
   return native.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, [bytes], 4) === 0;
+}
+
+/**
+ * `setUnixSendBufferBytes` for a connected `net.Socket`, through the descriptor of its handle
+ * (a Node 20 internal); sockets whose descriptor Node does not show are left as they are.
+ * Returns true when the option was set.
+ */
+export function setSocketSendBufferBytes(socket: Socket, bytes: number): boolean {
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
+  return typeof fd === 'number' && setUnixSendBufferBytes(fd, bytes);
 }
 
 /** The send buffer the kernel keeps for `fd` (SO_SNDBUF as read back), or null. */

@@ -38,14 +38,34 @@ export interface SourceRange {
   readonly direct: boolean;
 }
 
-/** Checks every spec, opens the source read-only and resolves the copy length. */
+/**
+ * How a copy reads a file source: through dmio's io_uring, unless it is a buffered file and a
+ * destination is an NBD export; then on libuv's threadpool, every read. The buffered ring's
+ * polling thread spins on a core for as long as reads keep coming, which in a copy to a
+ * socket is the whole copy, while the event loop (the NBD client, its socket copies) and the
+ * server need the cores; reads served on the event loop (`preadv2` RWF_NOWAIT) would add their
+ * page-cache copies to the busiest thread. On the threadpool a 1 GiB copy to NBD took half the
+ * CPU of the ring, and the least event-loop time (docs/performance.md, "NBD copies"). The
+ * O_DIRECT ring has no polling thread and stays.
+ */
+function sourceEngine(
+  destSpecs: readonly string[], direct: boolean,
+): { ioUring: boolean; inlineCachedReads?: boolean } {
+  const toNbd = destSpecs.some((spec) => parseDeviceSpec(spec).kind === 'nbd');
+  return direct || !toNbd ? { ioUring: true } : { ioUring: false, inlineCachedReads: false };
+}
+
+/**
+ * Checks every spec, opens the source read-only (a buffered file on the threadpool when a
+ * destination is an NBD export: `sourceEngine`) and resolves the copy length.
+ */
 export async function openSource(
   cli: CliContext, sourceSpec: string, destSpecs: readonly string[], range: SourceRange, opened: BlockDevice[],
 ): Promise<{ device: BlockDevice; countSectors: number }> {
   checkSpec(sourceSpec, false);
   for (const spec of destSpecs) checkSpec(spec, true);
   const device = await openForCli(cli, { spec: sourceSpec, options: { readOnly: true,
-    direct: range.direct } });
+    direct: range.direct, ...sourceEngine(destSpecs, range.direct) } });
   opened.push(device);
   refuseSizelessContent(sourceSpec, device);
   if (range.sector > device.sizeSectors) {
