@@ -39,6 +39,11 @@ export interface OpenDeviceOptions {
   exclusive?: boolean;
   /** Files and block devices: use dmio's own io_uring (default true; `FileDeviceOptions`). */
   ioUring?: boolean;
+  /**
+   * Files and block devices: the caller will flush what it writes; flush in the background
+   * every this many bytes written (`FileDeviceOptions.writeBehindBytes`; 0, the default, off).
+   */
+  writeBehindBytes?: number;
   /** NBD: connection timeout in milliseconds. */
   connectTimeoutMs?: number;
   /** NBD: per-request timeout in milliseconds. */
