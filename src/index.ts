@@ -47,9 +47,10 @@ export { openDevice, parseDeviceSpec } from './open/open-device.js';
 export { openFileDevice, FileDevice } from './devices/file-device.js';
 export type {
   FileDeviceOptions, FileDeviceStats, SpecialMethod, ZeroMethod, DiscardMethod,
+  WriteBehindStats,
 } from './devices/file-device.js';
 export {
-  defaultFileEngine, IoUringEngine, ThreadpoolEngine, CopySlots,
+  defaultFileEngine, IoUringEngine, ThreadpoolEngine, CopySlots, WRITE_BEHIND_BYTES_DEFAULT,
 } from './devices/file-device.js';
 export type {
   FileEngine, FileEngineKind, FileTarget, StepCallback, IoUringEngineOptions, Step, StepResult,

@@ -8,7 +8,9 @@
 // wait for them before it closes the descriptor; `closed` turns true as soon as `close()`
 // begins, and requests submitted after that fail with EBADF without a syscall. Extent queries
 // (`extents`) are counted the same way: a regular file answers from SEEK_DATA/SEEK_HOLE
-// (file-extents.ts); a block device reports all data.
+// (file-extents.ts); a block device reports all data. A device opened with `writeBehindBytes`
+// tells its write-behind (file-write-behind.ts) about every write and copy offload that
+// completed, and closes it before its own descriptor.
 
 import fs from 'node:fs';
 import assert from '../assert.js';
@@ -39,6 +41,7 @@ import {
 import type { Step, StepResult } from './file-steps.js';
 import { runStepSync } from './file-syscalls.js';
 import { type CopySlots, defaultCopySlots } from './copy-slots.js';
+import { openWriteBehind, type WriteBehind, type WriteBehindStats } from './file-write-behind.js';
 
 /** The context with `closed` writable: the device's one closing flag, set in `close()`. */
 type DeviceContext = Omit<FileRequestContext, 'closed'> & { closed: boolean };
@@ -78,6 +81,7 @@ export class FileDevice implements BlockDevice {
   readonly #engine: FileEngine;
   readonly #target: FileTarget;
   readonly #copySlots: CopySlots;
+  readonly #writeBehind: WriteBehind | null;
 
   /** @internal Use `openFileDevice`. */
   constructor(name: string, opened: {
@@ -85,7 +89,7 @@ export class FileDevice implements BlockDevice {
     limits: DeviceLimits;
     queue: QueueLimits | undefined; readOnly: boolean; direct: boolean;
     disableMethods: FileDeviceOptions['disableMethods']; inlineCachedReads: boolean;
-    engine: FileEngine; copySlots: CopySlots;
+    engine: FileEngine; copySlots: CopySlots; writeBehindBytes: number;
   }) {
     this.name = name;
     this.kind = opened.kind;
@@ -98,6 +102,8 @@ export class FileDevice implements BlockDevice {
     this.#limits = opened.limits;
     this.#engine = opened.engine;
     this.#copySlots = opened.copySlots;
+    this.#writeBehind = opened.writeBehindBytes > 0 ?
+      openWriteBehind(opened.fd, opened.writeBehindBytes) : null;
     const stats = emptyStats();
     this.stats = stats;
     this.#target = {
@@ -146,10 +152,21 @@ export class FileDevice implements BlockDevice {
     return { discard: this.#methods.discard, zeroes: [...this.#methods.zeroes] };
   }
 
+  /**
+   * What write-behind has done (`writeBehindBytes`), or null for a device opened without it (or
+   * where it could not be set up: no /proc).
+   */
+  get writeBehind(): Readonly<WriteBehindStats> | null {
+    return this.#writeBehind?.stats ?? null;
+  }
+
   /** Starts one request; `done` runs exactly once, after this returns. */
   submit(request: DeviceRequest, done: DeviceDone): void {
     this.#inflightCount += 1;
     const complete = (error: IoError | null): void => {
+      if (error === null && request.op === 'write' && request.countSectors > 0) {
+        this.#writeBehind?.wrote(sectorsToBytes(request.countSectors));
+      }
       this.#uncount();
       done(error);
     };
@@ -187,6 +204,7 @@ export class FileDevice implements BlockDevice {
         sourceFd: source.#fd, sourceSector, destFd: this.#fd, destName: this.name,
         destSector: sector, countSectors,
       }, this.#context.stats, (error) => {
+        if (error === null) this.#writeBehind?.wrote(sectorsToBytes(countSectors));
         finish();
         done(error);
       });
@@ -269,6 +287,15 @@ export class FileDevice implements BlockDevice {
 
   /** Runs one request to completion with blocking calls. */
   submitSync(request: DeviceRequest): IoError | null {
+    const error = this.#runSync(request);
+    if (error === null && request.op === 'write' && request.countSectors > 0) {
+      this.#writeBehind?.wrote(sectorsToBytes(request.countSectors));
+    }
+    return error;
+  }
+
+  /** `submitSync`'s one path: the plain transfer as one step, else the step program. */
+  #runSync(request: DeviceRequest): IoError | null {
     const fd = this.#fd;
     if (!isPlainTransfer(this.#context, request)) {
       return runProgramSync(fd, runFileRequest(this.#context, request));
@@ -291,6 +318,7 @@ export class FileDevice implements BlockDevice {
         this.#drained = resolve;
       });
     }
+    await this.#writeBehind?.close();
     await new Promise<void>((resolve, reject) => {
       fs.close(this.#fd, (error) => {
         if (error === null) resolve();
@@ -355,6 +383,7 @@ export async function openFileDevice(
     inlineCachedReads: options.direct !== true && options.inlineCachedReads !== false,
     engine: chooseFileEngine(options),
     copySlots: options.copySlots ?? defaultCopySlots(),
+    writeBehindBytes: options.readOnly === true ? 0 : options.writeBehindBytes ?? 0,
   });
 }
 
@@ -366,6 +395,7 @@ export type { Step, StepResult } from './file-steps.js';
 export { IoUringEngine, type IoUringEngineOptions } from './file-ring.js';
 export { ThreadpoolEngine } from './file-threadpool-engine.js';
 export { CopySlots } from './copy-slots.js';
+export { WRITE_BEHIND_BYTES_DEFAULT, type WriteBehindStats } from './file-write-behind.js';
 export type {
   FileDeviceStats, SpecialMethod, ZeroMethod, DiscardMethod,
 } from './file-special-ops.js';

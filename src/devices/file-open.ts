@@ -22,7 +22,7 @@ import {
   blockDeviceLimits, type QueueLimits, readQueueLimits, regularFileLimits,
 } from './file-limits.js';
 import type { SpecialMethod } from './file-special-ops.js';
-import { validateBoolean } from '../validate.js';
+import { validateBoolean, validateIntegerInRange } from '../validate.js';
 import { CopySlots } from './copy-slots.js';
 import type { FileEngine } from './file-engine.js';
 import { fallocateSync } from '../sys/libc.js';
@@ -71,6 +71,16 @@ export interface FileDeviceOptions {
    * the thread's shared `defaultCopySlots()`.
    */
   readonly copySlots?: CopySlots;
+  /**
+   * Write-behind, for a device whose writes the caller will flush (a durable copy's
+   * destination): each time this many bytes of writes (and copy offload into the device) have
+   * completed since the last background flush began, an fdatasync starts in the background, at
+   * most one at a time, so that the caller's own flush finds little left to write. It goes
+   * through a second descriptor, so every writeback error still reaches the caller's flush
+   * (file-write-behind.ts). 0 (the default) turns it off; the CLI uses
+   * `WRITE_BEHIND_BYTES_DEFAULT` (64 MiB); a read-only device ignores it.
+   */
+  readonly writeBehindBytes?: number;
 }
 
 /** Everything learnt while opening. */
@@ -97,6 +107,10 @@ export function validateFileDeviceOptions(path: unknown, options: FileDeviceOpti
   validateBoolean(options.exclusive, 'options.exclusive', false);
   validateBoolean(options.inlineCachedReads, 'options.inlineCachedReads', false);
   validateBoolean(options.ioUring, 'options.ioUring', false);
+  if (options.writeBehindBytes !== undefined) {
+    validateIntegerInRange(options.writeBehindBytes, 'options.writeBehindBytes', 0,
+      Number.MAX_SAFE_INTEGER);
+  }
   validateEngine(options.engine);
   if (options.copySlots !== undefined && !(options.copySlots instanceof CopySlots)) {
     throw new InvalidArgTypeError('options.copySlots', 'a CopySlots', options.copySlots);

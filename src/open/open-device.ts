@@ -49,6 +49,11 @@ export interface OpenDeviceOptions {
    * (default true; `FileDeviceOptions`); false leaves every read to the threadpool.
    */
   inlineCachedReads?: boolean;
+  /**
+   * Files and block devices: the caller will flush what it writes; flush in the background
+   * every this many bytes written (`FileDeviceOptions.writeBehindBytes`; 0, the default, off).
+   */
+  writeBehindBytes?: number;
   /** NBD: connection timeout in milliseconds. */
   connectTimeoutMs?: number;
   /** NBD: per-request timeout in milliseconds. */

@@ -61,7 +61,8 @@ export async function copyStream(cli: CliContext, plan: StreamCopyPlan): Promise
   const grown: GrownFile[] = [];
   try {
     const dests = await openDestinations(cli, plan.destSpecs, plan.destSector, capSectors,
-      plan.direct, opened, { sectorFlag: '--dest-sector', growth: 'stream', grown });
+      plan.direct, opened, { sectorFlag: '--dest-sector', growth: 'stream', grown,
+        writeBehind: plan.flush });
     const sparse = sparseOption(plan.sparseFlags, plan.destSpecs, dests, plan.destSector, grown);
     const kc = dmKcopydClientCreate({ subJobSectors: plan.subJobSectors });
     const hashes = plan.verify ? new SourceHashes(0, kc.subJobSectors) : null;

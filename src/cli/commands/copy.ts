@@ -123,7 +123,7 @@ async function copy(
     const grown: GrownFile[] = [];
     const dests = stdout !== null ? [stdout.device] : await openDestinations(cli, destSpecs,
       destSector, countSectors, direct, devices, { sectorFlag: '--dest-sector', grown,
-        preallocate: flags.preallocate === true });
+        preallocate: flags.preallocate === true, writeBehind: flags.flush });
     const subJobSectors = chosenSubJobSectors ?? defaultSubJobSectors(source, dests, flags);
     const sparse = stdout !== null ? undefined :
       sparseOption(flags, destSpecs, dests, destSector, grown);

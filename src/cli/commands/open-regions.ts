@@ -19,7 +19,8 @@ import {
 } from 'node:fs';
 import { dirname } from 'node:path';
 import {
-  errnoOf, parseDeviceSpec, SECTOR_SIZE, sectorsToBytes, type BlockDevice,
+  errnoOf, parseDeviceSpec, SECTOR_SIZE, sectorsToBytes, WRITE_BEHIND_BYTES_DEFAULT,
+  type BlockDevice,
 } from '../../index.js';
 import type { CliContext } from '../context.js';
 import {
@@ -125,6 +126,12 @@ export interface DestinationOptions {
   readonly growth?: Growth;
   /** Allocate the blocks of created and extended image files at once (`--preallocate`). */
   readonly preallocate?: boolean;
+  /**
+   * The command flushes what it writes: files and block devices flush in the background as
+   * the writes go (`writeBehindBytes`, WRITE_BEHIND_BYTES_DEFAULT), so the last flush finds
+   * little left.
+   */
+  readonly writeBehind?: boolean;
   /** Receives every image file created (`oldSizeBytes` null) or extended, to cut back later. */
   readonly grown?: Array<{ readonly index: number; readonly path: string;
     readonly oldSizeBytes: number | null }>;
@@ -148,6 +155,7 @@ interface DestRegion {
   readonly direct: boolean;
   readonly sectorFlag: string;
   readonly preallocate: boolean;
+  readonly writeBehindBytes: number;
 }
 
 /**
@@ -160,7 +168,8 @@ export async function openDestinations(
   opened: BlockDevice[], options: DestinationOptions = {},
 ): Promise<BlockDevice[]> {
   const region = { sector, countSectors, direct, sectorFlag: options.sectorFlag ?? '--sector',
-    preallocate: options.preallocate === true };
+    preallocate: options.preallocate === true,
+    writeBehindBytes: options.writeBehind === true ? WRITE_BEHIND_BYTES_DEFAULT : 0 };
   const growth = options.growth ?? 'create-or-extend';
   refuseRepeatedDestinations(specs);
   const endBytes = regionEndBytes(region);
@@ -233,7 +242,8 @@ async function openExisting(
   }
   // A block device is claimed (O_EXCL): one that is mounted or held is refused here.
   const device = await openForCli(cli, { spec,
-    options: { direct: region.direct, exclusive: true } });
+    options: { direct: region.direct, exclusive: true,
+      writeBehindBytes: region.writeBehindBytes } });
   opened.push(device);
   if (device.readOnly) throw new UsageError(`destination ${spec} is read-only`);
   const end = region.sector + region.countSectors;
@@ -288,7 +298,7 @@ async function growFile(
 ): Promise<BlockDevice> {
   try {
     return await openForCli(cli, { spec: file.spec,
-      options: { direct: region.direct,
+      options: { direct: region.direct, writeBehindBytes: region.writeBehindBytes,
         create: { sizeBytes: endBytes, preallocate: region.preallocate } } });
   } catch (error) {
     const errno = (error as { cause?: { errno?: unknown } }).cause?.errno;

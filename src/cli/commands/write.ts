@@ -74,7 +74,7 @@ async function write(cli: CliContext, specs: string[], flags: WriteFlags): Promi
     // Existing destinations must hold the region; missing image files are created.
     const devices = await openDestinations(cli, specs, sector, chunks.sizeBytes / SECTOR_SIZE,
       direct,
-      opened, { growth: 'create-only' });
+      opened, { growth: 'create-only', writeBehind: flags.flush });
     const startMs = performance.now();
     const outcome = await writeChunks({ chunks, devices, sector, client, fua: flags.fua === true });
     let destinations = destinationReports(specs, outcome, chunks.sizeBytes);
