@@ -13,7 +13,8 @@ import {
 } from './handshake.js';
 import type { ServedExport } from './nbd-export.js';
 import { SERVER_SEND_BUFFER_BYTES } from './limits.js';
-import { adoptWithOnread, enlargeUnixSendBuffer } from './server-socket.js';
+import { adoptWithOnread } from './server-socket.js';
+import { setSocketSendBufferBytes } from '../sys/socket-options.js';
 import { SocketReader, StreamEndedError } from './socket-reader.js';
 import { Transmission, TransmissionViolation, type TransmissionLimits } from './transmission.js';
 
@@ -69,7 +70,7 @@ export class ServerConnection {
     // An unhandled 'error' would end the process; a connection's errors end only it.
     socket.on('error', () => this.destroy());
     if (typeof socket.setNoDelay === 'function') socket.setNoDelay(true);
-    enlargeUnixSendBuffer(socket, SERVER_SEND_BUFFER_BYTES);
+    setSocketSendBufferBytes(socket, SERVER_SEND_BUFFER_BYTES);
     this.#reader = reader ?? SocketReader.forStream(socket);
   }
 

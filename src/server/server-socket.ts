@@ -1,5 +1,6 @@
 // Owns what the server does to an accepted socket below Node's API: giving a plain socket an
-// `onread` reader, and a larger kernel send buffer on Unix sockets.
+// `onread` reader. (Its larger kernel send buffer on Unix sockets is set by connection.ts
+// through sys/socket-options.ts, as the NBD client's is.)
 //
 // `onread`: Node offers it (reads into memory the caller provides, no buffer allocated per
 // read) only to sockets it creates with
@@ -16,27 +17,17 @@
 // its `net.Server` the connection left its count (`server.close()` then does not wait for
 // it; the NbdServer tracks its connections itself).
 //
-// The send buffer: a Unix socket's default (net.core.wmem_default, about 208 KiB) holds less
+// Why the send buffer: a Unix socket's default (net.core.wmem_default, about 208 KiB) holds less
 // than one of nbdcopy's 256 KiB READ replies, so every reply went out in two or more pieces,
 // each after the client had drained the socket and the event loop had woken up again; on a
 // busy machine each of those wake-ups waits for a core. A larger buffer lets one wake-up hand
 // the kernel several replies (measured in docs/performance.md, "Serve").
 
 import net, { type OnReadOpts, type Socket } from 'node:net';
-import { setUnixSendBufferBytes } from '../sys/socket-options.js';
 
 /** The parts of a Node 20 `net.Socket` this module relies on. */
 interface SocketInternals {
-  _handle?: { useUserBuffer?: unknown; readStart?: unknown; fd?: unknown } | null;
-}
-
-/**
- * Asks for a kernel send buffer of `bytes` when `socket` is a Unix-domain socket; TCP
- * sockets, and sockets whose descriptor Node does not show, keep the kernel's own sizing.
- */
-export function enlargeUnixSendBuffer(socket: Socket, bytes: number): void {
-  const fd = (socket as unknown as SocketInternals)._handle?.fd;
-  if (typeof fd === 'number') setUnixSendBufferBytes(fd, bytes);
+  _handle?: { useUserBuffer?: unknown; readStart?: unknown } | null;
 }
 
 /**
