@@ -5,6 +5,13 @@
 // amount of memory. `detach` hands back what was buffered but not consumed (STARTTLS must
 // give the first bytes of a pipelined ClientHello back to the TLS layer).
 //
+// `fill` is the one way bytes are asked for: it completes at once from kept bytes, or later by
+// calling back synchronously from inside the read that completed it, after that read's surplus
+// is kept. A parser that asks for its next bytes from that callback (the transmission loop
+// asks for a WRITE's payload as soon as its header is in) has its memory known before Node
+// picks the next read's buffer, so the payload is read in place. `readInto` and `read` are
+// the same with a promise, for the handshake.
+//
 // Two ways in, chosen when the connection opens (server-socket.ts):
 // - `onread`: the socket reads into one staging buffer owned by the reader, or, while a read
 //   of at least SERVER_DIRECT_READ_BYTES_MIN is waiting for bytes (a WRITE payload), straight
@@ -32,12 +39,17 @@ export class StreamEndedError extends Error {
   }
 }
 
+/**
+ * Called when a `fill` that could not complete at once has: with `null`, or with the
+ * StreamEndedError that ended the stream first.
+ */
+export type FillDone = (error: Error | null) => void;
+
 /** A read in progress: `target` fills from `filledBytes`. */
 interface PendingRead {
   readonly target: Uint8Array;
   filledBytes: number;
-  readonly resolve: () => void;
-  readonly reject: (error: Error) => void;
+  readonly done: FillDone;
 }
 
 /** Exact-length reads from one stream. */
@@ -93,18 +105,6 @@ export class SocketReader {
     return this.#keptEnd - this.#keptStart;
   }
 
-  /**
-   * Returns the next `lengthBytes` bytes if they are already buffered, else `null`, consuming
-   * nothing then. Lets the request loop parse pipelined headers without awaiting.
-   */
-  take(lengthBytes: number): Buffer | null {
-    if (this.#pending !== null || this.bufferedBytes < lengthBytes) return null;
-    const out = Buffer.allocUnsafe(lengthBytes);
-    this.#drainInto(out, 0);
-    this.#resumeIfRoom();
-    return out;
-  }
-
   /** Reads exactly `lengthBytes` bytes into a new buffer. */
   async read(lengthBytes: number): Promise<Buffer> {
     const out = Buffer.allocUnsafe(lengthBytes);
@@ -118,17 +118,32 @@ export class SocketReader {
    * (the connection is ending): do not reuse `target` for anything else.
    */
   readInto(target: Uint8Array): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const filled = this.fill(target, (error) => {
+        if (error === null) resolve();
+        else reject(error);
+      });
+      if (filled) resolve();
+    });
+  }
+
+  /**
+   * Fills `target` completely. Returns true when buffered bytes did (`done` is then never
+   * called); else returns false and calls `done` once, from the read that completes it (or
+   * with the error that ends the stream first). Throws StreamEndedError when the stream has
+   * ended already. One fill at a time; the caveat of `readInto` about `target` applies.
+   */
+  fill(target: Uint8Array, done: FillDone): boolean {
     assert.ok(this.#pending === null, 'one read at a time');
     const filledBytes = this.#drainInto(target, 0);
     if (filledBytes === target.length) {
       this.#resumeIfRoom();
-      return Promise.resolve();
+      return true;
     }
-    if (this.#ended !== null) return Promise.reject(this.#ended);
-    return new Promise((resolve, reject) => {
-      this.#pending = { target, filledBytes, resolve, reject };
-      this.#stream?.resume();
-    });
+    if (this.#ended !== null) throw this.#ended;
+    this.#pending = { target, filledBytes, done };
+    this.#stream?.resume();
+    return false;
   }
 
   /** Fails the read in progress (and every later one) with `reason`; used to stop a loop. */
@@ -191,13 +206,14 @@ export class SocketReader {
     pending.filledBytes += readBytes;
     if (pending.filledBytes === pending.target.length) {
       this.#pending = null;
-      pending.resolve();
+      pending.done(null);
     }
   }
 
   /**
    * New bytes: into the waiting read first, the rest kept (copied: `chunk` may be reused, except
-   * a chunk of the staging buffer, which `#keep` may take over instead).
+   * a chunk of the staging buffer, which `#keep` may take over instead), and only then the
+   * waiting read told, so that it can ask for its next bytes from what is kept.
    */
   #push(chunk: Uint8Array, staged = false): void {
     if (this.#ended !== null) return;
@@ -208,14 +224,14 @@ export class SocketReader {
       pending.target.set(usedBytes === chunk.length ? chunk : chunk.subarray(0, usedBytes),
         pending.filledBytes);
       pending.filledBytes += usedBytes;
-      if (pending.filledBytes === pending.target.length) {
-        this.#pending = null;
-        pending.resolve();
-      }
     }
     if (usedBytes < chunk.length) {
       const rest = chunk.subarray(usedBytes);
       if (!staged || !this.#adoptStaging(rest)) this.#keep(rest);
+    }
+    if (pending !== null && pending.filledBytes === pending.target.length) {
+      this.#pending = null;
+      pending.done(null);
     }
     if (this.#pending === null && this.bufferedBytes >= SERVER_READ_AHEAD_BYTES) {
       this.#stream?.pause();
@@ -286,6 +302,6 @@ export class SocketReader {
     this.#ended = error;
     const pending = this.#pending;
     this.#pending = null;
-    pending?.reject(error);
+    pending?.done(error);
   }
 }

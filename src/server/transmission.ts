@@ -5,6 +5,13 @@
 // `connectionBytesMax` bytes held in request buffers and unsent replies — so a fast client
 // fills the kernel's socket buffer, not the server's memory.
 //
+// The loop (`#pump`) is synchronous: it parses every request whose bytes are in, and when it
+// needs more it leaves a `fill` with the socket reader and returns; the reader calls it back
+// from inside the socket read that brought the bytes. So a WRITE's payload memory is handed
+// to the reader in the same read callback that brought its header, before Node picks the next
+// read's buffer: the rest of the payload is read in place, and no promise hop sits between a
+// header and its payload. Completions and drained replies call the loop again (`#poke`).
+//
 // Checks run in a fixed order, because the order decides which error a client sees: magic
 // (hard close), DISC, WRITE payload size (hard close above 32 MiB; the payload is always read
 // before anything can reject the request), known command, valid flags, read-only (EPERM),
@@ -16,6 +23,7 @@
 // reply cost 25 µs of the server's CPU that way (docs/performance.md, "Replies per turn").
 
 import type { Duplex } from 'node:stream';
+import assert from '../assert.js';
 import type { DmIoClient } from '../core/client.js';
 import {
   NBD_CMD_BLOCK_STATUS, NBD_CMD_DISC, NBD_CMD_FLAG_DF, NBD_CMD_FLAG_FAST_ZERO, NBD_CMD_FLAG_FUA,
@@ -30,7 +38,7 @@ import { flushDevice, readBytes, trimBytes, writeBytes, zeroBytes } from './expo
 import { readPieces, type ReadPiece } from './read-reply.js';
 import { BASE_ALLOCATION_CONTEXT_ID, type Negotiated } from './handshake.js';
 import { SERVER_REQUEST_BYTES_MAX } from './limits.js';
-import { StreamEndedError, type SocketReader } from './socket-reader.js';
+import { StreamEndedError, type FillDone, type SocketReader } from './socket-reader.js';
 import {
   blockStatusChunk, errorChunk, noneChunk, offsetDataHeader, offsetHoleChunk, simpleReply,
 } from './wire.js';
@@ -55,6 +63,18 @@ export class TransmissionViolation extends Error {
   }
 }
 
+/** A WRITE whose payload is being read. */
+interface IncomingWrite {
+  readonly request: Request;
+  readonly payload: Uint8Array;
+}
+
+/** How `run` learns that the request loop ended. */
+interface LoopEnd {
+  readonly resolve: (end: TransmissionEnd) => void;
+  readonly reject: (error: unknown) => void;
+}
+
 /** Bounds of one connection's transmission phase. */
 export interface TransmissionLimits {
   readonly inflightRequestsMax: number;
@@ -73,6 +93,18 @@ export class Transmission {
   #inflightBytes = 0;
   #stopping = false;
   #wake: (() => void) | null = null;
+  /** Set while the loop runs; cleared once it has ended. */
+  #loopEnd: LoopEnd | null = null;
+  /** True while `#pump` is on the stack (it is not re-entered). */
+  #pumping = false;
+  /** True while the reader holds a fill of `#header` or of `#incoming`'s payload. */
+  #filling = false;
+  /** True when `#header` holds a request header not yet parsed. */
+  #headerReady = false;
+  /** The WRITE whose payload is being read, between its header and its last byte. */
+  #incoming: IncomingWrite | null = null;
+  readonly #header = Buffer.allocUnsafe(REQUEST_HEADER_BYTES);
+  readonly #filled: FillDone = (error) => this.#onFilled(error);
   /** True while the socket is corked until the end of this turn (`#batchReplies`). */
   #batching = false;
 
@@ -99,7 +131,10 @@ export class Transmission {
    * the requests in flight to reply. Throws TransmissionViolation for a hard close.
    */
   async run(): Promise<TransmissionEnd> {
-    const end = await this.#loop();
+    const end = await new Promise<TransmissionEnd>((resolve, reject) => {
+      this.#loopEnd = { resolve, reject };
+      this.#pump();
+    });
     while (this.#inflightRequests > 0) await this.#nextWake();
     return end;
   }
@@ -111,43 +146,113 @@ export class Transmission {
     this.#poke();
   }
 
-  async #loop(): Promise<TransmissionEnd> {
+  /**
+   * Parses and starts requests while their bytes are in and the connection has room; returns
+   * when it must wait (for bytes: a fill is left with the reader; for room: `#poke` calls it
+   * again) or when the loop has ended.
+   */
+  #pump(): void {
+    if (this.#pumping || this.#filling || this.#loopEnd === null) return;
+    this.#pumping = true;
     try {
-      for (;;) {
-        while (!this.#stopping && !this.#hasRoom()) await this.#nextWake();
-        if (this.#stopping) return 'stopped';
-        const header = this.#reader.take(REQUEST_HEADER_BYTES) ??
-          await this.#reader.read(REQUEST_HEADER_BYTES);
-        const request = parseRequest(header);
-        if (request.type === NBD_CMD_DISC) return 'disconnect';
-        await this.#accept(request);
-      }
+      this.#parseRequests();
     } catch (error) {
-      if (error instanceof StreamEndedError) return this.#stopping ? 'stopped' : 'closed';
-      throw error;
+      this.#endLoop(error);
+    } finally {
+      this.#pumping = false;
     }
   }
 
-  async #accept(request: Request): Promise<void> {
-    let payload: Uint8Array | null = null;
-    if (request.type === NBD_CMD_WRITE) {
-      if (request.lengthBytes > SERVER_REQUEST_BYTES_MAX) {
-        throw new TransmissionViolation(`WRITE of ${request.lengthBytes} bytes, ` +
-          `at most ${SERVER_REQUEST_BYTES_MAX}`);
+  #parseRequests(): void {
+    for (;;) {
+      if (this.#stopping) {
+        this.#endLoop(new StreamEndedError('the server is shutting down'));
+        return;
       }
-      payload = this.#pool.take(request.lengthBytes);
-      // Counted before it is read, so the next request waits for room.
-      this.#inflightBytes += payload.length;
-      try {
-        await this.#reader.readInto(payload);
-      } catch (error) {
-        // Not given back to the pool: the socket may still hold a view of it for a read
-        // that never comes; the connection is ending and the buffer goes with it.
-        this.#inflightBytes -= payload.length;
-        throw error;
+      // With a WRITE incoming here, its payload is in (the loop only runs without a fill).
+      if (this.#incoming === null) {
+        if (!this.#headerReady) {
+          if (!this.#hasRoom()) return;
+          if (!this.#startFill(this.#header)) return;
+        }
+        this.#headerReady = false;
+        const request = parseRequest(this.#header);
+        if (request.type === NBD_CMD_DISC) {
+          this.#endLoop(null);
+          return;
+        }
+        if (request.type !== NBD_CMD_WRITE) {
+          this.#accept(request, null);
+          continue;
+        }
+        this.#incoming = this.#receiveWrite(request);
+        if (!this.#startFill(this.#incoming.payload)) return;
       }
+      const { request, payload } = this.#incoming;
+      this.#incoming = null;
       this.#inflightBytes -= payload.length;
+      this.#accept(request, payload);
     }
+  }
+
+  /** Asks the reader for `target`; true when it is filled already, false when it will be. */
+  #startFill(target: Uint8Array): boolean {
+    const filled = this.#reader.fill(target, this.#filled);
+    this.#filling = !filled;
+    return filled;
+  }
+
+  /**
+   * The reader's callback for a fill that did not complete at once: the header or the
+   * payload of `#incoming` is in, and the loop goes on from there.
+   */
+  #onFilled(error: Error | null): void {
+    this.#filling = false;
+    if (error !== null) {
+      this.#endLoop(error);
+      return;
+    }
+    assert.ok(!this.#pumping, 'a fill completes from a read, not from inside the loop');
+    if (this.#incoming === null) this.#headerReady = true;
+    this.#pump();
+  }
+
+  /**
+   * A WRITE's payload memory, counted before it is read so the next request waits for room.
+   * Hard close above the maximum: its payload would have to be skipped unread.
+   */
+  #receiveWrite(request: Request): IncomingWrite {
+    if (request.lengthBytes > SERVER_REQUEST_BYTES_MAX) {
+      throw new TransmissionViolation(`WRITE of ${request.lengthBytes} bytes, ` +
+        `at most ${SERVER_REQUEST_BYTES_MAX}`);
+    }
+    const payload = this.#pool.take(request.lengthBytes);
+    this.#inflightBytes += payload.length;
+    return { request, payload };
+  }
+
+  /**
+   * Ends the loop: with `null` at DISC, a StreamEndedError when the stream ended or the
+   * server stopped it, else (a violation, a bug) by rejecting `run`.
+   */
+  #endLoop(error: unknown): void {
+    const loopEnd = this.#loopEnd;
+    if (loopEnd === null) return;
+    this.#loopEnd = null;
+    const incoming = this.#incoming;
+    if (incoming !== null) {
+      // Not given back to the pool: the socket may still hold a view of it for a read that
+      // never comes; the connection is ending and the buffer goes with it.
+      this.#incoming = null;
+      this.#inflightBytes -= incoming.payload.length;
+    }
+    if (error === null) loopEnd.resolve('disconnect');
+    else if (error instanceof StreamEndedError) loopEnd.resolve(this.#stopping ? 'stopped' : 'closed');
+    else loopEnd.reject(error);
+  }
+
+  /** Checks a request whose bytes are all in, then answers it or starts it. */
+  #accept(request: Request, payload: Uint8Array | null): void {
     const refusal = this.#check(request);
     if (refusal !== null) {
       if (payload !== null) this.#pool.give(payload);
@@ -356,7 +461,9 @@ export class Transmission {
     });
   }
 
+  /** Room may have come back, or the last request finished: runs the loop and wakes `run`. */
   #poke(): void {
+    this.#pump();
     const wake = this.#wake;
     this.#wake = null;
     wake?.();
