@@ -26,8 +26,8 @@ import { watchInterrupts } from '../interrupt.js';
 import { kcopydDestinations } from '../kcopyd-outcome.js';
 import { printReport, type DestinationReport, type RunReport } from '../report.js';
 import { STDOUT_NAME } from '../stdout.js';
-import { SourceHashes, verifyDestination } from '../verify.js';
-import { beforeVerify, reopenForVerify } from './verify-reopen.js';
+import type { SourceHashes } from '../verify.js';
+import { beforeVerify, createSourceHashes, reopenForVerify } from './verify-reopen.js';
 import {
   parseBytes, parseLengthSectors, parsePercent, parseSector, type LengthOptions,
 } from '../usage.js';
@@ -195,7 +195,7 @@ async function runCopy(cli: CliContext, plan: CopyPlan): Promise<number> {
     throttle, subJobSectors: plan.subJobSectors,
   });
   const hashes = flags.verify === true ?
-    new SourceHashes(plan.sourceSector, kc.subJobSectors) : null;
+    await createSourceHashes(plan.sourceSector, kc.subJobSectors) : null;
   const totalBytes = sectorsToBytes(plan.countSectors);
   const progress = await createProgress(cli, totalBytes, plan.progressMode, 'copy', plan.destSpecs);
   const startMs = performance.now();
@@ -280,8 +280,8 @@ async function verifyAll(
       if (!report.ok) continue;
       const device = await reopenForVerify(cli, plan.destSpecs[index]!, plan.dests, index,
         plan.opened);
-      const problem = await verifyDestination(client, device, plan.destSector,
-        plan.countSectors, hashes);
+      const problem = await hashes.verifyDestination(client, device, plan.destSector,
+        plan.countSectors);
       if (problem !== null) destinations[index] = { ...report, ok: false, error: problem };
     }
   } finally {
