@@ -1,10 +1,10 @@
 /**
  * The public entry `dmio`: dm-io (clients, `dmIo`, `dmIoBlocking`, regions and memory), kcopyd,
  * the ready-made devices (files, block devices, RAM, patterns, NBD, tables) with `openDevice`,
- * the NBD server, and the typed errors. Three more entries hold what most users do not need:
- * `dmio/devices` (the kit for writing a `BlockDevice`), `dmio/legacy` (the kernel's six dm-io
- * calls with `dmIoGet`/`dmIoPut`) and `dmio/testing` (the fault device). Nothing else of the
- * package can be imported (package.json `exports`).
+ * and the typed errors. Four more entries hold what most users do not need: `dmio/server`
+ * (the NBD server), `dmio/devices` (the kit for writing a `BlockDevice`), `dmio/legacy` (the
+ * kernel's six dm-io calls with `dmIoGet`/`dmIoPut`) and `dmio/testing` (the fault device).
+ * Nothing else of the package can be imported (package.json `exports`).
  *
  * @packageDocumentation
  */
@@ -99,11 +99,6 @@ export type {
 export { dmKcopydThrottleCreate, KcopydThrottle } from './kcopyd/throttle.js';
 export type { KcopydThrottleOptions } from './kcopyd/throttle.js';
 export type { KcopydPageSource } from './kcopyd/page-reserve.js';
-
-export { createNbdServer, NbdServer } from './server/nbd-server.js';
-export type { NbdServerOptions, NbdListenAddress } from './server/nbd-server.js';
-export type { NbdExportOptions } from './server/nbd-export.js';
-export type { NbdServerTlsOptions, NbdServerCertificates } from './server/tls.js';
 
 export { openTable } from './open/open-table-text.js';
 export type { OpenTableTextOptions } from './open/open-table-text.js';

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import {
-  cpSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync,
+  cpSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -44,6 +44,36 @@ describe('the dmio bin', () => {
     assert.match(text, /^import \{ runCli \} from '\.\.\/dist\/bundle\/dmio\.js';$/m);
     assert.ok(text.split('\n').length <= 10, 'the bin stays a few lines');
     assert.doesNotMatch(text, /process\.env/, 'the bin reads no environment variable');
+  });
+
+  it('its bundle is ASCII: Node reads each module as a one-byte string, faster to decode', () => {
+    requireBuild();
+    const dir = join(ROOT, 'dist', 'bundle');
+    for (const name of readdirSync(dir)) {
+      const text = readFileSync(join(dir, name), 'utf8');
+      const at = text.search(/[^\x00-\x7f]/);
+      assert.equal(at, -1, `${name}: non-ASCII at ${at} (esbuild kept a comment holding it)`);
+    }
+  });
+
+  it('copy loads neither the NBD server nor TLS nor crypto (they have chunks of their own)', () => {
+    requireBuild();
+    const dir = join(ROOT, 'dist', 'bundle');
+    const copyModule = readdirSync(dir).find((name) => name.startsWith('copy-'));
+    assert.ok(copyModule !== undefined, 'the copy command has its own module');
+    const seen = new Set<string>();
+    const pending = [copyModule];
+    for (let name = pending.pop(); name !== undefined; name = pending.pop()) {
+      if (seen.has(name)) continue;
+      seen.add(name);
+      const text = readFileSync(join(dir, name), 'utf8');
+      assert.doesNotMatch(text, /from "node:(tls|crypto)"/, `${name} imports TLS or crypto`);
+      assert.doesNotMatch(text, /\bNbdServer = class\b/, `${name} holds the NBD server`);
+      // Static imports only: dynamic import() (TLS at STARTTLS, --verify) load on use.
+      const imports = /^import (?:[^;]*? from )?"\.\/([^"]+)";$/gm;
+      for (const match of text.matchAll(imports)) pending.push(match[1]!);
+    }
+    assert.ok(seen.size > 1, 'the copy module imports the library chunk');
   });
 
   it('executed through its #! line, copies byte-exact to two images and verifies', async (t) => {

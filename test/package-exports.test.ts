@@ -28,6 +28,7 @@ async function namesOf(specifier: string): Promise<string[]> {
 const LEGACY = ['dmIoAsync', 'dmIoAsyncBvec', 'dmIoAsyncVm', 'dmIoGet', 'dmIoPut', 'dmIoSync',
   'dmIoSyncBvec', 'dmIoSyncVm'];
 const TESTING = ['FaultDevice', 'createFaultDevice'];
+const SERVER = ['NbdServer', 'createNbdServer'];
 const DEVICE_KIT = ['EXTENTS_PER_QUERY_MAX', 'IoError', 'NotSupportedError', 'PAGE_SIZE',
   'SECTOR_SHIFT', 'SECTOR_SIZE',
   'allocAligned', 'bytesToSectorsCeil', 'bytesToSectorsFloor', 'isAlignedView', 'isZeroRange',
@@ -35,9 +36,9 @@ const DEVICE_KIT = ['EXTENTS_PER_QUERY_MAX', 'IoError', 'NotSupportedError', 'PA
   'requestError', 'requestPastEnd', 'sectorsToBytes', 'segmentsBytes'];
 
 describe('package exports', () => {
-  it('declare exactly dmio, dmio/devices, dmio/legacy, dmio/testing, each with types', () => {
+  it('declare exactly dmio and dmio/devices, legacy, server, testing, each with types', () => {
     assert.deepEqual(Object.keys(PACKAGE.exports).sort(),
-      ['.', './devices', './legacy', './package.json', './testing']);
+      ['.', './devices', './legacy', './package.json', './server', './testing']);
     for (const [subpath, target] of Object.entries(PACKAGE.exports)) {
       if (subpath === './package.json') continue;
       assert.ok(typeof target === 'object', subpath);
@@ -61,6 +62,15 @@ describe('package exports', () => {
     }
   });
 
+  it('dmio/server holds the NBD server', async () => {
+    assert.deepEqual(await namesOf(`${PACKAGE.name}/server`), SERVER);
+    const types = readFileSync(join(ROOT, 'dist', 'server.d.ts'), 'utf8');
+    for (const name of ['NbdServerOptions', 'NbdListenAddress', 'NbdExportOptions',
+      'NbdServerTlsOptions', 'NbdServerCertificates']) {
+      assert.match(types, new RegExp(`\\b${name}\\b`), name);
+    }
+  });
+
   it('dmio/devices holds the kit for writing a BlockDevice', async () => {
     assert.deepEqual(await namesOf(`${PACKAGE.name}/devices`), DEVICE_KIT);
     const types = readFileSync(join(ROOT, 'dist', 'devices.d.ts'), 'utf8');
@@ -75,12 +85,12 @@ describe('package exports', () => {
     for (const name of ['dmIo', 'dmIoBlocking', 'dmIoClientCreate', 'dmIoClientDestroy',
       'DmIoClient', 'failedRegions', 'openDevice', 'openFileDevice', 'createRamDevice',
       'openNbdDevice', 'openTable', 'dmKcopydClientCreate', 'dmKcopydCopy', 'dmKcopydZero',
-      'KcopydClient', 'createNbdServer', 'DmIoError', 'IoError', 'ERROR_CODES', 'isDmIoError',
+      'KcopydClient', 'DmIoError', 'IoError', 'ERROR_CODES', 'isDmIoError',
       'SECTOR_SIZE', 'parseSize', 'deviceExtents', 'isSparseBlockBytes']) {
       assert.ok(names.includes(name), `dmio exports ${name}`);
     }
-    for (const name of [...LEGACY, ...TESTING, 'requestError', 'pastEndError', 'requestPastEnd',
-      'segmentsBytes']) {
+    for (const name of [...LEGACY, ...TESTING, ...SERVER, 'requestError', 'pastEndError',
+      'requestPastEnd', 'segmentsBytes']) {
       assert.ok(!names.includes(name), `${name} is not in dmio but in its own entry`);
     }
     // Internals of the layers and the CLI's process entry are not public.

@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { createNbdServer, createRamDevice, type NbdServer } from '../src/index.js';
+import { createRamDevice } from '../src/index.js';
+import { createNbdServer, type NbdServer } from '../src/server.js';
 import { openNbdDevice } from '../src/nbd/open-nbd.js';
 import type { NbdDevice } from '../src/nbd/nbd-device.js';
 import {

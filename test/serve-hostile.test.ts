@@ -11,9 +11,9 @@ import path from 'node:path';
 import { rmSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import {
-  createNbdServer, createRamDevice, dmIo, dmIoClientCreate, dmIoClientDestroy, openDevice,
-  type BlockDevice, type NbdServer,
+  createRamDevice, dmIo, dmIoClientCreate, dmIoClientDestroy, openDevice, type BlockDevice,
 } from '../src/index.js';
+import { createNbdServer, type NbdServer } from '../src/server.js';
 import {
   NBD_CMD_BLOCK_STATUS, NBD_CMD_READ, NBD_CMD_WRITE, NBD_CMD_WRITE_ZEROES, NBD_EINVAL,
   NBD_ENOSPC, NBD_OPT_EXPORT_NAME, NBD_OPT_GO, NBD_OPT_INFO, NBD_OPT_LIST,

@@ -2,7 +2,9 @@
 // them over before writing; afterwards every destination is read back, bypassing the page
 // cache where the backend allows (image files and block devices are reopened with O_DIRECT),
 // and hashed chunk by chunk at the same boundaries. A mismatch names the byte range, so a
-// corrupted destination is reported precisely. Memory: 32 bytes per chunk of the copy.
+// corrupted destination is reported precisely. Memory: 32 bytes per chunk of the copy. The
+// copy commands import this module only when --verify is given (`createSourceHashes` in
+// commands/verify-reopen.ts), so a copy without it does not load Node's crypto.
 
 import { createHash } from 'node:crypto';
 import {
@@ -41,13 +43,19 @@ export class SourceHashes {
   get(offsetSectors: number): Buffer | undefined {
     return this.#chunks.get(offsetSectors);
   }
+
+  /**
+   * Reads `countSectors` of `device` from `sector` and compares them chunk by chunk with these
+   * hashes. Returns `null` when they match, else a message naming the first differing range.
+   */
+  verifyDestination(
+    client: DmIoClient, device: BlockDevice, sector: number, countSectors: number,
+  ): Promise<string | null> {
+    return verifyDestination(client, device, sector, countSectors, this);
+  }
 }
 
-/**
- * Reads `countSectors` of `device` from `sector` and compares them chunk by chunk with
- * `hashes`. Returns `null` when they match, else a message naming the first differing range.
- */
-export async function verifyDestination(
+async function verifyDestination(
   client: DmIoClient, device: BlockDevice, sector: number, countSectors: number,
   hashes: SourceHashes,
 ): Promise<string | null> {

@@ -92,8 +92,8 @@ export class KcopydThrottle {
   }
 
   /**
-   * Keeps busy ≤ total and shrinks both once the window passes 2^10 ms. Example: total 2500 ms
-   * → 2500 >> 10 = 2, whose highest bit is bit 2 (1-based), so both periods shift right by 2:
+   * Keeps busy <= total and shrinks both once the window passes 2^10 ms. Example: total 2500 ms
+   * gives 2500 >> 10 = 2, whose highest bit is bit 2 (1-based), so both periods shift right by 2:
    * total 625 ms, and the busy fraction is unchanged.
    */
   #clampAndDecay(): void {

@@ -2,7 +2,9 @@
 // `SocketInput` as `onread` (given at creation, as Node requires), the handshake reading
 // through that input, and one deadline covering both. For an nbds URI the handshake starts
 // TLS first (STARTTLS, then tls-client.ts); the TLS socket cannot take `onread`, so its data
-// events feed a new input. Failures are typed: a socket that cannot connect is an `OpenError`
+// events feed a new input. tls-client.ts (with Node's TLS and crypto) is imported when a
+// handshake reaches STARTTLS, the step that needs it, so a plaintext connection and a program
+// that never opens an nbds URI do not load them (docs/cli.md, Start-up). Failures are typed: a socket that cannot connect is an `OpenError`
 // with the OS errno; a server that refuses or breaks the handshake (or TLS) is an `NbdError`
 // (_SERVER, _PROTOCOL, _DISCONNECTED); the deadline is `DMIO_ERR_NBD_TIMEOUT`. On any failure
 // the socket is destroyed before the promise rejects.
@@ -12,7 +14,6 @@ import { NbdConnection, type ConnectionSettings } from './connection.js';
 import { HandshakeReader } from './handshake-reader.js';
 import { negotiate, type TlsUpgrade } from './handshake.js';
 import { SocketInput } from './socket-input.js';
-import { startClientTls } from './tls-client.js';
 import type { NbdUri } from './uri.js';
 
 /** What opening a connection needs. */
@@ -41,6 +42,7 @@ export async function connectNbd(
   let live = { socket, input, reader: new HandshakeReader(socket) };
   input.attach(live.reader);
   const upgrade: TlsUpgrade = async () => {
+    const { startClientTls } = await import('./tls-client.js');
     live.reader.detach();
     const secure = await startClientTls(socket, target);
     const secureInput = new SocketInput();

@@ -20,7 +20,7 @@ export class ReadTarget {
   /** Byte offset of each segment's first byte inside the request. */
   readonly #segmentStarts: number[];
   #segmentHint = 0;
-  /** Flat [start0, end0, start1, end1, …] of covered ranges, sorted, disjoint, non-touching. */
+  /** Flat [start0, end0, start1, end1, ...] of covered ranges, sorted, disjoint, non-touching. */
   readonly #ranges: number[] = [];
   #coveredBytes = 0;
 

@@ -204,7 +204,7 @@ export class MirrorTarget implements Target {
   }
 
   /**
-   * With `handle_errors`, a failed default leg hands over to the first error-free leg — only
+   * With `handle_errors`, a failed default leg hands over to the first error-free leg - only
    * while the mirror is fully in sync, or with `keep_log` (else out-of-sync regions, which only
    * the default leg holds, could be read from a stale leg; their reads fail instead, as the
    * kernel's do).

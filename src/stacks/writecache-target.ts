@@ -106,7 +106,7 @@ export class WritecacheTarget implements Target {
   #writebackCount = 0;
   /** Data writes in flight to each cache block. */
   readonly #blockWrites: Uint16Array;
-  /** Target sector → the block holding its newest data. */
+  /** Target sector to the block holding its newest data. */
   readonly #map = new Map<number, number>();
   /** Cached blocks in insertion order, oldest first (writeback order). */
   readonly #lru = new Set<number>();

@@ -24,7 +24,6 @@
 
 import assert from '../assert.js';
 import os from 'node:os';
-import { performance } from 'node:perf_hooks';
 import { errnoName } from './errno-name.js';
 import { libcLibrary, SysError } from './libc.js';
 

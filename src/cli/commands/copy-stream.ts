@@ -24,12 +24,12 @@ import { kcopydDestinations } from '../kcopyd-outcome.js';
 import { createProgress, finalStates, type ProgressMode } from '../progress.js';
 import { printReport, type DestinationReport } from '../report.js';
 import { checkSpec } from '../devices.js';
-import { SourceHashes, verifyDestination } from '../verify.js';
+import type { SourceHashes } from '../verify.js';
 import { destinationIdentity, fdIdentity, sameIdentity } from '../same-storage.js';
 import { UsageError } from '../exit-status.js';
 import { openDestinations } from './open-regions.js';
 import { sparseOption, type GrownFile, type SparseFlags } from '../sparse-choice.js';
-import { beforeVerify, reopenForVerify } from './verify-reopen.js';
+import { beforeVerify, createSourceHashes, reopenForVerify } from './verify-reopen.js';
 
 /**
  * The size new or short image files get while a stream without --length is copied (1 TiB,
@@ -65,7 +65,7 @@ export async function copyStream(cli: CliContext, plan: StreamCopyPlan): Promise
         writeBehind: plan.flush });
     const sparse = sparseOption(plan.sparseFlags, plan.destSpecs, dests, plan.destSector, grown);
     const kc = dmKcopydClientCreate({ subJobSectors: plan.subJobSectors });
-    const hashes = plan.verify ? new SourceHashes(0, kc.subJobSectors) : null;
+    const hashes = plan.verify ? await createSourceHashes(0, kc.subJobSectors) : null;
     const progress = await createProgress(cli,
       plan.lengthSectors === null ? 0 : sectorsToBytes(capSectors), plan.progressMode, 'copy',
       plan.destSpecs);
@@ -188,8 +188,8 @@ async function verifyAll(cli: CliContext, verify: StreamVerify): Promise<void> {
       const report = destinations[index]!;
       if (!report.ok) continue;
       const device = await reopenForVerify(cli, plan.destSpecs[index]!, dests, index, opened);
-      const problem = await verifyDestination(client, device, plan.destSector, countSectors,
-        hashes);
+      const problem = await hashes.verifyDestination(client, device, plan.destSector,
+        countSectors);
       if (problem !== null) destinations[index] = { ...report, ok: false, error: problem };
     }
   } finally {

@@ -9,7 +9,7 @@
 import type { Command } from 'commander';
 import {
   DM_KCOPYD_MAX_REGIONS, dmIoClientCreate, dmIoClientDestroy, dmKcopydClientCreate,
-  dmKcopydClientDestroy, dmKcopydCopy, dmKcopydThrottleCreate, FileDevice,
+  dmKcopydClientDestroy, dmKcopydCopy, dmKcopydThrottleCreate, FileDevice, KCOPYD_SPLIT_COUNT,
   KCOPYD_SUB_JOB_SECTORS_MAX, PAGE_SIZE, SECTOR_SIZE, sectorsToBytes, type BlockDevice,
   type KcopydResult, type KcopydSparseOptions,
 } from '../../index.js';
@@ -26,8 +26,8 @@ import { watchInterrupts } from '../interrupt.js';
 import { kcopydDestinations } from '../kcopyd-outcome.js';
 import { printReport, type DestinationReport, type RunReport } from '../report.js';
 import { STDOUT_NAME } from '../stdout.js';
-import { SourceHashes, verifyDestination } from '../verify.js';
-import { beforeVerify, reopenForVerify } from './verify-reopen.js';
+import type { SourceHashes } from '../verify.js';
+import { beforeVerify, createSourceHashes, reopenForVerify } from './verify-reopen.js';
 import {
   parseBytes, parseLengthSectors, parsePercent, parseSector, type LengthOptions,
 } from '../usage.js';
@@ -156,6 +156,18 @@ function defaultSubJobSectors(
   return offloading ? KCOPYD_SUB_JOB_SECTORS_MAX : CLI_SUB_JOB_SECTORS_DEFAULT;
 }
 
+/**
+ * Fresh pages for the kcopyd client of one copy: one sub-job's worth per sub-job the copy can
+ * have in flight beside the one the client's reserve holds, at most kcopyd's default
+ * (`KCOPYD_SPLIT_COUNT` - 1 sub-jobs). A copy of one sub-job (1 MiB by default) needs none, so
+ * it does not allocate and slice the 7 MiB the default pool would hold.
+ */
+function freshPagesFor(countSectors: number, subJobSectors: number): number {
+  const subJobs = Math.ceil(countSectors / subJobSectors);
+  const extraSubJobs = Math.min(KCOPYD_SPLIT_COUNT - 1, Math.max(0, subJobs - 1));
+  return extraSubJobs * sectorsToBytes(subJobSectors) / PAGE_SIZE;
+}
+
 /** The `--sub-job-size` given, in sectors, or null for the default. */
 function parseSubJobSectors(text: string | undefined): number | null {
   if (text === undefined) return null;
@@ -193,9 +205,10 @@ async function runCopy(cli: CliContext, plan: CopyPlan): Promise<number> {
   const throttle = plan.throttlePercent < 100 ? dmKcopydThrottleCreate(plan.throttlePercent) : null;
   const kc = dmKcopydClientCreate({
     throttle, subJobSectors: plan.subJobSectors,
+    freshPages: freshPagesFor(plan.countSectors, plan.subJobSectors),
   });
   const hashes = flags.verify === true ?
-    new SourceHashes(plan.sourceSector, kc.subJobSectors) : null;
+    await createSourceHashes(plan.sourceSector, kc.subJobSectors) : null;
   const totalBytes = sectorsToBytes(plan.countSectors);
   const progress = await createProgress(cli, totalBytes, plan.progressMode, 'copy', plan.destSpecs);
   const startMs = performance.now();
@@ -280,8 +293,8 @@ async function verifyAll(
       if (!report.ok) continue;
       const device = await reopenForVerify(cli, plan.destSpecs[index]!, plan.dests, index,
         plan.opened);
-      const problem = await verifyDestination(client, device, plan.destSector,
-        plan.countSectors, hashes);
+      const problem = await hashes.verifyDestination(client, device, plan.destSector,
+        plan.countSectors);
       if (problem !== null) destinations[index] = { ...report, ok: false, error: problem };
     }
   } finally {

@@ -12,9 +12,12 @@ import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
-  createNbdServer, IoUringEngine, TableDevice, watchTableStatus, type BlockDevice, type FileEngine,
-  type NbdListenAddress, type NbdServerTlsOptions, type TableStatusWatch,
+  IoUringEngine, TableDevice, watchTableStatus, type BlockDevice, type FileEngine,
+  type TableStatusWatch,
 } from '../../index.js';
+import {
+  createNbdServer, type NbdListenAddress, type NbdServerTlsOptions,
+} from '../../server.js';
 import { tell, type CliContext, type RunCommand } from '../context.js';
 import { checkSpec, closeAll, openForCli } from '../devices.js';
 import { EXIT_IO_ERROR, EXIT_OK, UsageError } from '../exit-status.js';

@@ -3,11 +3,24 @@
 // O_DIRECT (plain if the filesystem refuses O_DIRECT, with a note on stderr); in-process and
 // network devices are read back through the device already open. Which is which is decided by
 // the spec, not by looking inside the device (it may be wrapped). Before the read-back, the
-// context's `beforeVerify` runs when given (a test corrupts a destination there).
+// context's `beforeVerify` runs when given (a test corrupts a destination there). The hashing
+// (verify.ts, with Node's crypto) is imported by `createSourceHashes`, when --verify is given.
 
 import { parseDeviceSpec, type BlockDevice } from '../../index.js';
 import { tell, type CliContext } from '../context.js';
 import { openForCli } from '../devices.js';
+import type { SourceHashes } from '../verify.js';
+
+/**
+ * The chunk hashes a --verify copy records, for chunks of `chunkSectors` from `firstSector`.
+ * verify.ts is imported here, by the copy that verifies, not with the copy command.
+ */
+export async function createSourceHashes(
+  firstSector: number, chunkSectors: number,
+): Promise<SourceHashes> {
+  const { SourceHashes: Hashes } = await import('../verify.js');
+  return new Hashes(firstSector, chunkSectors);
+}
 
 /**
  * Returns a device to read destination `index` back from, reopened when its spec is a path; a
