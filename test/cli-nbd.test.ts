@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { FileDevice, type BlockDevice } from '../src/index.js';
@@ -112,4 +112,24 @@ test('dmio copy reads a file source on the threadpool when a destination is NBD'
   assert.equal(toFile.engine, (opened.get(copy) as FileDevice).engine,
     'file to file: both on the default engine');
   assert.equal(fileHash(copy), fileHash(source));
+});
+
+test('dmio copy opens one connection to an NBD source and four to an NBD destination', async (t) => {
+  if (!requireTools(t, 'nbdkit')) return;
+  const directory = await tempDir(t);
+  const logPath = join(directory, 'nbdkit.log');
+  // nbdkit memory allows multi-conn, so the count is the CLI's own choice.
+  const server = await startNbdkit(['--filter=log', 'memory', '8M', `logfile=${logPath}`]);
+  t.after(() => server.stop());
+  const connects = (): number => (readFileSync(logPath, 'utf8').match(/ Connect export=/g) ?? []).length;
+
+  const up = await runDmio(['copy', 'random:8M,seed=5', server.uri, '--json']);
+  assert.equal(up.status, 0, up.stderr);
+  assert.equal(connects(), 4, 'a destination export gets four connections');
+  const down = await runDmio(['copy', server.uri, join(directory, 'back.img'), '--json']);
+  assert.equal(down.status, 0, down.stderr);
+  assert.equal(connects(), 5, 'a source export gets one connection');
+  const expected = join(directory, 'expected.img');
+  assert.equal((await runDmio(['copy', 'random:8M,seed=5', expected])).status, 0);
+  assert.equal(fileHash(join(directory, 'back.img')), fileHash(expected));
 });

@@ -141,6 +141,35 @@ describe('well-behaved test server', () => {
       await device.close();
     });
   });
+
+  test('close() sends NBD_CMD_DISC after the last reply and closes without waiting for the server', async () => {
+    const clientEnds: Array<Promise<unknown>> = [];
+    await withFake({
+      // The server takes DISC and keeps its side open (half-open: the client's EOF does not
+      // close it), as a server still tearing the connection down would: the client must not
+      // wait for it.
+      onDisconnect: (socket) => {
+        clientEnds.push(new Promise((resolve) => socket.once('end', resolve)));
+      },
+    }, async (server) => {
+      const device = await openNbdDevice(server.uri);
+      const data = pattern(0, 8 * KiB, 3);
+      const written = submit(device, request('write', 0, 16, [data]));
+      const startMs = performance.now();
+      const closing = device.close();
+      assert.equal(await written, null, 'close waits for the request in flight');
+      await closing;
+      const closeMs = performance.now() - startMs;
+      assert.ok(closeMs < 1000, `close took ${closeMs.toFixed(0)} ms against a server that never closes`);
+      // The DISC is in the server's socket before close() resolves; it reads it a moment later.
+      for (let waitedMs = 0; clientEnds.length === 0 && waitedMs < 1000; waitedMs += 5) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      assert.equal(clientEnds.length, 1, 'the server received NBD_CMD_DISC');
+      assert.deepEqual(server.disk.subarray(0, 8 * KiB), Buffer.from(data));
+      await clientEnds[0];
+    });
+  });
 });
 
 describe('hostile server: transmission phase', () => {

@@ -49,8 +49,9 @@ export function isFileSpec(spec: string): boolean {
 }
 
 /**
- * NBD connections the CLI asks for: 4, as nbdcopy does. The server must allow multi-conn
- * (CAN_MULTI_CONN), else one is used; measured here, reads ran about twice as fast as on one.
+ * NBD connections the CLI asks for: 4, nbdcopy's default (which caps it at its thread count,
+ * the number of cores). The server must allow multi-conn (CAN_MULTI_CONN), else one is used.
+ * A copy's source asks for one instead (open-regions.ts: its reads fill one connection).
  */
 const CLI_NBD_CONNECTIONS = 4;
 

@@ -212,18 +212,31 @@ export class NbdConnection implements ReplySink {
   }
 
   /**
-   * Soft disconnect: waits for the commands in flight, sends NBD_CMD_DISC, closes the socket.
-   * Resolves once the socket closed (or was destroyed after a short wait).
+   * Soft disconnect: waits for the commands in flight, sends NBD_CMD_DISC and closes the socket
+   * as soon as the kernel has taken the DISC. Nothing is left for the server to answer, so its
+   * own close (which nbdkit makes only after stopping the connection's worker threads: 7-70 ms
+   * per device measured here) is not waited for. Resolves once the socket closed.
    */
   async disconnect(): Promise<void> {
     if (this.#deadError === null && !this.#disconnecting) {
       this.#disconnecting = true;
       await this.#drained();
-      if (this.#deadError === null) {
-        this.#socket.end(encodeRequest(NBD_CMD_DISC, 0, 0, 0, 0));
-      }
+      if (this.#deadError === null) await this.#sendDisconnect();
+      this.#socket.destroy();
     }
     await this.#closed();
+  }
+
+  /** Ends the socket with NBD_CMD_DISC; settles once it was written, or the socket closed. */
+  #sendDisconnect(): Promise<void> {
+    return new Promise((resolve) => {
+      const settle = (): void => resolve();
+      this.#socket.once('close', settle);
+      this.#socket.end(encodeRequest(NBD_CMD_DISC, 0, 0, 0, 0), () => {
+        this.#socket.off('close', settle);
+        resolve();
+      });
+    });
   }
 
   #drained(): Promise<void> {

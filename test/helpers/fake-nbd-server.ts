@@ -59,6 +59,12 @@ export interface FakeServerOptions {
   readonly handshake?: (socket: net.Socket, reader: HandshakeReader) => Promise<void>;
   /** Answers one request; the default serves `disk` correctly. */
   readonly onRequest?: (request: FakeRequest) => void;
+  /**
+   * Called on NBD_CMD_DISC instead of the default, which ends the socket at once. With it the
+   * server's sockets allow half-open connections: the client's EOF does not end the server's
+   * side, so the handler decides when (or whether) that side closes.
+   */
+  readonly onDisconnect?: (socket: net.Socket) => void;
 }
 
 /** A running fake server. */
@@ -80,7 +86,7 @@ export async function startFakeServer(options: FakeServerOptions = {}): Promise<
   const disk = Buffer.alloc(options.sizeBytes ?? 1024 * 1024);
   const requests: FakeRequest[] = [];
   const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
+  const server = net.createServer({ allowHalfOpen: options.onDisconnect !== undefined }, (socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => undefined);
@@ -117,7 +123,8 @@ async function serve(
     const header = await reader.read(28);
     const type = header.readUInt16BE(6);
     if (type === NBD_CMD_DISC) {
-      socket.end();
+      if (options.onDisconnect !== undefined) options.onDisconnect(socket);
+      else socket.end();
       return;
     }
     const lengthBytes = header.readUInt32BE(24);

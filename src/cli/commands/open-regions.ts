@@ -57,6 +57,16 @@ function sourceEngine(
 }
 
 /**
+ * NBD connections a copy's source asks for: one. The device fills its connections in order
+ * (16 MiB or 16 commands each before the next), and a copy keeps at most 8 chunks in flight,
+ * so a source's READs all go to the first connection anyway; the other three only cost their
+ * handshakes and, on nbdkit, 16 worker threads each (measured in docs/performance.md, "NBD
+ * copies, second round"). Destinations keep the CLI's four: WRITE payloads back a socket up,
+ * and writes spread over every connection.
+ */
+const SOURCE_NBD_CONNECTIONS = 1;
+
+/**
  * Checks every spec, opens the source read-only (a buffered file on the threadpool when a
  * destination is an NBD export: `sourceEngine`) and resolves the copy length.
  */
@@ -66,7 +76,8 @@ export async function openSource(
   checkSpec(sourceSpec, false);
   for (const spec of destSpecs) checkSpec(spec, true);
   const device = await openForCli(cli, { spec: sourceSpec, options: { readOnly: true,
-    direct: range.direct, ...sourceEngine(destSpecs, range.direct) } });
+    direct: range.direct, ...sourceEngine(destSpecs, range.direct),
+    nbd: { connections: SOURCE_NBD_CONNECTIONS } } });
   opened.push(device);
   refuseSizelessContent(sourceSpec, device);
   if (range.sector > device.sizeSectors) {
