@@ -16,6 +16,7 @@ import {
 } from './helpers/fake-nbd-server.js';
 
 const KiB = 1024;
+const MiB = 1024 * KiB;
 
 async function withFake(options: FakeServerOptions, body: (server: FakeServer) => Promise<void>): Promise<void> {
   const server = await startFakeServer(options);
@@ -168,6 +169,24 @@ describe('well-behaved test server', () => {
       assert.equal(clientEnds.length, 1, 'the server received NBD_CMD_DISC');
       assert.deepEqual(server.disk.subarray(0, 8 * KiB), Buffer.from(data));
       await clientEnds[0];
+    });
+  });
+
+  test('close() returns when a server stops reading with a WRITE payload and the DISC still unsent', { timeout: 20_000 }, async () => {
+    await withFake({
+      sizeBytes: 32 * MiB,
+      replyBeforePayloadThenStall: true,
+      onRequest: (request) => request.socket.write(simpleReply(request.cookie, 0)),
+    }, async (server) => {
+      const device = await openNbdDevice(server.uri);
+      // 16 MiB: far more than the client's send buffer and the server's receive buffer hold,
+      // so most of the payload, and the DISC behind it, can never leave the client.
+      const written = await submit(device, request('write', 0, 32768, [new Uint8Array(16 * MiB)]));
+      assert.equal(written, null, 'the server acknowledged the write from its header');
+      const startMs = performance.now();
+      await device.close();
+      const closeMs = performance.now() - startMs;
+      assert.ok(closeMs < 5000, `close took ${closeMs.toFixed(0)} ms`);
     });
   });
 });

@@ -42,7 +42,10 @@ export async function connectNbd(
   let live = { socket, input, reader: new HandshakeReader(socket) };
   input.attach(live.reader);
   const upgrade: TlsUpgrade = async () => {
-    const { startClientTls } = await import('./tls-client.js');
+    const { startClientTls } = await import('./tls-client.js').catch((error: unknown) => {
+      throw new NbdError('DMIO_ERR_NBD_PROTOCOL', target.uri,
+        `TLS is not available: ${String(error)}`, { cause: error });
+    });
     live.reader.detach();
     const secure = await startClientTls(socket, target);
     const secureInput = new SocketInput();

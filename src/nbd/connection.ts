@@ -227,15 +227,21 @@ export class NbdConnection implements ReplySink {
     await this.#closed();
   }
 
-  /** Ends the socket with NBD_CMD_DISC; settles once it was written, or the socket closed. */
+  /**
+   * Ends the socket with NBD_CMD_DISC; settles once it was written, the socket closed, or
+   * DISCONNECT_WAIT_MS passed (a server that stopped reading leaves queued bytes, and with them
+   * the DISC, unsent for ever).
+   */
   #sendDisconnect(): Promise<void> {
     return new Promise((resolve) => {
-      const settle = (): void => resolve();
-      this.#socket.once('close', settle);
-      this.#socket.end(encodeRequest(NBD_CMD_DISC, 0, 0, 0, 0), () => {
+      const settle = (): void => {
+        clearTimeout(timer);
         this.#socket.off('close', settle);
         resolve();
-      });
+      };
+      const timer = setTimeout(settle, DISCONNECT_WAIT_MS);
+      this.#socket.once('close', settle);
+      this.#socket.end(encodeRequest(NBD_CMD_DISC, 0, 0, 0, 0), settle);
     });
   }
 

@@ -119,6 +119,8 @@ export class Transmission {
     this.#limits = limits;
     this.#pool = pool;
     stream.on('drain', () => this.#poke());
+    // A destroyed stream never drains: a loop waiting for room would wait for ever.
+    stream.once('close', () => this.stop());
   }
 
   /** Requests running now. */

@@ -65,6 +65,11 @@ export interface FakeServerOptions {
    * side, so the handler decides when (or whether) that side closes.
    */
   readonly onDisconnect?: (socket: net.Socket) => void;
+  /**
+   * A broken server: answers the first WRITE from its header alone (`onRequest` sees a null
+   * payload) and then stops reading the socket for good.
+   */
+  readonly replyBeforePayloadThenStall?: boolean;
 }
 
 /** A running fake server. */
@@ -128,16 +133,22 @@ async function serve(
       return;
     }
     const lengthBytes = header.readUInt32BE(24);
+    const stall = type === NBD_CMD_WRITE && options.replyBeforePayloadThenStall === true;
     const request: FakeRequest = {
       socket, disk, structured, type,
       commandFlags: header.readUInt16BE(4),
       cookie: Buffer.from(header.subarray(8, 16)),
       offsetBytes: Number(header.readBigUInt64BE(16)),
       lengthBytes,
-      payload: type === NBD_CMD_WRITE ? await reader.read(lengthBytes) : null,
+      payload: type === NBD_CMD_WRITE && !stall ? await reader.read(lengthBytes) : null,
     };
     requests.push(request);
     onRequest(request);
+    if (stall) {
+      socket.pause();
+      socket.removeAllListeners('data');
+      return;
+    }
   }
 }
 

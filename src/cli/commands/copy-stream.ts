@@ -17,6 +17,7 @@ import {
   dmIoClientCreate, dmIoClientDestroy, dmKcopydClientCreate, dmKcopydClientDestroy,
   dmKcopydCopyStream, SECTOR_SIZE, sectorsToBytes, type BlockDevice, type KcopydStreamResult,
 } from '../../index.js';
+import { destroyOnThrow } from '../destroy-on-throw.js';
 import { tell, type CliContext } from '../context.js';
 import { closeAll } from '../devices.js';
 import { watchInterrupts } from '../interrupt.js';
@@ -65,10 +66,12 @@ export async function copyStream(cli: CliContext, plan: StreamCopyPlan): Promise
         writeBehind: plan.flush });
     const sparse = sparseOption(plan.sparseFlags, plan.destSpecs, dests, plan.destSector, grown);
     const kc = dmKcopydClientCreate({ subJobSectors: plan.subJobSectors });
-    const hashes = plan.verify ? await createSourceHashes(0, kc.subJobSectors) : null;
-    const progress = await createProgress(cli,
-      plan.lengthSectors === null ? 0 : sectorsToBytes(capSectors), plan.progressMode, 'copy',
-      plan.destSpecs);
+    const { hashes, progress } = await destroyOnThrow(kc, async () => ({
+      hashes: plan.verify ? await createSourceHashes(0, kc.subJobSectors) : null,
+      progress: await createProgress(cli,
+        plan.lengthSectors === null ? 0 : sectorsToBytes(capSectors), plan.progressMode, 'copy',
+        plan.destSpecs),
+    }));
     const startMs = performance.now();
     const interrupts = watchInterrupts(cli);
     let result: KcopydStreamResult;

@@ -14,6 +14,7 @@ import {
   type KcopydResult, type KcopydSparseOptions,
 } from '../../index.js';
 import { parseSparseBytes, sparseOption, type GrownFile, type SparseFlags } from '../sparse-choice.js';
+import { destroyOnThrow } from '../destroy-on-throw.js';
 import type { CliContext, RunCommand } from '../context.js';
 import { openDestinations, openSource, refuseSourceOverlap } from './open-regions.js';
 import { copyStream, refuseStreamFlags } from './copy-stream.js';
@@ -207,10 +208,12 @@ async function runCopy(cli: CliContext, plan: CopyPlan): Promise<number> {
     throttle, subJobSectors: plan.subJobSectors,
     freshPages: freshPagesFor(plan.countSectors, plan.subJobSectors),
   });
-  const hashes = flags.verify === true ?
-    await createSourceHashes(plan.sourceSector, kc.subJobSectors) : null;
   const totalBytes = sectorsToBytes(plan.countSectors);
-  const progress = await createProgress(cli, totalBytes, plan.progressMode, 'copy', plan.destSpecs);
+  const { hashes, progress } = await destroyOnThrow(kc, async () => ({
+    hashes: flags.verify === true ?
+      await createSourceHashes(plan.sourceSector, kc.subJobSectors) : null,
+    progress: await createProgress(cli, totalBytes, plan.progressMode, 'copy', plan.destSpecs),
+  }));
   const startMs = performance.now();
   const interrupts = watchInterrupts(cli);
   let result: KcopydResult;

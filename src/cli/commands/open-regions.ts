@@ -180,7 +180,8 @@ export async function openDestinations(
 ): Promise<BlockDevice[]> {
   const region = { sector, countSectors, direct, sectorFlag: options.sectorFlag ?? '--sector',
     preallocate: options.preallocate === true,
-    writeBehindBytes: options.writeBehind === true ? WRITE_BEHIND_BYTES_DEFAULT : 0 };
+    // O_DIRECT leaves nothing in the page cache for a background flush to write.
+    writeBehindBytes: options.writeBehind === true && !direct ? WRITE_BEHIND_BYTES_DEFAULT : 0 };
   const growth = options.growth ?? 'create-or-extend';
   refuseRepeatedDestinations(specs);
   const endBytes = regionEndBytes(region);
