@@ -11,8 +11,13 @@
 // as ext4's inode lock serialises the threadpool's writes to one file anyway (measured in
 // docs/performance.md, "Serve writes"). The buffered ring's default kernel polling thread
 // (SQPOLL) takes each entry as it is published and whose wake-ups busy-wait briefly for the
-// next completion: cached reads complete within microseconds. The direct ring has none by
-// default: a batch is submitted with one io_uring_enter per event-loop task, which leaves the
+// next completion: cached reads complete within microseconds. Without that thread, a buffered
+// read prepared while another request is in flight goes to one of the kernel's io-wq workers
+// (`offloadBusyReads`), so copying it out of the page cache runs on the other core instead of
+// inside the event loop's io_uring_enter; a read on an idle ring stays inline, where the
+// hand-off only adds latency (docs/performance.md, "Serve reads on the kernel's workers"). An
+// O_DIRECT read never needs that: the block layer completes it. The direct ring has no polling
+// thread by default: a batch is submitted with one io_uring_enter per event-loop task, which leaves the
 // second core to the device (a loop device's worker). Both are made on first use; a ring the
 // kernel refuses leaves its steps on the threadpool. The step's I/O priority goes into the
 // entry's ioprio field.
@@ -143,13 +148,14 @@ export class IoUringEngine implements FileEngine {
   }
 }
 
-function makeRing(sqPollIdleMs: number, spin: boolean): IoUring | null {
+function makeRing(sqPollIdleMs: number, buffered: boolean): IoUring | null {
   // A worker thread's loop is torn down with koffi's poll handle still on it, which crashes
   // the process when the worker exits (seen on Node 20): rings live on the main thread only.
   if (!isMainThread) return null;
   try {
     return IoUring.create(RING_ENTRIES, {
-      sqPollIdleMs, spinUs: spin && sqPollIdleMs > 0 ? BUFFERED_RING_SPIN_US : 0,
+      sqPollIdleMs, spinUs: buffered && sqPollIdleMs > 0 ? BUFFERED_RING_SPIN_US : 0,
+      offloadBusyReads: buffered && sqPollIdleMs === 0,
     });
   } catch {
     return null; // ENOSYS, EPERM (seccomp, io_uring_disabled), no bindings: the threadpool.

@@ -188,6 +188,69 @@ describe('IoUring', () => {
     });
   });
 
+  test('offloadBusyReads: a read behind others goes to a kernel worker, a lone read and ' +
+    'writes are not marked; the data is the same either way', async (t) => {
+    if (ringOrSkip(t) === null) return;
+    const { path } = await dataFile(t, 1024 * 1024);
+    fs.readFileSync(path); // cached: without the flag, no read would leave this thread
+    // In a child of its own, so that the kernel workers it sees are its ring's alone.
+    const script = (offloadBusyReads: boolean): string => [
+      "import fs from 'node:fs';",
+      `import { IoUring } from ${JSON.stringify(new URL('./io-uring.ts', import.meta.url).href)};`,
+      `const ring = IoUring.create(16, { offloadBusyReads: ${String(offloadBusyReads)} });`,
+      `const fd = fs.openSync(${JSON.stringify(path)}, 'r+');`,
+      'const transfer = (op, buffer, position) => new Promise((resolve) =>',
+      '  ring.prepareTransfer(fd, op, [buffer], position, 0, resolve));',
+      'const lone = new Uint8Array(4096);',
+      'const results = [await transfer("read", lone, 4096)];',
+      'const afterLone = ring.counters.offloadedReads;',
+      'const buffers = Array.from({ length: 8 }, () => new Uint8Array(65536));',
+      'results.push(...await Promise.all(',
+      '  buffers.map((buffer, index) => transfer("read", buffer, index * 65536))));',
+      'const afterBatch = ring.counters.offloadedReads;',
+      "const workers = fs.readdirSync('/proc/self/task').filter((task) =>",
+      "  fs.readFileSync(`/proc/self/task/${task}/comm`, 'utf8').startsWith('iou-wrk')).length;",
+      'results.push(...await Promise.all([',
+      '  transfer("write", new Uint8Array(4096).fill(7), 1024 * 1024 - 4096),',
+      '  transfer("read", new Uint8Array(4096), 0)]));',
+      'const hash = (bytes) => Buffer.from(bytes).toString("base64").length + ":" +',
+      '  Buffer.from(bytes).reduce((sum, byte, index) => (sum + byte * (index % 251 + 1)) % 1e9, 0);',
+      'console.log(JSON.stringify({ results, afterLone, afterBatch,',
+      '  offloaded: ring.counters.offloadedReads,',
+      '  workers, lone: hash(lone), buffers: buffers.map(hash) }));',
+      'ring.close();',
+    ].join('\n');
+    const run = async (offloadBusyReads: boolean) => JSON.parse((await execFileAsync(
+      process.execPath, ['--import', 'tsx', '--input-type=module', '--eval',
+        script(offloadBusyReads)], { timeout: 20_000 })).stdout) as {
+      results: number[]; afterLone: number; afterBatch: number; offloaded: number;
+      workers: number;
+      lone: string; buffers: string[];
+    };
+    const inline = await run(false);
+    const offloaded = await run(true);
+    assert.deepEqual(inline.results, [4096, ...new Array(8).fill(65536), 4096, 4096]);
+    assert.deepEqual(offloaded.results, inline.results);
+    assert.equal(inline.offloaded, 0);
+    assert.equal(inline.workers, 0, 'cached reads and nothing else: no kernel worker');
+    assert.equal(offloaded.afterLone, 0, 'a read on an idle ring stays inline');
+    assert.equal(offloaded.afterBatch, 7, 'eight reads at once: the first inline, seven behind');
+    assert.equal(offloaded.offloaded, 8, 'a write and a read behind it: only the read');
+    assert.ok(offloaded.workers >= 1, 'the kernel ran the offloaded reads on its workers');
+    const expected = pattern(1024 * 1024, 3);
+    const check = (bytes: Uint8Array): string => {
+      const sum = Buffer.from(bytes).reduce((total, byte, index) =>
+        (total + byte * (index % 251 + 1)) % 1e9, 0);
+      return `${Buffer.from(bytes).toString('base64').length}:${sum}`;
+    };
+    assert.equal(offloaded.lone, check(expected.subarray(4096, 8192)));
+    assert.deepEqual(offloaded.buffers, Array.from({ length: 8 },
+      (_, index) => check(expected.subarray(index * 65536, (index + 1) * 65536))));
+    assert.deepEqual(inline.buffers, offloaded.buffers);
+    assert.throws(() => IoUring.create(4, { sqPollIdleMs: 5, offloadBusyReads: true }),
+      /no polling thread/);
+  });
+
   test('a callback that throws surfaces later and its batch still completes', async (t) => {
     const ring = ringOrSkip(t);
     if (ring === null) return;

@@ -40,6 +40,8 @@ const IORING_OP_WRITEV = 2;
 const IORING_OP_READ = 22;
 const IORING_OP_WRITE = 23;
 const IORING_ENTER_GETEVENTS = 1;
+/** Submission-entry flag (byte 1 of the first word): run the request on a kernel io-wq worker. */
+const IOSQE_ASYNC = 1 << 4;
 /** Keep submitting the rest of a batch when one entry fails to start (5.18). */
 const IORING_SETUP_SUBMIT_ALL = 1 << 7;
 const IORING_SETUP_CLAMP = 1 << 4;
@@ -95,6 +97,14 @@ export interface IoUringOptions {
    * within microseconds of their submission, so waiting beats sleeping and being woken.
    */
   readonly spinUs?: number;
+  /**
+   * Without a polling thread only: a read prepared while another request is in flight on the
+   * ring goes to one of the kernel's io-wq workers (IOSQE_ASYNC), so copying it out of the
+   * page cache runs on another core instead of inside this thread's io_uring_enter; a read
+   * prepared while the ring is idle still runs inline, where the hand-off would only add to its
+   * latency (default false).
+   */
+  readonly offloadBusyReads?: boolean;
 }
 
 /** Completion of one entry: bytes moved (0 or more) or a negated errno, as the kernel says. */
@@ -201,15 +211,19 @@ export class IoUring {
   readonly #spinMs: number;
   /** Until when this event-loop turn may still busy-wait for completions (performance.now). */
   #spinUntilMs = 0;
+  /** Reads prepared behind others go to the kernel's workers (`offloadBusyReads`). */
+  readonly #offloadBusyReads: boolean;
   /**
-   * Counters for diagnostics: wake-ups, io_uring_enter calls, completions, and the waits for
-   * completions (`spinUs`) that found one.
+   * Counters for diagnostics: wake-ups, io_uring_enter calls, completions, the waits for
+   * completions (`spinUs`) that found one, and reads handed to the kernel's workers
+   * (`offloadBusyReads`).
    */
-  readonly counters = { wakeups: 0, enters: 0, completions: 0, spinHits: 0 };
+  readonly counters = { wakeups: 0, enters: 0, completions: 0, spinHits: 0, offloadedReads: 0 };
 
   /** @internal Use `IoUring.create`. */
   private constructor(
     native: UringBindings, fd: number, params: DataView, entries: number, spinUs: number,
+    offloadBusyReads: boolean,
   ) {
     this.entries = entries;
     this.#spinMs = spinUs / 1000;
@@ -218,6 +232,7 @@ export class IoUring {
     this.#mappings = [];
     this.#sqPoll = (params.getUint32(8, true) & IORING_SETUP_SQPOLL) !== 0;
     this.coopTaskrun = (params.getUint32(8, true) & IORING_SETUP_COOP_TASKRUN) !== 0;
+    this.#offloadBusyReads = offloadBusyReads && !this.#sqPoll;
     this.#sqFlagsWord = params.getUint32(56, true) / 4;
     try {
       const features = params.getUint32(20, true);
@@ -271,6 +286,8 @@ export class IoUring {
     const spinUs = options.spinUs ?? 0;
     assert.ok(Number.isInteger(spinUs) && spinUs >= 0 && spinUs <= SPIN_US_MAX, 'spinUs');
     assert.ok(spinUs === 0 || sqPollIdleMs > 0, 'spinning needs a polling thread');
+    const offloadBusyReads = options.offloadBusyReads ?? false;
+    assert.ok(!offloadBusyReads || sqPollIdleMs === 0, 'offloading reads needs no polling thread');
     if (process.platform !== 'linux' || os.endianness() !== 'LE') {
       throw new SysError(38, 'io_uring_setup');
     }
@@ -285,7 +302,7 @@ export class IoUring {
     const { fd, view } = setup;
     if (fd < 0) throw new SysError(setup.errno, 'io_uring_setup');
     try {
-      return new IoUring(native, fd, view, view.getUint32(0, true), spinUs);
+      return new IoUring(native, fd, view, view.getUint32(0, true), spinUs, offloadBusyReads);
     } catch (error) {
       native.close(fd);
       throw error;
@@ -374,13 +391,19 @@ export class IoUring {
       this.#memory[slot] = buffers;
     }
     this.#callbacks[slot] = callback;
-    this.#writeEntry(slot, opcode | (ioprio << 16), fd, positionBytes, address, length);
+    let flags = 0;
+    if (op === 'read' && this.#offloadBusyReads && this.#inflight > 0) {
+      flags = IOSQE_ASYNC;
+      this.counters.offloadedReads += 1;
+    }
+    this.#writeEntry(slot, opcode | (flags << 8) | (ioprio << 16), fd, positionBytes, address,
+      length);
     return true;
   }
 
   /**
-   * Writes one submission entry. `head` is its first word: opcode (byte 0), flags (byte 1,
-   * always 0 here) and ioprio (bytes 2-3).
+   * Writes one submission entry. `head` is its first word: opcode (byte 0), flags (byte 1:
+   * IOSQE_ASYNC or none) and ioprio (bytes 2-3).
    */
   #writeEntry(
     slot: number, head: number, fd: number, offset: number, address: number, length: number,
