@@ -12,10 +12,10 @@
 // docs/performance.md, "Serve writes"). The buffered ring's default kernel polling thread
 // (SQPOLL) takes each entry as it is published and whose wake-ups busy-wait briefly for the
 // next completion: cached reads complete within microseconds. Without that thread, a buffered
-// read prepared while another request is in flight goes to one of the kernel's io-wq workers
-// (`offloadBusyReads`), so copying it out of the page cache runs on the other core instead of
-// inside the event loop's io_uring_enter; a read on an idle ring stays inline, where the
-// hand-off only adds latency (docs/performance.md, "Serve reads on the kernel's workers"). An
+// read of 64 KiB or more prepared while another request is in flight goes to one of the
+// kernel's io-wq workers (`offloadBusyReads`), so copying it out of the page cache runs on the
+// other core instead of inside the event loop's io_uring_enter; a read on an idle ring, or a
+// smaller one, stays inline, where the hand-off costs more than it saves (docs/performance.md, "Serve reads on the kernel's workers"). An
 // O_DIRECT read never needs that: the block layer completes it. The direct ring has no polling
 // thread by default: a batch is submitted with one io_uring_enter per event-loop task, which leaves the
 // second core to the device (a loop device's worker). Both are made on first use; a ring the

@@ -2,7 +2,8 @@
 // kernel's results (bytes, 0 at the end of the file, negated errnos) passed on unchanged,
 // batches, the ioprio field read by the kernel, a full ring refusing more, completions never
 // inside `prepareTransfer`, COOP_TASKRUN on rings without a polling thread, a throwing
-// callback that does not stall the ring, the kernel polling thread waking again after it slept
+// callback that does not stall the ring, large reads behind others handed to the kernel's
+// workers (`offloadBusyReads`), the kernel polling thread waking again after it slept
 // and taking each entry as soon as it is prepared, spinning for completions (chains of callbacks
 // and of promises, the event loop still turning), close, and a child process that waits for its
 // ring's completion (the poll handle holds the loop while requests are in flight) and then exits
@@ -17,7 +18,8 @@ import { performance } from 'node:perf_hooks';
 import { describe, test, type TestContext } from 'node:test';
 import { promisify } from 'node:util';
 import {
-  IoUring, type IoUringOptions, URING_IOVECS_PER_ENTRY_MAX, uringErrorCode,
+  IoUring, type IoUringOptions, OFFLOAD_READ_BYTES_MIN, URING_IOVECS_PER_ENTRY_MAX,
+  uringErrorCode,
 } from './io-uring.js';
 import { pattern } from '../../test/helpers/requests.js';
 import { tempDir } from '../../test/helpers/tmp.js';
@@ -188,8 +190,8 @@ describe('IoUring', () => {
     });
   });
 
-  test('offloadBusyReads: a read behind others goes to a kernel worker, a lone read and ' +
-    'writes are not marked; the data is the same either way', async (t) => {
+  test('offloadBusyReads: a large read behind others goes to a kernel worker; a lone read, ' +
+    'a small one and writes are not marked; the data is the same either way', async (t) => {
     if (ringOrSkip(t) === null) return;
     const { path } = await dataFile(t, 1024 * 1024);
     fs.readFileSync(path); // cached: without the flag, no read would leave this thread
@@ -205,14 +207,15 @@ describe('IoUring', () => {
       'const results = [await transfer("read", lone, 4096)];',
       'const afterLone = ring.counters.offloadedReads;',
       'const buffers = Array.from({ length: 8 }, () => new Uint8Array(65536));',
-      'results.push(...await Promise.all(',
-      '  buffers.map((buffer, index) => transfer("read", buffer, index * 65536))));',
+      'results.push(...await Promise.all([',
+      '  ...buffers.map((buffer, index) => transfer("read", buffer, index * 65536)),',
+      '  transfer("read", new Uint8Array(4096), 8192)]));',
       'const afterBatch = ring.counters.offloadedReads;',
       "const workers = fs.readdirSync('/proc/self/task').filter((task) =>",
       "  fs.readFileSync(`/proc/self/task/${task}/comm`, 'utf8').startsWith('iou-wrk')).length;",
       'results.push(...await Promise.all([',
       '  transfer("write", new Uint8Array(4096).fill(7), 1024 * 1024 - 4096),',
-      '  transfer("read", new Uint8Array(4096), 0)]));',
+      '  transfer("read", new Uint8Array(65536), 0)]));',
       'const hash = (bytes) => Buffer.from(bytes).toString("base64").length + ":" +',
       '  Buffer.from(bytes).reduce((sum, byte, index) => (sum + byte * (index % 251 + 1)) % 1e9, 0);',
       'console.log(JSON.stringify({ results, afterLone, afterBatch,',
@@ -229,12 +232,14 @@ describe('IoUring', () => {
     };
     const inline = await run(false);
     const offloaded = await run(true);
-    assert.deepEqual(inline.results, [4096, ...new Array(8).fill(65536), 4096, 4096]);
+    assert.deepEqual(inline.results, [4096, ...new Array(8).fill(65536), 4096, 4096, 65536]);
     assert.deepEqual(offloaded.results, inline.results);
     assert.equal(inline.offloaded, 0);
     assert.equal(inline.workers, 0, 'cached reads and nothing else: no kernel worker');
     assert.equal(offloaded.afterLone, 0, 'a read on an idle ring stays inline');
-    assert.equal(offloaded.afterBatch, 7, 'eight reads at once: the first inline, seven behind');
+    assert.equal(offloaded.afterBatch, 7,
+      'eight large reads at once: the first inline, seven behind it; a small one stays inline');
+    assert.equal(OFFLOAD_READ_BYTES_MIN, 65536);
     assert.equal(offloaded.offloaded, 8, 'a write and a read behind it: only the read');
     assert.ok(offloaded.workers >= 1, 'the kernel ran the offloaded reads on its workers');
     const expected = pattern(1024 * 1024, 3);

@@ -23,6 +23,7 @@
 // Little-endian hosts only (x86-64, arm64), checked at setup.
 
 import assert from '../assert.js';
+import { KIB } from '../constants.js';
 import os from 'node:os';
 import { errnoName } from './errno-name.js';
 import { libcLibrary, SysError } from './libc.js';
@@ -68,6 +69,13 @@ const IOPRIO_FIELD_MAX = 0xffff;
 const CQE_BYTES = 16;
 const TWO_TO_32 = 4294967296;
 
+/**
+ * The smallest read `offloadBusyReads` hands to a kernel worker (64 KiB): copying less out of
+ * the page cache costs less than the hand-off (4 KiB reads through `dmio serve` at QD 16 took
+ * about 14 µs of server CPU each when offloaded against 11-13 inline; docs/performance.md).
+ */
+export const OFFLOAD_READ_BYTES_MIN = 64 * KIB;
+
 /** Rounds of reaping and submitting one wake-up may run before it yields to the loop. */
 const REAP_ROUNDS_MAX = 4;
 
@@ -98,11 +106,11 @@ export interface IoUringOptions {
    */
   readonly spinUs?: number;
   /**
-   * Without a polling thread only: a read prepared while another request is in flight on the
-   * ring goes to one of the kernel's io-wq workers (IOSQE_ASYNC), so copying it out of the
-   * page cache runs on another core instead of inside this thread's io_uring_enter; a read
-   * prepared while the ring is idle still runs inline, where the hand-off would only add to its
-   * latency (default false).
+   * Without a polling thread only: a read of at least OFFLOAD_READ_BYTES_MIN prepared while
+   * another request is in flight on the ring goes to one of the kernel's io-wq workers
+   * (IOSQE_ASYNC), so copying it out of the page cache runs on another core instead of inside
+   * this thread's io_uring_enter; a read prepared while the ring is idle, or a small one, still
+   * runs inline, where the hand-off would cost more than it saves (default false).
    */
   readonly offloadBusyReads?: boolean;
 }
@@ -368,11 +376,13 @@ export class IoUring {
     let opcode: number;
     let address: number;
     let length: number;
+    let transferBytes = 0;
     if (count === 1) {
       const only = buffers[0] as Uint8Array;
       opcode = op === 'read' ? IORING_OP_READ : IORING_OP_WRITE;
       address = this.#addressOf(only);
       length = only.length;
+      transferBytes = length;
       this.#memory[slot] = only;
     } else {
       opcode = op === 'read' ? IORING_OP_READV : IORING_OP_WRITEV;
@@ -385,6 +395,7 @@ export class IoUring {
         this.#iovecs[word + 1] = Math.floor(bufferAddress / TWO_TO_32);
         this.#iovecs[word + 2] = buffer.length;
         this.#iovecs[word + 3] = 0;
+        transferBytes += buffer.length;
       }
       address = this.#iovecBase + firstWord * 4;
       length = count;
@@ -392,7 +403,8 @@ export class IoUring {
     }
     this.#callbacks[slot] = callback;
     let flags = 0;
-    if (op === 'read' && this.#offloadBusyReads && this.#inflight > 0) {
+    if (op === 'read' && this.#offloadBusyReads && this.#inflight > 0 &&
+      transferBytes >= OFFLOAD_READ_BYTES_MIN) {
       flags = IOSQE_ASYNC;
       this.counters.offloadedReads += 1;
     }
