@@ -71,8 +71,8 @@ const TWO_TO_32 = 4294967296;
 
 /**
  * The smallest read `offloadBusyReads` hands to a kernel worker (64 KiB): copying less out of
- * the page cache costs less than the hand-off (4 KiB reads through `dmio serve` at QD 16 took
- * about 14 µs of server CPU each when offloaded against 11-13 inline; docs/performance.md).
+ * the page cache costs less than waking the worker (docs/performance.md, "Serve reads on the
+ * kernel's workers").
  */
 export const OFFLOAD_READ_BYTES_MIN = 64 * KIB;
 
