@@ -14,10 +14,11 @@
 // next completion: cached reads complete within microseconds. Without that thread, a buffered
 // read of 64 KiB or more prepared while another request is in flight goes to one of the
 // kernel's io-wq workers (`offloadBusyReads`), so copying it out of the page cache runs on the
-// other core instead of inside the event loop's io_uring_enter; a read on an idle ring, or a
-// smaller one, stays inline, where the hand-off costs more than it saves (docs/performance.md, "Serve reads on the kernel's workers"). An
-// O_DIRECT read never needs that: the block layer completes it. The direct ring has no polling
-// thread by default: a batch is submitted with one io_uring_enter per event-loop task, which leaves the
+// other core instead of inside the event loop's io_uring_enter; a cached read on an idle ring,
+// or a smaller one, is copied inline, where the hand-off costs more than it saves
+// (docs/performance.md, "Serve reads on the kernel's workers"). An O_DIRECT read never needs
+// that: the block layer completes it. The direct ring has no polling thread by default: a
+// batch is submitted with one io_uring_enter per event-loop task, which leaves the
 // second core to the device (a loop device's worker). Both are made on first use; a ring the
 // kernel refuses leaves its steps on the threadpool. The step's I/O priority goes into the
 // entry's ioprio field.
@@ -51,8 +52,9 @@ export interface IoUringEngineOptions {
   /**
    * Milliseconds the buffered ring's kernel polling thread (SQPOLL) keeps polling after its
    * last request (default RING_SQPOLL_IDLE_MS); 0 sets that ring up without a polling thread,
-   * so no core ever spins for it (cached reads then cost one system call per batch), and
-   * sends buffered writes to that ring too instead of the threadpool.
+   * so no core ever spins for it (cached reads then cost one system call per batch), sends
+   * buffered writes to that ring too instead of the threadpool, and hands reads of 64 KiB or
+   * more prepared behind others to the kernel's workers (`offloadBusyReads`).
    */
   readonly sqPollIdleMs?: number;
   /**

@@ -225,7 +225,9 @@ describe('IoUring', () => {
     ].join('\n');
     const run = async (offloadBusyReads: boolean) => JSON.parse((await execFileAsync(
       process.execPath, ['--import', 'tsx', '--input-type=module', '--eval',
-        script(offloadBusyReads)], { timeout: 20_000 })).stdout) as {
+        script(offloadBusyReads)],
+      // Only this ring's workers: libuv's own io_uring (opt-in) would add some of its own.
+      { timeout: 20_000, env: { ...process.env, UV_USE_IO_URING: '0' } })).stdout) as {
       results: number[]; afterLone: number; afterBatch: number; offloaded: number;
       workers: number;
       lone: string; buffers: string[];
@@ -235,13 +237,18 @@ describe('IoUring', () => {
     assert.deepEqual(inline.results, [4096, ...new Array(8).fill(65536), 4096, 4096, 65536]);
     assert.deepEqual(offloaded.results, inline.results);
     assert.equal(inline.offloaded, 0);
-    assert.equal(inline.workers, 0, 'cached reads and nothing else: no kernel worker');
+    // io-wq workers are threads of the process (iou-wrk-*) since 5.12, kernel threads before.
+    const [major = 0, minor = 0] = os.release().split('.').map(Number);
+    const workersVisible = major > 5 || (major === 5 && minor >= 12);
+    if (workersVisible) {
+      assert.equal(inline.workers, 0, 'cached reads and nothing else: no kernel worker');
+      assert.ok(offloaded.workers >= 1, 'the kernel ran the offloaded reads on its workers');
+    }
     assert.equal(offloaded.afterLone, 0, 'a read on an idle ring stays inline');
     assert.equal(offloaded.afterBatch, 7,
       'eight large reads at once: the first inline, seven behind it; a small one stays inline');
     assert.equal(OFFLOAD_READ_BYTES_MIN, 65536);
     assert.equal(offloaded.offloaded, 8, 'a write and a read behind it: only the read');
-    assert.ok(offloaded.workers >= 1, 'the kernel ran the offloaded reads on its workers');
     const expected = pattern(1024 * 1024, 3);
     const check = (bytes: Uint8Array): string => {
       const sum = Buffer.from(bytes).reduce((total, byte, index) =>

@@ -106,7 +106,8 @@ export interface IoUringOptions {
    */
   readonly spinUs?: number;
   /**
-   * Without a polling thread only: a read of at least OFFLOAD_READ_BYTES_MIN prepared while
+   * Only for a ring without a polling thread (`create` refuses it with `sqPollIdleMs` above
+   * 0): a read of at least OFFLOAD_READ_BYTES_MIN prepared while
    * another request is in flight on the ring goes to one of the kernel's io-wq workers
    * (IOSQE_ASYNC), so copying it out of the page cache runs on another core instead of inside
    * this thread's io_uring_enter; a read prepared while the ring is idle, or a small one, still
@@ -403,7 +404,7 @@ export class IoUring {
     }
     this.#callbacks[slot] = callback;
     let flags = 0;
-    if (op === 'read' && this.#offloadBusyReads && this.#inflight > 0 &&
+    if (op === 'read' && this.#offloadBusyReads && this.#inflight - this.#deferred > 0 &&
       transferBytes >= OFFLOAD_READ_BYTES_MIN) {
       flags = IOSQE_ASYNC;
       this.counters.offloadedReads += 1;
