@@ -51,6 +51,7 @@ export type {
 } from './devices/file-device.js';
 export {
   defaultFileEngine, IoUringEngine, ThreadpoolEngine, CopySlots, WRITE_BEHIND_BYTES_DEFAULT,
+  SQPOLL_IDLE_MS_MAX,
 } from './devices/file-device.js';
 export type {
   FileEngine, FileEngineKind, FileTarget, StepCallback, IoUringEngineOptions, Step, StepResult,

@@ -18,7 +18,7 @@ import { describe, test, type TestContext } from 'node:test';
 import { isDmIoError } from '../errors.js';
 import { allocAligned } from '../memory/aligned.js';
 import { openFileDevice, type FileDevice, type FileDeviceOptions } from './file-device.js';
-import { IoUringEngine, RING_ENTRIES, ringIoprio } from './file-ring.js';
+import { IoUringEngine, RING_ENTRIES, ringIoprio, SQPOLL_IDLE_MS_MAX } from './file-ring.js';
 import { ThreadpoolEngine } from './file-threadpool-engine.js';
 import { defaultFileEngine } from './file-device.js';
 import { IOPRIO_DEFAULT } from '../constants.js';
@@ -148,6 +148,25 @@ describe('file devices on dmio io_uring', () => {
       assert.deepEqual([device.stats.ringTransfers, device.stats.writes], [2, 3]);
       assert.deepEqual(fs.readFileSync(path).subarray(128 * 512, 145 * 512), Buffer.from(long));
     });
+
+  test('an engine\'s options are checked when it is made, with typed errors', () => {
+    const cases: Array<[unknown, string, string]> = [
+      [{ sqPollIdleMs: -1 }, 'DMIO_ERR_OUT_OF_RANGE', 'options.sqPollIdleMs'],
+      [{ sqPollIdleMs: 2.5 }, 'DMIO_ERR_OUT_OF_RANGE', 'options.sqPollIdleMs'],
+      [{ sqPollIdleMs: SQPOLL_IDLE_MS_MAX + 1 }, 'DMIO_ERR_OUT_OF_RANGE', 'options.sqPollIdleMs'],
+      [{ sqPollIdleMs: '10' }, 'DMIO_ERR_INVALID_ARG_TYPE', 'options.sqPollIdleMs'],
+      [{ directSqPollIdleMs: -5 }, 'DMIO_ERR_OUT_OF_RANGE', 'options.directSqPollIdleMs'],
+      [null, 'DMIO_ERR_INVALID_ARG_TYPE', 'options'],
+    ];
+    for (const [options, code, argument] of cases) {
+      assert.throws(() => new IoUringEngine(options as never), (error: unknown) =>
+        isDmIoError(error) && error.code === code && 'argument' in error &&
+        error.argument === argument,
+      `${JSON.stringify(options)} -> ${code}`);
+    }
+    const engine = new IoUringEngine({ sqPollIdleMs: 0, directSqPollIdleMs: SQPOLL_IDLE_MS_MAX });
+    engine.close();
+  });
 
   test('ioUring: false keeps every request off the ring', async (t) => {
     const { device, data } = await openImage(t, { ioUring: false });

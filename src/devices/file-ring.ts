@@ -28,6 +28,7 @@ import { isMainThread } from 'node:worker_threads';
 import { IOPRIO_DEFAULT } from '../constants.js';
 import { IoUring } from '../sys/io-uring.js';
 import { SysError } from '../sys/libc.js';
+import { validateIntegerInRange, validateOptionsObject } from '../validate.js';
 import type { FileEngine, FileTarget, StepCallback } from './file-engine.js';
 import type { Step } from './file-steps.js';
 import { ThreadpoolEngine } from './file-threadpool-engine.js';
@@ -46,6 +47,9 @@ export const RING_SQPOLL_IDLE_MS = 10;
  * it fed: a cached read completes within a few microseconds of its submission.
  */
 export const BUFFERED_RING_SPIN_US = 20;
+
+/** The longest idle time a polling thread may be given (the kernel's field is 32 bits). */
+export const SQPOLL_IDLE_MS_MAX = 0xffffffff;
 
 /** How an io_uring engine sets up its rings. */
 export interface IoUringEngineOptions {
@@ -91,10 +95,17 @@ export class IoUringEngine implements FileEngine {
   /**
    * An engine whose rings are made on first use. Call `close()` when done with it (the default
    * engine is never closed).
+   * @throws InvalidArgTypeError (`DMIO_ERR_INVALID_ARG_TYPE`) for options that are not an object
+   * or an idle time that is not a number; OutOfRangeError (`DMIO_ERR_OUT_OF_RANGE`) for one
+   * that is not an integer from 0 to SQPOLL_IDLE_MS_MAX. (A ring the kernel refuses is not an
+   * error: its steps run on the threadpool.)
    */
   constructor(options: IoUringEngineOptions = {}) {
-    this.#sqPollIdleMs = options.sqPollIdleMs ?? RING_SQPOLL_IDLE_MS;
-    this.#directSqPollIdleMs = options.directSqPollIdleMs ?? 0;
+    validateOptionsObject(options, 'options');
+    this.#sqPollIdleMs = validateIntegerInRange(options.sqPollIdleMs ?? RING_SQPOLL_IDLE_MS,
+      'options.sqPollIdleMs', 0, SQPOLL_IDLE_MS_MAX);
+    this.#directSqPollIdleMs = validateIntegerInRange(options.directSqPollIdleMs ?? 0,
+      'options.directSqPollIdleMs', 0, SQPOLL_IDLE_MS_MAX);
   }
 
   /**
