@@ -1,7 +1,8 @@
 // The NBD client's kernel send buffer on Unix sockets, read back from the kernel with `ss`:
 // a connection that has only read keeps the default (its request headers are 28 bytes), and
-// the first WRITE asks for 2 MiB, so a 1 MiB WRITE goes to the kernel in one piece. The
-// server is a real nbdkit; the socket is found by the inodes of this process's descriptors.
+// the first WRITE asks for 2 MiB, so a 1 MiB WRITE goes to the kernel in one piece; over TLS
+// the socket under the TLS socket gets it. The server is a real nbdkit; the socket is found by
+// the inodes of this process's descriptors.
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -9,7 +10,8 @@ import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { test } from 'node:test';
 import { openNbdDevice } from '../src/nbd/open-nbd.js';
 import { pattern, request, submit } from './helpers/device-io.js';
-import { requireTools, startNbdkit } from './helpers/nbdkit.js';
+import { makeTempDir, requireTools, startNbdkit } from './helpers/nbdkit.js';
+import { makePskFile } from './helpers/tls-certs.js';
 
 const MiB = 1024 * 1024;
 
@@ -67,4 +69,28 @@ test('an NBD connection asks for a 2 MiB send buffer at its first WRITE, not bef
   assert.equal(await submit(device, request('read', 0, 2048, [back])), null);
   assert.deepEqual(back, data);
   await device.close();
+});
+
+test('over TLS on a Unix socket, the socket under the TLS socket gets it', async (t) => {
+  if (!requireTools(t, 'nbdkit', 'ss')) return;
+  // The key file lives in the server's directory, which stopping the server removes.
+  const dir = makeTempDir('dmio-send-buffer-tls-');
+  const psk = makePskFile(dir, 'keys.psk', 'alice');
+  const server = await startNbdkit(['--tls=require', `--tls-psk=${psk}`, 'memory', '8M'], { dir });
+  t.after(() => server.stop());
+  const before = socketInodes();
+  const device = await openNbdDevice(
+    `nbds+unix://alice@/?socket=${server.socketPath}&tls-psk-file=${psk}`,
+    { connections: 1, connectTimeoutMs: 10_000 });
+  t.after(() => device.close());
+  const added = [...socketInodes()].filter((inode) => !before.has(inode));
+  assert.equal(added.length, 1, `one new socket: ${added.join(', ')}`);
+  const inode = added[0]!;
+  const defaultBytes = Number(readFileSync('/proc/sys/net/core/wmem_default', 'utf8'));
+  const maxBytes = Number(readFileSync('/proc/sys/net/core/wmem_max', 'utf8'));
+  assert.equal(sendBufferOf(inode), defaultBytes, 'the handshake leaves the default');
+  const data = pattern(0, MiB, 3);
+  assert.equal(await submit(device, request('write', 0, 2048, [data])), null);
+  // The TLS socket's handle reports the descriptor under it, which is the one sized.
+  assert.equal(sendBufferOf(inode), 2 * Math.min(2 * MiB, maxBytes), 'the first WRITE sized it');
 });

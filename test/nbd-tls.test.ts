@@ -3,21 +3,16 @@
 // credentials made by the test with openssl; a server without TLS, a plain URI to a server
 // that requires TLS, a wrong key and a missing client certificate are all refused, and the
 // client never goes on in plaintext. Also the server's --tls-verify-peer, and nbds+unix URIs
-// through `openDevice` (the generic opener the CLI uses) against nbdkit, and the larger kernel
-// send buffer a writing connection asks for, under TLS too.
+// through `openDevice` (the generic opener the CLI uses) against nbdkit.
 
 import assert from 'node:assert/strict';
-import {
-  copyFileSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, truncateSync,
-  writeFileSync,
-} from 'node:fs';
+import { copyFileSync, mkdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { NbdError } from '../src/errors.js';
 import type { BlockDevice } from '../src/devices/block-device.js';
 import { openNbdDevice } from '../src/nbd/open-nbd.js';
 import { parseNbdUri } from '../src/nbd/uri.js';
-import { sendBufferBytes } from '../src/sys/socket-options.js';
 import { openDevice } from '../src/open/open-device.js';
 import { pattern, request, submit } from './helpers/device-io.js';
 import { startDmioServe } from './helpers/dmio-serve.js';
@@ -62,49 +57,6 @@ async function credentials(t: TestContext): Promise<{ dir: string; pki: string; 
   await makeCertificates(pki, { client: true });
   return { dir, pki, psk: makePskFile(dir, 'keys.psk', 'alice') };
 }
-
-/** The kernel send buffer of every socket this process holds, by descriptor. */
-function socketSendBuffers(): Map<number, number> {
-  const buffers = new Map<number, number>();
-  for (const name of readdirSync('/proc/self/fd')) {
-    const fd = Number(name);
-    let target: string;
-    try {
-      target = readlinkSync(`/proc/self/fd/${name}`);
-    } catch {
-      continue; // the directory's own descriptor, gone by now
-    }
-    if (!target.startsWith('socket:')) continue;
-    const bytes = sendBufferBytes(fd);
-    if (bytes !== null) buffers.set(fd, bytes);
-  }
-  return buffers;
-}
-
-test('over TLS on a Unix socket, the connection that writes gets the larger send buffer',
-  async (t) => {
-  if (!requireTools(t, 'nbdkit')) return;
-  const creds = await credentials(t);
-  if (creds === null) return;
-  const server = await startNbdkit(['--tls=require', `--tls-psk=${creds.psk}`, 'memory', '8M'],
-    { dir: makeTempDir('dmio-nbd-tls-sndbuf-') });
-  t.after(() => server.stop());
-  const device = await openNbdDevice(
-    `nbds+unix://alice@/?socket=${server.socketPath}&tls-psk-file=${creds.psk}`,
-    { connectTimeoutMs: 10_000, connections: 1 });
-  t.after(() => device.close());
-  // The client asks for 2 MiB; the kernel caps it at wmem_max and reports twice what it keeps.
-  const wmemMaxBytes = Number(readFileSync('/proc/sys/net/core/wmem_max', 'utf8'));
-  const expected = 2 * Math.min(2 * 1024 * 1024, wmemMaxBytes);
-  const before = socketSendBuffers();
-  assert.ok(![...before.values()].includes(expected), 'no socket has it before the first WRITE');
-  const data = pattern(0, BYTES, 3);
-  assert.equal(await submit(device, request('write', 0, BYTES / 512, [data])), null);
-  const grown = [...socketSendBuffers()].filter(([fd, bytes]) =>
-    bytes === expected && before.get(fd) !== expected);
-  // The TLS socket's handle reports the descriptor of the socket under it, which is sized.
-  assert.equal(grown.length, 1, 'the connection\'s descriptor, under its TLS socket');
-});
 
 test('nbds URIs parse their TLS parameters; plain schemes refuse them', () => {
   const parsed = parseNbdUri('nbds+unix://alice@/disk?socket=/tmp/s&tls-psk-file=/k.psk');
