@@ -392,7 +392,8 @@ export {
   defaultFileEngine, type FileEngine, type FileEngineKind, type FileTarget, type StepCallback,
 } from './file-engine.js';
 export type { Step, StepResult } from './file-steps.js';
-export { IoUringEngine, SQPOLL_IDLE_MS_MAX, type IoUringEngineOptions } from './file-ring.js';
+export { IoUringEngine, type IoUringEngineOptions } from './file-ring.js';
+export { SQPOLL_IDLE_MS_MAX } from '../sys/io-uring.js';
 export { ThreadpoolEngine } from './file-threadpool-engine.js';
 export { CopySlots } from './copy-slots.js';
 export { WRITE_BEHIND_BYTES_DEFAULT, type WriteBehindStats } from './file-write-behind.js';

@@ -26,7 +26,7 @@
 
 import { isMainThread } from 'node:worker_threads';
 import { IOPRIO_DEFAULT } from '../constants.js';
-import { IoUring } from '../sys/io-uring.js';
+import { IoUring, SQPOLL_IDLE_MS_MAX } from '../sys/io-uring.js';
 import { SysError } from '../sys/libc.js';
 import { validateIntegerInRange, validateOptionsObject } from '../validate.js';
 import type { FileEngine, FileTarget, StepCallback } from './file-engine.js';
@@ -47,9 +47,6 @@ export const RING_SQPOLL_IDLE_MS = 10;
  * it fed: a cached read completes within a few microseconds of its submission.
  */
 export const BUFFERED_RING_SPIN_US = 20;
-
-/** The longest idle time a polling thread may be given (the kernel's field is 32 bits). */
-export const SQPOLL_IDLE_MS_MAX = 0xffffffff;
 
 /** How an io_uring engine sets up its rings. */
 export interface IoUringEngineOptions {

@@ -76,6 +76,9 @@ const TWO_TO_32 = 4294967296;
  */
 export const OFFLOAD_READ_BYTES_MIN = 64 * KIB;
 
+/** The longest idle time a polling thread may be given (`sq_thread_idle` is 32 bits). */
+export const SQPOLL_IDLE_MS_MAX = 0xffffffff;
+
 /** Rounds of reaping and submitting one wake-up may run before it yields to the loop. */
 const REAP_ROUNDS_MAX = 4;
 
@@ -241,7 +244,7 @@ export class IoUring {
     this.#mappings = [];
     this.#sqPoll = (params.getUint32(8, true) & IORING_SETUP_SQPOLL) !== 0;
     this.coopTaskrun = (params.getUint32(8, true) & IORING_SETUP_COOP_TASKRUN) !== 0;
-    this.#offloadBusyReads = offloadBusyReads && !this.#sqPoll;
+    this.#offloadBusyReads = offloadBusyReads;
     this.#sqFlagsWord = params.getUint32(56, true) / 4;
     try {
       const features = params.getUint32(20, true);
@@ -291,7 +294,8 @@ export class IoUring {
   static create(entries: number, options: IoUringOptions = {}): IoUring {
     assert.ok(Number.isInteger(entries) && entries >= 1 && entries <= URING_ENTRIES_MAX, 'entries');
     const sqPollIdleMs = options.sqPollIdleMs ?? 0;
-    assert.ok(Number.isInteger(sqPollIdleMs) && sqPollIdleMs >= 0, 'sqPollIdleMs');
+    assert.ok(Number.isInteger(sqPollIdleMs) && sqPollIdleMs >= 0 &&
+      sqPollIdleMs <= SQPOLL_IDLE_MS_MAX, 'sqPollIdleMs');
     const spinUs = options.spinUs ?? 0;
     assert.ok(Number.isInteger(spinUs) && spinUs >= 0 && spinUs <= SPIN_US_MAX, 'spinUs');
     assert.ok(spinUs === 0 || sqPollIdleMs > 0, 'spinning needs a polling thread');
