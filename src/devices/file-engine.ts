@@ -25,8 +25,8 @@ export interface FileTarget {
   readonly direct: boolean;
   /** The threadpool engine may serve small reads of cached data inline (never with `direct`). */
   readonly inlineReads: boolean;
-  /** Per-device counters the engine adds to (`inlineReads`, `ringTransfers`). */
-  readonly stats: { inlineReads: number; ringTransfers: number };
+  /** Per-device counters the engine adds to (`inlineReads`, `inlineWrites`, `ringTransfers`). */
+  readonly stats: { inlineReads: number; inlineWrites: number; ringTransfers: number };
 }
 
 /** Completion of one step; never called synchronously from `runStep`. */

@@ -4,17 +4,16 @@
 // blocking; only a read that would need I/O goes to the threadpool. A threadpool round trip
 // costs tens of microseconds of wake-ups where a cached 4 KiB copy costs one.
 //
-// Invariants: a callback never runs inside `tryRead` — completions wait in a queue drained by one
-// `setImmediate`, so the event loop still polls between batches and a closed loop of reads
-// cannot starve timers or I/O; anything but a complete read (EAGAIN, a short read, an error)
+// Invariants: a callback never runs inside `tryRead` (completions are delivered by
+// immediate-completions.ts); anything but a complete read (EAGAIN, a short read, an error)
 // leaves nothing done and the step goes to the threadpool unchanged, which reports errors as
 // always; an engine whose kernel refuses the flag stops trying.
 
-import { callUser } from '../call-user.js';
 import { MIB } from '../constants.js';
 import { preadNowaitSync } from '../sys/libc.js';
 import type { FileTarget, StepCallback } from './file-engine.js';
 import type { Step } from './file-steps.js';
+import { ImmediateCompletions } from './immediate-completions.js';
 
 /** Largest read tried inline (1 MiB): a cached copy that size holds the loop about 0.1-0.2 ms. */
 export const INLINE_READ_BYTES_MAX = MIB;
@@ -25,8 +24,7 @@ const REFUSED = new Set(['EOPNOTSUPP', 'ENOSYS', 'EINVAL']);
 /** The inline-read state of one threadpool engine. */
 export class InlineReads {
   #enabled = true;
-  #pending: Array<{ callback: StepCallback; bytes: number }> = [];
-  #scheduled = false;
+  readonly #completions = new ImmediateCompletions();
 
   /** Whether inline reads are still tried (false once the kernel refused the flag). */
   get enabled(): boolean {
@@ -54,23 +52,7 @@ export class InlineReads {
     }
     if (result !== buffer.length) return false;
     target.stats.inlineReads += 1;
-    this.#pending.push({ callback, bytes: result });
-    if (!this.#scheduled) {
-      this.#scheduled = true;
-      setImmediate(() => this.#drain());
-    }
+    this.#completions.push(callback, { bytes: result, error: null });
     return true;
-  }
-
-  /**
-   * Completes one batch. Each completion is isolated: a callback that throws is rethrown on a
-   * later tick, so it cannot strand the rest of the batch (their in-flight counts and `close()`
-   * would never settle).
-   */
-  #drain(): void {
-    const batch = this.#pending;
-    this.#pending = [];
-    this.#scheduled = false;
-    for (const { callback, bytes } of batch) callUser(() => callback({ bytes, error: null }));
   }
 }

@@ -1,6 +1,6 @@
 // Local devices on the io_uring engine: a request's ioprio in the entry, which steps take the ring
 // (reads; O_DIRECT writes, inside flagged requests too; buffered writes only on an engine
-// without a polling thread; never long vectors, flushes, or devices on the threadpool engine),
+// without a polling thread, and whole-page ones inline on an engine asked for that; never long vectors, flushes, or devices on the threadpool engine),
 // how an engine is chosen (the
 // default, the threadpool, one of the caller's without a polling thread), that the data is
 // right both ways, that a short read continues in the general loop with its usual EIO, that a burst
@@ -150,6 +150,38 @@ describe('file devices on dmio io_uring', () => {
       assert.deepEqual(fs.readFileSync(path).subarray(128 * 512, 145 * 512), Buffer.from(long));
     });
 
+  test('inlineWrites: whole-page buffered writes are copied on the event loop, the rest take ' +
+    'the ring; O_DIRECT devices never write inline', async (t) => {
+    if (!ringsOrSkip(t)) return;
+    const own = new IoUringEngine({ sqPollIdleMs: 0, inlineWrites: true });
+    t.after(() => own.close());
+    assert.deepEqual(own.inlineWriteCounters, { stalls: 0, samples: 0 });
+    assert.equal(new IoUringEngine({ sqPollIdleMs: 0 }).inlineWriteCounters, null);
+    const { device, path, data } = await openImage(t, { engine: own });
+    const pages = pattern(3 * 4096, 12);
+    // Sector 16 is page 2: inline, FUA too (its fdatasync on the threadpool).
+    assert.equal(await submitted(device, deviceRequest('write', 16, 24, [pages], { fua: true })),
+      null);
+    assert.deepEqual([device.stats.inlineWrites, device.stats.ringTransfers,
+      device.stats.writes, device.stats.fdatasyncs], [1, 0, 1, 1]);
+    // Sector 65 is inside a page: the ring.
+    const unaligned = pattern(8 * 512, 13);
+    assert.equal(await submitted(device, deviceRequest('write', 65, 8, [unaligned])), null);
+    assert.deepEqual([device.stats.inlineWrites, device.stats.ringTransfers], [1, 1]);
+    const onDisk = fs.readFileSync(path);
+    assert.deepEqual(onDisk.subarray(16 * 512, 40 * 512), Buffer.from(pages));
+    assert.deepEqual(onDisk.subarray(65 * 512, 73 * 512), Buffer.from(unaligned));
+    assert.deepEqual(onDisk.subarray(40 * 512, 65 * 512), Buffer.from(data.subarray(40 * 512,
+      65 * 512)), 'nothing written between them');
+    assert.ok((own.inlineWriteCounters?.samples ?? 0) >= 1, 'the headroom was read');
+    // The same engine never writes an O_DIRECT device inline.
+    const direct = await openImage(t, { engine: own, direct: true });
+    const aligned = allocAligned(4096);
+    aligned.set(pattern(4096, 14));
+    assert.equal(await submitted(direct.device, deviceRequest('write', 8, 8, [aligned])), null);
+    assert.deepEqual([direct.device.stats.inlineWrites, direct.device.stats.ringTransfers], [0, 1]);
+  });
+
   test('an engine\'s options are checked when it is made, with typed errors', () => {
     const cases: Array<[unknown, string, string]> = [
       [{ sqPollIdleMs: -1 }, 'DMIO_ERR_OUT_OF_RANGE', 'options.sqPollIdleMs'],
@@ -157,6 +189,7 @@ describe('file devices on dmio io_uring', () => {
       [{ sqPollIdleMs: SQPOLL_IDLE_MS_MAX + 1 }, 'DMIO_ERR_OUT_OF_RANGE', 'options.sqPollIdleMs'],
       [{ sqPollIdleMs: '10' }, 'DMIO_ERR_INVALID_ARG_TYPE', 'options.sqPollIdleMs'],
       [{ directSqPollIdleMs: -5 }, 'DMIO_ERR_OUT_OF_RANGE', 'options.directSqPollIdleMs'],
+      [{ inlineWrites: 1 }, 'DMIO_ERR_INVALID_ARG_TYPE', 'options.inlineWrites'],
       [null, 'DMIO_ERR_INVALID_ARG_TYPE', 'options'],
     ];
     for (const [options, code, argument] of cases) {

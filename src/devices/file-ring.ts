@@ -9,7 +9,10 @@
 // a batch of writes then costs one io_uring_enter instead of a thread wake-up per write and an
 // event-loop wake-up per completion, and the kernel's worker writes one file's entries in turn,
 // as ext4's inode lock serialises the threadpool's writes to one file anyway (measured in
-// docs/performance.md, "Serve writes"). The buffered ring's default kernel polling thread
+// docs/performance.md, "Serve writes"). An engine made with `inlineWrites` (the server's) first
+// offers each buffered write to file-inline-write.ts, which copies whole pages into the page
+// cache on the calling thread while the kernel is far from throttling writers, and saves the
+// worker's wake-up. The buffered ring's default kernel polling thread
 // (SQPOLL) takes each entry as it is published and whose wake-ups busy-wait briefly for the
 // next completion: cached reads complete within microseconds. Without that thread, a buffered
 // read of 64 KiB or more prepared while another request is in flight goes to one of the
@@ -28,9 +31,10 @@ import { isMainThread } from 'node:worker_threads';
 import { IOPRIO_DEFAULT } from '../constants.js';
 import { IoUring, SQPOLL_IDLE_MS_MAX } from '../sys/io-uring.js';
 import { SysError } from '../sys/libc.js';
-import { validateIntegerInRange, validateOptionsObject } from '../validate.js';
+import { validateBoolean, validateIntegerInRange, validateOptionsObject } from '../validate.js';
 import type { FileEngine, FileTarget, StepCallback } from './file-engine.js';
 import type { Step } from './file-steps.js';
+import { InlineWrites } from './file-inline-write.js';
 import { ThreadpoolEngine } from './file-threadpool-engine.js';
 
 /** Entries of each ring: steps in flight on it, over all devices of the engine. */
@@ -63,6 +67,14 @@ export interface IoUringEngineOptions {
    * gives it none.
    */
   readonly directSqPollIdleMs?: number;
+  /**
+   * Runs a buffered write on the calling thread, straight into the page cache, when it is
+   * whole pages of at most 1 MiB and the kernel is far from throttling writers; it goes back
+   * to the ring for a while after one that stalled (file-inline-write.ts). Default false:
+   * `dmio serve`'s engine sets it, where a kernel worker's wake-up per write cost more than
+   * the copy.
+   */
+  readonly inlineWrites?: boolean;
 }
 
 /**
@@ -84,6 +96,8 @@ export class IoUringEngine implements FileEngine {
   readonly #threadpool = new ThreadpoolEngine();
   readonly #sqPollIdleMs: number;
   readonly #directSqPollIdleMs: number;
+  /** Inline buffered writes, when the options asked for them. */
+  readonly #inlineWrites: InlineWrites | null;
   /** The rings: undefined until first asked for, null once refused. */
   #direct: IoUring | null | undefined;
   #buffered: IoUring | null | undefined;
@@ -93,7 +107,7 @@ export class IoUringEngine implements FileEngine {
    * An engine whose rings are made on first use. Call `close()` when done with it (the default
    * engine is never closed).
    * @throws InvalidArgTypeError (`DMIO_ERR_INVALID_ARG_TYPE`) for options that are not an object
-   * or an idle time that is not a number; OutOfRangeError (`DMIO_ERR_OUT_OF_RANGE`) for one
+   * or an idle time that is not a number, or `inlineWrites` that is not a boolean; OutOfRangeError (`DMIO_ERR_OUT_OF_RANGE`) for one
    * that is not an integer from 0 to SQPOLL_IDLE_MS_MAX. (A ring the kernel refuses is not an
    * error: its steps run on the threadpool.)
    */
@@ -103,6 +117,13 @@ export class IoUringEngine implements FileEngine {
       'options.sqPollIdleMs', 0, SQPOLL_IDLE_MS_MAX);
     this.#directSqPollIdleMs = validateIntegerInRange(options.directSqPollIdleMs ?? 0,
       'options.directSqPollIdleMs', 0, SQPOLL_IDLE_MS_MAX);
+    this.#inlineWrites = validateBoolean(options.inlineWrites, 'options.inlineWrites', false) ?
+      new InlineWrites() : null;
+  }
+
+  /** The inline-write counters (stalls, headroom readings); null without `inlineWrites`. */
+  get inlineWriteCounters(): Readonly<InlineWrites['counters']> | null {
+    return this.#inlineWrites?.counters ?? null;
   }
 
   /**
@@ -120,8 +141,13 @@ export class IoUringEngine implements FileEngine {
     return ring ?? undefined;
   }
 
-  /** Runs `step`: on a ring when it is a transfer a ring takes, else on the threadpool. */
+  /**
+   * Runs `step`: inline when it is a buffered write `inlineWrites` takes, on a ring when it is
+   * a transfer a ring takes, else on the threadpool.
+   */
   runStep(target: FileTarget, step: Step, ioprio: number, callback: StepCallback): void {
+    if (this.#inlineWrites !== null && !this.#closed &&
+      this.#inlineWrites.tryWrite(target, step, callback)) return;
     const ringTakes = step.kind === 'read' ||
       (step.kind === 'write' && (target.direct || this.#sqPollIdleMs === 0));
     if (ringTakes && this.#tryRing(target, step, ioprio, callback)) return;

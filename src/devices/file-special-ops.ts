@@ -35,6 +35,11 @@ export interface FileDeviceStats {
    * (also counted in reads).
    */
   inlineReads: number;
+  /**
+   * Writes copied into the page cache on the calling thread, with no ring or threadpool trip
+   * (`IoUringEngineOptions.inlineWrites`; also counted in writes).
+   */
+  inlineWrites: number;
   /** Reads and writes that dmio's own io_uring moved whole (also counted in reads/writes). */
   ringTransfers: number;
   /** write/writev calls for write requests. */
@@ -74,7 +79,7 @@ export interface SpecialOpContext {
 /** A fresh stats object with every counter at 0. */
 export function emptyStats(): FileDeviceStats {
   return {
-    reads: 0, inlineReads: 0, ringTransfers: 0, writes: 0, fdatasyncs: 0, discards: 0,
+    reads: 0, inlineReads: 0, inlineWrites: 0, ringTransfers: 0, writes: 0, fdatasyncs: 0, discards: 0,
     zeroRanges: 0, zeroPunches: 0, zeroOuts: 0, zeroWrites: 0, copyRanges: 0, refusals: 0,
   };
 }

@@ -77,7 +77,7 @@ async function serve(cli: CliContext, spec: string, flags: ServeFlags): Promise<
   const tls = tlsOptions(flags);
   for (const plan of plans) checkSpec(plan.spec, false);
   const devices: BlockDevice[] = [];
-  const engine = new IoUringEngine({ sqPollIdleMs: 0 });
+  const engine = new IoUringEngine({ sqPollIdleMs: 0, inlineWrites: true });
   try {
     for (const plan of plans) {
       devices.push(await openForCli(cli, {
