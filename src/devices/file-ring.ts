@@ -27,6 +27,7 @@
 // entry's ioprio field.
 // Measurements behind these choices: docs/performance.md.
 
+import { AssertionError } from 'node:assert';
 import { isMainThread } from 'node:worker_threads';
 import { IOPRIO_DEFAULT } from '../constants.js';
 import { IoUring, SQPOLL_IDLE_MS_MAX } from '../sys/io-uring.js';
@@ -193,7 +194,9 @@ function makeRing(sqPollIdleMs: number, buffered: boolean): IoUring | null {
       sqPollIdleMs, spinUs: buffered && sqPollIdleMs > 0 ? BUFFERED_RING_SPIN_US : 0,
       offloadBusyReads: buffered && sqPollIdleMs === 0,
     });
-  } catch {
+  } catch (error) {
+    // A failed assertion is a bug (assert.ts: the library never catches one), not a refusal.
+    if (error instanceof AssertionError) throw error;
     return null; // ENOSYS, EPERM (seccomp, io_uring_disabled), no bindings: the threadpool.
   }
 }
