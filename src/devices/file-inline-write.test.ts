@@ -2,8 +2,9 @@
 // dirty-page headroom under the test's control: which steps are taken (buffered, whole pages,
 // at most 1 MiB), that a taken step's bytes are in the file and its callback runs on a later
 // turn, the budget of half the headroom read at most every DIRTY_SAMPLE_MS, the back-off after
-// a stalled write (doubling, capped, forgotten after a quiet spell), and a failing write
-// reporting its error.
+// a stalled write (doubling, capped, forgotten after a quiet spell), no inline write while
+// another writing step runs off the loop on the same device, and a failing write reporting
+// its error.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -188,3 +189,26 @@ test('a write that fails inline reports its error to the callback', async (t) =>
   assert.equal(h.target.stats.inlineWrites, 0);
   assert.deepEqual(fs.readFileSync(h.path), Buffer.alloc(4 * MIB), 'nothing written');
 });
+
+test('no write runs inline while another step that writes runs off the loop on that device',
+  async (t) => {
+    const h = await harness(t);
+    const other = await harness(t);
+    const page = pattern(PAGE_SIZE, 7);
+    let completions = 0;
+    const first = h.inline.offLoop(h.target, () => {
+      completions += 1;
+    });
+    const second = h.inline.offLoop(h.target, () => {
+      completions += 1;
+    });
+    assert.equal(await attempt(h, write(0, page)), 'not taken', 'behind two steps');
+    assert.notEqual(await attempt({ ...other, inline: h.inline }, write(0, page)), 'not taken',
+      'another device is not held');
+    first({ bytes: 0, error: null });
+    assert.equal(await attempt(h, write(0, page)), 'not taken', 'behind one step');
+    second({ bytes: 0, error: null });
+    assert.equal(completions, 2, 'each marked callback still runs once');
+    assert.notEqual(await attempt(h, write(0, page)), 'not taken', 'none left');
+    assert.deepEqual(fs.readFileSync(h.path).subarray(0, PAGE_SIZE), Buffer.from(page));
+  });

@@ -11,6 +11,10 @@
 // - the system's dirty pages are well below the point where throttling starts: half the
 //   headroom read from /proc/vmstat (sys/dirty-pages.ts) at most DIRTY_SAMPLE_MS ago, less
 //   what was written inline since, covers it;
+// - no other step that writes (or flushes, zeroes, discards) is running off the event loop
+//   on the same device: ext4 and tmpfs hold the file's inode lock for a whole write, so a
+//   page written inline behind a 32 MiB write on the ring would wait for it (measured: 381 ms)
+//   and could overtake a write still queued; the engine reports such steps (`offLoop`);
 // - no inline write stalled lately: one that took INLINE_WRITE_STALL_MS or more (a throttled
 //   cgroup, a journal commit, reclaim) sends writes back to the ring for a back-off that doubles
 //   from INLINE_WRITE_BACKOFF_MS up to INLINE_WRITE_BACKOFF_MAX_MS while stalls repeat, and
@@ -60,6 +64,8 @@ export class InlineWrites {
   #sampledAtMs = Number.NEGATIVE_INFINITY;
   #offUntilMs = Number.NEGATIVE_INFINITY;
   #stallsInARow = 0;
+  /** Steps other than reads running off the calling thread, per device. */
+  readonly #offLoopSteps = new WeakMap<FileTarget, number>();
   /** Diagnostics: inline writes that stalled, and readings of the headroom. */
   readonly counters = { stalls: 0, samples: 0 };
 
@@ -80,6 +86,7 @@ export class InlineWrites {
     if (lengthBytes === 0 || lengthBytes > INLINE_WRITE_BYTES_MAX || lengthBytes % PAGE_SIZE !== 0) {
       return false;
     }
+    if (this.#offLoopSteps.has(target)) return false;
     const startMs = this.#environment.nowMs();
     if (startMs < this.#offUntilMs || !this.#budgetCovers(startMs, lengthBytes)) return false;
     let result: StepResult;
@@ -95,6 +102,21 @@ export class InlineWrites {
     if (result.bytes === lengthBytes) target.stats.inlineWrites += 1;
     this.#completions.push(callback, result);
     return true;
+  }
+
+  /**
+   * Marks a step other than a read that is about to run on `target` off the calling thread
+   * (a ring or the threadpool); returns its callback, which ends the mark. No write to
+   * `target` runs inline until every marked step has completed.
+   */
+  offLoop(target: FileTarget, callback: StepCallback): StepCallback {
+    this.#offLoopSteps.set(target, (this.#offLoopSteps.get(target) ?? 0) + 1);
+    return (result) => {
+      const left = (this.#offLoopSteps.get(target) ?? 1) - 1;
+      if (left === 0) this.#offLoopSteps.delete(target);
+      else this.#offLoopSteps.set(target, left);
+      callback(result);
+    };
   }
 
   /** Whether the budget covers `lengthBytes`, reading the headroom again when it is stale. */

@@ -174,6 +174,22 @@ describe('file devices on dmio io_uring', () => {
     assert.deepEqual(onDisk.subarray(40 * 512, 65 * 512), Buffer.from(data.subarray(40 * 512,
       65 * 512)), 'nothing written between them');
     assert.ok((own.inlineWriteCounters?.samples ?? 0) >= 1, 'the headroom was read');
+    // A page written while a 2 MiB write is on the ring waits its turn on the ring too (the
+    // file's inode lock would hold the event loop): both land.
+    const large = pattern(4 * 1024 * 1024 / 2, 15);
+    const page = pattern(4096, 16);
+    const both = await Promise.all([
+      submitted(device, deviceRequest('write', 0, large.length / 512, [large])),
+      submitted(device, deviceRequest('write', 4096 / 512 * 600, 8, [page])),
+    ]);
+    assert.deepEqual(both, [null, null]);
+    assert.deepEqual([device.stats.inlineWrites, device.stats.ringTransfers], [1, 3]);
+    const after = fs.readFileSync(path);
+    assert.deepEqual(after.subarray(0, large.length), Buffer.from(large));
+    assert.deepEqual(after.subarray(600 * 4096, 601 * 4096), Buffer.from(page));
+    // With nothing else in flight, the next page is inline again.
+    assert.equal(await submitted(device, deviceRequest('write', 8, 8, [page])), null);
+    assert.equal(device.stats.inlineWrites, 2);
     // The same engine never writes an O_DIRECT device inline.
     const direct = await openImage(t, { engine: own, direct: true });
     const aligned = allocAligned(4096);

@@ -146,9 +146,12 @@ export class IoUringEngine implements FileEngine {
    * Runs `step`: inline when it is a buffered write `inlineWrites` takes, on a ring when it is
    * a transfer a ring takes, else on the threadpool.
    */
-  runStep(target: FileTarget, step: Step, ioprio: number, callback: StepCallback): void {
-    if (this.#inlineWrites !== null && !this.#closed &&
-      this.#inlineWrites.tryWrite(target, step, callback)) return;
+  runStep(target: FileTarget, step: Step, ioprio: number, original: StepCallback): void {
+    let callback = original;
+    if (this.#inlineWrites !== null && step.kind !== 'read' && !target.direct) {
+      if (!this.#closed && this.#inlineWrites.tryWrite(target, step, callback)) return;
+      callback = this.#inlineWrites.offLoop(target, callback);
+    }
     const ringTakes = step.kind === 'read' ||
       (step.kind === 'write' && (target.direct || this.#sqPollIdleMs === 0));
     if (ringTakes && this.#tryRing(target, step, ioprio, callback)) return;
