@@ -6,9 +6,11 @@ import { test } from 'node:test';
 import { PAGE_SIZE } from '../constants.js';
 import { dirtyHeadroomBytes, parseDirtyHeadroomBytes } from './dirty-pages.js';
 
-function vmstat(dirty: number, writeback: number, threshold: number, background: number): string {
-  return ['nr_free_pages 1000', `nr_dirty ${dirty}`, `nr_writeback ${writeback}`,
-    'nr_writeback_temp 0', `nr_dirty_threshold ${threshold}`,
+function vmstat(
+  dirty: number, writeback: number, threshold: number, background: number, writebackTemp = 0,
+): string {
+  return ['nr_free_pages 1000', `nr_dirty ${dirty}`, `nr_writeback_temp ${writebackTemp}`,
+    `nr_writeback ${writeback}`, 'nr_dirty_threshold_x 7', `nr_dirty_threshold ${threshold}`,
     `nr_dirty_background_threshold ${background}`, 'pgpgin 5', ''].join('\n');
 }
 
@@ -17,8 +19,8 @@ test('headroom: the middle of the two thresholds less dirty and writeback pages'
   assert.equal(parseDirtyHeadroomBytes(vmstat(100, 50, 1000, 600)), 650 * PAGE_SIZE);
   assert.equal(parseDirtyHeadroomBytes(vmstat(700, 100, 1000, 600)), 0, 'at the point');
   assert.equal(parseDirtyHeadroomBytes(vmstat(900, 300, 1000, 600)), 0, 'past it: 0');
-  // nr_writeback_temp must not be taken for nr_writeback (prefix of another counter).
-  assert.equal(parseDirtyHeadroomBytes(vmstat(0, 0, 10, 0)), 5 * PAGE_SIZE);
+  // Counters whose names start with another's are not taken for it (either order).
+  assert.equal(parseDirtyHeadroomBytes(vmstat(0, 0, 10, 0, 4)), 5 * PAGE_SIZE);
 });
 
 test('headroom: a counter missing or unreadable gives null', () => {
