@@ -3,8 +3,9 @@
 // at most 1 MiB), that a taken step's bytes are in the file and its callback runs on a later
 // turn, the budget of half the headroom read at most every DIRTY_SAMPLE_MS, the back-off after
 // a stalled write (doubling, capped, forgotten after a quiet spell), no inline write while
-// another writing step runs off the loop on the same device, and a failing write reporting
-// its error.
+// another writing step runs off the loop on the same device, which devices may write inline
+// at all (block devices and local filesystems; not ramfs, standing in for NFS or FUSE, which a
+// test cannot mount), and a failing write reporting its error.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -14,8 +15,12 @@ import { MIB, PAGE_SIZE } from '../constants.js';
 import { tempDir } from '../../test/helpers/tmp.js';
 import { pattern } from '../../test/helpers/requests.js';
 import type { FileTarget } from './file-engine.js';
+import { mountScratch } from '../../test/helpers/tmpfs.js';
+import { IoUringEngine } from './file-ring.js';
+import { openFileDevice } from './file-device.js';
+import { deviceRequest, submitted } from '../../test/helpers/requests.js';
 import {
-  DIRTY_SAMPLE_MS, INLINE_WRITE_BACKOFF_MAX_MS, INLINE_WRITE_BACKOFF_MS, INLINE_WRITE_BYTES_MAX,
+  DIRTY_SAMPLE_MS, INLINE_WRITE_FILESYSTEMS, writesInlineAllowed, INLINE_WRITE_BACKOFF_MAX_MS, INLINE_WRITE_BACKOFF_MS, INLINE_WRITE_BYTES_MAX,
   INLINE_WRITE_STALL_MS, InlineWrites,
 } from './file-inline-write.js';
 import type { Step, StepResult } from './file-steps.js';
@@ -45,7 +50,7 @@ async function harness(t: TestContext, flags = 'w+'): Promise<Harness> {
   const clock = new TestClock();
   const state: Harness = {
     clock, path, headroomBytes: 64 * MIB, asked: 0,
-    target: { fd, direct: false, inlineReads: false,
+    target: { fd, direct: false, inlineReads: false, inlineWrites: true,
       stats: { inlineReads: 0, inlineWrites: 0, ringTransfers: 0 } },
     inline: new InlineWrites({
       nowMs: clock.read,
@@ -103,6 +108,8 @@ test('partial pages, more than 1 MiB, O_DIRECT and reads are left to the ring, u
       ['over 1 MiB', write(0, pattern(MIB + PAGE_SIZE, 1)), h.target],
       ['empty', write(0), h.target],
       ['O_DIRECT', write(0, pattern(PAGE_SIZE, 1)), { ...h.target, direct: true }],
+      ['a device not allowed', write(0, pattern(PAGE_SIZE, 1)),
+        { ...h.target, inlineWrites: false }],
       ['a read', { kind: 'read', buffers: [new Uint8Array(PAGE_SIZE)], positionBytes: 0 },
         h.target],
     ];
@@ -211,4 +218,43 @@ test('no write runs inline while another step that writes runs off the loop on t
     assert.equal(completions, 2, 'each marked callback still runs once');
     assert.notEqual(await attempt(h, write(0, page)), 'not taken', 'none left');
     assert.deepEqual(fs.readFileSync(h.path).subarray(0, PAGE_SIZE), Buffer.from(page));
+  });
+
+test('which devices may write inline: local filesystems and block devices, not ramfs',
+  async (t) => {
+    const shm = fs.openSync('/dev/shm', 'r');
+    t.after(() => fs.closeSync(shm));
+    assert.equal(writesInlineAllowed('file', shm), true, 'tmpfs');
+    assert.equal(writesInlineAllowed('block', shm), true, 'a block device, whatever holds its node');
+    assert.equal(INLINE_WRITE_FILESYSTEMS.get(0xef53), 'ext2/3/4');
+    const proc = fs.openSync('/proc/self/stat', 'r');
+    t.after(() => fs.closeSync(proc));
+    assert.equal(writesInlineAllowed('file', proc), false, 'procfs');
+    const dir = mountScratch(t, 'ramfs');
+    if (dir === null) return;
+    const path = join(dir, 'ram.img');
+    fs.writeFileSync(path, new Uint8Array(MIB));
+    // Closed in the test itself: `t.after` hooks run in order, the unmount first.
+    const engine = new IoUringEngine({ sqPollIdleMs: 0, inlineWrites: true });
+    const device = await openFileDevice(path, { engine });
+    const page = pattern(PAGE_SIZE, 8);
+    try {
+      assert.equal(await submitted(device, deviceRequest('write', 8, 8, [page])), null);
+      assert.equal(device.stats.inlineWrites, 0, 'ramfs is not on the list: never inline');
+      assert.deepEqual(fs.readFileSync(path).subarray(PAGE_SIZE, 2 * PAGE_SIZE),
+        Buffer.from(page));
+    } finally {
+      await device.close();
+    }
+    // The same engine writes a tmpfs file inline.
+    const shmDir = await tempDir(t, { parent: '/dev/shm' });
+    fs.writeFileSync(join(shmDir, 'shm.img'), new Uint8Array(MIB));
+    const onTmpfs = await openFileDevice(join(shmDir, 'shm.img'), { engine });
+    try {
+      assert.equal(await submitted(onTmpfs, deviceRequest('write', 8, 8, [page])), null);
+      assert.equal(onTmpfs.stats.inlineWrites, 1);
+    } finally {
+      await onTmpfs.close();
+      engine.close();
+    }
   });

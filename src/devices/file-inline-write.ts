@@ -7,7 +7,9 @@
 // 200 ms, which would hold every connection of the event loop), a read of a partial page, or
 // a filesystem stall; so a write runs inline only when all of these hold:
 // - it is buffered, page-aligned in position and length (no read-modify-write of a page), and
-//   at most INLINE_WRITE_BYTES_MAX;
+//   at most INLINE_WRITE_BYTES_MAX, to a block device or a file on a local filesystem
+//   (INLINE_WRITE_FILESYSTEMS, by `fstatfs` at open): a write to NFS, CIFS, FUSE or an overlay
+//   can wait on a server or a daemon, so it always takes the ring;
 // - the system's dirty pages are well below the point where throttling starts: half the
 //   headroom read from /proc/vmstat (sys/dirty-pages.ts) at most DIRTY_SAMPLE_MS ago, less
 //   what was written inline since, covers it;
@@ -25,6 +27,7 @@
 
 import { MIB, PAGE_SIZE } from '../constants.js';
 import { dirtyHeadroomBytes } from '../sys/dirty-pages.js';
+import { filesystemMagicSync } from '../sys/libc.js';
 import type { FileTarget, StepCallback } from './file-engine.js';
 import type { Step, StepResult } from './file-steps.js';
 import { transferSync } from './file-syscalls.js';
@@ -43,6 +46,30 @@ export const INLINE_WRITE_BACKOFF_MS = 1000;
 export const INLINE_WRITE_BACKOFF_MAX_MS = 60_000;
 /** How long one reading of the dirty-page headroom is trusted. */
 export const DIRTY_SAMPLE_MS = 100;
+
+/**
+ * Filesystems (`f_type` magic numbers) whose buffered writes are copies into local memory:
+ * ext2/3/4, XFS, btrfs, tmpfs, F2FS, bcachefs, ZFS.
+ */
+export const INLINE_WRITE_FILESYSTEMS: ReadonlyMap<number, string> = new Map([
+  [0xef53, 'ext2/3/4'], [0x58465342, 'xfs'], [0x9123683e, 'btrfs'], [0x01021994, 'tmpfs'],
+  [0xf2f52010, 'f2fs'], [0xca451a4e, 'bcachefs'], [0x2fc12fc1, 'zfs'],
+]);
+
+/**
+ * Whether writes to the device on `fd` may ever run inline: a block device, or a file on one
+ * of INLINE_WRITE_FILESYSTEMS; false where the filesystem cannot be told.
+ */
+export function writesInlineAllowed(kind: 'file' | 'block', fd: number): boolean {
+  if (kind === 'block') return true;
+  let magic: ReturnType<typeof filesystemMagicSync>;
+  try {
+    magic = filesystemMagicSync(fd);
+  } catch {
+    return false; // No libc bindings here.
+  }
+  return typeof magic === 'number' && INLINE_WRITE_FILESYSTEMS.has(magic);
+}
 
 /** Where an `InlineWrites` reads its time and the headroom (real ones unless a test swaps them). */
 export interface InlineWriteEnvironment {
@@ -78,7 +105,8 @@ export class InlineWrites {
    * returns false, having done nothing, when it must take the ring.
    */
   tryWrite(target: FileTarget, step: Step, callback: StepCallback): boolean {
-    if (step.kind !== 'write' || target.direct || step.positionBytes % PAGE_SIZE !== 0) {
+    if (step.kind !== 'write' || !target.inlineWrites || target.direct ||
+      step.positionBytes % PAGE_SIZE !== 0) {
       return false;
     }
     let lengthBytes = 0;

@@ -87,6 +87,7 @@ interface LibcBindings {
   readonly lseek: NativeFunction;
   readonly setsockopt: NativeFunction;
   readonly getsockopt: NativeFunction;
+  readonly fstatfs: NativeFunction;
 }
 
 /** koffi and the C library, as loaded once and shared with the io_uring bindings. */
@@ -148,11 +149,13 @@ function bindLibc(): { readonly library: LoadedLibrary; readonly bindings: LibcB
     'int setsockopt(int fd, int level, int name, const int *value, uint32_t valueBytes)');
   const getsockopt = library.func(
     'int getsockopt(int fd, int level, int name, _Out_ int *value, _Inout_ uint32_t *valueBytes)');
+  // `struct statfs` is 120 bytes on 64-bit Linux; f_type, a long, comes first.
+  const fstatfs = library.func('int fstatfs(int fd, _Out_ uint8_t *buffer)');
   return {
     library: { koffi, library },
     bindings: {
       koffi, ioctl, fallocate, preadv2, pread, pwrite, copyFileRange, lseek, setsockopt,
-      getsockopt,
+      getsockopt, fstatfs,
     },
   };
 }
@@ -273,6 +276,21 @@ export function transferOneSync(
     const error = lastError(bindings, op === 'read' ? 'pread64' : 'pwrite64');
     if (error.code !== 'EINTR') return error;
   }
+}
+
+/** Bytes of `struct statfs` on 64-bit Linux (x86-64, arm64). */
+const STATFS_BYTES = 120;
+
+/**
+ * The magic number of the filesystem holding `fd` (`fstatfs`'s `f_type`, such as 0xEF53 for
+ * ext2/3/4), or the error.
+ */
+export function filesystemMagicSync(fd: number): number | SysError {
+  const bindings = libc();
+  const buffer = new Uint8Array(STATFS_BYTES);
+  const result = bindings.fstatfs(fd, buffer) as number;
+  if (result !== 0) return lastError(bindings, 'fstatfs');
+  return Number(new DataView(buffer.buffer).getBigUint64(0, true));
 }
 
 /** True when the libc bindings are usable; false (never a throw) where they cannot load. */
