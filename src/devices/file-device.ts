@@ -39,7 +39,6 @@ import {
   chooseFileEngine, type FileEngine, type FileTarget, resumeProgram, runProgram, runProgramSync,
 } from './file-engine.js';
 import type { Step, StepResult } from './file-steps.js';
-import { writesInlineAllowed } from './file-inline-write.js';
 import { runStepSync } from './file-syscalls.js';
 import { type CopySlots, defaultCopySlots } from './copy-slots.js';
 import { openWriteBehind, type WriteBehind, type WriteBehindStats } from './file-write-behind.js';
@@ -108,8 +107,7 @@ export class FileDevice implements BlockDevice {
     const stats = emptyStats();
     this.stats = stats;
     this.#target = {
-      fd: opened.fd, direct: opened.direct, inlineReads: opened.inlineCachedReads,
-      inlineWrites: !opened.direct && writesInlineAllowed(opened.kind, opened.fd), stats,
+      fd: opened.fd, direct: opened.direct, inlineReads: opened.inlineCachedReads, stats,
     };
     this.#methods = initialMethods(opened.kind, opened.disableMethods ?? [],
       opened.limits.maxDiscardSectors > 0);

@@ -25,12 +25,6 @@ export interface FileTarget {
   readonly direct: boolean;
   /** The threadpool engine may serve small reads of cached data inline (never with `direct`). */
   readonly inlineReads: boolean;
-  /**
-   * An engine asked for inline writes may copy whole pages into the page cache on the calling
-   * thread: a block device or a file on a local filesystem (`writesInlineAllowed`), never with
-   * `direct`.
-   */
-  readonly inlineWrites: boolean;
   /** Per-device counters the engine adds to (`inlineReads`, `inlineWrites`, `ringTransfers`). */
   readonly stats: { inlineReads: number; inlineWrites: number; ringTransfers: number };
 }

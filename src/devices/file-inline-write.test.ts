@@ -16,6 +16,7 @@ import { tempDir } from '../../test/helpers/tmp.js';
 import { pattern } from '../../test/helpers/requests.js';
 import type { FileTarget } from './file-engine.js';
 import { mountScratch } from '../../test/helpers/tmpfs.js';
+import { requireLoopOrSkip, withLoopDevice } from '../../test/helpers/loop.js';
 import { IoUringEngine } from './file-ring.js';
 import { openFileDevice } from './file-device.js';
 import { deviceRequest, submitted } from '../../test/helpers/requests.js';
@@ -43,14 +44,15 @@ interface Harness {
 }
 
 async function harness(t: TestContext, flags = 'w+'): Promise<Harness> {
-  const path = join(await tempDir(t), 'inline.img');
+  // On tmpfs, a filesystem written inline wherever the tests run.
+  const path = join(await tempDir(t, { parent: '/dev/shm' }), 'inline.img');
   fs.writeFileSync(path, new Uint8Array(4 * MIB));
   const fd = fs.openSync(path, flags);
   t.after(() => fs.closeSync(fd));
   const clock = new TestClock();
   const state: Harness = {
     clock, path, headroomBytes: 64 * MIB, asked: 0,
-    target: { fd, direct: false, inlineReads: false, inlineWrites: true,
+    target: { fd, direct: false, inlineReads: false,
       stats: { inlineReads: 0, inlineWrites: 0, ringTransfers: 0 } },
     inline: new InlineWrites({
       nowMs: clock.read,
@@ -102,6 +104,8 @@ test('partial pages, more than 1 MiB, O_DIRECT and reads are left to the ring, u
   async (t) => {
     const h = await harness(t);
     const before = fs.readFileSync(h.path);
+    const proc = fs.openSync('/proc/self/stat', 'r');
+    t.after(() => fs.closeSync(proc));
     const cases: Array<[string, Step, FileTarget]> = [
       ['position inside a page', write(512, pattern(PAGE_SIZE, 1)), h.target],
       ['length not whole pages', write(0, pattern(PAGE_SIZE + 512, 1)), h.target],
@@ -109,7 +113,7 @@ test('partial pages, more than 1 MiB, O_DIRECT and reads are left to the ring, u
       ['empty', write(0), h.target],
       ['O_DIRECT', write(0, pattern(PAGE_SIZE, 1)), { ...h.target, direct: true }],
       ['a device not allowed', write(0, pattern(PAGE_SIZE, 1)),
-        { ...h.target, inlineWrites: false }],
+        { ...h.target, fd: proc }],
       ['a read', { kind: 'read', buffers: [new Uint8Array(PAGE_SIZE)], positionBytes: 0 },
         h.target],
     ];
@@ -224,14 +228,26 @@ test('which devices may write inline: local filesystems and block devices, not r
   async (t) => {
     const shm = fs.openSync('/dev/shm', 'r');
     t.after(() => fs.closeSync(shm));
-    assert.equal(writesInlineAllowed('file', shm), true, 'tmpfs');
-    assert.equal(writesInlineAllowed('block', shm), true, 'a block device, whatever holds its node');
+    assert.equal(writesInlineAllowed(shm), true, 'tmpfs');
     assert.equal(INLINE_WRITE_FILESYSTEMS.get(0xef53), 'ext2/3/4');
     const proc = fs.openSync('/proc/self/stat', 'r');
     t.after(() => fs.closeSync(proc));
-    assert.equal(writesInlineAllowed('file', proc), false, 'procfs');
+    assert.equal(writesInlineAllowed(proc), false, 'procfs');
+    assert.equal(writesInlineAllowed(-1), false, 'a descriptor that cannot be asked');
+    if (!requireLoopOrSkip(t)) return;
+    // A loop device over a file on ramfs (off the list): allowed as a block device.
     const dir = mountScratch(t, 'ramfs');
     if (dir === null) return;
+    const image = join(dir, 'loop.img');
+    fs.writeFileSync(image, new Uint8Array(MIB));
+    await withLoopDevice(image, {}, async (loop) => {
+      const fd = fs.openSync(loop, 'r');
+      try {
+        assert.equal(writesInlineAllowed(fd), true, 'a block device');
+      } finally {
+        fs.closeSync(fd);
+      }
+    });
     const path = join(dir, 'ram.img');
     fs.writeFileSync(path, new Uint8Array(MIB));
     // Closed in the test itself: `t.after` hooks run in order, the unmount first.

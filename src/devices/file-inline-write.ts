@@ -8,8 +8,9 @@
 // a filesystem stall; so a write runs inline only when all of these hold:
 // - it is buffered, page-aligned in position and length (no read-modify-write of a page), and
 //   at most INLINE_WRITE_BYTES_MAX, to a block device or a file on a local filesystem
-//   (INLINE_WRITE_FILESYSTEMS, by `fstatfs` at open): a write to NFS, CIFS, FUSE or an overlay
-//   can wait on a server or a daemon, so it always takes the ring;
+//   (INLINE_WRITE_FILESYSTEMS, by `fstatfs` at a device's first write here, remembered): a
+//   write to NFS, CIFS, FUSE or an overlay can wait on a server or a daemon, so it always
+//   takes the ring;
 // - the system's dirty pages are well below the point where throttling starts: half the
 //   headroom read from /proc/vmstat (sys/dirty-pages.ts) at most DIRTY_SAMPLE_MS ago, less
 //   what was written inline since, covers it;
@@ -25,6 +26,7 @@
 // fails inline reports its error as the ring would; callbacks never run inside `tryWrite`.
 // Measured in docs/performance.md, "Serve writes on the event loop".
 
+import fs from 'node:fs';
 import { MIB, PAGE_SIZE } from '../constants.js';
 import { dirtyHeadroomBytes } from '../sys/dirty-pages.js';
 import { filesystemMagicSync } from '../sys/libc.js';
@@ -58,15 +60,15 @@ export const INLINE_WRITE_FILESYSTEMS: ReadonlyMap<number, string> = new Map([
 
 /**
  * Whether writes to the device on `fd` may ever run inline: a block device, or a file on one
- * of INLINE_WRITE_FILESYSTEMS; false where the filesystem cannot be told.
+ * of INLINE_WRITE_FILESYSTEMS; false where that cannot be told.
  */
-export function writesInlineAllowed(kind: 'file' | 'block', fd: number): boolean {
-  if (kind === 'block') return true;
+export function writesInlineAllowed(fd: number): boolean {
   let magic: ReturnType<typeof filesystemMagicSync>;
   try {
+    if (fs.fstatSync(fd).isBlockDevice()) return true;
     magic = filesystemMagicSync(fd);
   } catch {
-    return false; // No libc bindings here.
+    return false; // A closed descriptor, or no libc bindings here.
   }
   return typeof magic === 'number' && INLINE_WRITE_FILESYSTEMS.has(magic);
 }
@@ -91,6 +93,8 @@ export class InlineWrites {
   #sampledAtMs = Number.NEGATIVE_INFINITY;
   #offUntilMs = Number.NEGATIVE_INFINITY;
   #stallsInARow = 0;
+  /** `writesInlineAllowed` of each device this engine was asked to write. */
+  readonly #allowed = new WeakMap<FileTarget, boolean>();
   /** Steps other than reads running off the calling thread, per device. */
   readonly #offLoopSteps = new WeakMap<FileTarget, number>();
   /** Diagnostics: inline writes that stalled, and readings of the headroom. */
@@ -105,8 +109,7 @@ export class InlineWrites {
    * returns false, having done nothing, when it must take the ring.
    */
   tryWrite(target: FileTarget, step: Step, callback: StepCallback): boolean {
-    if (step.kind !== 'write' || !target.inlineWrites || target.direct ||
-      step.positionBytes % PAGE_SIZE !== 0) {
+    if (step.kind !== 'write' || target.direct || step.positionBytes % PAGE_SIZE !== 0) {
       return false;
     }
     let lengthBytes = 0;
@@ -114,7 +117,7 @@ export class InlineWrites {
     if (lengthBytes === 0 || lengthBytes > INLINE_WRITE_BYTES_MAX || lengthBytes % PAGE_SIZE !== 0) {
       return false;
     }
-    if (this.#offLoopSteps.has(target)) return false;
+    if (!this.#allows(target) || this.#offLoopSteps.has(target)) return false;
     const startMs = this.#environment.nowMs();
     if (startMs < this.#offUntilMs || !this.#budgetCovers(startMs, lengthBytes)) return false;
     let result: StepResult;
@@ -145,6 +148,16 @@ export class InlineWrites {
       else this.#offLoopSteps.set(target, left);
       callback(result);
     };
+  }
+
+  /** Whether `target` may ever be written inline, found out once. */
+  #allows(target: FileTarget): boolean {
+    let allowed = this.#allowed.get(target);
+    if (allowed === undefined) {
+      allowed = writesInlineAllowed(target.fd);
+      this.#allowed.set(target, allowed);
+    }
+    return allowed;
   }
 
   /** Whether the budget covers `lengthBytes`, reading the headroom again when it is stale. */
