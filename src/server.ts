@@ -18,7 +18,7 @@
  * @packageDocumentation
  */
 
-export { createNbdServer, NbdServer } from './server/nbd-server.js';
+export { createNbdServer, NbdServer, SERVER_THREADS_MAX } from './server/nbd-server.js';
 export type { NbdServerOptions, NbdListenAddress } from './server/nbd-server.js';
 export type { NbdExportOptions } from './server/nbd-export.js';
 export type { NbdServerTlsOptions, NbdServerCertificates } from './server/tls.js';

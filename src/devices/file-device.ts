@@ -127,6 +127,14 @@ export class FileDevice implements BlockDevice {
     return this.#target.inlineReads;
   }
 
+  /**
+   * @internal A path that opens this very file or block device again from any thread of this
+   * process while the device is open (`/proc/self/fd/N`), whatever its name now points to.
+   */
+  get reopenPath(): string {
+    return `/proc/self/fd/${this.#fd}`;
+  }
+
   /** The engine that runs this device's steps. */
   get engine(): FileEngine {
     return this.#engine;

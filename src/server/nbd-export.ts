@@ -13,6 +13,7 @@ import {
 } from '../nbd/protocol.js';
 import { SERVER_PREFERRED_BLOCK_BYTES_MIN, SERVER_REQUEST_BYTES_MAX } from './limits.js';
 import { RangeLock } from './range-lock.js';
+import type { ThreadWriteGate } from './thread-write-gate.js';
 import type { BlockSizes } from './wire.js';
 import { sectorsToBytes } from '../units.js';
 
@@ -35,9 +36,11 @@ export class ServedExport {
   readonly device: BlockDevice;
   readonly readOnly: boolean;
   /** Orders read-modify-writes against other writes to the same blocks. */
-  readonly lock = new RangeLock();
+  readonly lock: RangeLock;
 
-  constructor(options: NbdExportOptions) {
+  /** `gate` orders merges across the threads of a threaded server (thread-write-gate.ts). */
+  constructor(options: NbdExportOptions, gate: ThreadWriteGate | null = null) {
+    this.lock = new RangeLock(gate);
     this.name = options.name;
     this.description = options.description ?? '';
     this.device = options.device;

@@ -4,6 +4,10 @@
 // dm-io client (the server's own unless one is given), so the device requests in flight are
 // bounded across all connections as well as per connection.
 //
+// With `threads`, connections run on that many worker threads instead (connection-threads.ts),
+// each serving with an NbdServer of its own over its own opening of the same files; this
+// server then only accepts, counts, hands over and, at close, stops the threads and flushes.
+//
 // Close: stop accepting; connections in the handshake get ERR_SHUTDOWN on their next option;
 // connections in transmission stop reading, their requests in flight finish and reply; then
 // every export's device is flushed. Connections still open after the grace period are closed
@@ -29,6 +33,22 @@ import {
 import { ServedExport, type NbdExportOptions } from './nbd-export.js';
 import { createTlsUpgrade, type NbdServerTlsOptions } from './tls.js';
 import { GIB } from '../constants.js';
+import { FileDevice } from '../devices/file-device.js';
+import { ConnectionThreads, type ThreadExport } from './connection-threads.js';
+import { createWriteGateState, type ThreadWriteGate } from './thread-write-gate.js';
+
+/** Most connection threads one server may start. */
+export const SERVER_THREADS_MAX = 64;
+
+/** @internal What a connection thread's own server is given besides its options. */
+export interface ServerThreadRole {
+  /** Per export, the thread's view of the export's write gate. */
+  readonly gates: readonly ThreadWriteGate[];
+  /** Free request buffers this thread keeps (its share of SERVER_POOL_RETAINED_BYTES). */
+  readonly poolRetainedBytes: number;
+  /** Runs once for every connection that ends. */
+  onConnectionClosed(): void;
+}
 
 /** Options of `createNbdServer`. */
 export interface NbdServerOptions {
@@ -50,6 +70,15 @@ export interface NbdServerOptions {
   client?: DmIoClient;
   /** Receives one line per connection closed hard, and why (default: dropped). */
   log?: (message: string) => void;
+  /**
+   * Serve connections on this many worker threads (default 0: on the calling thread), each
+   * handed to the thread with the fewest. Every export's device must then be a file or block
+   * device (`FileDevice`): each thread opens it again (`/proc/self/fd`), on an io_uring engine
+   * of its own set as `dmio serve` sets its own, and has a dm-io client of its own; `client`
+   * then only makes the final flush. Threads are started by `listen()` or the first
+   * `handleConnection()`.
+   */
+  threads?: number;
 }
 
 /** Where to listen: a Unix socket path, or a TCP host and port (0 picks a free port). */
@@ -68,13 +97,25 @@ export class NbdServer {
   readonly #ownsClient: boolean;
   readonly #context: ConnectionContext;
   readonly #listeners: net.Server[] = [];
+  readonly #role: ServerThreadRole | null;
+  readonly #threadsWanted: number;
+  readonly #threadSetup: (() => Promise<ConnectionThreads>) | null;
+  #threads: Promise<ConnectionThreads> | null = null;
+  /** Connections handed (or being handed) to threads and not yet ended. */
+  #threadedCount = 0;
   #closing: Promise<void> | null = null;
   #idle: (() => void) | null = null;
 
   /** @internal Use `createNbdServer`. */
-  constructor(options: NbdServerOptions) {
+  constructor(options: NbdServerOptions, role: ServerThreadRole | null = null) {
     validateOptionsObject(options, 'options');
-    this.#exports = validateExports(options.exports);
+    this.#role = role;
+    this.#threadsWanted = validateIntegerInRange(options.threads ?? 0, 'options.threads', 0,
+      SERVER_THREADS_MAX);
+    const gateStates = this.#threadsWanted === 0 ? null :
+      (options.exports ?? []).map(() => createWriteGateState(this.#threadsWanted));
+    this.#exports = validateExports(options.exports, role?.gates ?? null);
+    if (this.#threadsWanted > 0) requireReopenable(this.#exports);
     this.#byName = new Map(this.#exports.map((served) => [served.name, served]));
     this.#connectionsMax = validateIntegerInRange(options.connectionsMax ??
       SERVER_CONNECTIONS_DEFAULT, 'options.connectionsMax', 1, SERVER_CONNECTIONS_MAX);
@@ -92,12 +133,22 @@ export class NbdServer {
     this.#ownsClient = options.client === undefined;
     this.#client = options.client ?? dmIoClientCreate();
     const log = options.log ?? ((): void => undefined);
+    this.#threadSetup = gateStates === null ? null : () => ConnectionThreads.start(
+      this.#threadsWanted, {
+        exports: this.#exports.map((served, index) => threadExport(served,
+          gateStates[index] as SharedArrayBuffer)),
+        inflightRequestsMax, connectionBytesMax, handshakeTimeoutMs,
+        shutdownGraceMs: this.#shutdownGraceMs,
+        poolRetainedBytes: Math.ceil(SERVER_POOL_RETAINED_BYTES / this.#threadsWanted),
+        tls: options.tls?.mode === 'off' ? undefined : options.tls,
+      }, log, () => this.#threadedConnectionClosed());
     this.#context = {
       lookup: (name) => this.#lookup(name),
       exports: () => this.#exports,
       shuttingDown: () => this.#closing !== null,
       client: this.#client,
-      pool: new BufferPool(SERVER_POOL_RETAINED_BYTES, SERVER_REQUEST_BYTES_MAX),
+      pool: new BufferPool(role?.poolRetainedBytes ?? SERVER_POOL_RETAINED_BYTES,
+        SERVER_REQUEST_BYTES_MAX),
       limits: { inflightRequestsMax, connectionBytesMax, handshakeTimeoutMs },
       tlsMode: tls.mode,
       upgradeTls: (raw: Duplex) => tls.upgrade(raw),
@@ -112,7 +163,13 @@ export class NbdServer {
 
   /** Connections open now. */
   get connectionCount(): number {
-    return this.#connections.size;
+    return this.#connections.size + this.#threadedCount;
+  }
+
+  /** @internal Connections each thread serves now (empty without threads). */
+  async connectionCountsByThread(): Promise<number[]> {
+    if (this.#threads === null) return [];
+    return (await this.#threads).connectionCounts;
   }
 
   /** The TLS mode clients meet. */
@@ -127,6 +184,7 @@ export class NbdServer {
    */
   async listen(address: NbdListenAddress): Promise<net.Server> {
     this.#assertOpen();
+    if (this.#threadSetup !== null) await this.#startThreads();
     // Paused, so a connection's handle can move to a socket that reads through onread.
     const listener = net.createServer({ pauseOnConnect: true },
       (socket) => this.handleConnection(socket));
@@ -149,20 +207,66 @@ export class NbdServer {
    * inherited listener). Past the connection cap, or after `close()`, it is closed at once.
    */
   handleConnection(socket: Socket): void {
-    if (this.#closing !== null || this.#connections.size >= this.#connectionsMax) {
+    if (this.#closing !== null || this.connectionCount >= this.#connectionsMax) {
       this.#context.log(this.#closing !== null ? 'refused a connection: shutting down' :
         `refused a connection: ${this.#connectionsMax} already open`);
       socket.on('error', () => undefined);
       socket.destroy();
       return;
     }
+    if (this.#threadSetup !== null) {
+      this.#threadedCount += 1;
+      void this.#handToThread(socket);
+      return;
+    }
+    this.#serveHere(socket);
+  }
+
+  #serveHere(socket: Socket): void {
     const connection = new ServerConnection(socket, this.#context);
     this.#connections.add(connection);
     connection.socket.once('close', () => {
       this.#connections.delete(connection);
-      if (this.#connections.size === 0) this.#idle?.();
+      this.#role?.onConnectionClosed();
+      if (this.connectionCount === 0) this.#idle?.();
     });
     void connection.serve();
+  }
+
+  /** Starts the threads once; a failure to start is the caller's (listen's) error. */
+  #startThreads(): Promise<ConnectionThreads> {
+    if (this.#threads === null && this.#threadSetup !== null) {
+      this.#threads = this.#threadSetup();
+      this.#threads.catch(() => undefined);
+    }
+    return this.#threads as Promise<ConnectionThreads>;
+  }
+
+  /**
+   * Hands a connection counted in #threadedCount to a thread. Without a live thread it is
+   * served here, on the server's own devices.
+   */
+  async #handToThread(socket: Socket): Promise<void> {
+    let threads: ConnectionThreads | null = null;
+    try {
+      threads = await this.#startThreads();
+    } catch (error) {
+      this.#context.log(`connection threads did not start: ${(error as Error).message}`);
+    }
+    if (threads !== null && this.#closing === null && threads.hand(socket)) return;
+    this.#threadedCount -= 1;
+    if (this.#closing !== null) {
+      socket.on('error', () => undefined);
+      socket.destroy();
+      if (this.connectionCount === 0) this.#idle?.();
+      return;
+    }
+    this.#serveHere(socket);
+  }
+
+  #threadedConnectionClosed(): void {
+    this.#threadedCount -= 1;
+    if (this.connectionCount === 0) this.#idle?.();
   }
 
   /**
@@ -179,13 +283,16 @@ export class NbdServer {
     for (const listener of this.#listeners) listener.close();
     const idle = new Promise<void>((resolve) => {
       this.#idle = resolve;
-      if (this.#connections.size === 0) resolve();
+      if (this.connectionCount === 0) resolve();
     });
     for (const connection of this.#connections) connection.shutdown();
     const grace = setTimeout(() => {
       for (const connection of this.#connections) connection.destroy();
     }, this.#shutdownGraceMs);
+    // Each thread drains under the same grace, flushes and closes its devices, and exits.
+    const threadsStopped = this.#threads?.then((threads) => threads.stop(), () => undefined);
     await idle;
+    await threadsStopped;
     clearTimeout(grace);
     const failure = await this.flush();
     if (this.#ownsClient) await dmIoClientDestroy(this.#client);
@@ -237,7 +344,9 @@ export function createNbdServer(options: NbdServerOptions): NbdServer {
   return new NbdServer(options);
 }
 
-function validateExports(exports: unknown): ServedExport[] {
+function validateExports(
+  exports: unknown, gates: readonly ThreadWriteGate[] | null,
+): ServedExport[] {
   if (!Array.isArray(exports) || exports.length === 0) {
     throw new InvalidArgTypeError('options.exports', 'a non-empty array', exports);
   }
@@ -263,6 +372,27 @@ function validateExports(exports: unknown): ServedExport[] {
         typeof given.device.submit !== 'function') {
       throw new InvalidArgTypeError(`${argument}.device`, 'a BlockDevice', given.device);
     }
-    return new ServedExport(given);
+    return new ServedExport(given, gates?.[index] ?? null);
   });
+}
+
+/** Threads reopen files and block devices only. */
+function requireReopenable(exports: readonly ServedExport[]): void {
+  for (const [index, served] of exports.entries()) {
+    if (!(served.device instanceof FileDevice) || served.device.closed) {
+      throw new InvalidRequestError('DMIO_ERR_INVALID_ARG_VALUE',
+        `options.exports[${index}].device`,
+        'with options.threads, every export must be an open file or block device');
+    }
+  }
+}
+
+/** What a thread needs to open an export again. */
+function threadExport(served: ServedExport, gateState: SharedArrayBuffer): ThreadExport {
+  const device = served.device as FileDevice;
+  return {
+    name: served.name, description: served.description, readOnly: served.readOnly,
+    reopenPath: device.reopenPath, direct: device.direct, sizeSectors: device.sizeSectors,
+    logicalBlockBytes: device.limits.logicalBlockBytes, gateState,
+  };
 }

@@ -7,7 +7,11 @@
 // merge waits for overlapping writes and they wait for it. Waiters are served in arrival
 // order, so a stream of writes cannot starve a merge. Reads take no lock.
 //
-// Ranges are in bytes, [startBytes, endBytes). One lock per export, shared by its connections.
+// Ranges are in bytes, [startBytes, endBytes). One lock per export, shared by its connections
+// on one thread. A threaded server gives each thread's lock the export's ThreadWriteGate
+// (thread-write-gate.ts), taken after the range: that orders merges across threads.
+
+import type { ThreadWriteGate } from './thread-write-gate.js';
 
 /** A held range; call `release` exactly once. */
 export type RangeRelease = () => void;
@@ -24,9 +28,14 @@ interface Waiter extends Holder {
 
 /** Shared and exclusive byte-range locks. */
 export class RangeLock {
+  readonly #gate: ThreadWriteGate | null;
   readonly #held = new Set<Holder>();
   readonly #waiting: Waiter[] = [];
   #exclusiveHeld = 0;
+
+  constructor(gate: ThreadWriteGate | null = null) {
+    this.#gate = gate;
+  }
 
   /** Ranges held now (for tests and leak checks). */
   get heldCount(): number {
@@ -39,8 +48,22 @@ export class RangeLock {
    */
   acquire(startBytes: number, endBytes: number, exclusive: boolean): Promise<RangeRelease> | RangeRelease {
     const wanted = { startBytes, endBytes, exclusive };
-    if (this.#waiting.length === 0 && !this.#conflictsWithHeld(wanted)) return this.#hold(wanted);
-    return new Promise((grant) => this.#waiting.push({ ...wanted, grant }));
+    const local = this.#waiting.length === 0 && !this.#conflictsWithHeld(wanted) ?
+      this.#hold(wanted) : new Promise<RangeRelease>((grant) => this.#waiting.push({ ...wanted, grant }));
+    if (this.#gate === null) return local;
+    if (typeof local === 'function') {
+      const gated = this.#gate.enter(exclusive);
+      if (typeof gated === 'function') return both(gated, local);
+      return gated.then((release) => both(release, local));
+    }
+    return this.#throughGate(local, exclusive, this.#gate);
+  }
+
+  async #throughGate(
+    local: Promise<RangeRelease>, exclusive: boolean, gate: ThreadWriteGate,
+  ): Promise<RangeRelease> {
+    const releaseLocal = await local;
+    return both(await gate.enter(exclusive), releaseLocal);
   }
 
   #hold(holder: Holder): RangeRelease {
@@ -75,6 +98,14 @@ export class RangeLock {
     this.#waiting.length = 0;
     this.#waiting.push(...stillWaiting);
   }
+}
+
+/** One release for a gate and a range: the gate first, so a thread's waiters see both free. */
+function both(releaseGate: RangeRelease, releaseLocal: RangeRelease): RangeRelease {
+  return () => {
+    releaseGate();
+    releaseLocal();
+  };
 }
 
 function conflict(a: Holder, b: Holder): boolean {

@@ -88,6 +88,7 @@ interface LibcBindings {
   readonly setsockopt: NativeFunction;
   readonly getsockopt: NativeFunction;
   readonly fstatfs: NativeFunction;
+  readonly fcntlInt: NativeFunction;
 }
 
 /** koffi and the C library, as loaded once and shared with the io_uring bindings. */
@@ -151,11 +152,14 @@ function bindLibc(): { readonly library: LoadedLibrary; readonly bindings: LibcB
     'int getsockopt(int fd, int level, int name, _Out_ int *value, _Inout_ uint32_t *valueBytes)');
   // `struct statfs` is 120 bytes on 64-bit Linux; f_type, a long, comes first.
   const fstatfs = library.func('int fstatfs(int fd, _Out_ uint8_t *buffer)');
+  // fcntl is variadic; every command used here takes one int, which travels in the same
+  // register as a fixed int argument on the x86-64 and arm64 Linux ABIs.
+  const fcntlInt = library.func('int fcntl(int fd, int command, int argument)');
   return {
     library: { koffi, library },
     bindings: {
       koffi, ioctl, fallocate, preadv2, pread, pwrite, copyFileRange, lseek, setsockopt,
-      getsockopt, fstatfs,
+      getsockopt, fstatfs, fcntlInt,
     },
   };
 }
@@ -291,6 +295,19 @@ export function filesystemMagicSync(fd: number): number | SysError {
   const result = bindings.fstatfs(fd, buffer) as number;
   if (result !== 0) return lastError(bindings, 'fstatfs');
   return Number(new DataView(buffer.buffer).getBigUint64(0, true));
+}
+
+/** fcntl's F_DUPFD_CLOEXEC. */
+const F_DUPFD_CLOEXEC = 1030;
+
+/**
+ * A second descriptor for what `fd` refers to, close-on-exec (`fcntl(F_DUPFD_CLOEXEC)`), or
+ * the error. The caller owns it and closes it.
+ */
+export function duplicateFdSync(fd: number): number | SysError {
+  const bindings = libc();
+  const result = bindings.fcntlInt(fd, F_DUPFD_CLOEXEC, 0) as number;
+  return result < 0 ? lastError(bindings, 'fcntl F_DUPFD_CLOEXEC') : result;
 }
 
 /** True when the libc bindings are usable; false (never a throw) where they cannot load. */

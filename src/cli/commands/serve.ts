@@ -10,13 +10,14 @@
 
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import {
-  IoUringEngine, TableDevice, watchTableStatus, type BlockDevice, type FileEngine,
+  FileDevice, IoUringEngine, TableDevice, watchTableStatus, type BlockDevice, type FileEngine,
   type TableStatusWatch,
 } from '../../index.js';
 import {
-  createNbdServer, type NbdListenAddress, type NbdServerTlsOptions,
+  createNbdServer, SERVER_THREADS_MAX, type NbdListenAddress, type NbdServerTlsOptions,
 } from '../../server.js';
 import { tell, type CliContext, type RunCommand } from '../context.js';
 import { checkSpec, closeAll, openForCli } from '../devices.js';
@@ -35,10 +36,14 @@ interface ServeFlags {
   tlsCertificates?: string;
   tlsPsk?: string;
   tlsVerifyPeer?: boolean;
+  threads?: string;
 }
 
 /** The address used without --socket or --listen: loopback only, the IANA NBD port. */
 const DEFAULT_LISTEN = '127.0.0.1:10809';
+
+/** Most connection threads chosen without --threads. */
+const THREADS_AUTO_MAX = 4;
 
 /** The longest export name, in bytes: the NBD protocol's limit (NBD_MAX_STRING). */
 const EXPORT_NAME_BYTES_MAX = 4 * 1024;
@@ -61,6 +66,8 @@ export function registerServe(program: Command, run: RunCommand): void {
     .option('--tls-certificates <DIR>', 'x509: ca-cert.pem, server-cert.pem, server-key.pem')
     .option('--tls-psk <FILE>', 'pre-shared keys, one username:hexkey a line')
     .option('--tls-verify-peer', 'x509: require a client certificate signed by the CA')
+    .option('--threads <N>', 'connection threads (default: the cores, at most ' +
+      `${THREADS_AUTO_MAX}, when every export is a file or block device; 0: none)`)
     .action((spec: string, flags: ServeFlags) => run((cli) => serve(cli, spec, flags)));
 }
 
@@ -75,6 +82,8 @@ async function serve(cli: CliContext, spec: string, flags: ServeFlags): Promise<
   const address = listenAddress(flags);
   const connectionsMax = parseCount(flags.maxConnections, '--max-connections', 1, 1024);
   const tls = tlsOptions(flags);
+  const threadsAsked = flags.threads === undefined ? null :
+    parseCount(flags.threads, '--threads', 0, SERVER_THREADS_MAX);
   for (const plan of plans) checkSpec(plan.spec, false);
   const devices: BlockDevice[] = [];
   const engine = new IoUringEngine({ sqPollIdleMs: 0, inlineWrites: true });
@@ -90,6 +99,7 @@ async function serve(cli: CliContext, spec: string, flags: ServeFlags): Promise<
         readOnly: flags.readOnly === true,
       })),
       connectionsMax,
+      threads: connectionThreads(threadsAsked, devices),
       ...(tls === undefined ? {} : { tls }),
       log: (message) => tell(cli, `dmio serve: ${message}\n`),
     });
@@ -128,6 +138,23 @@ async function serve(cli: CliContext, spec: string, flags: ServeFlags): Promise<
 function serveOpenOptions(flags: ServeFlags, engine: FileEngine): { readOnly: boolean;
   direct: boolean; engine: FileEngine } {
   return { readOnly: flags.readOnly === true, direct: flags.direct === true, engine };
+}
+
+/**
+ * How many connection threads: --threads, or by default one per core (at most
+ * THREADS_AUTO_MAX) when every export is a file or block device (threads open them again),
+ * none otherwise. See docs/performance.md, "Serve writes on threads".
+ */
+function connectionThreads(asked: number | null, devices: readonly BlockDevice[]): number {
+  const reopenable = devices.every((device) => device instanceof FileDevice);
+  if (asked !== null) {
+    if (asked > 0 && !reopenable) {
+      throw new UsageError('--threads: every export must be a file or block device ' +
+        '(mem:, table:, nbd: and the like live on the main thread)');
+    }
+    return asked;
+  }
+  return reopenable ? Math.min(os.availableParallelism(), THREADS_AUTO_MAX) : 0;
 }
 
 /**

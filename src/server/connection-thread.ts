@@ -1,0 +1,115 @@
+// Owns one connection thread of a threaded NbdServer (the worker's entry module; see
+// connection-threads.ts). It opens every export again through the server's descriptor, on an
+// io_uring engine of its own set as `dmio serve` sets its own, and serves the connections it
+// is handed with an NbdServer of its own (threads: 0), so a connection runs exactly the code
+// it runs on the main thread. On `shutdown` it closes that server (requests in flight reply,
+// devices are flushed), closes its devices and engine, and exits.
+
+import net from 'node:net';
+import { parentPort, workerData } from 'node:worker_threads';
+import { IoUringEngine } from '../devices/file-ring.js';
+import { openFileDevice, type FileDevice } from '../devices/file-device.js';
+import { NbdServer } from './nbd-server.js';
+import { SERVER_CONNECTIONS_MAX } from './limits.js';
+import { ThreadWriteGate } from './thread-write-gate.js';
+import type { NbdServerTlsOptions } from './tls.js';
+import type { FromThread, ThreadExport, ThreadSetup, ToThread } from './connection-threads.js';
+
+const setup = workerData as ThreadSetup;
+const port = parentPort;
+
+function post(message: FromThread): void {
+  port?.postMessage(message);
+}
+
+async function run(): Promise<void> {
+  if (port === null) return;
+  const engine = new IoUringEngine({ sqPollIdleMs: 0, inlineWrites: true });
+  const devices: FileDevice[] = [];
+  let server: NbdServer;
+  try {
+    for (const entry of setup.exports) devices.push(await reopen(entry, engine));
+    server = new NbdServer({
+      exports: setup.exports.map((entry, index) => ({
+        name: entry.name, description: entry.description, readOnly: entry.readOnly,
+        device: devices[index] as FileDevice,
+      })),
+      connectionsMax: SERVER_CONNECTIONS_MAX,
+      inflightRequestsMax: setup.inflightRequestsMax,
+      connectionBytesMax: setup.connectionBytesMax,
+      handshakeTimeoutMs: setup.handshakeTimeoutMs,
+      shutdownGraceMs: setup.shutdownGraceMs,
+      ...(setup.tls === undefined ? {} : { tls: reviveTls(setup.tls) }),
+      log: (message) => post({ type: 'log', message }),
+    }, {
+      gates: setup.exports.map((entry) => new ThreadWriteGate(entry.gateState, setup.slot)),
+      poolRetainedBytes: setup.poolRetainedBytes,
+      onConnectionClosed: () => post({ type: 'closed' }),
+    });
+  } catch (error) {
+    await closeDevices(devices, engine);
+    post({ type: 'failed', message: (error as Error).message });
+    port.close();
+    return;
+  }
+  port.on('message', (message: ToThread) => {
+    if (message.type === 'connection') {
+      server.handleConnection(new net.Socket({
+        fd: message.fd, readable: true, writable: true, pauseOnCreate: true,
+      } as net.SocketConstructorOpts));
+    } else {
+      void stop(server, devices, engine);
+    }
+  });
+  post({ type: 'ready' });
+}
+
+/** Opens an export again and checks it is what the server opened. */
+async function reopen(entry: ThreadExport, engine: IoUringEngine): Promise<FileDevice> {
+  const device = await openFileDevice(entry.reopenPath,
+    { readOnly: entry.readOnly, direct: entry.direct, engine });
+  if (device.sizeSectors !== entry.sizeSectors ||
+      device.limits.logicalBlockBytes !== entry.logicalBlockBytes) {
+    await device.close();
+    throw new Error(`export '${entry.name}' changed size or block size when opened again`);
+  }
+  return device;
+}
+
+let stopping = false;
+
+async function stop(server: NbdServer, devices: readonly FileDevice[], engine: IoUringEngine): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  try {
+    await server.close();
+  } catch (error) {
+    post({ type: 'log', message: (error as Error).message });
+  }
+  await closeDevices(devices, engine);
+  post({ type: 'stopped' });
+  port?.close();
+}
+
+async function closeDevices(devices: readonly FileDevice[], engine: IoUringEngine): Promise<void> {
+  for (const device of devices) await device.close().catch(() => undefined);
+  engine.close();
+}
+
+/** Certificates arrive as Uint8Array after the message copy; TLS wants strings or Buffers. */
+function reviveTls(tls: NbdServerTlsOptions): NbdServerTlsOptions {
+  const certificates = tls.certificates;
+  if (certificates === undefined) return tls;
+  const revive = (value: string | Uint8Array): string | Buffer =>
+    typeof value === 'string' ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  return {
+    ...tls,
+    certificates: {
+      ...certificates, ca: revive(certificates.ca), cert: revive(certificates.cert),
+      key: revive(certificates.key),
+      ...(certificates.crl === undefined ? {} : { crl: revive(certificates.crl) }),
+    },
+  };
+}
+
+void run();

@@ -1,0 +1,205 @@
+// Owns the connection threads of a threaded NbdServer: starting them, handing each accepted
+// connection to the thread with the fewest, counting what they serve, and stopping them. One
+// event loop reads every socket and copies every payload of an unthreaded server; with
+// threads, each thread runs the same connection code (an NbdServer of its own, see
+// connection-thread.ts) over its own opening of the same files and block devices, on its own
+// io_uring engine, so several cores read sockets at once, as nbdkit's thread per connection
+// does (docs/performance.md, "Serve writes on threads").
+//
+// A connection moves as a descriptor: the accepted socket's descriptor is duplicated, the
+// accepted socket closed, and the duplicate posted to the thread, which wraps it in a socket
+// of its own. A thread that dies has its connections counted closed and its share of every
+// export's write gate cleared; later connections go to the others.
+
+import { Worker } from 'node:worker_threads';
+import type { Socket } from 'node:net';
+import { duplicateFdSync, SysError } from '../sys/libc.js';
+import { clearWriteGateSlot } from './thread-write-gate.js';
+import type { NbdServerTlsOptions } from './tls.js';
+
+/** An export as a thread opens it again. */
+export interface ThreadExport {
+  readonly name: string;
+  readonly description: string;
+  readonly readOnly: boolean;
+  /** `/proc/self/fd/N` of the server's own opening (FileDevice.reopenPath). */
+  readonly reopenPath: string;
+  readonly direct: boolean;
+  /** What the thread's opening must match. */
+  readonly sizeSectors: number;
+  readonly logicalBlockBytes: number;
+  /** The export's ThreadWriteGate state. */
+  readonly gateState: SharedArrayBuffer;
+}
+
+/** What every thread is started with. */
+export interface ThreadSetup {
+  readonly exports: readonly ThreadExport[];
+  readonly slot: number;
+  readonly inflightRequestsMax: number;
+  readonly connectionBytesMax: number;
+  readonly handshakeTimeoutMs: number;
+  readonly shutdownGraceMs: number;
+  readonly poolRetainedBytes: number;
+  readonly tls: NbdServerTlsOptions | undefined;
+}
+
+/** Messages from the server to a thread. */
+export type ToThread = { readonly type: 'connection'; readonly fd: number } |
+  { readonly type: 'shutdown' };
+
+/** Messages from a thread to the server. */
+export type FromThread = { readonly type: 'ready' } |
+  { readonly type: 'failed'; readonly message: string } |
+  { readonly type: 'log'; readonly message: string } |
+  { readonly type: 'closed' } |
+  { readonly type: 'stopped' };
+
+/** The thread module next to this one: .js when built, .ts when run from source by tsx. */
+const THREAD_MODULE = new URL(
+  `./connection-thread${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
+
+interface Running {
+  readonly worker: Worker;
+  readonly slot: number;
+  connections: number;
+  alive: boolean;
+  stopped: Promise<void>;
+}
+
+/** The threads of one server. */
+export class ConnectionThreads {
+  readonly #threads: Running[];
+  readonly #gates: readonly SharedArrayBuffer[];
+  readonly #log: (message: string) => void;
+  readonly #onClosed: () => void;
+
+  private constructor(
+    threads: Running[], gates: readonly SharedArrayBuffer[], log: (message: string) => void,
+    onClosed: () => void,
+  ) {
+    this.#threads = threads;
+    this.#gates = gates;
+    this.#log = log;
+    this.#onClosed = onClosed;
+  }
+
+  /**
+   * Starts `count` threads and resolves once each has opened every export; rejects (and
+   * stops those started) when one cannot. `onClosed` runs once per connection that ends.
+   */
+  static async start(
+    count: number, setup: Omit<ThreadSetup, 'slot'>, log: (message: string) => void,
+    onClosed: () => void,
+  ): Promise<ConnectionThreads> {
+    const threads: Running[] = [];
+    const pool = new ConnectionThreads(threads, setup.exports.map((entry) => entry.gateState),
+      log, onClosed);
+    const ready = [];
+    for (let slot = 0; slot < count; slot += 1) {
+      const worker = new Worker(THREAD_MODULE, { workerData: { ...setup, slot } });
+      const running: Running = { worker, slot, connections: 0, alive: true, stopped: Promise.resolve() };
+      running.stopped = new Promise((resolve) => worker.once('exit', () => resolve()));
+      threads.push(running);
+      ready.push(pool.#watch(running));
+    }
+    try {
+      await Promise.all(ready);
+    } catch (error) {
+      await pool.#terminateAll();
+      throw error;
+    }
+    return pool;
+  }
+
+  /** Connections the threads serve now. */
+  get connectionCount(): number {
+    return this.#threads.reduce((sum, running) => sum + running.connections, 0);
+  }
+
+  /** Connections per thread, in slot order (0 for a dead thread). */
+  get connectionCounts(): number[] {
+    return this.#threads.map((running) => running.connections);
+  }
+
+  /**
+   * Gives the connection to the least busy live thread; false (and `socket` untouched) when
+   * none lives or the descriptor cannot be duplicated.
+   */
+  hand(socket: Socket): boolean {
+    const target = this.#leastBusy();
+    const fd = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
+    if (target === null || typeof fd !== 'number' || fd < 0) return false;
+    const copy = duplicateFdSync(fd);
+    if (copy instanceof SysError) {
+      this.#log(`cannot hand a connection to a thread: ${copy.message}`);
+      return false;
+    }
+    socket.destroy();
+    target.connections += 1;
+    target.worker.postMessage({ type: 'connection', fd: copy } satisfies ToThread);
+    return true;
+  }
+
+  /**
+   * Stops every thread: each stops accepting requests, lets those in flight reply, flushes
+   * and closes its devices, then exits.
+   */
+  async stop(): Promise<void> {
+    for (const running of this.#threads) {
+      if (running.alive) running.worker.postMessage({ type: 'shutdown' } satisfies ToThread);
+    }
+    await Promise.all(this.#threads.map((running) => running.stopped));
+  }
+
+  #leastBusy(): Running | null {
+    let best: Running | null = null;
+    for (const running of this.#threads) {
+      if (running.alive && (best === null || running.connections < best.connections)) best = running;
+    }
+    return best;
+  }
+
+  /** Follows one thread's messages; resolves when it is ready, rejects if it fails first. */
+  #watch(running: Running): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let ready = false;
+      running.worker.on('message', (message: FromThread) => {
+        switch (message.type) {
+          case 'ready':
+            ready = true;
+            resolve();
+            break;
+          case 'failed':
+            reject(new Error(message.message));
+            break;
+          case 'log':
+            this.#log(message.message);
+            break;
+          case 'closed':
+            running.connections -= 1;
+            this.#onClosed();
+            break;
+          case 'stopped':
+            break;
+        }
+      });
+      running.worker.on('error', (error) => {
+        if (!ready) reject(error);
+        else this.#log(`a connection thread failed: ${error.message}`);
+      });
+      running.worker.once('exit', () => {
+        running.alive = false;
+        if (!ready) reject(new Error('a connection thread exited before it was ready'));
+        for (const gate of this.#gates) clearWriteGateSlot(gate, running.slot);
+        const lost = running.connections;
+        running.connections = 0;
+        for (let index = 0; index < lost; index += 1) this.#onClosed();
+      });
+    });
+  }
+
+  async #terminateAll(): Promise<void> {
+    await Promise.all(this.#threads.map((running) => running.worker.terminate()));
+  }
+}
