@@ -59,6 +59,18 @@ export type FromThread = { readonly type: 'ready' } |
 const THREAD_MODULE = new URL(
   `./connection-thread${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
 
+/**
+ * Starts one thread. Run from TypeScript source (the tests, through tsx), a thread must first
+ * register tsx's loader itself: Node 20 does not carry the parent's loader hooks into worker
+ * threads.
+ */
+function startWorker(workerData: ThreadSetup): Worker {
+  if (!THREAD_MODULE.pathname.endsWith('.ts')) return new Worker(THREAD_MODULE, { workerData });
+  const tsx = JSON.stringify(import.meta.resolve('tsx/esm/api'));
+  return new Worker(`import(${tsx}).then((api) => { api.register(); ` +
+    `return import(${JSON.stringify(THREAD_MODULE.href)}); });`, { eval: true, workerData });
+}
+
 interface Running {
   readonly worker: Worker;
   readonly slot: number;
@@ -97,7 +109,7 @@ export class ConnectionThreads {
       log, onClosed);
     const ready = [];
     for (let slot = 0; slot < count; slot += 1) {
-      const worker = new Worker(THREAD_MODULE, { workerData: { ...setup, slot } });
+      const worker = startWorker({ ...setup, slot });
       const running: Running = { worker, slot, connections: 0, alive: true, stopped: Promise.resolve() };
       running.stopped = new Promise((resolve) => worker.once('exit', () => resolve()));
       threads.push(running);

@@ -93,13 +93,14 @@ async function serve(cli: CliContext, spec: string, flags: ServeFlags): Promise<
         spec: plan.spec, options: serveOpenOptions(flags, engine),
       }));
     }
+    const threads = connectionThreads(threadsAsked, devices);
     const server = createNbdServer({
       exports: plans.map((plan, index) => ({
         name: plan.name, device: devices[index] as BlockDevice, description: plan.spec,
         readOnly: flags.readOnly === true,
       })),
       connectionsMax,
-      threads: connectionThreads(threadsAsked, devices),
+      threads,
       ...(tls === undefined ? {} : { tls }),
       log: (message) => tell(cli, `dmio serve: ${message}\n`),
     });
@@ -117,7 +118,8 @@ async function serve(cli: CliContext, spec: string, flags: ServeFlags): Promise<
     const boundPort = 'port' in address ? (listener.address() as { port: number }).port : 0;
     const uri = clientUri(address, boundPort, plans[0]?.name ?? '', server.tlsMode !== 'off');
     cli.stdout.stream.write(flags.json === true ?
-      `${JSON.stringify({ uri, exports: plans.map((plan) => plan.name), tls: server.tlsMode })}\n` :
+      `${JSON.stringify({ uri, exports: plans.map((plan) => plan.name), tls: server.tlsMode,
+        threads })}\n` :
       `${uri}\n`);
     return await stopped;
   } finally {

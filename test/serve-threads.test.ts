@@ -1,0 +1,207 @@
+// The NBD server with connection threads (`threads` option, `dmio serve --threads`): connections
+// spread over the threads and each sees every byte the others wrote; nbdcopy's four
+// connections write a file that is whole after close; partial-block writes from connections on
+// different threads to the same blocks keep every byte (the write gate); the connection cap
+// counts connections on threads; only files and block devices can be threaded.
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import {
+  createRamDevice, dmIo, dmIoClientCreate, dmIoClientDestroy, openDevice, openFileDevice,
+  type BlockDevice,
+} from '../src/index.js';
+import { createNbdServer, type NbdServer } from '../src/server.js';
+import { NBD_CMD_WRITE } from '../src/nbd/protocol.js';
+import { makeTempDir } from './helpers/nbdkit.js';
+import { RawClient } from './helpers/raw-nbd-client.js';
+import { runDmio } from './cli-helpers.js';
+import { runToolOk, startDmioServe } from './helpers/dmio-serve.js';
+
+const MiB = 1024 * 1024;
+const SIMPLE_REPLY_MAGIC = 0x67446698;
+
+/** Polls `check` until it holds (or fails after `timeoutMs`). */
+async function waitFor(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+describe('NBD server with connection threads', () => {
+  let dir = '';
+  let image = '';
+  let socketPath = '';
+  let device: BlockDevice | null = null;
+  let server: NbdServer | null = null;
+  const logged: string[] = [];
+
+  before(async () => {
+    dir = makeTempDir('dmio-serve-threads-');
+    image = path.join(dir, 'disk.img');
+    socketPath = path.join(dir, 's.sock');
+    device = await openFileDevice(image, { create: { sizeBytes: 32 * MiB } });
+    server = createNbdServer({ exports: [{ name: '', device }], threads: 2, connectionsMax: 5,
+      log: (message) => logged.push(message) });
+    await server.listen({ socketPath });
+  });
+
+  after(async () => {
+    await server?.close();
+    await device?.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('four connections spread over two threads, and each reads what the others wrote', async () => {
+    const live = server as NbdServer;
+    const remote = await openDevice(`nbd+unix:///?socket=${socketPath}`,
+      { nbd: { connections: 4 } });
+    const client = dmIoClientCreate();
+    try {
+      await waitFor(() => live.connectionCount === 4, 'four connections');
+      assert.deepEqual(await live.connectionCountsByThread(), [2, 2]);
+      const chunks = Array.from({ length: 16 }, () => randomBytes(256 * 1024));
+      // Written in parallel, so every connection (and both threads) carries some.
+      await Promise.all(chunks.map(async (data, index) => {
+        const result = await dmIo({ op: 'write', mem: { type: 'vm', data }, client },
+          [{ device: remote, sector: index * 512, count: 512 }]);
+        assert.equal(result.errorBits, 0n);
+      }));
+      await Promise.all(chunks.map(async (data, index) => {
+        const back = Buffer.alloc(data.length);
+        const result = await dmIo({ op: 'read', mem: { type: 'vm', data: back }, client },
+          [{ device: remote, sector: index * 512, count: 512 }]);
+        assert.equal(result.errorBits, 0n);
+        assert.ok(back.equals(data), `chunk ${index} reads back through any connection`);
+      }));
+    } finally {
+      await dmIoClientDestroy(client);
+      await remote.close();
+    }
+    await waitFor(() => live.connectionCount === 0, 'the connections to end');
+    assert.deepEqual(await live.connectionCountsByThread(), [0, 0]);
+  });
+
+  test('nbdcopy with four connections writes the whole file', async () => {
+    const source = path.join(dir, 'source.img');
+    fs.writeFileSync(source, randomBytes(32 * MiB));
+    await runToolOk('nbdcopy', ['--connections=4', '--flush', source,
+      `nbd+unix:///?socket=${socketPath}`], 60_000);
+    assert.ok(fs.readFileSync(image).equals(fs.readFileSync(source)), 'the image is the source');
+  });
+
+  test('partial-block writes from two threads to the same blocks keep every byte', async () => {
+    const live = server as NbdServer;
+    const even = await RawClient.transmitting(socketPath);
+    const odd = await RawClient.transmitting(socketPath);
+    try {
+      await waitFor(async () => (await live.connectionCountsByThread()).join() === '1,1',
+        'one connection on each thread');
+      const regionBytes = 2048;
+      const rounds = 4;
+      const writers = [{ client: even, first: 0, value: 0xaa }, { client: odd, first: 1, value: 0xbb }];
+      for (let round = 0; round < rounds; round += 1) {
+        // Every one-byte write of both clients is sent before any reply is read, so the two
+        // threads merge into the same 512-byte blocks at the same time.
+        for (const writer of writers) {
+          for (let offset = writer.first; offset < regionBytes; offset += 2) {
+            writer.client.request(NBD_CMD_WRITE, BigInt(offset), 1, 0, BigInt(offset + 1));
+            writer.client.send(Buffer.from([writer.value + round]));
+          }
+        }
+        for (const writer of writers) {
+          for (let count = 0; count < regionBytes / 2; count += 1) {
+            const reply = await writer.client.read(16, 20_000);
+            assert.equal(reply.readUInt32BE(0), SIMPLE_REPLY_MAGIC);
+            assert.equal(reply.readUInt32BE(4), 0, 'the write succeeds');
+          }
+        }
+        const written = Buffer.alloc(regionBytes);
+        const fd = fs.openSync(image, 'r');
+        fs.readSync(fd, written, 0, regionBytes, 0);
+        fs.closeSync(fd);
+        for (let offset = 0; offset < regionBytes; offset += 1) {
+          const expected = (offset % 2 === 0 ? 0xaa : 0xbb) + round;
+          if (written[offset] !== expected) {
+            assert.fail(`round ${round}: byte ${offset} is ${written[offset]}, not ${expected}`);
+          }
+        }
+      }
+    } finally {
+      even.destroy();
+      odd.destroy();
+    }
+    await waitFor(() => live.connectionCount === 0, 'the connections to end');
+  });
+
+  test('the connection cap counts connections on threads', async () => {
+    const live = server as NbdServer;
+    const clients = await Promise.all(Array.from({ length: 5 }, () => RawClient.negotiating(socketPath)));
+    try {
+      await waitFor(() => live.connectionCount === 5, 'five connections');
+      const extra = await RawClient.connect(socketPath);
+      assert.equal(await extra.closedBy(3000), true, 'the sixth is closed at once');
+      assert.ok(logged.some((line) => line.includes('5 already open')), logged.join('\n'));
+      assert.equal(live.connectionCount, 5);
+    } finally {
+      for (const client of clients) client.destroy();
+    }
+    await waitFor(() => live.connectionCount === 0, 'the connections to end');
+  });
+});
+
+test('threads: only open files and block devices, and a count from 0 to 64', async () => {
+  const ram = await createRamDevice({ sizeBytes: MiB });
+  const dir = makeTempDir('dmio-serve-threads-');
+  const file = await openFileDevice(path.join(dir, 'f.img'), { create: { sizeBytes: MiB } });
+  try {
+    assert.throws(() => createNbdServer({ exports: [{ name: '', device: ram }], threads: 1 }),
+      { code: 'DMIO_ERR_INVALID_ARG_VALUE', argument: 'options.exports[0].device' });
+    for (const threads of [-1, 65, 1.5]) {
+      assert.throws(() => createNbdServer({ exports: [{ name: '', device: file }], threads }),
+        { argument: 'options.threads' });
+    }
+    const idle = createNbdServer({ exports: [{ name: '', device: file }], threads: 0 });
+    assert.deepEqual(await idle.connectionCountsByThread(), []);
+    await idle.close();
+    await file.close();
+    assert.throws(() => createNbdServer({ exports: [{ name: '', device: file }], threads: 1 }),
+      { code: 'DMIO_ERR_INVALID_ARG_VALUE' }, 'a closed device cannot be opened again');
+  } finally {
+    await ram.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('dmio serve --threads: refused for RAM, reported in --json, 0 serves on the main thread', async () => {
+  const refused = await runDmio(['serve', 'mem:1M', '--threads', '1', '--socket', '/nonexistent/s']);
+  assert.equal(refused.status, 2, refused.stderr);
+  assert.match(refused.stderr, /--threads: every export must be a file or block device/);
+  const bad = await runDmio(['serve', 'mem:1M', '--threads', '65']);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /--threads: "65" is not an integer from 0 to 64/);
+
+  const dir = makeTempDir('dmio-serve-threads-');
+  const image = path.join(dir, 'disk.img');
+  fs.writeFileSync(image, randomBytes(MiB));
+  try {
+    for (const [args, threads] of [[['--threads', '3'], 3], [['--threads', '0'], 0]] as const) {
+      const served = await startDmioServe([image, '--socket', path.join(dir, `s${threads}.sock`),
+        '--json', ...args]);
+      try {
+        assert.equal((JSON.parse(served.line) as { threads: number }).threads, threads);
+        const copy = path.join(dir, `copy${threads}.img`);
+        await runToolOk('nbdcopy', [served.uri, copy]);
+        assert.ok(fs.readFileSync(copy).equals(fs.readFileSync(image)));
+      } finally {
+        assert.equal(await served.stop(), 0);
+      }
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
