@@ -52,13 +52,15 @@ async function run(): Promise<void> {
     port.close();
     return;
   }
+  let stopping: Promise<void> | null = null;
   port.on('message', (message: ToThread) => {
     if (message.type === 'connection') {
+      // Paused, as a listener with pauseOnConnect would give it (server-socket.ts needs that).
       server.handleConnection(new net.Socket({
         fd: message.fd, readable: true, writable: true, pauseOnCreate: true,
       } as net.SocketConstructorOpts));
     } else {
-      void stop(server, devices, engine);
+      stopping ??= stop(server, devices, engine);
     }
   });
   post({ type: 'ready' });
@@ -76,11 +78,7 @@ async function reopen(entry: ThreadExport, engine: IoUringEngine): Promise<FileD
   return device;
 }
 
-let stopping = false;
-
 async function stop(server: NbdServer, devices: readonly FileDevice[], engine: IoUringEngine): Promise<void> {
-  if (stopping) return;
-  stopping = true;
   try {
     await server.close();
   } catch (error) {

@@ -13,7 +13,7 @@
 
 import { Worker } from 'node:worker_threads';
 import type { Socket } from 'node:net';
-import { duplicateFdSync, SysError } from '../sys/libc.js';
+import { duplicateSocketFd } from '../sys/socket-handoff.js';
 import { clearWriteGateSlot } from './thread-write-gate.js';
 import type { NbdServerTlsOptions } from './tls.js';
 
@@ -55,20 +55,19 @@ export type FromThread = { readonly type: 'ready' } |
   { readonly type: 'closed' } |
   { readonly type: 'stopped' };
 
-/** The thread module next to this one: .js when built, .ts when run from source by tsx. */
-const THREAD_MODULE = new URL(
-  `./connection-thread${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
-
 /**
  * Starts one thread. Run from TypeScript source (the tests, through tsx), a thread must first
  * register tsx's loader itself: Node 20 does not carry the parent's loader hooks into worker
  * threads.
  */
 function startWorker(workerData: ThreadSetup): Worker {
-  if (!THREAD_MODULE.pathname.endsWith('.ts')) return new Worker(THREAD_MODULE, { workerData });
+  // The thread module lies next to this one: .js when built, .ts when run from source.
+  const fromSource = import.meta.url.endsWith('.ts');
+  const module = new URL(`./connection-thread${fromSource ? '.ts' : '.js'}`, import.meta.url);
+  if (!fromSource) return new Worker(module, { workerData });
   const tsx = JSON.stringify(import.meta.resolve('tsx/esm/api'));
   return new Worker(`import(${tsx}).then((api) => { api.register(); ` +
-    `return import(${JSON.stringify(THREAD_MODULE.href)}); });`, { eval: true, workerData });
+    `return import(${JSON.stringify(module.href)}); });`, { eval: true, workerData });
 }
 
 interface Running {
@@ -140,11 +139,10 @@ export class ConnectionThreads {
    */
   hand(socket: Socket): boolean {
     const target = this.#leastBusy();
-    const fd = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
-    if (target === null || typeof fd !== 'number' || fd < 0) return false;
-    const copy = duplicateFdSync(fd);
-    if (copy instanceof SysError) {
-      this.#log(`cannot hand a connection to a thread: ${copy.message}`);
+    if (target === null) return false;
+    const copy = duplicateSocketFd(socket);
+    if (typeof copy === 'string') {
+      this.#log(`cannot hand a connection to a thread: ${copy}`);
       return false;
     }
     socket.destroy();
