@@ -19,6 +19,7 @@ import { makeTempDir } from './helpers/nbdkit.js';
 import { RawClient } from './helpers/raw-nbd-client.js';
 import { runDmio } from './cli-helpers.js';
 import { runToolOk, startDmioServe } from './helpers/dmio-serve.js';
+import { requireLoopOrSkip, withLoopDevice } from './helpers/loop.js';
 
 const MiB = 1024 * 1024;
 const SIMPLE_REPLY_MAGIC = 0x67446698;
@@ -201,6 +202,45 @@ test('dmio serve --threads: refused for RAM, reported in --json, 0 serves on the
         assert.equal(await served.stop(), 0);
       }
     }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('dmio serve of a loop device (4096-byte sectors) on threads: nbdcopy both ways, --flush', async (t) => {
+  if (!requireLoopOrSkip(t)) return;
+  const dir = makeTempDir('dmio-serve-threads-');
+  const image = path.join(dir, 'backing.img');
+  fs.writeFileSync(image, Buffer.alloc(8 * MiB));
+  const source = path.join(dir, 'source.img');
+  fs.writeFileSync(source, randomBytes(8 * MiB));
+  try {
+    await withLoopDevice(image, { sectorSize: 4096 }, async (loopPath) => {
+      const served = await startDmioServe([loopPath, '--socket', path.join(dir, 's.sock'),
+        '--json', '--threads', '2']);
+      try {
+        assert.equal((JSON.parse(served.line) as { threads: number }).threads, 2);
+        const info = await runToolOk('nbdinfo', ['--json', served.uri]);
+        const exported = (JSON.parse(info.stdout) as { exports: Array<Record<string, unknown>> })
+          .exports[0];
+        assert.equal(exported?.['export-size'], 8 * MiB);
+        assert.equal(exported?.['block_size_minimum'], 4096, 'the loop device\'s logical block');
+        await runToolOk('nbdcopy', ['--connections=4', '--flush', source, served.uri], 60_000);
+        const back = path.join(dir, 'back.img');
+        await runToolOk('nbdcopy', ['--connections=4', served.uri, back], 60_000);
+        assert.ok(fs.readFileSync(back).equals(fs.readFileSync(source)), 'read back through NBD');
+      } finally {
+        assert.equal(await served.stop(), 0);
+      }
+      const onDevice = Buffer.alloc(8 * MiB);
+      const fd = fs.openSync(loopPath, 'r');
+      try {
+        fs.readSync(fd, onDevice, 0, onDevice.length, 0);
+      } finally {
+        fs.closeSync(fd);
+      }
+      assert.ok(onDevice.equals(fs.readFileSync(source)), 'the block device holds the source');
+    });
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
