@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { after, before, describe, test } from 'node:test';
 import {
   createRamDevice, dmIo, dmIoClientCreate, dmIoClientDestroy, openDevice, openFileDevice,
@@ -244,4 +245,78 @@ test('dmio serve of a loop device (4096-byte sectors) on threads: nbdcopy both w
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+describe('connection threads when things go wrong', () => {
+  let dir = '';
+  let device: BlockDevice | null = null;
+
+  before(async () => {
+    dir = makeTempDir('dmio-serve-threads-');
+    device = await openFileDevice(path.join(dir, 'disk.img'), { create: { sizeBytes: 4 * MiB } });
+  });
+
+  after(async () => {
+    await device?.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('close() while the threads start: listen() rejects and nothing listens', async () => {
+    const socketPath = path.join(dir, 'early.sock');
+    const server = createNbdServer({ exports: [{ name: '', device: device as BlockDevice }],
+      threads: 2 });
+    const refused = assert.rejects(server.listen({ socketPath }), { code: 'DMIO_ERR_DEVICE_CLOSED' });
+    await server.close();
+    await refused;
+    await assert.rejects(RawClient.connect(socketPath), 'no listener is left behind');
+  });
+
+  test('threads that cannot start: logged, and the main thread serves', async () => {
+    const socketPath = path.join(dir, 'fallback.sock');
+    const logged: string[] = [];
+    const server = createNbdServer({ exports: [{ name: '', device: device as BlockDevice }],
+      threads: 2, log: (message) => logged.push(message) });
+    // The file grows after the server's device was opened: a thread's opening would differ.
+    fs.truncateSync(path.join(dir, 'disk.img'), 8 * MiB);
+    try {
+      await server.listen({ socketPath });
+      assert.ok(logged.some((line) => line.includes('connection threads did not start')),
+        logged.join('\n'));
+      const info = await runToolOk('nbdinfo', ['--size', `nbd+unix:///?socket=${socketPath}`]);
+      assert.equal(Number(info.stdout.trim()), 4 * MiB, 'served by the main thread\'s device');
+      assert.deepEqual(await server.connectionCountsByThread().catch(() => 'rejected'), 'rejected');
+    } finally {
+      await server.close();
+      fs.truncateSync(path.join(dir, 'disk.img'), 4 * MiB);
+    }
+  });
+
+  test('a thread that dies before taking its connection: the client is closed, others go on', async () => {
+    const socketPath = path.join(dir, 'dies.sock');
+    const server = createNbdServer({ exports: [{ name: '', device: device as BlockDevice }],
+      threads: 2 });
+    await server.listen({ socketPath });
+    const original = Worker.prototype.postMessage;
+    let killed = 0;
+    // The first connection posted to a thread is followed at once by that thread's end, so
+    // the thread never reads the message that carries the descriptor.
+    Worker.prototype.postMessage = function postThenDie(this: Worker, message: unknown): void {
+      original.call(this, message);
+      if ((message as { type?: string }).type === 'connection' && killed === 0) {
+        killed += 1;
+        void this.terminate();
+      }
+    };
+    try {
+      const doomed = await RawClient.connect(socketPath);
+      assert.equal(await doomed.closedBy(5000), true, 'the untaken descriptor is closed');
+      await waitFor(() => server.connectionCount === 0, 'the lost connection to be uncounted');
+      assert.deepEqual((await server.connectionCountsByThread()).sort(), [0, 0]);
+      const info = await runToolOk('nbdinfo', ['--size', `nbd+unix:///?socket=${socketPath}`]);
+      assert.equal(Number(info.stdout.trim()), 4 * MiB, 'the live thread serves');
+    } finally {
+      Worker.prototype.postMessage = original;
+      await server.close();
+    }
+  });
 });

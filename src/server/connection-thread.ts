@@ -55,6 +55,8 @@ async function run(): Promise<void> {
   let stopping: Promise<void> | null = null;
   port.on('message', (message: ToThread) => {
     if (message.type === 'connection') {
+      // Said before the descriptor is wrapped: after this the thread owns it.
+      post({ type: 'taken', fd: message.fd });
       // Paused, as a listener with pauseOnConnect would give it (server-socket.ts needs that).
       server.handleConnection(new net.Socket({
         fd: message.fd, readable: true, writable: true, pauseOnCreate: true,

@@ -9,8 +9,10 @@
 // A connection moves as a descriptor: the accepted socket's descriptor is duplicated, the
 // accepted socket closed, and the duplicate posted to the thread, which wraps it in a socket
 // of its own. A thread that dies has its connections counted closed and its share of every
-// export's write gate cleared; later connections go to the others.
+// export's write gate cleared, and the descriptors posted to it that it never took closed;
+// later connections go to the others.
 
+import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import type { Socket } from 'node:net';
 import { duplicateSocketFd } from '../sys/socket-handoff.js';
@@ -50,6 +52,7 @@ export type ToThread = { readonly type: 'connection'; readonly fd: number } |
 
 /** Messages from a thread to the server. */
 export type FromThread = { readonly type: 'ready' } |
+  { readonly type: 'taken'; readonly fd: number } |
   { readonly type: 'failed'; readonly message: string } |
   { readonly type: 'log'; readonly message: string } |
   { readonly type: 'closed' } |
@@ -74,6 +77,8 @@ interface Running {
   readonly worker: Worker;
   readonly slot: number;
   connections: number;
+  /** Descriptors posted to the thread that it has not yet said it took. */
+  readonly posted: Set<number>;
   alive: boolean;
   stopped: Promise<void>;
 }
@@ -109,7 +114,8 @@ export class ConnectionThreads {
     const ready = [];
     for (let slot = 0; slot < count; slot += 1) {
       const worker = startWorker({ ...setup, slot });
-      const running: Running = { worker, slot, connections: 0, alive: true, stopped: Promise.resolve() };
+      const running: Running = { worker, slot, connections: 0, posted: new Set(), alive: true,
+        stopped: Promise.resolve() };
       running.stopped = new Promise((resolve) => worker.once('exit', () => resolve()));
       threads.push(running);
       ready.push(pool.#watch(running));
@@ -134,21 +140,22 @@ export class ConnectionThreads {
   }
 
   /**
-   * Gives the connection to the least busy live thread; false (and `socket` untouched) when
-   * none lives or the descriptor cannot be duplicated.
+   * Gives the connection to the least busy live thread: 'handed'; 'no thread' when none
+   * lives, 'failed' when the descriptor cannot be duplicated (`socket` untouched for both).
    */
-  hand(socket: Socket): boolean {
+  hand(socket: Socket): 'handed' | 'no thread' | 'failed' {
     const target = this.#leastBusy();
-    if (target === null) return false;
+    if (target === null) return 'no thread';
     const copy = duplicateSocketFd(socket);
     if (typeof copy === 'string') {
       this.#log(`cannot hand a connection to a thread: ${copy}`);
-      return false;
+      return 'failed';
     }
     socket.destroy();
     target.connections += 1;
+    target.posted.add(copy);
     target.worker.postMessage({ type: 'connection', fd: copy } satisfies ToThread);
-    return true;
+    return 'handed';
   }
 
   /**
@@ -183,6 +190,9 @@ export class ConnectionThreads {
           case 'failed':
             reject(new Error(message.message));
             break;
+          case 'taken':
+            running.posted.delete(message.fd);
+            break;
           case 'log':
             this.#log(message.message);
             break;
@@ -202,6 +212,10 @@ export class ConnectionThreads {
         running.alive = false;
         if (!ready) reject(new Error('a connection thread exited before it was ready'));
         for (const gate of this.#gates) clearWriteGateSlot(gate, running.slot);
+        // A thread says it took a descriptor before it wraps it, and Node delivers a thread's
+        // messages before its 'exit': what is still posted was never taken, and is ours.
+        for (const fd of running.posted) closeQuietly(fd);
+        running.posted.clear();
         const lost = running.connections;
         running.connections = 0;
         for (let index = 0; index < lost; index += 1) this.#onClosed();
@@ -211,5 +225,13 @@ export class ConnectionThreads {
 
   async #terminateAll(): Promise<void> {
     await Promise.all(this.#threads.map((running) => running.worker.terminate()));
+  }
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    fs.closeSync(fd);
+  } catch {
+    // Nothing more can be done for a descriptor that will not close.
   }
 }

@@ -184,7 +184,9 @@ export class NbdServer {
    */
   async listen(address: NbdListenAddress): Promise<net.Server> {
     this.#assertOpen();
-    if (this.#threadSetup !== null) await this.#startThreads();
+    if (this.#threadSetup !== null) await this.#startThreads().catch(() => null);
+    // A close() while the threads started: nothing may listen after it.
+    this.#assertOpen();
     // Paused, so a connection's handle can move to a socket that reads through onread.
     const listener = net.createServer({ pauseOnConnect: true },
       (socket) => this.handleConnection(socket));
@@ -198,6 +200,10 @@ export class NbdServer {
       if ('socketPath' in address) listener.listen(address.socketPath, onListening);
       else listener.listen(address.port, address.host, onListening);
     });
+    if (this.#closing !== null) {
+      listener.close();
+      this.#assertOpen();
+    }
     this.#listeners.push(listener);
     return listener;
   }
@@ -233,29 +239,31 @@ export class NbdServer {
     void connection.serve();
   }
 
-  /** Starts the threads once; a failure to start is the caller's (listen's) error. */
+  /**
+   * Starts the threads once. When they cannot start (no /proc, a device that changed), the
+   * server logs why and serves every connection on this thread instead.
+   */
   #startThreads(): Promise<ConnectionThreads> {
     if (this.#threads === null && this.#threadSetup !== null) {
       this.#threads = this.#threadSetup();
-      this.#threads.catch(() => undefined);
+      this.#threads.catch((error: unknown) => this.#context.log('connection threads did not ' +
+        `start, serving on the main thread: ${(error as Error).message}`));
     }
     return this.#threads as Promise<ConnectionThreads>;
   }
 
   /**
    * Hands a connection counted in #threadedCount to a thread. Without a live thread it is
-   * served here, on the server's own devices.
+   * served here, on the server's own devices (no thread writes then, so no write gate is
+   * needed); while threads live, a connection that cannot be handed over is closed, since here
+   * it would write past their write gate.
    */
   async #handToThread(socket: Socket): Promise<void> {
-    let threads: ConnectionThreads | null = null;
-    try {
-      threads = await this.#startThreads();
-    } catch (error) {
-      this.#context.log(`connection threads did not start: ${(error as Error).message}`);
-    }
-    if (threads !== null && this.#closing === null && threads.hand(socket)) return;
+    const threads = await this.#startThreads().catch(() => null);
+    const handed = threads === null || this.#closing !== null ? 'no thread' : threads.hand(socket);
+    if (handed === 'handed') return;
     this.#threadedCount -= 1;
-    if (this.#closing !== null) {
+    if (this.#closing !== null || handed === 'failed') {
       socket.on('error', () => undefined);
       socket.destroy();
       if (this.connectionCount === 0) this.#idle?.();

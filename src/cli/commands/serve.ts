@@ -113,6 +113,8 @@ async function serve(cli: CliContext, spec: string, flags: ServeFlags): Promise<
     try {
       listener = await server.listen(address);
     } catch (error) {
+      // A signal while the connection threads started: the server closed before it listened.
+      if ((error as { code?: unknown }).code === 'DMIO_ERR_DEVICE_CLOSED') return await stopped;
       throw new UsageError(`cannot listen on ${describe(address)}: ${(error as Error).message}`);
     }
     const boundPort = 'port' in address ? (listener.address() as { port: number }).port : 0;
