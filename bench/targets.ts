@@ -182,7 +182,10 @@ function serveTargets(index: SeriesIndex): TargetCheck[] {
   return checks;
 }
 
-/** Issue 19's rows: linear and mirror against the raw file, the writecache against its origin. */
+/**
+ * Issue 19's rows: linear and mirror against the raw file served the same way (on the event
+ * loop: table exports have no connection threads), the writecache against its origin.
+ */
 function stackTargets(index: SeriesIndex): TargetCheck[] {
   const checks: TargetCheck[] = [];
   for (const caseName of [STACK_CASES.write, STACK_CASES.read]) {

@@ -1,7 +1,10 @@
 // Owns workload 7: device stacks (issue 19) served by `dmio serve`, against the same storage
 // served plainly. nbdcopy (4 connections) writes a cached random file into, and reads to
-// `null:` from, `dmio serve FILE` (the raw row), a one-line `linear` table over FILE, and a
-// 2-leg `mirror` (core log, nosync) over FILE and a second file; then fio (nbd engine, 4 KiB
+// `null:` from, `dmio serve FILE --threads 0` (the raw row: served on the event loop, as every
+// table export is, so the ratio is what the stack costs), `dmio serve FILE` with its default
+// connection threads (shown, no target: what a user of a plain file gets), a one-line
+// `linear` table over FILE, and a 2-leg `mirror` (core log, nosync) over FILE and a second
+// file; then fio (nbd engine, 4 KiB
 // random writes, iodepth 16, time-based) writes to an `nbdkit file` origin behind
 // `--filter=delay` (2 ms per write) alone, and to a `writecache` table whose cache is RAM
 // (`mem:`) in front of that origin. The images are the bench size but at most
@@ -38,7 +41,8 @@ export const STACK_CASES = {
 
 /** The variants of workload 7. */
 export const STACK_VARIANTS = {
-  raw: 'dmio serve FILE',
+  raw: 'dmio serve FILE --threads 0',
+  rawThreaded: 'dmio serve FILE (connection threads)',
   linear: 'dmio serve table: linear',
   mirror: 'dmio serve table: mirror, 2 legs',
   origin: 'nbdkit file --filter=delay (origin alone)',
@@ -49,6 +53,7 @@ export const STACK_VARIANTS = {
 interface ServedStack {
   readonly variant: string;
   readonly spec: string;
+  readonly args?: readonly string[];
 }
 
 /** Runs workload 7. */
@@ -72,7 +77,8 @@ async function runThroughputRows(context: BenchContext): Promise<void> {
   const legB = sparseImage(context, 'w7-b.img', imageBytes);
   const sectors = imageBytes / SECTOR_BYTES;
   const stacks: ServedStack[] = [
-    { variant: STACK_VARIANTS.raw, spec: legA },
+    { variant: STACK_VARIANTS.raw, spec: legA, args: ['--threads', '0'] },
+    { variant: STACK_VARIANTS.rawThreaded, spec: legA },
     { variant: STACK_VARIANTS.linear,
       spec: table(context, 'w7-linear.table', `0 ${sectors} linear ${legA} 0`) },
     { variant: STACK_VARIANTS.mirror, spec: table(context, 'w7-mirror.table',
@@ -81,11 +87,12 @@ async function runThroughputRows(context: BenchContext): Promise<void> {
   for (let rep = 0; rep < options.reps; rep += 1) {
     recorder.note(`w7 repetition ${rep + 1}/${options.reps}`);
     for (const stack of repetitionOrder(stacks, rep)) {
-      await withServer(context, stack.variant, dmioServeArgv(context, stack.spec), async (server) => {
-        for (const op of ['write', 'read'] as const) {
-          await nbdcopyRow(context, stack.variant, server, op, source, legA, imageBytes);
-        }
-      });
+      await withServer(context, stack.variant, dmioServeArgv(context, stack.spec, stack.args),
+        async (server) => {
+          for (const op of ['write', 'read'] as const) {
+            await nbdcopyRow(context, stack.variant, server, op, source, legA, imageBytes);
+          }
+        });
     }
   }
 }
@@ -190,12 +197,14 @@ async function withServer(
   }
 }
 
-/** The argv of `dmio serve SPEC` on a Unix socket in the scratch directory. */
-function dmioServeArgv(context: BenchContext, spec: string): readonly string[] {
+/** The argv of `dmio serve SPEC ...args` on a Unix socket in the scratch directory. */
+function dmioServeArgv(
+  context: BenchContext, spec: string, args: readonly string[] = [],
+): readonly string[] {
   const cli = context.dmioCli;
   if ('missing' in cli) throw new Error(cli.missing);
   const socketPath = context.resources.file(`w7-${Math.random().toString(36).slice(2)}.sock`);
-  return [...cli.argv, 'serve', spec, '--socket', socketPath];
+  return [...cli.argv, 'serve', spec, ...args, '--socket', socketPath];
 }
 
 /** A new sparse image file of `sizeBytes` in the scratch directory. */
