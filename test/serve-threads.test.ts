@@ -291,6 +291,28 @@ describe('connection threads when things go wrong', () => {
     }
   });
 
+  test('a thread that never stops is terminated after its grace period', async () => {
+    const socketPath = path.join(dir, 'stuck.sock');
+    const logged: string[] = [];
+    const server = createNbdServer({ exports: [{ name: '', device: device as BlockDevice }],
+      threads: 1, shutdownGraceMs: 0, log: (message) => logged.push(message) });
+    await server.listen({ socketPath });
+    const original = Worker.prototype.postMessage;
+    // The thread never hears of the shutdown, so it would serve on forever.
+    Worker.prototype.postMessage = function dropShutdown(this: Worker, message: unknown): void {
+      if ((message as { type?: string }).type !== 'shutdown') original.call(this, message);
+    };
+    try {
+      const startMs = Date.now();
+      await server.close();
+      const tookMs = Date.now() - startMs;
+      assert.ok(tookMs >= 4000 && tookMs < 15_000, `close() took ${tookMs} ms`);
+      assert.ok(logged.some((line) => line.includes('did not stop in time')), logged.join('\n'));
+    } finally {
+      Worker.prototype.postMessage = original;
+    }
+  });
+
   test('a thread that dies before taking its connection: the client is closed, others go on', async () => {
     const socketPath = path.join(dir, 'dies.sock');
     const server = createNbdServer({ exports: [{ name: '', device: device as BlockDevice }],

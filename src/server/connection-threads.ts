@@ -73,6 +73,9 @@ function startWorker(workerData: ThreadSetup): Worker {
     `return import(${JSON.stringify(module.href)}); });`, { eval: true, workerData });
 }
 
+/** How long past its grace period a stopping thread has to exit before it is terminated. */
+const THREAD_EXIT_MARGIN_MS = 5_000;
+
 interface Running {
   readonly worker: Worker;
   readonly slot: number;
@@ -89,12 +92,14 @@ export class ConnectionThreads {
   readonly #gates: readonly SharedArrayBuffer[];
   readonly #log: (message: string) => void;
   readonly #onClosed: () => void;
+  readonly #shutdownGraceMs: number;
 
   private constructor(
     threads: Running[], gates: readonly SharedArrayBuffer[], log: (message: string) => void,
-    onClosed: () => void,
+    onClosed: () => void, shutdownGraceMs: number,
   ) {
     this.#threads = threads;
+    this.#shutdownGraceMs = shutdownGraceMs;
     this.#gates = gates;
     this.#log = log;
     this.#onClosed = onClosed;
@@ -110,7 +115,7 @@ export class ConnectionThreads {
   ): Promise<ConnectionThreads> {
     const threads: Running[] = [];
     const pool = new ConnectionThreads(threads, setup.exports.map((entry) => entry.gateState),
-      log, onClosed);
+      log, onClosed, setup.shutdownGraceMs);
     const ready = [];
     for (let slot = 0; slot < count; slot += 1) {
       const worker = startWorker({ ...setup, slot });
@@ -166,7 +171,18 @@ export class ConnectionThreads {
     for (const running of this.#threads) {
       if (running.alive) running.worker.postMessage({ type: 'shutdown' } satisfies ToThread);
     }
+    // A thread closes its connections hard after its own grace period; one still running
+    // THREAD_EXIT_MARGIN_MS later is ended, so close() cannot hang on it.
+    const deadline = setTimeout(() => {
+      for (const running of this.#threads) {
+        if (running.alive) {
+          this.#log('a connection thread did not stop in time and was terminated');
+          void running.worker.terminate();
+        }
+      }
+    }, this.#shutdownGraceMs + THREAD_EXIT_MARGIN_MS);
     await Promise.all(this.#threads.map((running) => running.stopped));
+    clearTimeout(deadline);
   }
 
   #leastBusy(): Running | null {
