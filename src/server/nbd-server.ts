@@ -166,10 +166,10 @@ export class NbdServer {
     return this.#connections.size + this.#threadedCount;
   }
 
-  /** @internal Connections each thread serves now (empty without threads). */
+  /** @internal Connections each thread serves now (empty without threads running). */
   async connectionCountsByThread(): Promise<number[]> {
-    if (this.#threads === null) return [];
-    return (await this.#threads).connectionCounts;
+    const threads = await this.#threads?.catch(() => null);
+    return threads?.connectionCounts ?? [];
   }
 
   /** The TLS mode clients meet. */
