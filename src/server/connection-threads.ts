@@ -128,7 +128,10 @@ export class ConnectionThreads {
     try {
       await Promise.all(ready);
     } catch (error) {
-      await pool.#terminateAll();
+      // Asked to stop, not terminated: ending a thread while it still loads a native addon
+      // (koffi) aborts the whole process. One that has not yet listened gets the message when
+      // it does; one that failed has already exited.
+      await pool.stop();
       throw error;
     }
     return pool;
@@ -172,7 +175,8 @@ export class ConnectionThreads {
       if (running.alive) running.worker.postMessage({ type: 'shutdown' } satisfies ToThread);
     }
     // A thread closes its connections hard after its own grace period; one still running
-    // THREAD_EXIT_MARGIN_MS later is ended, so close() cannot hang on it.
+    // THREAD_EXIT_MARGIN_MS later is terminated, so close() cannot hang on it (the last resort:
+    // a thread terminated in the middle of a native call may take the process with it).
     const deadline = setTimeout(() => {
       for (const running of this.#threads) {
         if (running.alive) {
@@ -237,10 +241,6 @@ export class ConnectionThreads {
         for (let index = 0; index < lost; index += 1) this.#onClosed();
       });
     });
-  }
-
-  async #terminateAll(): Promise<void> {
-    await Promise.all(this.#threads.map((running) => running.worker.terminate()));
   }
 }
 

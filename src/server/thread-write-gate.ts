@@ -66,10 +66,14 @@ export class ThreadWriteGate {
   }
 
   #leaveShared(): void {
+    const words = this.#words;
     const index = 1 + this.#slot;
-    // The count may already be 0 when the server cleared this slot; never go below it.
-    if (Atomics.load(this.#words, index) > 0 && Atomics.sub(this.#words, index, 1) === 1) {
-      Atomics.notify(this.#words, index);
+    // The count may already be 0 when the server cleared this slot; never go below it. Only a
+    // merge waits on a count, and only after it took the owner word, so a count that drops to
+    // 0 with no owner wakes nobody (Atomics.notify takes a process-wide lock in V8).
+    if (Atomics.load(words, index) > 0 && Atomics.sub(words, index, 1) === 1 &&
+        Atomics.load(words, OWNER) !== 0) {
+      Atomics.notify(words, index);
     }
   }
 
