@@ -295,7 +295,7 @@ describe('connection threads when things go wrong', () => {
     }
   });
 
-  test('a thread that never stops is terminated after its grace period', async () => {
+  test('a thread that never stops is left behind after its grace period', async () => {
     const socketPath = path.join(dir, 'stuck.sock');
     const logged: string[] = [];
     const server = createNbdServer({ exports: [{ name: '', device: device as BlockDevice }],
@@ -311,7 +311,8 @@ describe('connection threads when things go wrong', () => {
       await server.close();
       const tookMs = Date.now() - startMs;
       assert.ok(tookMs >= 4000 && tookMs < 15_000, `close() took ${tookMs} ms`);
-      assert.ok(logged.some((line) => line.includes('did not stop in time')), logged.join('\n'));
+      assert.ok(logged.some((line) => line.includes('did not stop in time and was left behind')),
+        logged.join('\n'));
     } finally {
       Worker.prototype.postMessage = original;
     }
@@ -324,14 +325,15 @@ describe('connection threads when things go wrong', () => {
     await server.listen({ socketPath });
     const original = Worker.prototype.postMessage;
     let killed = 0;
-    // The first connection posted to a thread is followed at once by that thread's end, so
-    // the thread never reads the message that carries the descriptor.
-    Worker.prototype.postMessage = function postThenDie(this: Worker, message: unknown): void {
-      original.call(this, message);
+    // The first connection meant for a thread is never delivered: the thread ends instead (it
+    // is idle then; terminating a thread that runs native code would abort the process).
+    Worker.prototype.postMessage = function dieInstead(this: Worker, message: unknown): void {
       if ((message as { type?: string }).type === 'connection' && killed === 0) {
         killed += 1;
         void this.terminate();
+        return;
       }
+      original.call(this, message);
     };
     try {
       const doomed = await RawClient.connect(socketPath);

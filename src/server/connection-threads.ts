@@ -73,7 +73,7 @@ function startWorker(workerData: ThreadSetup): Worker {
     `return import(${JSON.stringify(module.href)}); });`, { eval: true, workerData });
 }
 
-/** How long past its grace period a stopping thread has to exit before it is terminated. */
+/** How long past its grace period a stopping thread has to exit before it is left behind. */
 const THREAD_EXIT_MARGIN_MS = 5_000;
 
 interface Running {
@@ -128,8 +128,8 @@ export class ConnectionThreads {
     try {
       await Promise.all(ready);
     } catch (error) {
-      // Asked to stop, not terminated: ending a thread while it still loads a native addon
-      // (koffi) aborts the whole process. One that has not yet listened gets the message when
+      // Asked to stop, not terminated: ending a thread while it runs native code (koffi, as
+      // it does while loading) aborts the whole process. One that has not yet listened gets the message when
       // it does; one that failed has already exited.
       await pool.stop();
       throw error;
@@ -174,19 +174,24 @@ export class ConnectionThreads {
     for (const running of this.#threads) {
       if (running.alive) running.worker.postMessage({ type: 'shutdown' } satisfies ToThread);
     }
-    // A thread closes its connections hard after its own grace period; one still running
-    // THREAD_EXIT_MARGIN_MS later is terminated, so close() cannot hang on it (the last resort:
-    // a thread terminated in the middle of a native call may take the process with it).
-    const deadline = setTimeout(() => {
-      for (const running of this.#threads) {
-        if (running.alive) {
-          this.#log('a connection thread did not stop in time and was terminated');
-          void running.worker.terminate();
+    // A thread closes its connections hard after its own grace period. One still running
+    // THREAD_EXIT_MARGIN_MS later is left behind (unref'd, so it does not keep the process
+    // alive), so close() cannot hang on it. It is not terminated: terminating a thread in the
+    // middle of a native call (koffi) aborts the whole process.
+    let stopTimer: NodeJS.Timeout | undefined;
+    const abandoned = new Promise<void>((resolve) => {
+      stopTimer = setTimeout(() => {
+        for (const running of this.#threads) {
+          if (running.alive) {
+            this.#log('a connection thread did not stop in time and was left behind');
+            running.worker.unref();
+          }
         }
-      }
-    }, this.#shutdownGraceMs + THREAD_EXIT_MARGIN_MS);
-    await Promise.all(this.#threads.map((running) => running.stopped));
-    clearTimeout(deadline);
+        resolve();
+      }, this.#shutdownGraceMs + THREAD_EXIT_MARGIN_MS);
+    });
+    await Promise.race([Promise.all(this.#threads.map((running) => running.stopped)), abandoned]);
+    clearTimeout(stopTimer);
   }
 
   #leastBusy(): Running | null {
