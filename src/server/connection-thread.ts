@@ -87,7 +87,6 @@ async function stop(server: NbdServer, devices: readonly FileDevice[], engine: I
     post({ type: 'log', message: (error as Error).message });
   }
   await closeDevices(devices, engine);
-  post({ type: 'stopped' });
   port?.close();
 }
 

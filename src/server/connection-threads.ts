@@ -4,7 +4,7 @@
 // threads, each thread runs the same connection code (an NbdServer of its own, see
 // connection-thread.ts) over its own opening of the same files and block devices, on its own
 // io_uring engine, so several cores read sockets at once, as nbdkit's thread per connection
-// does (docs/performance.md, "Serve writes on threads").
+// does (docs/performance.md, "Serve on connection threads").
 //
 // A connection moves as a descriptor: the accepted socket's descriptor is duplicated, the
 // accepted socket closed, and the duplicate posted to the thread, which wraps it in a socket
@@ -55,8 +55,7 @@ export type FromThread = { readonly type: 'ready' } |
   { readonly type: 'taken'; readonly fd: number } |
   { readonly type: 'failed'; readonly message: string } |
   { readonly type: 'log'; readonly message: string } |
-  { readonly type: 'closed' } |
-  { readonly type: 'stopped' };
+  { readonly type: 'closed' };
 
 /**
  * Starts one thread. Run from TypeScript source (the tests, through tsx), a thread must first
@@ -135,11 +134,6 @@ export class ConnectionThreads {
       throw error;
     }
     return pool;
-  }
-
-  /** Connections the threads serve now. */
-  get connectionCount(): number {
-    return this.#threads.reduce((sum, running) => sum + running.connections, 0);
   }
 
   /** Connections per thread, in slot order (0 for a dead thread). */
@@ -224,8 +218,6 @@ export class ConnectionThreads {
           case 'closed':
             running.connections -= 1;
             this.#onClosed();
-            break;
-          case 'stopped':
             break;
         }
       });

@@ -36,13 +36,21 @@ export function setUnixSendBufferBytes(fd: number, bytes: number): boolean {
 }
 
 /**
- * `setUnixSendBufferBytes` for a connected `net.Socket`, through the descriptor of its handle
- * (a Node 20 internal); sockets whose descriptor Node does not show are left as they are.
- * Returns true when the option was set.
+ * The descriptor behind a connected `net.Socket`, from its handle (`_handle.fd`, a Node 20
+ * internal), or null where Node does not show one.
+ */
+export function socketFd(socket: Socket): number | null {
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : null;
+}
+
+/**
+ * `setUnixSendBufferBytes` for a connected `net.Socket`, through `socketFd`; sockets whose
+ * descriptor Node does not show are left as they are. Returns true when the option was set.
  */
 export function setSocketSendBufferBytes(socket: Socket, bytes: number): boolean {
-  const fd = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
-  return typeof fd === 'number' && setUnixSendBufferBytes(fd, bytes);
+  const fd = socketFd(socket);
+  return fd !== null && setUnixSendBufferBytes(fd, bytes);
 }
 
 /** The send buffer the kernel keeps for `fd` (SO_SNDBUF as read back), or null. */

@@ -147,7 +147,7 @@ function serveOpenOptions(flags: ServeFlags, engine: FileEngine): { readOnly: bo
 /**
  * How many connection threads: --threads, or by default one per core (at most
  * THREADS_AUTO_MAX) when every export is a file or block device (threads open them again),
- * none otherwise. See docs/performance.md, "Serve writes on threads".
+ * none otherwise. See docs/performance.md, "Serve on connection threads".
  */
 function connectionThreads(asked: number | null, devices: readonly BlockDevice[]): number {
   const reopenable = devices.every((device) => device instanceof FileDevice);
