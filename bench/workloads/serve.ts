@@ -6,6 +6,13 @@
 // CPU time (all threads, from /proc) is recorded per MiB. Before a write the source is read
 // whole and the image's dirty pages are written back; before a read the image is read whole.
 //
+// Each server's first write and first read after it starts are recorded as rows of their own
+// ("first … after start", no target), and the repetitions the targets read come after them:
+// a server's first gibibytes measure its start-up (V8 compiles dmio's JavaScript while it
+// serves them, in every connection thread: about 1.5 s of CPU over the first 3 GiB with two
+// threads; docs/performance.md, "Serve: first runs and steady state"), the repetitions what
+// it serves once running.
+//
 // Then memory with 16 connections: each server is started afresh, nbdcopy writes and reads
 // the image with `--connections=16`, and the server's peak RSS (VmHWM) is recorded. dmio's
 // must stay under SERVE_RSS_MIB_MAX (targets.ts), whatever the size.
@@ -32,6 +39,14 @@ export const SERVE_CASES = {
   write: `serve: nbdcopy write, ${CONNECTIONS} conns, file image`,
   read: `serve: nbdcopy read, ${CONNECTIONS} conns, file image`,
   rss: `serve: peak server RSS, ${RSS_CONNECTIONS} conns write+read`,
+  firstWrite: `serve: first nbdcopy write after start, ${CONNECTIONS} conns, file image`,
+  firstRead: `serve: first nbdcopy read after start, ${CONNECTIONS} conns, file image`,
+} as const;
+
+/** The case each operation's runs are recorded under: the first run after start, or later. */
+const CASE_OF = {
+  first: { write: SERVE_CASES.firstWrite, read: SERVE_CASES.firstRead },
+  later: { write: SERVE_CASES.write, read: SERVE_CASES.read },
 } as const;
 
 /** The dmio row of workload 6. */
@@ -85,14 +100,19 @@ export async function runServeWorkload(context: BenchContext): Promise<void> {
     const server = await start(context, kind, image, 'w6', CONNECTIONS);
     if (server !== null) running.set(kind.label, server);
   }
-  for (let rep = 0; rep < options.reps; rep += 1) {
-    recorder.note(`w6 repetition ${rep + 1}/${options.reps}`);
+  const runRound = async (rep: number, runs: 'first' | 'later'): Promise<void> => {
     for (const op of ['write', 'read'] as const) {
       const runners = kinds.filter((kind) => running.has(kind.label)).map((kind) =>
         () => runThroughput(context, kind, running.get(kind.label) as StartedServer, op,
-          source, image));
+          CASE_OF[runs][op], source, image));
       for (const runner of repetitionOrder(runners, rep)) await runner();
     }
+  };
+  recorder.note('w6 first runs after start');
+  await runRound(0, 'first');
+  for (let rep = 0; rep < options.reps; rep += 1) {
+    recorder.note(`w6 repetition ${rep + 1}/${options.reps}`);
+    await runRound(rep, 'later');
   }
   for (const server of running.values()) await server.stop();
   for (let rep = 0; rep < options.reps; rep += 1) {
@@ -124,10 +144,9 @@ async function start(
 
 async function runThroughput(
   context: BenchContext, kind: ServerKind, server: StartedServer, op: 'read' | 'write',
-  source: string, image: string,
+  caseName: string, source: string, image: string,
 ): Promise<void> {
   const { options, recorder } = context;
-  const caseName = SERVE_CASES[op];
   const cache = op === 'write' ?
     'source read whole and the image written back before each run' :
     'image read whole before each run';
