@@ -183,18 +183,21 @@ function serveTargets(index: SeriesIndex): TargetCheck[] {
 }
 
 /**
- * Issue 19's rows: linear and mirror against the raw file served the same way (on the event
- * loop: table exports have no connection threads), the writecache against its origin.
+ * Issue 19's rows: linear and mirror against the raw file served the same way (linear on
+ * connection threads, as files are; a mirror on the event loop, whose state has one owner),
+ * the writecache against its origin.
  */
 function stackTargets(index: SeriesIndex): TargetCheck[] {
   const checks: TargetCheck[] = [];
   for (const caseName of [STACK_CASES.write, STACK_CASES.read]) {
     if (!index.cases(7).includes(caseName)) continue;
-    const raw = index.find(7, caseName, STACK_VARIANTS.raw);
-    checks.push(ratioCheck(7, `linear / raw file, ${caseName}`,
-      index.find(7, caseName, STACK_VARIANTS.linear), raw, 0.9, 'raw file'));
-    checks.push(ratioCheck(7, `2-leg mirror / raw file, ${caseName}`,
-      index.find(7, caseName, STACK_VARIANTS.mirror), raw, 0.8, 'raw file'));
+    // Each stack against the raw file served the same way (workloads/stacks.ts).
+    checks.push(ratioCheck(7, `linear / raw file on threads, ${caseName}`,
+      index.find(7, caseName, STACK_VARIANTS.linear),
+      index.find(7, caseName, STACK_VARIANTS.rawThreaded), 0.9, 'raw file'));
+    checks.push(ratioCheck(7, `2-leg mirror / raw file on the event loop, ${caseName}`,
+      index.find(7, caseName, STACK_VARIANTS.mirror),
+      index.find(7, caseName, STACK_VARIANTS.raw), 0.8, 'raw file'));
   }
   if (index.cases(7).includes(STACK_CASES.writecache)) {
     checks.push(ratioCheck(7, `writecache / origin alone, ${STACK_CASES.writecache}`,

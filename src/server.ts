@@ -19,6 +19,7 @@
  */
 
 export { createNbdServer, NbdServer, SERVER_THREADS_MAX } from './server/nbd-server.js';
+export { threadableDevice } from './server/thread-exports.js';
 export type { NbdServerOptions, NbdListenAddress } from './server/nbd-server.js';
 export type { NbdExportOptions } from './server/nbd-export.js';
 export type { NbdServerTlsOptions, NbdServerCertificates } from './server/tls.js';

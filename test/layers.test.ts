@@ -28,7 +28,7 @@ const LAYER_RANKS: ReadonlyMap<string, number> = new Map([
   ['core', 3],       // dm-io: request, dispatch, client
   ['kcopyd', 4],     // the copy engine, on dm-io
   ['stacks', 5],     // device-mapper targets, on dm-io and kcopyd
-  ['server', 5],     // the NBD server, on dm-io
+  ['server', 6],     // the NBD server, on dm-io; its threads open tables again (stacks)
   ['open', 6],       // device specs: openDevice and openTable pick a device layer
   ['cli', 8],        // the dmio command, on the public API only
 ]);

@@ -2,7 +2,8 @@
 // spread over the threads and each sees every byte the others wrote; nbdcopy's four
 // connections write a file that is whole after close; partial-block writes from connections on
 // different threads to the same blocks keep every byte (the write gate); the connection cap
-// counts connections on threads; only files and block devices can be threaded.
+// counts connections on threads; only files, block devices and tables of linear, zero and error
+// targets over those can be threaded (a linear table on threads keeps every byte on its legs).
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -14,7 +15,7 @@ import {
   createRamDevice, dmIo, dmIoClientCreate, dmIoClientDestroy, openDevice, openFileDevice,
   type BlockDevice,
 } from '../src/index.js';
-import { createNbdServer, type NbdServer } from '../src/server.js';
+import { createNbdServer, threadableDevice, type NbdServer } from '../src/server.js';
 import { NBD_CMD_WRITE } from '../src/nbd/protocol.js';
 import { makeTempDir } from './helpers/nbdkit.js';
 import { RawClient } from './helpers/raw-nbd-client.js';
@@ -182,7 +183,8 @@ test('threads: only open files and block devices, and a count from 0 to 64', asy
 test('dmio serve --threads: refused for RAM, reported in --json, 0 serves on the main thread', async () => {
   const refused = await runDmio(['serve', 'mem:1M', '--threads', '1', '--socket', '/nonexistent/s']);
   assert.equal(refused.status, 2, refused.stderr);
-  assert.match(refused.stderr, /--threads: every export must be a file or block device/);
+  assert.match(refused.stderr,
+    /--threads: every export must be a file, a block device or a table of linear, zero and error/);
   const bad = await runDmio(['serve', 'mem:1M', '--threads', '65']);
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /--threads: "65" is not an integer from 0 to 64/);
@@ -242,6 +244,106 @@ test('dmio serve of a loop device (4096-byte sectors) on threads: nbdcopy both w
       }
       assert.ok(onDevice.equals(fs.readFileSync(source)), 'the block device holds the source');
     });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a linear table on two threads: connections spread, every byte lands on its leg', async () => {
+  const dir = makeTempDir('dmio-serve-threads-');
+  const legA = path.join(dir, 'a.img');
+  const legB = path.join(dir, 'b.img');
+  fs.writeFileSync(legA, Buffer.alloc(4 * MiB));
+  fs.writeFileSync(legB, Buffer.alloc(8 * MiB));
+  // 4 MiB of b, then all of a, then 1 MiB of zero target, then 2 MiB of b from its 4 MiB.
+  const tablePath = path.join(dir, 'lin.table');
+  fs.writeFileSync(tablePath, `0 8192 linear ${legB} 0\n8192 8192 linear ${legA} 0\n` +
+    `16384 2048 zero\n18432 4096 linear ${legB} 8192\n`);
+  const table = await openDevice(`table:${tablePath}`);
+  const socketPath = path.join(dir, 's.sock');
+  const server = createNbdServer({ exports: [{ name: '', device: table }], threads: 2 });
+  const source = randomBytes(11 * MiB);
+  try {
+    assert.equal(threadableDevice(table), true);
+    await server.listen({ socketPath });
+    const uri = `nbd+unix:///?socket=${socketPath}`;
+    const remote = await openDevice(uri, { nbd: { connections: 4 } });
+    try {
+      await waitFor(() => server.connectionCount === 4, 'four connections');
+      assert.deepEqual(await server.connectionCountsByThread(), [2, 2]);
+    } finally {
+      await remote.close();
+    }
+    const sourcePath = path.join(dir, 'source.img');
+    fs.writeFileSync(sourcePath, source);
+    await runToolOk('nbdcopy', ['--connections=4', '--flush', sourcePath, uri], 60_000);
+    const back = path.join(dir, 'back.img');
+    await runToolOk('nbdcopy', ['--connections=4', uri, back], 60_000);
+    const read = fs.readFileSync(back);
+    assert.ok(read.subarray(0, 8 * MiB).equals(source.subarray(0, 8 * MiB)), 'the linear parts');
+    assert.ok(read.subarray(8 * MiB, 9 * MiB).equals(Buffer.alloc(MiB)), 'the zero target reads zeros');
+    assert.ok(read.subarray(9 * MiB).equals(source.subarray(9 * MiB)), 'the last linear part');
+  } finally {
+    await server.close();
+    await table.close();
+  }
+  try {
+    const a = fs.readFileSync(legA);
+    const b = fs.readFileSync(legB);
+    assert.ok(a.equals(source.subarray(4 * MiB, 8 * MiB)), 'leg a holds the second segment');
+    assert.ok(b.subarray(0, 4 * MiB).equals(source.subarray(0, 4 * MiB)), 'leg b, first segment');
+    assert.ok(b.subarray(4 * MiB, 6 * MiB).equals(source.subarray(9 * MiB)), 'leg b, last segment');
+    assert.ok(b.subarray(6 * MiB).equals(Buffer.alloc(2 * MiB)), 'nothing written past the table');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('threads: tables with targets that keep state, or over RAM, are refused; the CLI serves them unthreaded', async () => {
+  const dir = makeTempDir('dmio-serve-threads-');
+  const legs = ['a.img', 'b.img'].map((name) => path.join(dir, name));
+  for (const leg of legs) fs.writeFileSync(leg, Buffer.alloc(MiB));
+  const tables: Record<string, string> = {
+    striped: `0 4096 striped 2 128 ${legs[0]} 0 ${legs[1]} 0\n`,
+    mirror: `0 2048 mirror core 2 256 nosync 2 ${legs[0]} 0 ${legs[1]} 0\n`,
+    ram: '0 2048 linear mem:1M 0\n',
+  };
+  try {
+    for (const [kind, text] of Object.entries(tables)) {
+      const tablePath = path.join(dir, `${kind}.table`);
+      fs.writeFileSync(tablePath, text);
+      const table = await openDevice(`table:${tablePath}`);
+      try {
+        assert.equal(threadableDevice(table), false, kind);
+        assert.throws(() => createNbdServer({ exports: [{ name: '', device: table }], threads: 1 }),
+          { code: 'DMIO_ERR_INVALID_ARG_VALUE', argument: 'options.exports[0].device' }, kind);
+      } finally {
+        await table.close();
+      }
+    }
+    const stripedPath = path.join(dir, 'striped.table');
+    const refused = await runDmio(['serve', `table:${stripedPath}`, '--threads', '1',
+      '--socket', path.join(dir, 'never.sock')]);
+    assert.equal(refused.status, 2, refused.stderr);
+    assert.match(refused.stderr, /tables with other targets/);
+    const served = await startDmioServe([`table:${stripedPath}`, '--socket',
+      path.join(dir, 's.sock'), '--json']);
+    try {
+      assert.equal((JSON.parse(served.line) as { threads: number }).threads, 0);
+    } finally {
+      assert.equal(await served.stop(), 0);
+    }
+    const linearPath = path.join(dir, 'linear.table');
+    fs.writeFileSync(linearPath, `0 2048 linear ${legs[0]} 0\n`);
+    const linear = await startDmioServe([`table:${linearPath}`, '--socket',
+      path.join(dir, 'l.sock'), '--json']);
+    try {
+      const threads = (JSON.parse(linear.line) as { threads: number }).threads;
+      assert.ok(threads >= 1, `a linear table is threaded by default (${threads})`);
+      await runToolOk('nbdcopy', [linear.uri, path.join(dir, 'copy.img')]);
+    } finally {
+      assert.equal(await linear.stop(), 0);
+    }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

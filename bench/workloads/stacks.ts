@@ -1,10 +1,11 @@
 // Owns workload 7: device stacks (issue 19) served by `dmio serve`, against the same storage
 // served plainly. nbdcopy (4 connections) writes a cached random file into, and reads to
-// `null:` from, `dmio serve FILE --threads 0` (the raw row: served on the event loop, as every
-// table export is, so the ratio is what the stack costs), `dmio serve FILE` with its default
-// connection threads (shown, no target: what a user of a plain file gets), a one-line
-// `linear` table over FILE, and a 2-leg `mirror` (core log, nosync) over FILE and a second
-// file; then fio (nbd engine, 4 KiB
+// `null:` from, `dmio serve FILE` with its default connection threads, `dmio serve FILE
+// --threads 0` (served on the event loop), a one-line `linear` table over FILE (served on
+// connection threads by default, as a file is), and a 2-leg `mirror` (core log, nosync) over
+// FILE and a second file (served on the event loop: a mirror's state has one owner). Each
+// stack's ratio is against the raw file served the same way, so it is what the stack costs:
+// linear against the threaded file, mirror against the event-loop file. Then fio (nbd engine, 4 KiB
 // random writes, iodepth 16, time-based) writes to an `nbdkit file` origin behind
 // `--filter=delay` (2 ms per write) alone, and to a `writecache` table whose cache is RAM
 // (`mem:`) in front of that origin. The images are the bench size but at most

@@ -1,6 +1,7 @@
 // Owns one connection thread of a threaded NbdServer (the worker's entry module; see
-// connection-threads.ts). It opens every export again through the server's descriptor, on an
-// io_uring engine of its own set as `dmio serve` sets its own, and serves the connections it
+// connection-threads.ts). It opens every export again (thread-exports.ts: files through the
+// server's descriptor, tables from their text over those), on an io_uring engine of its own
+// set as `dmio serve` sets its own, and serves the connections it
 // is handed with an NbdServer of its own (threads: 0), so a connection runs exactly the code
 // it runs on the main thread. On `shutdown` it closes that server (requests in flight reply,
 // devices are flushed), closes its devices and engine, and exits.
@@ -8,12 +9,13 @@
 import net from 'node:net';
 import { parentPort, workerData } from 'node:worker_threads';
 import { IoUringEngine } from '../devices/file-ring.js';
-import { openFileDevice, type FileDevice } from '../devices/file-device.js';
+import type { BlockDevice } from '../devices/block-device.js';
 import { NbdServer } from './nbd-server.js';
+import { openInThread } from './thread-exports.js';
 import { SERVER_CONNECTIONS_MAX } from './limits.js';
 import { ThreadWriteGate } from './thread-write-gate.js';
 import type { NbdServerTlsOptions } from './tls.js';
-import type { FromThread, ThreadExport, ThreadSetup, ToThread } from './connection-threads.js';
+import type { FromThread, ThreadSetup, ToThread } from './connection-threads.js';
 
 const setup = workerData as ThreadSetup;
 const port = parentPort;
@@ -25,14 +27,14 @@ function post(message: FromThread): void {
 async function run(): Promise<void> {
   if (port === null) return;
   const engine = new IoUringEngine({ sqPollIdleMs: 0, inlineWrites: true });
-  const devices: FileDevice[] = [];
+  const devices: BlockDevice[] = [];
   let server: NbdServer;
   try {
-    for (const entry of setup.exports) devices.push(await reopen(entry, engine));
+    for (const entry of setup.exports) devices.push(await openInThread(entry, engine));
     server = new NbdServer({
       exports: setup.exports.map((entry, index) => ({
         name: entry.name, description: entry.description, readOnly: entry.readOnly,
-        device: devices[index] as FileDevice,
+        device: devices[index] as BlockDevice,
       })),
       connectionsMax: SERVER_CONNECTIONS_MAX,
       inflightRequestsMax: setup.inflightRequestsMax,
@@ -68,19 +70,7 @@ async function run(): Promise<void> {
   post({ type: 'ready' });
 }
 
-/** Opens an export again and checks it is what the server opened. */
-async function reopen(entry: ThreadExport, engine: IoUringEngine): Promise<FileDevice> {
-  const device = await openFileDevice(entry.reopenPath,
-    { readOnly: entry.readOnly, direct: entry.direct, engine });
-  if (device.sizeSectors !== entry.sizeSectors ||
-      device.limits.logicalBlockBytes !== entry.logicalBlockBytes) {
-    await device.close();
-    throw new Error(`export '${entry.name}' changed size or block size when opened again`);
-  }
-  return device;
-}
-
-async function stop(server: NbdServer, devices: readonly FileDevice[], engine: IoUringEngine): Promise<void> {
+async function stop(server: NbdServer, devices: readonly BlockDevice[], engine: IoUringEngine): Promise<void> {
   try {
     await server.close();
   } catch (error) {
@@ -90,7 +80,7 @@ async function stop(server: NbdServer, devices: readonly FileDevice[], engine: I
   port?.close();
 }
 
-async function closeDevices(devices: readonly FileDevice[], engine: IoUringEngine): Promise<void> {
+async function closeDevices(devices: readonly BlockDevice[], engine: IoUringEngine): Promise<void> {
   for (const device of devices) await device.close().catch(() => undefined);
   engine.close();
 }

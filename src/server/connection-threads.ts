@@ -18,21 +18,7 @@ import type { Socket } from 'node:net';
 import { duplicateSocketFd } from '../sys/socket-handoff.js';
 import { clearWriteGateSlot } from './thread-write-gate.js';
 import type { NbdServerTlsOptions } from './tls.js';
-
-/** An export as a thread opens it again. */
-export interface ThreadExport {
-  readonly name: string;
-  readonly description: string;
-  readonly readOnly: boolean;
-  /** `/proc/self/fd/N` of the server's own opening (FileDevice.reopenPath). */
-  readonly reopenPath: string;
-  readonly direct: boolean;
-  /** What the thread's opening must match. */
-  readonly sizeSectors: number;
-  readonly logicalBlockBytes: number;
-  /** The export's ThreadWriteGate state. */
-  readonly gateState: SharedArrayBuffer;
-}
+import type { ThreadExport } from './thread-exports.js';
 
 /** What every thread is started with. */
 export interface ThreadSetup {

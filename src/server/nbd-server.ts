@@ -33,8 +33,8 @@ import {
 import { ServedExport, type NbdExportOptions } from './nbd-export.js';
 import { createTlsUpgrade, type NbdServerTlsOptions } from './tls.js';
 import { GIB } from '../constants.js';
-import { FileDevice } from '../devices/file-device.js';
-import { ConnectionThreads, type ThreadExport } from './connection-threads.js';
+import { ConnectionThreads } from './connection-threads.js';
+import { describeForThread, threadableDevice } from './thread-exports.js';
 import { createWriteGateState, type ThreadWriteGate } from './thread-write-gate.js';
 
 /** Most connection threads one server may start. */
@@ -73,8 +73,9 @@ export interface NbdServerOptions {
   /**
    * Serve connections on this many worker threads (default 0: on the calling thread), each
    * handed to the thread with the fewest. Every export's device must then be a file or block
-   * device (`FileDevice`): each thread opens it again (`/proc/self/fd`), on an io_uring engine
-   * of its own set as `dmio serve` sets its own, and has a dm-io client of its own; `client`
+   * device (`FileDevice`), or a table whose targets are all linear, zero or error over
+   * such devices: each thread opens it again (files through `/proc/self/fd`), on an io_uring
+   * engine of its own set as `dmio serve` sets its own, and has a dm-io client of its own; `client`
    * then only makes the final flush. Threads are started by `listen()` or the first
    * `handleConnection()`.
    */
@@ -135,7 +136,8 @@ export class NbdServer {
     const log = options.log ?? ((): void => undefined);
     this.#threadSetup = gateStates === null ? null : () => ConnectionThreads.start(
       this.#threadsWanted, {
-        exports: this.#exports.map((served, index) => threadExport(served,
+        exports: this.#exports.map((served, index) => describeForThread(served.name,
+          served.description, served.readOnly, served.device,
           gateStates[index] as SharedArrayBuffer)),
         inflightRequestsMax, connectionBytesMax, handshakeTimeoutMs,
         shutdownGraceMs: this.#shutdownGraceMs,
@@ -384,23 +386,14 @@ function validateExports(
   });
 }
 
-/** Threads reopen files and block devices only. */
+/** Threads open every export again: each must be a device `threadableDevice` accepts. */
 function requireReopenable(exports: readonly ServedExport[]): void {
   for (const [index, served] of exports.entries()) {
-    if (!(served.device instanceof FileDevice) || served.device.closed) {
+    if (!threadableDevice(served.device)) {
       throw new InvalidRequestError('DMIO_ERR_INVALID_ARG_VALUE',
         `options.exports[${index}].device`,
-        'with options.threads, every export must be an open file or block device');
+        'with options.threads, every export must be an open file or block device, or a ' +
+        'table of linear, zero and error targets over such devices');
     }
   }
-}
-
-/** What a thread needs to open an export again. */
-function threadExport(served: ServedExport, gateState: SharedArrayBuffer): ThreadExport {
-  const device = served.device as FileDevice;
-  return {
-    name: served.name, description: served.description, readOnly: served.readOnly,
-    reopenPath: device.reopenPath, direct: device.direct, sizeSectors: device.sizeSectors,
-    logicalBlockBytes: device.limits.logicalBlockBytes, gateState,
-  };
 }

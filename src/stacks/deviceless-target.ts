@@ -28,6 +28,10 @@ export abstract class DevicelessTarget implements Target {
     return '';
   }
 
+  tableWith(): string {
+    return '';
+  }
+
   stop(): Promise<void> {
     return Promise.resolve();
   }

@@ -61,7 +61,11 @@ export class LinearTarget implements Target {
   }
 
   table(): string {
-    return `${this.#deviceId} ${this.#offsetSectors}`;
+    return this.tableWith([this.#deviceId]);
+  }
+
+  tableWith(deviceIds: readonly string[]): string {
+    return `${deviceIds[0] as string} ${this.#offsetSectors}`;
   }
 
   stop(): Promise<void> {

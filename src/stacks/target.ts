@@ -69,6 +69,15 @@ export interface Target {
   status(): string;
   /** The canonical arguments, as `dmsetup table` prints them after `START LENGTH TYPE `. */
   table(): string;
+  /**
+   * Optional: the canonical arguments with the devices named `deviceIds` (one per entry of
+   * `devices`, in order) instead of as the table named them. Only targets that keep no state
+   * at all have it (linear, zero, error): opening that text again over the same devices,
+   * elsewhere (a server's connection threads), gives a target that behaves the same beside
+   * this one and whose status says the same. (Striped counts each leg's errors for its status,
+   * and mirror and writecache keep state of their own: one instance must see every request.)
+   */
+  tableWith?(deviceIds: readonly string[]): string;
   /** Ends background work and waits for it and for every piece in flight. Idempotent. */
   stop(): Promise<void>;
 }

@@ -13,11 +13,12 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  FileDevice, IoUringEngine, TableDevice, watchTableStatus, type BlockDevice, type FileEngine,
+  IoUringEngine, TableDevice, watchTableStatus, type BlockDevice, type FileEngine,
   type TableStatusWatch,
 } from '../../index.js';
 import {
-  createNbdServer, SERVER_THREADS_MAX, type NbdListenAddress, type NbdServerTlsOptions,
+  createNbdServer, SERVER_THREADS_MAX, threadableDevice, type NbdListenAddress,
+  type NbdServerTlsOptions,
 } from '../../server.js';
 import { tell, type CliContext, type RunCommand } from '../context.js';
 import { checkSpec, closeAll, openForCli } from '../devices.js';
@@ -146,15 +147,17 @@ function serveOpenOptions(flags: ServeFlags, engine: FileEngine): { readOnly: bo
 
 /**
  * How many connection threads: --threads, or by default one per core (at most
- * THREADS_AUTO_MAX) when every export is a file or block device (threads open them again),
- * none otherwise. See docs/performance.md, "Serve on connection threads".
+ * THREADS_AUTO_MAX) when threads can open every export again (`threadableDevice`: files,
+ * block devices, tables of linear, zero and error targets over those), none otherwise. See
+ * docs/performance.md, "Serve on connection threads".
  */
 function connectionThreads(asked: number | null, devices: readonly BlockDevice[]): number {
-  const reopenable = devices.every((device) => device instanceof FileDevice);
+  const reopenable = devices.every(threadableDevice);
   if (asked !== null) {
     if (asked > 0 && !reopenable) {
-      throw new UsageError('--threads: every export must be a file or block device ' +
-        '(mem:, table:, nbd: and the like live on the main thread)');
+      throw new UsageError('--threads: every export must be a file, a block device or a table ' +
+        'of linear, zero and error targets over those (mem:, nbd:, tables with other targets ' +
+        'and the like live on the main thread)');
     }
     return asked;
   }
