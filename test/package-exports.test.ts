@@ -28,7 +28,7 @@ async function namesOf(specifier: string): Promise<string[]> {
 const LEGACY = ['dmIoAsync', 'dmIoAsyncBvec', 'dmIoAsyncVm', 'dmIoGet', 'dmIoPut', 'dmIoSync',
   'dmIoSyncBvec', 'dmIoSyncVm'];
 const TESTING = ['FaultDevice', 'createFaultDevice'];
-const SERVER = ['NbdServer', 'SERVER_THREADS_MAX', 'createNbdServer'];
+const SERVER = ['NbdServer', 'SERVER_THREADS_MAX', 'createNbdServer', 'threadableDevice'];
 const DEVICE_KIT = ['EXTENTS_PER_QUERY_MAX', 'IoError', 'NotSupportedError', 'PAGE_SIZE',
   'SECTOR_SHIFT', 'SECTOR_SIZE',
   'allocAligned', 'bytesToSectorsCeil', 'bytesToSectorsFloor', 'isAlignedView', 'isZeroRange',
