@@ -3,7 +3,8 @@
 // connections write a file that is whole after close; partial-block writes from connections on
 // different threads to the same blocks keep every byte (the write gate); the connection cap
 // counts connections on threads; only files, block devices and tables of linear, zero and error
-// targets over those can be threaded (a linear table on threads keeps every byte on its legs).
+// targets over those can be threaded (a linear table on threads keeps every byte on its legs);
+// a thread opens a read-only leg read-only, and never serves a descriptor reused by another file.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -13,7 +14,7 @@ import { Worker } from 'node:worker_threads';
 import { after, before, describe, test } from 'node:test';
 import {
   createRamDevice, dmIo, dmIoClientCreate, dmIoClientDestroy, openDevice, openFileDevice,
-  type BlockDevice,
+  openTableText, type BlockDevice,
 } from '../src/index.js';
 import { createNbdServer, threadableDevice, type NbdServer } from '../src/server.js';
 import { NBD_CMD_WRITE } from '../src/nbd/protocol.js';
@@ -295,6 +296,70 @@ test('a linear table on two threads: connections spread, every byte lands on its
     assert.ok(b.subarray(4 * MiB, 6 * MiB).equals(source.subarray(9 * MiB)), 'leg b, last segment');
     assert.ok(b.subarray(6 * MiB).equals(Buffer.alloc(2 * MiB)), 'nothing written past the table');
   } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('threads open a table\'s read-only leg read-only again, and refuse a file that is not the server\'s', async () => {
+  const dir = makeTempDir('dmio-serve-threads-');
+  const legPath = path.join(dir, 'ro.img');
+  fs.writeFileSync(legPath, Buffer.alloc(MiB, 0x11));
+  const client = dmIoClientCreate();
+  try {
+    // A writable table over a leg opened read-only: writes fail on threads as they do here.
+    const table = await openTableText(`0 2048 linear ${legPath} 0`,
+      (spec) => openFileDevice(spec, { readOnly: true }), { readOnly: false });
+    const socketPath = path.join(dir, 'ro.sock');
+    const server = createNbdServer({ exports: [{ name: '', device: table }], threads: 2 });
+    try {
+      await server.listen({ socketPath });
+      const remote = await openDevice(`nbd+unix:///?socket=${socketPath}`, { nbd: { connections: 2 } });
+      try {
+        await waitFor(() => server.connectionCount === 2, 'two connections');
+        assert.deepEqual(await server.connectionCountsByThread(), [1, 1]);
+        const results = await Promise.all([0, 1].map(() => dmIo({ op: 'write',
+          mem: { type: 'vm', data: Buffer.alloc(64 * 1024, 0x22) }, client },
+        [{ device: remote, sector: 0, count: 128 }])));
+        for (const result of results) assert.equal(result.errorBits, 1n, 'the write failed');
+      } finally {
+        await remote.close();
+      }
+    } finally {
+      await server.close().catch(() => undefined);
+      await table.close();
+    }
+    assert.ok(fs.readFileSync(legPath).equals(Buffer.alloc(MiB, 0x11)), 'the leg is unchanged');
+
+    // The server's file closed before it listens, and another file of the same size opened:
+    // the threads must not serve whatever that descriptor now is.
+    const first = await openFileDevice(path.join(dir, 'first.img'), { create: { sizeBytes: MiB } });
+    const logged: string[] = [];
+    const moved = createNbdServer({ exports: [{ name: '', device: first }], threads: 1,
+      log: (message) => logged.push(message) });
+    await first.close();
+    const otherPath = path.join(dir, 'other.img');
+    fs.writeFileSync(otherPath, Buffer.alloc(MiB, 0x55));
+    const other = await openFileDevice(otherPath);
+    const movedSocket = path.join(dir, 'moved.sock');
+    try {
+      await moved.listen({ socketPath: movedSocket });
+      const remote = await openDevice(`nbd+unix:///?socket=${movedSocket}`);
+      try {
+        const back = Buffer.alloc(4096);
+        await dmIo({ op: 'read', mem: { type: 'vm', data: back }, client },
+          [{ device: remote, sector: 0, count: 8 }]);
+        assert.ok(!back.equals(Buffer.alloc(4096, 0x55)), 'the other file is not served');
+      } finally {
+        await remote.close();
+      }
+      assert.ok(logged.some((line) => /connection threads did not start/.test(line)),
+        logged.join('\n'));
+    } finally {
+      await moved.close().catch(() => undefined);
+      await other.close();
+    }
+  } finally {
+    await dmIoClientDestroy(client);
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -134,11 +134,13 @@ export class NbdServer {
     this.#ownsClient = options.client === undefined;
     this.#client = options.client ?? dmIoClientCreate();
     const log = options.log ?? ((): void => undefined);
+    // Described now, while every device is known open: the threads check they open the same.
+    const threadExports = gateStates === null ? [] : this.#exports.map((served, index) =>
+      describeForThread(served.name, served.description, served.readOnly, served.device,
+        gateStates[index] as SharedArrayBuffer));
     this.#threadSetup = gateStates === null ? null : () => ConnectionThreads.start(
       this.#threadsWanted, {
-        exports: this.#exports.map((served, index) => describeForThread(served.name,
-          served.description, served.readOnly, served.device,
-          gateStates[index] as SharedArrayBuffer)),
+        exports: threadExports,
         inflightRequestsMax, connectionBytesMax, handshakeTimeoutMs,
         shutdownGraceMs: this.#shutdownGraceMs,
         poolRetainedBytes: Math.ceil(SERVER_POOL_RETAINED_BYTES / this.#threadsWanted),

@@ -9,8 +9,11 @@
 //   device named `@N` and opened again as above. Other targets keep state that one instance
 //   must own: a mirror its region states, a writecache its metadata, striped the per-leg error
 //   counts its status reports; a table with one is served on the main thread only.
-// Whatever the thread opens must have the size and logical block of the server's device.
+// Whatever the thread opens must be the same file (device and inode, recorded when the server
+// was made, so a descriptor closed and reused since is caught) with the same size and logical
+// block, and a device the server opened read-only is opened read-only again.
 
+import { statSync } from 'node:fs';
 import { openFileDevice, FileDevice } from '../devices/file-device.js';
 import type { BlockDevice } from '../devices/block-device.js';
 import type { FileEngine } from '../devices/file-engine.js';
@@ -19,8 +22,13 @@ import { TableDevice } from '../stacks/table-device.js';
 
 /** A file or block device as a thread opens it again. */
 export interface ThreadFile {
+  /** The server's device's name, for messages. */
+  readonly name: string;
   /** `/proc/self/fd/N` of the server's own opening (FileDevice.reopenPath). */
   readonly reopenPath: string;
+  /** `dev:ino` of the file behind it, as the server opened it. */
+  readonly identity: string;
+  readonly readOnly: boolean;
   readonly direct: boolean;
   /** What the thread's opening must match. */
   readonly sizeSectors: number;
@@ -59,7 +67,10 @@ export function threadableDevice(device: BlockDevice): boolean {
     target.devices.every((leg) => leg instanceof FileDevice && !leg.closed));
 }
 
-/** How a thread opens `device` (which `threadableDevice` accepted) again. */
+/**
+ * How a thread opens `device` (which `threadableDevice` accepted) again. Made when the server
+ * is made: the files' identities are taken then.
+ */
 export function describeForThread(
   name: string, description: string, readOnly: boolean, device: BlockDevice,
   gateState: SharedArrayBuffer,
@@ -74,8 +85,9 @@ export function describeForThread(
     if (index < 0) index = legs.push(leg as FileDevice) - 1;
     return `@${index}`;
   };
+  const targets = table.targets;
   const lines = table.segmentStatus().map((segment, index) => {
-    const target = table.targets[index];
+    const target = targets[index];
     const args = target?.tableWith?.(target.devices.map(idOf));
     if (args === undefined) throw new Error(`table segment ${index} cannot be opened again`);
     return `${segment.startSector} ${segment.lengthSectors} ${segment.target} ${args}`.trimEnd();
@@ -86,7 +98,8 @@ export function describeForThread(
 
 /**
  * Opens an export again in a thread, on `engine`. Throws when it cannot, or when what it opened
- * differs in size or logical block from the server's device; nothing is left open then.
+ * differs from the server's device (another file, another size or logical block); nothing is
+ * left open then.
  */
 export async function openInThread(entry: ThreadExport, engine: FileEngine): Promise<BlockDevice> {
   const readOnly = entry.readOnly;
@@ -114,17 +127,35 @@ export async function openInThread(entry: ThreadExport, engine: FileEngine): Pro
 }
 
 function threadFile(device: FileDevice): ThreadFile {
-  return { reopenPath: device.reopenPath, direct: device.direct, sizeSectors: device.sizeSectors,
+  return { name: device.name, reopenPath: device.reopenPath, identity: identityOf(device.reopenPath),
+    readOnly: device.readOnly, direct: device.direct, sizeSectors: device.sizeSectors,
     logicalBlockBytes: device.limits.logicalBlockBytes };
 }
 
-/** Opens a file again and checks it is what the server opened. */
+/** `dev:ino` of the file a path leads to. */
+function identityOf(path: string): string {
+  const stats = statSync(path, { bigint: true });
+  return `${stats.dev}:${stats.ino}`;
+}
+
+/**
+ * Opens a file again and checks it is what the server opened: the same file, size and block.
+ * Read-only when the export is, or when the server's opening was.
+ */
 async function openFile(file: ThreadFile, readOnly: boolean, engine: FileEngine): Promise<FileDevice> {
-  const device = await openFileDevice(file.reopenPath, { readOnly, direct: file.direct, engine });
-  if (device.sizeSectors !== file.sizeSectors ||
-      device.limits.logicalBlockBytes !== file.logicalBlockBytes) {
+  const device = await openFileDevice(file.reopenPath,
+    { readOnly: readOnly || file.readOnly, direct: file.direct, engine });
+  let changed: string | null = null;
+  try {
+    if (identityOf(device.reopenPath) !== file.identity) changed = 'is another file now';
+    else if (device.sizeSectors !== file.sizeSectors) changed = 'changed size';
+    else if (device.limits.logicalBlockBytes !== file.logicalBlockBytes) changed = 'changed block size';
+  } catch (error) {
+    changed = `cannot be checked (${(error as Error).message})`;
+  }
+  if (changed !== null) {
     await device.close();
-    throw new Error(`a device changed size or block size when opened again (${file.reopenPath})`);
+    throw new Error(`${file.name} ${changed} since the server opened it`);
   }
   return device;
 }

@@ -28,10 +28,6 @@ export abstract class DevicelessTarget implements Target {
     return '';
   }
 
-  tableWith(): string {
-    return '';
-  }
-
   stop(): Promise<void> {
     return Promise.resolve();
   }

@@ -13,6 +13,11 @@ export class ErrorTarget extends DevicelessTarget {
   map(io: TargetIo, done: TargetDone): void {
     completeLater(done, targetError('error target', io));
   }
+
+  /** No arguments and no state: the same anywhere (`Target.tableWith`). */
+  tableWith(): string {
+    return '';
+  }
 }
 
 /** Parses the (empty) arguments of `error`. */

@@ -21,6 +21,11 @@ export class ZeroTarget extends DevicelessTarget {
     const hole = [{ sector, countSectors, hole: true, zero: true }];
     queueMicrotask(() => done(null, hole));
   }
+
+  /** No arguments and no state: the same anywhere (`Target.tableWith`). */
+  tableWith(): string {
+    return '';
+  }
 }
 
 /** Parses the (empty) arguments of `zero`. */

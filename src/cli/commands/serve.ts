@@ -68,7 +68,8 @@ export function registerServe(program: Command, run: RunCommand): void {
     .option('--tls-psk <FILE>', 'pre-shared keys, one username:hexkey a line')
     .option('--tls-verify-peer', 'x509: require a client certificate signed by the CA')
     .option('--threads <N>', 'connection threads (default: the cores, at most ' +
-      `${THREADS_AUTO_MAX}, when every export is a file or block device; 0: none)`)
+      `${THREADS_AUTO_MAX}, when every export is a file, a block device or a table of linear, ` +
+      'zero and error targets over those; 0: none)')
     .action((spec: string, flags: ServeFlags) => run((cli) => serve(cli, spec, flags)));
 }
 
