@@ -29,6 +29,13 @@ export interface RequestFlags {
   readonly preflush: boolean;
   /** Make this write durable before completing it (`REQ_FUA`). */
   readonly fua: boolean;
+  /**
+   * Only for `submitSync` (`REQ_NOWAIT`): finish the request now, on the calling thread, or
+   * return a WouldBlockError having done nothing when it would have to wait (for the disk, a
+   * worker, the kernel's writeback throttling, another request). A device that never waits
+   * (memory) may ignore it. Absent means false.
+   */
+  readonly nowait?: boolean;
 }
 
 /** One request to one device: the userspace counterpart of a bio. */

@@ -34,7 +34,7 @@ import { IoUring, SQPOLL_IDLE_MS_MAX } from '../sys/io-uring.js';
 import { SysError } from '../sys/libc.js';
 import { validateBoolean, validateIntegerInRange, validateOptionsObject } from '../validate.js';
 import type { FileEngine, FileTarget, StepCallback } from './file-engine.js';
-import type { Step } from './file-steps.js';
+import type { Step, StepResult } from './file-steps.js';
 import { InlineWrites } from './file-inline-write.js';
 import { ThreadpoolEngine } from './file-threadpool-engine.js';
 
@@ -156,6 +156,15 @@ export class IoUringEngine implements FileEngine {
       (step.kind === 'write' && (target.direct || this.#sqPollIdleMs === 0));
     if (ringTakes && this.#tryRing(target, step, ioprio, callback)) return;
     this.#threadpool.runStep(target, step, ioprio, callback);
+  }
+
+  /**
+   * Runs `step` on the calling thread when `inlineWrites` takes it (a buffered write its
+   * guards allow); null otherwise: reads and everything else wait for a ring or the threadpool.
+   */
+  runStepNow(target: FileTarget, step: Step): StepResult | null {
+    if (this.#inlineWrites === null || this.#closed) return null;
+    return this.#inlineWrites.writeNow(target, step);
   }
 
   #tryRing(

@@ -1,0 +1,124 @@
+// dm-io's `nowait` (the kernel's REQ_NOWAIT) on real files: `dmIoBlocking` writes at once what a
+// device can finish on the calling thread (a whole-page buffered write on an engine with inline
+// writes, anything on a RAM device) and fails the rest with WouldBlockError, errno EAGAIN,
+// having written nothing for that region, while the other regions of the request are written
+// (the bitset); the asynchronous `dmIo` refuses the flag with nothing submitted.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import {
+  createRamDevice, dmIo, dmIoBlocking, dmIoClientCreate, IoUringEngine, isDmIoError,
+  openFileDevice, WouldBlockError, type FileDevice,
+} from '../src/index.js';
+import { pattern, peek, thrown } from './helpers/devices.js';
+import { tempDir } from './helpers/tmp.js';
+
+const IMAGE_BYTES = 1024 * 1024;
+
+/** A 1 MiB image of a known pattern on tmpfs, opened on `engine` (the default one if absent). */
+async function image(
+  t: TestContext, name: string, engine?: IoUringEngine,
+): Promise<{ device: FileDevice; path: string; before: Buffer }> {
+  const path = join(await tempDir(t, { parent: '/dev/shm' }), name);
+  fs.writeFileSync(path, pattern(IMAGE_BYTES, 3));
+  const device = await openFileDevice(path, engine === undefined ? {} : { engine });
+  t.after(() => device.close());
+  return { device, path, before: fs.readFileSync(path) };
+}
+
+function inlineEngine(t: TestContext): IoUringEngine {
+  const engine = new IoUringEngine({ sqPollIdleMs: 0, inlineWrites: true });
+  t.after(() => engine.close());
+  return engine;
+}
+
+test('nowait: a whole-page buffered write on an inline-writes engine is written at once',
+  async (t) => {
+    const { device, path } = await image(t, 'inline.img', inlineEngine(t));
+    const client = dmIoClientCreate();
+    const data = pattern(16 * 1024, 7);
+    const result = dmIoBlocking({ op: 'write', flags: { nowait: true }, client,
+      mem: { type: 'kmem', data } }, [{ device, sector: 64, count: 32 }]);
+    assert.equal(result.errorBits, 0n);
+    assert.equal(device.stats.inlineWrites, 1);
+    assert.deepEqual(fs.readFileSync(path).subarray(64 * 512, 96 * 512), Buffer.from(data));
+  });
+
+test('nowait: what the device would wait for fails with WouldBlockError, nothing written',
+  async (t) => {
+    const engine = inlineEngine(t);
+    const { device, path, before } = await image(t, 'refused.img', engine);
+    const client = dmIoClientCreate();
+    const cases: Array<[string, 'read' | 'write', number, number, { fua?: boolean }]> = [
+      ['a write inside a page (read-modify-write of the page)', 'write', 1, 8, {}],
+      ['a write of part of a page', 'write', 8, 4, {}],
+      ['a write with FUA (a flush waits for the disk)', 'write', 8, 8, { fua: true }],
+      ['a read (the engine reads on its ring)', 'read', 0, 8, {}],
+    ];
+    for (const [name, op, sector, count, flags] of cases) {
+      const data = op === 'write' ? pattern(count * 512, 9) : new Uint8Array(count * 512);
+      const result = dmIoBlocking({ op, flags: { ...flags, nowait: true }, client,
+        mem: { type: 'kmem', data } }, [{ device, sector, count }]);
+      assert.equal(result.errorBits, 1n, name);
+      const error = result.errors[0];
+      assert.ok(error instanceof WouldBlockError, name);
+      assert.equal(error.code, 'DMIO_ERR_WOULD_BLOCK');
+      assert.equal(error.errno, 'EAGAIN');
+      assert.deepEqual([error.device, error.sector, error.countSectors, error.regionIndex],
+        [device.name, sector, count, 0], name);
+    }
+    assert.deepEqual(fs.readFileSync(path), before, 'nothing written');
+    assert.equal(device.stats.inlineWrites + device.stats.writes + device.stats.reads, 0);
+    // Without nowait the same blocking write goes through.
+    const data = pattern(4 * 512, 10);
+    assert.equal(dmIoBlocking({ op: 'write', client, mem: { type: 'kmem', data } },
+      [{ device, sector: 8, count: 4 }]).errorBits, 0n);
+    assert.deepEqual(fs.readFileSync(path).subarray(8 * 512, 12 * 512), Buffer.from(data));
+  });
+
+test('nowait: one region refused, the others written (the error bitset)', async (t) => {
+  const inline = await image(t, 'a.img', inlineEngine(t));
+  // The default engine writes on its ring or threadpool: never at once.
+  const ringOnly = await image(t, 'b.img');
+  const ram = createRamDevice({ sizeBytes: IMAGE_BYTES });
+  const client = dmIoClientCreate();
+  const data = pattern(8 * 1024, 11);
+  const result = dmIoBlocking({ op: 'write', flags: { nowait: true }, client,
+    mem: { type: 'kmem', data } }, [
+    { device: inline.device, sector: 16, count: 16 },
+    { device: ringOnly.device, sector: 16, count: 16 },
+    { device: ram, sector: 16, count: 16 },
+  ]);
+  assert.equal(result.errorBits, 0b010n);
+  const refused = result.errors[1];
+  assert.ok(refused instanceof WouldBlockError);
+  assert.equal(refused.regionIndex, 1);
+  assert.deepEqual(fs.readFileSync(inline.path).subarray(16 * 512, 32 * 512), Buffer.from(data));
+  assert.deepEqual(fs.readFileSync(ringOnly.path), ringOnly.before, 'the refused region untouched');
+  assert.deepEqual(peek(ram, 16, 16), data, 'memory never waits');
+});
+
+test('dmIo refuses nowait (DMIO_ERR_INVALID_ARG_VALUE) with nothing submitted; bad types are typed',
+  async (t) => {
+    const { device, path, before } = await image(t, 'async.img', inlineEngine(t));
+    const client = dmIoClientCreate();
+    const data = pattern(4096, 12);
+    const refused = thrown(() => dmIo({ op: 'write', flags: { nowait: true }, client,
+      mem: { type: 'kmem', data } }, [{ device, sector: 0, count: 8 }]));
+    assert.ok(isDmIoError(refused, 'DMIO_ERR_INVALID_ARG_VALUE'));
+    assert.equal((refused as { argument?: string }).argument, 'request.flags.nowait');
+    const notify = thrown(() => dmIo({ op: 'write', flags: { nowait: true }, client,
+      mem: { type: 'kmem', data }, notify: { fn: () => assert.fail('never called') } },
+    [{ device, sector: 0, count: 8 }]));
+    assert.ok(isDmIoError(notify, 'DMIO_ERR_INVALID_ARG_VALUE'));
+    const badType = thrown(() => dmIoBlocking({ op: 'write',
+      flags: { nowait: 'yes' as unknown as boolean }, client, mem: { type: 'kmem', data } },
+    [{ device, sector: 0, count: 8 }]));
+    assert.ok(isDmIoError(badType, 'DMIO_ERR_INVALID_ARG_TYPE'));
+    assert.equal((badType as { argument?: string }).argument, 'request.flags.nowait');
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(fs.readFileSync(path), before, 'nothing written');
+    assert.equal(client.inflight, 0);
+  });
