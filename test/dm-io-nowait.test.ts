@@ -2,17 +2,19 @@
 // device can finish on the calling thread (a whole-page buffered write on an engine with inline
 // writes, anything on a RAM device) and fails the rest with WouldBlockError, errno EAGAIN,
 // having written nothing for that region, while the other regions of the request are written
-// (the bitset); the asynchronous `dmIo` refuses the flag with nothing submitted.
+// (the bitset); a device that does not declare `nowait` is never called, nor is one whose
+// region would need bounce pages or split into several requests; the asynchronous `dmIo`
+// refuses the flag with nothing submitted.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import {
-  createRamDevice, dmIo, dmIoBlocking, dmIoClientCreate, IoUringEngine, isDmIoError,
+  allocAligned, createRamDevice, dmIo, dmIoBlocking, dmIoClientCreate, IoUringEngine, isDmIoError,
   openFileDevice, WouldBlockError, type FileDevice,
 } from '../src/index.js';
-import { pattern, peek, thrown } from './helpers/devices.js';
+import { DirectDevice, faultyRam, pattern, peek, thrown } from './helpers/devices.js';
 import { tempDir } from './helpers/tmp.js';
 
 const IMAGE_BYTES = 1024 * 1024;
@@ -37,6 +39,7 @@ function inlineEngine(t: TestContext): IoUringEngine {
 test('nowait: a whole-page buffered write on an inline-writes engine is written at once',
   async (t) => {
     const { device, path } = await image(t, 'inline.img', inlineEngine(t));
+    assert.equal(device.nowait, true, 'a buffered file on an inline-writes engine declares it');
     const client = dmIoClientCreate();
     const data = pattern(16 * 1024, 7);
     const result = dmIoBlocking({ op: 'write', flags: { nowait: true }, client,
@@ -121,4 +124,52 @@ test('dmIo refuses nowait (DMIO_ERR_INVALID_ARG_VALUE) with nothing submitted; b
     await new Promise((resolve) => setImmediate(resolve));
     assert.deepEqual(fs.readFileSync(path), before, 'nothing written');
     assert.equal(client.inflight, 0);
+  });
+
+/** An O_DIRECT-like device that declares `nowait` (its memory must be aligned). */
+class NowaitDirectDevice extends DirectDevice {
+  readonly nowait = true;
+}
+
+test('nowait: devices that do not declare it, bounce pages and split regions are refused untouched',
+  async (t) => {
+    const client = dmIoClientCreate();
+    const data = pattern(8192, 13);
+    const refused = (result: { errorBits: bigint; errors: readonly unknown[] }): boolean =>
+      result.errorBits === 1n && result.errors[0] instanceof WouldBlockError;
+    // A file on the default engine, and an O_DIRECT one: they declare nothing.
+    const ringOnly = await image(t, 'ring.img');
+    assert.equal(ringOnly.device.nowait, false);
+    // A fault device does not declare it either (its delays and faults are asynchronous).
+    const { dev: fault } = faultyRam(64);
+    assert.ok(refused(dmIoBlocking({ op: 'write', flags: { nowait: true }, client,
+      mem: { type: 'kmem', data } }, [{ device: fault, sector: 0, count: 16 }])));
+    assert.equal(fault.trace.length, 0, 'never called');
+    // A device that declares it, but whose region needs bounce pages: refused before bouncing.
+    const ram = createRamDevice({ sizeBytes: 64 * 512 });
+    const direct = new NowaitDirectDevice(ram);
+    assert.ok(refused(dmIoBlocking({ op: 'write', flags: { nowait: true }, client,
+      mem: { type: 'kmem', data } }, [{ device: direct, sector: 0, count: 16 }])));
+    assert.equal(direct.seen, 0, 'never called');
+    assert.equal(client.freePages, client.reservedPages, 'no pool page taken');
+    const aligned = allocAligned(8192);
+    aligned.set(data);
+    assert.equal(dmIoBlocking({ op: 'write', flags: { nowait: true }, client,
+      mem: { type: 'kmem', data: aligned } }, [{ device: direct, sector: 0, count: 16 }]).errorBits,
+    0n, 'aligned memory needs no bounce');
+    assert.deepEqual(peek(ram, 0, 16), data);
+    // A 2 MiB region of a file comes to two 1 MiB requests, each of which could be written
+    // inline: refused whole, so that no half of it is written.
+    const { device, path, before } = await image(t, 'split.img', inlineEngine(t));
+    const twoMiB = pattern(2 * 1024 * 1024, 14);
+    const big = new Uint8Array(4 * 1024 * 1024);
+    fs.writeFileSync(path, big);
+    const large = await openFileDevice(path, { engine: inlineEngine(t) });
+    t.after(() => large.close());
+    assert.ok(refused(dmIoBlocking({ op: 'write', flags: { nowait: true }, client,
+      mem: { type: 'kmem', data: twoMiB } }, [{ device: large, sector: 0, count: 4096 }])));
+    assert.deepEqual(fs.readFileSync(path), Buffer.from(big), 'neither half written');
+    assert.equal(large.stats.inlineWrites, 0);
+    assert.equal(device.stats.inlineWrites, 0);
+    assert.equal(before.length, IMAGE_BYTES);
   });

@@ -13,6 +13,7 @@
 
 import assert from '../assert.js';
 import type { DeviceDone } from '../devices/block-device.js';
+import { wouldBlockError } from '../devices/request-error.js';
 import { InvalidRequestError, StateError } from '../errors.js';
 import type { DmIoClient } from './client.js';
 import { dispatchRegions, type Dispatched, type PlannedRequest } from './dispatch.js';
@@ -84,7 +85,9 @@ export function submitPlan(plan: DmIoPlan, complete: (result: DmIoResult) => voi
  *
  * With `flags.nowait` (REQ_NOWAIT) a device does only what it can finish at once: a region it
  * would have had to wait for fails with WouldBlockError (`DMIO_ERR_WOULD_BLOCK`, errno
- * `EAGAIN`), nothing done for it, and can be run again with `dmIo`: an event loop writes at
+ * `EAGAIN`), nothing done for it, and can be run again with `dmIo`. So does a region whose
+ * device does not declare `nowait`, one that needs bounce pages, and one the device's limits
+ * split into several requests; an event loop writes at
  * once where that is a copy into the page cache, and asynchronously where it is not (`dmio
  * serve` does, for each WRITE).
  *
@@ -114,7 +117,11 @@ export function dmIoBlocking(request: DmIoRequest, regions: readonly DmIoRegion[
   const tracker = new IoTracker(plan.regions.length, (result) => {
     outcome = result;
   });
-  issueTracked(dispatched, tracker, (entry, done) => done(client.submitBlocking(entry)));
+  // A nowait region split into several device requests is refused whole: a later piece could
+  // be refused after an earlier one was written.
+  const split = plan.flags.nowait === true ? splitRegions(dispatched) : null;
+  issueTracked(dispatched, tracker, (entry, done) => done(split?.has(entry.regionIndex) === true ?
+    wouldBlockError(entry.device, entry.request) : client.submitBlocking(entry)));
   assert.ok(outcome !== null, 'a blocking request completes before it returns');
   return outcome;
 }
@@ -170,6 +177,17 @@ function issueTracked(dispatched: Dispatched, tracker: IoTracker, issue: Issue):
     });
   }
   tracker.dropBias();
+}
+
+/** The regions that came to more than one device request. */
+function splitRegions(dispatched: Dispatched): Set<number> {
+  const seen = new Set<number>();
+  const split = new Set<number>();
+  for (const entry of dispatched.requests) {
+    if (seen.has(entry.regionIndex)) split.add(entry.regionIndex);
+    seen.add(entry.regionIndex);
+  }
+  return split;
 }
 
 /** The one device request of a one-region plan that came to exactly one, else null. */

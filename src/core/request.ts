@@ -46,8 +46,9 @@ export interface DmIoFlags {
    * `dmIoBlocking` only (the kernel's REQ_NOWAIT): a region whose device could not finish at
    * once on the calling thread fails with WouldBlockError (`DMIO_ERR_WOULD_BLOCK`, errno
    * `EAGAIN`) having done nothing, so an event loop can try the fast way and fall back to
-   * `dmIo`. A file's buffered writes finish at once only on an engine made with `inlineWrites`,
-   * while its guards allow (file-inline-write.ts); memory devices always do.
+   * `dmIo`. Only devices that declare `nowait` take part (files and block devices on an engine
+   * made with `inlineWrites`, for whole-page buffered writes its guards allow; memory devices),
+   * and only regions that come to one device request without bounce pages.
    */
   nowait?: boolean;
 }

@@ -135,6 +135,14 @@ export class FileDevice implements BlockDevice {
     return `/proc/self/fd/${this.#fd}`;
   }
 
+  /**
+   * True when `submitSync` can finish `nowait` requests: a buffered device on an engine that
+   * runs steps at once (`runStepNow`: the io_uring engine made with `inlineWrites`).
+   */
+  get nowait(): boolean {
+    return !this.direct && this.#engine.runStepNow !== undefined;
+  }
+
   /** The engine that runs this device's steps. */
   get engine(): FileEngine {
     return this.#engine;

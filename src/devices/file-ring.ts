@@ -118,9 +118,19 @@ export class IoUringEngine implements FileEngine {
       'options.sqPollIdleMs', 0, SQPOLL_IDLE_MS_MAX);
     this.#directSqPollIdleMs = validateIntegerInRange(options.directSqPollIdleMs ?? 0,
       'options.directSqPollIdleMs', 0, SQPOLL_IDLE_MS_MAX);
-    this.#inlineWrites = validateBoolean(options.inlineWrites, 'options.inlineWrites', false) ?
+    const inlineWrites = validateBoolean(options.inlineWrites, 'options.inlineWrites', false) ?
       new InlineWrites() : null;
+    this.#inlineWrites = inlineWrites;
+    if (inlineWrites !== null) {
+      this.runStepNow = (target, step) => (this.#closed ? null : inlineWrites.writeNow(target, step));
+    }
   }
+
+  /**
+   * Present only with `inlineWrites`: runs `step` on the calling thread when the inline-write
+   * guards take it (a buffered write of whole pages); null otherwise, reads included.
+   */
+  readonly runStepNow?: (target: FileTarget, step: Step) => StepResult | null;
 
   /** The inline-write counters (stalls, headroom readings); null without `inlineWrites`. */
   get inlineWriteCounters(): Readonly<InlineWrites['counters']> | null {
@@ -156,15 +166,6 @@ export class IoUringEngine implements FileEngine {
       (step.kind === 'write' && (target.direct || this.#sqPollIdleMs === 0));
     if (ringTakes && this.#tryRing(target, step, ioprio, callback)) return;
     this.#threadpool.runStep(target, step, ioprio, callback);
-  }
-
-  /**
-   * Runs `step` on the calling thread when `inlineWrites` takes it (a buffered write its
-   * guards allow); null otherwise: reads and everything else wait for a ring or the threadpool.
-   */
-  runStepNow(target: FileTarget, step: Step): StepResult | null {
-    if (this.#inlineWrites === null || this.#closed) return null;
-    return this.#inlineWrites.writeNow(target, step);
   }
 
   #tryRing(

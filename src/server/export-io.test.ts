@@ -9,7 +9,9 @@ import fs from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { dmIoClientCreate } from '../core/client.js';
+import type { BlockDevice } from '../devices/block-device.js';
 import { createRamDevice } from '../devices/ram-device.js';
+import { requestError } from '../devices/request-error.js';
 import { openFileDevice } from '../devices/file-device.js';
 import { IoUringEngine } from '../devices/file-ring.js';
 import { NBD_EIO } from '../nbd/protocol.js';
@@ -67,16 +69,44 @@ test('a range held by a merge, or a gate held by another thread\'s merge, is lef
     (await next)();
   });
 
-test('a device error is the client\'s failure; a device that cannot block is left alone', () => {
-  const { dev } = faultyRam(SIZE_BYTES / 512, { ranges: [{ sector: 8, countSectors: 8 }] });
+test('a device error is the client\'s failure; devices without nowait are left alone', () => {
+  const ram = createRamDevice({ sizeBytes: SIZE_BYTES });
+  let calls = 0;
+  const failing: BlockDevice = {
+    name: 'failing', kind: 'ram', sizeSectors: ram.sizeSectors, readOnly: false,
+    limits: ram.limits, closed: false, canBlock: true, nowait: true,
+    submit: (request, done) => queueMicrotask(() => done(requestError(failing, request, 'EIO'))),
+    submitSync: (request) => {
+      calls += 1;
+      return requestError(failing, request, 'EIO');
+    },
+    close: () => ram.close(),
+  };
   const client = dmIoClientCreate();
-  const failure = writeBytesNow(client, new ServedExport({ name: '', device: dev }), 4096,
+  const failure = writeBytesNow(client, new ServedExport({ name: '', device: failing }), 4096,
     pattern(4096, 5), false);
   assert.equal(failure?.errorNumber, NBD_EIO);
+  assert.equal(calls, 1);
+  // Neither a device that cannot block nor a fault device (which declares no nowait) is called.
   const { dev: inner } = faultyRam(SIZE_BYTES / 512);
   const remote = new ServedExport({ name: '', device: new NonBlockingDevice(inner, 'nbd-like') });
   assert.equal(writeBytesNow(client, remote, 0, pattern(4096, 6), false), undefined);
-  assert.equal(inner.trace.length, 0, 'nothing reached it');
+  const { dev: fault } = faultyRam(SIZE_BYTES / 512, { ranges: [{ sector: 8, countSectors: 8 }] });
+  assert.equal(writeBytesNow(client, new ServedExport({ name: '', device: fault }), 4096,
+    pattern(4096, 5), false), undefined);
+  assert.equal(inner.trace.length + fault.trace.length, 0, 'nothing reached them');
+});
+
+test('a write longer than one device request is left alone', () => {
+  const device = createRamDevice({ sizeBytes: 16 * 1024 * 1024 });
+  const served = new ServedExport({ name: '', device });
+  const client = dmIoClientCreate();
+  const longest = device.limits.maxSectorsPerRequest * 512;
+  assert.ok(longest + 4096 <= device.sizeSectors * 512, 'the device holds a longer write');
+  assert.equal(writeBytesNow(client, served, 0, pattern(longest + 4096, 8), false), undefined);
+  assert.deepEqual(peek(device, 0, 8), new Uint8Array(4096), 'nothing written');
+  assert.equal(writeBytesNow(client, served, 0, pattern(65536, 9), false), null);
+  assert.deepEqual(peek(device, 0, 128), pattern(65536, 9));
 });
 
 test('a file: written at once on an engine with inline writes, left alone on one without',

@@ -82,17 +82,19 @@ export async function writeBytes(
 
 /**
  * Writes `data` at `offsetBytes` on the calling thread when that needs no wait: whole blocks
- * without FUA, the range free at once, and a device that finishes the write at once
- * (`dmIoBlocking` with `nowait`: a file on an engine with inline writes, whose guards decide).
- * Returns undefined, having done nothing, when the write must go through `writeBytes`.
+ * without FUA, one device request long, the range free at once, and a device that declares
+ * `nowait` and finishes the write at once (`dmIoBlocking` with `nowait`: a file on an engine
+ * with inline writes, whose guards decide; memory). Returns undefined, having done nothing,
+ * when the write must go through `writeBytes`.
  */
 export function writeBytesNow(
   client: DmIoClient, served: ServedExport, offsetBytes: number, data: Uint8Array, fua: boolean,
 ): NbdFailure | null | undefined {
+  const { device } = served;
   const endBytes = offsetBytes + data.length;
   const span = alignedSpan(served, offsetBytes, data.length);
-  if (fua || data.length === 0 || !served.device.canBlock || span.startBytes !== offsetBytes ||
-      span.endBytes !== endBytes) {
+  if (fua || data.length === 0 || device.nowait !== true || span.startBytes !== offsetBytes ||
+      span.endBytes !== endBytes || data.length > device.limits.maxSectorsPerRequest * SECTOR_SIZE) {
     return undefined;
   }
   const release = served.lock.tryAcquireShared(offsetBytes, endBytes);

@@ -111,6 +111,9 @@ export class Transmission {
   readonly #filled: FillDone = (error) => this.#onFilled(error);
   /** True while the socket is corked until the end of this turn (`#batchReplies`). */
   #batching = false;
+  /** WRITEs run at once (`#writeNow`) in this turn, and their bytes: bounded as in flight. */
+  #writtenNowCount = 0;
+  #writtenNowBytes = 0;
 
   constructor(
     reader: SocketReader, stream: Duplex, client: DmIoClient, negotiated: Negotiated,
@@ -325,9 +328,18 @@ export class Transmission {
    * `writeBytesNow`); false, having done nothing, when it must run as any other request.
    */
   #writeNow(request: Request, payload: Uint8Array): boolean {
+    // The turn's WRITEs run at once count as in flight until the turn ends, so one connection
+    // copies no more per turn than its limits let it hold.
+    if (this.#writtenNowCount + this.#inflightRequests >= this.#limits.inflightRequestsMax ||
+        this.#writtenNowBytes + this.#inflightBytes + payload.length >
+          this.#limits.connectionBytesMax) {
+      return false;
+    }
     const failure = writeBytesNow(this.#client, this.#negotiated.served,
       Number(request.offsetBytes), payload, (request.flags & NBD_CMD_FLAG_FUA) !== 0);
     if (failure === undefined) return false;
+    this.#writtenNowCount += 1;
+    this.#writtenNowBytes += payload.length;
     this.#pool.give(payload);
     this.#replyStatus(request, failure);
     return true;
@@ -466,6 +478,8 @@ export class Transmission {
     this.#stream.cork();
     setImmediate(() => {
       this.#batching = false;
+      this.#writtenNowCount = 0;
+      this.#writtenNowBytes = 0;
       this.#stream.uncork();
     });
   }
