@@ -4,8 +4,7 @@
  * completion, and the optional extent query with its bound `EXTENTS_PER_QUERY_MAX`) and the
  * helpers a backend needs to keep the contract's rules: the bytes a request carries
  * (`segmentsBytes`), the check that fails a request past the end whole (`requestPastEnd`,
- * `pastEndError`), the `IoError` a failed request reports (`requestError`, and
- * `wouldBlockError` for a device that declares `nowait`), sector units,
+ * `pastEndError`), the `IoError` a failed request reports (`requestError`), sector units,
  * aligned buffers, and `isZeroRange` (is a range all zero: for answering extents or holes).
  * The rules every backend keeps are listed in
  * src/devices/block-device.ts and docs/design.md. Ready-made devices (files, block devices,
@@ -26,8 +25,8 @@ export type {
 export {
   requestPastEnd, segmentsBytes, EXTENTS_PER_QUERY_MAX,
 } from './devices/block-device.js';
-export { requestError, pastEndError, wouldBlockError } from './devices/request-error.js';
-export { IoError, NotSupportedError, WouldBlockError } from './errors.js';
+export { requestError, pastEndError } from './devices/request-error.js';
+export { IoError, NotSupportedError } from './errors.js';
 export type { IoErrorDetails } from './errors.js';
 export { SECTOR_SIZE, SECTOR_SHIFT, PAGE_SIZE } from './constants.js';
 export { sectorsToBytes, bytesToSectorsCeil, bytesToSectorsFloor } from './units.js';

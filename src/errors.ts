@@ -24,7 +24,6 @@ export const ERROR_CODES = [
   'DMIO_ERR_NO_LEGACY_POOL',
   'DMIO_ERR_IO',
   'DMIO_ERR_NOT_SUPPORTED',
-  'DMIO_ERR_WOULD_BLOCK',
   'DMIO_ERR_KCOPYD_DESTROYED',
   'DMIO_ERR_KCOPYD_BUSY',
   'DMIO_ERR_ABORTED',
@@ -185,17 +184,6 @@ export class IoError extends DmIoError {
 export class NotSupportedError extends IoError {
   constructor(details: Omit<IoErrorDetails, 'errno'>) {
     super({ ...details, errno: 'EOPNOTSUPP' }, 'DMIO_ERR_NOT_SUPPORTED');
-  }
-}
-
-/**
- * The device would have had to wait (`DMIO_ERR_WOULD_BLOCK`, errno `EAGAIN`): a region of a
- * `dmIoBlocking` request with `flags.nowait` that its device could not finish at once on the
- * calling thread. Nothing was done for that region; run it again without `nowait`.
- */
-export class WouldBlockError extends IoError {
-  constructor(details: Omit<IoErrorDetails, 'errno'>) {
-    super({ ...details, errno: 'EAGAIN' }, 'DMIO_ERR_WOULD_BLOCK');
   }
 }
 

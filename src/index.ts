@@ -17,8 +17,8 @@ export { sectorsToBytes, bytesToSectorsCeil, bytesToSectorsFloor } from './units
 export { parseSize } from './size.js';
 export {
   ERROR_CODES, DmIoError, InvalidArgTypeError, OutOfRangeError, InvalidRequestError, IoError,
-  NotSupportedError, WouldBlockError, StateError, OpenError, NbdError, AbortedError, TableError,
-  isDmIoError, errnoOf,
+  NotSupportedError, StateError, OpenError, NbdError, AbortedError, TableError, isDmIoError,
+  errnoOf,
 } from './errors.js';
 export type { ErrorCode, IoErrorDetails } from './errors.js';
 

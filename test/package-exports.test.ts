@@ -30,10 +30,10 @@ const LEGACY = ['dmIoAsync', 'dmIoAsyncBvec', 'dmIoAsyncVm', 'dmIoGet', 'dmIoPut
 const TESTING = ['FaultDevice', 'createFaultDevice'];
 const SERVER = ['NbdServer', 'SERVER_THREADS_MAX', 'createNbdServer', 'threadableDevice'];
 const DEVICE_KIT = ['EXTENTS_PER_QUERY_MAX', 'IoError', 'NotSupportedError', 'PAGE_SIZE',
-  'SECTOR_SHIFT', 'SECTOR_SIZE', 'WouldBlockError',
+  'SECTOR_SHIFT', 'SECTOR_SIZE',
   'allocAligned', 'bytesToSectorsCeil', 'bytesToSectorsFloor', 'isAlignedView', 'isZeroRange',
   'pastEndError',
-  'requestError', 'requestPastEnd', 'sectorsToBytes', 'segmentsBytes', 'wouldBlockError'];
+  'requestError', 'requestPastEnd', 'sectorsToBytes', 'segmentsBytes'];
 
 describe('package exports', () => {
   it('declare exactly dmio and dmio/devices, legacy, server, testing, each with types', () => {

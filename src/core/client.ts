@@ -24,7 +24,6 @@ import {
 } from '../constants.js';
 import type { BlockDevice, DeviceDone, DeviceRequest } from '../devices/block-device.js';
 import { segmentsBytes } from '../devices/block-device.js';
-import { wouldBlockError } from '../devices/request-error.js';
 import { InvalidArgTypeError, StateError } from '../errors.js';
 import { InflightLimiter } from '../inflight-limiter.js';
 import { allocAlignedPages, isAlignedView } from '../memory/aligned.js';
@@ -160,10 +159,6 @@ export class DmIoClient {
   submitBlocking(entry: ClientRequest): DeviceDoneError {
     const { device, request, bouncePages } = entry;
     assert.ok(device.submitSync !== undefined);
-    // Waiting for memory is waiting too: a nowait request never bounces.
-    if (request.flags.nowait === true && (device.nowait !== true || bouncePages > 0)) {
-      return wouldBlockError(device, request);
-    }
     if (bouncePages === 0) return device.submitSync(request);
     const pooled = this.#pool.tryTake(bouncePages);
     const pages = pooled ?? allocAlignedPages(bouncePages);

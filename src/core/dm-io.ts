@@ -5,16 +5,14 @@
 //   fits the client's queue, else DMIO_ERR_CLIENT_BUSY) → DmIoClient.submit → device.
 // `dmIo` runs it with a Promise or a notify callback (the Promise form is the notify form with
 // an internal callback, as sync_io is async_io plus a completion, and it adds the sync flag);
-// `dmIoBlocking` runs the same plan on the calling thread through `submitBlocking` (with
-// `nowait`, each device does only what it can finish at once); kcopyd's
+// `dmIoBlocking` runs the same plan on the calling thread through `submitBlocking`; kcopyd's
 // chunks enter at `submitPlan` with a plan built from jobs it validated when they arrived.
 // A request of one region that came to one device request completes without a tracker: its
 // result is that request's outcome.
 
 import assert from '../assert.js';
 import type { DeviceDone } from '../devices/block-device.js';
-import { wouldBlockError } from '../devices/request-error.js';
-import { InvalidRequestError, StateError } from '../errors.js';
+import { StateError } from '../errors.js';
 import type { DmIoClient } from './client.js';
 import { dispatchRegions, type Dispatched, type PlannedRequest } from './dispatch.js';
 import { failedRequest, IoTracker, type DmIoResult } from './io-tracker.js';
@@ -37,8 +35,7 @@ import {
  * (`DMIO_ERR_TOO_MANY_REGIONS`), a read of several regions (`DMIO_ERR_MULTI_REGION_READ`), an
  * unknown memory type, memory shorter than a region (`DMIO_ERR_BUFFER_TOO_SHORT`), offsets not
  * on sector or logical-block boundaries (`DMIO_ERR_MISALIGNED`), a closed device, a write to a
- * read-only device, a destroyed client, `flags.nowait` (`DMIO_ERR_INVALID_ARG_VALUE`: it is for
- * `dmIoBlocking`).
+ * read-only device, a destroyed client.
  * @example
  * const client = dmIoClientCreate();
  * const data = Buffer.alloc(4096, 0xab);
@@ -54,10 +51,6 @@ export function dmIo(
 ): Promise<DmIoResult> | undefined {
   const notify = validateNotify((request as { notify?: unknown } | null)?.notify);
   const plan = planRequest(request, regions, notify === null);
-  if (plan.flags.nowait === true) {
-    throw new InvalidRequestError('DMIO_ERR_INVALID_ARG_VALUE', 'request.flags.nowait',
-      'only a blocking request (dmIoBlocking) can be asked not to wait');
-  }
   const dispatched = admitted(plan);
   if (notify !== null) {
     start(plan, dispatched, (result) => notify.fn(result.errorBits, notify.context, result));
@@ -82,14 +75,6 @@ export function submitPlan(plan: DmIoPlan, complete: (result: DmIoResult) => voi
  * region's device must be able to block (files, block devices, RAM); the same validation,
  * region loop, zero-fill and error bits as `dmIo` apply. Bounce pages for O_DIRECT devices come
  * from the client's pool.
- *
- * With `flags.nowait` (REQ_NOWAIT) a device does only what it can finish at once: a region it
- * would have had to wait for fails with WouldBlockError (`DMIO_ERR_WOULD_BLOCK`, errno
- * `EAGAIN`), nothing done for it, and can be run again with `dmIo`. So does a region whose
- * device does not declare `nowait`, one that needs bounce pages, and one the device's limits
- * split into several requests; an event loop writes at
- * once where that is a copy into the page cache, and asynchronously where it is not (`dmio
- * serve` does, for each WRITE).
  *
  * @throws StateError `DMIO_ERR_CANNOT_BLOCK` when a region's device cannot block (NBD), plus
  * every argument error of `dmIo`.
@@ -117,11 +102,7 @@ export function dmIoBlocking(request: DmIoRequest, regions: readonly DmIoRegion[
   const tracker = new IoTracker(plan.regions.length, (result) => {
     outcome = result;
   });
-  // A nowait region split into several device requests is refused whole: a later piece could
-  // be refused after an earlier one was written.
-  const split = plan.flags.nowait === true ? splitRegions(dispatched) : null;
-  issueTracked(dispatched, tracker, (entry, done) => done(split?.has(entry.regionIndex) === true ?
-    wouldBlockError(entry.device, entry.request) : client.submitBlocking(entry)));
+  issueTracked(dispatched, tracker, (entry, done) => done(client.submitBlocking(entry)));
   assert.ok(outcome !== null, 'a blocking request completes before it returns');
   return outcome;
 }
@@ -177,17 +158,6 @@ function issueTracked(dispatched: Dispatched, tracker: IoTracker, issue: Issue):
     });
   }
   tracker.dropBias();
-}
-
-/** The regions that came to more than one device request. */
-function splitRegions(dispatched: Dispatched): Set<number> {
-  const seen = new Set<number>();
-  const split = new Set<number>();
-  for (const entry of dispatched.requests) {
-    if (seen.has(entry.regionIndex)) split.add(entry.regionIndex);
-    seen.add(entry.regionIndex);
-  }
-  return split;
 }
 
 /** The one device request of a one-region plan that came to exactly one, else null. */

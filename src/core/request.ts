@@ -42,15 +42,6 @@ export interface DmIoFlags {
   preflush?: boolean;
   /** Make writes durable before they complete. */
   fua?: boolean;
-  /**
-   * `dmIoBlocking` only (the kernel's REQ_NOWAIT): a region whose device could not finish at
-   * once on the calling thread fails with WouldBlockError (`DMIO_ERR_WOULD_BLOCK`, errno
-   * `EAGAIN`) having done nothing, so an event loop can try the fast way and fall back to
-   * `dmIo`. Only devices that declare `nowait` take part (files and block devices on an engine
-   * made with `inlineWrites`, for whole-page buffered writes its guards allow; memory devices),
-   * and only regions that come to one device request without bounce pages.
-   */
-  nowait?: boolean;
 }
 
 /** The asynchronous completion: `fn(errorBits, context, result)` is called exactly once. */
@@ -143,17 +134,13 @@ function validateClient(client: unknown): DmIoClient {
   return client;
 }
 
-/**
- * Every flag combination, frozen and shared: index sync | preflush << 1 | fua << 2 |
- * nowait << 3 (`nowait` present only when set).
- */
-const FLAG_SETS: readonly RequestFlags[] = Array.from({ length: 16 }, (_, bits) => Object.freeze({
+/** Every flag combination, frozen and shared: index sync | preflush << 1 | fua << 2. */
+const FLAG_SETS: readonly RequestFlags[] = Array.from({ length: 8 }, (_, bits) => Object.freeze({
   sync: (bits & 1) !== 0, preflush: (bits & 2) !== 0, fua: (bits & 4) !== 0,
-  ...((bits & 8) !== 0 ? { nowait: true } : {}),
 }));
 
-function flagSet(sync: boolean, preflush: boolean, fua: boolean, nowait = false): RequestFlags {
-  const flags = FLAG_SETS[(sync ? 1 : 0) | (preflush ? 2 : 0) | (fua ? 4 : 0) | (nowait ? 8 : 0)];
+function flagSet(sync: boolean, preflush: boolean, fua: boolean): RequestFlags {
+  const flags = FLAG_SETS[(sync ? 1 : 0) | (preflush ? 2 : 0) | (fua ? 4 : 0)];
   assert.ok(flags !== undefined);
   return flags;
 }
@@ -168,8 +155,7 @@ function validateFlags(flags: unknown, sync: boolean): RequestFlags {
   const given = flags as DmIoFlags;
   return flagSet(validateBoolean(given.sync, 'request.flags.sync', false) || sync,
     validateBoolean(given.preflush, 'request.flags.preflush', false),
-    validateBoolean(given.fua, 'request.flags.fua', false),
-    validateBoolean(given.nowait, 'request.flags.nowait', false));
+    validateBoolean(given.fua, 'request.flags.fua', false));
 }
 
 /**

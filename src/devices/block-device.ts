@@ -15,10 +15,6 @@
 // - A failed read may leave its segments in any state; dm-io zero-fills them.
 // - Limits may shrink while the device is open (a refused discard sets maxDiscardSectors to
 //   0); dm-io reads `device.limits` for each region rather than caching them.
-// - `flags.nowait` reaches only `submitSync` of a device that declares `nowait` (the kernel's
-//   QUEUE_FLAG_NOWAIT); dm-io fails it for any other device without calling it. Such a device
-//   finishes the request at once or returns a WouldBlockError having done nothing; once it has
-//   started a transfer it finishes it, even where a short one must go on with blocking calls.
 
 import type { IoError } from '../errors.js';
 
@@ -33,13 +29,6 @@ export interface RequestFlags {
   readonly preflush: boolean;
   /** Make this write durable before completing it (`REQ_FUA`). */
   readonly fua: boolean;
-  /**
-   * Only for `submitSync` of a device that declares `nowait` (`REQ_NOWAIT`): finish the request
-   * now, on the calling thread, or return a WouldBlockError having done nothing when it would
-   * have to wait (for the disk, a worker, the kernel's writeback throttling, another request).
-   * Absent means false.
-   */
-  readonly nowait?: boolean;
 }
 
 /** One request to one device: the userspace counterpart of a bio. */
@@ -138,12 +127,6 @@ export interface BlockDevice {
   submit(request: DeviceRequest, done: DeviceDone): void;
   /** Runs one request to completion on the calling thread; present only when `canBlock`. */
   submitSync?(request: DeviceRequest): IoError | null;
-  /**
-   * True when `submitSync` honours `flags.nowait` (it may be true only with `canBlock`); it may
-   * change while the device is open. Absent means false: dm-io answers every `nowait` request
-   * to the device with a WouldBlockError and never calls it.
-   */
-  readonly nowait?: boolean;
   /**
    * Copy offload: copies `countSectors` sectors from `source` at `sourceSector` to this device
    * at `sector` without the data passing through the caller's memory. Answers false, having

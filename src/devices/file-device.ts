@@ -23,7 +23,7 @@ import {
 } from './block-device.js';
 import { DATA } from './extent-list.js';
 import { walkFileExtents } from './file-extents.js';
-import { extentsError, wouldBlockError } from './request-error.js';
+import { extentsError } from './request-error.js';
 import { libcAvailable, seekAsync } from '../sys/libc.js';
 import { withoutDiscard, type QueueLimits } from './file-limits.js';
 import { type FileDeviceOptions, openLocalDevice, validateFileDeviceOptions } from './file-open.js';
@@ -133,14 +133,6 @@ export class FileDevice implements BlockDevice {
    */
   get reopenPath(): string {
     return `/proc/self/fd/${this.#fd}`;
-  }
-
-  /**
-   * True when `submitSync` can finish `nowait` requests: a buffered device on an engine that
-   * runs steps at once (`runStepNow`: the io_uring engine made with `inlineWrites`).
-   */
-  get nowait(): boolean {
-    return !this.direct && this.#engine.runStepNow !== undefined;
   }
 
   /** The engine that runs this device's steps. */
@@ -310,22 +302,12 @@ export class FileDevice implements BlockDevice {
     return error;
   }
 
-  /**
-   * `submitSync`'s one path: the plain transfer as one step, else the step program. With
-   * `nowait`, only a plain transfer the engine can run at once (`runStepNow`); anything else
-   * is a WouldBlockError with nothing done. A transfer that ran and came back short or failed
-   * finishes as any other does, on this thread.
-   */
+  /** `submitSync`'s one path: the plain transfer as one step, else the step program. */
   #runSync(request: DeviceRequest): IoError | null {
     const fd = this.#fd;
-    const plain = isPlainTransfer(this.#context, request);
-    if (request.flags.nowait === true) {
-      const now = plain ? this.#engine.runStepNow?.(this.#target, transferStep(request)) : null;
-      if (now === null || now === undefined) return wouldBlockError(this, request);
-      if (this.#movedAll(request, now)) return null;
-      return runProgramSync(fd, runPlainTransfer(this.#context, request), now);
+    if (!isPlainTransfer(this.#context, request)) {
+      return runProgramSync(fd, runFileRequest(this.#context, request));
     }
-    if (!plain) return runProgramSync(fd, runFileRequest(this.#context, request));
     const result = runStepSync(fd, transferStep(request));
     if (this.#movedAll(request, result)) return null;
     return runProgramSync(fd, runPlainTransfer(this.#context, request), result);

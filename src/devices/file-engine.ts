@@ -47,12 +47,6 @@ export interface FileEngine {
    */
   runStep(target: FileTarget, step: Step, ioprio: number, callback: StepCallback): void;
   /**
-   * Runs `step` on the calling thread when it can finish at once, the way `runStep` would have
-   * run it inline, and returns its result; returns null, having done nothing, when it would have
-   * to wait. For requests with `nowait`. Absent: every step would have to wait.
-   */
-  runStepNow?(target: FileTarget, step: Step): StepResult | null;
-  /**
    * Releases what the engine holds (the io_uring engine's rings) after what is in flight has
    * completed. Idempotent. Only the owner of an engine closes it: devices never do, and the
    * default engine lives as long as its thread.

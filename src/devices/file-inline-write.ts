@@ -24,8 +24,6 @@
 //   starts from the first again once a back-off has been over that long without a stall.
 // Anything else returns false having done nothing, and the step takes the ring. A write that
 // fails inline reports its error as the ring would; callbacks never run inside `tryWrite`.
-// `writeNow` is the same decision and write without a callback, for `nowait` requests
-// (`FileEngine.runStepNow`): the caller gets the result at once, or null and runs it later.
 // Measured in docs/performance.md, "Serve writes on the event loop".
 
 import fs from 'node:fs';
@@ -112,28 +110,17 @@ export class InlineWrites {
    * returns false, having done nothing, when it must take the ring.
    */
   tryWrite(target: FileTarget, step: Step, callback: StepCallback): boolean {
-    const result = this.writeNow(target, step);
-    if (result === null) return false;
-    this.#completions.push(callback, result);
-    return true;
-  }
-
-  /**
-   * `tryWrite` without the callback: the result of the write it ran on the calling thread, or
-   * null, having done nothing, when it must take the ring.
-   */
-  writeNow(target: FileTarget, step: Step): StepResult | null {
     if (step.kind !== 'write' || target.direct || step.positionBytes % PAGE_SIZE !== 0) {
-      return null;
+      return false;
     }
     let lengthBytes = 0;
     for (const buffer of step.buffers) lengthBytes += buffer.length;
     if (lengthBytes === 0 || lengthBytes > INLINE_WRITE_BYTES_MAX || lengthBytes % PAGE_SIZE !== 0) {
-      return null;
+      return false;
     }
-    if (!this.#allows(target) || this.#offLoopSteps.has(target)) return null;
+    if (!this.#allows(target) || this.#offLoopSteps.has(target)) return false;
     const startMs = this.#environment.nowMs();
-    if (startMs < this.#offUntilMs || !this.#budgetCovers(startMs, lengthBytes)) return null;
+    if (startMs < this.#offUntilMs || !this.#budgetCovers(startMs, lengthBytes)) return false;
     let result: StepResult;
     try {
       result = { bytes: transferSync(target.fd, 'write', step.buffers, step.positionBytes),
@@ -145,7 +132,8 @@ export class InlineWrites {
     const endMs = this.#environment.nowMs();
     if (endMs - startMs >= INLINE_WRITE_STALL_MS) this.#stalled(endMs);
     if (result.bytes === lengthBytes) target.stats.inlineWrites += 1;
-    return result;
+    this.#completions.push(callback, result);
+    return true;
   }
 
   /**

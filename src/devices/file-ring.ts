@@ -34,7 +34,7 @@ import { IoUring, SQPOLL_IDLE_MS_MAX } from '../sys/io-uring.js';
 import { SysError } from '../sys/libc.js';
 import { validateBoolean, validateIntegerInRange, validateOptionsObject } from '../validate.js';
 import type { FileEngine, FileTarget, StepCallback } from './file-engine.js';
-import type { Step, StepResult } from './file-steps.js';
+import type { Step } from './file-steps.js';
 import { InlineWrites } from './file-inline-write.js';
 import { ThreadpoolEngine } from './file-threadpool-engine.js';
 
@@ -118,19 +118,9 @@ export class IoUringEngine implements FileEngine {
       'options.sqPollIdleMs', 0, SQPOLL_IDLE_MS_MAX);
     this.#directSqPollIdleMs = validateIntegerInRange(options.directSqPollIdleMs ?? 0,
       'options.directSqPollIdleMs', 0, SQPOLL_IDLE_MS_MAX);
-    const inlineWrites = validateBoolean(options.inlineWrites, 'options.inlineWrites', false) ?
+    this.#inlineWrites = validateBoolean(options.inlineWrites, 'options.inlineWrites', false) ?
       new InlineWrites() : null;
-    this.#inlineWrites = inlineWrites;
-    if (inlineWrites !== null) {
-      this.runStepNow = (target, step) => (this.#closed ? null : inlineWrites.writeNow(target, step));
-    }
   }
-
-  /**
-   * Present only with `inlineWrites`: runs `step` on the calling thread when the inline-write
-   * guards take it (a buffered write of whole pages); null otherwise, reads included.
-   */
-  readonly runStepNow?: (target: FileTarget, step: Step) => StepResult | null;
 
   /** The inline-write counters (stalls, headroom readings); null without `inlineWrites`. */
   get inlineWriteCounters(): Readonly<InlineWrites['counters']> | null {

@@ -51,8 +51,6 @@ export abstract class MemoryBackedDevice implements BlockDevice {
   readonly readOnly: boolean;
   readonly limits: DeviceLimits;
   readonly canBlock = true;
-  /** Memory never waits: `nowait` requests run as any other. */
-  readonly nowait = true;
   #closed = false;
 
   constructor(name: string, sizeSectors: number, readOnly: boolean, limits: DeviceLimits) {

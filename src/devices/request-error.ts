@@ -1,7 +1,7 @@
 // Owns the construction of an IoError for a failed device request or extent query, so every
 // backend reports errno, syscall, device and sector range the same way.
 
-import { errnoOf, IoError, WouldBlockError } from '../errors.js';
+import { errnoOf, IoError } from '../errors.js';
 import type { BlockDevice, DeviceOp, DeviceRequest } from './block-device.js';
 
 /** The syscall name a local backend reports for an operation. */
@@ -34,16 +34,6 @@ export function requestError(
     sector: request.sector,
     countSectors: request.countSectors,
     ...(cause === undefined ? {} : { cause }),
-  });
-}
-
-/** The error for a `nowait` request the device would have had to wait for (nothing done). */
-export function wouldBlockError(
-  device: Pick<BlockDevice, 'name'>, request: DeviceRequest,
-): WouldBlockError {
-  return new WouldBlockError({
-    syscall: syscallForOp(request.op, request), device: device.name, sector: request.sector,
-    countSectors: request.countSectors,
   });
 }
 

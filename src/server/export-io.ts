@@ -3,8 +3,6 @@
 // never calls the device directly. Partial blocks (from clients that asked for no block
 // sizes) are read-modify-written under the export's range lock. Each function resolves with
 // `null` on success or the failure to send; it never rejects for a device error.
-// `writeBytesNow` is the one synchronous entry: a WRITE that can finish at once on the event
-// loop (dm-io's `nowait`) does, without a promise; anything else says so and takes `writeBytes`.
 //
 // Zeroing: native write-zeroes when the device has it (FAST_ZERO may use only that, and gets
 // ENOTSUP at once otherwise), else writes of a shared zero buffer. NO_HOLE takes native
@@ -14,9 +12,8 @@
 
 import { SECTOR_SIZE } from '../constants.js';
 import type { DmIoClient } from '../core/client.js';
-import { dmIo, dmIoBlocking } from '../core/dm-io.js';
-import type { DmIoResult } from '../core/io-tracker.js';
-import type { DmIoOp, DmIoRegion } from '../core/request.js';
+import { dmIo } from '../core/dm-io.js';
+import type { DmIoOp } from '../core/request.js';
 import { allocAligned } from '../memory/aligned.js';
 import { NBD_ENOTSUP } from '../nbd/protocol.js';
 import { failureOf, type NbdFailure } from './errno-map.js';
@@ -78,39 +75,6 @@ export async function writeBytes(
   } finally {
     release();
   }
-}
-
-/**
- * Writes `data` at `offsetBytes` on the calling thread when that needs no wait: whole blocks
- * without FUA, one device request long, the range free at once, and a device that declares
- * `nowait` and finishes the write at once (`dmIoBlocking` with `nowait`: a file on an engine
- * with inline writes, whose guards decide; memory). Returns undefined, having done nothing,
- * when the write must go through `writeBytes`.
- */
-export function writeBytesNow(
-  client: DmIoClient, served: ServedExport, offsetBytes: number, data: Uint8Array, fua: boolean,
-): NbdFailure | null | undefined {
-  const { device } = served;
-  const endBytes = offsetBytes + data.length;
-  const span = alignedSpan(served, offsetBytes, data.length);
-  if (fua || data.length === 0 || device.nowait !== true || span.startBytes !== offsetBytes ||
-      span.endBytes !== endBytes || data.length > device.limits.maxSectorsPerRequest * SECTOR_SIZE) {
-    return undefined;
-  }
-  const release = served.lock.tryAcquireShared(offsetBytes, endBytes);
-  if (release === null) return undefined;
-  let result: DmIoResult;
-  try {
-    result = dmIoBlocking({ op: 'write', client, flags: { nowait: true },
-      mem: { type: 'kmem', data } }, [region(served, offsetBytes, data.length)]);
-  } catch (error) {
-    return failureOf(error);
-  } finally {
-    release();
-  }
-  const error = result.errors[0];
-  if (error === undefined) return null;
-  return error.code === 'DMIO_ERR_WOULD_BLOCK' ? undefined : failureOf(error);
 }
 
 /** Makes every write that completed before this call durable. */
@@ -251,14 +215,9 @@ async function submit(
   try {
     const result = await dmIo({
       op, client, flags, ...(data === undefined ? {} : { mem: { type: 'kmem', data } }),
-    }, [region(served, offsetBytes, lengthBytes)]);
+    }, [{ device: served.device, sector: offsetBytes / SECTOR_SIZE, count: lengthBytes / SECTOR_SIZE }]);
     return result.errorBits === 0n ? null : failureOf(result.errors[0]);
   } catch (error) {
     return failureOf(error);
   }
-}
-
-/** The dm-io region of a byte range of whole blocks of the export's device. */
-function region(served: ServedExport, offsetBytes: number, lengthBytes: number): DmIoRegion {
-  return { device: served.device, sector: offsetBytes / SECTOR_SIZE, count: lengthBytes / SECTOR_SIZE };
 }

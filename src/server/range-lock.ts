@@ -59,18 +59,6 @@ export class RangeLock {
     return this.#throughGate(local, exclusive, this.#gate);
   }
 
-  /**
-   * Takes `[startBytes, endBytes)` shared when that needs no wait: nothing conflicts, nobody
-   * waits, and no merge holds the gate. Otherwise returns null, having taken nothing.
-   */
-  tryAcquireShared(startBytes: number, endBytes: number): RangeRelease | null {
-    const wanted = { startBytes, endBytes, exclusive: false };
-    if (this.#waiting.length > 0 || this.#conflictsWithHeld(wanted)) return null;
-    if (this.#gate === null) return this.#hold(wanted);
-    const gated = this.#gate.tryEnterShared();
-    return gated === null ? null : both(gated, this.#hold(wanted));
-  }
-
   async #throughGate(
     local: Promise<RangeRelease>, exclusive: boolean, gate: ThreadWriteGate,
   ): Promise<RangeRelease> {

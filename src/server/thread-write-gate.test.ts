@@ -68,21 +68,3 @@ test('clearing a dead slot frees its writes and its merge', async () => {
   clearWriteGateSlot(state, 0);
   (await write)();
 });
-
-test('tryEnterShared holds the gate at once, or returns null while a merge holds it', async () => {
-  const state = createWriteGateState(2);
-  const writer = new ThreadWriteGate(state, 0);
-  const first = writer.tryEnterShared();
-  assert.equal(typeof first, 'function');
-  first?.();
-  const merge = await new ThreadWriteGate(state, 1).enter(true);
-  assert.equal(writer.tryEnterShared(), null, 'a merge holds it');
-  merge();
-  const after = writer.tryEnterShared();
-  assert.equal(typeof after, 'function', 'free again once the merge ends');
-  after?.();
-  // Nothing left held: a merge gets the gate at once.
-  const next = await settlesWithin(Promise.resolve(new ThreadWriteGate(state, 1).enter(true))
-    .then((release) => release()), 50);
-  assert.equal(next, true);
-});

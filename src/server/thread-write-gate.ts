@@ -50,13 +50,8 @@ export class ThreadWriteGate {
 
   /** Holds the gate shared (a write) or exclusively (a merge); release exactly once. */
   enter(exclusive: boolean): RangeRelease | Promise<RangeRelease> {
-    if (exclusive) return this.#enterExclusive();
-    return this.tryEnterShared() ?? this.#enterShared();
-  }
-
-  /** Holds the gate shared when no merge holds it now; null, holding nothing, otherwise. */
-  tryEnterShared(): RangeRelease | null {
-    return this.#tryShared() ? this.#sharedRelease() : null;
+    if (!exclusive && this.#tryShared()) return this.#sharedRelease();
+    return exclusive ? this.#enterExclusive() : this.#enterShared();
   }
 
   #tryShared(): boolean {

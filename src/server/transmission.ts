@@ -11,8 +11,6 @@
 // to the reader in the same read callback that brought its header, before Node picks the next
 // read's buffer: the rest of the payload is read in place, and no promise hop sits between a
 // header and its payload. Completions and drained replies call the loop again (`#poke`).
-// A WRITE that can finish at once (a copy into the page cache: export-io's `writeBytesNow`)
-// runs and replies right there, in the read callback; every other request runs as a promise.
 //
 // Checks run in a fixed order, because the order decides which error a client sees: magic
 // (hard close), DISC, WRITE payload size (hard close above 32 MiB; the payload is always read
@@ -36,9 +34,7 @@ import {
 import type { NbdFailure } from './errno-map.js';
 import type { BufferPool } from './buffer-pool.js';
 import { blockStatus } from './block-status.js';
-import {
-  flushDevice, readBytes, trimBytes, writeBytes, writeBytesNow, zeroBytes,
-} from './export-io.js';
+import { flushDevice, readBytes, trimBytes, writeBytes, zeroBytes } from './export-io.js';
 import { readPieces, type ReadPiece } from './read-reply.js';
 import { BASE_ALLOCATION_CONTEXT_ID, type Negotiated } from './handshake.js';
 import { SERVER_REQUEST_BYTES_MAX } from './limits.js';
@@ -111,9 +107,6 @@ export class Transmission {
   readonly #filled: FillDone = (error) => this.#onFilled(error);
   /** True while the socket is corked until the end of this turn (`#batchReplies`). */
   #batching = false;
-  /** WRITEs run at once (`#writeNow`) in this turn, and their bytes: bounded as in flight. */
-  #writtenNowCount = 0;
-  #writtenNowBytes = 0;
 
   constructor(
     reader: SocketReader, stream: Duplex, client: DmIoClient, negotiated: Negotiated,
@@ -311,7 +304,6 @@ export class Transmission {
   }
 
   #start(request: Request, payload: Uint8Array | null): void {
-    if (payload !== null && this.#writeNow(request, payload)) return;
     const costBytes = request.type === NBD_CMD_READ || request.type === NBD_CMD_WRITE ?
       request.lengthBytes : 0;
     this.#inflightRequests += 1;
@@ -321,28 +313,6 @@ export class Transmission {
       this.#inflightBytes -= costBytes;
       this.#poke();
     });
-  }
-
-  /**
-   * Runs a checked WRITE at once and replies, when it can finish without waiting (export-io's
-   * `writeBytesNow`); false, having done nothing, when it must run as any other request.
-   */
-  #writeNow(request: Request, payload: Uint8Array): boolean {
-    // The turn's WRITEs run at once count as in flight until the turn ends, so one connection
-    // copies no more per turn than its limits let it hold.
-    if (this.#writtenNowCount + this.#inflightRequests >= this.#limits.inflightRequestsMax ||
-        this.#writtenNowBytes + this.#inflightBytes + payload.length >
-          this.#limits.connectionBytesMax) {
-      return false;
-    }
-    const failure = writeBytesNow(this.#client, this.#negotiated.served,
-      Number(request.offsetBytes), payload, (request.flags & NBD_CMD_FLAG_FUA) !== 0);
-    if (failure === undefined) return false;
-    this.#writtenNowCount += 1;
-    this.#writtenNowBytes += payload.length;
-    this.#pool.give(payload);
-    this.#replyStatus(request, failure);
-    return true;
   }
 
   /** Runs a checked request and replies; never rejects. */
@@ -478,8 +448,6 @@ export class Transmission {
     this.#stream.cork();
     setImmediate(() => {
       this.#batching = false;
-      this.#writtenNowCount = 0;
-      this.#writtenNowBytes = 0;
       this.#stream.uncork();
     });
   }
