@@ -485,33 +485,41 @@ describe('connection threads when things go wrong', () => {
     }
   });
 
-  test('a thread that dies before taking its connection: the client is closed, others go on', async () => {
-    const socketPath = path.join(dir, 'dies.sock');
-    const server = createNbdServer({ exports: [{ name: '', device: device as BlockDevice }],
-      threads: 2 });
-    await server.listen({ socketPath });
-    const original = Worker.prototype.postMessage;
-    let killed = 0;
-    // The first connection meant for a thread is never delivered: the thread ends instead (it
-    // is idle then; terminating a thread that runs native code would abort the process).
-    Worker.prototype.postMessage = function dieInstead(this: Worker, message: unknown): void {
-      if ((message as { type?: string }).type === 'connection' && killed === 0) {
-        killed += 1;
-        void this.terminate();
-        return;
+  // Both drivers: threads that poll take a connection after its handshake ('transmission'),
+  // threads with an event loop (a table export) take it at accept ('connection').
+  for (const driver of ['polling', 'event loop'] as const) {
+    test(`a ${driver} thread that dies before taking its connection: the client is closed, others go on`, async () => {
+      const socketPath = path.join(dir, `dies-${driver === 'polling' ? 'p' : 'e'}.sock`);
+      const exported = driver === 'polling' ? device as BlockDevice :
+        await openTableText(`0 8192 linear ${path.join(dir, 'disk.img')} 0`,
+          (spec) => openFileDevice(spec), { readOnly: false });
+      const server = createNbdServer({ exports: [{ name: '', device: exported }], threads: 2 });
+      await server.listen({ socketPath });
+      const original = Worker.prototype.postMessage;
+      const handOver = driver === 'polling' ? 'transmission' : 'connection';
+      let killed = 0;
+      // The first connection meant for a thread is never delivered: the thread ends instead.
+      Worker.prototype.postMessage = function dieInstead(this: Worker, message: unknown): void {
+        if ((message as { type?: string }).type === handOver && killed === 0) {
+          killed += 1;
+          void this.terminate();
+          return;
+        }
+        original.call(this, message);
+      };
+      try {
+        const doomed = driver === 'polling' ? await RawClient.transmitting(socketPath) :
+          await RawClient.connect(socketPath);
+        assert.equal(await doomed.closedBy(5000), true, 'the untaken descriptor is closed');
+        await waitFor(() => server.connectionCount === 0, 'the lost connection to be uncounted');
+        assert.deepEqual((await server.connectionCountsByThread()).sort(), [0, 0]);
+        const info = await runToolOk('nbdinfo', ['--size', `nbd+unix:///?socket=${socketPath}`]);
+        assert.equal(Number(info.stdout.trim()), 4 * MiB, 'the live thread serves');
+      } finally {
+        Worker.prototype.postMessage = original;
+        await server.close();
+        if (exported !== device) await exported.close();
       }
-      original.call(this, message);
-    };
-    try {
-      const doomed = await RawClient.connect(socketPath);
-      assert.equal(await doomed.closedBy(5000), true, 'the untaken descriptor is closed');
-      await waitFor(() => server.connectionCount === 0, 'the lost connection to be uncounted');
-      assert.deepEqual((await server.connectionCountsByThread()).sort(), [0, 0]);
-      const info = await runToolOk('nbdinfo', ['--size', `nbd+unix:///?socket=${socketPath}`]);
-      assert.equal(Number(info.stdout.trim()), 4 * MiB, 'the live thread serves');
-    } finally {
-      Worker.prototype.postMessage = original;
-      await server.close();
-    }
-  });
+    });
+  }
 });

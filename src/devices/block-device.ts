@@ -98,6 +98,14 @@ export interface DeviceExtent {
 /** Completion of `BlockDevice.extents`: the error, or the extents (empty only on error). */
 export type ExtentsDone = (error: IoError | null, extents: readonly DeviceExtent[]) => void;
 
+/** What `BlockDevice.extentsSync` returns: the error, or the extents (empty only on error). */
+export interface ExtentsAnswer {
+  /** Why the query failed (EBADF once closed, an `lseek` error); null when it answered. */
+  readonly error: IoError | null;
+  /** The extents, under the contract of `BlockDevice.extents`; empty when `error` is set. */
+  readonly extents: readonly DeviceExtent[];
+}
+
 /** The most extents one `extents` answer holds; a caller asks again from where they end. */
 export const EXTENTS_PER_QUERY_MAX = 1024;
 
@@ -146,6 +154,14 @@ export interface BlockDevice {
    * bounded answer, never a list of the whole device. A device without it is all data.
    */
   extents?(sector: number, countSectors: number, done: ExtentsDone): void;
+  /**
+   * Optional, present only where `canBlock` (and `extents`) are: the answer `extents` would
+   * give for the same range, under the same contract, computed on the calling thread with
+   * blocking calls (a file's `lseek` waits for its filesystem) and returned rather than
+   * called back. For threads that may block, such as an NBD connection thread; the event
+   * loop uses `extents`.
+   */
+  extentsSync?(sector: number, countSectors: number): ExtentsAnswer;
   /** Releases the device. Idempotent; waits for requests in flight. */
   close(): Promise<void>;
 }

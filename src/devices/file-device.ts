@@ -8,7 +8,8 @@
 // wait for them before it closes the descriptor; `closed` turns true as soon as `close()`
 // begins, and requests submitted after that fail with EBADF without a syscall. Extent queries
 // (`extents`) are counted the same way: a regular file answers from SEEK_DATA/SEEK_HOLE
-// (file-extents.ts); a block device reports all data. A device opened with `writeBehindBytes`
+// (file-extents.ts); a block device reports all data. `extentsSync` runs the same walk with
+// blocking seeks. A device opened with `writeBehindBytes`
 // tells its write-behind (file-write-behind.ts) about every write and copy offload that
 // completed, and closes it before its own descriptor.
 
@@ -18,13 +19,13 @@ import { IOV_MAX } from '../constants.js';
 import { IoError, errnoOf } from '../errors.js';
 import { sectorsToBytes } from '../units.js';
 import {
-  type BlockDevice, type DeviceDone, type DeviceLimits, type DeviceRequest, type ExtentsDone,
-  segmentsBytes,
+  type BlockDevice, type DeviceDone, type DeviceExtent, type DeviceLimits, type DeviceRequest,
+  type ExtentsAnswer, type ExtentsDone, segmentsBytes,
 } from './block-device.js';
 import { DATA } from './extent-list.js';
 import { walkFileExtents } from './file-extents.js';
 import { extentsError } from './request-error.js';
-import { libcAvailable, seekAsync } from '../sys/libc.js';
+import { libcAvailable, seekAsync, seekSync, SysError } from '../sys/libc.js';
 import { withoutDiscard, type QueueLimits } from './file-limits.js';
 import { type FileDeviceOptions, openLocalDevice, validateFileDeviceOptions } from './file-open.js';
 import {
@@ -231,15 +232,9 @@ export class FileDevice implements BlockDevice {
    * query counts in flight, so `close()` waits for it; on a closed device it fails with EBADF.
    */
   extents(sector: number, countSectors: number, done: ExtentsDone): void {
-    assert.ok(isRange(sector, countSectors, this.sizeSectors), 'an extent query inside the device');
-    if (this.#context.closed) {
-      const error = extentsError(this, sector, countSectors, 'EBADF', 'lseek');
-      queueMicrotask(() => done(error, []));
-      return;
-    }
-    if (this.kind === 'block' || !libcAvailable()) {
-      const data = [{ sector, countSectors, ...DATA }];
-      queueMicrotask(() => done(null, data));
+    const early = this.#extentsWithoutSeek(sector, countSectors);
+    if (early !== null) {
+      queueMicrotask(() => done(early.error, early.extents));
       return;
     }
     this.#inflightCount += 1;
@@ -247,9 +242,53 @@ export class FileDevice implements BlockDevice {
     walkFileExtents((offsetBytes, whence, callback) => seekAsync(fd, offsetBytes, whence, callback),
       sector, countSectors, (error, extents) => {
         this.#uncount();
-        if (error === null) done(null, extents);
-        else done(extentsError(this, sector, countSectors, error, error.syscall), []);
+        const answer = this.#walkAnswer(sector, countSectors, error, extents);
+        done(answer.error, answer.extents);
       });
+  }
+
+  /**
+   * `extents`'s answer computed on the calling thread (see `BlockDevice.extentsSync`): the
+   * same walk, with each `lseek` blocking until the filesystem answers.
+   */
+  extentsSync(sector: number, countSectors: number): ExtentsAnswer {
+    const early = this.#extentsWithoutSeek(sector, countSectors);
+    if (early !== null) return early;
+    const fd = this.#fd;
+    let answer: ExtentsAnswer | undefined;
+    walkFileExtents((offsetBytes, whence, callback) => {
+      const found = seekSync(fd, offsetBytes, whence);
+      if (found instanceof SysError) callback(found, 0);
+      else callback(null, found);
+    }, sector, countSectors, (error, extents) => {
+      answer = this.#walkAnswer(sector, countSectors, error, extents);
+    });
+    assert.ok(answer !== undefined, 'a walk of blocking seeks ends inside the call');
+    return answer;
+  }
+
+  /**
+   * The answer of an extent query that needs no `lseek`: EBADF once closed, all data for a
+   * block device or where the libc bindings do not load; null when the file must be walked.
+   */
+  #extentsWithoutSeek(sector: number, countSectors: number): ExtentsAnswer | null {
+    assert.ok(isRange(sector, countSectors, this.sizeSectors), 'an extent query inside the device');
+    if (this.#context.closed) {
+      return { error: extentsError(this, sector, countSectors, 'EBADF', 'lseek'), extents: [] };
+    }
+    if (this.kind === 'block' || !libcAvailable()) {
+      return { error: null, extents: [{ sector, countSectors, ...DATA }] };
+    }
+    return null;
+  }
+
+  /** A walk's outcome as the device answers it: a failed seek becomes the device's IoError. */
+  #walkAnswer(
+    sector: number, countSectors: number, error: SysError | null,
+    extents: readonly DeviceExtent[],
+  ): ExtentsAnswer {
+    if (error === null) return { error: null, extents };
+    return { error: extentsError(this, sector, countSectors, error, error.syscall), extents: [] };
   }
 
   /**

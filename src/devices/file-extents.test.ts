@@ -1,10 +1,11 @@
 // Tests regular files' extents: the SEEK_DATA/SEEK_HOLE walk against a fake lseek (byte runs
 // that no filesystem makes, to pin the conservative rounding, the unsupported and failing
-// seeks), then FileDevice on real sparse files on ext4 (the tmp directory) and tmpfs
-// (/dev/shm): scattered writes into a truncated file, holes punched with fallocate into a
-// written one, the EXTENTS_PER_QUERY_MAX bound and its continuation, O_DIRECT, and a closed
-// device. Layouts are 64 KiB-aligned, above either filesystem's block size, so the kernel's
-// answer is exactly the written runs.
+// seeks) answering later or inside the call (a blocking lseek, the walk of `extentsSync`),
+// then FileDevice on real sparse files on ext4 (the tmp directory) and tmpfs (/dev/shm):
+// scattered writes into a truncated file, holes punched with fallocate into a written one, the
+// EXTENTS_PER_QUERY_MAX bound and its continuation, O_DIRECT, `extentsSync` against
+// `extents`, and a closed device. Layouts are 64 KiB-aligned, above either filesystem's block
+// size, so the kernel's answer is exactly the written runs.
 
 import assert from 'node:assert/strict';
 import { closeSync, openSync, writeFileSync } from 'node:fs';
@@ -17,7 +18,7 @@ import { openFileDevice } from './file-device.js';
 import { type SeekFunction, walkFileExtents } from './file-extents.js';
 import { tempDir } from '../../test/helpers/tmp.js';
 import {
-  type DataRun, extentsOf, modelExtents, queryExtents, writeSparseFile,
+  assertContract, type DataRun, extentsOf, modelExtents, queryExtents, writeSparseFile,
 } from '../../test/helpers/extents.js';
 
 const KIB = 1024;
@@ -32,11 +33,12 @@ function sysError(name: string): SysError {
 
 /**
  * lseek over a file of `sizeBytes` whose data is `runs` (sorted, apart), answering on a later
- * turn; `fail` overrides the answer for chosen calls. Counts the calls.
+ * turn (or inside the call, as a blocking lseek does, when `inside`); `fail` overrides the
+ * answer for chosen calls. Counts the calls.
  */
 function fakeSeek(
   sizeBytes: number, runs: readonly DataRun[],
-  fail: (whence: string, offsetBytes: number) => string | null = () => null,
+  fail: (whence: string, offsetBytes: number) => string | null = () => null, inside = false,
 ): { seek: SeekFunction; calls: () => number } {
   let callCount = 0;
   const answer = (offsetBytes: number, whence: string): number | string => {
@@ -54,10 +56,12 @@ function fakeSeek(
   const seek: SeekFunction = (offsetBytes, whence, callback) => {
     callCount += 1;
     const found = answer(offsetBytes, whence);
-    setImmediate(() => {
+    const reply = (): void => {
       if (typeof found === 'string') callback(sysError(found), 0);
       else callback(null, found);
-    });
+    };
+    if (inside) reply();
+    else setImmediate(reply);
   };
   return { seek, calls: () => callCount };
 }
@@ -139,6 +143,75 @@ describe('the SEEK_DATA/SEEK_HOLE walk (fake lseek)', () => {
     assert.equal(extents.length, EXTENTS_PER_QUERY_MAX);
     assert.ok(calls() <= 2 * EXTENTS_PER_QUERY_MAX, `${calls()} calls`);
     assert.deepEqual(extents, modelExtents(runs, 0, 700 * 4).slice(0, EXTENTS_PER_QUERY_MAX));
+  });
+});
+
+describe('the walk with a seek answering inside its call (a blocking lseek)', () => {
+  /** The walk's answer, which must come before walkFileExtents returns. */
+  function walkInside(
+    seek: SeekFunction, sector: number, countSectors: number,
+  ): { error: SysError | null; extents: readonly DeviceExtent[] } {
+    let answer: { error: SysError | null; extents: readonly DeviceExtent[] } | undefined;
+    walkFileExtents(seek, sector, countSectors, (error, extents) => {
+      assert.equal(answer, undefined, 'done runs once');
+      answer = { error, extents };
+    });
+    assert.ok(answer !== undefined, 'done ran inside the call');
+    return answer;
+  }
+
+  test('answers inside the call, as the later-answering seek does', async () => {
+    const runs = [{ offsetBytes: 1000, lengthBytes: 1000 }, { offsetBytes: 64 * KIB,
+      lengthBytes: 64 * KIB }];
+    const failures: Array<(whence: string) => string | null> = [() => null,
+      (whence) => (whence === 'SEEK_HOLE' ? 'EINVAL' : null),
+      (whence) => (whence === 'SEEK_HOLE' ? 'EIO' : null)];
+    for (const fail of failures) {
+      for (const [sector, countSectors] of [[0, 2048], [3, 300], [130, 10], [256, 1792]]) {
+        const later = await walk(fakeSeek(MIB, runs, fail).seek, sector as number,
+          countSectors as number);
+        const inside = walkInside(fakeSeek(MIB, runs, fail, true).seek, sector as number,
+          countSectors as number);
+        assert.equal(inside.error?.code, later.error?.code);
+        assert.deepEqual(inside.extents, later.extents, `${sector}+${countSectors}`);
+      }
+    }
+  });
+
+  test(`${EXTENTS_PER_QUERY_MAX} extents in a loop, without deepening the stack`, () => {
+    const runs = Array.from({ length: 700 }, (_, index) =>
+      ({ offsetBytes: index * 2048 + 1024, lengthBytes: 1024 }));
+    const depths: number[] = [];
+    const { seek: inner } = fakeSeek(700 * 2048, runs, () => null, true);
+    const seek: SeekFunction = (offsetBytes, whence, callback) => {
+      depths.push(new Error().stack?.split('\n').length ?? 0);
+      inner(offsetBytes, whence, callback);
+    };
+    const stackTraceLimit = Error.stackTraceLimit;
+    Error.stackTraceLimit = Infinity; // Count every frame, not the default first ten.
+    let extents: readonly DeviceExtent[];
+    try {
+      extents = walkInside(seek, 0, 700 * 4).extents;
+    } finally {
+      Error.stackTraceLimit = stackTraceLimit;
+    }
+    assert.deepEqual(extents, modelExtents(runs, 0, 700 * 4).slice(0, EXTENTS_PER_QUERY_MAX));
+    assert.equal(Math.max(...depths), Math.min(...depths), 'every seek from the same depth');
+  });
+
+  test('a seek that answers inside some calls and later in others', async () => {
+    const runs = Array.from({ length: 20 }, (_, index) =>
+      ({ offsetBytes: index * 8192, lengthBytes: 4096 }));
+    const inside = fakeSeek(20 * 8192, runs, () => null, true).seek;
+    const later = fakeSeek(20 * 8192, runs).seek;
+    let call = 0;
+    const mixed: SeekFunction = (offsetBytes, whence, callback) => {
+      call += 1;
+      (call % 3 === 0 ? later : inside)(offsetBytes, whence, callback);
+    };
+    const { error, extents } = await walk(mixed, 0, 320);
+    assert.equal(error, null);
+    assert.deepEqual(extents, modelExtents(runs, 0, 320));
   });
 });
 
@@ -233,6 +306,38 @@ for (const [fsName, parent] of FILESYSTEMS) {
       assert.deepEqual(second, model.slice(EXTENTS_PER_QUERY_MAX));
     });
 
+    test('extentsSync returns what extents answers, range by range', async (t) => {
+      const runs = [
+        { offsetBytes: 0, lengthBytes: 64 * KIB },
+        { offsetBytes: 256 * KIB, lengthBytes: 128 * KIB },
+        { offsetBytes: 1024 * KIB, lengthBytes: 64 * KIB },
+        { offsetBytes: 4 * MIB - 64 * KIB, lengthBytes: 64 * KIB },
+      ];
+      const { device } = await sparseDevice(t, parent, 4 * MIB, runs);
+      const ranges = [[0, device.sizeSectors], [600, 2000], [128, 1], [130, 300],
+        [8000, device.sizeSectors - 8000], [2047, 2]] as const;
+      for (const [sector, countSectors] of ranges) {
+        const answer = device.extentsSync(sector, countSectors);
+        assert.equal(answer.error, null);
+        assertContract(answer.extents, sector, countSectors);
+        assert.deepEqual(answer.extents, await extentsOf(device, sector, countSectors),
+          `${sector}+${countSectors}`);
+        assert.deepEqual(answer.extents, modelExtents(runs, sector, countSectors));
+      }
+    });
+
+    test(`extentsSync stops at ${EXTENTS_PER_QUERY_MAX} extents, as extents does`, async (t) => {
+      const runs = Array.from({ length: 600 }, (_, index) =>
+        ({ offsetBytes: index * 128 * KIB, lengthBytes: 64 * KIB }));
+      const { device } = await sparseDevice(t, parent, 600 * 128 * KIB, runs);
+      const first = device.extentsSync(0, device.sizeSectors);
+      assert.equal(first.extents.length, EXTENTS_PER_QUERY_MAX);
+      assert.deepEqual(first.extents, await extentsOf(device, 0, device.sizeSectors));
+      const from = EXTENTS_PER_QUERY_MAX * 128;
+      assert.deepEqual(device.extentsSync(from, device.sizeSectors - from).extents,
+        modelExtents(runs, from, device.sizeSectors - from));
+    });
+
     test('a device opened with O_DIRECT answers the same', async (t) => {
       const runs = [{ offsetBytes: 192 * KIB, lengthBytes: 64 * KIB }];
       const { device } = await sparseDevice(t, parent, MIB, runs, true);
@@ -247,6 +352,17 @@ describe('file device extents and closing', () => {
     const { device } = await sparseDevice(t, undefined, MIB, []);
     await device.close();
     const { error, extents } = await queryExtents(device, 0, 8);
+    assert.equal(error?.errno, 'EBADF');
+    assert.equal(error?.code, 'DMIO_ERR_IO');
+    assert.equal(error?.device, device.name);
+    assert.deepEqual(extents, []);
+  });
+
+  test('a closed device gives EBADF from extentsSync, with no extents', async (t) => {
+    const { device } = await sparseDevice(t, undefined, MIB,
+      [{ offsetBytes: 0, lengthBytes: 64 * KIB }]);
+    await device.close();
+    const { error, extents } = device.extentsSync(0, 8);
     assert.equal(error?.errno, 'EBADF');
     assert.equal(error?.code, 'DMIO_ERR_IO');
     assert.equal(error?.device, device.name);

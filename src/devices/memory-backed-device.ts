@@ -1,7 +1,8 @@
 // Owns what every in-process device shares: limits with test overrides, the closed and
 // past-end checks, completion on a later microtask (never inside `submit` or `extents`), and
-// the blocking form. Subclasses only say how to read, write and clear bytes, and which of
-// their sectors are data (`fillExtents`).
+// the blocking forms (`submitSync`, `extentsSync`), which compute what the others deliver.
+// Subclasses only say how to read, write and clear bytes, and which of their sectors are data
+// (`fillExtents`).
 
 import assert from '../assert.js';
 import { GIB, MIB, PAGE_SIZE, SECTOR_SIZE } from '../constants.js';
@@ -9,7 +10,7 @@ import { InvalidRequestError } from '../errors.js';
 import type { IoError } from '../errors.js';
 import { bytesToSectorsExact, sectorsToBytes } from '../units.js';
 import type {
-  BlockDevice, DeviceDone, DeviceKind, DeviceLimits, DeviceRequest, ExtentsDone,
+  BlockDevice, DeviceDone, DeviceKind, DeviceLimits, DeviceRequest, ExtentsAnswer, ExtentsDone,
 } from './block-device.js';
 import { requestPastEnd } from './block-device.js';
 import { ExtentList } from './extent-list.js';
@@ -96,22 +97,26 @@ export abstract class MemoryBackedDevice implements BlockDevice {
   }
 
   /**
-   * How `[sector, sector + countSectors)` is allocated (see `BlockDevice.extents`), answered
-   * on a later microtask; EBADF once closed.
+   * How `[sector, sector + countSectors)` is allocated (see `BlockDevice.extents`): the answer
+   * of `extentsSync`, delivered on a later microtask; EBADF once closed.
    */
   extents(sector: number, countSectors: number, done: ExtentsDone): void {
+    const answer = this.extentsSync(sector, countSectors);
+    queueMicrotask(() => done(answer.error, answer.extents));
+  }
+
+  /** `extents`'s answer, returned at once (see `BlockDevice.extentsSync`); EBADF once closed. */
+  extentsSync(sector: number, countSectors: number): ExtentsAnswer {
     assert.ok(Number.isSafeInteger(sector) && sector >= 0, 'sector');
     assert.ok(Number.isSafeInteger(countSectors) && countSectors >= 1, 'countSectors');
     assert.ok(sector + countSectors <= this.sizeSectors, 'an extent query inside the device');
     if (this.#closed) {
-      const error = extentsError(this, sector, countSectors, 'EBADF');
-      queueMicrotask(() => done(error, []));
-      return;
+      return { error: extentsError(this, sector, countSectors, 'EBADF'), extents: [] };
     }
     const list = new ExtentList(sector, countSectors);
     this.fillExtents(list);
     assert.ok(list.extents.length > 0, 'an answer covers at least the first sector');
-    queueMicrotask(() => done(null, list.extents));
+    return { error: null, extents: list.extents };
   }
 
   close(): Promise<void> {

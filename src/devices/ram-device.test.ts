@@ -1,6 +1,7 @@
 // Unit tests of the in-process devices: sparse RAM storage, discard freeing chunks, the
 // past-end rule (fail whole, never truncate), closed and read-only refusals, pure flushes, and
-// their extents (RAM chunks, zero:/null: holes, random: data, the per-query chunk bound).
+// their extents (RAM chunks, zero:/null: holes, random: data, the per-query chunk bound),
+// answered alike by `extents` and `extentsSync`.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -156,4 +157,32 @@ test('closed in-process devices answer extents with EBADF, on a later turn', asy
     assert.equal(error?.syscall, 'extents');
     assert.deepEqual(extents, []);
   }
+});
+
+test('extentsSync returns what extents answers, for RAM and pattern devices', async () => {
+  const ram = createRamDevice({ sizeBytes: 16 * RAM_CHUNK_BYTES });
+  ram.submitSync(request('write', 127, [new Uint8Array(1024).fill(1)]));
+  ram.submitSync(request('write', 700, [new Uint8Array(512).fill(1)]));
+  const devices = [ram, createZeroDevice('null', { sizeBytes: 1 << 20 }),
+    createRandomDevice({ sizeBytes: 1 << 20 })];
+  for (const device of devices) {
+    for (const [sector, countSectors] of [[0, device.sizeSectors], [200, 500], [5, 3],
+      [device.sizeSectors - 1, 1]] as const) {
+      const answer = device.extentsSync(sector, countSectors);
+      assert.equal(answer.error, null);
+      assert.deepEqual(answer.extents, await extentsOf(device, sector, countSectors),
+        `${device.name} at ${sector}+${countSectors}`);
+    }
+  }
+  assert.deepEqual(ram.extentsSync(200, 500).extents, [data(200, 56), holeZero(256, 384),
+    data(640, 60)]);
+});
+
+test('a closed RAM device gives EBADF from extentsSync', async () => {
+  const device = createRamDevice({ sizeBytes: 4096 });
+  await device.close();
+  const { error, extents } = device.extentsSync(0, 8);
+  assert.equal(error?.errno, 'EBADF');
+  assert.equal(error?.device, device.name);
+  assert.deepEqual(extents, []);
 });

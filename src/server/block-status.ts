@@ -1,7 +1,8 @@
 // Owns the server's answer to NBD_CMD_BLOCK_STATUS in the `base:allocation` context: what the
 // exported device's `extents` says of the byte range, as NBD descriptors (a byte length and
 // the flags HOLE = bit 0, ZERO = bit 1). A device without `extents` is all data: one
-// descriptor of the whole range with flags 0.
+// descriptor of the whole range with flags 0. The answer is an I/O program (io-program.ts)
+// whose 'extents' steps either server driver runs.
 //
 // The answer is bounded: at most SERVER_STATUS_DESCRIPTORS_MAX descriptors from at most
 // SERVER_STATUS_QUERIES_MAX device queries, each of at most EXTENTS_PER_QUERY_MAX extents. A
@@ -14,10 +15,13 @@
 
 import assert from '../assert.js';
 import { SECTOR_SIZE } from '../constants.js';
-import type { BlockDevice, DeviceExtent } from '../devices/block-device.js';
+import type { DmIoClient } from '../core/client.js';
+import type { BlockDevice, DeviceExtent, ExtentsAnswer } from '../devices/block-device.js';
 import { NBD_EIO, NBD_STATE_HOLE, NBD_STATE_ZERO } from '../nbd/protocol.js';
 import { failureOf, type NbdFailure } from './errno-map.js';
+import { runIoProgram, yieldExtents, type IoProgram } from './io-program.js';
 import { SERVER_STATUS_DESCRIPTORS_MAX, SERVER_STATUS_QUERIES_MAX } from './limits.js';
+import type { ServedExport } from './nbd-export.js';
 import type { Extent } from './wire.js';
 
 /** The descriptors for a range, or the failure to send. */
@@ -27,16 +31,16 @@ export type StatusAnswer =
 
 /**
  * Describes `[offsetBytes, offsetBytes + lengthBytes)` of `device` (inside it, length ≥ 1);
- * with `reqOne`, in one descriptor. Never rejects.
+ * with `reqOne`, in one descriptor. Its 'extents' steps query the runner's export device, so
+ * `device` must be that export's device. Never throws for a device error.
  */
-export async function blockStatus(
+export function* blockStatusProgram(
   device: BlockDevice, offsetBytes: number, lengthBytes: number, reqOne: boolean,
-): Promise<StatusAnswer> {
+): IoProgram<StatusAnswer> {
   assert.ok(lengthBytes >= 1);
   const endBytes = offsetBytes + lengthBytes;
   assert.ok(endBytes <= device.sizeSectors * SECTOR_SIZE);
-  const extentsOf = device.extents?.bind(device);
-  if (extentsOf === undefined) {
+  if (device.extents === undefined) {
     return { kind: 'extents', descriptors: [{ lengthBytes, flags: 0 }] };
   }
   const descriptorsMax = reqOne ? 1 : SERVER_STATUS_DESCRIPTORS_MAX;
@@ -44,7 +48,7 @@ export async function blockStatus(
   for (let queries = 0; queries < SERVER_STATUS_QUERIES_MAX && !builder.done; queries += 1) {
     const sector = Math.floor(builder.positionBytes / SECTOR_SIZE);
     const endSector = Math.ceil(endBytes / SECTOR_SIZE);
-    const result = await queryExtents(extentsOf, sector, endSector - sector);
+    const result = yield* queryExtents(sector, endSector - sector);
     if (result.kind === 'failure') {
       // What is already described stands; the error is sent only when nothing is.
       if (builder.descriptors.length === 0) return result;
@@ -59,6 +63,15 @@ export async function blockStatus(
   }
   assert.ok(builder.descriptors.length >= 1);
   return { kind: 'extents', descriptors: builder.descriptors };
+}
+
+/** `blockStatusProgram` of the export's device, run on the event loop. Never rejects. */
+export function blockStatus(
+  client: DmIoClient, served: ServedExport, offsetBytes: number, lengthBytes: number,
+  reqOne: boolean,
+): Promise<StatusAnswer> {
+  return runIoProgram(client, served,
+    blockStatusProgram(served.device, offsetBytes, lengthBytes, reqOne));
 }
 
 /** Descriptors being built from device extents, clipped to the byte range. */
@@ -120,20 +133,16 @@ type QueryResult =
   | { readonly kind: 'extents'; readonly extents: readonly DeviceExtent[] }
   | { readonly kind: 'failure'; readonly failure: NbdFailure };
 
-/** One `extents` call as a promise; a device that throws fails the query, not the server. */
-function queryExtents(
-  extentsOf: NonNullable<BlockDevice['extents']>, sector: number, countSectors: number,
-): Promise<QueryResult> {
-  return new Promise((resolve) => {
-    try {
-      extentsOf(sector, countSectors, (error, extents) => {
-        resolve(error === null ? { kind: 'extents', extents } :
-          { kind: 'failure', failure: failureOf(error) });
-      });
-    } catch (error) {
-      resolve({ kind: 'failure', failure: failureOf(error) });
-    }
-  });
+/** One `extents` query; a device that throws fails the query, not the server. */
+function* queryExtents(sector: number, countSectors: number): IoProgram<QueryResult> {
+  let answer: ExtentsAnswer;
+  try {
+    answer = yield* yieldExtents(sector, countSectors);
+  } catch (error) {
+    return { kind: 'failure', failure: failureOf(error) };
+  }
+  return answer.error === null ? { kind: 'extents', extents: answer.extents } :
+    { kind: 'failure', failure: failureOf(answer.error) };
 }
 
 function contractBroken(device: BlockDevice, sector: number): StatusAnswer {

@@ -16,6 +16,7 @@ import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import type { Socket } from 'node:net';
 import { duplicateSocketFd } from '../sys/socket-handoff.js';
+import { closeFd, createWakeFd, signalWakeFd } from '../sys/socket-poll.js';
 import { clearWriteGateSlot } from './thread-write-gate.js';
 import type { NbdServerTlsOptions } from './tls.js';
 import type { ThreadExport } from './thread-exports.js';
@@ -30,11 +31,31 @@ export interface ThreadSetup {
   readonly shutdownGraceMs: number;
   readonly poolRetainedBytes: number;
   readonly tls: NbdServerTlsOptions | undefined;
+  /**
+   * 'events': each thread runs an NbdServer of its own and is handed accepted sockets
+   * (connection-thread.ts). 'poll': the server runs each handshake and hands the thread the
+   * negotiated connection, which it serves from its poll loop (poll-thread.ts).
+   */
+  readonly driver: 'events' | 'poll';
+  /** The descriptor the server signals after posting to a polling thread (-1 otherwise). */
+  readonly wakeFd: number;
+}
+
+/** A connection past its handshake, as a polling thread takes it over. */
+export interface HandedTransmission {
+  readonly type: 'transmission';
+  readonly fd: number;
+  readonly exportIndex: number;
+  readonly structuredReplies: boolean;
+  readonly baseAllocation: boolean;
+  readonly blockSizesAsked: boolean;
+  /** Bytes the handshake read past its end (pipelined requests). */
+  readonly kept: Uint8Array;
 }
 
 /** Messages from the server to a thread. */
 export type ToThread = { readonly type: 'connection'; readonly fd: number } |
-  { readonly type: 'shutdown' };
+  HandedTransmission | { readonly type: 'shutdown' };
 
 /** Messages from a thread to the server. */
 export type FromThread = { readonly type: 'ready' } |
@@ -51,7 +72,8 @@ export type FromThread = { readonly type: 'ready' } |
 function startWorker(workerData: ThreadSetup): Worker {
   // The thread module lies next to this one: .js when built, .ts when run from source.
   const fromSource = import.meta.url.endsWith('.ts');
-  const module = new URL(`./connection-thread${fromSource ? '.ts' : '.js'}`, import.meta.url);
+  const entry = workerData.driver === 'poll' ? 'poll-thread' : 'connection-thread';
+  const module = new URL(`./${entry}${fromSource ? '.ts' : '.js'}`, import.meta.url);
   if (!fromSource) return new Worker(module, { workerData });
   const tsx = JSON.stringify(import.meta.resolve('tsx/esm/api'));
   return new Worker(`import(${tsx}).then((api) => { api.register(); ` +
@@ -64,6 +86,8 @@ const THREAD_EXIT_MARGIN_MS = 5_000;
 interface Running {
   readonly worker: Worker;
   readonly slot: number;
+  /** A polling thread's wake-up descriptor, owned here and closed after the thread exits. */
+  readonly wakeFd: number;
   connections: number;
   /** Descriptors posted to the thread that it has not yet said it took. */
   readonly posted: Set<number>;
@@ -95,7 +119,7 @@ export class ConnectionThreads {
    * stops those started) when one cannot. `onClosed` runs once per connection that ends.
    */
   static async start(
-    count: number, setup: Omit<ThreadSetup, 'slot'>, log: (message: string) => void,
+    count: number, setup: Omit<ThreadSetup, 'slot' | 'wakeFd'>, log: (message: string) => void,
     onClosed: () => void,
   ): Promise<ConnectionThreads> {
     const threads: Running[] = [];
@@ -103,9 +127,10 @@ export class ConnectionThreads {
       log, onClosed, setup.shutdownGraceMs);
     const ready = [];
     for (let slot = 0; slot < count; slot += 1) {
-      const worker = startWorker({ ...setup, slot });
-      const running: Running = { worker, slot, connections: 0, posted: new Set(), alive: true,
-        stopped: Promise.resolve() };
+      const wakeFd = setup.driver === 'poll' ? createWakeFd() : -1;
+      const worker = startWorker({ ...setup, slot, wakeFd });
+      const running: Running = { worker, slot, wakeFd, connections: 0, posted: new Set(),
+        alive: true, stopped: Promise.resolve() };
       running.stopped = new Promise((resolve) => worker.once('exit', () => resolve()));
       threads.push(running);
       ready.push(pool.#watch(running));
@@ -147,12 +172,36 @@ export class ConnectionThreads {
   }
 
   /**
+   * Gives a connection past its handshake to the least busy live polling thread, as `hand`
+   * does an accepted one; `socket` must have nothing left to send or read.
+   */
+  handTransmission(
+    socket: Socket, handed: Omit<HandedTransmission, 'type' | 'fd'>,
+  ): 'handed' | 'no thread' | 'failed' {
+    const target = this.#leastBusy();
+    if (target === null) return 'no thread';
+    const copy = duplicateSocketFd(socket);
+    if (typeof copy === 'string') {
+      this.#log(`cannot hand a connection to a thread: ${copy}`);
+      return 'failed';
+    }
+    socket.destroy();
+    target.connections += 1;
+    target.posted.add(copy);
+    target.worker.postMessage({ type: 'transmission', fd: copy, ...handed } satisfies ToThread);
+    signalWakeFd(target.wakeFd);
+    return 'handed';
+  }
+
+  /**
    * Stops every thread: each stops accepting requests, lets those in flight reply, flushes
    * and closes its devices, then exits.
    */
   async stop(): Promise<void> {
     for (const running of this.#threads) {
-      if (running.alive) running.worker.postMessage({ type: 'shutdown' } satisfies ToThread);
+      if (!running.alive) continue;
+      running.worker.postMessage({ type: 'shutdown' } satisfies ToThread);
+      if (running.wakeFd >= 0) signalWakeFd(running.wakeFd);
     }
     // A thread closes its connections hard after its own grace period. One still running
     // THREAD_EXIT_MARGIN_MS later is left behind (unref'd, so it does not keep the process
@@ -213,6 +262,9 @@ export class ConnectionThreads {
       });
       running.worker.once('exit', () => {
         running.alive = false;
+        // Closed only now: the thread polls it until it exits, and the number must not be
+        // reused by another descriptor while anything may still signal it.
+        if (running.wakeFd >= 0) closeFd(running.wakeFd);
         if (!ready) reject(new Error('a connection thread exited before it was ready'));
         for (const gate of this.#gates) clearWriteGateSlot(gate, running.slot);
         // A thread says it took a descriptor before it wraps it, and Node delivers a thread's

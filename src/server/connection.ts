@@ -9,14 +9,15 @@ import type { Duplex } from 'node:stream';
 import type { DmIoClient } from '../core/client.js';
 import type { BufferPool } from './buffer-pool.js';
 import {
-  HandshakeViolation, runHandshake, type HandshakeContext, type TlsMode,
+  HandshakeViolation, runHandshake, type HandshakeContext, type Negotiated, type TlsMode,
 } from './handshake.js';
 import type { ServedExport } from './nbd-export.js';
 import { SERVER_SEND_BUFFER_BYTES } from './limits.js';
 import { adoptWithOnread } from './server-socket.js';
 import { setSocketSendBufferBytes } from '../sys/socket-options.js';
 import { SocketReader, StreamEndedError } from './socket-reader.js';
-import { Transmission, TransmissionViolation, type TransmissionLimits } from './transmission.js';
+import { TransmissionViolation } from './request-rules.js';
+import { Transmission, type TransmissionLimits } from './transmission.js';
 
 /** After the last reply is flushed, how long the client has to close its side. */
 const CLOSE_LINGER_MS = 500;
@@ -37,7 +38,16 @@ export interface ConnectionContext {
   upgradeTls(raw: Duplex): Promise<Duplex>;
   /** Reports why a connection was closed hard (for logs). */
   log(message: string): void;
+  /**
+   * Where a server's polling threads serve the transmission phase: takes a plain connection
+   * past its handshake. 'handed': the connection is theirs now (the socket is destroyed);
+   * 'here': serve it on this thread; 'closed': close it.
+   */
+  handOff?(socket: Socket, reader: SocketReader, negotiated: Negotiated): Promise<HandOff>;
 }
+
+/** What became of a connection offered to `ConnectionContext.handOff`. */
+export type HandOff = 'handed' | 'here' | 'closed';
 
 /** One client connection. */
 export class ServerConnection {
@@ -96,6 +106,17 @@ export class ServerConnection {
       if (negotiated === null || this.#closed) {
         this.#end();
         return;
+      }
+      if (this.#context.handOff !== undefined && this.#stream === this.#socket) {
+        const handOff = await this.#context.handOff(this.#socket, this.#reader, negotiated);
+        if (handOff === 'handed') {
+          this.#closed = true;
+          return;
+        }
+        if (handOff === 'closed' || this.#closed) {
+          this.destroy();
+          return;
+        }
       }
       this.#transmission = new Transmission(this.#reader, this.#stream, this.#context.client,
         negotiated, this.#context.limits, this.#context.pool);

@@ -1,8 +1,10 @@
-// Owns running NBD commands on an export's device through dm-io: byte ranges become dm-io
-// regions of whole logical blocks. The server is a dm-io consumer like a kernel target; it
-// never calls the device directly. Partial blocks (from clients that asked for no block
-// sizes) are read-modify-written under the export's range lock. Each function resolves with
-// `null` on success or the failure to send; it never rejects for a device error.
+// Owns what each NBD command does to an export's device through dm-io, written once as an
+// I/O program (io-program.ts) that both server drivers run: byte ranges become dm-io regions of
+// whole logical blocks. The server is a dm-io consumer like a kernel target; it never calls
+// the device directly. Partial blocks (from clients that asked for no block sizes) are
+// read-modify-written under the export's range lock. Each program returns `null` on success or
+// the failure to send; a device error never throws out of it. The async functions at the end
+// run these programs on the event loop (`runIoProgram`).
 //
 // Zeroing: native write-zeroes when the device has it (FAST_ZERO may use only that, and gets
 // ENOTSUP at once otherwise), else writes of a shared zero buffer. NO_HOLE takes native
@@ -10,13 +12,12 @@
 // Trimming is advisory: only whole blocks are discarded, and a device that cannot discard
 // (or refuses) makes TRIM a successful no-op.
 
-import { SECTOR_SIZE } from '../constants.js';
 import type { DmIoClient } from '../core/client.js';
-import { dmIo } from '../core/dm-io.js';
 import type { DmIoOp } from '../core/request.js';
 import { allocAligned } from '../memory/aligned.js';
 import { NBD_ENOTSUP } from '../nbd/protocol.js';
-import { failureOf, type NbdFailure } from './errno-map.js';
+import type { NbdFailure } from './errno-map.js';
+import { runIoProgram, yieldIo, yieldLock, type IoProgram } from './io-program.js';
 import { SERVER_ZERO_CHUNK_BYTES } from './limits.js';
 import type { ServedExport } from './nbd-export.js';
 
@@ -38,76 +39,76 @@ export function allocIoBuffer(served: ServedExport, lengthBytes: number): Uint8A
 }
 
 /** Reads `[offsetBytes, +target.length)` into `target`. */
-export async function readBytes(
-  client: DmIoClient, served: ServedExport, offsetBytes: number, target: Uint8Array,
-): Promise<NbdFailure | null> {
+export function* readProgram(
+  served: ServedExport, offsetBytes: number, target: Uint8Array,
+): IoProgram<NbdFailure | null> {
   if (target.length === 0) return null;
   const span = alignedSpan(served, offsetBytes, target.length);
   if (span.startBytes === offsetBytes && span.endBytes === offsetBytes + target.length) {
-    return run(client, served, 'read', offsetBytes, target.length, target, false);
+    return yield* blocksIo('read', offsetBytes, target.length, target, false);
   }
   const bounce = allocIoBuffer(served, span.endBytes - span.startBytes);
-  const failure = await run(client, served, 'read', span.startBytes, bounce.length, bounce, false);
+  const failure = yield* blocksIo('read', span.startBytes, bounce.length, bounce, false);
   if (failure !== null) return failure;
   const from = offsetBytes - span.startBytes;
   target.set(bounce.subarray(from, from + target.length));
   return null;
 }
 
-/** Writes `data` at `offsetBytes`; with `fua`, durably before resolving. */
-export async function writeBytes(
-  client: DmIoClient, served: ServedExport, offsetBytes: number, data: Uint8Array, fua: boolean,
-): Promise<NbdFailure | null> {
-  if (data.length === 0) return fua ? flushDevice(client, served) : null;
+/** Writes `data` at `offsetBytes`; with `fua`, durably before it returns. */
+export function* writeProgram(
+  served: ServedExport, offsetBytes: number, data: Uint8Array, fua: boolean,
+): IoProgram<NbdFailure | null> {
+  if (data.length === 0) return fua ? yield* flushProgram() : null;
   const endBytes = offsetBytes + data.length;
   const span = alignedSpan(served, offsetBytes, data.length);
   if (span.startBytes === offsetBytes && span.endBytes === endBytes) {
-    const release = await served.lock.acquire(offsetBytes, endBytes, false);
+    const release = yield* yieldLock(offsetBytes, endBytes, false);
     try {
-      return await run(client, served, 'write', offsetBytes, data.length, data, fua);
+      return yield* blocksIo('write', offsetBytes, data.length, data, fua);
     } finally {
       release();
     }
   }
-  const release = await served.lock.acquire(span.startBytes, span.endBytes, true);
+  const release = yield* yieldLock(span.startBytes, span.endBytes, true);
   try {
-    return await mergeAndWrite(client, served, span, offsetBytes, data, fua);
+    return yield* mergeAndWrite(served, span, offsetBytes, data, fua);
   } finally {
     release();
   }
 }
 
-/** Makes every write that completed before this call durable. */
-export function flushDevice(client: DmIoClient, served: ServedExport): Promise<NbdFailure | null> {
-  return submit(client, served, 'write', 0, 0, undefined, { preflush: true });
+/** Makes every write that completed before it durable. */
+export function* flushProgram(): IoProgram<NbdFailure | null> {
+  return yield* yieldIo({
+    kind: 'io', op: 'write', offsetBytes: 0, lengthBytes: 0, preflush: true,
+  });
 }
 
 /** Discards the whole blocks of a range; never fails because the device cannot discard. */
-export async function trimBytes(
-  client: DmIoClient, served: ServedExport, offsetBytes: number, lengthBytes: number,
-  fua: boolean,
-): Promise<NbdFailure | null> {
+export function* trimProgram(
+  served: ServedExport, offsetBytes: number, lengthBytes: number, fua: boolean,
+): IoProgram<NbdFailure | null> {
   const inner = innerSpan(served, offsetBytes, lengthBytes);
   if (inner.endBytes > inner.startBytes && served.device.limits.maxDiscardSectors > 0) {
-    const release = await served.lock.acquire(inner.startBytes, inner.endBytes, false);
+    const release = yield* yieldLock(inner.startBytes, inner.endBytes, false);
     let failure: NbdFailure | null;
     try {
-      failure = await run(client, served, 'discard', inner.startBytes,
-        inner.endBytes - inner.startBytes, undefined, false);
+      failure = yield* blocksIo('discard', inner.startBytes, inner.endBytes - inner.startBytes,
+        undefined, false);
     } finally {
       release();
     }
     // A device that turned out unable to discard leaves the data in place: still a valid TRIM.
     if (failure !== null && failure.notSupported !== true) return failure;
   }
-  return fua ? flushDevice(client, served) : null;
+  return fua ? yield* flushProgram() : null;
 }
 
 /** Makes a range read back as zeros, honouring NO_HOLE, FAST_ZERO and FUA. */
-export async function zeroBytes(
-  client: DmIoClient, served: ServedExport, offsetBytes: number, lengthBytes: number,
-  flags: ZeroFlags,
-): Promise<NbdFailure | null> {
+export function* zeroProgram(
+  served: ServedExport, offsetBytes: number, lengthBytes: number, flags: ZeroFlags,
+): IoProgram<NbdFailure | null> {
   const native = served.zeroesNatively(flags.noHole);
   if (flags.fastZero && !served.zeroesFast(flags.noHole)) {
     return { errorNumber: NBD_ENOTSUP, message: 'zeroing this range would not be fast' };
@@ -119,36 +120,34 @@ export async function zeroBytes(
     [[offsetBytes, inner.startBytes], [inner.endBytes, endBytes]] : [[offsetBytes, endBytes]];
   for (const [edgeStart, edgeEnd] of edges) {
     if (edgeEnd <= edgeStart) continue;
-    const failure = await writeBytes(client, served, edgeStart,
+    const failure = yield* writeProgram(served, edgeStart,
       ZERO_CHUNK.subarray(0, edgeEnd - edgeStart), false);
     if (failure !== null) return failure;
   }
   if (inner.endBytes > inner.startBytes) {
-    const release = await served.lock.acquire(inner.startBytes, inner.endBytes, false);
+    const release = yield* yieldLock(inner.startBytes, inner.endBytes, false);
     try {
-      const failure = await zeroWholeBlocks(client, served, inner.startBytes,
-        inner.endBytes - inner.startBytes, native);
+      const failure = yield* zeroWholeBlocks(inner.startBytes, inner.endBytes - inner.startBytes,
+        native);
       if (failure !== null) return failure;
     } finally {
       release();
     }
   }
-  return flags.fua ? flushDevice(client, served) : null;
+  return flags.fua ? yield* flushProgram() : null;
 }
 
-async function zeroWholeBlocks(
-  client: DmIoClient, served: ServedExport, offsetBytes: number, lengthBytes: number,
-  native: boolean,
-): Promise<NbdFailure | null> {
+function* zeroWholeBlocks(
+  offsetBytes: number, lengthBytes: number, native: boolean,
+): IoProgram<NbdFailure | null> {
   if (native) {
-    const failure = await run(client, served, 'write-zeroes', offsetBytes, lengthBytes,
-      undefined, false);
+    const failure = yield* blocksIo('write-zeroes', offsetBytes, lengthBytes, undefined, false);
     if (failure === null || failure.notSupported !== true) return failure;
   }
   // Writes of the shared zero buffer, a chunk at a time; dm-io bounces them for O_DIRECT.
   for (let doneBytes = 0; doneBytes < lengthBytes; doneBytes += SERVER_ZERO_CHUNK_BYTES) {
     const chunkBytes = Math.min(SERVER_ZERO_CHUNK_BYTES, lengthBytes - doneBytes);
-    const failure = await run(client, served, 'write', offsetBytes + doneBytes, chunkBytes,
+    const failure = yield* blocksIo('write', offsetBytes + doneBytes, chunkBytes,
       ZERO_CHUNK.subarray(0, chunkBytes), false);
     if (failure !== null) return failure;
   }
@@ -156,10 +155,9 @@ async function zeroWholeBlocks(
 }
 
 /** Whole blocks around a partial write: read the edge blocks, merge `data`, write them all. */
-async function mergeAndWrite(
-  client: DmIoClient, served: ServedExport, span: Span, offsetBytes: number, data: Uint8Array,
-  fua: boolean,
-): Promise<NbdFailure | null> {
+function* mergeAndWrite(
+  served: ServedExport, span: Span, offsetBytes: number, data: Uint8Array, fua: boolean,
+): IoProgram<NbdFailure | null> {
   const blockBytes = served.blockBytes;
   const merged = allocIoBuffer(served, span.endBytes - span.startBytes);
   const endBytes = offsetBytes + data.length;
@@ -168,12 +166,12 @@ async function mergeAndWrite(
   if (endBytes % blockBytes !== 0) edgeBlocks.add(span.endBytes - blockBytes);
   for (const blockStart of edgeBlocks) {
     const at = blockStart - span.startBytes;
-    const failure = await run(client, served, 'read', blockStart, blockBytes,
+    const failure = yield* blocksIo('read', blockStart, blockBytes,
       merged.subarray(at, at + blockBytes), false);
     if (failure !== null) return failure;
   }
   merged.set(data, offsetBytes - span.startBytes);
-  return run(client, served, 'write', span.startBytes, merged.length, merged, fua);
+  return yield* blocksIo('write', span.startBytes, merged.length, merged, fua);
 }
 
 /** A byte range. */
@@ -201,23 +199,45 @@ function innerSpan(served: ServedExport, offsetBytes: number, lengthBytes: numbe
 }
 
 /** One dm-io request over whole blocks of the export's device. */
-function run(
-  client: DmIoClient, served: ServedExport, op: DmIoOp, offsetBytes: number, lengthBytes: number,
-  data: Uint8Array | undefined, fua: boolean,
-): Promise<NbdFailure | null> {
-  return submit(client, served, op, offsetBytes, lengthBytes, data, { fua });
+function blocksIo(
+  op: DmIoOp, offsetBytes: number, lengthBytes: number, data: Uint8Array | undefined,
+  fua: boolean,
+): IoProgram<NbdFailure | null> {
+  return yieldIo(data === undefined ? { kind: 'io', op, offsetBytes, lengthBytes, fua } :
+    { kind: 'io', op, offsetBytes, lengthBytes, data, fua });
 }
 
-async function submit(
-  client: DmIoClient, served: ServedExport, op: DmIoOp, offsetBytes: number, lengthBytes: number,
-  data: Uint8Array | undefined, flags: { fua?: boolean; preflush?: boolean },
+/** Reads `[offsetBytes, +target.length)` into `target` (`readProgram` on the event loop). */
+export function readBytes(
+  client: DmIoClient, served: ServedExport, offsetBytes: number, target: Uint8Array,
 ): Promise<NbdFailure | null> {
-  try {
-    const result = await dmIo({
-      op, client, flags, ...(data === undefined ? {} : { mem: { type: 'kmem', data } }),
-    }, [{ device: served.device, sector: offsetBytes / SECTOR_SIZE, count: lengthBytes / SECTOR_SIZE }]);
-    return result.errorBits === 0n ? null : failureOf(result.errors[0]);
-  } catch (error) {
-    return failureOf(error);
-  }
+  return runIoProgram(client, served, readProgram(served, offsetBytes, target));
+}
+
+/** Writes `data` at `offsetBytes`; with `fua`, durably before resolving (`writeProgram`). */
+export function writeBytes(
+  client: DmIoClient, served: ServedExport, offsetBytes: number, data: Uint8Array, fua: boolean,
+): Promise<NbdFailure | null> {
+  return runIoProgram(client, served, writeProgram(served, offsetBytes, data, fua));
+}
+
+/** Makes every write that completed before this call durable (`flushProgram`). */
+export function flushDevice(client: DmIoClient, served: ServedExport): Promise<NbdFailure | null> {
+  return runIoProgram(client, served, flushProgram());
+}
+
+/** Discards the whole blocks of a range (`trimProgram` on the event loop). */
+export function trimBytes(
+  client: DmIoClient, served: ServedExport, offsetBytes: number, lengthBytes: number,
+  fua: boolean,
+): Promise<NbdFailure | null> {
+  return runIoProgram(client, served, trimProgram(served, offsetBytes, lengthBytes, fua));
+}
+
+/** Makes a range read back as zeros (`zeroProgram` on the event loop). */
+export function zeroBytes(
+  client: DmIoClient, served: ServedExport, offsetBytes: number, lengthBytes: number,
+  flags: ZeroFlags,
+): Promise<NbdFailure | null> {
+  return runIoProgram(client, served, zeroProgram(served, offsetBytes, lengthBytes, flags));
 }

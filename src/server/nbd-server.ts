@@ -21,9 +21,10 @@ import { validateIntegerInRange, validateOptionsObject } from '../validate.js';
 import { InvalidArgTypeError, InvalidRequestError, IoError, StateError } from '../errors.js';
 import { nbdErrnoName } from '../nbd/protocol.js';
 import { BufferPool } from './buffer-pool.js';
-import { ServerConnection, type ConnectionContext } from './connection.js';
+import { ServerConnection, type ConnectionContext, type HandOff } from './connection.js';
 import { flushDevice } from './export-io.js';
-import type { TlsMode } from './handshake.js';
+import type { Negotiated, TlsMode } from './handshake.js';
+import type { SocketReader } from './socket-reader.js';
 import {
   SERVER_CONNECTION_BYTES_DEFAULT, SERVER_CONNECTIONS_DEFAULT, SERVER_CONNECTIONS_MAX,
   SERVER_HANDSHAKE_TIMEOUT_MS_DEFAULT, SERVER_INFLIGHT_REQUESTS_DEFAULT,
@@ -36,6 +37,8 @@ import { GIB } from '../constants.js';
 import { ConnectionThreads } from './connection-threads.js';
 import { describeForThread, threadableDevice } from './thread-exports.js';
 import { createWriteGateState, type ThreadWriteGate } from './thread-write-gate.js';
+
+const EMPTY = new Uint8Array(0);
 
 /** Most connection threads one server may start. */
 export const SERVER_THREADS_MAX = 64;
@@ -102,6 +105,8 @@ export class NbdServer {
   readonly #threadsWanted: number;
   readonly #threadSetup: (() => Promise<ConnectionThreads>) | null;
   #threads: Promise<ConnectionThreads> | null = null;
+  /** True when the threads poll: handshakes run here, transmissions there. */
+  readonly #polling: boolean;
   /** Connections handed (or being handed) to threads and not yet ended. */
   #threadedCount = 0;
   #closing: Promise<void> | null = null;
@@ -138,6 +143,11 @@ export class NbdServer {
     const threadExports = gateStates === null ? [] : this.#exports.map((served, index) =>
       describeForThread(served.name, served.description, served.readOnly, served.device,
         gateStates[index] as SharedArrayBuffer));
+    // Threads poll their sockets when every connection is plain and every export a file or
+    // block device (whose every request can run on the thread); else each runs an event loop.
+    const tlsMode = options.tls?.mode ?? 'off';
+    const polling = tlsMode === 'off' && threadExports.length > 0 &&
+      threadExports.every((entry) => entry.file !== null);
     this.#threadSetup = gateStates === null ? null : () => ConnectionThreads.start(
       this.#threadsWanted, {
         exports: threadExports,
@@ -145,6 +155,7 @@ export class NbdServer {
         shutdownGraceMs: this.#shutdownGraceMs,
         poolRetainedBytes: Math.ceil(SERVER_POOL_RETAINED_BYTES / this.#threadsWanted),
         tls: options.tls?.mode === 'off' ? undefined : options.tls,
+        driver: polling ? 'poll' : 'events',
       }, log, () => this.#threadedConnectionClosed());
     this.#context = {
       lookup: (name) => this.#lookup(name),
@@ -157,7 +168,12 @@ export class NbdServer {
       tlsMode: tls.mode,
       upgradeTls: (raw: Duplex) => tls.upgrade(raw),
       log,
+      ...(polling && gateStates !== null ? {
+        handOff: (socket: Socket, reader: SocketReader, negotiated: Negotiated) =>
+          this.#handOff(socket, reader, negotiated),
+      } : {}),
     };
+    this.#polling = polling && gateStates !== null;
   }
 
   /** The exports served, in order. */
@@ -224,11 +240,13 @@ export class NbdServer {
       socket.destroy();
       return;
     }
-    if (this.#threadSetup !== null) {
+    if (this.#threadSetup !== null && !this.#polling) {
       this.#threadedCount += 1;
       void this.#handToThread(socket);
       return;
     }
+    // Polling threads take connections after the handshake, which runs here (`#handOff`).
+    if (this.#polling) void this.#startThreads().catch(() => null);
     this.#serveHere(socket);
   }
 
@@ -274,6 +292,31 @@ export class NbdServer {
       return;
     }
     this.#serveHere(socket);
+  }
+
+  /**
+   * Hands a connection past its handshake to a polling thread, once the handshake's last
+   * reply has left: the thread then reads the socket from the first request on, with the
+   * bytes the handshake read ahead. Without live threads the connection is served here; while
+   * they live, one that cannot be handed over is closed (here it would write past their gate).
+   */
+  async #handOff(socket: Socket, reader: SocketReader, negotiated: Negotiated): Promise<HandOff> {
+    const threads = await this.#startThreads().catch(() => null);
+    if (threads === null) return 'here';
+    await new Promise<void>((resolve) => socket.write(EMPTY, () => resolve()));
+    if (this.#closing !== null || socket.destroyed) return 'closed';
+    const kept = reader.detach();
+    this.#threadedCount += 1;
+    const handed = threads.handTransmission(socket, {
+      exportIndex: this.#exports.indexOf(negotiated.served),
+      structuredReplies: negotiated.structuredReplies,
+      baseAllocation: negotiated.baseAllocation,
+      blockSizesAsked: negotiated.blockSizesAsked,
+      kept,
+    });
+    if (handed === 'handed') return 'handed';
+    this.#threadedCount -= 1;
+    return 'closed';
   }
 
   #threadedConnectionClosed(): void {

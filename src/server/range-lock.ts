@@ -9,7 +9,9 @@
 //
 // Ranges are in bytes, [startBytes, endBytes). One lock per export, shared by its connections
 // on one thread. A threaded server gives each thread's lock the export's ThreadWriteGate
-// (thread-write-gate.ts), taken after the range: that orders merges across threads.
+// (thread-write-gate.ts), taken after the range: that orders merges across threads. A thread
+// that runs each request to completion before the next takes ranges with `acquireBlocking`:
+// nothing local can conflict there, and only the gate waits (blocking the thread).
 
 import type { ThreadWriteGate } from './thread-write-gate.js';
 
@@ -57,6 +59,28 @@ export class RangeLock {
       return gated.then((release) => both(release, local));
     }
     return this.#throughGate(local, exclusive, this.#gate);
+  }
+
+  /**
+   * Takes `[startBytes, endBytes)` on the calling thread, for a driver that runs every request
+   * to completion before the next: no range of this thread can be held across a wait there,
+   * so the local part is granted at once (else this throws: a bug). Only the cross-thread gate
+   * may wait, blocking the thread (`ThreadWriteGate.enterBlocking`).
+   */
+  acquireBlocking(startBytes: number, endBytes: number, exclusive: boolean): RangeRelease {
+    const wanted = { startBytes, endBytes, exclusive };
+    if (this.#waiting.length > 0 || this.#conflictsWithHeld(wanted)) {
+      throw new Error(`range [${startBytes}, ${endBytes}) conflicts with one held on this ` +
+        'thread: a blocking driver cannot wait for it (a bug: its requests run one at a time)');
+    }
+    const local = this.#hold(wanted);
+    if (this.#gate === null) return local;
+    try {
+      return both(this.#gate.enterBlocking(exclusive), local);
+    } catch (error) {
+      local();
+      throw error;
+    }
   }
 
   async #throughGate(

@@ -151,13 +151,15 @@ export class SocketReader {
     this.#end(new StreamEndedError(reason));
   }
 
-  /** Stops listening to the stream and returns the bytes buffered but not consumed. */
+  /**
+   * Stops listening to the stream (paused) and returns the bytes buffered but not consumed,
+   * for whoever reads the stream or its descriptor next.
+   */
   detach(): Buffer {
     assert.ok(this.#pending === null, 'no read in progress');
-    assert.ok(this.#usesDataEvents, 'only a data-event reader can hand its stream on');
     const stream = this.#stream;
     if (stream !== null) {
-      stream.off('data', this.#onData);
+      if (this.#usesDataEvents) stream.off('data', this.#onData);
       stream.off('end', this.#onEnd);
       stream.off('close', this.#onEnd);
       stream.pause();

@@ -8,8 +8,10 @@
 // The state lives in a SharedArrayBuffer made by the server and given to every thread: one
 // Int32 for the merge owner (0 free, else slot + 1), then one Int32 per thread slot counting
 // the shared holders of that thread. Per-slot counts let the server clear what a thread held
-// if that thread dies, so the others never wait on it. Waiting never blocks an event loop
-// (Atomics.waitAsync); a waiter rechecks at least every WAIT_RECHECK_MS.
+// if that thread dies, so the others never wait on it. The protocol of an entry is written
+// once, as a generator of waits: `enter` waits with Atomics.waitAsync (never blocking an event
+// loop), `enterBlocking` with Atomics.wait (a thread that runs requests to completion). Either
+// way a waiter rechecks at least every WAIT_RECHECK_MS.
 
 import assert from '../assert.js';
 import type { RangeRelease } from './range-lock.js';
@@ -51,7 +53,25 @@ export class ThreadWriteGate {
   /** Holds the gate shared (a write) or exclusively (a merge); release exactly once. */
   enter(exclusive: boolean): RangeRelease | Promise<RangeRelease> {
     if (!exclusive && this.#tryShared()) return this.#sharedRelease();
-    return exclusive ? this.#enterExclusive() : this.#enterShared();
+    return enterAsync(this.#words, this.#entry(exclusive));
+  }
+
+  /**
+   * `enter` on the calling thread: the same protocol, each wait an `Atomics.wait` (for a
+   * thread that may block; never an event loop's).
+   */
+  enterBlocking(exclusive: boolean): RangeRelease {
+    if (!exclusive && this.#tryShared()) return this.#sharedRelease();
+    const words = this.#words;
+    const entry = this.#entry(exclusive);
+    for (let next = entry.next(); ; next = entry.next()) {
+      if (next.done === true) return next.value;
+      Atomics.wait(words, next.value.index, next.value.value, WAIT_RECHECK_MS);
+    }
+  }
+
+  #entry(exclusive: boolean): GateEntry {
+    return exclusive ? this.#exclusiveEntry() : this.#sharedEntry();
   }
 
   #tryShared(): boolean {
@@ -86,22 +106,27 @@ export class ThreadWriteGate {
     };
   }
 
-  async #enterShared(): Promise<RangeRelease> {
-    while (!this.#tryShared()) await waitWhileEqual(this.#words, OWNER, Atomics.load(this.#words, OWNER));
+  /** A write's entry: retried whenever the merge that holds the gate may have left. */
+  *#sharedEntry(): GateEntry {
+    while (!this.#tryShared()) {
+      const owner = Atomics.load(this.#words, OWNER);
+      if (owner !== 0) yield { index: OWNER, value: owner };
+    }
     return this.#sharedRelease();
   }
 
-  async #enterExclusive(): Promise<RangeRelease> {
+  /** A merge's entry: take the owner word, then wait for every slot's writes to leave. */
+  *#exclusiveEntry(): GateEntry {
     const words = this.#words;
     const owner = this.#slot + 1;
     for (;;) {
       const current = Atomics.compareExchange(words, OWNER, 0, owner);
       if (current === 0) break;
-      await waitWhileEqual(words, OWNER, current);
+      yield { index: OWNER, value: current };
     }
     for (let index = 1; index < words.length; index += 1) {
       for (let count = Atomics.load(words, index); count > 0; count = Atomics.load(words, index)) {
-        await waitWhileEqual(words, index, count);
+        yield { index, value: count };
       }
     }
     let released = false;
@@ -113,6 +138,26 @@ export class ThreadWriteGate {
   }
 }
 
+/** One wait of an entry: until `words[index]` may no longer be `value`. */
+interface GateWait {
+  readonly index: number;
+  readonly value: number;
+}
+
+/**
+ * The gate protocol of one entry, written once: yields each wait, returns the release. Both
+ * `enter` (Atomics.waitAsync) and `enterBlocking` (Atomics.wait) run it.
+ */
+type GateEntry = Generator<GateWait, RangeRelease, void>;
+
+/** Runs an entry, each wait an `Atomics.waitAsync`. */
+async function enterAsync(words: Int32Array, entry: GateEntry): Promise<RangeRelease> {
+  for (let next = entry.next(); ; next = entry.next()) {
+    if (next.done === true) return next.value;
+    await waitWhileEqual(words, next.value.index, next.value.value);
+  }
+}
+
 /** `Atomics.waitAsync` (ES2024, in Node 20's V8), which the project's ES2023 lib lacks. */
 interface AtomicsWaitAsync {
   waitAsync(words: Int32Array, index: number, value: number, timeoutMs: number):
@@ -121,7 +166,6 @@ interface AtomicsWaitAsync {
 
 /** Resolves once `words[index]` may no longer be `value` (or after WAIT_RECHECK_MS). */
 async function waitWhileEqual(words: Int32Array, index: number, value: number): Promise<void> {
-  if (value === 0 && index === OWNER) return;
   const waited = (Atomics as unknown as AtomicsWaitAsync).waitAsync(words, index, value,
     WAIT_RECHECK_MS);
   if (waited.async) await waited.value;

@@ -412,7 +412,7 @@ export type SeekCallback = (error: SysError | null, foundBytes: number) => void;
 export function seekAsync(
   fd: number, offsetBytes: number, whence: keyof typeof SEEK_WHENCE, callback: SeekCallback,
 ): void {
-  assert.ok(Number.isSafeInteger(offsetBytes) && offsetBytes >= 0, 'offsetBytes');
+  assertSeekOffset(offsetBytes);
   const bindings = libc();
   bindings.lseek.async(fd, offsetBytes, SEEK_WHENCE[whence],
     (failure: unknown, result: number | bigint) => {
@@ -421,4 +421,22 @@ export function seekAsync(
       if (foundBytes < 0) callback(lastError(bindings, `lseek ${whence}`), 0);
       else callback(null, foundBytes);
     });
+}
+
+/**
+ * `lseek(fd, offsetBytes, SEEK_DATA | SEEK_HOLE)` on the calling thread, which waits while the
+ * filesystem answers: the offset found, or the error (ENXIO: none past the offset). For
+ * threads that may block (`extentsSync`); the event loop uses `seekAsync`.
+ */
+export function seekSync(
+  fd: number, offsetBytes: number, whence: keyof typeof SEEK_WHENCE,
+): number | SysError {
+  assertSeekOffset(offsetBytes);
+  const bindings = libc();
+  const foundBytes = Number(bindings.lseek(fd, offsetBytes, SEEK_WHENCE[whence]));
+  return foundBytes < 0 ? lastError(bindings, `lseek ${whence}`) : foundBytes;
+}
+
+function assertSeekOffset(offsetBytes: number): void {
+  assert.ok(Number.isSafeInteger(offsetBytes) && offsetBytes >= 0, 'offsetBytes');
 }

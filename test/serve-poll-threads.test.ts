@@ -1,0 +1,186 @@
+// The NBD server's polling threads (a threaded server over files without TLS): the handshake
+// runs on the server's thread and the connection moves to a thread that polls it. Requests
+// pipelined behind the last option are served; a client stalled in the middle of a WRITE's
+// payload does not hold the other connections of its thread; replies a client does not read
+// wait in the server (the socket is not read past the connection's byte limit) and all arrive,
+// in order and right, once it reads; a zero-length WRITE is answered; close() with requests
+// sent flushes what was acknowledged. Real files, a real Unix socket, raw clients.
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { openFileDevice, type BlockDevice } from '../src/index.js';
+import { createNbdServer, type NbdServer } from '../src/server.js';
+import {
+  NBD_CMD_READ, NBD_CMD_WRITE, NBD_OPT_GO, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NBD_REP_INFO,
+  NBD_REPLY_TYPE_OFFSET_DATA,
+} from '../src/nbd/protocol.js';
+import { makeTempDir } from './helpers/nbdkit.js';
+import { infoPayload, RawClient } from './helpers/raw-nbd-client.js';
+
+const MiB = 1024 * 1024;
+const EXPORT_BYTES = 256 * MiB;
+
+describe('NBD server on polling threads', () => {
+  let dir = '';
+  let socketPath = '';
+  let imagePath = '';
+  let device: BlockDevice | null = null;
+  let server: NbdServer | null = null;
+  const logged: string[] = [];
+
+  before(async () => {
+    dir = makeTempDir('dmio-serve-poll-');
+    socketPath = path.join(dir, 's.sock');
+    imagePath = path.join(dir, 'disk.img');
+    device = await openFileDevice(imagePath, { create: { sizeBytes: EXPORT_BYTES } });
+    // One thread, so that every connection of a test shares it.
+    server = createNbdServer({ exports: [{ name: '', device }], threads: 1,
+      log: (message) => logged.push(message) });
+    await server.listen({ socketPath });
+  });
+
+  after(async () => {
+    await server?.close();
+    await device?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('requests sent in the same write as the last option are served', async () => {
+    const client = await RawClient.negotiating(socketPath);
+    client.option(NBD_OPT_STRUCTURED_REPLY);
+    assert.equal((await client.optionReply()).type, NBD_REP_ACK);
+    const data = randomBytes(8192);
+    const go = Buffer.alloc(16 + infoPayload('', []).length);
+    go.writeBigUInt64BE(0x49484156454F5054n, 0);
+    go.writeUInt32BE(NBD_OPT_GO, 8);
+    go.writeUInt32BE(infoPayload('', []).length, 12);
+    infoPayload('', []).copy(go, 16);
+    client.send(Buffer.concat([go, writeHeader(4096n, data.length, 1n), data,
+      requestHeader(NBD_CMD_READ, 4096n, data.length, 2n)]));
+    for (;;) {
+      const reply = await client.optionReply();
+      if (reply.type === NBD_REP_ACK) break;
+      assert.equal(reply.type, NBD_REP_INFO);
+    }
+    const written = await client.read(16);
+    assert.equal(written.readUInt32BE(4), 0);
+    assert.equal(written.readBigUInt64BE(8), 1n);
+    const chunk = await client.chunk();
+    assert.equal(chunk.type, NBD_REPLY_TYPE_OFFSET_DATA);
+    assert.equal(chunk.cookie, 2n);
+    assert.deepEqual(chunk.payload.subarray(8), data);
+    client.destroy();
+  });
+
+  test('a client stalled inside a WRITE payload does not hold the thread', async () => {
+    const stalled = await RawClient.transmitting(socketPath);
+    const payload = randomBytes(MiB);
+    stalled.send(writeHeader(BigInt(8 * MiB), payload.length, 7n));
+    stalled.send(payload.subarray(0, 100_000));
+    const other = await RawClient.transmitting(socketPath);
+    for (let round = 0; round < 8; round += 1) {
+      const data = randomBytes(65536);
+      const offset = BigInt(16 * MiB + round * 65536);
+      other.send(Buffer.concat([writeHeader(offset, data.length, 1n), data]));
+      assert.equal((await other.read(16, 2000)).readUInt32BE(4), 0, 'the other client is served');
+      other.request(NBD_CMD_READ, offset, data.length, 0, 2n);
+      assert.deepEqual((await other.chunk()).payload.subarray(8), data);
+    }
+    stalled.send(payload.subarray(100_000));
+    const reply = await stalled.read(16);
+    assert.equal(reply.readUInt32BE(4), 0);
+    assert.equal(reply.readBigUInt64BE(8), 7n);
+    stalled.request(NBD_CMD_READ, BigInt(8 * MiB), payload.length, 0, 8n);
+    assert.deepEqual((await stalled.chunk()).payload.subarray(8), payload);
+    stalled.destroy();
+    other.destroy();
+  });
+
+  test('replies a client does not read wait, and all arrive in order once it reads', async () => {
+    const data = randomBytes(4 * MiB);
+    const writer = await RawClient.transmitting(socketPath);
+    writer.send(Buffer.concat([writeHeader(BigInt(32 * MiB), data.length, 1n), data]));
+    assert.equal((await writer.read(16)).readUInt32BE(4), 0);
+    writer.destroy();
+    const reader = await RawClient.transmitting(socketPath);
+    reader.socket.pause();
+    // 24 reads of 4 MiB: 96 MiB of replies, far past the socket buffers and the
+    // connection's 64 MiB, so the server must stop reading requests and wait for POLLOUT.
+    const count = 24;
+    for (let index = 0; index < count; index += 1) {
+      reader.request(NBD_CMD_READ, BigInt(32 * MiB), data.length, 0, BigInt(index));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    reader.socket.resume();
+    for (let index = 0; index < count; index += 1) {
+      const chunk = await reader.chunk();
+      assert.equal(chunk.cookie, BigInt(index), 'replies in order');
+      assert.ok(chunk.payload.subarray(8).equals(data), `reply ${index} is right`);
+    }
+    reader.destroy();
+  });
+
+  test('a zero-length WRITE is answered, and the connection goes on', async () => {
+    const client = await RawClient.transmitting(socketPath);
+    client.send(writeHeader(0n, 0, 5n));
+    const reply = await client.read(16);
+    assert.equal(reply.readUInt32BE(4), 0);
+    assert.equal(reply.readBigUInt64BE(8), 5n);
+    client.request(NBD_CMD_READ, 0n, 512, 0, 6n);
+    assert.equal((await client.chunk()).cookie, 6n);
+    client.destroy();
+  });
+
+  test('connections end and are counted closed', async () => {
+    const deadline = Date.now() + 3000;
+    while ((server as NbdServer).connectionCount > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.equal((server as NbdServer).connectionCount, 0);
+    assert.deepEqual(logged.filter((line) => line.includes('unexpected')), []);
+  });
+});
+
+test('close() with writes acknowledged by a polling thread leaves them in the file', async () => {
+  const dir = makeTempDir('dmio-serve-poll-');
+  const socketPath = path.join(dir, 's.sock');
+  const imagePath = path.join(dir, 'disk.img');
+  const device = await openFileDevice(imagePath, { create: { sizeBytes: 16 * MiB } });
+  const server = createNbdServer({ exports: [{ name: '', device }], threads: 2 });
+  try {
+    await server.listen({ socketPath });
+    const client = await RawClient.transmitting(socketPath);
+    const data = randomBytes(MiB);
+    for (let index = 0; index < 8; index += 1) {
+      client.send(Buffer.concat([writeHeader(BigInt(index * MiB), data.length, BigInt(index)), data]));
+    }
+    for (let index = 0; index < 8; index += 1) assert.equal((await client.read(16)).readUInt32BE(4), 0);
+    await server.close();
+    assert.ok(await client.closedBy(), 'the server closed the connection');
+    const image = readFileSync(imagePath);
+    for (let index = 0; index < 8; index += 1) {
+      assert.ok(image.subarray(index * MiB, (index + 1) * MiB).equals(data), `write ${index}`);
+    }
+  } finally {
+    await server.close();
+    await device.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+function requestHeader(type: number, offset: bigint, lengthBytes: number, cookie: bigint): Buffer {
+  const header = Buffer.alloc(28);
+  header.writeUInt32BE(0x25609513, 0);
+  header.writeUInt16BE(type, 6);
+  header.writeBigUInt64BE(cookie, 8);
+  header.writeBigUInt64BE(offset, 16);
+  header.writeUInt32BE(lengthBytes, 24);
+  return header;
+}
+
+function writeHeader(offset: bigint, lengthBytes: number, cookie: bigint): Buffer {
+  return requestHeader(NBD_CMD_WRITE, offset, lengthBytes, cookie);
+}
