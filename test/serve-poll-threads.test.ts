@@ -3,19 +3,21 @@
 // pipelined behind the last option are served; a client stalled in the middle of a WRITE's
 // payload does not hold the other connections of its thread; replies a client does not read
 // wait in the server (the socket is not read past the connection's byte limit) and all arrive,
-// in order and right, once it reads; a zero-length WRITE is answered; close() with requests
-// sent flushes what was acknowledged. Real files, a real Unix socket, raw clients.
+// in order and right, once it reads; a zero-length WRITE is answered; a socket read by data
+// events stays on the server thread; close() with requests sent flushes what was
+// acknowledged. Real files, a real Unix socket, raw clients.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { openFileDevice, type BlockDevice } from '../src/index.js';
 import { createNbdServer, type NbdServer } from '../src/server.js';
 import {
   NBD_CMD_READ, NBD_CMD_WRITE, NBD_OPT_GO, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NBD_REP_INFO,
-  NBD_REPLY_TYPE_OFFSET_DATA,
+  NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA,
 } from '../src/nbd/protocol.js';
 import { makeTempDir } from './helpers/nbdkit.js';
 import { infoPayload, RawClient } from './helpers/raw-nbd-client.js';
@@ -48,23 +50,29 @@ describe('NBD server on polling threads', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  test('requests sent in the same write as the last option are served', async () => {
+  /** A client that sends GO with `requests` behind it in one write, past GO's replies. */
+  async function goWith(requests: Buffer): Promise<RawClient> {
     const client = await RawClient.negotiating(socketPath);
     client.option(NBD_OPT_STRUCTURED_REPLY);
     assert.equal((await client.optionReply()).type, NBD_REP_ACK);
-    const data = randomBytes(8192);
-    const go = Buffer.alloc(16 + infoPayload('', []).length);
+    const payload = infoPayload('', []);
+    const go = Buffer.alloc(16 + payload.length);
     go.writeBigUInt64BE(0x49484156454F5054n, 0);
     go.writeUInt32BE(NBD_OPT_GO, 8);
-    go.writeUInt32BE(infoPayload('', []).length, 12);
-    infoPayload('', []).copy(go, 16);
-    client.send(Buffer.concat([go, writeHeader(4096n, data.length, 1n), data,
-      requestHeader(NBD_CMD_READ, 4096n, data.length, 2n)]));
+    go.writeUInt32BE(payload.length, 12);
+    payload.copy(go, 16);
+    client.send(Buffer.concat([go, requests]));
     for (;;) {
       const reply = await client.optionReply();
-      if (reply.type === NBD_REP_ACK) break;
+      if (reply.type === NBD_REP_ACK) return client;
       assert.equal(reply.type, NBD_REP_INFO);
     }
+  }
+
+  test('requests sent in the same write as the last option are served', async () => {
+    const data = randomBytes(8192);
+    const client = await goWith(Buffer.concat([writeHeader(4096n, data.length, 1n), data,
+      requestHeader(NBD_CMD_READ, 4096n, data.length, 2n)]));
     const written = await client.read(16);
     assert.equal(written.readUInt32BE(4), 0);
     assert.equal(written.readBigUInt64BE(8), 1n);
@@ -73,6 +81,32 @@ describe('NBD server on polling threads', () => {
     assert.equal(chunk.cookie, 2n);
     assert.deepEqual(chunk.payload.subarray(8), data);
     client.destroy();
+  });
+
+  test('more requests pipelined behind the last option than one turn runs are all served', async () => {
+    // 100 small READs (past the 64 a turn runs), then 3 of 32 MiB (96 MiB of replies: the
+    // thread stops reading at 64 MiB unsent, and the last header waits among the kept bytes).
+    const small = 100;
+    const requests: Buffer[] = [];
+    for (let index = 0; index < small; index += 1) {
+      requests.push(requestHeader(NBD_CMD_READ, BigInt(index * 4096), 4096, BigInt(index)));
+    }
+    for (let index = 0; index < 3; index += 1) {
+      requests.push(requestHeader(NBD_CMD_READ, 0n, 32 * MiB, BigInt(1000 + index)));
+    }
+    const client = await goWith(Buffer.concat(requests));
+    try {
+      // One request runs at a time on a polling thread, so replies come in request order; a
+      // reply is chunks up to the one flagged DONE (zeros come as holes).
+      for (let index = 0; index < small; index += 1) {
+        assert.equal(await replyCookie(client), BigInt(index));
+      }
+      for (let index = 0; index < 3; index += 1) {
+        assert.equal(await replyCookie(client), BigInt(1000 + index));
+      }
+    } finally {
+      client.destroy();
+    }
   });
 
   test('a client stalled inside a WRITE payload does not hold the thread', async () => {
@@ -144,6 +178,50 @@ describe('NBD server on polling threads', () => {
   });
 });
 
+test('a socket handed in flowing (read by data events) is served on the server thread, every byte right', async () => {
+  const dir = makeTempDir('dmio-serve-poll-');
+  const socketPath = path.join(dir, 's.sock');
+  const device = await openFileDevice(path.join(dir, 'disk.img'), { create: { sizeBytes: 16 * MiB } });
+  const server = createNbdServer({ exports: [{ name: '', device }], threads: 1 });
+  // Not paused at accept, so the server cannot read it through onread and must not hand it
+  // to a polling thread: bytes a paused data-event socket holds would be lost.
+  const listener = net.createServer((socket) => server.handleConnection(socket));
+  try {
+    await new Promise<void>((resolve) => listener.listen(socketPath, resolve));
+    const client = await RawClient.negotiating(socketPath);
+    client.option(NBD_OPT_STRUCTURED_REPLY);
+    assert.equal((await client.optionReply()).type, NBD_REP_ACK);
+    const payload = infoPayload('', []);
+    const go = Buffer.alloc(16 + payload.length);
+    go.writeBigUInt64BE(0x49484156454F5054n, 0);
+    go.writeUInt32BE(NBD_OPT_GO, 8);
+    go.writeUInt32BE(payload.length, 12);
+    payload.copy(go, 16);
+    const datas = Array.from({ length: 24 }, () => randomBytes(65536));
+    client.send(Buffer.concat([go, ...datas.flatMap((data, index) =>
+      [writeHeader(BigInt(index * 65536), data.length, BigInt(index)), data])]));
+    for (;;) {
+      const reply = await client.optionReply();
+      if (reply.type === NBD_REP_ACK) break;
+    }
+    const answered = new Set<bigint>();
+    for (let index = 0; index < datas.length; index += 1) {
+      const reply = await client.read(16);
+      assert.equal(reply.readUInt32BE(4), 0);
+      answered.add(reply.readBigUInt64BE(8));
+    }
+    assert.equal(answered.size, datas.length, 'every WRITE answered once');
+    client.request(NBD_CMD_READ, 0n, 24 * 65536, 0, 99n);
+    assert.ok((await client.chunk()).payload.subarray(8).equals(Buffer.concat(datas)));
+    client.destroy();
+  } finally {
+    listener.close();
+    await server.close();
+    await device.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('close() with writes acknowledged by a polling thread leaves them in the file', async () => {
   const dir = makeTempDir('dmio-serve-poll-');
   const socketPath = path.join(dir, 's.sock');
@@ -170,6 +248,14 @@ test('close() with writes acknowledged by a polling thread leaves them in the fi
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+/** Reads one structured reply's chunks, up to the one flagged DONE; returns its cookie. */
+async function replyCookie(client: RawClient): Promise<bigint> {
+  for (;;) {
+    const chunk = await client.chunk(10_000);
+    if ((chunk.flags & NBD_REPLY_FLAG_DONE) !== 0) return chunk.cookie;
+  }
+}
 
 function requestHeader(type: number, offset: bigint, lengthBytes: number, cookie: bigint): Buffer {
   const header = Buffer.alloc(28);

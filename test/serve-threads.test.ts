@@ -17,7 +17,7 @@ import {
   openTableText, type BlockDevice,
 } from '../src/index.js';
 import { createNbdServer, threadableDevice, type NbdServer } from '../src/server.js';
-import { NBD_CMD_WRITE } from '../src/nbd/protocol.js';
+import { NBD_CMD_READ, NBD_CMD_WRITE } from '../src/nbd/protocol.js';
 import { makeTempDir } from './helpers/nbdkit.js';
 import { RawClient } from './helpers/raw-nbd-client.js';
 import { runDmio } from './cli-helpers.js';
@@ -489,10 +489,38 @@ describe('connection threads when things go wrong', () => {
     }
   });
 
+  test('a polling thread that dies with connections: its clients are closed, others go on', async () => {
+    const socketPath = path.join(dir, 'dies-later.sock');
+    const server = createNbdServer({ exports: [{ name: '', device: device as BlockDevice }],
+      threads: 2 });
+    await server.listen({ socketPath });
+    const original = Worker.prototype.postMessage;
+    let doomedThread: Worker | null = null;
+    Worker.prototype.postMessage = function note(this: Worker, ...args: unknown[]): void {
+      if ((args[0] as { type?: string }).type === 'transmission') doomedThread ??= this;
+      (original as (...rest: unknown[]) => void).apply(this, args);
+    };
+    try {
+      const doomed = await RawClient.transmitting(socketPath);
+      doomed.request(NBD_CMD_READ, 0n, 4096, 0, 1n);
+      assert.equal((await doomed.chunk()).cookie, 1n, 'served by its thread');
+      assert.ok(doomedThread !== null);
+      // Idle in its poll loop: the termination lands when the poll returns (within 1 s).
+      await (doomedThread as Worker).terminate();
+      assert.equal(await doomed.closedBy(5000), true, 'the dead thread\'s connection is closed');
+      await waitFor(() => server.connectionCount === 0, 'the lost connection to be uncounted');
+      const info = await runToolOk('nbdinfo', ['--size', `nbd+unix:///?socket=${socketPath}`]);
+      assert.equal(Number(info.stdout.trim()), 4 * MiB, 'the live thread serves');
+    } finally {
+      Worker.prototype.postMessage = original;
+      await server.close();
+    }
+  });
+
   // Both drivers: threads that poll take a connection after its handshake ('transmission'),
   // threads with an event loop (a table export) take it at accept ('connection').
-  for (const driver of ['polling', 'event loop'] as const) {
-    test(`a ${driver} thread that dies before taking its connection: the client is closed, others go on`, async () => {
+  for (const driver of ['polling', 'event-loop'] as const) {
+    test(`${driver === 'polling' ? 'a' : 'an'} ${driver} thread that dies before taking its connection: the client is closed, others go on`, async () => {
       const socketPath = path.join(dir, `dies-${driver === 'polling' ? 'p' : 'e'}.sock`);
       const exported = driver === 'polling' ? device as BlockDevice :
         await openTableText(`0 8192 linear ${path.join(dir, 'disk.img')} 0`,

@@ -15,13 +15,11 @@
 
 import assert from '../assert.js';
 import { SECTOR_SIZE } from '../constants.js';
-import type { DmIoClient } from '../core/client.js';
 import type { BlockDevice, DeviceExtent, ExtentsAnswer } from '../devices/block-device.js';
 import { NBD_EIO, NBD_STATE_HOLE, NBD_STATE_ZERO } from '../nbd/protocol.js';
 import { failureOf, type NbdFailure } from './errno-map.js';
-import { runIoProgram, yieldExtents, type IoProgram } from './io-program.js';
+import { yieldExtents, type IoProgram } from './io-program.js';
 import { SERVER_STATUS_DESCRIPTORS_MAX, SERVER_STATUS_QUERIES_MAX } from './limits.js';
-import type { ServedExport } from './nbd-export.js';
 import type { Extent } from './wire.js';
 
 /** The descriptors for a range, or the failure to send. */
@@ -63,15 +61,6 @@ export function* blockStatusProgram(
   }
   assert.ok(builder.descriptors.length >= 1);
   return { kind: 'extents', descriptors: builder.descriptors };
-}
-
-/** `blockStatusProgram` of the export's device, run on the event loop. Never rejects. */
-export function blockStatus(
-  client: DmIoClient, served: ServedExport, offsetBytes: number, lengthBytes: number,
-  reqOne: boolean,
-): Promise<StatusAnswer> {
-  return runIoProgram(client, served,
-    blockStatusProgram(served.device, offsetBytes, lengthBytes, reqOne));
 }
 
 /** Descriptors being built from device extents, clipped to the byte range. */

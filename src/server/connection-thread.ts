@@ -1,10 +1,10 @@
-// Owns one connection thread of a threaded NbdServer (the worker's entry module; see
-// connection-threads.ts). It opens every export again (thread-exports.ts: files through the
-// server's descriptor, tables from their text over those), on an io_uring engine of its own
-// set as `dmio serve` sets its own, and serves the connections it
-// is handed with an NbdServer of its own (threads: 0), so a connection runs exactly the code
-// it runs on the main thread. On `shutdown` it closes that server (requests in flight reply,
-// devices are flushed), closes its devices and engine, and exits.
+// Owns one event-loop connection thread of a threaded NbdServer (the worker's entry module
+// for the 'events' driver; see connection-threads.ts). It opens every export again
+// (thread-exports.ts: files through the server's descriptor, tables from their text over
+// those), on an io_uring engine of its own set as `dmio serve` sets its own, and serves the
+// connections it is handed with an NbdServer of its own (threads: 0), so a connection runs
+// exactly the code it runs on the main thread. On `shutdown` it closes that server (requests
+// in flight reply, devices are flushed), closes its devices and engine, and exits.
 
 import net from 'node:net';
 import { parentPort, workerData } from 'node:worker_threads';

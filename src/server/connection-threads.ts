@@ -1,16 +1,20 @@
-// Owns the connection threads of a threaded NbdServer: starting them, handing each accepted
-// connection to the thread with the fewest, counting what they serve, and stopping them. One
-// event loop reads every socket and copies every payload of an unthreaded server; with
-// threads, each thread runs the same connection code (an NbdServer of its own, see
-// connection-thread.ts) over its own opening of the same files and block devices, on its own
-// io_uring engine, so several cores read sockets at once, as nbdkit's thread per connection
-// does (docs/performance.md, "Serve on connection threads").
+// Owns the connection threads of a threaded NbdServer: starting them, handing each connection
+// to the thread with the fewest, counting what they serve, and stopping them. One event loop
+// reads every socket and copies every payload of an unthreaded server; with threads, several
+// cores do, as nbdkit's thread per connection does (docs/performance.md, "Serve on connection
+// threads"). Each thread opens the exports again (thread-exports.ts). Two kinds, one per
+// server (`ThreadSetup.driver`):
+// - 'poll' (poll-thread.ts): the server runs the handshake and hands over the connection with
+//   what was negotiated (`handTransmission`), then signals the thread's wake-up eventfd, which
+//   this class owns; the thread serves it from its poll loop (polled-connection.ts).
+// - 'events' (connection-thread.ts): the thread is handed the accepted connection (`hand`) and
+//   runs an NbdServer of its own over it.
 //
-// A connection moves as a descriptor: the accepted socket's descriptor is duplicated, the
-// accepted socket closed, and the duplicate posted to the thread, which wraps it in a socket
-// of its own. A thread that dies has its connections counted closed and its share of every
-// export's write gate cleared, and the descriptors posted to it that it never took closed;
-// later connections go to the others.
+// A connection moves as a descriptor: the socket's descriptor is duplicated, the socket
+// closed, and the duplicate posted to the thread. A thread that dies has its connections
+// counted closed, its share of every export's write gate cleared, and the descriptors posted
+// to it that it never took closed, and those a polling thread took and still held; later
+// connections go to the others.
 
 import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
@@ -62,7 +66,7 @@ export type FromThread = { readonly type: 'ready' } |
   { readonly type: 'taken'; readonly fd: number } |
   { readonly type: 'failed'; readonly message: string } |
   { readonly type: 'log'; readonly message: string } |
-  { readonly type: 'closed' };
+  { readonly type: 'closed'; readonly fd?: number };
 
 /**
  * Starts one thread. Run from TypeScript source (the tests, through tsx), a thread must first
@@ -91,6 +95,11 @@ interface Running {
   connections: number;
   /** Descriptors posted to the thread that it has not yet said it took. */
   readonly posted: Set<number>;
+  /**
+   * Descriptors a polling thread took and has not yet said it closes: plain descriptors, not
+   * sockets of its event loop, so nothing closes them if the thread dies but this server.
+   */
+  readonly owned: Set<number>;
   alive: boolean;
   stopped: Promise<void>;
 }
@@ -125,17 +134,9 @@ export class ConnectionThreads {
     const threads: Running[] = [];
     const pool = new ConnectionThreads(threads, setup.exports.map((entry) => entry.gateState),
       log, onClosed, setup.shutdownGraceMs);
-    const ready = [];
-    for (let slot = 0; slot < count; slot += 1) {
-      const wakeFd = setup.driver === 'poll' ? createWakeFd() : -1;
-      const worker = startWorker({ ...setup, slot, wakeFd });
-      const running: Running = { worker, slot, wakeFd, connections: 0, posted: new Set(),
-        alive: true, stopped: Promise.resolve() };
-      running.stopped = new Promise((resolve) => worker.once('exit', () => resolve()));
-      threads.push(running);
-      ready.push(pool.#watch(running));
-    }
+    const ready: Array<Promise<void>> = [];
     try {
+      for (let slot = 0; slot < count; slot += 1) threads.push(pool.#startOne(setup, slot, ready));
       await Promise.all(ready);
     } catch (error) {
       // Asked to stop, not terminated: ending a thread while it runs native code (koffi, as
@@ -145,6 +146,29 @@ export class ConnectionThreads {
       throw error;
     }
     return pool;
+  }
+
+  /** Starts the thread of `slot`, its readiness pushed on `ready`; throws, leaving nothing. */
+  #startOne(setup: Omit<ThreadSetup, 'slot' | 'wakeFd'>, slot: number,
+    ready: Array<Promise<void>>): Running {
+    const wakeFd = setup.driver === 'poll' ? createWakeFd() : -1;
+    let worker: Worker;
+    try {
+      worker = startWorker({ ...setup, slot, wakeFd });
+    } catch (error) {
+      if (wakeFd >= 0) closeFd(wakeFd);
+      throw error;
+    }
+    const running: Running = { worker, slot, wakeFd, connections: 0, posted: new Set(),
+      owned: new Set(), alive: true, stopped: Promise.resolve() };
+    running.stopped = new Promise((resolve) => worker.once('exit', () => resolve()));
+    ready.push(this.#watch(running));
+    return running;
+  }
+
+  /** True while at least one thread lives. */
+  get anyAlive(): boolean {
+    return this.#threads.some((running) => running.alive);
   }
 
   /** Connections per thread, in slot order (0 for a dead thread). */
@@ -188,7 +212,8 @@ export class ConnectionThreads {
     socket.destroy();
     target.connections += 1;
     target.posted.add(copy);
-    target.worker.postMessage({ type: 'transmission', fd: copy, ...handed } satisfies ToThread);
+    target.worker.postMessage({ type: 'transmission', fd: copy, ...handed } satisfies ToThread,
+      [handed.kept.buffer as ArrayBuffer]);
     signalWakeFd(target.wakeFd);
     return 'handed';
   }
@@ -246,11 +271,14 @@ export class ConnectionThreads {
             break;
           case 'taken':
             running.posted.delete(message.fd);
+            if (running.wakeFd >= 0) running.owned.add(message.fd);
             break;
           case 'log':
             this.#log(message.message);
             break;
           case 'closed':
+            // A polling thread says so before it closes the descriptor.
+            if (message.fd !== undefined) running.owned.delete(message.fd);
             running.connections -= 1;
             this.#onClosed();
             break;
@@ -271,6 +299,10 @@ export class ConnectionThreads {
         // messages before its 'exit': what is still posted was never taken, and is ours.
         for (const fd of running.posted) closeQuietly(fd);
         running.posted.clear();
+        // A polling thread's messages come before its 'exit' too, and it says it closes a
+        // descriptor before it does: what it still owns is open, and no one else's.
+        for (const fd of running.owned) closeQuietly(fd);
+        running.owned.clear();
         const lost = running.connections;
         running.connections = 0;
         for (let index = 0; index < lost; index += 1) this.#onClosed();

@@ -12,7 +12,7 @@ import {
   HandshakeViolation, runHandshake, type HandshakeContext, type Negotiated, type TlsMode,
 } from './handshake.js';
 import type { ServedExport } from './nbd-export.js';
-import { SERVER_SEND_BUFFER_BYTES } from './limits.js';
+import { SERVER_SEND_BUFFER_BYTES, SERVER_UNSENT_REPLIES_MS } from './limits.js';
 import { adoptWithOnread } from './server-socket.js';
 import { setSocketSendBufferBytes } from '../sys/socket-options.js';
 import { SocketReader, StreamEndedError } from './socket-reader.js';
@@ -21,8 +21,6 @@ import { Transmission, type TransmissionLimits } from './transmission.js';
 
 /** After the last reply is flushed, how long the client has to close its side. */
 const CLOSE_LINGER_MS = 500;
-/** How long replies may take to drain to a client that reads slowly, at close. */
-const UNFLUSHED_REPLIES_MS = 5_000;
 
 /** What a connection needs from its server. */
 export interface ConnectionContext {
@@ -102,12 +100,15 @@ export class ServerConnection {
     }, this.#context.limits.handshakeTimeoutMs);
     try {
       const negotiated = await runHandshake(this.#handshakeContext());
-      clearTimeout(timer);
       if (negotiated === null || this.#closed) {
+        clearTimeout(timer);
         this.#end();
         return;
       }
-      if (this.#context.handOff !== undefined && this.#stream === this.#socket) {
+      // Handed over only from onread, where every byte read so far is in the reader; the
+      // handshake's timeout still runs while the hand-over waits.
+      if (this.#context.handOff !== undefined && this.#stream === this.#socket &&
+          this.#reader.readsThroughOnread) {
         const handOff = await this.#context.handOff(this.#socket, this.#reader, negotiated);
         if (handOff === 'handed') {
           this.#closed = true;
@@ -118,6 +119,7 @@ export class ServerConnection {
           return;
         }
       }
+      clearTimeout(timer);
       this.#transmission = new Transmission(this.#reader, this.#stream, this.#context.client,
         negotiated, this.#context.limits, this.#context.pool);
       if (this.#context.shuttingDown()) this.#transmission.stop();
@@ -160,7 +162,7 @@ export class ServerConnection {
   #end(): void {
     this.#closed = true;
     this.#stream.end(() => setTimeout(() => this.destroy(), CLOSE_LINGER_MS).unref());
-    setTimeout(() => this.destroy(), CLOSE_LINGER_MS + UNFLUSHED_REPLIES_MS).unref();
+    setTimeout(() => this.destroy(), CLOSE_LINGER_MS + SERVER_UNSENT_REPLIES_MS).unref();
   }
 
   #handshakeContext(): HandshakeContext {

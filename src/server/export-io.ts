@@ -3,8 +3,8 @@
 // whole logical blocks. The server is a dm-io consumer like a kernel target; it never calls
 // the device directly. Partial blocks (from clients that asked for no block sizes) are
 // read-modify-written under the export's range lock. Each program returns `null` on success or
-// the failure to send; a device error never throws out of it. The async functions at the end
-// run these programs on the event loop (`runIoProgram`).
+// the failure to send; a device error never throws out of it. `flushDevice` runs the flush on
+// the event loop for the server's own close.
 //
 // Zeroing: native write-zeroes when the device has it (FAST_ZERO may use only that, and gets
 // ENOTSUP at once otherwise), else writes of a shared zero buffer. NO_HOLE takes native
@@ -207,37 +207,7 @@ function blocksIo(
     { kind: 'io', op, offsetBytes, lengthBytes, data, fua });
 }
 
-/** Reads `[offsetBytes, +target.length)` into `target` (`readProgram` on the event loop). */
-export function readBytes(
-  client: DmIoClient, served: ServedExport, offsetBytes: number, target: Uint8Array,
-): Promise<NbdFailure | null> {
-  return runIoProgram(client, served, readProgram(served, offsetBytes, target));
-}
-
-/** Writes `data` at `offsetBytes`; with `fua`, durably before resolving (`writeProgram`). */
-export function writeBytes(
-  client: DmIoClient, served: ServedExport, offsetBytes: number, data: Uint8Array, fua: boolean,
-): Promise<NbdFailure | null> {
-  return runIoProgram(client, served, writeProgram(served, offsetBytes, data, fua));
-}
-
 /** Makes every write that completed before this call durable (`flushProgram`). */
 export function flushDevice(client: DmIoClient, served: ServedExport): Promise<NbdFailure | null> {
   return runIoProgram(client, served, flushProgram());
-}
-
-/** Discards the whole blocks of a range (`trimProgram` on the event loop). */
-export function trimBytes(
-  client: DmIoClient, served: ServedExport, offsetBytes: number, lengthBytes: number,
-  fua: boolean,
-): Promise<NbdFailure | null> {
-  return runIoProgram(client, served, trimProgram(served, offsetBytes, lengthBytes, fua));
-}
-
-/** Makes a range read back as zeros (`zeroProgram` on the event loop). */
-export function zeroBytes(
-  client: DmIoClient, served: ServedExport, offsetBytes: number, lengthBytes: number,
-  flags: ZeroFlags,
-): Promise<NbdFailure | null> {
-  return runIoProgram(client, served, zeroProgram(served, offsetBytes, lengthBytes, flags));
 }

@@ -220,11 +220,20 @@ function runStepBlocking(client: DmIoClient, served: ServedExport, step: IoStep)
   }
 }
 
+/**
+ * True when `runIoProgramBlocking` can run every program on `device`: it completes requests on
+ * the calling thread (`submitSync`) and, if it answers extent queries, does so there too.
+ */
+export function runsBlocking(device: BlockDevice): boolean {
+  return device.canBlock && device.submitSync !== undefined &&
+    (device.extents === undefined || device.extentsSync !== undefined);
+}
+
 function extentsBlocking(device: BlockDevice, sector: number, countSectors: number): ExtentsAnswer {
   if (device.extents === undefined) throw noExtents(device);
   if (device.extentsSync === undefined) {
     throw new Error(`device ${device.name} has extents but no extentsSync: the blocking ` +
-      'server driver cannot answer BLOCK_STATUS from it (a bug: it should not have been chosen)');
+      'server driver cannot answer BLOCK_STATUS from it (a bug: `runsBlocking` refuses it)');
   }
   return device.extentsSync(sector, countSectors);
 }

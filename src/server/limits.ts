@@ -20,7 +20,11 @@ export const SERVER_HANDSHAKE_TIMEOUT_MS_DEFAULT = 10_000;
 export const SERVER_STRING_BYTES_MAX = NBD_STRING_BYTES_MAX;
 /** Largest READ or WRITE served (32 MiB), advertised as the maximum block size. */
 export const SERVER_REQUEST_BYTES_MAX = NBD_REQUEST_BYTES_MAX;
-/** Requests one connection may have running at once; beyond it the socket is not read. */
+/**
+ * Requests one connection may have running at once; beyond it the socket is not read. On a
+ * polling thread, where one runs at a time, the most one connection runs in a turn of the
+ * thread's loop before its other connections are served.
+ */
 export const SERVER_INFLIGHT_REQUESTS_DEFAULT = 64;
 /** Upper end of the configurable in-flight request count. */
 export const SERVER_INFLIGHT_REQUESTS_MAX = 1024;
@@ -29,6 +33,11 @@ export const SERVER_INFLIGHT_REQUESTS_MAX = 1024;
  * connection may hold (64 MiB): two maximal requests. Beyond it the socket is not read.
  */
 export const SERVER_CONNECTION_BYTES_DEFAULT = 64 * MIB;
+/**
+ * How long replies may take to drain to a client that reads slowly once its connection is
+ * ending (DISC, the server stopping); then the connection is closed with them unsent.
+ */
+export const SERVER_UNSENT_REPLIES_MS = 5_000;
 /** Connections served at once by default; more are closed at accept. */
 export const SERVER_CONNECTIONS_DEFAULT = 16;
 /** Upper end of the configurable connection count. */

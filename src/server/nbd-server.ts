@@ -5,8 +5,10 @@
 // bounded across all connections as well as per connection.
 //
 // With `threads`, connections run on that many worker threads instead (connection-threads.ts),
-// each serving with an NbdServer of its own over its own opening of the same files; this
-// server then only accepts, counts, hands over and, at close, stops the threads and flushes.
+// over their own openings of the same files. Threads that poll (no TLS, every export one that
+// runs blocking: files and block devices) take each connection after its handshake, which
+// this server runs (`#handOff`); threads with an event loop (TLS, tables) take it at accept.
+// This server then accepts, counts, hands over and, at close, stops the threads and flushes.
 //
 // Close: stop accepting; connections in the handshake get ERR_SHUTDOWN on their next option;
 // connections in transmission stop reading, their requests in flight finish and reply; then
@@ -35,6 +37,7 @@ import { ServedExport, type NbdExportOptions } from './nbd-export.js';
 import { createTlsUpgrade, type NbdServerTlsOptions } from './tls.js';
 import { GIB } from '../constants.js';
 import { ConnectionThreads } from './connection-threads.js';
+import { runsBlocking } from './io-program.js';
 import { describeForThread, threadableDevice } from './thread-exports.js';
 import { createWriteGateState, type ThreadWriteGate } from './thread-write-gate.js';
 
@@ -145,9 +148,8 @@ export class NbdServer {
         gateStates[index] as SharedArrayBuffer));
     // Threads poll their sockets when every connection is plain and every export a file or
     // block device (whose every request can run on the thread); else each runs an event loop.
-    const tlsMode = options.tls?.mode ?? 'off';
-    const polling = tlsMode === 'off' && threadExports.length > 0 &&
-      threadExports.every((entry) => entry.file !== null);
+    const polling = (options.tls?.mode ?? 'off') === 'off' && threadExports.length > 0 &&
+      this.#exports.every((served) => runsBlocking(served.device));
     this.#threadSetup = gateStates === null ? null : () => ConnectionThreads.start(
       this.#threadsWanted, {
         exports: threadExports,
@@ -297,16 +299,18 @@ export class NbdServer {
   /**
    * Hands a connection past its handshake to a polling thread, once the handshake's last
    * reply has left: the thread then reads the socket from the first request on, with the
-   * bytes the handshake read ahead. Without live threads the connection is served here; while
-   * they live, one that cannot be handed over is closed (here it would write past their gate).
+   * bytes the handshake read ahead. Without a live thread the connection is served here (no
+   * thread writes then, so no gate is passed); while threads live, one that cannot be handed
+   * over is closed (here its merges would pass their gate).
    */
   async #handOff(socket: Socket, reader: SocketReader, negotiated: Negotiated): Promise<HandOff> {
     const threads = await this.#startThreads().catch(() => null);
-    if (threads === null) return 'here';
+    if (threads === null || !threads.anyAlive) return 'here';
     await new Promise<void>((resolve) => socket.write(EMPTY, () => resolve()));
     if (this.#closing !== null || socket.destroyed) return 'closed';
-    const kept = reader.detach();
-    this.#threadedCount += 1;
+    if (!threads.anyAlive) return 'here';
+    // Copied into a buffer of its own, which moves to the thread instead of being cloned.
+    const kept = new Uint8Array(reader.detach());
     const handed = threads.handTransmission(socket, {
       exportIndex: this.#exports.indexOf(negotiated.served),
       structuredReplies: negotiated.structuredReplies,
@@ -314,9 +318,13 @@ export class NbdServer {
       blockSizesAsked: negotiated.blockSizesAsked,
       kept,
     });
-    if (handed === 'handed') return 'handed';
-    this.#threadedCount -= 1;
-    return 'closed';
+    if (handed !== 'handed') return 'closed';
+    // Counted on its thread from now on, not here: its socket's 'close' comes later.
+    for (const connection of this.#connections) {
+      if (connection.socket === socket) this.#connections.delete(connection);
+    }
+    this.#threadedCount += 1;
+    return 'handed';
   }
 
   #threadedConnectionClosed(): void {

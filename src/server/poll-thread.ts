@@ -15,7 +15,7 @@ import { performance } from 'node:perf_hooks';
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { dmIoClientCreate } from '../core/client.js';
 import type { BlockDevice } from '../devices/block-device.js';
-import { IoUringEngine } from '../devices/file-ring.js';
+import { ThreadpoolEngine } from '../devices/file-threadpool-engine.js';
 import {
   drainWakeFd, POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, PollSet, setNonBlocking,
 } from '../sys/socket-poll.js';
@@ -56,7 +56,8 @@ interface Served {
 
 async function run(): Promise<void> {
   if (port === null) return;
-  const engine = new IoUringEngine({ sqPollIdleMs: 0 });
+  // Requests run with blocking calls (`submitSync`, `extentsSync`); the engine only opens.
+  const engine = new ThreadpoolEngine();
   const devices: BlockDevice[] = [];
   try {
     for (const entry of setup.exports) devices.push(await openInThread(entry, engine));
@@ -105,7 +106,10 @@ function serve(served: Served): void {
     if (pollSet.revents(0) !== 0) drainWakeFd(setup.wakeFd);
     connections.forEach((connection, index) => {
       const revents = pollSet.revents(index + 1);
-      if ((revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) !== 0) connection.readable();
+      // Bytes the handshake read ahead are parsed with no POLLIN to announce them.
+      if ((revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) !== 0 || connection.hasKeptBytes) {
+        connection.readable();
+      }
       if ((revents & POLLOUT) !== 0) connection.writable();
     });
   }
@@ -121,10 +125,7 @@ function takeMessages(served: Served, connections: PolledConnection[]): boolean 
       stopping = true;
     } else if (message.type === 'transmission') {
       post({ type: 'taken', fd: message.fd });
-      const connection = adopt(served, message);
-      connections.push(connection);
-      // Bytes the handshake read ahead are parsed now: no POLLIN will announce them.
-      if (connection.hasKeptBytes) connection.readable();
+      connections.push(adopt(served, message));
     }
   }
   return stopping;
@@ -136,8 +137,7 @@ function adopt(served: Served, handed: HandedTransmission): PolledConnection {
     served: exported, structuredReplies: handed.structuredReplies,
     baseAllocation: handed.baseAllocation, blockSizesAsked: handed.blockSizesAsked,
   };
-  const kept = handed.kept.length > 0 ? Buffer.from(handed.kept) : null;
-  const connection = new PolledConnection(handed.fd, negotiated, kept, served.client,
+  const connection = new PolledConnection(handed.fd, negotiated, handed.kept, served.client,
     served.pool, served.limits, log);
   try {
     setNonBlocking(handed.fd);
@@ -153,8 +153,9 @@ function retireFinished(connections: PolledConnection[]): void {
   let kept = 0;
   for (const connection of connections) {
     if (connection.finished) {
+      // Said before the descriptor closes: the server closes what a dead thread still owns.
+      post({ type: 'closed', fd: connection.fd });
       connection.dispose();
-      post({ type: 'closed' });
     } else {
       connections[kept] = connection;
       kept += 1;
@@ -164,6 +165,7 @@ function retireFinished(connections: PolledConnection[]): void {
 }
 
 function pollTimeoutMs(connections: readonly PolledConnection[], stopAtMs: number): number {
+  if (connections.some((connection) => connection.hasKeptBytes)) return 0;
   let untilMs = stopAtMs;
   for (const connection of connections) untilMs = Math.min(untilMs, connection.deadlineMs);
   if (untilMs === Infinity) return POLL_MS_MAX;
@@ -179,7 +181,7 @@ function flushAll(served: Served): void {
   }
 }
 
-async function closeDevices(devices: readonly BlockDevice[], engine: IoUringEngine): Promise<void> {
+async function closeDevices(devices: readonly BlockDevice[], engine: ThreadpoolEngine): Promise<void> {
   for (const device of devices) await device.close().catch(() => undefined);
   engine.close();
 }

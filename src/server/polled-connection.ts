@@ -13,24 +13,22 @@
 //
 // Ends: DISC or the server stopping (stop reading, send what is owed, close), the client
 // leaving or a protocol violation (close at once), and replies a client never reads (close
-// after SERVER_UNSENT_REPLIES_MS).
+// after SERVER_UNSENT_REPLIES_MS). Frames are never empty, so a send that moves no byte means
+// the socket is full.
 
 import { performance } from 'node:perf_hooks';
 import type { DmIoClient } from '../core/client.js';
 import { NBD_CMD_DISC, NBD_CMD_WRITE, REQUEST_HEADER_BYTES } from '../nbd/protocol.js';
-import { closeFd, POLLIN, POLLOUT, receiveNow, sendNow } from '../sys/socket-poll.js';
+import { closeFd, POLLIN, POLLOUT, receiveNow, SEND_PIECES_MAX, sendNow } from '../sys/socket-poll.js';
 import type { BufferPool } from './buffer-pool.js';
 import type { Negotiated } from './handshake.js';
+import { SERVER_UNSENT_REPLIES_MS } from './limits.js';
 import { runIoProgramBlocking } from './io-program.js';
 import { requestProgram, statusReply, type Reply } from './request-program.js';
 import {
   checkRequest, parseRequest, TransmissionViolation, writePayloadBytes, type Request,
 } from './request-rules.js';
 
-/** How long a connection that has ended may take to have its owed replies read. */
-export const SERVER_UNSENT_REPLIES_MS = 5_000;
-/** Most frames one `sendmsg` carries. */
-const FRAMES_PER_SEND_MAX = 64;
 
 /** Bounds of one polled connection. */
 export interface PolledLimits {
@@ -160,7 +158,7 @@ export class PolledConnection {
     this.#unsentBytes = 0;
     const incoming = this.#incoming;
     this.#incoming = null;
-    if (incoming !== null && incoming.payload.length > 0) this.#pool.give(incoming.payload);
+    if (incoming !== null) this.#pool.give(incoming.payload);
     closeFd(this.fd);
   }
 
@@ -189,9 +187,7 @@ export class PolledConnection {
         this.#run(request, null);
         return 'ran';
       }
-      const lengthBytes = writePayloadBytes(request);
-      incoming = { request, filledBytes: 0,
-        payload: lengthBytes === 0 ? new Uint8Array(0) : this.#pool.take(lengthBytes) };
+      incoming = { request, filledBytes: 0, payload: this.#pool.take(writePayloadBytes(request)) };
       this.#incoming = incoming;
     }
     const filledBytes = this.#receive(incoming.payload, incoming.filledBytes);
@@ -230,7 +226,7 @@ export class PolledConnection {
     const negotiated = this.#negotiated;
     const refusal = checkRequest(request, negotiated);
     if (refusal !== null) {
-      if (payload !== null && payload.length > 0) this.#pool.give(payload);
+      if (payload !== null) this.#pool.give(payload);
       this.#queue(statusReply(request, refusal, negotiated.structuredReplies));
       return;
     }
@@ -254,7 +250,7 @@ export class PolledConnection {
   /** Sends owed frames until the socket is full or nothing is owed. */
   #sendOwed(): void {
     while (this.#unsentBytes > 0 && !this.#finished) {
-      const pieces = this.#frames.slice(this.#head, this.#head + FRAMES_PER_SEND_MAX);
+      const pieces = this.#frames.slice(this.#head, this.#head + SEND_PIECES_MAX);
       let sentBytes: number;
       try {
         sentBytes = sendNow(this.fd, pieces, this.#headSentBytes);
@@ -263,7 +259,7 @@ export class PolledConnection {
         this.#finished = true;
         return;
       }
-      if (sentBytes < 0) return;
+      if (sentBytes <= 0) return;
       this.#advance(sentBytes);
     }
     if (this.#unsentBytes === 0 && this.#draining) this.#finished = true;
@@ -290,7 +286,7 @@ export class PolledConnection {
       this.#frames = [];
       this.#owners = [];
       this.#head = 0;
-    } else if (this.#head >= FRAMES_PER_SEND_MAX * 16) {
+    } else if (this.#head >= SEND_PIECES_MAX * 16) {
       // Replies keep coming while earlier ones leave: drop the sent prefix now and then.
       this.#frames.splice(0, this.#head);
       this.#owners.splice(0, this.#head);

@@ -48,7 +48,7 @@ export function* requestProgram(
   try {
     switch (request.type) {
       case NBD_CMD_READ: {
-        data = request.lengthBytes === 0 ? NO_DATA : pool.take(request.lengthBytes);
+        data = pool.take(request.lengthBytes);
         const failure = yield* readProgram(served, offsetBytes, data);
         if (failure !== null) return statusReply(request, failure, structuredReplies);
         const reply = readReply(request, data, structuredReplies);
@@ -84,7 +84,7 @@ export function* requestProgram(
   } catch (error) {
     return statusReply(request, invalid(String(error)), structuredReplies);
   } finally {
-    if (data !== null && data.length > 0) pool.give(data);
+    if (data !== null) pool.give(data);
   }
 }
 

@@ -3,7 +3,8 @@
 // client sent ahead of the parser are kept up to SERVER_READ_AHEAD_BYTES, then the stream is
 // paused until the parser catches up, so a client that floods the socket costs a bounded
 // amount of memory. `detach` hands back what was buffered but not consumed (STARTTLS must
-// give the first bytes of a pipelined ClientHello back to the TLS layer).
+// give the first bytes of a pipelined ClientHello back to the TLS layer; a connection handed
+// to a polling thread after its handshake takes the requests pipelined behind it).
 //
 // `fill` is the one way bytes are asked for: it completes at once from kept bytes, or later by
 // calling back synchronously from inside the read that completed it, after that read's surplus
@@ -98,6 +99,15 @@ export class SocketReader {
   attachOnread(socket: Duplex): void {
     assert.ok(this.#staging !== null && this.#stream === null, 'a reader made for onread');
     this.#listen(socket, false);
+  }
+
+  /**
+   * True when the socket is read through `onread`: every byte it took from the kernel is then
+   * in this reader, so `detach` hands back all of them (a `'data'` reader's stream may hold
+   * more in its own buffer once paused).
+   */
+  get readsThroughOnread(): boolean {
+    return this.#stream !== null && !this.#usesDataEvents;
   }
 
   /** Bytes received and not yet consumed. */

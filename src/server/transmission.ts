@@ -29,7 +29,9 @@ import type { BufferPool } from './buffer-pool.js';
 import type { Negotiated } from './handshake.js';
 import { runIoProgram } from './io-program.js';
 import { requestProgram, statusReply, type Reply } from './request-program.js';
-import { checkRequest, parseRequest, writePayloadBytes, type Request } from './request-rules.js';
+import {
+  checkRequest, invalid, parseRequest, writePayloadBytes, type Request,
+} from './request-rules.js';
 import { StreamEndedError, type FillDone, type SocketReader } from './socket-reader.js';
 
 /** How the request loop ended. */
@@ -196,8 +198,7 @@ export class Transmission {
    * Hard close above the maximum: its payload would have to be skipped unread.
    */
   #receiveWrite(request: Request): IncomingWrite {
-    const lengthBytes = writePayloadBytes(request);
-    const payload = lengthBytes === 0 ? new Uint8Array(0) : this.#pool.take(lengthBytes);
+    const payload = this.#pool.take(writePayloadBytes(request));
     this.#inflightBytes += payload.length;
     return { request, payload };
   }
@@ -226,7 +227,7 @@ export class Transmission {
   #accept(request: Request, payload: Uint8Array | null): void {
     const refusal = checkRequest(request, this.#negotiated);
     if (refusal !== null) {
-      if (payload !== null && payload.length > 0) this.#pool.give(payload);
+      if (payload !== null) this.#pool.give(payload);
       this.#send(statusReply(request, refusal, this.#negotiated.structuredReplies));
       return;
     }
@@ -239,12 +240,16 @@ export class Transmission {
     this.#inflightRequests += 1;
     this.#inflightBytes += costBytes;
     const program = requestProgram(request, payload, this.#negotiated, this.#pool);
-    void runIoProgram(this.#client, this.#negotiated.served, program).then((reply) => {
+    const done = (reply: Reply): void => {
       this.#send(reply);
       this.#inflightRequests -= 1;
       this.#inflightBytes -= costBytes;
       this.#poke();
-    });
+    };
+    // The program answers every device error itself; a throw out of it is a bug, answered
+    // rather than left hanging.
+    void runIoProgram(this.#client, this.#negotiated.served, program).then(done, (error: unknown) =>
+      done(statusReply(request, invalid(String(error)), this.#negotiated.structuredReplies)));
   }
 
   /**

@@ -14,14 +14,17 @@ export class RawClient {
   readonly socket: net.Socket;
   /** Context ids by name, as SET_META_CONTEXT selected them in `transmitting`. */
   readonly metaContexts = new Map<string, number>();
-  #buffered = Buffer.alloc(0);
+  /** Bytes received and not yet read, joined only when a read needs them. */
+  #pieces: Buffer[] = [];
+  #bufferedBytes = 0;
   #closed = false;
   #waiter: (() => void) | null = null;
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
     socket.on('data', (chunk: Buffer) => {
-      this.#buffered = Buffer.concat([this.#buffered, chunk]);
+      this.#pieces.push(chunk);
+      this.#bufferedBytes += chunk.length;
       this.#waiter?.();
     });
     socket.on('close', () => {
@@ -109,16 +112,16 @@ export class RawClient {
   }
 
   /** One structured chunk: type, flags, cookie and payload. */
-  async chunk(): Promise<{ type: number; flags: number; cookie: bigint; payload: Buffer }> {
-    const header = await this.read(20);
-    const payload = await this.read(header.readUInt32BE(16));
+  async chunk(timeoutMs = 5000): Promise<{ type: number; flags: number; cookie: bigint; payload: Buffer }> {
+    const header = await this.read(20, timeoutMs);
+    const payload = await this.read(header.readUInt32BE(16), timeoutMs);
     return { flags: header.readUInt16BE(4), type: header.readUInt16BE(6),
       cookie: header.readBigUInt64BE(8), payload };
   }
 
   async read(lengthBytes: number, timeoutMs = 5000): Promise<Buffer> {
     const deadline = Date.now() + timeoutMs;
-    while (this.#buffered.length < lengthBytes) {
+    while (this.#bufferedBytes < lengthBytes) {
       if (this.#closed) throw new Error('closed');
       if (Date.now() > deadline) throw new Error('timed out');
       await new Promise<void>((resolve) => {
@@ -126,8 +129,11 @@ export class RawClient {
         setTimeout(resolve, 50);
       });
     }
-    const out = this.#buffered.subarray(0, lengthBytes);
-    this.#buffered = this.#buffered.subarray(lengthBytes);
+    const joined = this.#pieces.length === 1 ? this.#pieces[0] as Buffer : Buffer.concat(this.#pieces);
+    const out = joined.subarray(0, lengthBytes);
+    const rest = joined.subarray(lengthBytes);
+    this.#pieces = rest.length > 0 ? [rest] : [];
+    this.#bufferedBytes = rest.length;
     return out;
   }
 
