@@ -223,31 +223,35 @@ test('dmio serve of a loop device (4096-byte sectors) on threads: nbdcopy both w
   fs.writeFileSync(source, randomBytes(8 * MiB));
   try {
     await withLoopDevice(image, { sectorSize: 4096 }, async (loopPath) => {
-      const served = await startDmioServe([loopPath, '--socket', path.join(dir, 's.sock'),
-        '--json', '--threads', '2']);
-      try {
-        assert.equal((JSON.parse(served.line) as { threads: number }).threads, 2);
-        const info = await runToolOk('nbdinfo', ['--json', served.uri]);
-        const exported = (JSON.parse(info.stdout) as { exports: Array<Record<string, unknown>> })
-          .exports[0];
-        assert.equal(exported?.['export-size'], 8 * MiB);
-        assert.equal(exported?.['block_size_minimum'], 4096, 'the loop device\'s logical block');
-        await runToolOk('nbdcopy', ['--connections=4', '--flush', source, served.uri], 60_000);
-        const back = path.join(dir, 'back.img');
-        await runToolOk('nbdcopy', ['--connections=4', served.uri, back], 60_000);
-        assert.ok(fs.readFileSync(back).equals(fs.readFileSync(source)), 'read back through NBD');
-      } finally {
-        assert.equal(await served.stop(), 0);
+      // Buffered, then with O_DIRECT (every request through aligned memory, on the threads).
+      for (const direct of [false, true]) {
+        fs.writeFileSync(source, randomBytes(8 * MiB));
+        const served = await startDmioServe([loopPath, '--socket', path.join(dir, 's.sock'),
+          '--json', '--threads', '2', ...(direct ? ['--direct'] : [])]);
+        try {
+          assert.equal((JSON.parse(served.line) as { threads: number }).threads, 2);
+          const info = await runToolOk('nbdinfo', ['--json', served.uri]);
+          const exported = (JSON.parse(info.stdout) as { exports: Array<Record<string, unknown>> })
+            .exports[0];
+          assert.equal(exported?.['export-size'], 8 * MiB);
+          assert.equal(exported?.['block_size_minimum'], 4096, 'the loop device\'s logical block');
+          await runToolOk('nbdcopy', ['--connections=4', '--flush', source, served.uri], 60_000);
+          const back = path.join(dir, 'back.img');
+          await runToolOk('nbdcopy', ['--connections=4', served.uri, back], 60_000);
+          assert.ok(fs.readFileSync(back).equals(fs.readFileSync(source)), 'read back through NBD');
+        } finally {
+          assert.equal(await served.stop(), 0);
+        }
+        assert.doesNotMatch(served.stderr(), /did not start/);
+        const onDevice = Buffer.alloc(8 * MiB);
+        const fd = fs.openSync(loopPath, 'r');
+        try {
+          fs.readSync(fd, onDevice, 0, onDevice.length, 0);
+        } finally {
+          fs.closeSync(fd);
+        }
+        assert.ok(onDevice.equals(fs.readFileSync(source)), 'the block device holds the source');
       }
-      assert.doesNotMatch(served.stderr(), /did not start/);
-      const onDevice = Buffer.alloc(8 * MiB);
-      const fd = fs.openSync(loopPath, 'r');
-      try {
-        fs.readSync(fd, onDevice, 0, onDevice.length, 0);
-      } finally {
-        fs.closeSync(fd);
-      }
-      assert.ok(onDevice.equals(fs.readFileSync(source)), 'the block device holds the source');
     });
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
