@@ -39,7 +39,7 @@ export type {
 
 export type {
   BlockDevice, DeviceLimits, DeviceRequest, DeviceDone, DeviceOp, DeviceKind, RequestFlags,
-  DeviceExtent, ExtentsDone,
+  DeviceExtent, ExtentsAnswer, ExtentsDone,
 } from './devices/block-device.js';
 export { EXTENTS_PER_QUERY_MAX } from './devices/block-device.js';
 export { deviceExtents } from './devices/device-extents.js';

@@ -44,6 +44,7 @@ const PAST_THE_API_ALLOWED: ReadonlyMap<string, string> = new Map([
   ['src/nbd/protocol.ts', 'the NBD wire constants, shared by the client and the server'],
   ['src/sys/socket-options.ts', 'the server sizes its Unix sockets\' send buffer (SO_SNDBUF)'],
   ['src/sys/socket-handoff.ts', 'the server hands accepted sockets to its connection threads'],
+  ['src/sys/socket-poll.ts', 'the server\'s polling threads poll, receive and send on their sockets'],
 ]);
 
 /** Layers that know nothing of the engines, protocols and tools built on them. */
@@ -65,6 +66,9 @@ const DEFAULT_INSTANCES: ReadonlyArray<{ file: string; name: string; why: string
   { file: 'src/devices/file-special-ops.ts', name: 'zeroBuffer',
     why: 'the read-only zero buffer every device writes zeros from, made on first use' },
   { file: 'src/sys/libc.ts', name: 'loaded', why: 'the C library and its bindings, loaded once' },
+  { file: 'src/sys/socket-poll.ts', name: 'instance',
+    why: 'the socket calls a polling thread binds once (each thread loads its own), with the ' +
+      'scratch every sendNow rewrites and the addresses of buffers, facts about each buffer' },
   { file: 'src/memory/aligned.ts', name: 'alignedBuffers',
     why: 'a WeakSet brand of the ArrayBuffers allocAligned made (only it adds, nothing removes): ' +
       'a fact about each buffer that no client can change, not state shared between clients' },

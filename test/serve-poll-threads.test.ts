@@ -55,13 +55,7 @@ describe('NBD server on polling threads', () => {
     const client = await RawClient.negotiating(socketPath);
     client.option(NBD_OPT_STRUCTURED_REPLY);
     assert.equal((await client.optionReply()).type, NBD_REP_ACK);
-    const payload = infoPayload('', []);
-    const go = Buffer.alloc(16 + payload.length);
-    go.writeBigUInt64BE(0x49484156454F5054n, 0);
-    go.writeUInt32BE(NBD_OPT_GO, 8);
-    go.writeUInt32BE(payload.length, 12);
-    payload.copy(go, 16);
-    client.send(Buffer.concat([go, requests]));
+    client.send(Buffer.concat([goOption(), requests]));
     for (;;) {
       const reply = await client.optionReply();
       if (reply.type === NBD_REP_ACK) return client;
@@ -191,14 +185,8 @@ test('a socket handed in flowing (read by data events) is served on the server t
     const client = await RawClient.negotiating(socketPath);
     client.option(NBD_OPT_STRUCTURED_REPLY);
     assert.equal((await client.optionReply()).type, NBD_REP_ACK);
-    const payload = infoPayload('', []);
-    const go = Buffer.alloc(16 + payload.length);
-    go.writeBigUInt64BE(0x49484156454F5054n, 0);
-    go.writeUInt32BE(NBD_OPT_GO, 8);
-    go.writeUInt32BE(payload.length, 12);
-    payload.copy(go, 16);
     const datas = Array.from({ length: 24 }, () => randomBytes(65536));
-    client.send(Buffer.concat([go, ...datas.flatMap((data, index) =>
+    client.send(Buffer.concat([goOption(), ...datas.flatMap((data, index) =>
       [writeHeader(BigInt(index * 65536), data.length, BigInt(index)), data])]));
     for (;;) {
       const reply = await client.optionReply();
@@ -248,6 +236,17 @@ test('close() with writes acknowledged by a polling thread leaves them in the fi
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+/** NBD_OPT_GO for the default export, as bytes to send with what follows it. */
+function goOption(): Buffer {
+  const payload = infoPayload('', []);
+  const go = Buffer.alloc(16 + payload.length);
+  go.writeBigUInt64BE(0x49484156454F5054n, 0);
+  go.writeUInt32BE(NBD_OPT_GO, 8);
+  go.writeUInt32BE(payload.length, 12);
+  payload.copy(go, 16);
+  return go;
+}
 
 /** Reads one structured reply's chunks, up to the one flagged DONE; returns its cookie. */
 async function replyCookie(client: RawClient): Promise<bigint> {

@@ -241,22 +241,24 @@ async function walkDevice(
   return answers;
 }
 
+/** Data runs scattered over a 4 MiB file, its first and last 64 KiB among them. */
+const SCATTERED_RUNS = [
+  { offsetBytes: 0, lengthBytes: 64 * KIB },
+  { offsetBytes: 256 * KIB, lengthBytes: 128 * KIB },
+  { offsetBytes: 1024 * KIB, lengthBytes: 64 * KIB },
+  { offsetBytes: 4 * MIB - 64 * KIB, lengthBytes: 64 * KIB },
+];
+
 for (const [fsName, parent] of FILESYSTEMS) {
   describe(`file device extents on ${fsName}`, () => {
     test('a truncated file with scattered writes: exactly the written runs are data',
       async (t) => {
-        const runs = [
-          { offsetBytes: 0, lengthBytes: 64 * KIB },
-          { offsetBytes: 256 * KIB, lengthBytes: 128 * KIB },
-          { offsetBytes: 1024 * KIB, lengthBytes: 64 * KIB },
-          { offsetBytes: 4 * MIB - 64 * KIB, lengthBytes: 64 * KIB },
-        ];
-        const { device } = await sparseDevice(t, parent, 4 * MIB, runs);
+        const { device } = await sparseDevice(t, parent, 4 * MIB, SCATTERED_RUNS);
         const extents = await extentsOf(device, 0, device.sizeSectors);
         assert.deepEqual(extents, [data(0, 128), hole(128, 384), data(512, 256),
           hole(768, 1280), data(2048, 128), hole(2176, 5888), data(8064, 128)]);
-        assert.deepEqual(extents, modelExtents(runs, 0, device.sizeSectors));
-        assert.deepEqual(await extentsOf(device, 600, 2000), modelExtents(runs, 600, 2000));
+        assert.deepEqual(extents, modelExtents(SCATTERED_RUNS, 0, device.sizeSectors));
+        assert.deepEqual(await extentsOf(device, 600, 2000), modelExtents(SCATTERED_RUNS, 600, 2000));
       });
 
     test('a file ending in a hole, and one with no data at all', async (t) => {
@@ -307,13 +309,7 @@ for (const [fsName, parent] of FILESYSTEMS) {
     });
 
     test('extentsSync returns what extents answers, range by range', async (t) => {
-      const runs = [
-        { offsetBytes: 0, lengthBytes: 64 * KIB },
-        { offsetBytes: 256 * KIB, lengthBytes: 128 * KIB },
-        { offsetBytes: 1024 * KIB, lengthBytes: 64 * KIB },
-        { offsetBytes: 4 * MIB - 64 * KIB, lengthBytes: 64 * KIB },
-      ];
-      const { device } = await sparseDevice(t, parent, 4 * MIB, runs);
+      const { device } = await sparseDevice(t, parent, 4 * MIB, SCATTERED_RUNS);
       const ranges = [[0, device.sizeSectors], [600, 2000], [128, 1], [130, 300],
         [8000, device.sizeSectors - 8000], [2047, 2]] as const;
       for (const [sector, countSectors] of ranges) {
@@ -322,7 +318,7 @@ for (const [fsName, parent] of FILESYSTEMS) {
         assertContract(answer.extents, sector, countSectors);
         assert.deepEqual(answer.extents, await extentsOf(device, sector, countSectors),
           `${sector}+${countSectors}`);
-        assert.deepEqual(answer.extents, modelExtents(runs, sector, countSectors));
+        assert.deepEqual(answer.extents, modelExtents(SCATTERED_RUNS, sector, countSectors));
       }
     });
 

@@ -181,26 +181,24 @@ export class ConnectionThreads {
    * lives, 'failed' when the descriptor cannot be duplicated (`socket` untouched for both).
    */
   hand(socket: Socket): 'handed' | 'no thread' | 'failed' {
-    const target = this.#leastBusy();
-    if (target === null) return 'no thread';
-    const copy = duplicateSocketFd(socket);
-    if (typeof copy === 'string') {
-      this.#log(`cannot hand a connection to a thread: ${copy}`);
-      return 'failed';
-    }
-    socket.destroy();
-    target.connections += 1;
-    target.posted.add(copy);
-    target.worker.postMessage({ type: 'connection', fd: copy } satisfies ToThread);
-    return 'handed';
+    return this.#post(socket, (fd) => ({ type: 'connection', fd }), []);
   }
 
   /**
    * Gives a connection past its handshake to the least busy live polling thread, as `hand`
-   * does an accepted one; `socket` must have nothing left to send or read.
+   * does an accepted one; `socket` must have nothing left to send or read. `handed.kept`'s
+   * buffer moves to the thread.
    */
   handTransmission(
     socket: Socket, handed: Omit<HandedTransmission, 'type' | 'fd'>,
+  ): 'handed' | 'no thread' | 'failed' {
+    return this.#post(socket, (fd) => ({ type: 'transmission', fd, ...handed }),
+      [handed.kept.buffer as ArrayBuffer]);
+  }
+
+  /** Moves `socket`'s descriptor to the least busy live thread in the message made for it. */
+  #post(
+    socket: Socket, messageFor: (fd: number) => ToThread, transfer: ArrayBuffer[],
   ): 'handed' | 'no thread' | 'failed' {
     const target = this.#leastBusy();
     if (target === null) return 'no thread';
@@ -212,9 +210,9 @@ export class ConnectionThreads {
     socket.destroy();
     target.connections += 1;
     target.posted.add(copy);
-    target.worker.postMessage({ type: 'transmission', fd: copy, ...handed } satisfies ToThread,
-      [handed.kept.buffer as ArrayBuffer]);
-    signalWakeFd(target.wakeFd);
+    target.worker.postMessage(messageFor(copy), transfer);
+    // A polling thread takes messages only when its poll wakes.
+    if (target.wakeFd >= 0) signalWakeFd(target.wakeFd);
     return 'handed';
   }
 
