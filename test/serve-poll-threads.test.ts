@@ -172,13 +172,13 @@ describe('NBD server on polling threads', () => {
   });
 });
 
-test('a socket handed in flowing (read by data events) is served on the server thread, every byte right', async () => {
+test('a socket handed in flowing (read by data events) is handed over with every byte it read', async () => {
   const dir = makeTempDir('dmio-serve-poll-');
   const socketPath = path.join(dir, 's.sock');
   const device = await openFileDevice(path.join(dir, 'disk.img'), { create: { sizeBytes: 16 * MiB } });
   const server = createNbdServer({ exports: [{ name: '', device }], threads: 1 });
-  // Not paused at accept, so the server cannot read it through onread and must not hand it
-  // to a polling thread: bytes a paused data-event socket holds would be lost.
+  // Not paused at accept, so the server reads it by data events: the hand-over must take the
+  // bytes the paused stream still holds in its own buffer too.
   const listener = net.createServer((socket) => server.handleConnection(socket));
   try {
     await new Promise<void>((resolve) => listener.listen(socketPath, resolve));
@@ -204,6 +204,44 @@ test('a socket handed in flowing (read by data events) is served on the server t
     client.destroy();
   } finally {
     listener.close();
+    await server.close();
+    await device.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('after DISC a TCP client gets its replies and a clean end, not a reset', async () => {
+  const dir = makeTempDir('dmio-serve-poll-');
+  const device = await openFileDevice(path.join(dir, 'disk.img'), { create: { sizeBytes: MiB } });
+  const server = createNbdServer({ exports: [{ name: '', device }], threads: 1 });
+  try {
+    const listener = await server.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = listener.address() as net.AddressInfo;
+    const socket = net.createConnection({ host: '127.0.0.1', port });
+    const received: Buffer[] = [];
+    let resetBy: Error | null = null;
+    socket.on('data', (chunk: Buffer) => received.push(chunk));
+    socket.on('error', (error) => { resetBy = error; });
+    const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    const flags = Buffer.alloc(4);
+    flags.writeUInt32BE(3, 0);
+    const data = randomBytes(4096);
+    socket.write(Buffer.concat([flags, goOption()]));
+    // The greeting (18), GO's INFO (32) and ACK (20): then the polling thread reads the socket.
+    while (Buffer.concat(received).length < 70) await new Promise((resolve) => setTimeout(resolve, 5));
+    received.length = 0;
+    // A WRITE, DISC, and bytes after DISC that the thread never reads but must not reset over.
+    socket.write(Buffer.concat([writeHeader(0n, data.length, 1n), data, requestHeader(2, 0n, 0, 2n),
+      Buffer.alloc(1000, 0x55)]));
+    await ended;
+    assert.equal(resetBy, null, 'no reset');
+    const reply = Buffer.concat(received);
+    assert.equal(reply.length, 16, 'the WRITE\'s simple reply, and nothing else');
+    assert.equal(reply.readUInt32BE(0), 0x67446698);
+    assert.equal(reply.readUInt32BE(4), 0);
+    assert.equal(reply.readBigUInt64BE(8), 1n);
+  } finally {
     await server.close();
     await device.close();
     rmSync(dir, { recursive: true, force: true });

@@ -93,13 +93,16 @@ interface Running {
   /** A polling thread's wake-up descriptor, owned here and closed after the thread exits. */
   readonly wakeFd: number;
   connections: number;
-  /** Descriptors posted to the thread that it has not yet said it took. */
-  readonly posted: Set<number>;
+  /**
+   * Descriptors posted to the thread that it has not yet said it took, with how many times
+   * (a number the thread closed may come back from `dup` before its message says so).
+   */
+  readonly posted: FdCounts;
   /**
    * Descriptors a polling thread took and has not yet said it closes: plain descriptors, not
    * sockets of its event loop, so nothing closes them if the thread dies but this server.
    */
-  readonly owned: Set<number>;
+  readonly owned: FdCounts;
   alive: boolean;
   stopped: Promise<void>;
 }
@@ -139,6 +142,8 @@ export class ConnectionThreads {
       for (let slot = 0; slot < count; slot += 1) threads.push(pool.#startOne(setup, slot, ready));
       await Promise.all(ready);
     } catch (error) {
+      // The other threads' readiness may still fail; that is this failure's consequence.
+      for (const started of ready) started.catch(() => undefined);
       // Asked to stop, not terminated: ending a thread while it runs native code (koffi, as
       // it does while loading) aborts the whole process. One that has not yet listened gets the message when
       // it does; one that failed has already exited.
@@ -159,8 +164,8 @@ export class ConnectionThreads {
       if (wakeFd >= 0) closeFd(wakeFd);
       throw error;
     }
-    const running: Running = { worker, slot, wakeFd, connections: 0, posted: new Set(),
-      owned: new Set(), alive: true, stopped: Promise.resolve() };
+    const running: Running = { worker, slot, wakeFd, connections: 0, posted: new FdCounts(),
+      owned: new FdCounts(), alive: true, stopped: Promise.resolve() };
     running.stopped = new Promise((resolve) => worker.once('exit', () => resolve()));
     ready.push(this.#watch(running));
     return running;
@@ -211,8 +216,8 @@ export class ConnectionThreads {
     target.connections += 1;
     target.posted.add(copy);
     target.worker.postMessage(messageFor(copy), transfer);
-    // A polling thread takes messages only when its poll wakes.
-    if (target.wakeFd >= 0) signalWakeFd(target.wakeFd);
+    // A polling thread takes messages only when its poll wakes (at the latest after 1 s).
+    if (target.wakeFd >= 0) signalQuietly(target.wakeFd, this.#log);
     return 'handed';
   }
 
@@ -224,7 +229,7 @@ export class ConnectionThreads {
     for (const running of this.#threads) {
       if (!running.alive) continue;
       running.worker.postMessage({ type: 'shutdown' } satisfies ToThread);
-      if (running.wakeFd >= 0) signalWakeFd(running.wakeFd);
+      if (running.wakeFd >= 0) signalQuietly(running.wakeFd, this.#log);
     }
     // A thread closes its connections hard after its own grace period. One still running
     // THREAD_EXIT_MARGIN_MS later is left behind (unref'd, so it does not keep the process
@@ -237,6 +242,8 @@ export class ConnectionThreads {
           if (running.alive) {
             this.#log('a connection thread did not stop in time and was left behind');
             running.worker.unref();
+            // Its connections count as closed: the server's close() must not wait for them.
+            this.#countClosed(running);
           }
         }
         resolve();
@@ -244,6 +251,13 @@ export class ConnectionThreads {
     });
     await Promise.race([Promise.all(this.#threads.map((running) => running.stopped)), abandoned]);
     clearTimeout(stopTimer);
+  }
+
+  /** Counts every connection `running` still serves as closed. */
+  #countClosed(running: Running): void {
+    const lost = running.connections;
+    running.connections = 0;
+    for (let index = 0; index < lost; index += 1) this.#onClosed();
   }
 
   #leastBusy(): Running | null {
@@ -268,7 +282,7 @@ export class ConnectionThreads {
             reject(new Error(message.message));
             break;
           case 'taken':
-            running.posted.delete(message.fd);
+            running.posted.remove(message.fd);
             if (running.wakeFd >= 0) running.owned.add(message.fd);
             break;
           case 'log':
@@ -276,7 +290,7 @@ export class ConnectionThreads {
             break;
           case 'closed':
             // A polling thread says so before it closes the descriptor.
-            if (message.fd !== undefined) running.owned.delete(message.fd);
+            if (message.fd !== undefined) running.owned.remove(message.fd);
             running.connections -= 1;
             this.#onClosed();
             break;
@@ -295,17 +309,47 @@ export class ConnectionThreads {
         for (const gate of this.#gates) clearWriteGateSlot(gate, running.slot);
         // A thread says it took a descriptor before it wraps it, and Node delivers a thread's
         // messages before its 'exit': what is still posted was never taken, and is ours.
-        for (const fd of running.posted) closeQuietly(fd);
+        for (const fd of running.posted.fds()) closeQuietly(fd);
         running.posted.clear();
         // A polling thread's messages come before its 'exit' too, and it says it closes a
         // descriptor before it does: what it still owns is open, and no one else's.
-        for (const fd of running.owned) closeQuietly(fd);
+        for (const fd of running.owned.fds()) closeQuietly(fd);
         running.owned.clear();
-        const lost = running.connections;
-        running.connections = 0;
-        for (let index = 0; index < lost; index += 1) this.#onClosed();
+        this.#countClosed(running);
       });
     });
+  }
+}
+
+/** Descriptor numbers with how many claims each has (add, remove; `fds` lists those held). */
+class FdCounts {
+  readonly #counts = new Map<number, number>();
+
+  add(fd: number): void {
+    this.#counts.set(fd, (this.#counts.get(fd) ?? 0) + 1);
+  }
+
+  remove(fd: number): void {
+    const count = this.#counts.get(fd) ?? 0;
+    if (count <= 1) this.#counts.delete(fd);
+    else this.#counts.set(fd, count - 1);
+  }
+
+  fds(): number[] {
+    return [...this.#counts.keys()];
+  }
+
+  clear(): void {
+    this.#counts.clear();
+  }
+}
+
+/** Wakes a polling thread; a failure is logged (the thread still wakes within 1 s). */
+function signalQuietly(fd: number, log: (message: string) => void): void {
+  try {
+    signalWakeFd(fd);
+  } catch (error) {
+    log(`cannot wake a connection thread: ${(error as Error).message}`);
   }
 }
 

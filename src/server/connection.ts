@@ -12,15 +12,15 @@ import {
   HandshakeViolation, runHandshake, type HandshakeContext, type Negotiated, type TlsMode,
 } from './handshake.js';
 import type { ServedExport } from './nbd-export.js';
-import { SERVER_SEND_BUFFER_BYTES, SERVER_UNSENT_REPLIES_MS } from './limits.js';
+import {
+  SERVER_CLOSE_LINGER_MS, SERVER_SEND_BUFFER_BYTES, SERVER_UNSENT_REPLIES_MS,
+} from './limits.js';
 import { adoptWithOnread } from './server-socket.js';
 import { setSocketSendBufferBytes } from '../sys/socket-options.js';
 import { SocketReader, StreamEndedError } from './socket-reader.js';
 import { TransmissionViolation } from './request-rules.js';
 import { Transmission, type TransmissionLimits } from './transmission.js';
 
-/** After the last reply is flushed, how long the client has to close its side. */
-const CLOSE_LINGER_MS = 500;
 
 /** What a connection needs from its server. */
 export interface ConnectionContext {
@@ -105,10 +105,8 @@ export class ServerConnection {
         this.#end();
         return;
       }
-      // Handed over only from onread, where every byte read so far is in the reader; the
-      // handshake's timeout still runs while the hand-over waits.
-      if (this.#context.handOff !== undefined && this.#stream === this.#socket &&
-          this.#reader.readsThroughOnread) {
+      // Only a plain socket is handed over; the handshake's timeout runs on while it waits.
+      if (this.#context.handOff !== undefined && this.#stream === this.#socket) {
         const handOff = await this.#context.handOff(this.#socket, this.#reader, negotiated);
         if (handOff === 'handed') {
           this.#closed = true;
@@ -161,8 +159,8 @@ export class ServerConnection {
    */
   #end(): void {
     this.#closed = true;
-    this.#stream.end(() => setTimeout(() => this.destroy(), CLOSE_LINGER_MS).unref());
-    setTimeout(() => this.destroy(), CLOSE_LINGER_MS + SERVER_UNSENT_REPLIES_MS).unref();
+    this.#stream.end(() => setTimeout(() => this.destroy(), SERVER_CLOSE_LINGER_MS).unref());
+    setTimeout(() => this.destroy(), SERVER_CLOSE_LINGER_MS + SERVER_UNSENT_REPLIES_MS).unref();
   }
 
   #handshakeContext(): HandshakeContext {

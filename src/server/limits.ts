@@ -33,6 +33,8 @@ export const SERVER_INFLIGHT_REQUESTS_MAX = 1024;
  * connection may hold (64 MiB): two maximal requests. Beyond it the socket is not read.
  */
 export const SERVER_CONNECTION_BYTES_DEFAULT = 64 * MIB;
+/** After the last reply of an ending connection has left, how long the client has to close. */
+export const SERVER_CLOSE_LINGER_MS = 500;
 /**
  * How long replies may take to drain to a client that reads slowly once its connection is
  * ending (DISC, the server stopping); then the connection is closed with them unsent.

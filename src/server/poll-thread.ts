@@ -78,10 +78,16 @@ async function run(): Promise<void> {
       requestsPerTurnMax: setup.inflightRequestsMax },
   };
   post({ type: 'ready' });
-  serve(served);
-  flushAll(served);
-  await closeDevices(devices, engine);
-  port.close();
+  try {
+    serve(served);
+  } catch (error) {
+    // A bug: the server closes the sockets this thread still held once it has exited.
+    log(`a polling connection thread failed: ${String(error)}`);
+  } finally {
+    flushAll(served);
+    await closeDevices(devices, engine);
+    port.close();
+  }
 }
 
 /** The loop: serves every connection handed over until a shutdown has drained them. */
@@ -90,11 +96,10 @@ function serve(served: Served): void {
   const pollSet = new PollSet(1 + SERVER_CONNECTIONS_MAX);
   let stopAtMs = Infinity;
   for (;;) {
-    const stopping = takeMessages(served, connections);
-    if (stopping && stopAtMs === Infinity) {
-      stopAtMs = performance.now() + setup.shutdownGraceMs;
-      for (const connection of connections) connection.stop();
-    }
+    const stopping = takeMessages(served, connections) || stopAtMs !== Infinity;
+    if (stopping && stopAtMs === Infinity) stopAtMs = performance.now() + setup.shutdownGraceMs;
+    // Every connection, also one handed over after the shutdown began.
+    if (stopping) for (const connection of connections) connection.stop();
     const nowMs = performance.now();
     for (const connection of connections) connection.checkDeadline(nowMs);
     if (nowMs >= stopAtMs) for (const connection of connections) connection.abandon();
@@ -142,8 +147,9 @@ function adopt(served: Served, handed: HandedTransmission): PolledConnection {
   try {
     setNonBlocking(handed.fd);
   } catch (error) {
+    // Ended, not closed here: the server hears of it before the descriptor closes.
     log(`closing a connection: ${(error as Error).message}`);
-    connection.dispose();
+    connection.abandon();
   }
   return connection;
 }

@@ -11,24 +11,32 @@
 // replies hold `connectionBytesMax` or more; one turn runs at most `requestsPerTurnMax`
 // requests before the thread serves its other connections.
 //
-// Ends: DISC or the server stopping (stop reading, send what is owed, close), the client
-// leaving or a protocol violation (close at once), and replies a client never reads (close
-// after SERVER_UNSENT_REPLIES_MS). Frames are never empty, so a send that moves no byte means
+// Ends: DISC or the server stopping (stop reading, send what is owed, then end the sending
+// side and wait up to SERVER_CLOSE_LINGER_MS for the client to close its own, discarding what
+// it still sends, so a TCP client gets a FIN rather than a reset), the client leaving or a
+// protocol violation (close at once). Once ending, replies the client does not read for
+// SERVER_UNSENT_REPLIES_MS are dropped with the connection; an idle client that is not ending
+// keeps its connection, as on the event loop. Frames are never empty, so a send that moves no byte means
 // the socket is full.
 
 import { performance } from 'node:perf_hooks';
 import type { DmIoClient } from '../core/client.js';
 import { NBD_CMD_DISC, NBD_CMD_WRITE, REQUEST_HEADER_BYTES } from '../nbd/protocol.js';
-import { closeFd, POLLIN, POLLOUT, receiveNow, SEND_PIECES_MAX, sendNow } from '../sys/socket-poll.js';
+import {
+  closeFd, POLLIN, POLLOUT, receiveNow, SEND_PIECES_MAX, sendNow, shutdownWrite,
+} from '../sys/socket-poll.js';
 import type { BufferPool } from './buffer-pool.js';
 import type { Negotiated } from './handshake.js';
-import { SERVER_UNSENT_REPLIES_MS } from './limits.js';
+import { SERVER_CLOSE_LINGER_MS, SERVER_UNSENT_REPLIES_MS } from './limits.js';
 import { runIoProgramBlocking } from './io-program.js';
 import { requestProgram, statusReply, type Reply } from './request-program.js';
 import {
   checkRequest, parseRequest, TransmissionViolation, writePayloadBytes, type Request,
 } from './request-rules.js';
 
+
+/** Reads of a lingering client's leftovers per turn; a client that keeps sending is closed. */
+const DISCARD_READS_PER_TURN_MAX = 64;
 
 /** Bounds of one polled connection. */
 export interface PolledLimits {
@@ -69,6 +77,9 @@ export class PolledConnection {
   #finished = false;
   /** When owed replies stop being waited for, once draining. */
   #drainDeadlineMs = Infinity;
+  /** Set once everything owed was sent and the sending side ended: waiting for the client's end. */
+  #lingering = false;
+  #lingerDeadlineMs = Infinity;
   #disposed = false;
 
   constructor(
@@ -97,16 +108,21 @@ export class PolledConnection {
   /** The poll events the connection waits for now. */
   get events(): number {
     if (this.#finished) return 0;
+    if (this.#lingering) return POLLIN;
     return (this.#reading() ? POLLIN : 0) | (this.#unsentBytes > 0 ? POLLOUT : 0);
   }
 
   /** When the thread must look at this connection again without an event (ms, `performance.now`). */
   get deadlineMs(): number {
-    return this.#drainDeadlineMs;
+    return this.#lingering ? this.#lingerDeadlineMs : this.#drainDeadlineMs;
   }
 
   /** Reads and runs the requests that have arrived, then sends their replies. */
   readable(): void {
+    if (this.#lingering) {
+      this.#discardUntilEnd();
+      return;
+    }
     try {
       for (let ran = 0; ran < this.#limits.requestsPerTurnMax && this.#reading();) {
         const step = this.#receiveRequest();
@@ -127,10 +143,9 @@ export class PolledConnection {
 
   /** Called by the thread on each wake-up: ends a drain that waited too long. */
   checkDeadline(nowMs: number): void {
-    if (!this.#finished && nowMs >= this.#drainDeadlineMs) {
-      this.#log('closing a connection: its replies were not read in time');
-      this.#finished = true;
-    }
+    if (this.#finished || nowMs < this.deadlineMs) return;
+    if (!this.#lingering) this.#log('closing a connection: its replies were not read in time');
+    this.#finished = true;
   }
 
   /** The server is stopping: no more requests are read; what is owed is still sent. */
@@ -262,7 +277,7 @@ export class PolledConnection {
       if (sentBytes <= 0) return;
       this.#advance(sentBytes);
     }
-    if (this.#unsentBytes === 0 && this.#draining) this.#finished = true;
+    if (this.#unsentBytes === 0 && this.#draining) this.#startLingering();
   }
 
   /** Counts `sentBytes` as sent, giving back each reply's pooled data after its last frame. */
@@ -298,7 +313,30 @@ export class PolledConnection {
     if (this.#draining) return;
     this.#draining = true;
     this.#drainDeadlineMs = performance.now() + SERVER_UNSENT_REPLIES_MS;
-    if (this.#unsentBytes === 0) this.#finished = true;
+    if (this.#unsentBytes === 0) this.#startLingering();
+  }
+
+  /** Everything owed has left: the sending side ends, and the client has a moment to close. */
+  #startLingering(): void {
+    if (this.#lingering || this.#finished) return;
+    this.#lingering = true;
+    this.#lingerDeadlineMs = performance.now() + SERVER_CLOSE_LINGER_MS;
+    shutdownWrite(this.fd);
+  }
+
+  /** While lingering: reads and drops what the client still sends, until its end. */
+  #discardUntilEnd(): void {
+    const scratch = this.#header;
+    try {
+      for (let reads = 0; reads < DISCARD_READS_PER_TURN_MAX; reads += 1) {
+        const gotBytes = receiveNow(this.fd, scratch, 0, scratch.length);
+        if (gotBytes < 0) return;
+        if (gotBytes === 0) break;
+      }
+    } catch {
+      // A reset: the client is gone either way.
+    }
+    this.#finished = true;
   }
 
   #clientLeft(): 'ran' {

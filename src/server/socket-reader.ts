@@ -101,15 +101,6 @@ export class SocketReader {
     this.#listen(socket, false);
   }
 
-  /**
-   * True when the socket is read through `onread`: every byte it took from the kernel is then
-   * in this reader, so `detach` hands back all of them (a `'data'` reader's stream may hold
-   * more in its own buffer once paused).
-   */
-  get readsThroughOnread(): boolean {
-    return this.#stream !== null && !this.#usesDataEvents;
-  }
-
   /** Bytes received and not yet consumed. */
   get bufferedBytes(): number {
     return this.#keptEnd - this.#keptStart;
@@ -162,19 +153,23 @@ export class SocketReader {
   }
 
   /**
-   * Stops listening to the stream (paused) and returns the bytes buffered but not consumed,
-   * for whoever reads the stream or its descriptor next.
+   * Stops listening to the stream (paused) and returns every byte it delivered that was not
+   * consumed, for whoever reads the stream or its descriptor next: the bytes kept here and,
+   * for a `'data'` reader, those the paused stream holds in its own buffer.
    */
   detach(): Buffer {
     assert.ok(this.#pending === null, 'no read in progress');
     const stream = this.#stream;
+    const parts: Uint8Array[] = [this.#kept.subarray(this.#keptStart, this.#keptEnd)];
     if (stream !== null) {
       if (this.#usesDataEvents) stream.off('data', this.#onData);
       stream.off('end', this.#onEnd);
       stream.off('close', this.#onEnd);
       stream.pause();
+      for (let chunk = this.#usesDataEvents ? readBuffered(stream) : null; chunk !== null;
+        chunk = readBuffered(stream)) parts.push(chunk);
     }
-    const rest = Buffer.from(this.#kept.subarray(this.#keptStart, this.#keptEnd));
+    const rest = Buffer.concat(parts);
     this.#keptStart = 0;
     this.#keptEnd = 0;
     this.#ended = new StreamEndedError('the reader was detached');
@@ -316,4 +311,9 @@ export class SocketReader {
     this.#pending = null;
     pending?.done(error);
   }
+}
+
+/** What a paused stream holds in its own buffer, a chunk at a time; null once empty. */
+function readBuffered(stream: Duplex): Buffer | null {
+  return stream.read() as Buffer | null;
 }

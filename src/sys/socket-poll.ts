@@ -1,7 +1,8 @@
 // Owns the socket calls of a thread that drives its own non-blocking sockets without libuv (an
 // NBD connection thread polling its clients): `poll(2)` over a fixed `struct pollfd` array, an
 // eventfd another thread signals to wake that poll, `recv`/`sendmsg` with MSG_DONTWAIT that
-// answer "would block" as -1 instead of waiting, and the fcntl that makes a descriptor
+// answer "would block" as -1 instead of waiting, `shutdown` of the sending side for a polite
+// close, and the fcntl that makes a descriptor
 // non-blocking. Bound through koffi on the C library libc.ts loads once per thread; a failed
 // call becomes libc.ts's `SysError`. Only `poll` (and only with a timeout) ever waits.
 //
@@ -72,6 +73,7 @@ interface SocketBindings {
   readonly poll: NativeFunction;
   readonly recv: NativeFunction;
   readonly sendmsg: NativeFunction;
+  readonly shutdown: NativeFunction;
 }
 
 /** The scratch `sendNow` rewrites on every call: iovecs, then the msghdr pointing at them. */
@@ -114,6 +116,7 @@ function bindSocketCalls({ koffi, library }: LoadedLibrary): SocketBindings {
     poll: library.func('int poll(void *fds, unsigned long count, int timeoutMs)'),
     recv: library.func('intptr_t recv(int fd, void *buffer, size_t length, int flags)'),
     sendmsg: library.func('intptr_t sendmsg(int fd, const void *message, int flags)'),
+    shutdown: library.func('int shutdown(int fd, int how)'),
   };
 }
 
@@ -197,6 +200,17 @@ export function drainWakeFd(fd: number): void {
     if (errnoValue === EAGAIN) return;
     if (errnoValue !== EINTR) throw new SysError(errnoValue, 'read eventfd');
   }
+}
+
+/** `shutdown(2)` how: no more sends (the peer reads the end of the stream). */
+const SHUT_WR = 1;
+
+/**
+ * Ends the sending side of a socket (the peer sees the end of the stream) while it can still
+ * receive; errors (ENOTCONN: the peer is gone) are ignored, as there is nothing left to end.
+ */
+export function shutdownWrite(fd: number): void {
+  native().bindings.shutdown(fd, SHUT_WR);
 }
 
 /** close(2); errors are ignored (the descriptor is gone either way on Linux). */
