@@ -233,7 +233,7 @@ test('after DISC a TCP client gets its replies and a clean end, not a reset', as
     received.length = 0;
     // A WRITE, DISC, and bytes after DISC that the thread never reads but must not reset over.
     socket.write(Buffer.concat([writeHeader(0n, data.length, 1n), data, requestHeader(2, 0n, 0, 2n),
-      Buffer.alloc(1000, 0x55)]));
+      Buffer.alloc(256 * 1024, 0x55)]));
     await ended;
     assert.equal(resetBy, null, 'no reset');
     const reply = Buffer.concat(received);

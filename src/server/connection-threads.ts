@@ -291,8 +291,11 @@ export class ConnectionThreads {
           case 'closed':
             // A polling thread says so before it closes the descriptor.
             if (message.fd !== undefined) running.owned.remove(message.fd);
-            running.connections -= 1;
-            this.#onClosed();
+            // None left when a thread left behind at stop (counted closed then) ends them late.
+            if (running.connections > 0) {
+              running.connections -= 1;
+              this.#onClosed();
+            }
             break;
         }
       });

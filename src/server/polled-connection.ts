@@ -20,6 +20,7 @@
 // the socket is full.
 
 import { performance } from 'node:perf_hooks';
+import { KIB } from '../constants.js';
 import type { DmIoClient } from '../core/client.js';
 import { NBD_CMD_DISC, NBD_CMD_WRITE, REQUEST_HEADER_BYTES } from '../nbd/protocol.js';
 import {
@@ -35,8 +36,10 @@ import {
 } from './request-rules.js';
 
 
-/** Reads of a lingering client's leftovers per turn; a client that keeps sending is closed. */
-const DISCARD_READS_PER_TURN_MAX = 64;
+/** Reads of a lingering client's leftovers per turn, then the thread's other connections. */
+const DISCARD_READS_PER_TURN_MAX = 16;
+/** Bytes one such read takes. */
+const DISCARD_BYTES = 64 * KIB;
 
 /** Bounds of one polled connection. */
 export interface PolledLimits {
@@ -80,6 +83,8 @@ export class PolledConnection {
   /** Set once everything owed was sent and the sending side ended: waiting for the client's end. */
   #lingering = false;
   #lingerDeadlineMs = Infinity;
+  /** Where a lingering client's leftovers are read to be dropped (made when it lingers). */
+  #discarded: Buffer | null = null;
   #disposed = false;
 
   constructor(
@@ -324,19 +329,27 @@ export class PolledConnection {
     shutdownWrite(this.fd);
   }
 
-  /** While lingering: reads and drops what the client still sends, until its end. */
+  /**
+   * While lingering: reads and drops what the client still sends, until its end. A client
+   * that keeps sending stays until the linger deadline; closing with its bytes unread would
+   * answer it with a reset.
+   */
   #discardUntilEnd(): void {
-    const scratch = this.#header;
+    this.#discarded ??= Buffer.allocUnsafe(DISCARD_BYTES);
+    const scratch = this.#discarded;
     try {
       for (let reads = 0; reads < DISCARD_READS_PER_TURN_MAX; reads += 1) {
         const gotBytes = receiveNow(this.fd, scratch, 0, scratch.length);
         if (gotBytes < 0) return;
-        if (gotBytes === 0) break;
+        if (gotBytes === 0) {
+          this.#finished = true;
+          return;
+        }
       }
     } catch {
       // A reset: the client is gone either way.
+      this.#finished = true;
     }
-    this.#finished = true;
   }
 
   #clientLeft(): 'ran' {
