@@ -80,10 +80,13 @@ export interface NbdServerOptions {
    * Serve connections on this many worker threads (default 0: on the calling thread), each
    * handed to the thread with the fewest. Every export's device must then be a file or block
    * device (`FileDevice`), or a table whose targets are all linear, zero or error over
-   * such devices: each thread opens it again (files through `/proc/self/fd`), on an io_uring
-   * engine of its own set as `dmio serve` sets its own, and has a dm-io client of its own; `client`
-   * then only makes the final flush. Threads are started by `listen()` or the first
-   * `handleConnection()`.
+   * such devices: each thread opens it again (files through `/proc/self/fd`) and has a dm-io
+   * client of its own; `client` then only makes the final flush. Without TLS and with only
+   * files and block devices, the handshake runs on the calling thread and the threads poll
+   * their connections, running each request to completion (a FLUSH holds the thread's other
+   * connections meanwhile); otherwise each connection is handed over at accept to a thread
+   * that serves it on its own event loop and io_uring engine. Threads are started by
+   * `listen()` or the first `handleConnection()`.
    */
   threads?: number;
 }
