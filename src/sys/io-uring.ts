@@ -27,6 +27,7 @@ import { KIB } from '../constants.js';
 import os from 'node:os';
 import { errnoName } from './errno-name.js';
 import { libcLibrary, SysError } from './libc.js';
+import { BufferAddresses, writeWord64 } from './native-memory.js';
 
 type Koffi = typeof import('koffi').default;
 type NativeFunction = ReturnType<ReturnType<Koffi['load']>['func']>;
@@ -67,7 +68,6 @@ const SQE_WORDS = 16;
 /** The submission entry's ioprio field is 16 bits (`__u16 ioprio`). */
 const IOPRIO_FIELD_MAX = 0xffff;
 const CQE_BYTES = 16;
-const TWO_TO_32 = 4294967296;
 
 /**
  * The smallest read `offloadBusyReads` hands to a kernel worker (64 KiB): copying less out of
@@ -202,13 +202,8 @@ export class IoUring {
   readonly #memory: Array<unknown>;
   readonly #freeSlots: number[];
   readonly #poll: PollHandle;
-  /**
-   * Start addresses of the ArrayBuffers seen so far. A buffer's memory never moves while it is
-   * alive (sector-sized and larger buffers live outside V8's moving heap; a transferred buffer
-   * is a new object), so one native call per buffer is enough: pool pages and callers' slabs
-   * are reused for every request.
-   */
-  readonly #bufferAddresses = new WeakMap<ArrayBufferLike, number>();
+  /** Addresses of the buffers seen so far (native-memory.ts). */
+  readonly #addresses: BufferAddresses;
   #sqTail: number;
   #unsubmitted = 0;
   #flushScheduled = false;
@@ -240,6 +235,7 @@ export class IoUring {
     this.entries = entries;
     this.#spinMs = spinUs / 1000;
     this.#native = native;
+    this.#addresses = new BufferAddresses(native.koffi);
     this.#fd = fd;
     this.#mappings = [];
     this.#sqPoll = (params.getUint32(8, true) & IORING_SETUP_SQPOLL) !== 0;
@@ -322,15 +318,6 @@ export class IoUring {
     }
   }
 
-  /** The address of `buffer`'s first byte. */
-  #addressOf(buffer: Uint8Array): number {
-    const base = this.#bufferAddresses.get(buffer.buffer);
-    if (base !== undefined) return base + buffer.byteOffset;
-    const address = Number(this.#native.koffi.address(buffer) as number | bigint);
-    this.#bufferAddresses.set(buffer.buffer, address - buffer.byteOffset);
-    return address;
-  }
-
   #map(lengthBytes: number, offset: number): ArrayBuffer {
     const pointer: unknown = this.#native.mmap(null, lengthBytes, PROT_READ_WRITE,
       MAP_SHARED_POPULATE, this.#fd, offset);
@@ -385,7 +372,7 @@ export class IoUring {
     if (count === 1) {
       const only = buffers[0] as Uint8Array;
       opcode = op === 'read' ? IORING_OP_READ : IORING_OP_WRITE;
-      address = this.#addressOf(only);
+      address = this.#addresses.addressOf(only);
       length = only.length;
       transferBytes = length;
       this.#memory[slot] = only;
@@ -394,10 +381,8 @@ export class IoUring {
       const firstWord = slot * URING_IOVECS_PER_ENTRY_MAX * 4;
       for (let index = 0; index < count; index += 1) {
         const buffer = buffers[index] as Uint8Array;
-        const bufferAddress = this.#addressOf(buffer);
         const word = firstWord + index * 4;
-        this.#iovecs[word] = bufferAddress % TWO_TO_32;
-        this.#iovecs[word + 1] = Math.floor(bufferAddress / TWO_TO_32);
+        writeWord64(this.#iovecs, word, this.#addresses.addressOf(buffer));
         this.#iovecs[word + 2] = buffer.length;
         this.#iovecs[word + 3] = 0;
         transferBytes += buffer.length;
@@ -429,10 +414,8 @@ export class IoUring {
     const sqes = this.#sqes;
     sqes[entry] = head >>> 0;
     sqes[entry + 1] = fd;
-    sqes[entry + 2] = offset % TWO_TO_32;
-    sqes[entry + 3] = Math.floor(offset / TWO_TO_32);
-    sqes[entry + 4] = address % TWO_TO_32;
-    sqes[entry + 5] = Math.floor(address / TWO_TO_32);
+    writeWord64(sqes, entry + 2, offset);
+    writeWord64(sqes, entry + 4, address);
     sqes[entry + 6] = length;
     sqes[entry + 7] = 0;
     sqes[entry + 8] = slot;

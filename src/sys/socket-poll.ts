@@ -8,12 +8,13 @@
 //
 // This module's one default instance holds the bindings, the scratch buffer in which `sendNow`
 // builds its `struct msghdr` and iovecs (rewritten by every call, never held across calls) and
-// the addresses of buffers seen so far. It is made on first use; each worker thread loads its
-// own instance of this module, so threads never share it.
+// the addresses of buffers seen so far (native-memory.ts). It is made on first use; each
+// worker thread loads its own instance of this module, so threads never share it.
 
 import assert from '../assert.js';
 import { errnoNumber } from './errno-name.js';
 import { libcLibrary, SysError } from './libc.js';
+import { BufferAddresses, writeWord64 } from './native-memory.js';
 
 type LoadedLibrary = ReturnType<typeof libcLibrary>;
 type NativeFunction = ReturnType<LoadedLibrary['library']['func']>;
@@ -59,7 +60,8 @@ const WAKE_COUNTER_BYTES = 8;
  * signal left behind just makes the next poll return at once).
  */
 const WAKE_DRAIN_READS_MAX = 16;
-const TWO_TO_32 = 2 ** 32;
+/** Largest `int` timeout `poll` takes. */
+const POLL_TIMEOUT_MS_MAX = 0x7fffffff;
 
 assert.ok(SEND_PIECES_MAX * IOVEC_BYTES % 8 === 0, 'the msghdr after the iovecs is aligned');
 
@@ -88,8 +90,8 @@ interface SendScratch {
 interface SocketNative {
   readonly bindings: SocketBindings;
   readonly scratch: SendScratch;
-  /** Start addresses of ArrayBuffers already passed to `sendNow` or `receiveNow`. */
-  readonly bufferAddresses: WeakMap<ArrayBufferLike, number>;
+  /** Addresses of the buffers passed to `sendNow` or `receiveNow` (native-memory.ts). */
+  readonly addresses: BufferAddresses;
 }
 
 /** The default instance, made on first use (see the header). */
@@ -98,7 +100,8 @@ let instance: SocketNative | undefined;
 function native(): SocketNative {
   if (instance === undefined) {
     const bindings = bindSocketCalls(libcLibrary());
-    instance = { bindings, scratch: makeSendScratch(bindings), bufferAddresses: new WeakMap() };
+    instance = { bindings, scratch: makeSendScratch(bindings),
+      addresses: new BufferAddresses(bindings.koffi) };
   }
   return instance;
 }
@@ -130,25 +133,6 @@ function makeSendScratch(bindings: SocketBindings): SendScratch {
   return { words, msghdr: bytes.subarray(msghdrOffsetBytes) };
 }
 
-/** Stores `value` (a safe integer) as a little-endian 64-bit word at `words[word]`. */
-function writeWord64(words: Uint32Array, word: number, value: number): void {
-  words[word] = value % TWO_TO_32;
-  words[word + 1] = Math.floor(value / TWO_TO_32);
-}
-
-/**
- * The address of `view`'s first byte. Reading `.buffer` moves a small typed array's bytes out
- * of V8's heap for good, so an address remembered per ArrayBuffer stays valid while it lives.
- */
-function addressOf(state: SocketNative, view: Uint8Array): number {
-  const buffer = view.buffer;
-  let base = state.bufferAddresses.get(buffer);
-  if (base === undefined) {
-    base = Number(state.bindings.koffi.address(view) as number | bigint) - view.byteOffset;
-    state.bufferAddresses.set(buffer, base);
-  }
-  return base + view.byteOffset;
-}
 
 function errnoNow(bindings: SocketBindings, syscall: string): number {
   const errnoValue = bindings.koffi.errno() as number;
@@ -270,7 +254,8 @@ export class PollSet {
    */
   wait(count: number, timeoutMs: number): number {
     assert.ok(Number.isSafeInteger(count) && count >= 0 && count <= this.capacity, 'count');
-    assert.ok(Number.isInteger(timeoutMs) && timeoutMs >= -1 && timeoutMs < TWO_TO_32 / 2,
+    assert.ok(Number.isInteger(timeoutMs) && timeoutMs >= -1 &&
+      timeoutMs <= POLL_TIMEOUT_MS_MAX,
       'timeoutMs');
     const ready = this.#bindings.poll(this.#bytes, count, timeoutMs) as number;
     if (ready >= 0) return ready;
@@ -305,7 +290,7 @@ export function receiveNow(
   assert.ok(offsetBytes + lengthBytes <= target.length, 'the range lies inside target');
   const state = native();
   const { bindings } = state;
-  const address = addressOf(state, target) + offsetBytes;
+  const address = state.addresses.addressOf(target) + offsetBytes;
   for (;;) {
     const receivedBytes = Number(bindings.recv(fd, address, lengthBytes, MSG_DONTWAIT));
     if (receivedBytes >= 0) return receivedBytes;
@@ -355,7 +340,7 @@ function fillIovecs(
     const lengthBytes = piece.length - skipBytes;
     if (lengthBytes === 0) continue;
     const word = iovecCount * (IOVEC_BYTES / 4);
-    writeWord64(words, word, addressOf(state, piece) + skipBytes);
+    writeWord64(words, word, state.addresses.addressOf(piece) + skipBytes);
     writeWord64(words, word + 2, lengthBytes);
     iovecCount += 1;
   }
