@@ -11,7 +11,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { IoUringEngine } from '../devices/file-ring.js';
 import type { BlockDevice } from '../devices/block-device.js';
 import { NbdServer } from './nbd-server.js';
-import { openInThread } from './thread-exports.js';
+import { closeThreadDevices, openInThread } from './thread-exports.js';
 import { SERVER_CONNECTIONS_MAX } from './limits.js';
 import { ThreadWriteGate } from './thread-write-gate.js';
 import type { NbdServerTlsOptions } from './tls.js';
@@ -49,7 +49,7 @@ async function run(): Promise<void> {
       onConnectionClosed: () => post({ type: 'closed' }),
     });
   } catch (error) {
-    await closeDevices(devices, engine);
+    await closeThreadDevices(devices, engine);
     post({ type: 'failed', message: (error as Error).message });
     port.close();
     return;
@@ -76,13 +76,8 @@ async function stop(server: NbdServer, devices: readonly BlockDevice[], engine: 
   } catch (error) {
     post({ type: 'log', message: (error as Error).message });
   }
-  await closeDevices(devices, engine);
+  await closeThreadDevices(devices, engine);
   port?.close();
-}
-
-async function closeDevices(devices: readonly BlockDevice[], engine: IoUringEngine): Promise<void> {
-  for (const device of devices) await device.close().catch(() => undefined);
-  engine.close();
 }
 
 /** Certificates arrive as Uint8Array after the message copy; TLS wants strings or Buffers. */

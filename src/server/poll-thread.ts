@@ -26,7 +26,7 @@ import { runIoProgramBlocking } from './io-program.js';
 import { SERVER_CONNECTIONS_MAX, SERVER_REQUEST_BYTES_MAX } from './limits.js';
 import { ServedExport } from './nbd-export.js';
 import { PolledConnection, type PolledLimits } from './polled-connection.js';
-import { openInThread } from './thread-exports.js';
+import { closeThreadDevices, openInThread } from './thread-exports.js';
 import { ThreadWriteGate } from './thread-write-gate.js';
 
 /**
@@ -62,7 +62,7 @@ async function run(): Promise<void> {
   try {
     for (const entry of setup.exports) devices.push(await openInThread(entry, engine));
   } catch (error) {
-    await closeDevices(devices, engine);
+    await closeThreadDevices(devices, engine);
     post({ type: 'failed', message: (error as Error).message });
     port.close();
     return;
@@ -85,7 +85,7 @@ async function run(): Promise<void> {
     log(`a polling connection thread failed: ${String(error)}`);
   } finally {
     flushAll(served);
-    await closeDevices(devices, engine);
+    await closeThreadDevices(devices, engine);
     port.close();
   }
 }
@@ -185,11 +185,6 @@ function flushAll(served: Served): void {
     const failure = runIoProgramBlocking(served.client, exported, flushProgram());
     if (failure !== null) log(`flushing '${exported.name}' failed: ${failure.message}`);
   }
-}
-
-async function closeDevices(devices: readonly BlockDevice[], engine: ThreadpoolEngine): Promise<void> {
-  for (const device of devices) await device.close().catch(() => undefined);
-  engine.close();
 }
 
 void run();

@@ -126,6 +126,17 @@ export async function openInThread(entry: ThreadExport, engine: FileEngine): Pro
   return device;
 }
 
+/**
+ * Closes what a thread opened for its exports, then the engine they ran on; a device that
+ * will not close is passed over (the thread is ending, and each close is tried).
+ */
+export async function closeThreadDevices(
+  devices: readonly BlockDevice[], engine: FileEngine,
+): Promise<void> {
+  for (const device of devices) await device.close().catch(() => undefined);
+  engine.close();
+}
+
 function threadFile(device: FileDevice): ThreadFile {
   return { name: device.name, reopenPath: device.reopenPath, identity: identityOf(device.reopenPath),
     readOnly: device.readOnly, direct: device.direct, sizeSectors: device.sizeSectors,
