@@ -122,7 +122,7 @@ export class PolledConnection {
     return this.#lingering ? this.#lingerDeadlineMs : this.#drainDeadlineMs;
   }
 
-  /** Reads and runs the requests that have arrived, then sends their replies. */
+  /** Reads and runs the requests that have arrived, each reply sent as it is made. */
   readable(): void {
     if (this.#lingering) {
       this.#discardUntilEnd();
@@ -136,9 +136,7 @@ export class PolledConnection {
       }
     } catch (error) {
       this.#fail(error);
-      return;
     }
-    this.#sendOwed();
   }
 
   /** The socket has room: sends what is owed. */
@@ -241,18 +239,20 @@ export class PolledConnection {
     return at;
   }
 
-  /** Checks a request whose bytes are all in, runs it, and queues its reply. */
+  /**
+   * Checks a request whose bytes are all in, runs it, and sends its reply at once (what the
+   * socket cannot take now waits for POLLOUT): the client's next requests may wait on it.
+   */
   #run(request: Request, payload: Uint8Array | null): void {
     const negotiated = this.#negotiated;
     const refusal = checkRequest(request, negotiated);
     if (refusal !== null) {
       if (payload !== null) this.#pool.give(payload);
       this.#queue(statusReply(request, refusal, negotiated.structuredReplies));
-      return;
+    } else {
+      this.#queue(runIoProgramBlocking(this.#client, negotiated.served,
+        requestProgram(request, payload, negotiated, this.#pool)));
     }
-    this.#queue(runIoProgramBlocking(this.#client, negotiated.served,
-      requestProgram(request, payload, negotiated, this.#pool)));
-    // Sent at once, as each reply is made: the client's next requests wait on it.
     this.#sendOwed();
   }
 
