@@ -151,6 +151,7 @@ export class NbdServer {
         gateStates[index] as SharedArrayBuffer));
     // Threads poll their sockets when every connection is plain and every export a file or
     // block device (whose every request can run on the thread); else each runs an event loop.
+    // (No threads, no thread exports: polling implies threads.)
     const polling = (options.tls?.mode ?? 'off') === 'off' && threadExports.length > 0 &&
       this.#exports.every((served) => runsBlocking(served.device));
     this.#threadSetup = gateStates === null ? null : () => ConnectionThreads.start(
@@ -173,12 +174,12 @@ export class NbdServer {
       tlsMode: tls.mode,
       upgradeTls: (raw: Duplex) => tls.upgrade(raw),
       log,
-      ...(polling && gateStates !== null ? {
+      ...(polling ? {
         handOff: (socket: Socket, reader: SocketReader, negotiated: Negotiated) =>
           this.#handOff(socket, reader, negotiated),
       } : {}),
     };
-    this.#polling = polling && gateStates !== null;
+    this.#polling = polling;
   }
 
   /** The exports served, in order. */

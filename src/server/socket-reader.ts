@@ -166,8 +166,11 @@ export class SocketReader {
       stream.off('end', this.#onEnd);
       stream.off('close', this.#onEnd);
       stream.pause();
-      for (let chunk = this.#usesDataEvents ? readBuffered(stream) : null; chunk !== null;
-        chunk = readBuffered(stream)) parts.push(chunk);
+      if (this.#usesDataEvents) {
+        for (let chunk = readBuffered(stream); chunk !== null; chunk = readBuffered(stream)) {
+          parts.push(chunk);
+        }
+      }
     }
     const rest = Buffer.concat(parts);
     this.#keptStart = 0;
